@@ -1,0 +1,3 @@
+from text2sign.cli import main
+
+raise SystemExit(main())

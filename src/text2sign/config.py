@@ -1,0 +1,248 @@
+"""Run configuration: nested dataclasses, named presets, YAML round trip and dotted overrides."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    path: str = "data/asl-letters"  # a folder of NAME.gif + NAME.txt, or a prepared cache
+    frames: int = 16
+    size: int = 64
+    time_mode: str = "resample"  # "resample" uniformly over the clip, or "truncate" (pad by repeat)
+    fit: str = "crop"  # "crop" (resize short side, center-crop) or "letterbox"
+    val_fraction: float = 0.1
+    cache: str | None = None  # where the prepared cache lives; default: next to the data
+    num_workers: int = 0
+
+
+@dataclass
+class TextConfig:
+    encoder: str = "bytes"  # "bytes" (trained from scratch) or a Hugging Face name / local folder
+    dim: int = 128
+    layers: int = 2
+    heads: int = 4
+    max_length: int = 32
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "unet3d"
+    preset: str = "small"
+    params: dict[str, Any] = field(default_factory=dict)  # the architecture's full config
+
+
+@dataclass
+class DiffusionConfig:
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "cosine"  # "linear" or "cosine"
+    prediction_type: str = "v_prediction"  # "epsilon" or "v_prediction"
+    min_snr_gamma: float | None = 5.0  # None disables min-SNR weighting
+    cfg_dropout: float = 0.1  # probability of training on the null condition
+    null_condition: str = "learned"  # "learned" or "empty" (the encoding of "")
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "dpm++"  # "ddpm", "ddim" or "dpm++"
+    steps: int = 25
+    guidance: float = 3.0
+    eta: float = 0.0
+    prompts: list[str] = field(default_factory=lambda: ["A", "B", "L", "Y"])
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    max_steps: int = 20000
+    max_minutes: float | None = None  # stop (and save) after this much wall-clock time
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    mixed_precision: str = "auto"  # "auto", "no", "fp16" or "bf16"
+    ema_decay: float = 0.999
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    log_every: int = 10
+    sample_every: int = 1000
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    eval_every: int = 0  # 0 disables evaluation during training
+    eval_per_text: int = 2
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml())
+
+
+# Whole-run presets: each names a denoiser preset and adjusts sizes and training defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {  # tests: seconds on a CPU
+        "data": {"frames": 4, "size": 16},
+        "text": {"dim": 32, "layers": 1, "heads": 2, "max_length": 16},
+        "model": {"preset": "tiny"},
+        "train": {"batch_size": 2, "max_steps": 4, "warmup_steps": 1, "log_every": 1,
+                  "sample_every": 0, "checkpoint_every": 2, "ema_decay": 0.9},
+        "sample": {"steps": 2, "prompts": ["A", "B"]},
+    },
+    "small": {},  # CPU / laptop: the defaults above
+    "base": {  # one GPU
+        "data": {"frames": 16, "size": 64},
+        "text": {"dim": 256, "layers": 4, "heads": 4, "max_length": 64},
+        "model": {"preset": "base"},
+        "train": {"batch_size": 32, "lr": 2e-4, "max_steps": 100000, "ema_decay": 0.9999,
+                  "sample_every": 2000, "checkpoint_every": 2000},
+    },
+    "large": {  # several GPUs
+        "data": {"frames": 28, "size": 128},
+        "text": {"dim": 512, "layers": 6, "heads": 8, "max_length": 64},
+        "model": {"preset": "large"},
+        "train": {"batch_size": 16, "lr": 1e-4, "max_steps": 300000, "ema_decay": 0.9999,
+                  "gradient_checkpointing": True, "sample_every": 5000,
+                  "checkpoint_every": 5000},
+    },
+}
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Deep-merge ``update`` into a copy of ``base``; unknown keys are errors, not silent."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        path = f"{where}{key}"
+        if key not in out:
+            raise ValueError(
+                f"unknown config key {path!r}; known keys here: {sorted(out)}"
+            )
+        if isinstance(out[key], dict) and isinstance(value, dict) and key != "params":
+            out[key] = _merge(out[key], value, where=f"{path}.")
+        elif key == "params" and isinstance(value, dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Build a Config from plain data (YAML), rejecting unknown keys with the allowed ones."""
+    merged = _merge(Config().to_dict(), raw or {})
+    sections = {
+        "data": DataConfig, "text": TextConfig, "model": ModelConfig,
+        "diffusion": DiffusionConfig, "sample": SampleConfig, "train": TrainConfig,
+    }
+    cfg = Config(**{name: cls(**merged[name]) for name, cls in sections.items()})
+    validate(cfg)
+    return cfg
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``--set`` value the way YAML would (numbers, booleans, null, lists)."""
+    return yaml.safe_load(text)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings (``model.params.channels=64`` reaches arch params)."""
+    raw = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value; e.g. --set train.lr=1e-4")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node: dict[str, Any] = {}
+        update = node
+        for part in parts[:-1]:
+            node[part] = {}
+            node = node[part]
+        node[parts[-1]] = parse_value(value)
+        raw = _merge(raw, update)
+    return from_dict(raw)
+
+
+def build_config(preset: str = "small", config_file: str | Path | None = None,
+                 overrides: list[str] | None = None) -> Config:
+    """Preset, then YAML file, then ``--set`` overrides; architecture params fully resolved."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    raw = _merge(Config().to_dict(), PRESETS[preset])
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {str(path)!r} must hold a mapping of sections")
+        raw = _merge(raw, loaded)
+    cfg = from_dict(raw)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    return resolve(cfg)
+
+
+def resolve(cfg: Config) -> Config:
+    """Fill ``model.params`` with the architecture preset's values under any explicit ones."""
+    from text2sign.models.registry import preset_params
+
+    cfg = copy.deepcopy(cfg)
+    cfg.model.params = {**preset_params(cfg.model.arch, cfg.model.preset), **cfg.model.params}
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    return from_dict(yaml.safe_load(path.read_text()) or {})
+
+
+_CHOICES = {
+    ("data", "time_mode"): ("resample", "truncate"),
+    ("data", "fit"): ("crop", "letterbox"),
+    ("diffusion", "beta_schedule"): ("linear", "cosine"),
+    ("diffusion", "prediction_type"): ("epsilon", "v_prediction"),
+    ("diffusion", "null_condition"): ("learned", "empty"),
+    ("sample", "sampler"): ("ddpm", "ddim", "dpm++"),
+    ("train", "mixed_precision"): ("auto", "no", "fp16", "bf16"),
+}
+
+
+def validate(cfg: Config) -> None:
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ValueError(f"{section}.{key}={value!r} is not one of {list(allowed)}")
+    if cfg.data.frames < 1 or cfg.data.size < 1:
+        raise ValueError(
+            f"data.frames={cfg.data.frames} and data.size={cfg.data.size} must be positive"
+        )
+    if not 0.0 <= cfg.diffusion.cfg_dropout < 1.0:
+        raise ValueError(f"diffusion.cfg_dropout={cfg.diffusion.cfg_dropout} must be in [0, 1)")
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction={cfg.data.val_fraction} must be in [0, 1)")
+    if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
+        raise ValueError("train.batch_size and train.grad_accum must be >= 1")

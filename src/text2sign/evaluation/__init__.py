@@ -1,0 +1,1 @@
+"""Does a generated clip show the right sign? Recognizer, metrics and reports."""

@@ -1,0 +1,1 @@
+"""Denoisers (registered by name with presets) and text encoders."""
