@@ -1,0 +1,53 @@
+"""The `text2sign` command line: thin parsing over library functions.
+
+Each command group lives beside the code it drives and registers itself here through a
+`register(subparsers)` function; handlers import heavy libraries lazily so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from text2sign import __version__
+    from text2sign.data import commands as data_commands
+    from text2sign.data import fingerspelling
+    from text2sign.evaluation import commands as eval_commands
+    from text2sign import commands as model_commands
+
+    parser = argparse.ArgumentParser(
+        prog="text2sign",
+        description="Train text-conditioned video diffusion models on sign-language clips "
+        "and generate clips from text.",
+    )
+    parser.add_argument("--version", action="version", version=f"text2sign {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="check, cache and build clip folders")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    data_commands.register(data_sub)
+    fingerspelling.register(data_sub)
+
+    model_commands.register(sub)
+    eval_commands.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        # User-input errors: one clear line, no traceback.
+        print(f"text2sign {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
