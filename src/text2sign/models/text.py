@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from text2sign.config import TextConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -15,3 +24,244 @@ class TextEmbedding:
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
+
+    def to(self, *args: Any, **kwargs: Any) -> TextEmbedding:
+        """Move tokens and pooled like ``Tensor.to``; the bool mask only changes device."""
+        tokens = self.tokens.to(*args, **kwargs)
+        return TextEmbedding(tokens, self.mask.to(tokens.device), self.pooled.to(*args, **kwargs))
+
+
+def pad_to(emb: TextEmbedding, length: int) -> TextEmbedding:
+    """Right-pad tokens to ``length`` with zeros that the mask marks as not real."""
+    batch, current, dim = emb.tokens.shape
+    if current == length:
+        return emb
+    assert current < length, (current, length)
+    tokens = F.pad(emb.tokens, (0, 0, 0, length - current))  # (B, length, D)
+    mask = F.pad(emb.mask, (0, length - current), value=False)  # (B, length)
+    return TextEmbedding(tokens, mask, emb.pooled)
+
+
+def pad_and_cat(embs: list[TextEmbedding]) -> TextEmbedding:
+    """Concatenate embeddings along the batch, padding to a shared length (CFG batching)."""
+    length = max(e.tokens.shape[1] for e in embs)
+    padded = [pad_to(e, length) for e in embs]
+    return TextEmbedding(
+        torch.cat([e.tokens for e in padded]),  # (sum B, L, D)
+        torch.cat([e.mask for e in padded]),  # (sum B, L)
+        torch.cat([e.pooled for e in padded]),  # (sum B, D)
+    )
+
+
+class TextEncoder(nn.Module):
+    """Interface: ``forward(texts) -> TextEmbedding``; ``config`` rebuilds it via TextConfig."""
+
+    dim: int
+    trainable: bool
+
+    @property
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def forward(self, texts: list[str]) -> TextEmbedding:
+        raise NotImplementedError
+
+
+class ByteTextEncoder(TextEncoder):
+    """UTF-8 bytes + a CLS token through a small pre-LN transformer: no vocabulary, no download.
+
+    Works for every language and spelling; pooled is the CLS output after a final LayerNorm.
+    """
+
+    CLS = 256
+    PAD = 257
+
+    def __init__(self, dim: int = 128, layers: int = 2, heads: int = 4, max_length: int = 32):
+        super().__init__()
+        if dim % heads != 0:
+            raise ValueError(f"text dim={dim} must be divisible by heads={heads}")
+        if max_length < 1:
+            raise ValueError(f"text max_length={max_length} must be >= 1 byte")
+        self.dim, self.layers, self.heads, self.max_length = dim, layers, heads, max_length
+        self.trainable = True
+        self.embed = nn.Embedding(258, dim, padding_idx=self.PAD)
+        self.pos = nn.Parameter(torch.randn(1, max_length + 1, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=4 * dim, dropout=0.0, activation="gelu",
+            batch_first=True, norm_first=True,
+        )
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.truncated = 0  # texts cut to max_length bytes so far
+        nn.init.normal_(self.embed.weight, std=0.02)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"encoder": "bytes", "dim": self.dim, "layers": self.layers, "heads": self.heads,
+                "max_length": self.max_length}
+
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Byte ids with CLS first, right-padded to the longest text (capped at max_length)."""
+        if isinstance(texts, str):
+            raise ValueError(f"texts must be a list of strings, got the string {texts!r}")
+        rows = []
+        for text in texts:
+            data = text.encode("utf-8")
+            if len(data) > self.max_length:
+                if self.truncated == 0:
+                    logger.warning(
+                        "text of %d bytes truncated to max_length=%d bytes (%r...); raise "
+                        "text.max_length to keep more (warned once per encoder)",
+                        len(data), self.max_length, text[:40])
+                self.truncated += 1
+                data = data[: self.max_length]
+            rows.append([self.CLS, *data])
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), self.PAD, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+        return ids, ids != self.PAD
+
+    def forward(self, texts: list[str]) -> TextEmbedding:
+        device = self.pos.device
+        ids, mask = self.tokenize(texts)
+        ids, mask = ids.to(device), mask.to(device)  # (B, L), (B, L)
+        x = self.embed(ids) + self.pos[:, : ids.shape[1]]  # (B, L, D)
+        x = self.blocks(x, src_key_padding_mask=~mask)  # (B, L, D)
+        x = self.norm(x) * mask[..., None]  # (B, L, D), padding zeroed
+        return TextEmbedding(tokens=x, mask=mask, pooled=x[:, 0])
+
+
+_T5_TYPES = ("t5", "mt5", "umt5")
+_CLIP_TYPES = ("clip", "clip_text_model")
+
+
+class PretrainedTextEncoder(TextEncoder):
+    """A frozen Hugging Face encoder (DistilBERT, BERT, MiniLM, CLIP text, T5) by name or folder.
+
+    Tokens are the raw last hidden states (dim = hidden_size); pooled is CLIP's pooler_output,
+    else the masked mean of the tokens.
+    """
+
+    def __init__(self, name_or_path: str, max_length: int = 64):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        try:
+            model_config = AutoConfig.from_pretrained(name_or_path)
+            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            if model_config.model_type in _CLIP_TYPES:
+                from transformers import CLIPTextModel as model_cls
+            elif model_config.model_type in _T5_TYPES:
+                from transformers import T5EncoderModel as model_cls
+            else:
+                model_cls = AutoModel
+            self.model = model_cls.from_pretrained(name_or_path)
+        except OSError as err:
+            raise ValueError(
+                f"text encoder {name_or_path!r} is not available offline ({err}); pass the path "
+                "of a local folder holding its config, tokenizer and weights "
+                "(e.g. one saved with save_pretrained), or use text.encoder=bytes"
+            ) from err
+        self.name_or_path = name_or_path
+        self.is_clip = model_config.model_type in _CLIP_TYPES
+        # CLIP cannot go past its position table (77); other tokenizers cap themselves.
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        self.max_length = min(max_length, limit) if limit else max_length
+        self.dim = int(self.model.config.hidden_size)
+        self.trainable = False
+        self.model.requires_grad_(False)
+        self.model.eval()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"encoder": self.name_or_path, "max_length": self.max_length}
+
+    def train(self, mode: bool = True) -> PretrainedTextEncoder:
+        """Frozen: stays in eval mode (no dropout) whatever the surrounding model does."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @torch.no_grad()
+    def forward(self, texts: list[str]) -> TextEmbedding:
+        if isinstance(texts, str):
+            raise ValueError(f"texts must be a list of strings, got the string {texts!r}")
+        device = next(self.model.parameters()).device
+        batch = self.tokenizer(list(texts), padding=True, truncation=True,
+                               max_length=self.max_length, return_tensors="pt")
+        ids = batch["input_ids"].to(device)  # (B, L)
+        mask = batch["attention_mask"].to(device).bool()  # (B, L)
+        out = self.model(input_ids=ids, attention_mask=mask.long())
+        tokens = out.last_hidden_state * mask[..., None]  # (B, L, D), padding zeroed
+        if self.is_clip:
+            pooled = out.pooler_output  # (B, D)
+        else:
+            pooled = tokens.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)  # (B, D)
+        return TextEmbedding(tokens=tokens, mask=mask, pooled=pooled)
+
+
+def build_text_encoder(cfg: TextConfig) -> TextEncoder:
+    """``bytes`` -> ByteTextEncoder, anything else -> a frozen pretrained encoder by name/folder."""
+    if cfg.encoder == "bytes":
+        return ByteTextEncoder(cfg.dim, cfg.layers, cfg.heads, cfg.max_length)
+    return PretrainedTextEncoder(cfg.encoder, cfg.max_length)
+
+
+class TextConditioner(nn.Module):
+    """A text encoder plus the null condition for classifier-free guidance (Ho & Salimans 2022).
+
+    ``forward`` replaces each text by the null condition with probability ``drop_prob``.
+    """
+
+    def __init__(self, encoder: TextEncoder, null_condition: str = "learned"):
+        super().__init__()
+        if null_condition not in ("learned", "empty"):
+            raise ValueError(
+                f"null_condition={null_condition!r} is not one of ['learned', 'empty']")
+        self.encoder = encoder
+        self.null_condition = null_condition
+        self.dim = encoder.dim
+        if null_condition == "learned":
+            self.null_tokens = nn.Parameter(torch.randn(1, 1, encoder.dim) * 0.02)
+            self.null_pooled = nn.Parameter(torch.randn(1, encoder.dim) * 0.02)
+
+    def null(self, batch: int) -> TextEmbedding:
+        """The unconditional embedding, ``batch`` times (one real token for the learned one)."""
+        if self.null_condition == "empty":
+            emb = self.encoder([""])
+            return TextEmbedding(
+                emb.tokens.expand(batch, -1, -1),  # (B, L, D)
+                emb.mask.expand(batch, -1),  # (B, L)
+                emb.pooled.expand(batch, -1),  # (B, D)
+            )
+        tokens = self.null_tokens.expand(batch, -1, -1)  # (B, 1, D)
+        mask = torch.ones(batch, 1, dtype=torch.bool, device=tokens.device)  # (B, 1)
+        return TextEmbedding(tokens, mask, self.null_pooled.expand(batch, -1))  # pooled (B, D)
+
+    def forward(self, texts: list[str], drop_prob: float = 0.0,
+                generator: torch.Generator | None = None) -> TextEmbedding:
+        if not 0.0 <= drop_prob <= 1.0:
+            raise ValueError(f"drop_prob={drop_prob} must be a probability in [0, 1]")
+        if isinstance(texts, str):
+            raise ValueError(f"texts must be a list of strings, got the string {texts!r}")
+        texts = list(texts)
+        if drop_prob == 0.0:
+            return self.encoder(texts)
+        gen_device = generator.device if generator is not None else "cpu"
+        drop = (torch.rand(len(texts), generator=generator, device=gen_device)
+                < drop_prob).tolist()
+        if self.null_condition == "empty":  # one encoder pass: "" is the null text
+            return self.encoder(["" if d else t for d, t in zip(drop, texts, strict=True)])
+        emb = self.encoder(texts)
+        if not any(drop):
+            return emb
+        null = self.null(len(texts))
+        length = max(emb.tokens.shape[1], null.tokens.shape[1])
+        emb, null = pad_to(emb, length), pad_to(null, length)
+        keep = ~torch.tensor(drop, device=emb.tokens.device)  # (B,)
+        return TextEmbedding(
+            torch.where(keep[:, None, None], emb.tokens, null.tokens.to(emb.tokens.dtype)),
+            torch.where(keep[:, None], emb.mask, null.mask),
+            torch.where(keep[:, None], emb.pooled, null.pooled.to(emb.pooled.dtype)),
+        )

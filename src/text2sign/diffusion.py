@@ -1,0 +1,157 @@
+"""Diffusion over diffusers schedulers: the training loss and the sampling loop with CFG.
+
+The denoiser is any callable ``model(x_t (B,C,T,H,W), t (B,) int64, cond: TextEmbedding)``
+returning the prediction (epsilon or v) in the shape of ``x_t``; nothing here is an nn.Module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from text2sign.config import DiffusionConfig
+from text2sign.models.text import TextEmbedding, pad_and_cat
+
+Model = Callable[[Tensor, Tensor, TextEmbedding], Tensor]
+
+SAMPLERS = ("ddpm", "ddim", "dpm++")
+_BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+_PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def make_scheduler(cfg: DiffusionConfig, sampler: str = "ddpm") -> Any:
+    """A fresh diffusers scheduler for ``sampler`` ("ddpm", "ddim" or "dpm++"); cheap, no state.
+
+    Timesteps are spaced "trailing" so the first step starts from t = N-1, pure noise for the
+    cosine schedule (Lin et al. 2023, "Common Diffusion Noise Schedules ... are Flawed", sec. 3.3).
+    No clip_sample / thresholding: the scheduler does not know the data range (latents later);
+    ``sample`` clamps pixels once at the end.
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    if cfg.beta_schedule not in _BETA_SCHEDULES:
+        raise ValueError(
+            f"diffusion.beta_schedule={cfg.beta_schedule!r} is not one of {list(_BETA_SCHEDULES)}")
+    if cfg.prediction_type not in _PREDICTION_TYPES:
+        raise ValueError(
+            f"diffusion.prediction_type={cfg.prediction_type!r} is not one of "
+            f"{list(_PREDICTION_TYPES)}")
+    common = dict(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=_BETA_SCHEDULES[cfg.beta_schedule],  # linear: betas 1e-4..0.02
+        prediction_type=cfg.prediction_type,
+        timestep_spacing="trailing",
+    )
+    if sampler == "ddpm":
+        return DDPMScheduler(**common, clip_sample=False)
+    if sampler == "ddim":
+        return DDIMScheduler(**common, clip_sample=False)
+    if sampler == "dpm++":  # DPM-Solver++(2M), Lu et al. 2022
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+    raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+
+
+def snr(scheduler: Any, t: Tensor) -> Tensor:
+    """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) at integer timesteps ``t`` (B,)."""
+    alpha_bar = scheduler.alphas_cumprod.to(t.device)[t].float()  # (B,)
+    return alpha_bar / (1.0 - alpha_bar)
+
+
+def min_snr_weight(snr_t: Tensor, gamma: float | None, prediction_type: str) -> Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023, eq. 13 and its v-prediction form).
+
+    epsilon: min(snr, gamma) / snr; v: min(snr, gamma) / (snr + 1); None: all ones.
+    """
+    if gamma is None:
+        return torch.ones_like(snr_t)
+    clipped = snr_t.clamp(max=gamma)
+    if prediction_type == "epsilon":
+        return clipped / snr_t
+    if prediction_type == "v_prediction":
+        return clipped / (snr_t + 1.0)
+    raise ValueError(
+        f"prediction_type={prediction_type!r} is not one of {list(_PREDICTION_TYPES)}")
+
+
+def training_loss(model: Model, x0: Tensor, cond: TextEmbedding, cfg: DiffusionConfig,
+                  generator: torch.Generator | None = None, scheduler: Any = None) -> Tensor:
+    """Denoising loss: t ~ U{0..N-1}, x_t = add_noise(x0), MSE to eps or v, min-SNR weighted."""
+    if x0.ndim != 5:
+        raise ValueError(f"x0 must be (B, C, T, H, W), got shape {tuple(x0.shape)}")
+    if len(cond) != x0.shape[0]:
+        raise ValueError(f"cond has batch {len(cond)} but x0 has batch {x0.shape[0]}")
+    scheduler = scheduler if scheduler is not None else make_scheduler(cfg, "ddpm")
+    n = scheduler.config.num_train_timesteps
+    gen_device = generator.device if generator is not None else x0.device
+    t = torch.randint(0, n, (x0.shape[0],), generator=generator, device=gen_device)
+    t = t.to(x0.device)  # (B,)
+    noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype)
+    noise = noise.to(x0.device)  # (B, C, T, H, W)
+    x_t = scheduler.add_noise(x0, noise, t)  # (B, C, T, H, W)
+    if cfg.prediction_type == "epsilon":
+        target = noise
+    elif cfg.prediction_type == "v_prediction":  # sqrt(ab) eps - sqrt(1-ab) x0, Salimans & Ho 2022
+        target = scheduler.get_velocity(x0, noise, t)
+    else:
+        raise ValueError(
+            f"diffusion.prediction_type={cfg.prediction_type!r} is not one of "
+            f"{list(_PREDICTION_TYPES)}")
+    pred = model(x_t, t, cond)
+    if pred.shape != x0.shape:
+        raise ValueError(f"model returned shape {tuple(pred.shape)}, expected {tuple(x0.shape)}")
+    per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(1)  # (B,), fp32
+    weight = min_snr_weight(snr(scheduler, t), cfg.min_snr_gamma, cfg.prediction_type)  # (B,)
+    return (weight * per_sample).mean()
+
+
+@torch.no_grad()
+def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: DiffusionConfig, *,
+           uncond: TextEmbedding | None = None, sampler: str = "dpm++", steps: int = 25,
+           guidance: float = 1.0, eta: float = 0.0, generator: torch.Generator | None = None,
+           device: torch.device | str | None = None, progress: bool = False) -> Tensor:
+    """Generate (B, C, T, H, W) in [-1, 1] from noise; classifier-free guidance when
+    ``guidance != 1`` (Ho & Salimans 2022): cond and uncond go through ONE batched model call.
+    """
+    from tqdm.auto import tqdm
+
+    if len(shape) != 5:
+        raise ValueError(f"shape must be (B, C, T, H, W), got {tuple(shape)}")
+    batch = shape[0]
+    if len(cond) != batch:
+        raise ValueError(f"cond has batch {len(cond)} but shape asks for {batch} videos")
+    if steps < 1:
+        raise ValueError(f"steps={steps} must be >= 1")
+    if eta != 0.0 and sampler != "ddim":
+        raise ValueError(f"eta={eta} only applies to sampler 'ddim', not {sampler!r}; set eta=0")
+    guided = guidance != 1.0
+    if guided and uncond is None:
+        raise ValueError(
+            f"guidance={guidance} needs the unconditional embedding: pass uncond= "
+            "(e.g. conditioner.null(B)) or use guidance=1.0")
+    if guided and len(uncond) != batch:
+        raise ValueError(f"uncond has batch {len(uncond)} but cond has {batch}")
+    device = torch.device(device) if device is not None else cond.tokens.device
+    scheduler = make_scheduler(cfg, sampler)
+    scheduler.set_timesteps(steps, device=device)
+    text = pad_and_cat([cond, uncond]) if guided else cond
+    text = text.to(device)
+
+    gen_device = generator.device if generator is not None else device
+    x = torch.randn(shape, generator=generator, device=gen_device).to(device)  # (B, C, T, H, W)
+    x = x * scheduler.init_noise_sigma
+    step_kwargs: dict[str, Any] = {"generator": generator}
+    if sampler == "ddim":
+        step_kwargs["eta"] = eta
+    for t in tqdm(scheduler.timesteps, disable=not progress, desc=f"{sampler} sampling"):
+        x_in = torch.cat([x, x]) if guided else x  # (2B or B, C, T, H, W)
+        x_in = scheduler.scale_model_input(x_in, t)
+        t_in = t.reshape(1).expand(x_in.shape[0]).to(device)  # (2B or B,)
+        out = model(x_in, t_in, text).to(x.dtype)
+        if guided:
+            out_cond, out_uncond = out.chunk(2)  # (B, C, T, H, W) each
+            out = out_uncond + guidance * (out_cond - out_uncond)
+        x = scheduler.step(out, t, x, **step_kwargs).prev_sample
+    return x.clamp(-1.0, 1.0)
