@@ -12,10 +12,10 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from text2sign import __version__
+    from text2sign import commands as model_commands
     from text2sign.data import commands as data_commands
     from text2sign.data import fingerspelling
     from text2sign.evaluation import commands as eval_commands
-    from text2sign import commands as model_commands
 
     parser = argparse.ArgumentParser(
         prog="text2sign",

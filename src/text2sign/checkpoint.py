@@ -1,0 +1,179 @@
+"""Model folders (config.json + safetensors) and resumable training state, all without pickle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from text2sign.config import Config, from_dict
+
+MODEL_FORMAT = "text2sign-model"
+MODEL_VERSION = 1
+CHECKPOINT_PREFIX = "step-"
+
+
+def atomic_dir(final: Path, write) -> Path:
+    """Write a folder through ``write(tmp)`` then rename it into place, so a crash never leaves a
+    half-written folder under the final name."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        write(tmp)
+        old = None
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            final.rename(old)
+        tmp.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+
+
+# ----------------------------------------------------------------------------- model folders
+
+
+def save_model_folder(folder: str | Path, cfg: Config, denoiser_state: dict[str, torch.Tensor],
+                      text_state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """A self-describing model: config.json + denoiser.safetensors + text.safetensors."""
+    info = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "config": cfg.to_dict(),
+        **meta,
+    }
+
+    def write(tmp: Path) -> None:
+        (tmp / "config.json").write_text(json.dumps(info, indent=2))
+        save_file(_contiguous(denoiser_state), str(tmp / "denoiser.safetensors"))
+        save_file(_contiguous(text_state), str(tmp / "text.safetensors"))
+
+    return atomic_dir(Path(folder), write)
+
+
+def find_model_folder(path: str | Path) -> Path:
+    """Accept a model folder or a run folder (``runs/NAME`` holding ``model/``)."""
+    path = Path(path)
+    for candidate in (path, path / "model"):
+        if (candidate / "config.json").is_file() and (candidate / "denoiser.safetensors").is_file():
+            return candidate
+    if not path.exists():
+        raise FileNotFoundError(f"model folder {str(path)!r} does not exist")
+    raise FileNotFoundError(
+        f"{str(path)!r} is not a text2sign model folder: expected config.json and "
+        "denoiser.safetensors in it or in its model/ subfolder (train one with `text2sign train`)"
+    )
+
+
+def read_model_info(folder: str | Path) -> dict[str, Any]:
+    folder = find_model_folder(folder)
+    info = json.loads((folder / "config.json").read_text())
+    if info.get("format") != MODEL_FORMAT:
+        raise ValueError(
+            f"{str(folder / 'config.json')!r} has format {info.get('format')!r}, "
+            f"expected {MODEL_FORMAT!r}"
+        )
+    if info.get("version", 0) > MODEL_VERSION:
+        raise ValueError(
+            f"model folder version {info['version']} is newer than this text2sign supports "
+            f"({MODEL_VERSION}); upgrade text2sign"
+        )
+    return info
+
+
+def load_model_folder(folder: str | Path) -> tuple[Config, dict, dict, dict[str, Any]]:
+    """Return (config, denoiser_state, text_state, info) read from safetensors + JSON."""
+    folder = find_model_folder(folder)
+    info = read_model_info(folder)
+    cfg = from_dict(info["config"])
+    return (cfg, load_file(str(folder / "denoiser.safetensors")),
+            load_file(str(folder / "text.safetensors")), info)
+
+
+# ----------------------------------------------------------------------------- training state
+
+
+def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict into tensors (safetensors) and plain data (JSON)."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    plain_state: dict[str, dict[str, Any]] = {}
+    for pid, pstate in sd["state"].items():
+        plain_state[str(pid)] = {}
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value
+            else:
+                plain_state[str(pid)][key] = value
+    return tensors, {"param_groups": sd["param_groups"], "plain_state": plain_state}
+
+
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                           plain: dict) -> None:
+    state: dict[int, dict[str, Any]] = {
+        int(pid): dict(v) for pid, v in plain["plain_state"].items()
+    }
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    opt.load_state_dict({"state": state, "param_groups": plain["param_groups"]})
+
+
+def save_training_state(folder: str | Path, *, model_state: dict, ema_state: dict,
+                        optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> Path:
+    """Everything `--resume` needs: weights, EMA, optimizer, step; atomic. (Randomness is derived
+    from the seed and step, so no RNG state is stored.)"""
+    opt_tensors, opt_plain = optimizer_to_tensors(optimizer)
+
+    def write(tmp: Path) -> None:
+        save_file(_contiguous(model_state), str(tmp / "model.safetensors"))
+        save_file(_contiguous(ema_state), str(tmp / "ema.safetensors"))
+        save_file(_contiguous(opt_tensors), str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({**meta, "optimizer": opt_plain}, indent=1))
+
+    return atomic_dir(Path(folder), write)
+
+
+def load_training_state(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    if not (folder / "state.json").is_file():
+        raise FileNotFoundError(
+            f"{str(folder)!r} is not a training checkpoint (no state.json); pass a "
+            "runs/NAME/checkpoints/step-NNNNNN folder or use --resume with the run's --out"
+        )
+    meta = json.loads((folder / "state.json").read_text())
+    return {
+        "meta": meta,
+        "model": load_file(str(folder / "model.safetensors")),
+        "ema": load_file(str(folder / "ema.safetensors")),
+        "optimizer": load_file(str(folder / "optimizer.safetensors")),
+    }
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary folders are never listed)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)
+             and (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)

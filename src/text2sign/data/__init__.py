@@ -1,0 +1,1 @@
+"""Reading, validating, shaping, caching and writing sign-language clips."""

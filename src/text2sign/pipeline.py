@@ -1,0 +1,127 @@
+"""Text2SignPipeline: load a model folder, generate uint8 videos from texts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from text2sign.config import Config
+
+SAMPLERS = ("ddpm", "ddim", "dpm++")
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """CUDA > MPS > CPU unless a device is named."""
+    if name in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} asked for but MPS is not available; use --device cpu")
+    return device
+
+
+def build_models(cfg: Config) -> tuple[nn.Module, nn.Module]:
+    """The denoiser and the text conditioner a config describes, freshly initialised."""
+    from text2sign.models.registry import build_denoiser
+    from text2sign.models.text import TextConditioner, build_text_encoder
+
+    conditioner = TextConditioner(build_text_encoder(cfg.text), cfg.diffusion.null_condition)
+    denoiser = build_denoiser(cfg.model.arch, cfg.model.params, in_channels=3,
+                              text_dim=conditioner.dim)
+    denoiser.check_input_size(cfg.data.frames, cfg.data.size, cfg.data.size)
+    return denoiser, conditioner
+
+
+def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters that training changes (a frozen pretrained text encoder is referenced by name)."""
+    return {name: p for name, p in module.named_parameters() if p.requires_grad}
+
+
+def videos_to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(B, C, T, H, W) in [-1, 1] -> uint8 (B, T, H, W, C)."""
+    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, T, H, W, C)
+
+
+class Text2SignPipeline:
+    """Generate sign-language clips from text with a trained text2sign model."""
+
+    def __init__(self, denoiser: nn.Module, conditioner: nn.Module, config: Config,
+                 device: torch.device | str | None = None, info: dict | None = None):
+        self.device = pick_device(device) if not isinstance(device, torch.device) else device
+        self.denoiser = denoiser.to(self.device).eval()
+        self.conditioner = conditioner.to(self.device).eval()
+        self.config = config
+        self.info = info or {}
+
+    @property
+    def frames(self) -> int:
+        return self.config.data.frames
+
+    @property
+    def size(self) -> int:
+        return self.config.data.size
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None
+                        ) -> Text2SignPipeline:
+        """Load a model folder (or a run folder holding ``model/``); reads no pickle."""
+        from text2sign.checkpoint import load_model_folder
+
+        cfg, denoiser_state, text_state, info = load_model_folder(folder)
+        denoiser, conditioner = build_models(cfg)
+        denoiser.load_state_dict(denoiser_state)
+        missing, unexpected = conditioner.load_state_dict(text_state, strict=False)
+        expected = set(trainable_state(conditioner))
+        if unexpected or expected & set(missing):
+            raise ValueError(
+                f"text weights in {str(folder)!r} do not match the config's text encoder "
+                f"(missing {sorted(expected & set(missing))[:5]}, unexpected {unexpected[:5]})"
+            )
+        return cls(denoiser, conditioner, cfg, device, info)
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str] | str, *, num_frames: int | None = None,
+                 steps: int | None = None, sampler: str | None = None,
+                 guidance: float | None = None, seed: int = 0, eta: float | None = None,
+                 batch_size: int = 16, progress: bool = False) -> np.ndarray:
+        """uint8 videos (N, T, H, W, 3), one per text; deterministic for (seed, batch_size)."""
+        from text2sign.diffusion import sample
+
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            raise ValueError("no texts given; pass at least one, e.g. pipe(['hello'])")
+        sc = self.config.sample
+        sampler = sampler or sc.sampler
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+        steps = steps or sc.steps
+        guidance = sc.guidance if guidance is None else guidance
+        eta = sc.eta if eta is None else eta
+        frames = num_frames or self.frames
+        self.denoiser.check_input_size(frames, self.size, self.size)
+        out = []
+        for start in range(0, len(texts), batch_size):
+            chunk = list(texts[start:start + batch_size])
+            generator = torch.Generator().manual_seed(seed + start)
+            cond = self.conditioner(chunk)
+            uncond = self.conditioner.null(len(chunk)) if guidance != 1.0 else None
+            shape = (len(chunk), 3, frames, self.size, self.size)
+            x = sample(self.denoiser, cond, shape, self.config.diffusion, uncond=uncond,
+                       sampler=sampler, steps=steps, guidance=guidance, eta=eta,
+                       generator=generator, device=self.device, progress=progress)
+            out.append(videos_to_uint8(x))
+        return np.concatenate(out)

@@ -1,0 +1,421 @@
+"""Training: small documented helpers above one accelerate loop you can read top to bottom.
+
+Randomness is derived from (seed, step, micro-batch, rank) at every step and the data order from
+(seed, epoch), so `--resume` needs no RNG state to continue exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from text2sign.checkpoint import (
+    CHECKPOINT_PREFIX,
+    list_checkpoints,
+    load_training_state,
+    optimizer_from_tensors,
+    prune_checkpoints,
+    save_model_folder,
+    save_training_state,
+)
+from text2sign.config import Config, TrainConfig, load_config
+from text2sign.pipeline import Text2SignPipeline, build_models, trainable_state
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run stopped without saving the bad state."""
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to zero at ``max_steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (no correlation between neighbouring steps)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+def mixed_precision_for(requested: str, device_type: str) -> str:
+    if requested != "auto":
+        if requested != "no" and device_type != "cuda":
+            raise ValueError(
+                f"train.mixed_precision={requested!r} needs a CUDA device, this run is on "
+                f"{device_type}; use train.mixed_precision=no or auto"
+            )
+        return requested
+    if device_type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+class StepBatchSampler:
+    """This rank's index lists, micro-batch after micro-batch, starting at any micro-batch.
+
+    Epoch ``e`` is a permutation drawn from (seed, e); a corpus smaller than the global batch is
+    tiled. Every rank computes the same global batch and takes its own slice.
+    """
+
+    def __init__(self, n: int, batch_size: int, world: int, rank: int, seed: int, start: int):
+        if n == 0:
+            raise ValueError("no training clips: the data folder holds no usable pairs")
+        self.n, self.batch_size, self.world, self.rank = n, batch_size, world, rank
+        self.seed, self.start = seed, start
+        global_batch = batch_size * world
+        self.reps = max(1, math.ceil(global_batch / n))
+        self.per_epoch = (n * self.reps) // global_batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        micro = self.start
+        global_batch = self.batch_size * self.world
+        while True:
+            epoch, pos = divmod(micro, self.per_epoch)
+            rng = np.random.default_rng([self.seed, epoch])
+            order = np.concatenate([rng.permutation(self.n) for _ in range(self.reps)])
+            chunk = order[pos * global_batch:(pos + 1) * global_batch]
+            yield chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].tolist()
+            micro += 1
+
+
+class DiffusionTrainer(nn.Module):
+    """Conditioning + denoising loss in one forward, so DDP syncs both text and video weights."""
+
+    def __init__(self, denoiser: nn.Module, conditioner: nn.Module, cfg: Config):
+        super().__init__()
+        from text2sign.diffusion import make_scheduler
+
+        self.denoiser = denoiser
+        self.conditioner = conditioner
+        self.diffusion = cfg.diffusion
+        self.scheduler = make_scheduler(cfg.diffusion, "ddpm")
+
+    def forward(self, videos: torch.Tensor, texts: list[str],
+                generator: torch.Generator) -> torch.Tensor:
+        from text2sign.diffusion import training_loss
+
+        cond = self.conditioner(texts, drop_prob=self.diffusion.cfg_dropout, generator=generator)
+        return training_loss(self.denoiser, videos, cond, self.diffusion, generator=generator,
+                             scheduler=self.scheduler)
+
+
+@torch.no_grad()
+def update_ema(ema: dict[str, torch.Tensor], params: dict[str, torch.Tensor], decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * params, kept in fp32."""
+    keys = list(ema)
+    torch._foreach_lerp_([ema[k] for k in keys], [params[k].detach().float() for k in keys],
+                         1.0 - decay)
+
+
+def ema_decay_at(step: int, target: float) -> float:
+    """Warm the EMA up so early weights do not linger (the 'EMA warmup' of Karras et al.)."""
+    return min(target, (1 + step) / (10 + step))
+
+
+def split_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def ema_models(module: DiffusionTrainer, ema: dict[str, torch.Tensor]) -> tuple[nn.Module, ...]:
+    """Copies of the denoiser and conditioner carrying the EMA weights, for sampling and saving."""
+    denoiser = copy.deepcopy(module.denoiser)
+    conditioner = copy.deepcopy(module.conditioner)
+    denoiser.load_state_dict(split_state(ema, "denoiser."), strict=False)
+    conditioner.load_state_dict(split_state(ema, "conditioner."), strict=False)
+    return denoiser, conditioner
+
+
+def gif_summary(tag: str, videos: np.ndarray, fps: float):
+    """A TensorBoard image summary holding an animated GIF (what add_video writes, without
+    needing moviepy): clips side by side, uint8 (N, T, H, W, 3)."""
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    strip = np.concatenate(list(videos), axis=2)  # (T, H, N*W, 3)
+    frames = [Image.fromarray(f) for f in strip]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
+                   duration=int(1000 / fps), loop=0)
+    image = Summary.Image(height=strip.shape[1], width=strip.shape[2], colorspace=3,
+                          encoded_image_string=buf.getvalue())
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
+
+
+def flat_hparams(cfg: Config) -> dict[str, Any]:
+    """TensorBoard hparams accept scalars and strings only."""
+    out: dict[str, Any] = {}
+    for section, values in cfg.to_dict().items():
+        for key, value in values.items():
+            if isinstance(value, dict):
+                for sub, v in value.items():
+                    scalar = isinstance(v, int | float | str)
+                    out[f"{section}.{key}.{sub}"] = v if scalar else str(v)
+            else:
+                out[f"{section}.{key}"] = (value if isinstance(value, int | float | str | bool)
+                                           else str(value))
+    return out
+
+
+class StopRequest:
+    """First Ctrl-C asks the loop to save and stop at the end of the step; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> StopRequest:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: saving a checkpoint at the end of this step (Ctrl-C again to abort)")
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def resolve_resume(out: Path, resume: bool | str | Path) -> Path | None:
+    if resume is False or resume is None:
+        return None
+    if resume is True:
+        found = list_checkpoints(out)
+        if not found:
+            raise FileNotFoundError(
+                f"--resume: no checkpoint in {str(out / 'checkpoints')!r}; start without --resume "
+                "or pass --out of the run to continue"
+            )
+        return found[-1]
+    return Path(resume)
+
+
+def run_config(cfg: Config, out: Path, resume: bool | str | Path) -> Config:
+    """On resume the run's saved config wins, except the limits a user may extend."""
+    saved = out / "config.yaml"
+    if resume and saved.is_file():
+        base = load_config(saved)
+        base.train = replace(base.train, max_steps=cfg.train.max_steps,
+                             max_minutes=cfg.train.max_minutes)
+        return base
+    return cfg
+
+
+def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progress: bool = True,
+          device: str | None = None) -> Path:
+    """Train a text-conditioned video diffusion model; returns the model folder ``out/model``."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from tqdm.auto import tqdm
+
+    from text2sign.data.dataset import ClipDataset, open_clips
+    from text2sign.data.video_io import write_gif
+
+    out = Path(out)
+    checkpoint = resolve_resume(out, resume)
+    cfg = run_config(cfg, out, resume)
+    tc = cfg.train
+    if device not in (None, "auto", "cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device!r}: use auto, cpu, cuda or mps "
+                         "(pick a GPU with CUDA_VISIBLE_DEVICES)")
+    use_cpu = device == "cpu"
+    device_type = "cpu" if use_cpu else ("cuda" if torch.cuda.is_available() else "other")
+    accelerator = Accelerator(
+        cpu=use_cpu,
+        mixed_precision=mixed_precision_for(tc.mixed_precision, device_type),
+        gradient_accumulation_steps=tc.grad_accum,
+        log_with="tensorboard",
+        project_dir=str(out),
+        # The learned null condition is unused in steps where no text is dropped.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    main = accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    # --- data: only the main process decodes; the others wait and open the cache.
+    with accelerator.main_process_first():
+        cache = open_clips(cfg.data.path, cfg.data.frames, cfg.data.size, cfg.data.time_mode,
+                           cfg.data.fit, cache=cfg.data.cache, progress=progress and main)
+    train_idx, val_idx = cache.split(cfg.data.val_fraction)
+    if not train_idx:
+        raise ValueError(f"data.val_fraction={cfg.data.val_fraction} leaves no training clips "
+                         f"out of {len(cache)}; lower it")
+
+    # --- models, optimizer, EMA (identical init on every rank from the seed)
+    torch.manual_seed(tc.seed)
+    denoiser, conditioner = build_models(cfg)
+    denoiser.set_gradient_checkpointing(tc.gradient_checkpointing)
+    module = DiffusionTrainer(denoiser, conditioner, cfg)
+    params = trainable_state(module)
+    optimizer = torch.optim.AdamW(params.values(), lr=tc.lr, weight_decay=tc.weight_decay,
+                                  betas=(0.9, 0.99))
+    ema = {k: v.detach().float().clone() for k, v in params.items()}
+    step, minutes_before = 0, 0.0
+    if checkpoint is not None:
+        state = load_training_state(checkpoint)
+        module.load_state_dict(state["model"], strict=False)
+        ema = {k: v.float() for k, v in state["ema"].items()}
+        step = state["meta"]["step"]
+        minutes_before = state["meta"].get("minutes", 0.0)
+    module, optimizer = accelerator.prepare(module, optimizer)
+    if checkpoint is not None:
+        optimizer_from_tensors(optimizer, state["optimizer"], state["meta"]["optimizer"])
+    ema = {k: v.to(accelerator.device) for k, v in ema.items()}
+    raw = accelerator.unwrap_model(module)
+    live = trainable_state(raw)
+    frozen = {name for name, p in raw.named_parameters() if not p.requires_grad}
+
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.yaml")
+    accelerator.init_trackers("tensorboard", config=flat_hparams(cfg))
+    sampler = StepBatchSampler(len(train_idx), tc.batch_size, world, rank, tc.seed,
+                               start=step * tc.grad_accum)
+    loader = torch.utils.data.DataLoader(
+        ClipDataset(cache, train_idx), batch_sampler=sampler, num_workers=cfg.data.num_workers,
+        pin_memory=accelerator.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
+    )
+    batches = iter(loader)
+    n_denoiser = sum(p.numel() for p in raw.denoiser.parameters())
+    meta_data = {
+        "path": str(cfg.data.path), "clips": len(train_idx), "val_clips": len(val_idx),
+        "texts": len(set(cache.texts[i] for i in train_idx)),
+        "examples": sorted(set(cache.texts[i] for i in train_idx))[:50],
+        "fingerprint": cache.fingerprint,
+    }
+
+    def save(step: int, minutes: float) -> Path:
+        """Training state for --resume plus the EMA model folder; main process only."""
+        folder = out / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:06d}"
+        model_state = {k: v for k, v in raw.state_dict().items() if k not in frozen}
+        save_training_state(folder, model_state=model_state, ema_state=ema,
+                            optimizer=optimizer.optimizer, meta={"step": step, "minutes": minutes})
+        ema_denoiser, ema_conditioner = ema_models(raw, ema)
+        save_model_folder(out / "model", cfg, ema_denoiser.state_dict(),
+                          trainable_state(ema_conditioner), {
+                              "step": step, "minutes": round(minutes, 2),
+                              "parameters": {"denoiser": n_denoiser},
+                              "data": meta_data,
+                          })
+        prune_checkpoints(out, tc.keep_checkpoints)
+        return folder
+
+    def sample_and_log(step: int) -> None:
+        ema_denoiser, ema_conditioner = ema_models(raw, ema)
+        pipe = Text2SignPipeline(ema_denoiser, ema_conditioner, cfg, accelerator.device)
+        videos = pipe(cfg.sample.prompts, seed=tc.seed)
+        folder = out / "samples" / f"{CHECKPOINT_PREFIX}{step:06d}"
+        for prompt, video in zip(cfg.sample.prompts, videos, strict=True):
+            write_gif(folder / f"{safe_name(prompt)}.gif", video, fps=8)
+        writer = accelerator.get_tracker("tensorboard", unwrap=True)
+        writer._get_file_writer().add_summary(
+            gif_summary("samples/" + " | ".join(cfg.sample.prompts), videos, fps=8), step)
+        if tc.eval_every and step % tc.eval_every == 0:
+            from text2sign.evaluation.evaluate import evaluate
+
+            report = evaluate(pipe, cache, out / "eval" / folder.name,
+                              per_text=tc.eval_per_text, seed=tc.seed, progress=False)
+            accelerator.log({f"eval/{k}": report[k] for k in ("top1", "top5", "fd")
+                             if isinstance(report.get(k), int | float)}, step=step)
+
+    # --- the loop
+    last_saved = checkpoint
+    log_path = out / "log.jsonl"
+    if main:
+        keep = [ln for ln in (log_path.read_text().splitlines() if log_path.exists() else [])
+                if checkpoint is not None and json.loads(ln)["step"] <= step]
+        log_path.write_text("".join(ln + "\n" for ln in keep))
+    pbar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and main),
+                unit="step", dynamic_ncols=True)
+    started = time.time()
+    window_loss, window_steps, window_start = 0.0, 0, time.time()
+    global_batch = tc.batch_size * world * tc.grad_accum
+    with StopRequest() as stop:
+        while step < tc.max_steps:
+            lr = lr_at(step, tc)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            grad_norm = torch.zeros(())
+            for micro in range(tc.grad_accum):
+                batch = next(batches)
+                videos = batch["video"].to(accelerator.device, non_blocking=True)  # (B,C,T,H,W)
+                seed = derive_seed(tc.seed, step, micro, rank)
+                torch.manual_seed(seed)  # anything drawing from the global RNG (dropout)
+                generator = torch.Generator().manual_seed(seed)
+                with accelerator.accumulate(module):
+                    with accelerator.autocast():
+                        loss = module(videos, batch["text"], generator)
+                    loss_value = accelerator.reduce(loss.detach(), "mean").item()  # sync point
+                    if not math.isfinite(loss_value):
+                        pbar.close()
+                        raise TrainingDiverged(
+                            f"loss is {loss_value} at step {step}; stopped without saving. Last "
+                            f"good checkpoint: {last_saved or 'none'}. Lower train.lr (now "
+                            f"{tc.lr}) or use train.mixed_precision=no, then --resume."
+                        )
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(module.parameters(), tc.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                window_loss += loss_value / tc.grad_accum
+            update_ema(ema, live, ema_decay_at(step, tc.ema_decay))
+            step += 1
+            window_steps += 1
+            minutes = minutes_before + (time.time() - started) / 60
+            pbar.update(1)
+            if step % tc.log_every == 0 or step == tc.max_steps:
+                elapsed = time.time() - window_start
+                scalars = {
+                    "train/loss": window_loss / window_steps, "train/lr": lr,
+                    "train/grad_norm": float(grad_norm),
+                    "train/clips_per_s": global_batch * window_steps / max(elapsed, 1e-9),
+                }
+                accelerator.log(scalars, step=step)
+                pbar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
+                                 clips_s=f"{scalars['train/clips_per_s']:.1f}")
+                if main:
+                    with log_path.open("a") as f:
+                        f.write(json.dumps({"step": step, **scalars}) + "\n")
+                window_loss, window_steps, window_start = 0.0, 0, time.time()
+            out_of_time = tc.max_minutes is not None and minutes >= tc.max_minutes
+            finishing = step == tc.max_steps or out_of_time or stop.requested
+            if main and tc.sample_every and (step % tc.sample_every == 0 or finishing):
+                sample_and_log(step)
+            if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or finishing:
+                if main:
+                    last_saved = save(step, minutes)
+                accelerator.wait_for_everyone()
+            if out_of_time or stop.requested:
+                reason = "time budget reached" if out_of_time else "stopped by Ctrl-C"
+                if main:
+                    print(f"{reason} at step {step}; resume with --resume (saved {last_saved})")
+                break
+    pbar.close()
+    accelerator.end_training()
+    return out / "model"
+
+
+def safe_name(text: str, limit: int = 40) -> str:
+    """A file-name-safe form of a prompt (keeps letters of any script)."""
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in text.strip())[:limit]
+    return name or "empty"
