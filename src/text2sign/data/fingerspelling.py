@@ -1,0 +1,530 @@
+"""Demo corpus from real signers: render the fingerspelling recordings of `spoken-to-signed`.
+
+The PyPI package `spoken-to-signed` ships ~600 MediaPipe Holistic recordings of the letters
+of ~20 sign languages (`assets/fingerspelling_lexicon/index.csv` + `.pose` files, read with
+`pose-format`). This module draws them as skeleton clips in the user's folder format
+(`NAME.gif` + `NAME.txt`): letters by default, or words fingerspelled with the package's
+`FingerspellingPoseLookup`.
+
+Framing: at 64x64 a full-body frame leaves the hand ~8 px wide, so each clip is framed on the
+signing hand(s): a square of `zoom` shoulder widths centred on the median hand position over
+the clip. Hands are drawn bold with one colour per finger (nearest segments last), the arms
+and face outline faintly. Everything is drawn at 4x and box-filtered down (anti-aliasing).
+Clips are never mirrored: that would swap the dominant hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import warnings
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SUPERSAMPLE = 4  # draw at 4x, then box-filter down: cheap anti-aliasing
+DEFAULT_ZOOM = 1.0  # crop side in shoulder widths; hands ~50-120 px of a 200 px shoulder span
+MAX_GAP = 3  # fill landmark dropouts of at most this many frames by interpolation
+
+# Landmark subsets drawn, by MediaPipe names (pose-format keeps them as point names).
+BODY_POINTS = ("LEFT_SHOULDER", "RIGHT_SHOULDER", "LEFT_ELBOW", "RIGHT_ELBOW",
+               "LEFT_WRIST", "RIGHT_WRIST")
+# MediaPipe Face Mesh contours (FACEMESH_FACE_OVAL, eyes, outer lips) as closed loops.
+FACE_LOOPS = (
+    (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+     152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109),
+    (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
+    (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466),
+    (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185),
+)
+FACE_POINTS = tuple(i for loop in FACE_LOOPS for i in loop)
+HAND_POINTS = 21  # MediaPipe Hands: wrist, then 4 joints per finger (thumb .. pinky)
+FINGERS = tuple(tuple(range(1 + 4 * f, 5 + 4 * f)) for f in range(5))  # joint ids per finger
+PALM = ((0, 5), (5, 9), (9, 13), (13, 17), (0, 17))  # the thumb chain starts at the wrist
+
+# Point layout of a Skeleton: body, face, left hand, right hand.
+_B0 = 0
+_F0 = _B0 + len(BODY_POINTS)
+_L0 = _F0 + len(FACE_POINTS)
+_R0 = _L0 + HAND_POINTS
+NUM_POINTS = _R0 + HAND_POINTS
+
+FINGER_COLORS = ((255, 64, 64), (255, 204, 0), (64, 224, 64), (0, 200, 255), (208, 96, 255))
+PALM_COLOR = (240, 240, 240)
+BODY_COLOR = (96, 96, 110)
+FACE_COLOR = (80, 80, 90)
+
+
+@dataclass
+class Skeleton:
+    """The landmarks we draw, as plain arrays: cheap to resample and to build in tests."""
+
+    xyz: np.ndarray  # (N, P, 3) float32 image coordinates, z = depth (smaller is nearer)
+    valid: np.ndarray  # (N, P) bool: False where the tracker lost the point
+    fps: float
+
+    def __post_init__(self) -> None:
+        assert self.xyz.shape[1:] == (NUM_POINTS, 3), self.xyz.shape
+        assert self.valid.shape == self.xyz.shape[:2], self.valid.shape
+
+
+@dataclass(frozen=True)
+class Jitter:
+    """Per-variant augmentation: crop scale, crop shift (fraction of the side), time window."""
+
+    scale: float = 1.0  # >1 zooms out
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+    speed: float = 1.0  # >1 shows a shorter window of the recording (plays faster)
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, strength: float = 1.0) -> Jitter:
+        """Small random jitter: +-12% scale, +-8% shift, +-15% window length."""
+        u = rng.uniform(-1.0, 1.0, size=4) * strength
+        return cls(scale=1.0 + 0.12 * u[0], shift_x=0.08 * u[1], shift_y=0.08 * u[2],
+                   speed=1.0 + 0.15 * u[3])
+
+
+# --------------------------------------------------------------------------- the lexicon
+
+def lexicon_dir() -> Path:
+    """The fingerspelling lexicon folder shipped inside the `spoken-to-signed` package."""
+    import spoken_to_signed
+
+    folder = Path(spoken_to_signed.__file__).parent / "assets" / "fingerspelling_lexicon"
+    if not (folder / "index.csv").is_file():
+        raise FileNotFoundError(
+            f"no fingerspelling lexicon at {folder}; reinstall it with "
+            "`pip install --force-reinstall spoken-to-signed`"
+        )
+    return folder
+
+
+def read_index() -> dict[str, dict[str, dict[str, Any]]]:
+    """Signed language -> letter -> best index row (lowest priority value wins)."""
+    with open(lexicon_dir() / "index.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    index: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        letters = index.setdefault(row["signed_language"], {})
+        best = letters.get(row["words"])
+        if best is None or int(row["priority"]) < int(best["priority"]):
+            letters[row["words"]] = row
+    return index
+
+
+def list_languages() -> dict[str, list[str]]:
+    """Signed language code -> its letters, in lexicon order."""
+    return {lang: list(letters) for lang, letters in sorted(read_index().items())}
+
+
+def _check_languages(languages: Sequence[str], index: dict[str, Any]) -> list[str]:
+    languages = [lang.strip() for lang in languages if lang.strip()]
+    unknown = [lang for lang in languages if lang not in index]
+    if unknown or not languages:
+        raise ValueError(
+            f"unknown fingerspelling language(s) {unknown or languages!r}; available: "
+            f"{', '.join(sorted(index))} (ISO 639-3 sign language codes, e.g. ase = ASL)"
+        )
+    return languages
+
+
+def spell(word: str, letters: Sequence[str], language: str = "?") -> list[str]:
+    """Split a word into lexicon letters, longest first (as `FingerspellingPoseLookup` does)."""
+    keys = sorted({k.lower() for k in letters}, key=len, reverse=True)
+    text, out, i = word.lower(), [], 0
+    while i < len(text):
+        key = next((k for k in keys if text.startswith(k, i)), None)
+        if key is None:
+            raise ValueError(
+                f"cannot fingerspell {word!r} in {language}: no recording for {text[i]!r}; "
+                f"its letters are {' '.join(letters)} (spaces and digits are not letters; "
+                "put one word per line)"
+            )
+        out.append(key)
+        i += len(key)
+    if not out:
+        raise ValueError(f"cannot fingerspell an empty word in {language}")
+    return out
+
+
+# --------------------------------------------------------------------------- poses
+
+def _point_names(header) -> dict[tuple[str, str], int]:
+    names, offset = {}, 0
+    for component in header.components:
+        for i, point in enumerate(component.points):
+            names[(component.name, point)] = offset + i
+        offset += len(component.points)
+    return names
+
+
+def pose_to_skeleton(pose) -> Skeleton:
+    """Pick the drawn landmarks out of a pose-format `Pose` (Holistic, full or reduced)."""
+    names = _point_names(pose.header)
+    wanted = [("POSE_LANDMARKS", p) for p in BODY_POINTS]
+    wanted += [("FACE_LANDMARKS", str(p)) for p in FACE_POINTS]
+    for hand in ("LEFT", "RIGHT"):
+        component = next((c for c in pose.header.components
+                          if c.name == f"{hand}_HAND_LANDMARKS"), None)
+        points = component.points if component is not None else [None] * HAND_POINTS
+        wanted += [(f"{hand}_HAND_LANDMARKS", p) for p in points[:HAND_POINTS]]
+    idx = np.array([names.get(key, -1) for key in wanted])  # (P,) -1 where absent
+    data = np.ma.getdata(pose.body.data)[:, 0].astype(np.float32)  # (N, K, D) first person
+    mask = np.ma.getmaskarray(pose.body.data)[:, 0].any(-1)  # (N, K)
+    conf = np.asarray(pose.body.confidence)[:, 0]  # (N, K)
+    if data.shape[-1] == 2:
+        data = np.concatenate([data, np.zeros_like(data[..., :1])], -1)  # (N, K, 3)
+    present = idx >= 0
+    xyz = np.zeros((data.shape[0], NUM_POINTS, 3), np.float32)  # (N, P, 3)
+    xyz[:, present] = data[:, idx[present], :3]
+    valid = np.zeros((data.shape[0], NUM_POINTS), bool)  # (N, P)
+    valid[:, present] = (conf[:, idx[present]] > 0) & ~mask[:, idx[present]]
+    valid &= np.isfinite(xyz).all(-1)
+    return Skeleton(xyz=np.nan_to_num(xyz), valid=valid, fps=float(pose.body.fps))
+
+
+def load_recording(path: str | Path) -> Skeleton:
+    """Read one `.pose` file of the lexicon."""
+    from pose_format import Pose
+
+    return pose_to_skeleton(Pose.read(Path(path).read_bytes()))
+
+
+def lookup_word(word: str, spoken_language: str, signed_language: str) -> Skeleton:
+    """A fingerspelled word: letters concatenated and smoothed by `FingerspellingPoseLookup`."""
+    import contextlib
+    import io
+
+    from spoken_to_signed.gloss_to_pose.lookup.fingerspelling_lookup import (
+        FingerspellingPoseLookup,
+    )
+
+    lookup = _LOOKUP.get("fs") or _LOOKUP.setdefault("fs", FingerspellingPoseLookup())
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints progress lines
+        result = lookup.lookup(word, word, spoken_language, signed_language)
+    return pose_to_skeleton(result.pose)
+
+
+_LOOKUP: dict[str, Any] = {}
+
+
+# --------------------------------------------------------------------------- rendering
+
+def resample(skeleton: Skeleton, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks at fractional frame times; short dropouts interpolated, long ones stay invalid."""
+    n = skeleton.xyz.shape[0]
+    frame = np.arange(n)[:, None]  # (N, 1)
+    prev = np.maximum.accumulate(np.where(skeleton.valid, frame, -1), axis=0)  # (N, P)
+    nxt = np.minimum.accumulate(np.where(skeleton.valid, frame, n)[::-1], axis=0)[::-1]  # (N, P)
+    times = np.clip(np.asarray(times, np.float64), 0, n - 1)
+    lo = prev[np.floor(times).astype(int)]  # (T, P) last valid frame at or before t
+    hi = nxt[np.ceil(times).astype(int)]  # (T, P) first valid frame at or after t
+    ok = (lo >= 0) & (hi < n) & (hi - lo <= MAX_GAP + 1)
+    lo_c, hi_c = np.clip(lo, 0, n - 1), np.clip(hi, 0, n - 1)
+    w = np.where(hi_c > lo_c, (times[:, None] - lo_c) / np.maximum(hi_c - lo_c, 1), 0.0)  # (T, P)
+    points = np.arange(skeleton.xyz.shape[1])[None]  # (1, P)
+    a, b = skeleton.xyz[lo_c, points], skeleton.xyz[hi_c, points]  # (T, P, 3)
+    return (a + (b - a) * w[..., None]).astype(np.float32), ok
+
+
+def time_window(skeleton: Skeleton, speed: float = 1.0) -> tuple[float, float]:
+    """The [start, end] frame span shown: the whole recording, shortened or lengthened by speed."""
+    n = skeleton.xyz.shape[0]
+    length = min(n - 1, (n - 1) / speed)
+    start = ((n - 1) - length) / 2
+    return start, start + length
+
+
+def _shoulder_width(skeleton: Skeleton) -> float:
+    left, right = _B0 + BODY_POINTS.index("LEFT_SHOULDER"), _B0 + BODY_POINTS.index(
+        "RIGHT_SHOULDER")
+    both = skeleton.valid[:, left] & skeleton.valid[:, right]
+    if both.any():
+        d = np.linalg.norm(skeleton.xyz[both, left, :2] - skeleton.xyz[both, right, :2], axis=-1)
+        if np.median(d) > 0:
+            return float(np.median(d))
+    hands = skeleton.valid[:, _L0:]
+    if hands.any():  # no shoulders: a hand is ~0.35 shoulder widths long
+        pts = skeleton.xyz[:, _L0:, :2][hands]
+        return float(np.ptp(pts, axis=0).max() / 0.6 + 1e-6)
+    raise ValueError("recording has neither shoulders nor hands to frame")
+
+
+def frame_box(skeleton: Skeleton, zoom: float = DEFAULT_ZOOM) -> tuple[float, float, float]:
+    """(centre x, centre y, side): `zoom` shoulder widths square on the median hand position."""
+    side = zoom * _shoulder_width(skeleton)
+    centres = []
+    for start in (_L0, _R0):
+        valid = skeleton.valid[:, start:start + HAND_POINTS]
+        seen = valid.any(1)
+        if seen.sum() >= 0.25 * len(seen):  # a hand tracked for a quarter of the clip signs
+            pts = np.where(valid[..., None], skeleton.xyz[:, start:start + HAND_POINTS, :2], 0)
+            centres.append(pts[seen].sum(1) / valid[seen].sum(1, keepdims=True))  # (n, 2)
+    if centres:
+        cx, cy = np.median(np.concatenate(centres), axis=0)
+    else:  # no hand at all: frame the upper body
+        body = skeleton.xyz[:, _B0:_F0, :2][skeleton.valid[:, _B0:_F0]]
+        cx, cy = np.median(body, axis=0) if len(body) else (0.0, 0.0)
+    return float(cx), float(cy), float(side)
+
+
+def _hand_segments(xy: np.ndarray, z: np.ndarray, ok: np.ndarray, width: float):
+    """(depth, colour, width, a, b) line segments of one hand, for painter's ordering."""
+    out = []
+    for i, j in PALM:
+        if ok[i] and ok[j]:
+            out.append(((z[i] + z[j]) / 2, PALM_COLOR, width * 0.8, xy[i], xy[j]))
+    for finger, color in zip(FINGERS, FINGER_COLORS, strict=True):
+        chain = (0, *finger) if finger[0] == 1 else finger
+        for i, j in zip(chain, chain[1:], strict=False):
+            if ok[i] and ok[j]:
+                out.append(((z[i] + z[j]) / 2, color, width, xy[i], xy[j]))
+    return out
+
+
+def _draw_frame(draw, xy: np.ndarray, z: np.ndarray, ok: np.ndarray, unit: float) -> None:
+    """Draw one frame: faint face and arms, then both hands far-to-near."""
+
+    def line(a, b, color, width):
+        draw.line([tuple(a), tuple(b)], fill=color, width=max(1, round(width)))
+
+    def dot(p, color, radius):
+        draw.ellipse([p[0] - radius, p[1] - radius, p[0] + radius, p[1] + radius], fill=color)
+
+    offset = _F0
+    for loop in FACE_LOOPS:
+        ids = list(range(offset, offset + len(loop))) + [offset]
+        for i, j in zip(ids, ids[1:], strict=False):
+            if ok[i] and ok[j]:
+                line(xy[i], xy[j], FACE_COLOR, unit * 0.8)
+        offset += len(loop)
+    b = {name: _B0 + k for k, name in enumerate(BODY_POINTS)}
+    arms = [(b["LEFT_SHOULDER"], b["RIGHT_SHOULDER"])]
+    for side, hand0 in (("LEFT", _L0), ("RIGHT", _R0)):
+        shoulder, elbow, wrist = b[f"{side}_SHOULDER"], b[f"{side}_ELBOW"], b[f"{side}_WRIST"]
+        arms += [(shoulder, elbow), (elbow, hand0 if ok[hand0] else wrist)]
+    for i, j in arms:
+        if ok[i] and ok[j]:
+            line(xy[i], xy[j], BODY_COLOR, unit * 2.5)
+    segments = []
+    for hand0 in (_L0, _R0):
+        sl = slice(hand0, hand0 + HAND_POINTS)
+        segments += _hand_segments(xy[sl], z[sl], ok[sl], unit * 1.6)
+    for _, color, width, a, b_ in sorted(segments, key=lambda s: -s[0]):  # far first
+        line(a, b_, color, width)
+        dot(b_, color, width * 0.75)
+
+
+def render_clip(
+    skeleton: Skeleton | Any,
+    frames: int = 16,
+    size: int = 64,
+    jitter: Jitter | None = None,
+    zoom: float = DEFAULT_ZOOM,
+) -> np.ndarray:
+    """Draw a recording as a uint8 (frames, size, size, 3) clip framed on the signing hands."""
+    from PIL import Image, ImageDraw
+
+    if not isinstance(skeleton, Skeleton):
+        skeleton = pose_to_skeleton(skeleton)
+    if frames < 1 or size < 8:
+        raise ValueError(f"render_clip needs frames >= 1 and size >= 8, got {frames}, {size}")
+    jitter = jitter or Jitter()
+    start, end = time_window(skeleton, jitter.speed)
+    xyz, ok = resample(skeleton, np.linspace(start, end, frames))  # (T, P, 3), (T, P)
+    cx, cy, side = frame_box(skeleton, zoom)
+    side *= jitter.scale
+    cx, cy = cx + jitter.shift_x * side, cy + jitter.shift_y * side
+    canvas = size * SUPERSAMPLE
+    xy = (xyz[..., :2] - [cx - side / 2, cy - side / 2]) * (canvas / side)  # (T, P, 2) pixels
+    unit = SUPERSAMPLE * size / 64  # one output pixel at 64x64, scaled with the size
+    out = np.empty((frames, size, size, 3), np.uint8)  # (T, H, W, 3)
+    for t in range(frames):
+        image = Image.new("RGB", (canvas, canvas))
+        _draw_frame(ImageDraw.Draw(image), xy[t], xyz[t, :, 2], ok[t], unit)
+        out[t] = np.asarray(image.reduce(SUPERSAMPLE))
+    return out
+
+
+def clip_fps(skeleton: Skeleton, frames: int, speed: float = 1.0) -> float:
+    """Playback rate that keeps the signer's real speed (frames over the window's duration)."""
+    start, end = time_window(skeleton, speed)
+    seconds = max(end - start, 1.0) / skeleton.fps
+    return float(min(50.0, max(1.0, frames / seconds)))
+
+
+# --------------------------------------------------------------------------- the corpus
+
+def _file_name(text: str, taken: set[str]) -> str:
+    """A file name for a text: the text itself when safe, unique case-insensitively."""
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in text) or "_"
+    stem, k = name, 2
+    while name.casefold() in taken:
+        name, k = f"{stem}-{k}", k + 1
+    taken.add(name.casefold())
+    return name
+
+
+def _rng(seed: int, language: str, text: str, variant: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(f"{language}/{text}".encode()), variant])
+
+
+def build_fingerspelling_corpus(
+    out: str | Path,
+    languages: Sequence[str] = ("ase",),
+    words: Sequence[str] | None = None,
+    frames: int = 16,
+    size: int = 64,
+    variants: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[Path]:
+    """Write OUT/<lang>/<name>.gif + .txt for every letter (or word); returns the GIF paths."""
+    from tqdm.auto import tqdm
+
+    from text2sign.data.video_io import write_gif
+
+    if variants < 1 or frames < 1 or size < 8:
+        raise ValueError(
+            f"need variants >= 1, frames >= 1 and size >= 8, got {variants}, {frames}, {size}"
+        )
+    index = read_index()
+    languages = _check_languages(languages, index)
+    jobs = []  # (language, text, loader)
+    folder = lexicon_dir()
+    for lang in languages:
+        letters = index[lang]
+        if words is None:
+            jobs += [(lang, letter, lambda r=row: load_recording(folder / r["path"]))
+                     for letter, row in letters.items()]
+        else:
+            spoken = next(iter(letters.values()))["spoken_language"]
+            for word in words:
+                spell(word, list(letters), lang)  # fail before rendering anything
+                jobs.append((lang, word, lambda w=word, s=spoken, g=lang: lookup_word(w, s, g)))
+    written: list[Path] = []
+    taken: dict[str, set[str]] = {}
+    bar = tqdm(jobs, desc="fingerspelling", unit="text", disable=not progress)
+    for lang, text, load in bar:
+        try:
+            skeleton = load()
+        except Exception as err:  # a broken recording must not stop the corpus
+            warnings.warn(f"skipped {lang} {text!r}: {type(err).__name__}: {err}", stacklevel=2)
+            continue
+        name = _file_name(text, taken.setdefault(lang, set()))
+        for v in range(variants):
+            jitter = Jitter() if v == 0 else Jitter.sample(_rng(seed, lang, text, v))
+            clip = render_clip(skeleton, frames, size, jitter)
+            stem = name if variants == 1 else f"{name}-v{v:02d}"
+            path = Path(out) / lang / f"{stem}.gif"
+            write_gif(path, clip, clip_fps(skeleton, frames, jitter.speed))
+            path.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
+            written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------- contact sheet
+
+def _write_sheet(path: str | Path, videos: Sequence[np.ndarray], labels: Sequence[str],
+                 columns: int = 8) -> Path:
+    """PNG grid: one row per clip (`columns` frames evenly spaced), its label on the left."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    h, w = videos[0].shape[1:3]
+    font = ImageFont.load_default()
+    label_w = 8 + max(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(s, font=font))
+                      for s in labels)
+    gap = 2
+    sheet = Image.new("RGB", (label_w + columns * (w + gap), len(videos) * (h + gap)), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    for row, (video, label) in enumerate(zip(videos, labels, strict=True)):
+        y = row * (h + gap)
+        draw.text((4, y + h // 2), label, fill=(230, 230, 230), font=font, anchor="lm")
+        picks = np.linspace(0, len(video) - 1, columns).round().astype(int)
+        for col, t in enumerate(picks):
+            sheet.paste(Image.fromarray(video[t]), (label_w + col * (w + gap), y))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, optimize=True)
+    return path
+
+
+def write_sheet_from_corpus(path: str | Path, gifs: Sequence[Path]) -> Path:
+    """Contact sheet of the first variant of every text in a freshly written corpus."""
+    from PIL import Image, ImageSequence
+
+    videos, labels, seen = [], [], set()
+    for gif in gifs:
+        text = gif.with_suffix(".txt").read_text(encoding="utf-8").strip()
+        key = (gif.parent.name, text)
+        if key in seen:
+            continue
+        seen.add(key)
+        with Image.open(gif) as im:
+            videos.append(np.stack([np.asarray(f.convert("RGB")) for f in
+                                    ImageSequence.Iterator(im)]))  # (T, H, W, 3)
+        multi = len({g.parent.name for g in gifs}) > 1
+        labels.append(f"{gif.parent.name} {text}" if multi else text)
+    if not videos:
+        raise ValueError(f"no clips to put on the contact sheet {path}")
+    return _write_sheet(path, videos, labels)
+
+
+# --------------------------------------------------------------------------- CLI
+
+def register(subparsers) -> None:
+    """Add `text2sign data fingerspelling`."""
+    p = subparsers.add_parser(
+        "fingerspelling",
+        help="build a demo corpus (GIF + txt) from real fingerspelling recordings",
+        description="Render the fingerspelling recordings shipped in `spoken-to-signed` into "
+        "OUT/<lang>/NAME.gif + NAME.txt pairs: letters by default, or words from a file.",
+    )
+    p.add_argument("out", nargs="?", help="output folder")
+    p.add_argument("--languages", default="ase",
+                   help="comma-separated sign language codes (default: ase = ASL)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--letters", action="store_true", help="one clip per letter (default)")
+    what.add_argument("--words", metavar="FILE", help="text file, one word per line")
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--variants", type=int, default=1,
+                   help="clips per text; variants after the first get scale/shift/speed jitter")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sheet", metavar="PNG", help="also write a contact sheet, one row per text")
+    p.add_argument("--list-languages", action="store_true",
+                   help="list the available languages and their letters, then exit")
+    p.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Build the corpus (or list languages) from parsed arguments."""
+    if args.list_languages:
+        for lang, letters in list_languages().items():
+            print(f"{lang}  {len(letters):2d}  {' '.join(letters)}")
+        return 0
+    if not args.out:
+        raise ValueError("data fingerspelling needs an OUT folder, e.g. data/asl-letters")
+    words = None
+    if args.words:
+        path = Path(args.words)
+        if not path.is_file():
+            raise FileNotFoundError(f"--words file {path} not found; give one word per line")
+        words = [w.strip() for w in path.read_text(encoding="utf-8").splitlines()]
+        words = [w for w in words if w and not w.startswith("#")]
+        if not words:
+            raise ValueError(f"--words file {path} has no words; give one word per line")
+    gifs = build_fingerspelling_corpus(
+        args.out, languages=args.languages.split(","), words=words, frames=args.frames,
+        size=args.size, variants=args.variants, seed=args.seed, progress=sys.stderr.isatty(),
+    )
+    print(f"wrote {len(gifs)} clips to {args.out}")
+    if args.sheet:
+        print(f"wrote contact sheet {write_sheet_from_corpus(args.sheet, gifs)}")
+    return 0
