@@ -1,0 +1,126 @@
+"""Find NAME.<video> + NAME.txt pairs in a folder tree and say exactly why any pair is unusable.
+
+Rules: folders and files whose name starts with "." are skipped (the default cache lives in
+``<root>/.text2sign-cache``). The text is the .txt decoded as UTF-8 (a BOM is allowed) with
+surrounding whitespace stripped. Stems must be unique across the whole tree (clips are named
+by stem in samples and reports): among otherwise usable pairs with the same stem the first by
+relative path is kept and every other one is reported as a duplicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from text2sign.data.video_io import VIDEO_SUFFIXES, VideoReadError, read_video, supported_suffixes
+
+
+@dataclass
+class Pair:
+    stem: str
+    video: Path
+    text_path: Path
+    text: str
+
+
+@dataclass
+class BadPair:
+    path: Path
+    reason: str
+
+
+@dataclass
+class ScanResult:
+    root: Path
+    good: list[Pair] = field(default_factory=list)
+    bad: list[BadPair] = field(default_factory=list)
+
+    def relative(self, path: Path) -> str:
+        """The POSIX path relative to the scanned root: the stable name of a clip."""
+        return path.relative_to(self.root).as_posix()
+
+
+def read_text(path: Path) -> str:
+    """The caption of a pair, or ValueError with a one-line reason."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"unreadable .txt ({err.strerror or err})") from err
+    try:
+        text = raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"text is not UTF-8 (bad byte at offset {err.start}); "
+                         "re-save the .txt as UTF-8") from err
+    if not text:
+        raise ValueError("empty .txt")
+    return text
+
+
+def _visible_files(root: Path) -> list[Path]:
+    files = []
+    for path in root.rglob("*"):
+        parts = path.relative_to(root).parts
+        if any(p.startswith(".") for p in parts) or not path.is_file():
+            continue
+        files.append(path)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def scan_folder(root: str | Path, decode: bool = True) -> ScanResult:
+    """Pair every video with the .txt beside it; with ``decode`` also fully decode each video."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"clip folder {str(root)!r} does not exist; pass a folder of "
+                                "NAME.gif + NAME.txt pairs")
+    if not root.is_dir():
+        raise FileNotFoundError(f"{str(root)!r} is not a folder; pass a folder of "
+                                "NAME.gif + NAME.txt pairs")
+    files = _visible_files(root)
+    readable = supported_suffixes()
+    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    texts = [p for p in files if p.suffix.lower() == ".txt"]
+    if not videos and not texts:
+        raise ValueError(
+            f"no NAME.gif + NAME.txt pairs found in {str(root)!r} (searched recursively); "
+            "put clips there, or build a demo corpus with `text2sign data fingerspelling DIR`"
+        )
+    result = ScanResult(root=root)
+    candidates: list[Pair] = []
+    video_stems = {p.with_suffix("") for p in videos}
+    for text_path in texts:
+        if text_path.with_suffix("") not in video_stems:
+            result.bad.append(BadPair(text_path, f"no video for this text (expected "
+                                      f"{text_path.stem}.gif beside it)"))
+    for video in videos:
+        text_path = video.with_suffix(".txt")
+        if video.suffix.lower() not in readable:
+            result.bad.append(BadPair(video, f"{video.suffix} needs PyAV: pip install av"))
+            continue
+        if not text_path.is_file():
+            result.bad.append(BadPair(video, f"missing .txt (expected {text_path.name})"))
+            continue
+        try:
+            text = read_text(text_path)
+        except ValueError as err:
+            result.bad.append(BadPair(text_path, str(err)))
+            continue
+        if video.stat().st_size == 0:
+            result.bad.append(BadPair(video, "empty file"))
+            continue
+        if decode:
+            try:
+                read_video(video)
+            except VideoReadError as err:
+                result.bad.append(BadPair(video, str(err)))
+                continue
+        candidates.append(Pair(video.stem, video, text_path, text))
+    kept: dict[str, Pair] = {}
+    for pair in candidates:
+        first = kept.setdefault(pair.stem, pair)
+        if first is not pair:
+            result.bad.append(BadPair(pair.video, f"duplicate stem {pair.stem!r} "
+                                      f"(kept {result.relative(first.video)})"))
+        else:
+            result.good.append(pair)
+    result.bad.sort(key=lambda b: result.relative(b.path))
+    return result
