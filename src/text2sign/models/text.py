@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -147,20 +148,29 @@ class PretrainedTextEncoder(TextEncoder):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+        looks_local = name_or_path.startswith((".", "~", os.sep)) or os.path.isabs(name_or_path)
+        if looks_local and not os.path.isdir(os.path.expanduser(name_or_path)):
+            raise FileNotFoundError(
+                f"text encoder folder {name_or_path!r} does not exist; pass a folder saved "
+                "with save_pretrained (config, tokenizer, weights) or a Hugging Face name")
+        name_or_path = os.path.expanduser(name_or_path)
+        # Without this, an unknown name spends ~20 s in hub retries before failing offline.
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        kwargs = {"local_files_only": True} if offline else {}
         try:
-            model_config = AutoConfig.from_pretrained(name_or_path)
-            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            model_config = AutoConfig.from_pretrained(name_or_path, **kwargs)
+            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
             if model_config.model_type in _CLIP_TYPES:
                 from transformers import CLIPTextModel as model_cls
             elif model_config.model_type in _T5_TYPES:
                 from transformers import T5EncoderModel as model_cls
             else:
                 model_cls = AutoModel
-            self.model = model_cls.from_pretrained(name_or_path)
+            self.model = model_cls.from_pretrained(name_or_path, **kwargs)
         except OSError as err:
             raise ValueError(
-                f"text encoder {name_or_path!r} is not available offline ({err}); pass the path "
-                "of a local folder holding its config, tokenizer and weights "
+                f"text encoder {name_or_path!r} is not available offline; pass the path of "
+                "a local folder holding its config, tokenizer and weights "
                 "(e.g. one saved with save_pretrained), or use text.encoder=bytes"
             ) from err
         self.name_or_path = name_or_path
