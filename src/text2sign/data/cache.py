@@ -1,0 +1,266 @@
+"""A decoded clip cache: append-only raw uint8 shards read through np.memmap, plus index.json.
+
+Layout of a cache folder::
+
+    index.json               format/version, frames, size, time_mode, fit, clips, bad pairs
+    shard-GGGGGG-KKKK.u8     raw uint8 clips (n, T, S, S, 3), C order, written once, never edited
+
+Each clip entry names its shard file and slot, so an incremental prepare keeps unchanged clips
+where they are (no decoding, no copying) and appends changed or new clips to new shards of the
+next generation. index.json is replaced atomically (write tmp, ``os.replace``) only after the
+new shards are complete, so an interrupted prepare leaves the previous cache valid; shard files
+no index references any more are deleted afterwards. When more than half of the stored clips
+are dead, the next prepare rewrites the live ones into fresh shards (compaction).
+
+Memmaps are opened lazily per process, so a ClipCache can be handed to DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from text2sign.data.clips import FITS, TIME_MODES, shape_clip
+from text2sign.data.folder import BadPair, scan_folder
+from text2sign.data.video_io import VideoReadError, read_video
+
+FORMAT = "text2sign-clip-cache"
+VERSION = 1
+INDEX = "index.json"
+SHARD_BYTES = 1 << 30  # ~1 GiB per shard file
+_SHARD_RE = re.compile(r"^shard-\d{6}-\d{4}\.u8$")
+
+
+def default_cache_dir(source: str | Path, frames: int, size: int, time_mode: str = "resample",
+                      fit: str = "crop") -> Path:
+    """Where `prepare_cache` puts a cache when no ``out`` is given: hidden inside the source."""
+    return Path(source) / ".text2sign-cache" / f"f{frames}-s{size}-{time_mode}-{fit}"
+
+
+def is_cache(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding a clip cache index of this format."""
+    index = Path(path) / INDEX
+    if not index.is_file():
+        return False
+    try:
+        return json.loads(index.read_text()).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def split_fraction(relative_path: str) -> float:
+    """A stable number in [0, 1) from a clip's relative path (sha1), for train/val splits."""
+    digest = hashlib.sha1(relative_path.encode("utf-8")).hexdigest()
+    return int(digest[:15], 16) / 16**15
+
+
+class ClipCache:
+    """Read-only view of a prepared cache: ``cache[i]`` is uint8 (T, S, S, 3) read from disk."""
+
+    def __init__(self, path: str | Path, index: dict):
+        self.path = Path(path)
+        self.index = index
+        self.frames: int = index["frames"]
+        self.size: int = index["size"]
+        self.time_mode: str = index["time_mode"]
+        self.fit: str = index["fit"]
+        clips = index["clips"]
+        self.texts: list[str] = [c["text"] for c in clips]
+        self.paths: list[str] = [c["path"] for c in clips]
+        self.fps: list[float] = [c["fps"] for c in clips]
+        self.bad: list[dict] = index.get("bad", [])
+        self._where = [(c["shard"], c["slot"]) for c in clips]
+        self._maps: dict[str, np.memmap] = {}
+        self._pid = os.getpid()
+
+    @classmethod
+    def open(cls, path: str | Path) -> ClipCache:
+        path = Path(path)
+        if not (path / INDEX).is_file():
+            raise FileNotFoundError(f"{str(path)!r} is not a clip cache (no {INDEX}); build one "
+                                    "with `text2sign data prepare DIR --frames T --size S`")
+        index = json.loads((path / INDEX).read_text())
+        if index.get("format") != FORMAT or index.get("version") != VERSION:
+            raise ValueError(f"{str(path / INDEX)!r} is format {index.get('format')!r} version "
+                             f"{index.get('version')!r}, expected {FORMAT!r} version {VERSION}; "
+                             "rebuild it with `text2sign data prepare`")
+        return cls(path, index)
+
+    @property
+    def clip_shape(self) -> tuple[int, int, int, int]:
+        return (self.frames, self.size, self.size, 3)
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of what the cache holds (settings, texts, sources), not of where it is stored."""
+        content = {k: self.index[k] for k in ("version", "frames", "size", "time_mode", "fit")}
+        content["clips"] = [[c["path"], c["text"], c["source_size"], c["source_mtime_ns"]]
+                            for c in self.index["clips"]]
+        blob = json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        return hashlib.sha1(blob).hexdigest()[:16]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def _shard(self, name: str) -> np.memmap:
+        if self._pid != os.getpid():  # forked worker: never share file handles across processes
+            self._maps, self._pid = {}, os.getpid()
+        if name not in self._maps:
+            count = self.index["shards"][name]
+            self._maps[name] = np.memmap(self.path / name, np.uint8, mode="r",
+                                         shape=(count, *self.clip_shape))  # (n, T, S, S, 3)
+        return self._maps[name]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        shard, slot = self._where[i]
+        return np.array(self._shard(shard)[slot])  # (T, S, S, 3), copied off the memmap
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_maps": {}}
+
+    def split(self, val_fraction: float) -> tuple[list[int], list[int]]:
+        """Deterministic (train, val) indices by a hash of each relative path; at least one
+        validation clip whenever ``val_fraction > 0`` and there are two or more clips."""
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+        keys = [split_fraction(p) for p in self.paths]
+        val = [i for i, k in enumerate(keys) if k < val_fraction]
+        if val_fraction > 0 and not val and len(keys) >= 2:
+            val = [int(np.argmin(keys))]
+        chosen = set(val)
+        return [i for i in range(len(keys)) if i not in chosen], val
+
+
+@dataclass
+class _Writer:
+    """Appends clips to the shard files of one generation."""
+
+    root: Path
+    generation: int
+    per_shard: int
+    shards: dict[str, int]
+    _file = None
+    _name = ""
+
+    def add(self, clip: np.ndarray) -> tuple[str, int]:
+        if self._file is None or self.shards[self._name] >= self.per_shard:
+            self.close()
+            self._name = f"shard-{self.generation:06d}-{len(self.shards):04d}.u8"
+            self._file = open(self.root / self._name, "wb")  # noqa: SIM115
+            self.shards[self._name] = 0
+        self._file.write(np.ascontiguousarray(clip).tobytes())
+        slot = self.shards[self._name]
+        self.shards[self._name] += 1
+        return self._name, slot
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+
+
+def _load_previous(out: Path, settings: dict) -> dict | None:
+    """The existing index if it was built with the same settings, else None."""
+    if not is_cache(out):
+        return None
+    index = json.loads((out / INDEX).read_text())
+    same = index.get("version") == VERSION and all(index.get(k) == v for k, v in settings.items())
+    return index if same else None
+
+
+def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | None = None,
+                  time_mode: str = "resample", fit: str = "crop",
+                  progress: bool = True) -> ClipCache:
+    """Decode and shape every good pair once; reuse clips whose source size and mtime match."""
+    from tqdm.auto import tqdm
+
+    if frames < 1 or size < 1:
+        raise ValueError(f"frames={frames} and size={size} must be positive integers")
+    if time_mode not in TIME_MODES:
+        raise ValueError(f"time_mode={time_mode!r} is not one of {list(TIME_MODES)}")
+    if fit not in FITS:
+        raise ValueError(f"fit={fit!r} is not one of {list(FITS)}")
+    source = Path(source)
+    out = Path(out) if out is not None else default_cache_dir(source, frames, size, time_mode, fit)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"cache path {str(out)!r} is a file; pass a folder to --out")
+    if out.is_dir() and any(out.iterdir()) and not is_cache(out):
+        raise ValueError(f"cache path {str(out)!r} is a non-empty folder that is not a clip "
+                         "cache; pass an empty or new folder to --out")
+    scan = scan_folder(source, decode=False)
+    settings = {"format": FORMAT, "frames": frames, "size": size, "time_mode": time_mode,
+                "fit": fit}
+    out.mkdir(parents=True, exist_ok=True)
+    previous = _load_previous(out, settings)
+    old = {c["path"]: c for c in previous["clips"]} if previous else {}
+    old_shards: dict[str, int] = dict(previous["shards"]) if previous else {}
+    generation = previous["generation"] + 1 if previous else 0
+
+    stats = {}
+    for pair in scan.good:
+        st = pair.video.stat()
+        stats[scan.relative(pair.video)] = (st.st_size, st.st_mtime_ns)
+    reusable = {rel for rel, stat in stats.items()
+                if rel in old and (old[rel]["source_size"], old[rel]["source_mtime_ns"]) == stat}
+    live = len(reusable)
+    stored = sum(old_shards.values())
+    compact = stored > 0 and live < stored / 2
+    old_cache = ClipCache(out, previous) if previous else None
+    old_pos = {p: i for i, p in enumerate(old_cache.paths)} if old_cache else {}
+
+    clip_bytes = int(np.prod((frames, size, size, 3)))
+    shards = {} if compact else dict(old_shards)
+    writer = _Writer(out, generation, max(1, SHARD_BYTES // clip_bytes), shards)
+    entries, bad = [], [BadPair(b.path, b.reason) for b in scan.bad]
+    decoded = 0
+    try:
+        for pair in tqdm(scan.good, desc="prepare", unit="clip", disable=not progress):
+            rel = scan.relative(pair.video)
+            size_b, mtime = stats[rel]
+            if rel in reusable and not compact:
+                entry = dict(old[rel], text=pair.text)
+            else:
+                if rel in reusable:  # compaction: copy the stored clip, still no decoding
+                    clip, fps = old_cache[old_pos[rel]], old[rel]["fps"]
+                else:
+                    try:
+                        video, fps = read_video(pair.video)
+                    except VideoReadError as err:
+                        bad.append(BadPair(pair.video, str(err)))
+                        continue
+                    clip = shape_clip(video, frames, size, time_mode, fit)
+                    decoded += 1
+                shard, slot = writer.add(clip)
+                entry = {"path": rel, "text": pair.text, "fps": fps, "shard": shard,
+                         "slot": slot, "source_size": size_b, "source_mtime_ns": mtime}
+            entries.append(entry)
+    finally:
+        writer.close()
+    referenced = {e["shard"] for e in entries}
+    shards = {k: v for k, v in shards.items() if k in referenced}
+    bad.sort(key=lambda b: scan.relative(b.path))
+    for b in bad:
+        print(f"skipped {scan.relative(b.path)}: {b.reason}", file=sys.stderr)
+    if not entries:
+        raise ValueError(f"no usable clips in {str(source)!r}: {len(bad)} bad pairs (listed "
+                         "above); fix them or run `text2sign data check DIR` for details")
+    index = {**settings, "version": VERSION, "generation": generation,
+             "source": str(source.resolve()), "shards": shards, "clips": entries,
+             "bad": [{"path": scan.relative(b.path), "reason": b.reason} for b in bad],
+             "decoded": decoded}
+    tmp = out / f".{INDEX}.tmp"
+    tmp.write_text(json.dumps(index, indent=1, ensure_ascii=False))
+    os.replace(tmp, out / INDEX)  # the commit point
+    for stale in out.iterdir():
+        if _SHARD_RE.match(stale.name) and stale.name not in shards:
+            stale.unlink()
+    return ClipCache.open(out)

@@ -1,0 +1,53 @@
+"""Turn a clip folder or a prepared cache into a torch Dataset of float clips in [-1, 1]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from text2sign.data.cache import ClipCache, is_cache, prepare_cache
+
+
+def open_clips(path: str | Path, frames: int, size: int, time_mode: str = "resample",
+               fit: str = "crop", cache: str | Path | None = None,
+               progress: bool = True) -> ClipCache:
+    """A raw folder is prepared (or its cache reused); a cache folder is opened and checked."""
+    path = Path(path)
+    if is_cache(path):
+        clips = ClipCache.open(path)
+        asked = {"frames": frames, "size": size, "time_mode": time_mode, "fit": fit}
+        have = {k: getattr(clips, k) for k in asked}
+        if have != asked:
+            diff = ", ".join(f"{k}={have[k]!r} (asked {asked[k]!r})"
+                             for k in asked if have[k] != asked[k])
+            raise ValueError(
+                f"cache {str(path)!r} was prepared with {diff}; set data.frames/size/time_mode/"
+                f"fit to match, or point data.path at the source folder "
+                f"({clips.index.get('source', 'the clip folder')}) to prepare a matching cache"
+            )
+        return clips
+    if not path.exists():
+        raise FileNotFoundError(f"data path {str(path)!r} does not exist; pass a folder of "
+                                "NAME.gif + NAME.txt pairs or a prepared cache")
+    return prepare_cache(path, frames, size, out=cache, time_mode=time_mode, fit=fit,
+                         progress=progress)
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Items ``{"video": float32 (3, T, H, W) in [-1, 1], "text": str, "index": int}``."""
+
+    def __init__(self, cache: ClipCache, indices: list[int]):
+        self.cache = cache
+        self.indices = list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        index = self.indices[i]
+        clip = torch.from_numpy(np.ascontiguousarray(self.cache[index]))  # (T, H, W, 3) uint8
+        video = rearrange(clip, "t h w c -> c t h w").float() / 127.5 - 1.0  # (3, T, H, W)
+        return {"video": video, "text": self.cache.texts[index], "index": index}
