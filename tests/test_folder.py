@@ -62,3 +62,32 @@ def test_missing_and_empty_folders(tmp_path):
         scan_folder(tmp_path / "nope")
     with pytest.raises(ValueError, match="fingerspelling"):
         scan_folder(tmp_path)
+
+
+def _run(argv: list[str]) -> int:
+    import argparse
+
+    from text2sign.data import commands
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_check_and_prepare_commands(tmp_path, capsys):
+    _pair(tmp_path, "a", "A")
+    _pair(tmp_path, "b", "B", seed=1)
+    assert _run(["check", str(tmp_path)]) == 0
+    assert "2 good pairs, 0 unusable" in capsys.readouterr().out
+    (tmp_path / "c.gif").write_bytes(b"")
+    (tmp_path / "c.txt").write_text("C")
+    assert _run(["check", str(tmp_path)]) == 1
+    assert "c.gif: empty file" in capsys.readouterr().out
+    out = tmp_path / "cache"
+    code = _run(["prepare", str(tmp_path), "--frames", "2", "--size", "4", "--out", str(out),
+                 "--val-fraction", "0.5", "--quiet"])
+    printed = capsys.readouterr()
+    assert code == 1 and "skipped c.gif: empty file" in printed.err
+    assert "clips: 2 (2 decoded now, 0 reused)" in printed.out and str(out) in printed.out
+    assert "1 train, 1 val" in printed.out

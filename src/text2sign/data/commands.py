@@ -1,0 +1,64 @@
+"""`text2sign data check` and `data prepare`: exit 0 all good, 1 some bad, 2 usage error."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    """Add `data check` and `data prepare` (heavy imports stay inside the handlers)."""
+    check = subparsers.add_parser(
+        "check", help="list every unusable clip pair with a reason",
+        description="Decode every NAME.gif/.mp4/.webm + NAME.txt pair under DIR (recursively) "
+        "and list each unusable one with a one-line reason. Exit 0 if all are good, 1 if any "
+        "is bad.",
+    )
+    check.add_argument("dir", help="folder of NAME.gif + NAME.txt pairs")
+    check.set_defaults(func=check_command)
+
+    prepare = subparsers.add_parser(
+        "prepare", help="decode clips once into a fast memory-mapped cache",
+        description="Decode, resample and resize every good pair under DIR into a uint8 cache "
+        "(reused for unchanged sources). Exit 0 if all pairs are good, 1 if any was skipped.",
+    )
+    prepare.add_argument("dir", help="folder of NAME.gif + NAME.txt pairs")
+    prepare.add_argument("--frames", type=int, required=True, help="frames per clip (T)")
+    prepare.add_argument("--size", type=int, required=True, help="square frame size (S)")
+    prepare.add_argument("--out", default=None,
+                         help="cache folder (default: DIR/.text2sign-cache/f{T}-s{S}-MODE-FIT)")
+    prepare.add_argument("--time-mode", choices=("resample", "truncate"), default="resample",
+                         help="resample uniformly over the clip, or truncate/pad by repeat")
+    prepare.add_argument("--fit", choices=("crop", "letterbox"), default="crop",
+                         help="resize and center-crop, or fit inside black bars")
+    prepare.add_argument("--val-fraction", type=float, default=0.1,
+                         help="share of clips held out for validation (by path hash)")
+    prepare.add_argument("--quiet", action="store_true", help="no progress bar")
+    prepare.set_defaults(func=prepare_command)
+
+
+def check_command(args: argparse.Namespace) -> int:
+    from text2sign.data.folder import scan_folder
+
+    result = scan_folder(args.dir, decode=True)
+    for bad in result.bad:
+        print(f"{result.relative(bad.path)}: {bad.reason}")
+    print(f"{len(result.good)} good pairs, {len(result.bad)} unusable in {args.dir}")
+    return 1 if result.bad else 0
+
+
+def prepare_command(args: argparse.Namespace) -> int:
+    from text2sign.data.cache import prepare_cache
+
+    if args.frames < 1 or args.size < 1:
+        raise ValueError(f"--frames {args.frames} and --size {args.size} must be positive")
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise ValueError(f"--val-fraction {args.val_fraction} must be in [0, 1)")
+    cache = prepare_cache(args.dir, args.frames, args.size, out=args.out,
+                          time_mode=args.time_mode, fit=args.fit, progress=not args.quiet)
+    train, val = cache.split(args.val_fraction)
+    print(f"clips: {len(cache)} ({cache.index['decoded']} decoded now, "
+          f"{len(cache) - cache.index['decoded']} reused)")
+    print(f"bad pairs skipped: {len(cache.bad)}")
+    print(f"cache: {cache.path}")
+    print(f"split (val fraction {args.val_fraction:g}): {len(train)} train, {len(val)} val")
+    return 1 if cache.bad else 0
