@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 SUPERSAMPLE = 4  # draw at 4x, then box-filter down: cheap anti-aliasing
-DEFAULT_ZOOM = 1.0  # crop side in shoulder widths; hands ~50-120 px of a 200 px shoulder span
+DEFAULT_ZOOM = 0.8  # crop side in shoulder widths: a hand is 0.25-0.6 shoulder widths long
+SHEET_FRAMES = 8  # frame columns of a contact sheet
 MAX_GAP = 3  # fill landmark dropouts of at most this many frames by interpolation
 
 # Landmark subsets drawn, by MediaPipe names (pose-format keeps them as point names).
@@ -55,9 +56,10 @@ _R0 = _L0 + HAND_POINTS
 NUM_POINTS = _R0 + HAND_POINTS
 
 FINGER_COLORS = ((255, 64, 64), (255, 204, 0), (64, 224, 64), (0, 200, 255), (208, 96, 255))
-PALM_COLOR = (240, 240, 240)
+PALM_COLOR = (176, 176, 176)  # dimmer than the fingers, which carry the hand shape
 BODY_COLOR = (96, 96, 110)
 FACE_COLOR = (80, 80, 90)
+PALETTE_LEVELS = 31  # shades of each colour over black: 1 + 8 * 31 = 249 <= 256 GIF colours
 
 
 @dataclass
@@ -318,7 +320,7 @@ def _draw_frame(draw, xy: np.ndarray, z: np.ndarray, ok: np.ndarray, unit: float
         segments += _hand_segments(xy[sl], z[sl], ok[sl], unit * 1.6)
     for _, color, width, a, b_ in sorted(segments, key=lambda s: -s[0]):  # far first
         line(a, b_, color, width)
-        dot(b_, color, width * 0.75)
+        dot(b_, color, width * 0.6)
 
 
 def render_clip(
@@ -348,8 +350,30 @@ def render_clip(
     for t in range(frames):
         image = Image.new("RGB", (canvas, canvas))
         _draw_frame(ImageDraw.Draw(image), xy[t], xyz[t, :, 2], ok[t], unit)
-        out[t] = np.asarray(image.reduce(SUPERSAMPLE))
+        small = image.reduce(SUPERSAMPLE)
+        # Snap anti-aliased pixels to a fixed <= 256-colour palette so GIFs store them exactly:
+        # a median-cut palette would tint the black background differently in every clip.
+        out[t] = np.asarray(small.quantize(palette=_palette(), dither=Image.Dither.NONE)
+                            .convert("RGB"))
     return out
+
+
+_PALETTE: list[Any] = []
+
+
+def _palette():
+    """A P-mode image holding black and PALETTE_LEVELS shades of every drawing colour."""
+    from PIL import Image
+
+    if not _PALETTE:
+        colors = [(0, 0, 0)]
+        for base in (*FINGER_COLORS, PALM_COLOR, BODY_COLOR, FACE_COLOR):
+            colors += [tuple(round(c * k / PALETTE_LEVELS) for c in base)
+                       for k in range(1, PALETTE_LEVELS + 1)]
+        image = Image.new("P", (1, 1))
+        image.putpalette([c for color in colors for c in color])
+        _PALETTE.append(image)
+    return _PALETTE[0]
 
 
 def clip_fps(skeleton: Skeleton, frames: int, speed: float = 1.0) -> float:
@@ -431,33 +455,9 @@ def build_fingerspelling_corpus(
 
 # --------------------------------------------------------------------------- contact sheet
 
-def _write_sheet(path: str | Path, videos: Sequence[np.ndarray], labels: Sequence[str],
-                 columns: int = 8) -> Path:
-    """PNG grid: one row per clip (`columns` frames evenly spaced), its label on the left."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    h, w = videos[0].shape[1:3]
-    font = ImageFont.load_default()
-    label_w = 8 + max(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(s, font=font))
-                      for s in labels)
-    gap = 2
-    sheet = Image.new("RGB", (label_w + columns * (w + gap), len(videos) * (h + gap)), (24, 24, 24))
-    draw = ImageDraw.Draw(sheet)
-    for row, (video, label) in enumerate(zip(videos, labels, strict=True)):
-        y = row * (h + gap)
-        draw.text((4, y + h // 2), label, fill=(230, 230, 230), font=font, anchor="lm")
-        picks = np.linspace(0, len(video) - 1, columns).round().astype(int)
-        for col, t in enumerate(picks):
-            sheet.paste(Image.fromarray(video[t]), (label_w + col * (w + gap), y))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, optimize=True)
-    return path
-
-
 def write_sheet_from_corpus(path: str | Path, gifs: Sequence[Path]) -> Path:
     """Contact sheet of the first variant of every text in a freshly written corpus."""
-    from PIL import Image, ImageSequence
+    from text2sign.data.video_io import read_video, write_contact_sheet
 
     videos, labels, seen = [], [], set()
     for gif in gifs:
@@ -466,14 +466,12 @@ def write_sheet_from_corpus(path: str | Path, gifs: Sequence[Path]) -> Path:
         if key in seen:
             continue
         seen.add(key)
-        with Image.open(gif) as im:
-            videos.append(np.stack([np.asarray(f.convert("RGB")) for f in
-                                    ImageSequence.Iterator(im)]))  # (T, H, W, 3)
+        videos.append(read_video(gif)[0])
         multi = len({g.parent.name for g in gifs}) > 1
         labels.append(f"{gif.parent.name} {text}" if multi else text)
     if not videos:
         raise ValueError(f"no clips to put on the contact sheet {path}")
-    return _write_sheet(path, videos, labels)
+    return write_contact_sheet(path, videos, labels, max_frames=SHEET_FRAMES)
 
 
 # --------------------------------------------------------------------------- CLI
