@@ -1,0 +1,324 @@
+"""Generate clips for every text of a corpus and score them against its real clips.
+
+Scores: recognition top-1 / top-5 of the generated clips by the corpus's recognizer, next to
+its accuracy on held-out real clips (the ceiling); the Frechet distance between generated and
+real clips in the recognizer's feature space, next to the same distance between two halves of
+the real clips (the floor); per-text accuracy; seconds per generated clip on a named device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GIF_FPS = 8.0
+SHEET_FRAMES = 8  # frames shown per clip on the contact sheet
+REAL_BORDER = (40, 200, 40)  # the real clip on each contact-sheet row is framed in green
+
+
+def describe_device(device: Any) -> str:
+    """A human name for a torch device: the GPU model, or the CPU model and thread count."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        name = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        return f"cpu ({name}, {torch.get_num_threads()} threads)"
+    return str(device)
+
+
+def safe_names(texts: list[str]) -> dict[str, str]:
+    """A distinct, filesystem-safe file stem per text (letters, digits, '-', '_' kept).
+
+    Texts that had to change get a short hash so that e.g. "a b" and "a/b" stay apart.
+    """
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    for text in texts:
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in text.strip())[:40]
+        if stem != text or not stem or stem.lower() in used:
+            stem = f"{stem or 'text'}_{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+        names[text] = stem
+        used.add(stem.lower())  # case-insensitive file systems would merge "A" and "a"
+    return names
+
+
+def _stratified_halves(texts: list[str], rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """Split clip indices in two halves holding each text's clips alternately.
+
+    Texts with a single clip alternate between the halves so both stay the same size.
+    """
+    by_text: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        by_text.setdefault(text, []).append(i)
+    halves: tuple[list[int], list[int]] = ([], [])
+    turn = 0
+    for text in sorted(by_text):
+        for i in rng.permutation(by_text[text]):
+            halves[turn].append(int(i))
+            turn = 1 - turn
+    return halves
+
+
+def _fd_scores(gen_feats: np.ndarray, real_feats: np.ndarray, real_texts: list[str],
+               seed: int) -> dict[str, Any]:
+    """FD(generated, real half B) and its floor FD(real half A, real half B) at equal sizes.
+
+    FD is biased upward for small sets, so both sides use the same number of clips n: the
+    first n generated clips (they cycle through the texts) and n clips of half A, each
+    against all of half B.
+    """
+    from text2sign.evaluation.metrics import frechet_distance
+
+    rng = np.random.default_rng(seed)
+    half_a, half_b = _stratified_halves(real_texts, rng)
+    half_a = [half_a[i] for i in rng.permutation(len(half_a))]
+    n = min(len(gen_feats), len(half_a))
+    if n < 2 or len(half_b) < 2:
+        return {"fd": float("nan"), "fd_floor": float("nan"), "fd_clips": n,
+                "fd_reference_clips": len(half_b)}
+    reference = real_feats[half_b]
+    return {
+        "fd": frechet_distance(gen_feats[:n], reference),
+        "fd_floor": frechet_distance(real_feats[half_a[:n]], reference),
+        "fd_clips": n,
+        "fd_reference_clips": len(half_b),
+    }
+
+
+def _frame(video: np.ndarray, color: tuple[int, int, int], width: int = 2) -> np.ndarray:
+    out = video.copy()
+    out[:, :width], out[:, -width:] = color, color
+    out[:, :, :width], out[:, :, -width:] = color, color
+    return out
+
+
+def _pick_frames(video: np.ndarray, count: int) -> np.ndarray:
+    return video[np.linspace(0, len(video) - 1, count).round().astype(int)]  # (count, H, W, 3)
+
+
+def _clean(value: Any) -> Any:
+    """NaN -> None so report.json is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The headline numbers as (name, value) pairs, for report.md and the command line."""
+    return [
+        ("texts", str(report["texts"])),
+        ("clips", str(report["clips"])),
+        ("top-1", _fmt(report["top1"])),
+        ("top-5", _fmt(report["top5"])),
+        ("ceiling top-1 (real)", _fmt(report["ceiling_top1"])),
+        ("ceiling top-5 (real)", _fmt(report["ceiling_top5"])),
+        ("chance top-1", _fmt(report["chance_top1"])),
+        ("FD", _fmt(report["fd"], 2)),
+        ("FD floor (real vs real)", _fmt(report["fd_floor"], 2)),
+        ("s/clip", _fmt(report["seconds_per_clip"], 3)),
+        ("device", report["device"]),
+    ]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """report.md: the headline table, how it was measured, and per-text accuracy."""
+    rows = summary_rows(report)
+    lines = [
+        f"# Evaluation of {report['model']}",
+        "",
+        "| " + " | ".join(name for name, _ in rows) + " |",
+        "|" + "---|" * len(rows),
+        "| " + " | ".join(value for _, value in rows) + " |",
+        "",
+        f"{report['per_text']} clips per text, sampler {report['sampler']}, {report['steps']} "
+        f"steps, guidance {report['guidance']}, seed {report['seed']}, on {report['data']}.",
+        f"Ceiling: the recognizer's accuracy on {report['ceiling_clips']} held-out real clips. "
+        f"FD: {report['fd_clips']} generated clips vs {report['fd_reference_clips']} real clips "
+        f"(half B); floor: {report['fd_clips']} real clips of half A vs the same half B "
+        "(equal sizes, since FD is biased upward for small sets). Lower FD is better.",
+        "",
+        "## Per text",
+        "",
+        "| text | top-1 | most often recognized as |",
+        "|---|---|---|",
+    ]
+    for text, row in report["per_text_accuracy"].items():
+        cells = [text, _fmt(row["top1"], 2), row["predicted"]]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _resolve_sampling(pipe: Any, sampler: str | None, steps: int | None,
+                      guidance: float | None) -> tuple[str, int, float]:
+    sc = getattr(getattr(pipe, "config", None), "sample", None)
+    sampler = sampler or (sc.sampler if sc else "dpm++")
+    steps = steps or (sc.steps if sc else 25)
+    guidance = guidance if guidance is not None else (sc.guidance if sc else 3.0)
+    return sampler, int(steps), float(guidance)
+
+
+def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
+             sampler: str | None = None, steps: int | None = None,
+             guidance: float | None = None, seed: int = 0, batch_size: int = 16,
+             recognizer: Any = None, progress: bool = True, name: str = "model",
+             write_files: bool = True) -> dict[str, Any]:
+    """Generate `per_text` clips per distinct text of `cache`, score them, write the reports.
+
+    `pipe` is anything called as `pipe(texts, steps=, sampler=, guidance=, seed=,
+    batch_size=)` returning uint8 (N, T, H, W, 3) with `.frames`, `.size`, `.device`
+    (a Text2SignPipeline). Sampler, steps and guidance default to the model's config.
+    The recognizer defaults to the corpus's cached one (trained on first use). Writes
+    report.json, report.md, contact.png and gifs/<text>-<k>.gif under `out_dir` (only the
+    numbers when `write_files` is False, e.g. for evaluation during training).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from text2sign.evaluation.metrics import topk_accuracy
+    from text2sign.evaluation.recognizer import load_or_train_recognizer
+
+    if per_text < 1:
+        raise ValueError(f"per_text={per_text} must be >= 1 (clips generated per text)")
+    if (cache.frames, cache.size) != (pipe.frames, pipe.size):
+        raise ValueError(
+            f"the clips are {cache.frames} frames at {cache.size}px but the model makes "
+            f"{pipe.frames} frames at {pipe.size}px; open the data with frames={pipe.frames}, "
+            f"size={pipe.size} (the evaluate command does this)"
+        )
+    sampler, steps, guidance = _resolve_sampling(pipe, sampler, steps, guidance)
+    device = torch.device(pipe.device)
+    if recognizer is None:
+        config = getattr(pipe, "config", None)
+        val_fraction = config.data.val_fraction if config is not None else 0.1
+        recognizer, _, _ = load_or_train_recognizer(cache, val_fraction, device=device,
+                                                    progress=progress)
+    recognizer.to(device)
+
+    real_texts = list(cache.texts)
+    texts = sorted(set(real_texts))
+    # k-major order: the first len(texts) clips hold one of each text, and so on.
+    prompts = [text for _ in range(per_text) for text in texts]
+    videos, seconds = [], 0.0
+    bar = tqdm(total=len(prompts), desc="evaluate: generating", unit="clip",
+               disable=not progress)
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        tick = time.perf_counter()
+        # seed + start: the same clips as one pipe(prompts, seed=seed, batch_size=...) call.
+        videos.append(pipe(chunk, steps=steps, sampler=sampler, guidance=guidance,
+                           seed=seed + start, batch_size=batch_size))
+        seconds += time.perf_counter() - tick  # the pipe returns numpy: already synced
+        bar.update(len(chunk))
+    bar.close()
+    generated = np.concatenate(videos)  # (N, T, H, W, 3)
+
+    gen_feats, gen_logits = recognizer.features_and_logits(generated)
+    labels = recognizer.labels(prompts)
+    real_feats = np.concatenate([
+        recognizer.features(np.stack([cache[i] for i in range(s, min(s + 64, len(cache)))]))
+        for s in range(0, len(cache), 64)
+    ])  # (M, D)
+    fd = _fd_scores(gen_feats, real_feats, real_texts, seed)
+
+    top1_hits = np.argmax(gen_logits, axis=1) == labels  # (N,)
+    predicted = np.argmax(gen_logits, axis=1)
+    per_text_accuracy = {}
+    for j, text in enumerate(texts):
+        rows = np.arange(j, len(prompts), len(texts))
+        most, _ = Counter(predicted[rows].tolist()).most_common(1)[0]
+        per_text_accuracy[text] = {"top1": float(top1_hits[rows].mean()),
+                                   "predicted": recognizer.classes[most]}
+
+    out_dir = Path(out_dir)
+    report = {
+        "model": name,
+        "data": str(getattr(cache, "path", "")),
+        "texts": len(texts),
+        "clips": len(prompts),
+        "per_text": per_text,
+        "sampler": sampler,
+        "steps": steps,
+        "guidance": guidance,
+        "seed": seed,
+        "top1": topk_accuracy(gen_logits, labels, 1),
+        "top5": topk_accuracy(gen_logits, labels, 5),
+        "ceiling_top1": recognizer.metrics.get("val_top1", float("nan")),
+        "ceiling_top5": recognizer.metrics.get("val_top5", float("nan")),
+        "ceiling_clips": recognizer.metrics.get("val_clips", 0),
+        "chance_top1": 1.0 / len(recognizer.classes),
+        **fd,
+        "seconds_per_clip": seconds / len(prompts),
+        "seconds_total": seconds,
+        "device": describe_device(device),
+        "per_text_accuracy": per_text_accuracy,
+    }
+    if not write_files:
+        return report
+
+    from text2sign.data.video_io import write_contact_sheet, write_gif
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = safe_names(texts)
+    first_real = {}
+    for i, text in enumerate(real_texts):
+        first_real.setdefault(text, i)
+    gif_dir = out_dir / "gifs"
+    gif_dir.mkdir(exist_ok=True)
+    rows_out = []
+    for j, text in enumerate(texts):
+        row = [_frame(_pick_frames(np.asarray(cache[first_real[text]]), SHEET_FRAMES),
+                      REAL_BORDER)]
+        for k in range(per_text):
+            clip = generated[k * len(texts) + j]
+            write_gif(gif_dir / f"{names[text]}-{k}.gif", clip, GIF_FPS)
+            row.append(_pick_frames(clip, SHEET_FRAMES))
+        rows_out.append(np.concatenate(row))  # (SHEET_FRAMES * (1 + per_text), H, W, 3)
+    sheet = write_contact_sheet(out_dir / "contact.png", rows_out,
+                                labels=[f"{text} ({_fmt(per_text_accuracy[text]['top1'], 2)})"
+                                        for text in texts])
+    report["gifs"] = str(gif_dir)
+    report["contact_sheet"] = str(sheet)
+    report["report_md"] = str(out_dir / "report.md")
+    (out_dir / "report.json").write_text(json.dumps(_clean(report), indent=2,
+                                                    ensure_ascii=False))
+    (out_dir / "report.md").write_text(render_markdown(report))
+    return report
+
+
+def tensorboard_scalars(report: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
+    """The few numbers worth a curve during training: top-1, top-5, FD, FD floor."""
+    keys = ("top1", "top5", "fd", "fd_floor")
+    return {f"{prefix}/{k}": float(report[k]) for k in keys
+            if report.get(k) is not None and not math.isnan(float(report[k]))}

@@ -1,0 +1,221 @@
+"""Evaluation: the recognizer learns a toy corpus, the Frechet distance behaves, evaluate() runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from text2sign.evaluation.evaluate import evaluate, safe_names, tensorboard_scalars
+from text2sign.evaluation.metrics import frechet_distance, topk_accuracy
+from text2sign.evaluation.recognizer import (
+    Recognizer,
+    RecognizerConfig,
+    TrainSettings,
+    load_or_train_recognizer,
+    score_clips,
+    train_recognizer,
+)
+
+TOY = RecognizerConfig(frames=8, size=16, width=8, feature_dim=32)
+FAST = TrainSettings(steps=60, batch_size=16)
+KINDS = ("right", "down", "left")
+
+
+def toy_clip(kind: str, rng: np.random.Generator, frames: int = 8, size: int = 24) -> np.ndarray:
+    """A yellow square moving right, down or left over grey, at a jittered position."""
+    video = np.full((frames, size, size, 3), 30, np.uint8)  # (T, H, W, 3)
+    dy, dx = rng.integers(-3, 4, 2)
+    for t in range(frames):
+        p = 3 + t * (size - 10) // (frames - 1)
+        y, x = {"right": (size // 2, p), "down": (p, size // 2),
+                "left": (size // 2, size - 4 - p)}[kind]
+        y, x = int(np.clip(y + dy, 0, size - 4)), int(np.clip(x + dx, 0, size - 4))
+        video[t, y:y + 4, x:x + 4] = (220, 200, 60)
+    return video
+
+
+class ToyCache:
+    """Stand-in for data.cache.ClipCache: indexable uint8 clips, texts, split, fingerprint."""
+
+    def __init__(self, path, per_kind: int = 8, seed: int = 0, frames: int = 8, size: int = 24):
+        rng = np.random.default_rng(seed)
+        self.clips = [toy_clip(k, rng, frames, size) for k in KINDS for _ in range(per_kind)]
+        self.texts = [k for k in KINDS for _ in range(per_kind)]
+        self.frames, self.size, self.path = frames, size, path
+        self.fingerprint = f"toy{seed:03d}{per_kind:03d}abcdef"
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.clips[i]
+
+    def split(self, val_fraction: float) -> tuple[list[int], list[int]]:
+        val = [i for i in range(len(self)) if i % 4 == 0] if val_fraction > 0 else []
+        return [i for i in range(len(self)) if i not in val], val
+
+
+class FakePipe:
+    """Stand-in for Text2SignPipeline: returns a fresh real-looking clip per text plus noise."""
+
+    def __init__(self, noise: float = 0.0, frames: int = 8, size: int = 24, wrong: bool = False):
+        self.noise, self.frames, self.size, self.wrong = noise, frames, size, wrong
+        self.device = torch.device("cpu")
+        self.calls = []
+
+    def __call__(self, texts, *, steps=25, sampler="dpm++", guidance=3.0, seed=0, eta=0.0,
+                 batch_size=16, progress=False):
+        self.calls.append({"steps": steps, "sampler": sampler, "guidance": guidance, "seed": seed})
+        rng = np.random.default_rng(1000 + seed)
+        shown = ["down"] * len(texts) if self.wrong else texts  # wrong: always the same sign
+        clips = np.stack([toy_clip(t, rng, self.frames, self.size) for t in shown])
+        noisy = clips + rng.normal(0, self.noise * 255, clips.shape)
+        return np.clip(noisy, 0, 255).astype(np.uint8)  # (N, T, H, W, 3)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Toy tensors gain nothing from threads, and on a busy 2-core machine OpenMP spinning
+    made a 2 s training take 40 s."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cache = ToyCache(tmp_path_factory.mktemp("toy"))
+    recognizer, top1, top5 = load_or_train_recognizer(cache, 0.25, config=TOY, settings=FAST,
+                                                      device="cpu", progress=False)
+    return cache, recognizer, top1, top5
+
+
+def test_topk_accuracy():
+    logits = np.array([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [1.0, 3.0, 2.0]])
+    labels = np.array([0, 0, 2])  # hit at rank 1, miss at rank 3, hit at rank 2
+    assert topk_accuracy(logits, labels, 1) == pytest.approx(1 / 3)
+    assert topk_accuracy(logits, labels, 2) == pytest.approx(2 / 3)
+    assert topk_accuracy(logits, labels, 5) == 1.0  # k capped at the number of classes
+    with pytest.raises(ValueError, match="logits"):
+        topk_accuracy(logits, labels[:2], 1)
+
+
+def test_frechet_distance_zero_for_identical_and_grows_with_noise():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 16)) @ rng.normal(size=(16, 16))  # correlated features
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    distances = [frechet_distance(a, a + rng.normal(0, s, a.shape)) for s in (0.1, 0.5, 1, 2)]
+    assert distances[0] > 0
+    assert all(x < y for x, y in zip(distances, distances[1:], strict=False)), distances
+
+
+def test_frechet_distance_matches_closed_form_for_shifted_gaussians():
+    # Same covariance, means 3 apart in one dimension: d^2 = 9 (+ sampling error).
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(4000, 4))
+    b = rng.normal(size=(4000, 4)) + np.array([3.0, 0, 0, 0])
+    assert frechet_distance(a, b) == pytest.approx(9.0, abs=0.3)
+    # Isotropic scales 1 and 2 in D dims: d^2 = D * (1 - 2)^2 = 4.
+    c = 2 * rng.normal(size=(4000, 4))
+    assert frechet_distance(a, c) == pytest.approx(4.0, abs=0.4)
+    with pytest.raises(ValueError, match="same D"):
+        frechet_distance(a, c[:, :3])
+
+
+def test_recognizer_learns_toy_corpus(trained):
+    cache, recognizer, top1, top5 = trained
+    assert recognizer.classes == sorted(KINDS)
+    assert top1 >= 0.99 and top5 == 1.0  # held-out clips of the same corpus
+    fresh = ToyCache(cache.path, per_kind=6, seed=7)  # unseen jitter draws
+    assert score_clips(recognizer, fresh, range(len(fresh)))["top1"] >= 0.9
+    # Left vs right differ only in time: a time-reversed "right" clip must read as "left".
+    rights = np.stack([fresh[i][::-1] for i, t in enumerate(fresh.texts) if t == "right"])
+    predicted = recognizer.predict_logits(rights).argmax(axis=1)
+    assert (predicted == recognizer.index["left"]).mean() >= 0.8
+
+
+def test_recognizer_inputs_agree_and_features_shape(trained):
+    cache, recognizer, _, _ = trained
+    clips = np.stack([cache[i] for i in range(4)])  # (4, T, H, W, 3) uint8
+    as_float = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # (4,3,T,H,W)
+    np.testing.assert_allclose(recognizer.predict_logits(clips),
+                               recognizer.predict_logits(as_float), atol=1e-4)
+    assert recognizer.features(clips).shape == (4, TOY.feature_dim)
+    with pytest.raises(ValueError, match=r"\(N, T, H, W, 3\)"):
+        recognizer.predict_logits(clips[..., :2])
+
+
+def test_recognizer_cached_and_round_trips(trained, tmp_path):
+    cache, recognizer, top1, _ = trained
+    folder = next(cache.path.glob("recognizer-*"))
+    assert folder.name == "recognizer-" + cache.fingerprint[:12]
+    assert sorted(p.name for p in folder.iterdir()) == ["recognizer.json", "recognizer.safetensors"]
+    again, top1_again, _ = load_or_train_recognizer(cache, 0.25, config=TOY, settings=FAST,
+                                                    progress=False)
+    assert top1_again == top1
+    clips = np.stack([cache[i] for i in range(3)])
+    np.testing.assert_allclose(again.predict_logits(clips), recognizer.predict_logits(clips),
+                               atol=1e-5)
+    loaded = Recognizer.load(recognizer.save(tmp_path / "r"))
+    assert loaded.classes == recognizer.classes
+    with pytest.raises(FileNotFoundError, match="not a recognizer folder"):
+        Recognizer.load(tmp_path)
+
+
+def test_recognizer_training_is_deterministic():
+    cache = ToyCache(None, per_kind=3)
+    settings = TrainSettings(steps=3, batch_size=4)
+    runs = [train_recognizer(cache, range(len(cache)), config=TOY, settings=settings,
+                             device="cpu", progress=False) for _ in range(2)]
+    clips = np.stack([cache[i] for i in range(3)])
+    np.testing.assert_array_equal(*(r.predict_logits(clips) for r in runs))
+
+
+def test_safe_names_are_distinct_and_safe():
+    names = safe_names(["A", "a", "hello world", "hello/world", "", "ÄÖ"])
+    assert names["A"] == "A"
+    assert len({n.lower() for n in names.values()}) == 6
+    assert all("/" not in n and " " not in n and n for n in names.values())
+
+
+def test_evaluate_end_to_end_writes_reports(trained, tmp_path):
+    cache, recognizer, _, _ = trained
+    clean = evaluate(FakePipe(noise=0.0), cache, tmp_path / "clean", per_text=3, steps=2,
+                     sampler="ddim", guidance=2.0, batch_size=4, recognizer=recognizer,
+                     progress=False)
+    wrong = evaluate(FakePipe(wrong=True), cache, tmp_path / "wrong", per_text=3,
+                     recognizer=recognizer, progress=False, write_files=False)
+    assert clean["texts"] == 3 and clean["clips"] == 9
+    assert clean["top1"] >= 0.9 and clean["top5"] == 1.0
+    assert clean["fd_clips"] == 9 and clean["fd_reference_clips"] == 12
+    assert clean["fd"] < 2 * clean["fd_floor"]  # real-looking clips: near the real-vs-real floor
+    assert wrong["fd"] > 5 * clean["fd_floor"]  # one sign for every text: far from the corpus
+    assert wrong["top1"] == pytest.approx(1 / 3, abs=0.01)
+    assert clean["sampler"] == "ddim" and clean["steps"] == 2 and clean["guidance"] == 2.0
+    assert clean["device"].startswith("cpu")
+    assert set(clean["per_text_accuracy"]) == set(KINDS)
+
+    out = tmp_path / "clean"
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["top1"] == clean["top1"] and saved["fd"] == pytest.approx(clean["fd"])
+    md = (out / "report.md").read_text()
+    assert "| top-1 |" in md and "| right |" in md and "FD floor" in md
+    assert sorted(p.name for p in (out / "gifs").iterdir())[:3] == ["down-0.gif", "down-1.gif",
+                                                                     "down-2.gif"]
+    from PIL import Image
+
+    with Image.open(out / "contact.png") as sheet:
+        assert sheet.height > 3 * 24  # one row per text
+    assert not (tmp_path / "wrong").exists()  # write_files=False writes nothing
+    assert set(tensorboard_scalars(clean)) == {"eval/top1", "eval/top5", "eval/fd",
+                                               "eval/fd_floor"}
+
+
+def test_evaluate_rejects_mismatched_geometry(trained, tmp_path):
+    cache, recognizer, _, _ = trained
+    with pytest.raises(ValueError, match="frames=4"):
+        evaluate(FakePipe(frames=4), cache, tmp_path, recognizer=recognizer, progress=False)
