@@ -268,16 +268,18 @@ def _gif_palette(frames: np.ndarray):
 
     flat = frames.reshape(-1, 3)  # (T*H*W, 3)
     step = max(1, flat.shape[0] // 2_000_000)  # bound the cost of the colour census
-    colors = np.unique(flat[::step], axis=0)  # (K, 3)
-    if colors.shape[0] <= 256 and step == 1:
-        table = colors
+    packed = flat[::step].astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], np.uint32)  # (N,)
+    colors = np.unique(packed)  # (K,) 0xRRGGBB, far faster than np.unique(axis=0)
+    if colors.size <= 256 and step == 1:
+        table = np.stack([colors >> 16, (colors >> 8) & 255, colors & 255], -1)  # (K, 3)
     else:
-        sample = Image.fromarray(flat[::step][None])  # (1, N, 3) image of sampled pixels
+        every = max(1, flat.shape[0] // 250_000)  # median cut on a subsample: ~10x faster
+        sample = Image.fromarray(np.ascontiguousarray(flat[::every][None]))  # (1, N, 3) pixels
         quant = sample.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
         used = len(quant.getcolors(256) or []) or 256
-        table = np.asarray(quant.getpalette()[: 3 * used], np.uint8).reshape(-1, 3)  # (K, 3)
+        table = np.asarray(quant.getpalette()[: 3 * used]).reshape(-1, 3)  # (K, 3)
     palette = Image.new("P", (1, 1))
-    palette.putpalette(table.reshape(-1).tolist())
+    palette.putpalette(table.astype(np.uint8).reshape(-1).tolist())
     return palette
 
 
