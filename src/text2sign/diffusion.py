@@ -48,10 +48,30 @@ def make_scheduler(cfg: DiffusionConfig, sampler: str = "ddpm") -> Any:
     if sampler == "ddpm":
         return DDPMScheduler(**common, clip_sample=False)
     if sampler == "ddim":
-        return DDIMScheduler(**common, clip_sample=False)
+        scheduler = DDIMScheduler(**common, clip_sample=False)
+        # fp64: in fp32, 1 - alpha_bar rounds to 1 at t = N-1 of the cosine schedule, the eta > 0
+        # variance then exceeds 1 - alpha_bar_prev and step() takes the sqrt of a negative.
+        scheduler.alphas_cumprod = scheduler.alphas_cumprod.double()
+        return scheduler
     if sampler == "dpm++":  # DPM-Solver++(2M), Lu et al. 2022
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+
+
+def set_timesteps(scheduler: Any, steps: int, device: torch.device | str | None = None) -> None:
+    """``scheduler.set_timesteps(steps)``, with a DDIM grid that is consistent for any count.
+
+    DDIMScheduler.step always steps back by N // steps, while its trailing grid is spaced N / steps:
+    unless steps divides N the two disagree and the last step stops short of x0. The grid
+    k * (N // steps) - 1, k = steps..1, keeps the stride and ends exactly at t = -1 (alpha_bar 1).
+    """
+    from diffusers import DDIMScheduler
+
+    scheduler.set_timesteps(steps, device=device)
+    if isinstance(scheduler, DDIMScheduler):
+        stride = scheduler.config.num_train_timesteps // steps
+        grid = torch.arange(steps, 0, -1, device=scheduler.timesteps.device) * stride - 1
+        scheduler.timesteps = grid  # (steps,) int64, starts within stride of N-1
 
 
 def snr(scheduler: Any, t: Tensor) -> Tensor:
@@ -122,8 +142,9 @@ def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: Diffu
     batch = shape[0]
     if len(cond) != batch:
         raise ValueError(f"cond has batch {len(cond)} but shape asks for {batch} videos")
-    if steps < 1:
-        raise ValueError(f"steps={steps} must be >= 1")
+    if not 1 <= steps <= cfg.num_train_timesteps:
+        raise ValueError(
+            f"steps={steps} must be between 1 and num_train_timesteps={cfg.num_train_timesteps}")
     if eta != 0.0 and sampler != "ddim":
         raise ValueError(f"eta={eta} only applies to sampler 'ddim', not {sampler!r}; set eta=0")
     guided = guidance != 1.0
@@ -135,7 +156,7 @@ def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: Diffu
         raise ValueError(f"uncond has batch {len(uncond)} but cond has {batch}")
     device = torch.device(device) if device is not None else cond.tokens.device
     scheduler = make_scheduler(cfg, sampler)
-    scheduler.set_timesteps(steps, device=device)
+    set_timesteps(scheduler, steps, device)
     text = pad_and_cat([cond, uncond]) if guided else cond
     text = text.to(device)
 
