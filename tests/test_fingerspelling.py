@@ -103,9 +103,10 @@ def test_render_keeps_orientation_and_draws_fingers_in_their_colours():
     red = (frame[..., 0] > 150) & (frame[..., 1] < 110) & (frame[..., 2] < 110)  # the thumb
     ys, xs = np.nonzero(red)
     assert len(xs) > 5
-    assert xs.mean() < 32 - 5  # the thumb points left (image left): not mirrored
     yellow = (frame[..., 0] > 150) & (frame[..., 1] > 150) & (frame[..., 2] < 100)  # index
-    assert np.nonzero(yellow)[0].mean() < ys.mean()  # the index finger points up
+    index_ys, index_xs = np.nonzero(yellow)
+    assert xs.mean() < index_xs.mean() - 5  # the thumb points left of the index: not mirrored
+    assert index_ys.mean() < ys.mean() - 5  # the index finger points up: not flipped
 
 
 def test_render_survives_missing_landmarks():

@@ -259,17 +259,20 @@ def _shoulder_width(skeleton: Skeleton) -> float:
 
 
 def frame_box(skeleton: Skeleton, zoom: float = DEFAULT_ZOOM) -> tuple[float, float, float]:
-    """(centre x, centre y, side): `zoom` shoulder widths square on the median hand position."""
+    """(centre x, centre y, side): a square on the hands' median box, >= `zoom` shoulder widths.
+
+    The median over frames ignores the hand rising into and leaving the signing space; the side
+    grows beyond `zoom` only when the hands' box is wider (two-handed alphabets such as cse).
+    """
     side = zoom * _shoulder_width(skeleton)
-    centres = []
-    for start in (_L0, _R0):
-        valid = skeleton.valid[:, start:start + HAND_POINTS]
-        seen = valid.any(1)
-        if seen.sum() >= 0.25 * len(seen):  # a hand tracked for a quarter of the clip signs
-            pts = np.where(valid[..., None], skeleton.xyz[:, start:start + HAND_POINTS, :2], 0)
-            centres.append(pts[seen].sum(1) / valid[seen].sum(1, keepdims=True))  # (n, 2)
-    if centres:
-        cx, cy = np.median(np.concatenate(centres), axis=0)
+    valid = skeleton.valid[:, _L0:]  # (N, 42) both hands
+    framed = valid.sum(1) >= 5  # frames with a hand in view
+    if framed.any():
+        xy = skeleton.xyz[framed, _L0:, :2]  # (n, 42, 2)
+        ok = valid[framed][..., None]  # (n, 42, 1)
+        lo = np.median(np.where(ok, xy, np.inf).min(1), axis=0)  # (2,)
+        hi = np.median(np.where(ok, xy, -np.inf).max(1), axis=0)  # (2,)
+        (cx, cy), side = (lo + hi) / 2, max(side, 1.2 * float(np.max(hi - lo)))
     else:  # no hand at all: frame the upper body
         body = skeleton.xyz[:, _B0:_F0, :2][skeleton.valid[:, _B0:_F0]]
         cx, cy = np.median(body, axis=0) if len(body) else (0.0, 0.0)
