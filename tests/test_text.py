@@ -227,3 +227,13 @@ def test_drop_prob_edges():
     assert torch.all(all_null.tokens[:, 1:] == 0)
     with pytest.raises(ValueError, match="drop_prob"):
         cond(texts, drop_prob=1.5)
+
+
+def test_learned_null_in_graph_even_without_drops():
+    """DDP needs every trainable parameter in the graph of each training step."""
+    cond = TextConditioner(tiny_bytes(), "learned")
+    emb = cond(["hello", "sign"], drop_prob=1e-9, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(emb.pooled, cond.encoder(["hello", "sign"]).pooled)
+    (emb.tokens.pow(2).sum() + emb.pooled.pow(2).sum()).backward()
+    assert cond.null_tokens.grad is not None and cond.null_pooled.grad is not None
+    assert cond.null_tokens.grad.abs().sum() == 0

@@ -260,12 +260,12 @@ class TextConditioner(nn.Module):
             return self.encoder(texts)
         gen_device = generator.device if generator is not None else "cpu"
         drop = (torch.rand(len(texts), generator=generator, device=gen_device)
-                < drop_prob).tolist()
+                < drop_prob).tolist()  # sync point if the generator lives on a GPU
         if self.null_condition == "empty":  # one encoder pass: "" is the null text
             return self.encoder(["" if d else t for d, t in zip(drop, texts, strict=True)])
         emb = self.encoder(texts)
-        if not any(drop):
-            return emb
+        # Even when no text is dropped, go through where(): the learned null stays in the graph
+        # (zero gradient), so DDP does not stop on unused parameters.
         null = self.null(len(texts))
         length = max(emb.tokens.shape[1], null.tokens.shape[1])
         emb, null = pad_to(emb, length), pad_to(null, length)
