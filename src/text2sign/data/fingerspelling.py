@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import sys
 import warnings
 import zlib
@@ -203,17 +204,19 @@ def lookup_word(word: str, spoken_language: str, signed_language: str) -> Skelet
     import contextlib
     import io
 
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints progress lines
+        result = _fingerspelling_lookup().lookup(word, word, spoken_language, signed_language)
+    return pose_to_skeleton(result.pose)
+
+
+@functools.cache
+def _fingerspelling_lookup():
+    """One lookup per process: it indexes the lexicon and caches the poses it reads."""
     from spoken_to_signed.gloss_to_pose.lookup.fingerspelling_lookup import (
         FingerspellingPoseLookup,
     )
 
-    lookup = _LOOKUP.get("fs") or _LOOKUP.setdefault("fs", FingerspellingPoseLookup())
-    with contextlib.redirect_stdout(io.StringIO()):  # the package prints progress lines
-        result = lookup.lookup(word, word, spoken_language, signed_language)
-    return pose_to_skeleton(result.pose)
-
-
-_LOOKUP: dict[str, Any] = {}
+    return FingerspellingPoseLookup()
 
 
 # --------------------------------------------------------------------------- rendering
