@@ -156,9 +156,33 @@ def from_dict(raw: dict[str, Any]) -> Config:
         "data": DataConfig, "text": TextConfig, "model": ModelConfig,
         "diffusion": DiffusionConfig, "sample": SampleConfig, "train": TrainConfig,
     }
-    cfg = Config(**{name: cls(**merged[name]) for name, cls in sections.items()})
+    built = {}
+    for name, cls in sections.items():
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        values = merged[name].items()
+        built[name] = cls(**{k: _coerce(f"{name}.{k}", v, kinds[k]) for k, v in values})
+    cfg = Config(**built)
     validate(cfg)
     return cfg
+
+
+def _coerce(key: str, value: Any, kind: str) -> Any:
+    """Check a value against its field's type; YAML reads `1e-4` as a string, so numbers written
+    that way are converted rather than silently kept as text."""
+    if value is None and "None" in kind:
+        return None
+    base = kind.replace(" | None", "")
+    try:
+        if base == "float" and not isinstance(value, bool):
+            return float(value)
+        if base == "int" and not isinstance(value, bool) and float(value) == int(float(value)):
+            return int(float(value))
+    except (TypeError, ValueError):
+        pass
+    checks = {"str": str, "bool": bool, "list[str]": list, "dict[str, Any]": dict}
+    if base in checks and isinstance(value, checks[base]):
+        return value
+    raise ValueError(f"config {key}={value!r} should be of type {kind}")
 
 
 def parse_value(text: str) -> Any:

@@ -1,0 +1,178 @@
+"""Training, checkpoints and the pipeline, end to end on a tiny corpus made here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from text2sign.config import build_config, load_config
+from text2sign.data.video_io import write_gif
+from text2sign.pipeline import Text2SignPipeline, build_models
+from text2sign.training import StepBatchSampler, TrainingDiverged, lr_at, train
+
+
+def make_corpus(root: Path, size: int = 16, frames: int = 4) -> Path:
+    """Three texts, each a differently coloured square moving its own way, two clips each."""
+    moves = {"A": (1, 0), "B": (0, 1), "C": (1, 1)}
+    colours = {"A": (255, 0, 0), "B": (0, 255, 0), "C": (0, 0, 255)}
+    for text, (dx, dy) in moves.items():
+        for k in range(2):
+            video = np.zeros((frames, size, size, 3), np.uint8)
+            for t in range(frames):
+                x, y = 2 + k + dx * t * 2, 2 + dy * t * 2
+                video[t, y:y + 5, x:x + 5] = colours[text]
+            write_gif(root / f"{text}-{k}.gif", video, fps=8)
+            (root / f"{text}-{k}.txt").write_text(text)
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def tiny_config(data: Path, **train):
+    sets = [f"data.path={data}", "data.val_fraction=0", "train.sample_every=0"]
+    sets += [f"train.{k}={v}" for k, v in train.items()]
+    return build_config("tiny", overrides=sets)
+
+
+def losses(run: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [(r["step"], r["train/loss"]) for r in rows]
+
+
+def test_config_yaml_round_trip(tmp_path):
+    cfg = build_config("small", overrides=["train.lr=1e-4", "model.params.channels=48"])
+    path = tmp_path / "run.yaml"
+    cfg.save(path)
+    assert load_config(path) == cfg
+    assert build_config("tiny", config_file=path) == cfg  # the file wins over the preset
+    assert cfg.model.params["channels"] == 48 and cfg.train.lr == 1e-4
+    with pytest.raises(ValueError, match="unknown config key 'train.lrr'"):
+        build_config("small", overrides=["train.lrr=1"])
+    with pytest.raises(ValueError, match="sample.sampler"):
+        build_config("small", overrides=["sample.sampler=euler"])
+
+
+def test_lr_warmup_then_cosine():
+    cfg = build_config("small", overrides=["train.warmup_steps=10", "train.max_steps=110"]).train
+    assert lr_at(0, cfg) == pytest.approx(cfg.lr / 10)
+    assert lr_at(9, cfg) == pytest.approx(cfg.lr)
+    assert lr_at(60, cfg) == pytest.approx(cfg.lr / 2)
+    assert lr_at(110, cfg) == pytest.approx(0.0)
+
+
+def test_batch_sampler_resumes_mid_epoch_and_shards():
+    full = StepBatchSampler(10, 3, world=1, rank=0, seed=1, start=0)
+    it = iter(full)
+    seq = [next(it) for _ in range(8)]
+    resumed = iter(StepBatchSampler(10, 3, world=1, rank=0, seed=1, start=5))
+    assert [next(resumed) for _ in range(3)] == seq[5:8]
+    assert sorted(sum(seq[:3], [])) == sorted(set(sum(seq[:3], [])))  # no repeats in an epoch
+    r0 = next(iter(StepBatchSampler(10, 2, world=2, rank=0, seed=1, start=0)))
+    r1 = next(iter(StepBatchSampler(10, 2, world=2, rank=1, seed=1, start=0)))
+    assert not set(r0) & set(r1)
+    tiny = next(iter(StepBatchSampler(2, 4, world=1, rank=0, seed=0, start=0)))
+    assert len(tiny) == 4  # a corpus smaller than the batch is tiled
+
+
+def test_train_save_load_sample(corpus, tmp_path):
+    cfg = tiny_config(corpus, max_steps=3, checkpoint_every=0)
+    model = train(cfg, tmp_path / "run", progress=False, device="cpu")
+    assert (model / "config.json").is_file() and (model / "denoiser.safetensors").is_file()
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents*"))
+    pipe = Text2SignPipeline.from_pretrained(tmp_path / "run", device="cpu")
+    videos = pipe(["A", "B"], steps=2, seed=3)
+    assert videos.shape == (2, 4, 16, 16, 3) and videos.dtype == np.uint8
+    assert np.array_equal(videos, pipe(["A", "B"], steps=2, seed=3))
+    info = json.loads((model / "config.json").read_text())
+    assert info["step"] == 3 and info["data"]["texts"] == 3
+
+
+def test_resume_continues_exactly(corpus, tmp_path):
+    cfg = tiny_config(corpus, max_steps=6, checkpoint_every=2, keep_checkpoints=5)
+    full = tmp_path / "full"
+    train(cfg, full, progress=False, device="cpu")
+    # Take the run as it was after step 2 and continue it.
+    part = tmp_path / "part"
+    shutil.copytree(full / "checkpoints" / "step-000002", part / "checkpoints" / "step-000002")
+    shutil.copy(full / "config.yaml", part / "config.yaml")
+    train(cfg, part, resume=True, progress=False, device="cpu")
+    assert losses(part) == losses(full)[2:]
+    a = load_file(full / "checkpoints" / "step-000006" / "ema.safetensors")
+    b = load_file(part / "checkpoints" / "step-000006" / "ema.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ema_moves_and_lags(corpus, tmp_path):
+    cfg = tiny_config(corpus, max_steps=4, checkpoint_every=4)
+    train(cfg, tmp_path / "run", progress=False, device="cpu")
+    state = load_file(tmp_path / "run" / "checkpoints" / "step-000004" / "ema.safetensors")
+    raw = load_file(tmp_path / "run" / "checkpoints" / "step-000004" / "model.safetensors")
+    torch.manual_seed(cfg.train.seed)
+    denoiser, _ = build_models(cfg)
+    init = {f"denoiser.{k}": v for k, v in denoiser.state_dict().items()}
+    moved = sum(not torch.equal(state[k], init[k]) for k in state if k in init)
+    lags = sum(not torch.equal(state[k], raw[k]) for k in state if k in raw)
+    assert moved > 0 and lags > 0
+
+
+def test_non_finite_loss_stops_with_last_checkpoint(corpus, tmp_path, monkeypatch):
+    import text2sign.diffusion as diffusion
+
+    real = diffusion.training_loss
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(diffusion, "training_loss", flaky)
+    cfg = tiny_config(corpus, max_steps=6, checkpoint_every=2)
+    with pytest.raises(TrainingDiverged, match="step 3.*step-000002"):
+        train(cfg, tmp_path / "run", progress=False, device="cpu")
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-000002"]
+
+
+def test_cli_train_sample_info(corpus, tmp_path, capsys):
+    from text2sign.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--preset", "tiny", "--out", str(run),
+                 "--device", "cpu", "--no-progress", "--set", "data.val_fraction=0",
+                 "--set", "train.sample_every=2"]) == 0
+    assert list((run / "samples" / "step-000002").glob("*.gif"))
+    assert main(["sample", "--model", str(run), "hello", "A", "--num", "2", "--steps", "2",
+                 "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "out").glob("*.gif"))) == 4
+    assert (tmp_path / "out" / "contact.png").is_file()
+    assert main(["info", str(run)]) == 0
+    assert "step 4" in capsys.readouterr().out
+    assert main(["sample", "--model", str(tmp_path / "nope"), "A"]) == 2
+
+
+def test_two_process_accelerate_launch(corpus, tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "text2sign", "train", "--data", str(corpus), "--preset", "tiny",
+           "--out", str(run), "--no-progress", "--set", "data.val_fraction=0",
+           "--set", "train.max_steps=2"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads((run / "model" / "config.json").read_text())
+    assert info["step"] == 2
+    assert len(losses(run)) == 2
