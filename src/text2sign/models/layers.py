@@ -1,0 +1,145 @@
+"""Blocks shared by the denoisers: attention, feed-forward, timestep and position embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from einops import rearrange
+from torch import nn
+
+
+def zero_module(module: nn.Module) -> nn.Module:
+    """Zero a layer's parameters so a residual branch or output starts as the identity/zero."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float = 10000.0
+                         ) -> torch.Tensor:
+    """Transformer sin/cos features of (N,) positions -> (N, dim), in fp32 for precision.
+
+    Vaswani et al. 2017; the timestep variant of Ho et al. 2020 / Dhariwal & Nichol 2021.
+    """
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=positions.device)
+        / half
+    )
+    args = positions.float()[:, None] * freqs[None]  # (N, half)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (N, 2*half)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))  # (N, dim)
+    return emb
+
+
+def sincos_1d(length: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
+    """Fixed positions 0..length-1 -> (length, dim); computed on the fly so any length works."""
+    return sinusoidal_embedding(torch.arange(length, device=device), dim)
+
+
+def sincos_2d(height: int, width: int, dim: int, device: torch.device | None = None
+              ) -> torch.Tensor:
+    """2D sin/cos grid embedding (H*W, dim): half the channels for rows, half for columns (MAE)."""
+    rows = sincos_1d(height, dim // 2, device)  # (H, dim/2)
+    cols = sincos_1d(width, dim - dim // 2, device)  # (W, dim - dim/2)
+    grid = torch.cat(
+        [rows[:, None].expand(-1, width, -1), cols[None].expand(height, -1, -1)], dim=-1
+    )  # (H, W, dim)
+    return rearrange(grid, "h w d -> (h w) d")  # (H*W, dim)
+
+
+class TimestepEmbedding(nn.Module):
+    """Diffusion timestep t (B,) -> (B, out_dim): fp32 sinusoidal features, then an MLP."""
+
+    def __init__(self, out_dim: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(freq_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim)
+        )
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        freqs = sinusoidal_embedding(t, self.freq_dim)  # (B, freq_dim) fp32
+        return self.mlp(freqs.to(self.mlp[0].weight.dtype))  # (B, out_dim)
+
+
+class Attention(nn.Module):
+    """Multi-head self- or cross-attention over (N, L, dim) with an optional key padding mask.
+
+    `context=None` is self-attention; `mask` (N, S) bool is True where a key is real. Runs through
+    F.scaled_dot_product_attention, so flash / memory-efficient kernels apply where available.
+    """
+
+    def __init__(self, dim: int, heads: int, context_dim: int | None = None,
+                 qkv_bias: bool = False) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(
+                f"attention width {dim} is not divisible by heads={heads}; choose a head count "
+                "(or head_dim) that divides the channel width"
+            )
+        self.heads = heads
+        context_dim = dim if context_dim is None else context_dim
+        self.to_q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.to_kv = nn.Linear(context_dim, 2 * dim, bias=qkv_bias)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        q = rearrange(self.to_q(x), "n l (h d) -> n h l d", h=self.heads)  # (N, heads, L, d)
+        k, v = rearrange(
+            self.to_kv(context), "n s (two h d) -> two n h s d", two=2, h=self.heads
+        )  # 2 x (N, heads, S, d)
+        attn_mask = None
+        empty = None
+        if mask is not None:
+            # A row with no real key would softmax over nothing (NaN): let it attend to all
+            # keys, then zero its output, so "no text" contributes exactly nothing.
+            empty = ~mask.any(dim=-1)  # (N,)
+            attn_mask = (mask | empty[:, None])[:, None, None, :]  # (N, 1, 1, S)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (N, heads, L, d)
+        out = self.to_out(rearrange(out, "n h l d -> n l (h d)"))  # (N, L, dim)
+        if empty is not None:
+            out = out.masked_fill(empty[:, None, None], 0.0)
+        return out
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP (GELU), the transformer's per-token compute."""
+
+    def __init__(self, dim: int, mult: float = 4.0) -> None:
+        super().__init__()
+        hidden = int(dim * mult)
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation x * (1 + scale) + shift (Peebles & Xie 2023, sec. 3.2)."""
+    return x * (1 + scale) + shift
+
+
+def checkpointed(module: nn.Module, *args: torch.Tensor | None, enabled: bool) -> torch.Tensor:
+    """Run `module(*args)`, recomputing activations in backward when `enabled` (saves memory)."""
+    if enabled and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(module, *args, use_reentrant=False)
+    return module(*args)
+
+
+def check_multiple(name: str, value: int, multiple: int, why: str) -> None:
+    """Raise a ValueError naming the value and the allowed multiple when they do not fit."""
+    if value < 1 or value % multiple:
+        raise ValueError(
+            f"{name}={value} is not a positive multiple of {multiple} ({why}); "
+            f"use {name} in {{{multiple}, {2 * multiple}, {3 * multiple}, ...}} or change the "
+            "model's down/patch factors"
+        )

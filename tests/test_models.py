@@ -1,0 +1,209 @@
+"""Denoisers: preset structures at toy width, zero-init, checkpointing, sizes, text conditioning."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from text2sign.models.registry import (
+    DENOISERS,
+    PRESETS,
+    allowed_params,
+    build_denoiser,
+    count_parameters,
+    preset_params,
+)
+from text2sign.models.text import TextEmbedding
+
+TEXT_DIM = 16
+ARCHS = ["unet3d"]  # dit3d and diffusers-unet3d join as they land
+PRESET_NAMES = ["tiny", "small", "base", "large"]
+# Keeps each preset's structure (levels, depth, patching) but shrinks its width.
+TOY_WIDTH = {
+    "unet3d": {"channels": 8, "head_dim": 8, "norm_groups": 4},
+    "dit3d": {"hidden_size": 16, "num_heads": 2},
+    "diffusers-unet3d": {"channels": 8, "head_dim": 8, "norm_groups": 4},
+}
+
+
+def toy(arch: str, preset: str = "tiny", **overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
+    params = {**preset_params(arch, preset), **TOY_WIDTH[arch], **overrides}
+    return build_denoiser(arch, params, in_channels=3, text_dim=TEXT_DIM).eval()
+
+
+def smallest_size(model) -> tuple[int, int]:
+    """Smallest (frames, size) the model's down/patch factors allow."""
+    for size in (4, 8, 16, 32, 64):
+        for frames in (1, 2, 4, 8):
+            try:
+                model.check_input_size(frames, size, size)
+                return frames, size
+            except ValueError:
+                continue
+    raise AssertionError("no small valid size")
+
+
+def make_text(batch: int, length: int = 5, seed: int = 0, real: int | None = None) -> TextEmbedding:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    if real is not None:
+        mask[:, real:] = False
+    return TextEmbedding(torch.randn(batch, length, TEXT_DIM, generator=g), mask,
+                         torch.randn(batch, TEXT_DIM, generator=g))
+
+
+def unzero(model: torch.nn.Module) -> None:
+    """Give zero-initialised layers random weights so every path reaches the output."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+
+
+def video(frames: int, size: int, batch: int = 2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(batch, 3, frames, size, size, generator=g)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_every_preset_structure_runs_at_toy_width(arch, preset):
+    model = toy(arch, preset)
+    frames, size = smallest_size(model)
+    x = video(frames, size)
+    with torch.no_grad():
+        out = model(x, torch.tensor([0, 999]), make_text(2))
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+    json.dumps(PRESETS[arch][preset])  # presets are plain data for config.yaml / config.json
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_config_rebuilds_same_architecture(arch):
+    model = toy(arch)
+    params = json.loads(json.dumps(model.config))
+    again = build_denoiser(arch, params, in_channels=3, text_dim=TEXT_DIM)
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in again.state_dict().items()}
+    assert count_parameters(again) == count_parameters(model) > 0
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fresh_model_outputs_exactly_zero(arch):
+    model = toy(arch)
+    frames, size = smallest_size(model)
+    out = model(video(frames, size), torch.tensor([3, 500]), make_text(2))
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "diffusers-unet3d"])
+def test_gradient_checkpointing_same_output_and_grads(arch):
+    model = toy(arch).train()
+    unzero(model)
+    frames, size = smallest_size(model)
+    x, t, text = video(frames, size), torch.tensor([10, 700]), make_text(2, real=3)
+
+    def run():
+        model.zero_grad()
+        out = model(x, t, text)
+        out.square().mean().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters()]
+
+    out_plain, grads_plain = run()
+    model.set_gradient_checkpointing(True)
+    out_ckpt, grads_ckpt = run()
+    assert torch.allclose(out_plain, out_ckpt, atol=1e-6)
+    for a, b in zip(grads_plain, grads_ckpt, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.skipif("diffusers-unet3d" not in ARCHS, reason="not yet")
+def test_diffusers_checkpointing_unsupported_warns():
+    model = toy("diffusers-unet3d")
+    with pytest.warns(UserWarning, match="gradient checkpointing"):
+        model.set_gradient_checkpointing(True)
+    model.set_gradient_checkpointing(False)  # turning it off is always fine
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_sizes_the_factors_do_not_allow_raise(arch):
+    model = toy(arch)
+    frames, size = smallest_size(model)
+    with pytest.raises(ValueError, match=r"height=\d+ is not a positive multiple"):
+        model.check_input_size(frames, size + 1, size)
+    with pytest.raises(ValueError, match="multiple"):
+        model(video(frames, size + 2)[..., : size + 2, :size], torch.tensor([1, 2]),
+              make_text(2))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_text_conditioning_reaches_the_output(arch):
+    model = toy(arch)
+    unzero(model)
+    frames, size = smallest_size(model)
+    x, t = video(frames, size), torch.tensor([100, 100])
+    a, b = make_text(2, seed=0), make_text(2, seed=1)
+    with torch.no_grad():
+        base = model(x, t, a)
+        other_tokens = model(x, t, TextEmbedding(b.tokens, a.mask, a.pooled))
+        other_pooled = model(x, t, TextEmbedding(a.tokens, a.mask, b.pooled))
+        other_t = model(x, torch.tensor([900, 900]), a)
+    assert base.abs().max() > 0
+    assert (base - other_tokens).abs().max() > 1e-4  # cross-attention to tokens
+    assert (base - other_t).abs().max() > 1e-4
+    if arch != "diffusers-unet3d":  # diffusers' UNet3DConditionModel has no pooled-text input
+        assert (base - other_pooled).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_padding_tokens_do_not_change_the_result(arch):
+    model = toy(arch)
+    unzero(model)
+    frames, size = smallest_size(model)
+    x, t = video(frames, size), torch.tensor([5, 600])
+    text = make_text(2, length=6, real=3)
+    tokens = text.tokens.clone()
+    tokens[:, 3:] = 100.0 * torch.randn(2, 3, TEXT_DIM)
+    with torch.no_grad():
+        a = model(x, t, text)
+        b = model(x, t, TextEmbedding(tokens, text.mask, text.pooled))
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_all_padding_row_is_finite():
+    model = toy("unet3d")
+    unzero(model)
+    text = make_text(2, real=0)
+    with torch.no_grad():
+        out = model(video(4, 16), torch.tensor([1, 2]), text)
+    assert torch.isfinite(out).all()
+
+
+def test_float_and_long_timesteps_agree():
+    model = toy("unet3d")
+    unzero(model)
+    x, text = video(4, 16), make_text(2)
+    with torch.no_grad():
+        a = model(x, torch.tensor([7, 300]), text)
+        b = model(x, torch.tensor([7.0, 300.0]), text)
+    assert torch.allclose(a, b)
+
+
+def test_registry_errors_name_the_bad_value():
+    assert set(DENOISERS) == set(PRESETS) >= set(ARCHS)
+    with pytest.raises(ValueError, match="'nope'.*unet3d"):
+        preset_params("nope", "tiny")
+    with pytest.raises(ValueError, match="'huge'.*tiny"):
+        preset_params("unet3d", "huge")
+    with pytest.raises(ValueError, match=r"\['chanels'\].*channels"):
+        build_denoiser("unet3d", {"chanels": 8}, text_dim=TEXT_DIM)
+    for arch in ARCHS:
+        for preset in PRESET_NAMES:
+            assert set(preset_params(arch, preset)) <= set(allowed_params(arch))
+    params = preset_params("unet3d", "tiny")
+    params["channels"] = -1
+    assert PRESETS["unet3d"]["tiny"]["channels"] != -1  # a copy, not the preset itself
