@@ -18,7 +18,7 @@ from text2sign.models.registry import (
 from text2sign.models.text import TextEmbedding
 
 TEXT_DIM = 16
-ARCHS = ["unet3d"]  # dit3d and diffusers-unet3d join as they land
+ARCHS = ["unet3d", "dit3d"]  # diffusers-unet3d joins when it lands
 PRESET_NAMES = ["tiny", "small", "base", "large"]
 # Keeps each preset's structure (levels, depth, patching) but shrinks its width.
 TOY_WIDTH = {

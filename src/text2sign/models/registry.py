@@ -73,11 +73,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "dit3d": {
         "tiny": {"hidden_size": 32, "depth": 2, "num_heads": 2, "patch_size": 4,
                  "tubelet": 1, "mlp_ratio": 2.0, "cross_attention": True},
-        "small": {"hidden_size": 256, "depth": 6, "num_heads": 4, "patch_size": 4,
+        "small": {"hidden_size": 192, "depth": 6, "num_heads": 3, "patch_size": 4,
                   "tubelet": 2, "mlp_ratio": 4.0, "cross_attention": True},
         "base": {"hidden_size": 512, "depth": 16, "num_heads": 8, "patch_size": 4,
                  "tubelet": 1, "mlp_ratio": 4.0, "cross_attention": True},
-        "large": {"hidden_size": 1024, "depth": 24, "num_heads": 16, "patch_size": 4,
+        "large": {"hidden_size": 768, "depth": 24, "num_heads": 12, "patch_size": 4,
                   "tubelet": 1, "mlp_ratio": 4.0, "cross_attention": True},
     },
     "diffusers-unet3d": {

@@ -1,0 +1,165 @@
+"""A video diffusion transformer: tubelet tokens, alternating spatial / temporal attention blocks.
+
+Tokens are non-overlapping (tubelet x patch x patch) cubes (ViViT, Arnab et al. 2021). Blocks
+alternate attention within a frame and across frames at one position (Latte, Ma et al. 2024,
+variant 1), are conditioned by adaLN-Zero on timestep + pooled text (DiT, Peebles & Xie 2023,
+sec. 3.2) and cross-attend to the text tokens (PixArt-alpha, Chen et al. 2023).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from text2sign.models.layers import (
+    Attention,
+    FeedForward,
+    TimestepEmbedding,
+    check_multiple,
+    checkpointed,
+    modulate,
+    sincos_1d,
+    sincos_2d,
+)
+from text2sign.models.text import TextEmbedding
+
+
+class DiTBlock(nn.Module):
+    """One transformer block over (B, T', S, D) tokens, attending over space or over time."""
+
+    def __init__(self, dim: int, heads: int, text_dim: int, mlp_ratio: float, temporal: bool,
+                 cross_attention: bool) -> None:
+        super().__init__()
+        self.temporal = temporal
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, heads, qkv_bias=True)
+        self.cross = cross_attention
+        if cross_attention:
+            self.norm_x = nn.LayerNorm(dim, eps=1e-6)
+            self.attn_x = Attention(dim, heads, context_dim=text_dim)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = FeedForward(dim, mlp_ratio)
+        # adaLN-Zero: shift/scale/gate for attention and MLP; gates start at 0 (identity block).
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, tokens: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        b, t, s, d = x.shape
+        mods = rearrange(self.ada(c), "b (six d) -> six b 1 1 d", six=6)  # 6 x (B, 1, 1, D)
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mods
+        h = modulate(self.norm1(x), shift_a, scale_a)  # (B, T', S, D)
+        if self.temporal:
+            h = rearrange(h, "b t s d -> (b s) t d")  # (B*S, T', D)
+            h = rearrange(self.attn(h), "(b s) t d -> b t s d", b=b)  # (B, T', S, D)
+        else:
+            h = rearrange(h, "b t s d -> (b t) s d")  # (B*T', S, D)
+            h = rearrange(self.attn(h), "(b t) s d -> b t s d", b=b)  # (B, T', S, D)
+        x = x + gate_a * h
+        if self.cross:
+            z = rearrange(x, "b t s d -> b (t s) d")  # (B, T'*S, D)
+            z = self.attn_x(self.norm_x(z), tokens, mask)  # (B, T'*S, D)
+            x = x + rearrange(z, "b (t s) d -> b t s d", t=t)  # (B, T', S, D)
+        return x + gate_m * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
+
+
+class DiT3D(nn.Module):
+    """Text-conditioned video DiT: noisy video (B, C, T, H, W), timesteps, text -> same shape.
+
+    Block i attends over space when i is even and over time when i is odd. Fixed sin/cos
+    positions are computed on the fly, so any T, H, W the tubelet and patch divide works.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        text_dim: int,
+        hidden_size: int = 256,
+        depth: int = 6,
+        num_heads: int = 4,
+        patch_size: int = 4,
+        tubelet: int = 2,
+        mlp_ratio: float = 4.0,
+        cross_attention: bool = True,
+    ) -> None:
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(
+                f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}"
+            )
+        self.config: dict[str, Any] = {
+            "hidden_size": hidden_size, "depth": depth, "num_heads": num_heads,
+            "patch_size": patch_size, "tubelet": tubelet, "mlp_ratio": mlp_ratio,
+            "cross_attention": cross_attention,
+        }
+        self.in_channels = in_channels
+        self.gradient_checkpointing = False
+        cube = (tubelet, patch_size, patch_size)
+        self.x_embed = nn.Conv3d(in_channels, hidden_size, cube, stride=cube)
+        self.t_embed = TimestepEmbedding(hidden_size)
+        self.y_embed = nn.Linear(text_dim, hidden_size)  # pooled text joins the timestep signal
+        self.blocks = nn.ModuleList(
+            DiTBlock(hidden_size, num_heads, text_dim, mlp_ratio, temporal=i % 2 == 1,
+                     cross_attention=cross_attention)
+            for i in range(depth)
+        )
+        self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+        self.proj_out = nn.Linear(hidden_size, tubelet * patch_size * patch_size * in_channels)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """DiT initialisation: xavier linears, then zero adaLN and output (adaLN-Zero)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        w = self.x_embed.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        for mlp in (self.t_embed.mlp[0], self.t_embed.mlp[2]):
+            nn.init.normal_(mlp.weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.ada[-1].weight)
+            nn.init.zeros_(block.ada[-1].bias)
+        for layer in (self.ada_out[-1], self.proj_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute block activations in backward: less memory, ~30% more compute."""
+        self.gradient_checkpointing = bool(enabled)
+
+    def check_input_size(self, frames: int, height: int, width: int) -> None:
+        """Raise a ValueError unless the tubelet divides the frames and the patch the size."""
+        cfg = self.config
+        why = f"dit3d with patch_size={cfg['patch_size']}, tubelet={cfg['tubelet']}"
+        check_multiple("height", height, cfg["patch_size"], why)
+        check_multiple("width", width, cfg["patch_size"], why)
+        check_multiple("frames", frames, cfg["tubelet"], why)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
+        b, c, frames, height, width = x.shape
+        if c != self.in_channels:
+            raise ValueError(f"input has {c} channels; this model was built for {self.in_channels}")
+        self.check_input_size(frames, height, width)
+        p, tub = self.config["patch_size"], self.config["tubelet"]
+        nt, nh, nw = frames // tub, height // p, width // p
+        d = self.config["hidden_size"]
+
+        h = rearrange(self.x_embed(x), "b d t h w -> b t (h w) d")  # (B, T', H'*W', D)
+        pos_s = sincos_2d(nh, nw, d, x.device)  # (H'*W', D)
+        pos_t = sincos_1d(nt, d, x.device)  # (T', D)
+        h = h + (pos_t[:, None] + pos_s[None]).to(h.dtype)  # (B, T', H'*W', D)
+        c_emb = self.t_embed(t.expand(b) if t.ndim == 0 else t) + self.y_embed(text.pooled)
+        for block in self.blocks:
+            h = checkpointed(block, h, c_emb, text.tokens, text.mask,
+                             enabled=self.gradient_checkpointing)
+        shift, scale = rearrange(self.ada_out(c_emb), "b (two d) -> two b 1 1 d", two=2)
+        h = self.proj_out(modulate(self.norm_out(h), shift, scale))  # (B, T', H'*W', tub*p*p*C)
+        return rearrange(
+            h, "b t (h w) (tt p q c) -> b c (t tt) (h p) (w q)", h=nh, tt=tub, p=p, q=p
+        )  # (B, C, T, H, W)
