@@ -82,13 +82,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "diffusers-unet3d": {
         "tiny": {"channels": 16, "channel_mult": [1, 2], "layers_per_block": 1,
-                 "head_dim": 8, "norm_groups": 8},
-        "small": {"channels": 32, "channel_mult": [1, 2, 4, 4], "layers_per_block": 1,
-                  "head_dim": 32, "norm_groups": 16},
-        "base": {"channels": 128, "channel_mult": [1, 2, 4, 4], "layers_per_block": 2,
-                 "head_dim": 64, "norm_groups": 32},
-        "large": {"channels": 256, "channel_mult": [1, 2, 4, 4], "layers_per_block": 2,
-                  "head_dim": 64, "norm_groups": 32},
+                 "num_heads": 2, "norm_groups": 8},
+        "small": {"channels": 24, "channel_mult": [1, 2, 4, 4], "layers_per_block": 1,
+                  "num_heads": 4, "norm_groups": 8},
+        "base": {"channels": 64, "channel_mult": [1, 2, 4, 4], "layers_per_block": 2,
+                 "num_heads": 8, "norm_groups": 32},
+        "large": {"channels": 128, "channel_mult": [1, 2, 4, 4], "layers_per_block": 2,
+                  "num_heads": 8, "norm_groups": 32},
     },
 }
 
