@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-GIF_FPS = 8.0
+GIF_FPS = 8.0  # as `text2sign sample`; a cache's fps is the source's, before time resampling
 SHEET_FRAMES = 8  # frames shown per clip on the contact sheet
 REAL_BORDER = (40, 200, 40)  # the real clip on each contact-sheet row is framed in green
 
@@ -148,6 +148,13 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("s/clip", _fmt(report["seconds_per_clip"], 3)),
         ("device", report["device"]),
     ]
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """The headline numbers as aligned lines for a terminal."""
+    rows = summary_rows(report)
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
 def render_markdown(report: dict[str, Any]) -> str:

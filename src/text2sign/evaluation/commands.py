@@ -1,0 +1,91 @@
+"""CLI commands `evaluate` and `demo`; heavy imports stay inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+SAMPLERS = ("ddpm", "ddim", "dpm++")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="score a model: recognition accuracy, Frechet distance, speed",
+        description="Generate clips for every distinct text of a corpus and score them with a "
+        "recognizer trained on the corpus's real clips (trained once, cached next to the clip "
+        "cache). Writes report.json, report.md, contact.png and gifs/.")
+    p.add_argument("--model", required=True, help="model folder (or run folder with model/)")
+    p.add_argument("--data", required=True, metavar="DIR|CACHE",
+                   help="the clip folder (NAME.gif + NAME.txt) or a prepared cache")
+    p.add_argument("--per-text", type=int, default=4, metavar="K",
+                   help="clips generated per text (default 4)")
+    p.add_argument("--sampler", choices=SAMPLERS, help="default: the model's config")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the model's config)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale "
+                   "(default: the model's config)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="report folder (default: RUN/eval for a runs/RUN/model "
+                   "folder, else runs/eval)")
+    p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=run_evaluate)
+
+    p = sub.add_parser(
+        "demo", help="build the ASL letter corpus, generate every letter with the shipped "
+        "model and score it",
+        description="Builds the ASL fingerspelling corpus if missing, loads the model shipped "
+        "with text2sign (or trains one with --train), generates every letter, evaluates, and "
+        "prints a table and the paths of the GIFs and contact sheet.")
+    p.add_argument("--out", default="runs/demo", help="demo folder (default: runs/demo)")
+    p.add_argument("--train", action="store_true",
+                   help="train a model from scratch instead of loading the shipped one")
+    p.add_argument("--minutes", type=float, default=30.0,
+                   help="training budget with --train (default 30)")
+    p.add_argument("--per-text", type=int, default=2, metavar="K",
+                   help="clips generated per letter (default 2)")
+    p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
+    p.set_defaults(func=run_demo_command)
+
+
+def default_out(model_folder: Path) -> Path:
+    """runs/NAME/model -> runs/NAME/eval; any other model folder -> runs/eval."""
+    return model_folder.parent / "eval" if model_folder.name == "model" else Path("runs/eval")
+
+
+def print_report(report: dict) -> None:
+    from text2sign.evaluation.evaluate import format_summary
+
+    print(format_summary(report))
+    print(f"report:        {report['report_md']}")
+    print(f"GIFs:          {report['gifs']}")
+    print(f"contact sheet: {report['contact_sheet']}")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from text2sign.checkpoint import find_model_folder
+    from text2sign.data.dataset import open_clips
+    from text2sign.evaluation.evaluate import evaluate
+    from text2sign.pipeline import Text2SignPipeline
+
+    if args.per_text < 1:
+        raise ValueError(f"--per-text {args.per_text}: must be at least 1")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
+    folder = find_model_folder(args.model)
+    pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)
+    dc = pipe.config.data
+    cache = open_clips(args.data, pipe.frames, pipe.size, dc.time_mode, dc.fit)
+    report = evaluate(pipe, cache, Path(args.out) if args.out else default_out(folder),
+                      per_text=args.per_text, sampler=args.sampler, steps=args.steps,
+                      guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
+                      name=str(folder))
+    print_report(report)
+    return 0
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from text2sign.evaluation.demo import run_demo
+
+    run_demo(args.out, train=args.train, minutes=args.minutes, per_text=args.per_text,
+             device=args.device)
+    return 0
