@@ -1,0 +1,78 @@
+"""`text2sign demo` end to end with a tiny budget: corpus, training, generation, reports."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+import torch
+
+from text2sign.config import build_config
+from text2sign.evaluation import demo, recognizer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a busy machine
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained_demo(tmp_path_factory):
+    """`demo --train` on the tiny preset (4 frames at 16 px), a 20-step recognizer."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(recognizer, "TrainSettings",
+                  functools.partial(recognizer.TrainSettings, steps=20))
+    patch.setattr(recognizer, "RecognizerConfig",
+                  functools.partial(recognizer.RecognizerConfig, frames=4, size=16, width=8,
+                                    feature_dim=32))
+    out = tmp_path_factory.mktemp("demo")
+    try:
+        report = demo.run_demo(out, train=True, minutes=1.0, per_text=1, device="cpu",
+                               config=build_config("tiny"), progress=False)
+    finally:
+        patch.undo()
+    return out, report
+
+
+def test_demo_train_builds_corpus_trains_and_reports(trained_demo, capsys):
+    out, report = trained_demo
+    corpus = out / "data" / "asl-letters"
+    assert len(list(corpus.rglob("*.gif"))) == 26 * demo.DEMO_VARIANTS
+    assert (out / "train" / "model" / "config.json").is_file()
+    assert report["texts"] == 26 and report["clips"] == 26
+    assert 0.0 <= report["top1"] <= report["top5"] <= 1.0
+    assert report["fd"] >= 0 and report["fd_floor"] >= 0
+    saved = json.loads((out / "eval" / "report.json").read_text())
+    assert saved["clips"] == 26 and (out / "eval" / "report.md").is_file()
+    assert (out / "eval" / "contact.png").is_file()
+    assert len(list((out / "eval" / "gifs").glob("*.gif"))) == 26
+
+
+def test_demo_with_a_given_model_reuses_corpus_and_recognizer(trained_demo, capsys, monkeypatch):
+    out, first = trained_demo
+    recognizers = list(out.rglob("recognizer-*"))
+    assert len(recognizers) == 1
+    # The cached recognizer is reused: its settings must match, so patch the same defaults.
+    monkeypatch.setattr(recognizer, "TrainSettings",
+                        functools.partial(recognizer.TrainSettings, steps=20))
+    monkeypatch.setattr(recognizer, "RecognizerConfig",
+                        functools.partial(recognizer.RecognizerConfig, frames=4, size=16,
+                                          width=8, feature_dim=32))
+    stamp = (recognizers[0] / "recognizer.safetensors").stat().st_mtime_ns
+    report = demo.run_demo(out, model=out / "train" / "model", per_text=1, device="cpu",
+                           progress=False)
+    assert (recognizers[0] / "recognizer.safetensors").stat().st_mtime_ns == stamp
+    assert report["top1"] == first["top1"] and report["fd"] == pytest.approx(first["fd"])
+    printed = capsys.readouterr().out
+    for word in ("top-1", "ceiling top-1", "FD floor", "s/clip", "device", "contact sheet:"):
+        assert word in printed
+
+
+def test_demo_without_shipped_model_says_how_to_get_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "shipped_model", lambda: tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="demo --train"):
+        demo.run_demo(tmp_path / "out", progress=False)
