@@ -125,7 +125,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def fmt_number(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if isinstance(value, float):
@@ -138,14 +138,14 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         ("texts", str(report["texts"])),
         ("clips", str(report["clips"])),
-        ("top-1", _fmt(report["top1"])),
-        ("top-5", _fmt(report["top5"])),
-        ("ceiling top-1 (real)", _fmt(report["ceiling_top1"])),
-        ("ceiling top-5 (real)", _fmt(report["ceiling_top5"])),
-        ("chance top-1", _fmt(report["chance_top1"])),
-        ("FD", _fmt(report["fd"], 2)),
-        ("FD floor (real vs real)", _fmt(report["fd_floor"], 2)),
-        ("s/clip", _fmt(report["seconds_per_clip"], 3)),
+        ("top-1", fmt_number(report["top1"])),
+        ("top-5", fmt_number(report["top5"])),
+        ("ceiling top-1 (real)", fmt_number(report["ceiling_top1"])),
+        ("ceiling top-5 (real)", fmt_number(report["ceiling_top5"])),
+        ("chance top-1", fmt_number(report["chance_top1"])),
+        ("FD", fmt_number(report["fd"], 2)),
+        ("FD floor (real vs real)", fmt_number(report["fd_floor"], 2)),
+        ("s/clip", fmt_number(report["seconds_per_clip"], 3)),
         ("device", report["device"]),
     ]
 
@@ -180,7 +180,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     for text, row in report["per_text_accuracy"].items():
-        cells = [text, _fmt(row["top1"], 2), row["predicted"]]
+        cells = [text, fmt_number(row["top1"], 2), row["predicted"]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -313,7 +313,7 @@ def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
             row.append(_pick_frames(clip, SHEET_FRAMES))
         rows_out.append(np.concatenate(row))  # (SHEET_FRAMES * (1 + per_text), H, W, 3)
     sheet = write_contact_sheet(out_dir / "contact.png", rows_out,
-                                labels=[f"{text} ({_fmt(per_text_accuracy[text]['top1'], 2)})"
+                                labels=[f"{text} ({fmt_number(per_text_accuracy[text]['top1'], 2)})"
                                         for text in texts])
     report["gifs"] = str(gif_dir)
     report["contact_sheet"] = str(sheet)
