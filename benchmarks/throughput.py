@@ -1,6 +1,6 @@
 """Training clips/s, peak memory and sampling s/clip of the denoisers at equal parameter count.
 
-    python benchmarks/throughput.py [--frames 16 --size 32 --batch 8 --steps 5 --warmup 1
+    python benchmarks/throughput.py [--frames 16 --size 32 --batch 8 --steps 2 --warmup 1
                                      --sample-steps 10 --params-target 5.5e6 --device auto]
 
 Each architecture keeps its `small` preset's structure and gets the width whose parameter count
@@ -152,10 +152,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps")
+    parser.add_argument("--steps", type=int, default=2, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--sample-steps", type=int, default=10)
-    parser.add_argument("--sample-batch", type=int, default=2)
+    parser.add_argument("--sample-batch", type=int, default=1)
     parser.add_argument("--params-target", type=float, default=5.5e6)
     parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -176,7 +176,7 @@ def main() -> None:
         params, n = matched_params(arch, args.params_target, args.frames, args.size)
         off = n / args.params_target - 1
         print(f"{arch}: {n / 1e6:.2f}M parameters ({off:+.1%} vs target) with {params}",
-              file=sys.stderr)
+              file=sys.stderr, flush=True)
         if abs(off) > 0.10:
             raise SystemExit(f"{arch} cannot be matched within 10% of {args.params_target:g}")
         cmd = [sys.executable, __file__, "--worker", arch, "--params", json.dumps(params)]
@@ -185,6 +185,8 @@ def main() -> None:
             cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"  {rows[-1]['clips_per_s']:.2f} train clips/s, "
+              f"{rows[-1]['sample_s_per_clip']:.2f} sample s/clip", file=sys.stderr, flush=True)
 
     base = next((r for r in rows if r["arch"] == BASELINE), None)
     print(f"\n{args.batch} x {args.frames}x{args.size}x{args.size} clips, {args.steps} timed "

@@ -214,3 +214,14 @@ def test_registry_errors_name_the_bad_value():
     params = preset_params("unet3d", "tiny")
     params["channels"] = -1
     assert PRESETS["unet3d"]["tiny"]["channels"] != -1  # a copy, not the preset itself
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_run_presets_sizes_fit_the_model_presets(arch):
+    from text2sign.config import PRESETS as RUN_PRESETS
+    from text2sign.config import DataConfig
+
+    for run in RUN_PRESETS.values():
+        data = {**DataConfig().__dict__, **run.get("data", {})}
+        preset = run.get("model", {}).get("preset", "small")
+        toy(arch, preset).check_input_size(data["frames"], data["size"], data["size"])

@@ -55,7 +55,7 @@ class ResBlock(nn.Module):
         super().__init__()
         self.norm1 = group_norm(in_ch, groups)
         self.conv1 = FactorizedConv(in_ch, out_ch)
-        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_ch))
         self.norm2 = group_norm(out_ch, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = FactorizedConv(out_ch, out_ch)
