@@ -42,7 +42,8 @@ def test_demo_train_builds_corpus_trains_and_reports(trained_demo, capsys):
     out, report = trained_demo
     corpus = out / "data" / "asl-letters"
     assert len(list(corpus.rglob("*.gif"))) == 26 * demo.DEMO_VARIANTS
-    assert (out / "train" / "model" / "config.json").is_file()
+    [run] = out.glob("train-*")
+    assert (run / "model" / "config.json").is_file()
     assert report["texts"] == 26 and report["clips"] == 26
     assert 0.0 <= report["top1"] <= report["top5"] <= 1.0
     assert report["fd"] >= 0 and report["fd_floor"] >= 0
@@ -63,7 +64,8 @@ def test_demo_with_a_given_model_reuses_corpus_and_recognizer(trained_demo, caps
                         functools.partial(recognizer.RecognizerConfig, frames=4, size=16,
                                           width=8, feature_dim=32))
     stamp = (recognizers[0] / "recognizer.safetensors").stat().st_mtime_ns
-    report = demo.run_demo(out, model=out / "train" / "model", per_text=1, device="cpu",
+    [run] = out.glob("train-*")
+    report = demo.run_demo(out, model=run / "model", per_text=1, device="cpu",
                            progress=False)
     assert (recognizers[0] / "recognizer.safetensors").stat().st_mtime_ns == stamp
     assert report["top1"] == first["top1"] and report["fd"] == pytest.approx(first["fd"])

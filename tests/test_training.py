@@ -100,6 +100,14 @@ def test_train_save_load_sample(corpus, tmp_path):
     assert info["step"] == 3 and info["data"]["texts"] == 3
 
 
+def test_fresh_run_refuses_to_overwrite_a_run(corpus, tmp_path):
+    cfg = tiny_config(corpus, max_steps=2, checkpoint_every=2)
+    train(cfg, tmp_path / "run", progress=False, device="cpu")
+    with pytest.raises(ValueError, match="already holds a run.*--resume"):
+        train(cfg, tmp_path / "run", progress=False, device="cpu")
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-000002"]
+
+
 def test_resume_continues_exactly(corpus, tmp_path):
     cfg = tiny_config(corpus, max_steps=6, checkpoint_every=2, keep_checkpoints=5)
     full = tmp_path / "full"

@@ -198,6 +198,12 @@ class StopRequest:
 
 def resolve_resume(out: Path, resume: bool | str | Path) -> Path | None:
     if resume is False or resume is None:
+        existing = list_checkpoints(out)
+        if existing:
+            raise ValueError(
+                f"{str(out)!r} already holds a run (checkpoint {existing[-1].name}); continue it "
+                "with --resume, or pass another --out to start a new one"
+            )
         return None
     if resume is True:
         found = list_checkpoints(out)

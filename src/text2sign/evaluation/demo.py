@@ -72,8 +72,9 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
         cfg = resolve(apply_overrides(cfg, [f"data.path={corpus}",
                                             f"train.max_minutes={minutes}"]))
         print(f"training {cfg.model.arch} ({cfg.model.preset}) for up to {minutes:g} minutes "
-              f"in {out / 'train'}")
-        folder = train_model(cfg, out / "train", progress=progress, device=device)
+              f"in {out}")
+        run = out / time.strftime("train-%Y%m%d-%H%M%S")  # a new run each time, never over one
+        folder = train_model(cfg, run, progress=progress, device=device)
     else:
         folder = Path(model) if model is not None else shipped_model()
         if not (folder / "config.json").is_file():
