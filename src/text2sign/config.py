@@ -44,7 +44,9 @@ class DiffusionConfig:
     num_train_timesteps: int = 1000
     beta_schedule: str = "cosine"  # "linear" or "cosine"
     prediction_type: str = "v_prediction"  # "epsilon" or "v_prediction"
-    min_snr_gamma: float | None = 5.0  # None disables min-SNR weighting
+    # min-SNR-gamma (Hang et al. 2023); off by default: with v-prediction its weight
+    # min(SNR, gamma) / (SNR + 1) vanishes at high noise, where sampling starts.
+    min_snr_gamma: float | None = None
     cfg_dropout: float = 0.1  # probability of training on the null condition
     null_condition: str = "learned"  # "learned" or "empty" (the encoding of "")
 
