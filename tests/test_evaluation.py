@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from text2sign.evaluation.evaluate import evaluate, safe_names, tensorboard_scalars
+from text2sign.data.video_io import safe_names
+from text2sign.evaluation.evaluate import evaluate, tensorboard_scalars
 from text2sign.evaluation.metrics import frechet_distance, topk_accuracy
 from text2sign.evaluation.recognizer import (
     Recognizer,

@@ -104,9 +104,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from text2sign.data.video_io import write_contact_sheet, write_gif, write_mp4
+    from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif, write_mp4
     from text2sign.pipeline import Text2SignPipeline
-    from text2sign.training import safe_name
 
     if args.num < 1:
         raise ValueError(f"--num {args.num}: must be at least 1")
@@ -117,8 +116,9 @@ def run_sample(args: argparse.Namespace) -> int:
                   batch_size=args.batch_size, progress=True)
     out = Path(args.out)
     labels = []
+    stems = safe_names(list(dict.fromkeys(args.texts)))
     for i, (text, video) in enumerate(zip(texts, videos, strict=True)):
-        name = f"{safe_name(text)}-{i % args.num:02d}"
+        name = f"{stems[text]}-{i % args.num:02d}"
         write_gif(out / f"{name}.gif", video, fps=args.fps)
         if args.mp4:
             write_mp4(out / f"{name}.mp4", video, fps=args.fps)

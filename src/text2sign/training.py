@@ -234,7 +234,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     from tqdm.auto import tqdm
 
     from text2sign.data.dataset import ClipDataset, open_clips
-    from text2sign.data.video_io import write_gif
+    from text2sign.data.video_io import safe_names, write_gif
 
     out = Path(out)
     checkpoint = resolve_resume(out, resume)
@@ -330,8 +330,9 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
         pipe = Text2SignPipeline(ema_denoiser, ema_conditioner, cfg, accelerator.device)
         videos = pipe(cfg.sample.prompts, seed=tc.seed)
         folder = out / "samples" / f"{CHECKPOINT_PREFIX}{step:06d}"
+        names = safe_names(cfg.sample.prompts)
         for prompt, video in zip(cfg.sample.prompts, videos, strict=True):
-            write_gif(folder / f"{safe_name(prompt)}.gif", video, fps=8)
+            write_gif(folder / f"{names[prompt]}.gif", video, fps=8)
         writer = accelerator.get_tracker("tensorboard", unwrap=True)
         writer._get_file_writer().add_summary(
             gif_summary("samples/" + " | ".join(cfg.sample.prompts), videos, fps=8), step)
@@ -419,9 +420,3 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     pbar.close()
     accelerator.end_training()
     return out / "model"
-
-
-def safe_name(text: str, limit: int = 40) -> str:
-    """A file-name-safe form of a prompt (keeps letters of any script)."""
-    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in text.strip())[:limit]
-    return name or "empty"

@@ -18,6 +18,7 @@ would lose frames) and re-quantizes every frame with its own palette (colour fli
 
 from __future__ import annotations
 
+import hashlib
 import math
 import struct
 from fractions import Fraction
@@ -427,3 +428,19 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
         return write_contact_sheet(path, [frames])
     raise ValueError(f"write_video cannot write {str(path)!r}: suffix {suffix!r} is not one of "
                      "'.gif', '.mp4', '.png'")
+
+
+def safe_names(texts: list[str]) -> dict[str, str]:
+    """A distinct, filesystem-safe file stem per text (letters, digits, '-', '_' kept).
+
+    Texts that had to change get a short hash so that e.g. "a b" and "a/b" stay apart.
+    """
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    for text in texts:
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in text.strip())[:40]
+        if stem != text or not stem or stem.lower() in used:
+            stem = f"{stem or 'text'}_{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+        names[text] = stem
+        used.add(stem.lower())  # case-insensitive file systems would merge "A" and "a"
+    return names

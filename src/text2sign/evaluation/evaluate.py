@@ -8,7 +8,6 @@ the real clips (the floor); per-text accuracy; seconds per generated clip on a n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import platform
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from text2sign.data.video_io import safe_names
 
 GIF_FPS = 8.0  # as `text2sign sample`; a cache's fps is the source's, before time resampling
 SHEET_FRAMES = 8  # frames shown per clip on the contact sheet
@@ -42,22 +43,6 @@ def describe_device(device: Any) -> str:
             pass
         return f"cpu ({name}, {torch.get_num_threads()} threads)"
     return str(device)
-
-
-def safe_names(texts: list[str]) -> dict[str, str]:
-    """A distinct, filesystem-safe file stem per text (letters, digits, '-', '_' kept).
-
-    Texts that had to change get a short hash so that e.g. "a b" and "a/b" stay apart.
-    """
-    names: dict[str, str] = {}
-    used: set[str] = set()
-    for text in texts:
-        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in text.strip())[:40]
-        if stem != text or not stem or stem.lower() in used:
-            stem = f"{stem or 'text'}_{hashlib.sha1(text.encode()).hexdigest()[:6]}"
-        names[text] = stem
-        used.add(stem.lower())  # case-insensitive file systems would merge "A" and "a"
-    return names
 
 
 def _stratified_halves(texts: list[str], rng: np.random.Generator) -> tuple[list[int], list[int]]:
