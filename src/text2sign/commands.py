@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-SAMPLERS = ("ddpm", "ddim", "dpm++")
+from text2sign.config import SAMPLERS
 
 
 def _preset_names() -> list[str]:

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+SAMPLERS = ("ddpm", "ddim", "dpm++")
+
 
 @dataclass
 class DataConfig:
@@ -252,7 +254,7 @@ _CHOICES = {
     ("diffusion", "beta_schedule"): ("linear", "cosine"),
     ("diffusion", "prediction_type"): ("epsilon", "v_prediction"),
     ("diffusion", "null_condition"): ("learned", "empty"),
-    ("sample", "sampler"): ("ddpm", "ddim", "dpm++"),
+    ("sample", "sampler"): SAMPLERS,
     ("train", "mixed_precision"): ("auto", "no", "fp16", "bf16"),
 }
 

@@ -12,12 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from text2sign.config import DiffusionConfig
+from text2sign.config import SAMPLERS, DiffusionConfig
 from text2sign.models.text import TextEmbedding, pad_and_cat
 
 Model = Callable[[Tensor, Tensor, TextEmbedding], Tensor]
 
-SAMPLERS = ("ddpm", "ddim", "dpm++")
 _BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 _PREDICTION_TYPES = ("epsilon", "v_prediction")
 

@@ -10,8 +10,6 @@ from torch import nn
 
 from text2sign.config import Config
 
-SAMPLERS = ("ddpm", "ddim", "dpm++")
-
 
 def pick_device(name: str | None = None) -> torch.device:
     """CUDA > MPS > CPU unless a device is named."""
@@ -106,8 +104,6 @@ class Text2SignPipeline:
             raise ValueError("no texts given; pass at least one, e.g. pipe(['hello'])")
         sc = self.config.sample
         sampler = sampler or sc.sampler
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
         steps = steps or sc.steps
         guidance = sc.guidance if guidance is None else guidance
         eta = sc.eta if eta is None else eta

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SAMPLERS = ("ddpm", "ddim", "dpm++")
+from text2sign.config import SAMPLERS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
