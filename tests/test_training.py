@@ -72,6 +72,16 @@ def test_lr_warmup_then_cosine():
     assert lr_at(110, cfg) == pytest.approx(0.0)
 
 
+def test_lr_anneals_by_a_minutes_budget():
+    sets = ["train.warmup_steps=10", "train.max_steps=1010"]
+    cfg = build_config("small", overrides=sets + ["train.max_minutes=30"]).train
+    by_steps = build_config("small", overrides=sets).train
+    assert lr_at(20, cfg, minutes=0.0) == pytest.approx(lr_at(20, by_steps))
+    assert lr_at(20, cfg, minutes=15.0) == pytest.approx(cfg.lr / 2)  # half the budget spent
+    assert lr_at(20, cfg, minutes=30.0) == pytest.approx(0.0)
+    assert lr_at(510, cfg, minutes=1.0) == pytest.approx(cfg.lr / 2)  # the steps come first
+
+
 def test_batch_sampler_resumes_mid_epoch_and_shards():
     full = StepBatchSampler(10, 3, world=1, rank=0, seed=1, start=0)
     it = iter(full)

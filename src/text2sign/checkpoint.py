@@ -48,8 +48,10 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_model_folder(folder: str | Path, cfg: Config, denoiser_state: dict[str, torch.Tensor],
-                      text_state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """A self-describing model: config.json + denoiser.safetensors + text.safetensors."""
+                      text_state: dict[str, torch.Tensor], meta: dict[str, Any],
+                      autoencoder: Any = None) -> Path:
+    """A self-describing model: config.json + denoiser.safetensors + text.safetensors, and the
+    frame autoencoder (autoencoder.safetensors + .json) of a latent model."""
     info = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
@@ -61,6 +63,10 @@ def save_model_folder(folder: str | Path, cfg: Config, denoiser_state: dict[str,
         (tmp / "config.json").write_text(json.dumps(info, indent=2))
         save_file(_contiguous(denoiser_state), str(tmp / "denoiser.safetensors"))
         save_file(_contiguous(text_state), str(tmp / "text.safetensors"))
+        if autoencoder is not None:
+            from text2sign.latent import write_autoencoder
+
+            write_autoencoder(tmp, autoencoder, cfg.latent)
 
     return atomic_dir(Path(folder), write)
 

@@ -42,6 +42,21 @@ class ModelConfig:
 
 
 @dataclass
+class LatentConfig:
+    """Diffuse in the latent space of a per-frame autoencoder (Rombach et al. 2022)."""
+
+    enabled: bool = False
+    autoencoder: str | None = None  # reuse a trained one (a latent model or run folder)
+    channels: int = 4  # latent channels
+    factor: int = 4  # spatial downsampling: 2, 4 or 8
+    width: int = 64  # autoencoder channels
+    steps: int = 1500  # autoencoder training steps, before the denoiser's
+    batch_size: int = 32  # frames per autoencoder step
+    lr: float = 1e-3
+    kl_weight: float = 1e-5
+
+
+@dataclass
 class DiffusionConfig:
     num_train_timesteps: int = 1000
     beta_schedule: str = "cosine"  # "linear" or "cosine"
@@ -89,6 +104,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     text: TextConfig = field(default_factory=TextConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -158,7 +174,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
     merged = _merge(Config().to_dict(), raw or {})
     sections = {
         "data": DataConfig, "text": TextConfig, "model": ModelConfig,
-        "diffusion": DiffusionConfig, "sample": SampleConfig, "train": TrainConfig,
+        "latent": LatentConfig, "diffusion": DiffusionConfig, "sample": SampleConfig, "train": TrainConfig,
     }
     built = {}
     for name, cls in sections.items():
@@ -274,3 +290,11 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"data.val_fraction={cfg.data.val_fraction} must be in [0, 1)")
     if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
         raise ValueError("train.batch_size and train.grad_accum must be >= 1")
+    lc = cfg.latent
+    if lc.factor not in (2, 4, 8):
+        raise ValueError(f"latent.factor={lc.factor} is not one of [2, 4, 8]")
+    if lc.enabled and cfg.data.size % lc.factor:
+        raise ValueError(f"data.size={cfg.data.size} is not divisible by latent.factor="
+                         f"{lc.factor}; use a size that is a multiple of {lc.factor}")
+    if min(lc.channels, lc.width, lc.steps, lc.batch_size) < 1:
+        raise ValueError("latent.channels, width, steps and batch_size must be >= 1")

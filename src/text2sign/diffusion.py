@@ -26,8 +26,8 @@ def make_scheduler(cfg: DiffusionConfig, sampler: str = "ddpm") -> Any:
 
     Timesteps are spaced "trailing" so the first step starts from t = N-1, pure noise for the
     cosine schedule (Lin et al. 2023, "Common Diffusion Noise Schedules ... are Flawed", sec. 3.3).
-    No clip_sample / thresholding: the scheduler does not know the data range (latents later);
-    ``sample`` clamps pixels once at the end.
+    No clip_sample / thresholding: the scheduler does not know the data range (pixels or
+    latents); the pipeline clamps pixels once, after decoding.
     """
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
@@ -131,7 +131,8 @@ def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: Diffu
            uncond: TextEmbedding | None = None, sampler: str = "dpm++", steps: int = 25,
            guidance: float = 1.0, eta: float = 0.0, generator: torch.Generator | None = None,
            device: torch.device | str | None = None, progress: bool = False) -> Tensor:
-    """Generate (B, C, T, H, W) in [-1, 1] from noise; classifier-free guidance when
+    """Generate (B, C, T, H, W) from noise (pixels, roughly in [-1, 1], or latents; unclamped);
+    classifier-free guidance when
     ``guidance != 1`` (Ho & Salimans 2022): cond and uncond go through ONE batched model call.
     """
     from tqdm.auto import tqdm
@@ -174,4 +175,4 @@ def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: Diffu
             out_cond, out_uncond = out.chunk(2)  # (B, C, T, H, W) each
             out = out_uncond + guidance * (out_cond - out_uncond)
         x = scheduler.step(out, t, x, **step_kwargs).prev_sample
-    return x.clamp(-1.0, 1.0)
+    return x

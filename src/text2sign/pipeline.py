@@ -36,10 +36,18 @@ def build_models(cfg: Config) -> tuple[nn.Module, nn.Module]:
     from text2sign.models.text import TextConditioner, build_text_encoder
 
     conditioner = TextConditioner(build_text_encoder(cfg.text), cfg.diffusion.null_condition)
-    denoiser = build_denoiser(cfg.model.arch, cfg.model.params, in_channels=3,
+    channels, size = diffusion_space(cfg)
+    denoiser = build_denoiser(cfg.model.arch, cfg.model.params, in_channels=channels,
                               text_dim=conditioner.dim)
-    denoiser.check_input_size(cfg.data.frames, cfg.data.size, cfg.data.size)
+    denoiser.check_input_size(cfg.data.frames, size, size)
     return denoiser, conditioner
+
+
+def diffusion_space(cfg: Config) -> tuple[int, int]:
+    """(channels, side) of what the denoiser sees: RGB pixels, or the autoencoder's latents."""
+    if cfg.latent.enabled:
+        return cfg.latent.channels, cfg.data.size // cfg.latent.factor
+    return 3, cfg.data.size
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -57,10 +65,15 @@ class Text2SignPipeline:
     """Generate sign-language clips from text with a trained text2sign model."""
 
     def __init__(self, denoiser: nn.Module, conditioner: nn.Module, config: Config,
-                 device: torch.device | str | None = None, info: dict | None = None):
+                 device: torch.device | str | None = None, info: dict | None = None,
+                 autoencoder: nn.Module | None = None):
         self.device = pick_device(device) if not isinstance(device, torch.device) else device
         self.denoiser = denoiser.to(self.device).eval()
         self.conditioner = conditioner.to(self.device).eval()
+        if config.latent.enabled and autoencoder is None:
+            raise ValueError("this model diffuses in latent space (latent.enabled) but no "
+                             "autoencoder was given; load it with Text2SignPipeline.from_pretrained")
+        self.autoencoder = autoencoder.to(self.device).eval() if autoencoder is not None else None
         self.config = config
         self.info = info or {}
 
@@ -79,6 +92,12 @@ class Text2SignPipeline:
         from text2sign.checkpoint import load_model_folder
 
         cfg, denoiser_state, text_state, info = load_model_folder(folder)
+        autoencoder = None
+        if cfg.latent.enabled:
+            from text2sign.checkpoint import find_model_folder
+            from text2sign.latent import load_autoencoder
+
+            autoencoder = load_autoencoder(find_model_folder(folder), cfg.latent)
         denoiser, conditioner = build_models(cfg)
         denoiser.load_state_dict(denoiser_state)
         missing, unexpected = conditioner.load_state_dict(text_state, strict=False)
@@ -88,7 +107,7 @@ class Text2SignPipeline:
                 f"text weights in {str(folder)!r} do not match the config's text encoder "
                 f"(missing {sorted(expected & set(missing))[:5]}, unexpected {unexpected[:5]})"
             )
-        return cls(denoiser, conditioner, cfg, device, info)
+        return cls(denoiser, conditioner, cfg, device, info, autoencoder)
 
     @torch.no_grad()
     def __call__(self, texts: list[str] | str, *, num_frames: int | None = None,
@@ -108,16 +127,19 @@ class Text2SignPipeline:
         guidance = sc.guidance if guidance is None else guidance
         eta = sc.eta if eta is None else eta
         frames = num_frames or self.frames
-        self.denoiser.check_input_size(frames, self.size, self.size)
+        channels, side = diffusion_space(self.config)
+        self.denoiser.check_input_size(frames, side, side)
         out = []
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start:start + batch_size])
             generator = torch.Generator().manual_seed(seed + start)
             cond = self.conditioner(chunk)
             uncond = self.conditioner.null(len(chunk)) if guidance != 1.0 else None
-            shape = (len(chunk), 3, frames, self.size, self.size)
+            shape = (len(chunk), channels, frames, side, side)
             x = sample(self.denoiser, cond, shape, self.config.diffusion, uncond=uncond,
                        sampler=sampler, steps=steps, guidance=guidance, eta=eta,
                        generator=generator, device=self.device, progress=progress)
+            if self.autoencoder is not None:
+                x = self.autoencoder.decode(x)  # (B, 3, T, H, W)
             out.append(videos_to_uint8(x))
         return np.concatenate(out)

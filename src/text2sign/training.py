@@ -38,13 +38,16 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the run stopped without saving the bad state."""
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup, then cosine decay to zero at ``max_steps``."""
+def lr_at(step: int, cfg: TrainConfig, minutes: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to zero at ``max_steps`` or, with a ``max_minutes``
+    budget, at whichever of the two limits comes first (so a time-boxed run ends annealed)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = max(1, cfg.max_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    progress = (step - cfg.warmup_steps) / span
+    if cfg.max_minutes:
+        progress = max(progress, minutes / cfg.max_minutes)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def derive_seed(*parts: int) -> int:
@@ -227,6 +230,38 @@ def run_config(cfg: Config, out: Path, resume: bool | str | Path) -> Config:
     return cfg
 
 
+def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int],
+                        device: torch.device, progress: bool) -> tuple[nn.Module, dict]:
+    """The run's frozen autoencoder: ``latent.autoencoder`` if named, else ``out/autoencoder``
+    from an earlier start of this run, else trained now (counted in the run's minutes)."""
+    from text2sign.latent import (
+        AUTOENCODER_INFO,
+        build_autoencoder,
+        load_autoencoder,
+        save_autoencoder,
+        train_autoencoder,
+    )
+
+    lc, folder = cfg.latent, out / "autoencoder"
+    if lc.autoencoder is not None:
+        ae = load_autoencoder(lc.autoencoder, lc)
+        return ae.to(device), {"facts": {"from": str(lc.autoencoder)}}
+    if (folder / AUTOENCODER_INFO).is_file():
+        facts = json.loads((folder / AUTOENCODER_INFO).read_text())
+        return load_autoencoder(folder, lc).to(device), {"facts": facts}
+    torch.manual_seed(cfg.train.seed)
+    ae = build_autoencoder(lc)
+    budget = cfg.train.max_minutes
+    facts = train_autoencoder(ae, cache, train_idx, lc, device=device, seed=cfg.train.seed,
+                              max_seconds=None if budget is None else budget * 30,  # half of it
+                              progress=progress)
+    save_autoencoder(folder, ae, lc, facts)
+    if progress:
+        print(f"autoencoder: {facts['steps']} steps in {facts['seconds']:.0f} s, "
+              f"L1 {facts['l1']:.4f}; saved to {folder}")
+    return ae.eval(), {"facts": facts, "minutes_this_run": facts["seconds"] / 60}
+
+
 def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progress: bool = True,
           device: str | None = None) -> Path:
     """Train a text-conditioned video diffusion model; returns the model folder ``out/model``."""
@@ -266,6 +301,13 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
         raise ValueError(f"data.val_fraction={cfg.data.val_fraction} leaves no training clips "
                          f"out of {len(cache)}; lower it")
 
+    # --- the frame autoencoder of a latent run: trained once by the main process, then frozen
+    autoencoder, ae_meta = None, {}
+    if cfg.latent.enabled:
+        with accelerator.main_process_first():
+            autoencoder, ae_meta = prepare_autoencoder(
+                cfg, out, cache, train_idx, accelerator.device, progress=progress and main)
+
     # --- models, optimizer, EMA (identical init on every rank from the seed)
     torch.manual_seed(tc.seed)
     denoiser, conditioner = build_models(cfg)
@@ -275,7 +317,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     optimizer = torch.optim.AdamW(params.values(), lr=tc.lr, weight_decay=tc.weight_decay,
                                   betas=(0.9, 0.99))
     ema = {k: v.detach().float().clone() for k, v in params.items()}
-    step, minutes_before = 0, 0.0
+    step, minutes_before = 0, ae_meta.get("minutes_this_run", 0.0)
     if checkpoint is not None:
         state = load_training_state(checkpoint)
         module.load_state_dict(state["model"], strict=False)
@@ -321,13 +363,15 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
                               "step": step, "minutes": round(minutes, 2),
                               "parameters": {"denoiser": n_denoiser},
                               "data": meta_data,
-                          })
+                              **({"autoencoder": ae_meta["facts"]} if ae_meta else {}),
+                          }, autoencoder=autoencoder)
         prune_checkpoints(out, tc.keep_checkpoints)
         return folder
 
     def sample_and_log(step: int) -> None:
         ema_denoiser, ema_conditioner = ema_models(raw, ema)
-        pipe = Text2SignPipeline(ema_denoiser, ema_conditioner, cfg, accelerator.device)
+        pipe = Text2SignPipeline(ema_denoiser, ema_conditioner, cfg, accelerator.device,
+                                 autoencoder=autoencoder)
         videos = pipe(cfg.sample.prompts, seed=tc.seed)
         folder = out / "samples" / f"{CHECKPOINT_PREFIX}{step:06d}"
         names = safe_names(cfg.sample.prompts)
@@ -358,13 +402,16 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     global_batch = tc.batch_size * world * tc.grad_accum
     with StopRequest() as stop:
         while step < tc.max_steps:
-            lr = lr_at(step, tc)
+            lr = lr_at(step, tc, minutes_before + (time.time() - started) / 60)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             grad_norm = torch.zeros(())
             for micro in range(tc.grad_accum):
                 batch = next(batches)
                 videos = batch["video"].to(accelerator.device, non_blocking=True)  # (B,C,T,H,W)
+                if autoencoder is not None:
+                    with torch.no_grad(), accelerator.autocast():
+                        videos = autoencoder.encode(videos).float()  # (B, C', T, H/f, W/f)
                 seed = derive_seed(tc.seed, step, micro, rank)
                 torch.manual_seed(seed)  # anything drawing from the global RNG (dropout)
                 generator = torch.Generator().manual_seed(seed)

@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train a model from scratch instead of loading the shipped one")
     p.add_argument("--minutes", type=float, default=30.0,
                    help="training budget with --train (default 30)")
+    p.add_argument("--config", help="with --train: a YAML run config (default: the shipped "
+                   "model's, configs/asl-demo.yaml)")
     p.add_argument("--per-text", type=int, default=2, metavar="K",
                    help="clips generated per letter (default 2)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
@@ -86,6 +88,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_demo_command(args: argparse.Namespace) -> int:
     from text2sign.evaluation.demo import run_demo
 
+    config = None
+    if args.config is not None:
+        if not args.train:
+            raise ValueError("--config applies to --train only; add --train, or drop --config")
+        from text2sign.config import build_config
+
+        config = build_config("small", args.config)
     run_demo(args.out, train=args.train, minutes=args.minutes, per_text=args.per_text,
-             device=args.device)
+             device=args.device, config=config)
     return 0

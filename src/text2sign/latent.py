@@ -1,0 +1,136 @@
+"""The latent space of a run: build, train, save and load its frame autoencoder.
+
+A run with ``latent.enabled`` trains the autoencoder first (or reuses ``latent.autoencoder``),
+freezes it, and then trains the denoiser on its latents; the model folder carries it along as
+``autoencoder.safetensors`` so a pipeline decodes what it samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from text2sign.config import LatentConfig
+from text2sign.models.autoencoder import FrameAutoencoder, reconstruction_loss
+
+AUTOENCODER_FILE = "autoencoder.safetensors"
+AUTOENCODER_INFO = "autoencoder.json"
+
+
+def build_autoencoder(cfg: LatentConfig) -> FrameAutoencoder:
+    return FrameAutoencoder(cfg.channels, cfg.factor, cfg.width)
+
+
+def _architecture(cfg: LatentConfig) -> dict[str, int]:
+    return {"channels": cfg.channels, "factor": cfg.factor, "width": cfg.width}
+
+
+def save_autoencoder(folder: str | Path, ae: FrameAutoencoder, cfg: LatentConfig,
+                     meta: dict[str, Any] | None = None) -> Path:
+    """``autoencoder.safetensors`` + ``autoencoder.json`` (architecture and training facts)."""
+    from text2sign.checkpoint import atomic_dir
+
+    return atomic_dir(Path(folder), lambda tmp: write_autoencoder(tmp, ae, cfg, meta))
+
+
+def write_autoencoder(folder: Path, ae: FrameAutoencoder, cfg: LatentConfig,
+                      meta: dict[str, Any] | None = None) -> None:
+    """The two autoencoder files into an existing folder (a model folder being written)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in ae.state_dict().items()}
+    save_file(state, str(folder / AUTOENCODER_FILE))
+    (folder / AUTOENCODER_INFO).write_text(
+        json.dumps({"architecture": _architecture(cfg), **(meta or {})}, indent=2))
+
+
+def find_autoencoder(path: str | Path) -> Path:
+    """An autoencoder folder, or a model / run folder that holds one."""
+    path = Path(path)
+    for candidate in (path, path / "autoencoder", path / "model"):
+        if (candidate / AUTOENCODER_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no {AUTOENCODER_FILE} in {str(path)!r} (nor in its autoencoder/ or model/ subfolder); "
+        "point latent.autoencoder at a latent model folder, or leave it null to train one")
+
+
+def load_autoencoder(path: str | Path, cfg: LatentConfig) -> FrameAutoencoder:
+    """Weights from ``path``; the architecture must be the one ``cfg`` describes."""
+    folder = find_autoencoder(path)
+    info_file = folder / AUTOENCODER_INFO
+    if info_file.is_file():
+        saved = json.loads(info_file.read_text()).get("architecture", {})
+        if saved and saved != _architecture(cfg):
+            raise ValueError(
+                f"autoencoder in {str(folder)!r} has {saved}, the config asks for "
+                f"{_architecture(cfg)}; set latent.channels/factor/width to match it")
+    ae = build_autoencoder(cfg)
+    ae.load_state_dict(load_file(str(folder / AUTOENCODER_FILE)))
+    return ae.eval().requires_grad_(False)
+
+
+def _frames(cache: Any, picks: np.ndarray) -> torch.Tensor:
+    """uint8 frames at (clip, frame) picks -> float (N, 3, H, W) in [-1, 1]."""
+    frames = np.stack([cache[int(c)][int(f)] for c, f in picks])  # (N, H, W, 3) uint8
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cfg: LatentConfig,
+                      *, device: torch.device, seed: int = 0, max_seconds: float | None = None,
+                      progress: bool = True, log=None) -> dict[str, float]:
+    """Fit ``ae`` on random frames of the training clips (L1 + KL); returns the final numbers.
+
+    AdamW with a short warmup and cosine decay; then the latent normalisation is fitted on up to
+    1024 frames. ``max_seconds`` stops early (a wall-clock budget shared with the denoiser).
+    """
+    from tqdm.auto import tqdm
+
+    if not train_idx:
+        raise ValueError("no training clips for the autoencoder")
+    frames_per_clip = cache.clip_shape[0]
+    rng = np.random.default_rng([seed, 0xAE])
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    ae.to(device).train()
+    optimizer = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    warmup = max(1, cfg.steps // 20)
+    started = time.time()
+    l1 = kl = float("nan")
+    pbar = tqdm(range(cfg.steps), disable=not progress, desc="autoencoder", unit="step",
+                dynamic_ncols=True)
+    step = 0
+    for step in pbar:
+        lr = cfg.lr * min((step + 1) / warmup,
+                          0.5 * (1 + math.cos(math.pi * step / max(1, cfg.steps))))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        picks = np.stack([rng.choice(train_idx, cfg.batch_size),
+                          rng.integers(0, frames_per_clip, cfg.batch_size)], axis=1)
+        frames = _frames(cache, picks).to(device)  # (N, 3, H, W)
+        recon, kl_per = ae(frames, generator=generator if device.type == "cpu" else None)
+        rec = reconstruction_loss(recon, frames).mean()
+        loss = rec + cfg.kl_weight * kl_per.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
+        optimizer.step()
+        if step % 10 == 0 or step == cfg.steps - 1:
+            l1, kl = rec.item(), kl_per.mean().item()  # sync point, every 10 steps
+            pbar.set_postfix(l1=f"{l1:.4f}", kl=f"{kl:.1f}")
+            if log is not None:
+                log({"autoencoder/l1": l1, "autoencoder/kl": kl, "autoencoder/lr": lr}, step)
+        if max_seconds is not None and time.time() - started >= max_seconds:
+            break
+    pbar.close()
+    ae.eval()
+    picks = np.stack([rng.choice(train_idx, 1024), rng.integers(0, frames_per_clip, 1024)], axis=1)
+    with torch.no_grad():
+        ae.fit_normalization(torch.cat([_frames(cache, picks[i:i + 128]).to(device)
+                                        for i in range(0, len(picks), 128)]))
+    ae.requires_grad_(False)
+    return {"steps": step + 1, "l1": l1, "kl": kl, "seconds": round(time.time() - started, 1)}
