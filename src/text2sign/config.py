@@ -174,7 +174,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
     merged = _merge(Config().to_dict(), raw or {})
     sections = {
         "data": DataConfig, "text": TextConfig, "model": ModelConfig,
-        "latent": LatentConfig, "diffusion": DiffusionConfig, "sample": SampleConfig, "train": TrainConfig,
+        "latent": LatentConfig, "diffusion": DiffusionConfig, "sample": SampleConfig,
+        "train": TrainConfig,
     }
     built = {}
     for name, cls in sections.items():

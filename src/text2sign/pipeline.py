@@ -72,7 +72,8 @@ class Text2SignPipeline:
         self.conditioner = conditioner.to(self.device).eval()
         if config.latent.enabled and autoencoder is None:
             raise ValueError("this model diffuses in latent space (latent.enabled) but no "
-                             "autoencoder was given; load it with Text2SignPipeline.from_pretrained")
+                             "autoencoder was given; load the model folder with "
+                             "Text2SignPipeline.from_pretrained")
         self.autoencoder = autoencoder.to(self.device).eval() if autoencoder is not None else None
         self.config = config
         self.info = info or {}
