@@ -4,6 +4,7 @@ wall-clock minutes on the same machine, one after another, then scored by `evalu
     python benchmarks/quality_per_compute.py --data DIR --minutes M [--config FILE.yaml]
         [--preset small] [--archs unet3d dit3d diffusers-unet3d] [--per-text 2]
         [--out runs/quality-per-compute] [--device auto] [--set KEY=VALUE ...]
+        [--arch-set ARCH.KEY=VALUE ...]
 
 The parameter target is the denoiser of the base config (--preset / --config); an architecture
 other than the base one keeps its own preset's structure and gets the width (one knob) whose
@@ -32,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", help="base YAML config, e.g. configs/asl-demo.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
+    p.add_argument("--arch-set", action="append", default=[], metavar="ARCH.KEY=VALUE",
+                   help="change one structural parameter of one architecture's preset, e.g. "
+                   "dit3d.patch_size=2 for 16x16 latents")
     p.add_argument("--params-target", type=float, help="default: the base config's denoiser")
     p.add_argument("--per-text", type=int, default=2, help="clips per text for evaluate")
     p.add_argument("--out", default="runs/quality-per-compute")
@@ -39,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def count(arch: str, params: dict, text_dim: int, frames: int, size: int) -> int | None:
+def count(arch: str, params: dict, text_dim: int, frames: int, size: int,
+          channels: int = 3) -> int | None:
     """Parameters of a denoiser built on the meta device (no memory), None if it cannot run."""
     import torch
 
@@ -47,7 +52,7 @@ def count(arch: str, params: dict, text_dim: int, frames: int, size: int) -> int
 
     try:
         with torch.device("meta"):
-            model = build_denoiser(arch, params, text_dim=text_dim)
+            model = build_denoiser(arch, params, in_channels=channels, text_dim=text_dim)
         model.check_input_size(frames, size, size)
     except ValueError:
         return None
@@ -55,15 +60,16 @@ def count(arch: str, params: dict, text_dim: int, frames: int, size: int) -> int
 
 
 def matched_params(arch: str, preset: str, target: float, text_dim: int, frames: int,
-                   size: int) -> tuple[dict, int]:
-    """`arch`'s preset with the width whose parameter count is closest to `target`."""
+                   size: int, channels: int = 3, changes: dict | None = None) -> tuple[dict, int]:
+    """`arch`'s preset (with `changes`) at the width whose parameter count is closest to
+    `target`."""
     from text2sign.models.registry import preset_params
 
     key, step = WIDTH[arch]
     best = None
     for width in range(step, 64 * step + 1, step):
-        params = {**preset_params(arch, preset), key: width}
-        n = count(arch, params, text_dim, frames, size)
+        params = {**preset_params(arch, preset), **(changes or {}), key: width}
+        n = count(arch, params, text_dim, frames, size, channels)
         if n is not None and (best is None or abs(n - target) < abs(best[1] - target)):
             best = (params, n)
     if best is None:
@@ -73,7 +79,7 @@ def matched_params(arch: str, preset: str, target: float, text_dim: int, frames:
 
 def main(argv: list[str] | None = None) -> int:
     from text2sign.checkpoint import read_model_info
-    from text2sign.config import build_config, from_dict, resolve
+    from text2sign.config import build_config, from_dict, parse_value, resolve
     from text2sign.data.dataset import open_clips
     from text2sign.evaluation.evaluate import evaluate, fmt_number
     from text2sign.evaluation.recognizer import load_or_train_recognizer
@@ -81,10 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     from text2sign.training import train
 
     args = parse_args(argv)
+    arch_sets: dict[str, dict] = {}
+    for item in args.arch_set:
+        key, _, value = item.partition("=")
+        arch, _, name = key.partition(".")
+        if arch not in ARCHS or not name or not value:
+            raise ValueError(f"--arch-set {item!r}: expected ARCH.KEY=VALUE with ARCH in {ARCHS}")
+        arch_sets.setdefault(arch, {})[name] = parse_value(value)
     base = build_config(args.preset, args.config, args.overrides)
-    frames, size, text_dim = base.data.frames, base.data.size, base.text.dim
+    from text2sign.pipeline import diffusion_space
+
+    channels, size = diffusion_space(base)  # pixels, or the latents of a latent config
+    frames, text_dim = base.data.frames, base.text.dim
     target = args.params_target or count(base.model.arch, base.model.params, text_dim, frames,
-                                         size)
+                                         size, channels)
     progress = sys.stderr.isatty()
     cache = open_clips(args.data, frames, size, base.data.time_mode, base.data.fit,
                        progress=progress)
@@ -93,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         if arch == base.model.arch and not args.params_target:
             params, n = base.model.params, int(target)
         else:
-            params, n = matched_params(arch, base.model.preset, target, text_dim, frames, size)
+            params, n = matched_params(arch, base.model.preset, target, text_dim, frames, size,
+                                       channels, arch_sets.get(arch))
         raw = base.to_dict()
         raw["model"] = {"arch": arch, "preset": base.model.preset, "params": params}
         raw["data"]["path"] = str(args.data)

@@ -78,3 +78,21 @@ def test_demo_without_shipped_model_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "shipped_model", lambda: tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="demo --train"):
         demo.run_demo(tmp_path / "out", progress=False)
+
+
+def test_demo_config_needs_train(tmp_path, capsys):
+    from text2sign.cli import main
+
+    assert main(["demo", "--config", str(tmp_path / "x.yaml"), "--out", str(tmp_path)]) == 2
+    assert "--config applies to --train only" in capsys.readouterr().err
+
+
+def test_shipped_model_fits_the_package_and_generates():
+    from text2sign.pipeline import Text2SignPipeline
+
+    folder = demo.shipped_model()
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 20 * 2**20
+    pipe = Text2SignPipeline.from_pretrained(folder, device="cpu")
+    assert pipe.frames >= 16 and pipe.size >= 64
+    video = pipe(["A"], steps=2)
+    assert video.shape == (1, pipe.frames, pipe.size, pipe.size, 3)
