@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from text2sign.data.video_io import safe_names
-from text2sign.evaluation.evaluate import evaluate, tensorboard_scalars
+from text2sign.evaluation.evaluate import (
+    autoencoded_ceiling,
+    evaluate,
+    format_summary,
+    tensorboard_scalars,
+)
 from text2sign.evaluation.metrics import frechet_distance, topk_accuracy
 from text2sign.evaluation.recognizer import (
     Recognizer,
@@ -220,3 +225,31 @@ def test_evaluate_rejects_mismatched_geometry(trained, tmp_path):
     cache, recognizer, _, _ = trained
     with pytest.raises(ValueError, match="frames=4"):
         evaluate(FakePipe(frames=4), cache, tmp_path, recognizer=recognizer, progress=False)
+
+
+class RoundTrip(torch.nn.Module):
+    """Stand-in autoencoder: identity, or one that loses everything (decodes to black)."""
+
+    def __init__(self, lossy: bool):
+        super().__init__()
+        self.lossy = lossy
+
+    def encode(self, x):
+        return x
+
+    def decode(self, z):
+        return -torch.ones_like(z) if self.lossy else z
+
+
+def test_autoencoded_ceiling_reported_for_latent_models(trained, tmp_path):
+    cache, recognizer, top1, _ = trained
+    _, val = cache.split(0.25)
+    perfect = autoencoded_ceiling(RoundTrip(lossy=False), recognizer, cache, val, "cpu")
+    assert perfect == pytest.approx(top1)  # a lossless round trip keeps the real ceiling
+    assert autoencoded_ceiling(RoundTrip(lossy=True), recognizer, cache, val, "cpu") < 0.5
+    pipe = FakePipe()
+    pipe.autoencoder = RoundTrip(lossy=False)
+    report = evaluate(pipe, cache, tmp_path, per_text=1, recognizer=recognizer,
+                      progress=False, write_files=False)
+    assert report["ceiling_top1_autoencoded"] == pytest.approx(top1)
+    assert "ceiling top-1 (autoencoded)" in format_summary(report)
