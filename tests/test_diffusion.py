@@ -184,7 +184,8 @@ def test_sampling_is_deterministic_for_a_seed(prediction_type, sampler, eta):
     a, b, c = run(0), run(0), run(1)
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
-    assert a.min() >= -1 and a.max() <= 1
+    # Unclamped (latents have no [-1, 1] range; the pipeline clamps pixels after decoding).
+    assert torch.isfinite(a).all()
 
 
 def test_ddim_eta_adds_noise():
