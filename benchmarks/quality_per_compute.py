@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     base = build_config(args.preset, args.config, args.overrides)
     from text2sign.pipeline import diffusion_space
 
-    channels, size = diffusion_space(base)  # pixels, or the latents of a latent config
-    frames, text_dim = base.data.frames, base.text.dim
+    channels, side = diffusion_space(base)  # pixels, or the latents of a latent config
+    frames, size, text_dim = base.data.frames, base.data.size, base.text.dim
     target = args.params_target or count(base.model.arch, base.model.params, text_dim, frames,
-                                         size, channels)
+                                         side, channels)
     progress = sys.stderr.isatty()
     cache = open_clips(args.data, frames, size, base.data.time_mode, base.data.fit,
                        progress=progress)
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if arch == base.model.arch and not args.params_target:
             params, n = base.model.params, int(target)
         else:
-            params, n = matched_params(arch, base.model.preset, target, text_dim, frames, size,
+            params, n = matched_params(arch, base.model.preset, target, text_dim, frames, side,
                                        channels, arch_sets.get(arch))
         raw = base.to_dict()
         raw["model"] = {"arch": arch, "preset": base.model.preset, "params": params}
