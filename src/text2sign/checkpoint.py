@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from text2sign.config import Config, from_dict
 
 MODEL_FORMAT = "text2sign-model"
+TEXTS_FILE = "texts.txt"  # every training text, one per line: what the model has seen
 MODEL_VERSION = 1
 CHECKPOINT_PREFIX = "step-"
 
@@ -49,9 +50,9 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_model_folder(folder: str | Path, cfg: Config, denoiser_state: dict[str, torch.Tensor],
                       text_state: dict[str, torch.Tensor], meta: dict[str, Any],
-                      autoencoder: Any = None) -> Path:
-    """A self-describing model: config.json + denoiser.safetensors + text.safetensors, and the
-    frame autoencoder (autoencoder.safetensors + .json) of a latent model."""
+                      autoencoder: Any = None, texts: list[str] | None = None) -> Path:
+    """A self-describing model: config.json + denoiser.safetensors + text.safetensors, the
+    frame autoencoder (autoencoder.safetensors + .json) of a latent model, and texts.txt."""
     info = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
@@ -63,12 +64,23 @@ def save_model_folder(folder: str | Path, cfg: Config, denoiser_state: dict[str,
         (tmp / "config.json").write_text(json.dumps(info, indent=2))
         save_file(_contiguous(denoiser_state), str(tmp / "denoiser.safetensors"))
         save_file(_contiguous(text_state), str(tmp / "text.safetensors"))
+        if texts is not None:
+            (tmp / TEXTS_FILE).write_text("".join(t.replace("\n", " ") + "\n" for t in texts),
+                                          encoding="utf-8")
         if autoencoder is not None:
             from text2sign.latent import write_autoencoder
 
             write_autoencoder(tmp, autoencoder, cfg.latent)
 
     return atomic_dir(Path(folder), write)
+
+
+def read_training_texts(folder: str | Path) -> list[str] | None:
+    """The texts a model folder was trained on (texts.txt), or None for an older folder."""
+    path = Path(folder) / TEXTS_FILE
+    if not path.is_file():
+        return None
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 def find_model_folder(path: str | Path) -> Path:

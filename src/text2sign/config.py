@@ -21,6 +21,10 @@ class DataConfig:
     time_mode: str = "resample"  # "resample" uniformly over the clip, or "truncate" (pad by repeat)
     fit: str = "crop"  # "crop" (resize short side, center-crop) or "letterbox"
     val_fraction: float = 0.1
+    # Fraction of the distinct texts of 2+ characters never trained on (chosen by a stable hash
+    # of the text): the unseen texts that evaluation reports apart. Single characters are the
+    # alphabet every other text is spelled with, so they are never held out.
+    holdout_texts: float = 0.0
     cache: str | None = None  # where the prepared cache lives; default: next to the data
     num_workers: int = 0
 
@@ -32,6 +36,7 @@ class TextConfig:
     layers: int = 2
     heads: int = 4
     max_length: int = 32
+    lowercase: bool = False  # case-fold texts before encoding (fingerspelling has no case)
 
 
 @dataclass
@@ -54,6 +59,7 @@ class LatentConfig:
     batch_size: int = 32  # frames per autoencoder step
     lr: float = 1e-3
     kl_weight: float = 1e-5
+    cache: bool = True  # encode every clip once (latents-*.f16 beside the clip cache)
 
 
 @dataclass
@@ -289,6 +295,9 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"diffusion.cfg_dropout={cfg.diffusion.cfg_dropout} must be in [0, 1)")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ValueError(f"data.val_fraction={cfg.data.val_fraction} must be in [0, 1)")
+    if not 0.0 <= cfg.data.holdout_texts < 1.0:
+        raise ValueError(f"data.holdout_texts={cfg.data.holdout_texts} must be in [0, 1): the "
+                         "fraction of distinct texts never trained on")
     if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
         raise ValueError("train.batch_size and train.grad_accum must be >= 1")
     lc = cfg.latent

@@ -134,3 +134,93 @@ def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cf
                                         for i in range(0, len(picks), 128)]))
     ae.requires_grad_(False)
     return {"steps": step + 1, "l1": l1, "kl": kl, "seconds": round(time.time() - started, 1)}
+
+
+# --------------------------------------------------------------------------- latent cache
+
+LATENT_CACHE_FORMAT = "text2sign-latent-cache"
+
+
+def autoencoder_hash(ae: torch.nn.Module) -> str:
+    """Hash of an autoencoder's weights and normalisation: the latent cache's key."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for name, tensor in sorted(ae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class LatentCache:
+    """Every clip of a clip cache encoded once: float16 (N, C, T, h, w) in a memory-mapped file.
+
+    Stored next to the clip cache as ``latents-<key>.f16`` + ``.json``, keyed by the clip
+    cache's fingerprint and the autoencoder's weights, so a changed corpus or autoencoder gets
+    a new file and training never re-encodes a clip at every step.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...]):
+        self.path, self.shape = path, tuple(shape)
+        self._map: np.memmap | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self._map is None:  # opened lazily, so DataLoader workers each open their own
+            self._map = np.memmap(self.path, np.float16, mode="r", shape=self.shape)
+        return np.array(self._map[i])  # (C, T, h, w) float16
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_map": None}
+
+
+def latent_cache(ae: FrameAutoencoder, cache: Any, *, device: torch.device,
+                 batch_size: int = 8, progress: bool = True) -> LatentCache:
+    """The clip cache's latents under ``ae``: read if encoded before, else encoded now."""
+    from tqdm.auto import tqdm
+
+    key = f"{cache.fingerprint[:12]}-{autoencoder_hash(ae)[:12]}"
+    path = Path(cache.path) / f"latents-{key}.f16"
+    info_path = path.with_suffix(".json")
+    frames, size = cache.clip_shape[0], cache.clip_shape[1]
+    shape = (len(cache), ae.latent_channels, frames, ae.latent_size(size), ae.latent_size(size))
+    if info_path.is_file() and path.is_file():
+        info = json.loads(info_path.read_text())
+        if info.get("format") == LATENT_CACHE_FORMAT and tuple(info["shape"]) == shape:
+            return LatentCache(path, shape)
+    tmp = path.with_name(f".{path.name}.tmp")
+    out = np.memmap(tmp, np.float16, mode="w+", shape=shape)
+    ae = ae.to(device).eval()
+    started = time.time()
+    with torch.no_grad():
+        for start in tqdm(range(0, len(cache), batch_size), desc="latent cache", unit="batch",
+                          disable=not progress):
+            stop = min(start + batch_size, len(cache))
+            clips = torch.from_numpy(np.stack([cache[i] for i in range(start, stop)]))
+            x = clips.to(device).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # (B, 3, T, H, W)
+            out[start:stop] = ae.encode(x).half().cpu().numpy()  # (B, C, T, h, w)
+    out.flush()
+    del out
+    tmp.replace(path)
+    info_path.write_text(json.dumps({"format": LATENT_CACHE_FORMAT, "shape": list(shape),
+                                     "clips": len(cache), "seconds": round(time.time() - started,
+                                                                           1)}))
+    return LatentCache(path, shape)
+
+
+class LatentDataset(torch.utils.data.Dataset):
+    """Items ``{"video": float32 latents (C, T, h, w), "text": str, "index": int}``: the
+    `ClipDataset` contract, already in the denoiser's space."""
+
+    def __init__(self, latents: LatentCache, texts: list[str], indices: list[int]):
+        self.latents, self.texts, self.indices = latents, texts, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        index = self.indices[i]
+        return {"video": torch.from_numpy(self.latents[index]).float(),
+                "text": self.texts[index], "index": index}

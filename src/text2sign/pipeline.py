@@ -35,7 +35,8 @@ def build_models(cfg: Config) -> tuple[nn.Module, nn.Module]:
     from text2sign.models.registry import build_denoiser
     from text2sign.models.text import TextConditioner, build_text_encoder
 
-    conditioner = TextConditioner(build_text_encoder(cfg.text), cfg.diffusion.null_condition)
+    conditioner = TextConditioner(build_text_encoder(cfg.text), cfg.diffusion.null_condition,
+                                  lowercase=cfg.text.lowercase)
     channels, size = diffusion_space(cfg)
     denoiser = build_denoiser(cfg.model.arch, cfg.model.params, in_channels=channels,
                               text_dim=conditioner.dim)

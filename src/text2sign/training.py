@@ -31,6 +31,7 @@ from text2sign.checkpoint import (
     save_training_state,
 )
 from text2sign.config import Config, TrainConfig, load_config
+from text2sign.latent import LatentDataset
 from text2sign.pipeline import Text2SignPipeline, build_models, trainable_state
 
 
@@ -296,10 +297,13 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     with accelerator.main_process_first():
         cache = open_clips(cfg.data.path, cfg.data.frames, cfg.data.size, cfg.data.time_mode,
                            cfg.data.fit, cache=cfg.data.cache, progress=progress and main)
-    train_idx, val_idx = cache.split(cfg.data.val_fraction)
+    train_idx, val_idx, unseen_idx = cache.split_by_text(cfg.data.val_fraction,
+                                                         cfg.data.holdout_texts)
     if not train_idx:
-        raise ValueError(f"data.val_fraction={cfg.data.val_fraction} leaves no training clips "
-                         f"out of {len(cache)}; lower it")
+        raise ValueError(f"data.val_fraction={cfg.data.val_fraction} and data.holdout_texts="
+                         f"{cfg.data.holdout_texts} leave no training clips out of {len(cache)}; "
+                         "lower them")
+    train_texts = sorted({cache.texts[i] for i in train_idx})
 
     # --- the frame autoencoder of a latent run: trained once by the main process, then frozen
     autoencoder, ae_meta = None, {}
@@ -338,17 +342,25 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     accelerator.init_trackers("tensorboard", config=flat_hparams(cfg))
     sampler = StepBatchSampler(len(train_idx), tc.batch_size, world, rank, tc.seed,
                                start=step * tc.grad_accum)
+    dataset = ClipDataset(cache, train_idx)
+    if autoencoder is not None and cfg.latent.cache:
+        from text2sign.latent import LatentDataset, latent_cache
+
+        with accelerator.main_process_first():
+            latents = latent_cache(autoencoder, cache, device=accelerator.device,
+                                   progress=progress and main)
+        dataset = LatentDataset(latents, cache.texts, train_idx)
     loader = torch.utils.data.DataLoader(
-        ClipDataset(cache, train_idx), batch_sampler=sampler, num_workers=cfg.data.num_workers,
+        dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
         pin_memory=accelerator.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
     )
     batches = iter(loader)
     n_denoiser = sum(p.numel() for p in raw.denoiser.parameters())
     meta_data = {
         "path": str(cfg.data.path), "clips": len(train_idx), "val_clips": len(val_idx),
-        "texts": len(set(cache.texts[i] for i in train_idx)),
-        "examples": sorted(set(cache.texts[i] for i in train_idx))[:50],
-        "fingerprint": cache.fingerprint,
+        "texts": len(train_texts), "examples": train_texts[:50],
+        "held_out_texts": len({cache.texts[i] for i in unseen_idx}),
+        "held_out_clips": len(unseen_idx), "fingerprint": cache.fingerprint,
     }
 
     def save(step: int, minutes: float) -> Path:
@@ -364,7 +376,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
                               "parameters": {"denoiser": n_denoiser},
                               "data": meta_data,
                               **({"autoencoder": ae_meta["facts"]} if ae_meta else {}),
-                          }, autoencoder=autoencoder)
+                          }, autoencoder=autoencoder, texts=train_texts)
         prune_checkpoints(out, tc.keep_checkpoints)
         return folder
 
@@ -409,7 +421,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
             for micro in range(tc.grad_accum):
                 batch = next(batches)
                 videos = batch["video"].to(accelerator.device, non_blocking=True)  # (B,C,T,H,W)
-                if autoencoder is not None:
+                if autoencoder is not None and not isinstance(dataset, LatentDataset):
                     with torch.no_grad(), accelerator.autocast():
                         videos = autoencoder.encode(videos).float()  # (B, C', T, H/f, W/f)
                 seed = derive_seed(tc.seed, step, micro, rank)

@@ -61,6 +61,15 @@ def split_fraction(relative_path: str) -> float:
     return int(digest[:15], 16) / 16**15
 
 
+def holdout_texts(texts: list[str] | set[str], fraction: float) -> set[str]:
+    """The texts never trained on: those of 2+ characters whose stable hash is under
+    ``fraction``. A text's fate depends on the text alone, so every clip of it, in any corpus,
+    lands on the same side; single characters (the alphabet) always stay in training."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"holdout fraction {fraction} must be in [0, 1)")
+    return {t for t in set(texts) if len(t.strip()) > 1 and split_fraction("text:" + t) < fraction}
+
+
 class ClipCache:
     """Read-only view of a prepared cache: ``cache[i]`` is uint8 (T, S, S, 3) read from disk."""
 
@@ -137,6 +146,16 @@ class ClipCache:
         chosen = set(val)
         return [i for i in range(len(keys)) if i not in chosen], val
 
+    def split_by_text(self, val_fraction: float, holdout: float
+                      ) -> tuple[list[int], list[int], list[int]]:
+        """(train, val, unseen) clip indices: ``split`` over the clips of training texts, and
+        every clip of a held-out text (`holdout_texts`) apart, never in train or val."""
+        unseen_texts = holdout_texts(self.texts, holdout)
+        train, val = self.split(val_fraction)
+        unseen = [i for i, t in enumerate(self.texts) if t in unseen_texts]
+        return ([i for i in train if self.texts[i] not in unseen_texts],
+                [i for i in val if self.texts[i] not in unseen_texts], unseen)
+
 
 @dataclass
 class _Writer:
@@ -177,10 +196,29 @@ def _load_previous(out: Path, settings: dict) -> dict | None:
     return index if same else None
 
 
+def _decode(job: tuple) -> tuple[np.ndarray | None, float | str]:
+    """(clip, fps) of one source, or (None, reason) when it cannot be read; runs in workers."""
+    path, frames, size, time_mode, fit = job
+    try:
+        video, fps = read_video(path)
+    except VideoReadError as err:
+        return None, str(err)
+    return shape_clip(video, frames, size, time_mode, fit), fps
+
+
+PARALLEL_FROM = 64  # decode in worker processes when at least this many clips are new
+
+
 def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | None = None,
                   time_mode: str = "resample", fit: str = "crop",
-                  progress: bool = True) -> ClipCache:
-    """Decode and shape every good pair once; reuse clips whose source size and mtime match."""
+                  progress: bool = True, workers: int | None = None) -> ClipCache:
+    """Decode and shape every good pair once; reuse clips whose source size and mtime match.
+
+    ``workers`` processes decode in parallel (default: up to 8 CPU cores when there are
+    >= PARALLEL_FROM clips to decode); the cache is the same whatever the number.
+    """
+    import multiprocessing
+
     from tqdm.auto import tqdm
 
     if frames < 1 or size < 1:
@@ -222,6 +260,12 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
     writer = _Writer(out, generation, max(1, SHARD_BYTES // clip_bytes), shards)
     entries, bad = [], [BadPair(b.path, b.reason) for b in scan.bad]
     decoded = 0
+    todo = [(pair.video, frames, size, time_mode, fit) for pair in scan.good
+            if scan.relative(pair.video) not in reusable]
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1) if len(todo) >= PARALLEL_FROM else 1
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    results = pool.imap(_decode, todo, chunksize=4) if pool else map(_decode, todo)
     try:
         for pair in tqdm(scan.good, desc="prepare", unit="clip", disable=not progress):
             rel = scan.relative(pair.video)
@@ -232,12 +276,10 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
                 if rel in reusable:  # compaction: copy the stored clip, still no decoding
                     clip, fps = old_cache[old_pos[rel]], old[rel]["fps"]
                 else:
-                    try:
-                        video, fps = read_video(pair.video)
-                    except VideoReadError as err:
-                        bad.append(BadPair(pair.video, str(err)))
+                    clip, fps = next(results)  # `todo` is in this loop's order
+                    if clip is None:
+                        bad.append(BadPair(pair.video, fps))
                         continue
-                    clip = shape_clip(video, frames, size, time_mode, fit)
                     decoded += 1
                 shard, slot = writer.add(clip)
                 entry = {"path": rel, "text": pair.text, "fps": fps, "shard": shard,
@@ -245,6 +287,8 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
             entries.append(entry)
     finally:
         writer.close()
+        if pool is not None:
+            pool.terminate()
     referenced = {e["shard"] for e in entries}
     shards = {k: v for k, v in shards.items() if k in referenced}
     bad.sort(key=lambda b: scan.relative(b.path))

@@ -32,6 +32,8 @@ def register(subparsers) -> None:
                          help="resize and center-crop, or fit inside black bars")
     prepare.add_argument("--val-fraction", type=float, default=0.1,
                          help="share of clips held out for validation (by path hash)")
+    prepare.add_argument("--workers", type=int, default=None,
+                         help="decoding processes (default: up to 8 cores for >= 64 new clips)")
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
     prepare.set_defaults(func=prepare_command)
 
@@ -54,7 +56,8 @@ def prepare_command(args: argparse.Namespace) -> int:
     if not 0.0 <= args.val_fraction < 1.0:
         raise ValueError(f"--val-fraction {args.val_fraction} must be in [0, 1)")
     cache = prepare_cache(args.dir, args.frames, args.size, out=args.out,
-                          time_mode=args.time_mode, fit=args.fit, progress=not args.quiet)
+                          time_mode=args.time_mode, fit=args.fit, progress=not args.quiet,
+                          workers=args.workers)
     train, val = cache.split(args.val_fraction)
     print(f"clips: {len(cache)} ({cache.index['decoded']} decoded now, "
           f"{len(cache) - cache.index['decoded']} reused)")

@@ -405,6 +405,56 @@ def _rng(seed: int, language: str, text: str, variant: int) -> np.random.Generat
     return np.random.default_rng([seed, zlib.crc32(f"{language}/{text}".encode()), variant])
 
 
+WORD_LISTS = {"en": "words-en.txt"}  # built-in lists, in text2sign/assets/
+MARKER = "fingerspelling.json"  # written in a corpus root: its texts are spelled letter by letter
+
+
+def builtin_words(name: str = "en") -> list[str]:
+    """A word list shipped with text2sign (`en`: 2,400 frequent English words of 2-8 letters)."""
+    if name not in WORD_LISTS:
+        raise ValueError(f"unknown built-in word list {name!r}; available: {sorted(WORD_LISTS)} "
+                         "(or pass a file with one word per line)")
+    path = Path(__file__).resolve().parent.parent / "assets" / WORD_LISTS[name]
+    return read_words(path)
+
+
+def read_words(path: str | Path) -> list[str]:
+    """One word per line; blank lines and `#` comments skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--words file {path} not found; give one word per line, or "
+                                f"a built-in list: {', '.join(sorted(WORD_LISTS))}")
+    words = [w.strip() for w in path.read_text(encoding="utf-8").splitlines()]
+    words = [w for w in words if w and not w.startswith("#")]
+    if not words:
+        raise ValueError(f"--words file {path} has no words; give one word per line")
+    return words
+
+
+def _render_job(job: tuple) -> list[tuple[str, Path]]:
+    """Render every variant of one text; runs in a worker process. Returns (warning, path)s."""
+    out, lang, text, name, source, spoken, frames, size, variants, seed = job
+    try:
+        if source is not None:
+            skeleton = load_recording(lexicon_dir() / source)
+        else:
+            skeleton = lookup_word(text, spoken, lang)
+    except Exception as err:  # a broken recording must not stop the corpus
+        return [(f"skipped {lang} {text!r}: {type(err).__name__}: {err}", None)]
+    from text2sign.data.video_io import write_gif
+
+    written = []
+    for v in range(variants):
+        jitter = Jitter() if v == 0 else Jitter.sample(_rng(seed, lang, text, v))
+        clip = render_clip(skeleton, frames, size, jitter)
+        stem = name if variants == 1 else f"{name}-v{v:02d}"
+        path = Path(out) / lang / f"{stem}.gif"
+        write_gif(path, clip, clip_fps(skeleton, frames, jitter.speed))
+        path.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
+        written.append(("", path))
+    return written
+
+
 def build_fingerspelling_corpus(
     out: str | Path,
     languages: Sequence[str] = ("ase",),
@@ -414,49 +464,70 @@ def build_fingerspelling_corpus(
     variants: int = 1,
     seed: int = 0,
     progress: bool = True,
+    letters: bool | None = None,
+    workers: int = 1,
 ) -> list[Path]:
-    """Write OUT/<lang>/<name>.gif + .txt for every letter (or word); returns the GIF paths."""
+    """Write OUT/<lang>/<name>.gif + .txt for every letter and/or word; returns the GIF paths.
+
+    ``letters`` defaults to "only when no words are given". ``workers`` > 1 renders texts in
+    that many processes (the output is the same). A ``fingerspelling.json`` in OUT tells the
+    evaluation that the texts are spelled letter by letter.
+    """
+    import json
+    import multiprocessing
+
     from tqdm.auto import tqdm
 
-    from text2sign.data.video_io import write_gif
-
-    if variants < 1 or frames < 1 or size < 8:
+    if variants < 1 or frames < 1 or size < 8 or workers < 1:
         raise ValueError(
-            f"need variants >= 1, frames >= 1 and size >= 8, got {variants}, {frames}, {size}"
+            f"need variants >= 1, frames >= 1, size >= 8 and workers >= 1, got {variants}, "
+            f"{frames}, {size}, {workers}"
         )
+    letters = words is None if letters is None else letters
     index = read_index()
     languages = _check_languages(languages, index)
-    jobs = []  # (language, text, loader)
-    folder = lexicon_dir()
+    jobs = []
     for lang in languages:
-        letters = index[lang]
-        if words is None:
-            jobs += [(lang, letter, lambda r=row: load_recording(folder / r["path"]))
-                     for letter, row in letters.items()]
-        else:
-            spoken = next(iter(letters.values()))["spoken_language"]
-            for word in words:
-                spell(word, list(letters), lang)  # fail before rendering anything
-                jobs.append((lang, word, lambda w=word, s=spoken, g=lang: lookup_word(w, s, g)))
+        alphabet = index[lang]
+        taken: set[str] = set()
+        spoken = next(iter(alphabet.values()))["spoken_language"]
+        if letters:
+            jobs += [(out, lang, letter, _file_name(letter, taken), row["path"], spoken)
+                     for letter, row in alphabet.items()]
+        for word in words or ():
+            spell(word, list(alphabet), lang)  # fail before rendering anything
+            jobs.append((out, lang, word, _file_name(word, taken), None, spoken))
+    jobs = [(*job, frames, size, variants, seed) for job in jobs]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / MARKER).write_text(json.dumps(
+        {"kind": "fingerspelling", "languages": list(languages), "frames": frames,
+         "size": size, "variants": variants, "seed": seed}, indent=1))
     written: list[Path] = []
-    taken: dict[str, set[str]] = {}
-    bar = tqdm(jobs, desc="fingerspelling", unit="text", disable=not progress)
-    for lang, text, load in bar:
-        try:
-            skeleton = load()
-        except Exception as err:  # a broken recording must not stop the corpus
-            warnings.warn(f"skipped {lang} {text!r}: {type(err).__name__}: {err}", stacklevel=2)
-            continue
-        name = _file_name(text, taken.setdefault(lang, set()))
-        for v in range(variants):
-            jitter = Jitter() if v == 0 else Jitter.sample(_rng(seed, lang, text, v))
-            clip = render_clip(skeleton, frames, size, jitter)
-            stem = name if variants == 1 else f"{name}-v{v:02d}"
-            path = Path(out) / lang / f"{stem}.gif"
-            write_gif(path, clip, clip_fps(skeleton, frames, jitter.speed))
-            path.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
-            written.append(path)
+    bar = tqdm(total=len(jobs), desc="fingerspelling", unit="text", disable=not progress)
+    if workers > 1:
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+        results = pool.imap(_render_job, jobs, chunksize=8)
+    else:
+        pool, results = None, map(_render_job, jobs)
+    try:
+        for result in results:
+            for warning, path in result:
+                if path is None:
+                    warnings.warn(warning, stacklevel=2)
+                else:
+                    written.append(path)
+            bar.update(1)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        bar.close()
     return written
+
+
+def is_fingerspelling_corpus(path: str | Path) -> bool:
+    """Whether ``path`` (a corpus folder) was written by `build_fingerspelling_corpus`."""
+    return (Path(path) / MARKER).is_file()
 
 
 # --------------------------------------------------------------------------- contact sheet
@@ -495,7 +566,12 @@ def register(subparsers) -> None:
                    help="comma-separated sign language codes (default: ase = ASL)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--letters", action="store_true", help="one clip per letter (default)")
-    what.add_argument("--words", metavar="FILE", help="text file, one word per line")
+    what.add_argument("--words", metavar="FILE|en",
+                      help="words to spell: a text file, one word per line, or `en` for the "
+                      "built-in list of 2,400 frequent English words of 2-8 letters")
+    p.add_argument("--with-letters", action="store_true",
+                   help="with --words: also one clip per letter")
+    p.add_argument("--workers", type=int, default=1, help="render in N processes")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--variants", type=int, default=1,
@@ -517,16 +593,14 @@ def handle(args: argparse.Namespace) -> int:
         raise ValueError("data fingerspelling needs an OUT folder, e.g. data/asl-letters")
     words = None
     if args.words:
-        path = Path(args.words)
-        if not path.is_file():
-            raise FileNotFoundError(f"--words file {path} not found; give one word per line")
-        words = [w.strip() for w in path.read_text(encoding="utf-8").splitlines()]
-        words = [w for w in words if w and not w.startswith("#")]
-        if not words:
-            raise ValueError(f"--words file {path} has no words; give one word per line")
+        words = (builtin_words(args.words) if args.words in WORD_LISTS
+                 and not Path(args.words).is_file() else read_words(args.words))
+    elif args.with_letters:
+        raise ValueError("--with-letters goes with --words; letters alone are the default")
     gifs = build_fingerspelling_corpus(
         args.out, languages=args.languages.split(","), words=words, frames=args.frames,
         size=args.size, variants=args.variants, seed=args.seed, progress=sys.stderr.isatty(),
+        letters=True if args.with_letters else None, workers=args.workers,
     )
     print(f"wrote {len(gifs)} clips to {args.out}")
     if args.sheet:

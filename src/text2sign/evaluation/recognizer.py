@@ -233,7 +233,7 @@ def _load_clips(cache: Any, indices: list[int], config: RecognizerConfig,
 
 
 def _augment(clips: torch.Tensor, frames: int, generator: torch.Generator,
-             strength: float = 1.0) -> torch.Tensor:
+             strength: float = 1.0, time_jitter: float = 0.2) -> torch.Tensor:
     """Jitter that keeps handedness: time crop/speed, shift, scale, brightness, contrast.
 
     Never flips horizontally: a mirrored clip swaps the dominant hand and is another sign.
@@ -245,7 +245,7 @@ def _augment(clips: torch.Tensor, frames: int, generator: torch.Generator,
         return lo + (hi - lo) * torch.rand(*shape, generator=generator)
 
     # Temporal jitter: a window of 80-100% of the clip at a random start, resampled to `frames`.
-    length = uniform(1.0 - 0.2 * strength, 1.0, b) * (t - 1)  # (B,)
+    length = uniform(1.0 - time_jitter * strength, 1.0, b) * (t - 1)  # (B,)
     start = uniform(0.0, 1.0, b) * (t - 1 - length)  # (B,)
     ramp = torch.linspace(0.0, 1.0, frames)  # (frames,)
     idx = (start[:, None] + length[:, None] * ramp).round().long().clamp(0, t - 1)  # (B, frames)

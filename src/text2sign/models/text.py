@@ -224,8 +224,10 @@ class TextConditioner(nn.Module):
     ``forward`` replaces each text by the null condition with probability ``drop_prob``.
     """
 
-    def __init__(self, encoder: TextEncoder, null_condition: str = "learned"):
+    def __init__(self, encoder: TextEncoder, null_condition: str = "learned",
+                 lowercase: bool = False):
         super().__init__()
+        self.lowercase = lowercase  # fingerspelling has no case: "Hello" is spelled as "hello"
         if null_condition not in ("learned", "empty"):
             raise ValueError(
                 f"null_condition={null_condition!r} is not one of ['learned', 'empty']")
@@ -255,7 +257,7 @@ class TextConditioner(nn.Module):
             raise ValueError(f"drop_prob={drop_prob} must be a probability in [0, 1]")
         if isinstance(texts, str):
             raise ValueError(f"texts must be a list of strings, got the string {texts!r}")
-        texts = list(texts)
+        texts = [t.lower() for t in texts] if self.lowercase else list(texts)
         if drop_prob == 0.0:
             return self.encoder(texts)
         gen_device = generator.device if generator is not None else "cpu"

@@ -1,0 +1,353 @@
+"""Back-translation: a sequence recognizer reads a clip back into text (CTC, Graves et al. 2006).
+
+Sign language production is scored by translating generated clips back into text and comparing
+with the input (Saunders et al. 2020; SLRTP 2025 reports back-translation next to the score of
+real clips, the ceiling). Here a small video network emits one distribution over units per frame
+and is trained with CTC on the corpus's real training clips: characters where texts are spelled
+letter by letter (fingerspelling), whitespace-separated glosses otherwise. Greedy decoding gives
+the text; the character (or gloss) error rate and exact-text accuracy score it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from text2sign.evaluation.recognizer import _augment, _frame_indices, _load_clips, _to_float
+
+UNITS = ("chars", "glosses")
+WEIGHTS_NAME = "sequence.safetensors"
+CONFIG_NAME = "sequence.json"
+FORMAT = "text2sign-sequence-recognizer"
+
+
+@dataclass
+class SequenceConfig:
+    frames: int = 28  # clips are resampled to this many frames: the CTC time steps
+    size: int = 64  # and to size x size pixels
+    width: int = 32  # channels of the first block; doubled twice
+    hidden: int = 128  # GRU width per direction
+    units: str = "chars"  # "chars" (spelled texts) or "glosses" (whitespace-separated)
+
+
+@dataclass
+class SequenceTrainSettings:
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    time_jitter: float = 0.05  # fraction of the clip a time crop may cut: no letter lost
+    seed: int = 0
+
+
+def text_units(text: str, units: str) -> list[str]:
+    """Characters (case-folded: fingerspelling has no case) or whitespace-separated glosses."""
+    if units == "chars":
+        return list(text.strip().casefold())
+    return text.split()
+
+
+def join_units(units_: list[str], units: str) -> str:
+    return "".join(units_) if units == "chars" else " ".join(units_)
+
+
+def edit_distance(a: list[str], b: list[str]) -> int:
+    """Levenshtein distance between two unit sequences (insertions, deletions, substitutions)."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def error_rate(references: list[str], hypotheses: list[str], units: str = "chars") -> float:
+    """Total edit distance over total reference length (CER for chars, WER-like for glosses)."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    edits = sum(edit_distance(text_units(r, units), text_units(h, units))
+                for r, h in zip(references, hypotheses, strict=True))
+    length = sum(len(text_units(r, units)) for r in references)
+    return edits / max(1, length)
+
+
+def exact_accuracy(references: list[str], hypotheses: list[str], units: str = "chars") -> float:
+    if not references:
+        return float("nan")
+    return float(np.mean([text_units(r, units) == text_units(h, units)
+                          for r, h in zip(references, hypotheses, strict=True)]))
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, kernel_size=3, stride=(1, 2, 2), padding=1, bias=False),
+        nn.GroupNorm(8, cout),
+        nn.SiLU(),
+    )
+
+
+class SequenceNet(nn.Module):
+    """Conv3d blocks that halve space and keep time, spatial pooling, a BiGRU, a CTC head."""
+
+    def __init__(self, vocab_size: int, config: SequenceConfig):
+        super().__init__()
+        w = config.width
+        self.blocks = nn.Sequential(_block(3, w), _block(w, 2 * w), _block(2 * w, 4 * w),
+                                    _block(4 * w, 4 * w))
+        self.rnn = nn.GRU(4 * w, config.hidden, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(2 * config.hidden, vocab_size + 1)  # index 0 is the CTC blank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, S, S) in [-1, 1] -> log-probabilities (B, T, vocab + 1)."""
+        mean = x.mean(dim=(1, 2, 3, 4), keepdim=True)
+        std = x.std(dim=(1, 2, 3, 4), keepdim=True)
+        x = (x - mean) / (std + 1e-2)  # standardized: thin strokes on black are a small signal
+        h = self.blocks(x).mean(dim=(3, 4)).transpose(1, 2)  # (B, C, T, s, s) -> (B, T, C)
+        h, _ = self.rnn(h)  # (B, T, 2 * hidden)
+        return self.head(h).float().log_softmax(-1)  # (B, T, V + 1)
+
+
+class SequenceRecognizer:
+    """A trained SequenceNet, its unit vocabulary and geometry: reads clips back into text."""
+
+    def __init__(self, net: SequenceNet, vocab: list[str], config: SequenceConfig,
+                 metrics: dict[str, Any] | None = None, settings: dict[str, Any] | None = None):
+        if config.units not in UNITS:
+            raise ValueError(f"units={config.units!r} is not one of {list(UNITS)}")
+        self.net = net.eval()
+        self.vocab = list(vocab)
+        self.config = config
+        self.metrics = dict(metrics or {})
+        self.settings = dict(settings or {})
+        self.index = {u: i + 1 for i, u in enumerate(self.vocab)}
+
+    @property
+    def units(self) -> str:
+        return self.config.units
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: str | torch.device) -> SequenceRecognizer:
+        self.net.to(device)
+        return self
+
+    def prepare(self, videos: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Any clip geometry -> (N, 3, frames, size, size) float on the recognizer's device."""
+        from text2sign.evaluation.recognizer import _resize_space
+
+        x = _to_float(videos, self.device)  # (N, 3, T, H, W)
+        x = x[:, :, _frame_indices(x.shape[2], self.config.frames).to(x.device)]
+        return _resize_space(x, self.config.size)
+
+    def encode_targets(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Concatenated unit ids and lengths for CTC; a unit outside the vocabulary is an error."""
+        ids, lengths = [], []
+        for text in texts:
+            units = text_units(text, self.units)
+            missing = [u for u in units if u not in self.index]
+            if missing:
+                raise ValueError(f"text {text!r} has units {missing} the recognizer has no "
+                                 "output for")
+            ids += [self.index[u] for u in units]
+            lengths.append(len(units))
+        return torch.tensor(ids, dtype=torch.long), torch.tensor(lengths, dtype=torch.long)
+
+    def decode(self, log_probs: torch.Tensor) -> list[tuple[str, float]]:
+        """Greedy CTC decoding: best unit per frame, repeats merged, blanks dropped. The
+        confidence is the mean over frames of the best unit's probability."""
+        best = log_probs.argmax(-1).cpu().numpy()  # (B, T)
+        conf = log_probs.max(-1).values.exp().mean(-1).cpu().numpy()  # (B,)
+        out = []
+        for row, c in zip(best, conf, strict=True):
+            units, prev = [], 0
+            for k in row.tolist():
+                if k != prev and k != 0:
+                    units.append(self.vocab[k - 1])
+                prev = k
+            out.append((join_units(units, self.units), float(c)))
+        return out
+
+    @torch.no_grad()
+    def read(self, videos: np.ndarray | torch.Tensor, batch_size: int = 32
+             ) -> list[tuple[str, float]]:
+        """(text, confidence) for each clip, uint8 (N, T, H, W, 3) or float (N, 3, T, H, W)."""
+        self.net.eval()
+        out = []
+        for start in range(0, len(videos), batch_size):
+            out += self.decode(self.net(self.prepare(videos[start:start + batch_size])))
+        return out
+
+    def save(self, folder: str | Path) -> Path:
+        """sequence.safetensors + sequence.json, written atomically; no pickle."""
+        from safetensors.torch import save_file
+
+        from text2sign.checkpoint import atomic_dir
+
+        def write(tmp: Path) -> None:
+            state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_NAME))
+            meta = {"format": FORMAT, "vocab": self.vocab,
+                    "config": dataclasses.asdict(self.config), "metrics": self.metrics,
+                    "settings": self.settings}
+            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+
+        return atomic_dir(Path(folder), write)
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> SequenceRecognizer:
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(
+                f"{str(folder)!r} is not a sequence recognizer folder (needs {CONFIG_NAME} and "
+                f"{WEIGHTS_NAME}); leave --recognizer out to train one on the corpus")
+        meta = json.loads((folder / CONFIG_NAME).read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{str(folder / CONFIG_NAME)!r} is not a {FORMAT} file")
+        config = SequenceConfig(**meta["config"])
+        net = SequenceNet(len(meta["vocab"]), config)
+        net.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+        return cls(net, meta["vocab"], config, meta.get("metrics"),
+                   meta.get("settings")).to(device)
+
+
+def _fit(recognizer: SequenceRecognizer, clips: torch.Tensor, texts: list[str],
+         settings: SequenceTrainSettings, progress: bool) -> None:
+    """AdamW, warmup then cosine, CTC loss on augmented batches (no flips)."""
+    from tqdm.auto import tqdm
+
+    net, device = recognizer.net, recognizer.device
+    net.train()
+    generator = torch.Generator().manual_seed(settings.seed)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr,
+                                  weight_decay=settings.weight_decay)
+    warmup = max(1, settings.steps // 20)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, settings.steps - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    frames = recognizer.config.frames
+    bar = tqdm(range(settings.steps), desc="sequence recognizer", disable=not progress,
+               leave=False)
+    for _ in bar:
+        batch = torch.randint(len(clips), (settings.batch_size,), generator=generator)
+        x = _augment(clips[batch], frames, generator,
+                     time_jitter=settings.time_jitter).to(device)  # (B, 3, T, S, S)
+        targets, lengths = recognizer.encode_targets([texts[int(i)] for i in batch])
+        log_probs = net(x).transpose(0, 1)  # (T, B, V + 1)
+        input_lengths = torch.full((len(batch),), frames, dtype=torch.long)
+        loss = F.ctc_loss(log_probs, targets.to(device), input_lengths, lengths,
+                          zero_infinity=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if progress:
+            bar.set_postfix(ctc=f"{loss.item():.3f}", refresh=False)  # sync point, cheap here
+    net.eval()
+
+
+def train_sequence_recognizer(cache: Any, train_idx: list[int], *,
+                              config: SequenceConfig | None = None,
+                              settings: SequenceTrainSettings | None = None,
+                              device: str | torch.device | None = None,
+                              progress: bool = True) -> SequenceRecognizer:
+    """Train on clips ``train_idx`` of a clip cache (anything with ``cache[i]`` and ``.texts``);
+    the vocabulary is every unit of those texts. Deterministic for a seed and device."""
+    config = config or SequenceConfig()
+    settings = settings or SequenceTrainSettings()
+    if config.units not in UNITS:
+        raise ValueError(f"units={config.units!r} is not one of {list(UNITS)}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    train_idx = [int(i) for i in train_idx]
+    if not train_idx:
+        raise ValueError("train_sequence_recognizer got no training clips (train_idx is empty)")
+    texts = [cache.texts[i] for i in train_idx]
+    vocab = sorted({u for t in texts for u in text_units(t, config.units)})
+    if not vocab:
+        raise ValueError("the training texts are all empty: nothing to recognize")
+    clips = _load_clips(cache, train_idx, config, progress)  # (N, T, S, S, 3) uint8
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(settings.seed)
+        recognizer = SequenceRecognizer(SequenceNet(len(vocab), config).to(device), vocab,
+                                        config, settings=dataclasses.asdict(settings))
+        _fit(recognizer, clips, texts, settings, progress)
+    return recognizer
+
+
+def read_clips(recognizer: SequenceRecognizer, cache: Any, indices: list[int],
+               batch_size: int = 32) -> list[str]:
+    """The recognizer's reading of real clips ``indices`` of a cache."""
+    out: list[str] = []
+    for start in range(0, len(indices), batch_size):
+        chunk = np.stack([cache[int(i)] for i in indices[start:start + batch_size]])
+        out += [text for text, _ in recognizer.read(chunk, batch_size)]
+    return out
+
+
+def default_units(data_path: str | Path) -> str:
+    """Characters for a corpus written by `data fingerspelling`, glosses otherwise."""
+    from text2sign.data.fingerspelling import is_fingerspelling_corpus
+
+    path = Path(data_path)
+    for candidate in (path, *path.parents):
+        if is_fingerspelling_corpus(candidate):
+            return "chars"
+        if (candidate / "index.json").is_file() and candidate != path:
+            break
+    return "glosses"
+
+
+def load_or_train_sequence_recognizer(
+    cache: Any, val_fraction: float = 0.1, holdout: float = 0.0, *,
+    units: str | None = None, frames: int | None = None,
+    settings: SequenceTrainSettings | None = None, device: str | torch.device | None = None,
+    folder: str | Path | None = None, progress: bool = True,
+) -> SequenceRecognizer:
+    """The corpus's sequence recognizer, trained once on the training clips of its training
+    texts (the clips the generator learns from) and cached beside the clip cache."""
+    settings = settings or SequenceTrainSettings()
+    if units is None:
+        source = cache.index.get("source", cache.path) if hasattr(cache, "index") else cache.path
+        units = default_units(source)
+    config = SequenceConfig(frames=frames or cache.clip_shape[0], units=units)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    wanted = {**dataclasses.asdict(settings), "config": dataclasses.asdict(config),
+              "val_fraction": val_fraction, "holdout": holdout,
+              "fingerprint": cache.fingerprint}
+    folder = (Path(folder) if folder is not None
+              else Path(cache.path) / f"sequence-{cache.fingerprint[:12]}")
+    if (folder / CONFIG_NAME).is_file():
+        recognizer = SequenceRecognizer.load(folder, device)
+        if recognizer.settings == wanted:
+            return recognizer
+        if progress:
+            print(f"sequence recognizer at {folder} was trained with other settings; retraining")
+    train_idx, _, _ = cache.split_by_text(val_fraction, holdout)
+    start = time.perf_counter()
+    recognizer = train_sequence_recognizer(cache, train_idx, config=config, settings=settings,
+                                           device=device, progress=progress)
+    recognizer.settings = wanted
+    recognizer.metrics = {"train_clips": len(train_idx),
+                          "train_seconds": round(time.perf_counter() - start, 1),
+                          "device": str(device)}
+    recognizer.save(folder)
+    return recognizer
