@@ -20,57 +20,78 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def trained_demo(tmp_path_factory):
-    """`demo --train` on the tiny preset (4 frames at 16 px), a 20-step recognizer."""
-    patch = pytest.MonkeyPatch()
+WORDS = ["at", "in", "it", "on", "up", "we", "go", "no"]
+
+
+def tiny_settings(patch):
+    """A 20-step classifier and a 30-step sequence recognizer at toy sizes."""
+    from text2sign.evaluation import sequence
+
     patch.setattr(recognizer, "TrainSettings",
                   functools.partial(recognizer.TrainSettings, steps=20))
     patch.setattr(recognizer, "RecognizerConfig",
                   functools.partial(recognizer.RecognizerConfig, frames=4, size=16, width=8,
                                     feature_dim=32))
+    patch.setattr(sequence, "SequenceTrainSettings",
+                  functools.partial(sequence.SequenceTrainSettings, steps=30))
+    patch.setattr(sequence, "SequenceConfig",
+                  functools.partial(sequence.SequenceConfig, size=16, width=8, hidden=16))
+
+
+@pytest.fixture(scope="module")
+def trained_demo(tmp_path_factory):
+    """`demo --train` on the tiny preset (4 frames at 16 px) with 8 words, half held out."""
+    patch = pytest.MonkeyPatch()
+    tiny_settings(patch)
     out = tmp_path_factory.mktemp("demo")
+    cfg = build_config("tiny", overrides=["data.holdout_texts=0.5", "data.val_fraction=0.3",
+                                          "text.lowercase=true"])
     try:
         report = demo.run_demo(out, train=True, minutes=1.0, per_text=1, device="cpu",
-                               config=build_config("tiny"), progress=False)
+                               config=cfg, words=WORDS, progress=False)
     finally:
         patch.undo()
     return out, report
 
 
-def test_demo_train_builds_corpus_trains_and_reports(trained_demo, capsys):
+def test_demo_train_builds_corpus_trains_and_reports(trained_demo):
     out, report = trained_demo
-    corpus = out / "data" / "asl-letters"
-    assert len(list(corpus.rglob("*.gif"))) == 26 * demo.DEMO_VARIANTS
+    corpus = out / "data" / "asl-words"
+    assert len(list(corpus.rglob("*.gif"))) == (26 + len(WORDS)) * demo.DEMO_VARIANTS
     [run] = out.glob("train-*")
-    assert (run / "model" / "config.json").is_file()
-    assert report["texts"] == 26 and report["clips"] == 26
-    assert 0.0 <= report["top1"] <= report["top5"] <= 1.0
-    assert report["fd"] >= 0 and report["fd_floor"] >= 0
+    texts = (run / "model" / "texts.txt").read_text().split()
+    from text2sign.data.cache import holdout_texts
+
+    held = sorted(holdout_texts(WORDS, 0.5))
+    assert held and len(held) < len(WORDS) and not set(held) & set(texts)
+    assert sum(len(t) == 1 for t in texts) >= 20  # letters are never held out (some: val only)
+    groups = report["back_translation"]["groups"]
+    assert groups["letters"]["texts"] == 26 and groups["unseen"]["texts"] == len(held)
+    assert report["texts"] == 26 + groups["unseen"]["texts"] + groups.get("seen", {}).get(
+        "texts", 0)
+    assert report["top1"] <= report["top5"] and report["fd_floor"] > 0
     saved = json.loads((out / "eval" / "report.json").read_text())
-    assert saved["clips"] == 26 and (out / "eval" / "report.md").is_file()
+    assert saved["back_translation"]["groups"]["unseen"]["clips"] == len(held)
+    assert "## Back-translation" in (out / "eval" / "report.md").read_text()
     assert (out / "eval" / "contact.png").is_file()
-    assert len(list((out / "eval" / "gifs").glob("*.gif"))) == 26
+    assert (out / "recognizer" / "sequence.safetensors").is_file()  # left for reuse
 
 
-def test_demo_with_a_given_model_reuses_corpus_and_recognizer(trained_demo, capsys, monkeypatch):
+def test_demo_with_a_given_model_and_recognizer_reuses_them(trained_demo, capsys, monkeypatch):
     out, first = trained_demo
-    recognizers = list(out.rglob("recognizer-*"))
-    assert len(recognizers) == 1
-    # The cached recognizer is reused: its settings must match, so patch the same defaults.
-    monkeypatch.setattr(recognizer, "TrainSettings",
-                        functools.partial(recognizer.TrainSettings, steps=20))
-    monkeypatch.setattr(recognizer, "RecognizerConfig",
-                        functools.partial(recognizer.RecognizerConfig, frames=4, size=16,
-                                          width=8, feature_dim=32))
-    stamp = (recognizers[0] / "recognizer.safetensors").stat().st_mtime_ns
+    tiny_settings(monkeypatch)
     [run] = out.glob("train-*")
-    report = demo.run_demo(out, model=run / "model", per_text=1, device="cpu",
-                           progress=False)
-    assert (recognizers[0] / "recognizer.safetensors").stat().st_mtime_ns == stamp
-    assert report["top1"] == first["top1"] and report["fd"] == pytest.approx(first["fd"])
+    stamp = (out / "recognizer" / "sequence.safetensors").stat().st_mtime_ns
+    again = out / "again"
+    report = demo.run_demo(again, model=run / "model", per_text=1, device="cpu",
+                           recognizer=out / "recognizer", words=WORDS, progress=False)
+    assert (out / "recognizer" / "sequence.safetensors").stat().st_mtime_ns == stamp
+    bt, bt_first = report["back_translation"]["groups"], first["back_translation"]["groups"]
+    assert bt["unseen"]["cer"] == pytest.approx(bt_first["unseen"]["cer"])
+    assert bt["letters"]["ceiling_cer"] == pytest.approx(bt_first["letters"]["ceiling_cer"])
     printed = capsys.readouterr().out
-    for word in ("top-1", "ceiling top-1", "FD floor", "s/clip", "device", "contact sheet:"):
+    for word in ("top-1", "FD floor", "s/clip", "device", "contact sheet:", "recognizer:",
+                 "unseen texts", "ceiling CER"):
         assert word in printed
 
 
@@ -91,8 +112,9 @@ def test_shipped_model_fits_the_package_and_generates():
     from text2sign.pipeline import Text2SignPipeline
 
     folder = demo.shipped_model()
-    assert sum(f.stat().st_size for f in folder.iterdir()) <= 20 * 2**20
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 30 * 2**20
     pipe = Text2SignPipeline.from_pretrained(folder, device="cpu")
-    assert pipe.frames >= 16 and pipe.size >= 64
-    video = pipe(["A"], steps=2)
+    assert pipe.frames >= 28 and pipe.size >= 128
+    assert pipe.training_texts and "hello" in pipe.training_texts
+    video = pipe(["hello"], steps=2)
     assert video.shape == (1, pipe.frames, pipe.size, pipe.size, 3)

@@ -192,9 +192,10 @@ def test_evaluate_end_to_end_writes_reports(trained, tmp_path):
     cache, recognizer, _, _ = trained
     clean = evaluate(FakePipe(noise=0.0), cache, tmp_path / "clean", per_text=3, steps=2,
                      sampler="ddim", guidance=2.0, batch_size=4, recognizer=recognizer,
-                     progress=False)
+                     back_translate=False, progress=False)
     wrong = evaluate(FakePipe(wrong=True), cache, tmp_path / "wrong", per_text=3,
-                     recognizer=recognizer, progress=False, write_files=False)
+                     recognizer=recognizer, back_translate=False, progress=False,
+                     write_files=False)
     assert clean["texts"] == 3 and clean["clips"] == 9
     assert clean["top1"] >= 0.9 and clean["top5"] == 1.0
     assert clean["fd_clips"] == 9 and clean["fd_reference_clips"] == 12
@@ -224,7 +225,8 @@ def test_evaluate_end_to_end_writes_reports(trained, tmp_path):
 def test_evaluate_rejects_mismatched_geometry(trained, tmp_path):
     cache, recognizer, _, _ = trained
     with pytest.raises(ValueError, match="frames=4"):
-        evaluate(FakePipe(frames=4), cache, tmp_path, recognizer=recognizer, progress=False)
+        evaluate(FakePipe(frames=4), cache, tmp_path, recognizer=recognizer,
+                 back_translate=False, progress=False)
 
 
 class RoundTrip(torch.nn.Module):
@@ -250,6 +252,6 @@ def test_autoencoded_ceiling_reported_for_latent_models(trained, tmp_path):
     pipe = FakePipe()
     pipe.autoencoder = RoundTrip(lossy=False)
     report = evaluate(pipe, cache, tmp_path, per_text=1, recognizer=recognizer,
-                      progress=False, write_files=False)
+                      back_translate=False, progress=False, write_files=False)
     assert report["ceiling_top1_autoencoded"] == pytest.approx(top1)
     assert "ceiling top-1 (autoencoded)" in format_summary(report)

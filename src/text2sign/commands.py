@@ -110,6 +110,8 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise ValueError(f"--num {args.num}: must be at least 1")
     pipe = Text2SignPipeline.from_pretrained(args.model, device=args.device)
+    for warning in pipe.text_warnings(args.texts):
+        print(f"warning: {warning}", file=sys.stderr)
     texts = [t for t in args.texts for _ in range(args.num)]
     videos = pipe(texts, num_frames=args.frames, steps=args.steps, sampler=args.sampler,
                   guidance=args.guidance, eta=args.eta, seed=args.seed,
@@ -130,7 +132,12 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from text2sign.checkpoint import find_model_folder, read_model_info
+    from text2sign.checkpoint import (
+        TEXTS_FILE,
+        find_model_folder,
+        read_model_info,
+        read_training_texts,
+    )
 
     folder = find_model_folder(args.model)
     info = read_model_info(folder)
@@ -154,6 +161,11 @@ def run_info(args: argparse.Namespace) -> int:
         ("data", f"{data.get('path', '?')}: {data.get('clips', '?')} clips, "
                  f"{data.get('texts', '?')} distinct texts"),
     ]
+    texts = read_training_texts(folder)
+    if texts is not None:
+        held = data.get("held_out_texts")
+        rows.append(("training texts", f"{len(texts)} in {folder / TEXTS_FILE}"
+                     + (f"; {held} more held out, never trained on" if held else "")))
     if data.get("examples"):
         rows.append(("texts seen", ", ".join(map(repr, data["examples"][:20]))))
     width = max(len(k) for k, _ in rows)

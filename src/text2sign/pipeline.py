@@ -78,6 +78,26 @@ class Text2SignPipeline:
         self.autoencoder = autoencoder.to(self.device).eval() if autoencoder is not None else None
         self.config = config
         self.info = info or {}
+        self.training_texts: list[str] | None = None  # the model folder's texts.txt
+
+    def text_warnings(self, texts: list[str]) -> list[str]:
+        """One line per text the model is unlikely to sign well: characters it never saw in
+        training, or more characters than any training text (its clips may not hold them)."""
+        if not self.training_texts:
+            return []
+        fold = str.lower if self.config.text.lowercase else (lambda t: t)
+        known = {c for t in self.training_texts for c in fold(t)}
+        longest = max(len(t) for t in self.training_texts)
+        out = []
+        for text in dict.fromkeys(texts):
+            new = sorted({c for c in fold(text) if c not in known})
+            if new:
+                out.append(f"{text!r} has characters the model never saw in training: "
+                           f"{' '.join(map(repr, new))}; expect them to be signed wrongly")
+            elif len(text) > longest:
+                out.append(f"{text!r} has {len(text)} characters, more than any training text "
+                           f"({longest}); {self.frames} frames may not hold it")
+        return out
 
     @property
     def frames(self) -> int:
@@ -91,12 +111,11 @@ class Text2SignPipeline:
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None
                         ) -> Text2SignPipeline:
         """Load a model folder (or a run folder holding ``model/``); reads no pickle."""
-        from text2sign.checkpoint import load_model_folder
+        from text2sign.checkpoint import find_model_folder, load_model_folder, read_training_texts
 
         cfg, denoiser_state, text_state, info = load_model_folder(folder)
         autoencoder = None
         if cfg.latent.enabled:
-            from text2sign.checkpoint import find_model_folder
             from text2sign.latent import load_autoencoder
 
             autoencoder = load_autoencoder(find_model_folder(folder), cfg.latent)
@@ -109,7 +128,9 @@ class Text2SignPipeline:
                 f"text weights in {str(folder)!r} do not match the config's text encoder "
                 f"(missing {sorted(expected & set(missing))[:5]}, unexpected {unexpected[:5]})"
             )
-        return cls(denoiser, conditioner, cfg, device, info, autoencoder)
+        pipe = cls(denoiser, conditioner, cfg, device, info, autoencoder)
+        pipe.training_texts = read_training_texts(find_model_folder(folder))
+        return pipe
 
     @torch.no_grad()
     def __call__(self, texts: list[str] | str, *, num_frames: int | None = None,

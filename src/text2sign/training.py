@@ -31,7 +31,6 @@ from text2sign.checkpoint import (
     save_training_state,
 )
 from text2sign.config import Config, TrainConfig, load_config
-from text2sign.latent import LatentDataset
 from text2sign.pipeline import Text2SignPipeline, build_models, trainable_state
 
 

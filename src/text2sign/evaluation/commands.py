@@ -28,14 +28,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "folder, else runs/eval)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--recognizer", metavar="DIR",
+                   help="a sequence recognizer folder for the back-translation (default: the "
+                   "corpus's own, trained on first use and cached)")
+    p.add_argument("--max-texts", type=int, metavar="N",
+                   help="at most N texts of each group (letters, seen, unseen), picked by a "
+                   "stable hash (default: every text)")
+    p.add_argument("--no-back-translation", action="store_true",
+                   help="skip reading the clips back into text")
     p.set_defaults(func=run_evaluate)
 
     p = sub.add_parser(
-        "demo", help="build the ASL letter corpus, generate every letter with the shipped "
-        "model and score it",
-        description="Builds the ASL fingerspelling corpus if missing, loads the model shipped "
-        "with text2sign (or trains one with --train), generates every letter, evaluates, and "
-        "prints a table and the paths of the GIFs and contact sheet.")
+        "demo", help="generate ASL letters and words (seen and unseen) with the shipped model, "
+        "score them and read them back into text",
+        description="Builds an ASL fingerspelling corpus of the letters and a dozen words the "
+        "model trained on and a dozen it never saw, loads the model shipped with text2sign (or "
+        "trains one with --train), generates them, scores them (top-1, Frechet distance) and "
+        "reads them back with a sequence recognizer (back-translation: CER and exact-word "
+        "accuracy next to real clips' ceiling); prints the tables and the paths of the GIFs, "
+        "contact sheet and recognizer.")
     p.add_argument("--out", default="runs/demo", help="demo folder (default: runs/demo)")
     p.add_argument("--train", action="store_true",
                    help="train a model from scratch instead of loading the shipped one")
@@ -43,8 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training budget with --train (default 30)")
     p.add_argument("--config", help="with --train: a YAML run config (default: the shipped "
                    "model's, configs/asl-demo.yaml)")
-    p.add_argument("--per-text", type=int, default=2, metavar="K",
-                   help="clips generated per letter (default 2)")
+    p.add_argument("--per-text", type=int, default=1, metavar="K",
+                   help="clips generated per text (default 1)")
+    p.add_argument("--recognizer", metavar="DIR",
+                   help="sequence recognizer folder for the back-translation (default: the "
+                   "one shipped with the model)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
     p.set_defaults(func=run_demo_command)
 
@@ -55,9 +69,14 @@ def default_out(model_folder: Path) -> Path:
 
 
 def print_report(report: dict) -> None:
-    from text2sign.evaluation.evaluate import format_summary
+    from text2sign.evaluation.evaluate import back_translation_rows, format_summary, format_table
 
     print(format_summary(report))
+    rows = back_translation_rows(report)
+    if rows:
+        print()
+        print(format_table(rows))
+        print()
     print(f"report:        {report['report_md']}")
     print(f"GIFs:          {report['gifs']}")
     print(f"contact sheet: {report['contact_sheet']}")
@@ -73,14 +92,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--per-text {args.per_text}: must be at least 1")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.max_texts is not None and args.max_texts < 1:
+        raise ValueError(f"--max-texts {args.max_texts}: must be at least 1")
     folder = find_model_folder(args.model)
     pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)
+    sequence = None
+    if args.recognizer:
+        from text2sign.evaluation.sequence import SequenceRecognizer
+
+        sequence = SequenceRecognizer.load(args.recognizer, pipe.device)
     dc = pipe.config.data
     cache = open_clips(args.data, pipe.frames, pipe.size, dc.time_mode, dc.fit)
     report = evaluate(pipe, cache, Path(args.out) if args.out else default_out(folder),
                       per_text=args.per_text, sampler=args.sampler, steps=args.steps,
                       guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-                      name=str(folder))
+                      sequence_recognizer=sequence, back_translate=not args.no_back_translation,
+                      max_texts=args.max_texts, name=str(folder))
     print_report(report)
     return 0
 
@@ -96,5 +123,5 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
         config = build_config("small", args.config)
     run_demo(args.out, train=args.train, minutes=args.minutes, per_text=args.per_text,
-             device=args.device, config=config)
+             device=args.device, config=config, recognizer=args.recognizer)
     return 0

@@ -1,4 +1,4 @@
-"""`text2sign demo`: the ASL letters end to end, from the corpus to a scored contact sheet."""
+"""`text2sign demo`: ASL letters and words, seen and unseen, generated and read back into text."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEMO_VARIANTS = 8  # clips per letter: enough held-out clips for the recognizer's ceiling
+DEMO_VARIANTS = 2  # clips per text, as in the shipped model's corpus: the same clips and split
+DEMO_WORDS = 12  # seen and unseen words the demo generates (the most frequent of each)
+VAL_FRACTION = 0.1  # the shipped config's data.val_fraction
 
 
 def shipped_model() -> Path:
@@ -16,13 +18,18 @@ def shipped_model() -> Path:
     return Path(text2sign.__file__).parent / "assets" / "demo-model"
 
 
+def shipped_recognizer() -> Path:
+    """The sequence recognizer shipped beside it, trained on the model's training corpus."""
+    import text2sign
+
+    return Path(text2sign.__file__).parent / "assets" / "recognizer"
+
+
 def _shipped_config():
     """The shipped model's run config, the starting point of `demo --train`, or None."""
-    from text2sign.config import from_dict, load_config
+    from text2sign.config import from_dict
 
     folder = shipped_model()
-    if (folder / "config.yaml").is_file():
-        return load_config(folder / "config.yaml")
     if (folder / "config.json").is_file():
         from text2sign.checkpoint import read_model_info
 
@@ -30,51 +37,90 @@ def _shipped_config():
     return None
 
 
-def ensure_corpus(folder: Path, frames: int, size: int, progress: bool = True) -> Path:
-    """Build the ASL letter corpus (GIF + txt per clip) unless the folder already holds one."""
+def ensure_corpus(folder: Path, frames: int, size: int, words: list[str] | None = None,
+                  variants: int = DEMO_VARIANTS, progress: bool = True) -> Path:
+    """Letters (and words) as GIF + txt pairs; a build interrupted earlier resumes."""
     from text2sign.data.fingerspelling import build_fingerspelling_corpus
 
-    if folder.is_dir() and any(folder.rglob("*.gif")):
-        return folder
-    print(f"building the ASL letter corpus in {folder} ({DEMO_VARIANTS} clips per letter)")
-    build_fingerspelling_corpus(folder, languages=("ase",), frames=frames, size=size,
-                                variants=DEMO_VARIANTS, progress=progress)
+    if not (folder / "fingerspelling.json").is_file() or not any(folder.rglob("*.txt")):
+        what = f"26 letters and {len(words)} words" if words else "26 letters"
+        print(f"building the ASL corpus in {folder} ({what}, {variants} clips each)")
+    build_fingerspelling_corpus(folder, languages=("ase",), words=words or None, letters=True,
+                                frames=frames, size=size, variants=variants, progress=progress)
     return folder
 
 
-def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float = 30.0,
-             per_text: int = 2, device: str | None = None, *, model: str | Path | None = None,
-             config: Any = None, progress: bool = True) -> dict[str, Any]:
-    """Corpus if missing -> shipped (or freshly trained) model -> every letter -> report.
+def demo_words(training_texts: list[str], words: list[str], count: int = DEMO_WORDS,
+               val_fraction: float = VAL_FRACTION) -> tuple[list[str], list[str]]:
+    """The first ``count`` words of ``words`` the model trained on (only those with a held-out
+    clip, so the ceiling has real clips the recognizer never saw), and the first ``count`` it
+    never trained on."""
+    from text2sign.data.cache import split_fraction
+    from text2sign.data.fingerspelling import _file_name
 
-    `model` replaces the shipped model folder and `config` the training config of
-    `train=True` (default: the shipped model's config, else the "small" preset); the
-    training budget is `minutes` of wall clock either way.
+    trained = {t.casefold() for t in training_texts}
+    seen, unseen = [], []
+    for word in words:
+        if len(word) < 2:
+            continue
+        if word.casefold() not in trained:
+            if len(unseen) < count:
+                unseen.append(word)
+            continue
+        name = _file_name(word, set())
+        if len(seen) < count and any(
+                split_fraction(f"ase/{name}-v{v:02d}.gif") < val_fraction
+                for v in range(DEMO_VARIANTS)):
+            seen.append(word)
+    return seen, unseen
+
+
+def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float = 30.0,
+             per_text: int = 1, device: str | None = None, *, model: str | Path | None = None,
+             config: Any = None, words: list[str] | None = None,
+             recognizer: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Letters and words -> shipped (or freshly trained) model -> generated clips -> reports.
+
+    With ``train``, the model is trained for ``minutes`` on the full corpus (letters and
+    ``words``, default the built-in list) with ``config`` (default: the shipped model's).
+    The demo then generates every letter and `DEMO_WORDS` seen and unseen words, scores them
+    with the classifier (top-1, FD) and reads them back with the sequence recognizer (the
+    shipped one for the shipped model, else one trained on the training corpus), which is left
+    in ``out/recognizer``.
     """
     from text2sign.config import apply_overrides, build_config, resolve
     from text2sign.data.dataset import open_clips
+    from text2sign.data.fingerspelling import builtin_words
     from text2sign.evaluation.commands import print_report
     from text2sign.evaluation.evaluate import evaluate
+    from text2sign.evaluation.sequence import (
+        SequenceRecognizer,
+        load_or_train_sequence_recognizer,
+    )
     from text2sign.pipeline import Text2SignPipeline
 
     if per_text < 1:
-        raise ValueError(f"per_text={per_text}: must be at least 1 clip per letter")
+        raise ValueError(f"per_text={per_text}: must be at least 1 clip per text")
     out = Path(out)
-    corpus = out / "data" / "asl-letters"
+    words = list(words) if words is not None else builtin_words("en")
     started = time.perf_counter()
+    training_cache = None
     if train:
         if minutes <= 0:
             raise ValueError(f"minutes={minutes}: the training budget must be positive")
         from text2sign.training import train as train_model
 
         cfg = config or _shipped_config() or build_config("small")
-        ensure_corpus(corpus, cfg.data.frames, cfg.data.size, progress)
+        corpus = ensure_corpus(out / "data" / "asl-words", cfg.data.frames, cfg.data.size,
+                               words, progress=progress)
         cfg = resolve(apply_overrides(cfg, [f"data.path={corpus}",
                                             f"train.max_minutes={minutes}"]))
-        print(f"training {cfg.model.arch} ({cfg.model.preset}) for up to {minutes:g} minutes "
-              f"in {out}")
+        print(f"training {cfg.model.arch} for up to {minutes:g} minutes in {out}")
         run = out / time.strftime("train-%Y%m%d-%H%M%S")  # a new run each time, never over one
         folder = train_model(cfg, run, progress=progress, device=device)
+        dc = cfg.data
+        training_cache = open_clips(corpus, dc.frames, dc.size, dc.time_mode, dc.fit,
+                                    progress=progress)
     else:
         folder = Path(model) if model is not None else shipped_model()
         if not (folder / "config.json").is_file():
@@ -84,12 +130,27 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
                 "with `text2sign evaluate --model FOLDER --data DIR`"
             )
     pipe = Text2SignPipeline.from_pretrained(folder, device=device)
-    ensure_corpus(corpus, pipe.frames, pipe.size, progress)
     dc = pipe.config.data
+    seen, unseen = demo_words(pipe.training_texts or [], words, val_fraction=dc.val_fraction)
+    corpus = ensure_corpus(out / "data" / f"asl-demo-f{pipe.frames}-s{pipe.size}",
+                           pipe.frames, pipe.size, seen + unseen, progress=progress)
     cache = open_clips(corpus, pipe.frames, pipe.size, dc.time_mode, dc.fit, progress=progress)
+
+    if recognizer is None and model is None and not train and shipped_recognizer().is_dir():
+        recognizer = shipped_recognizer()
+    if recognizer is not None:
+        sequence = SequenceRecognizer.load(recognizer, pipe.device)
+    else:  # trained once on the training corpus's training clips (or the demo corpus's)
+        sequence = load_or_train_sequence_recognizer(
+            training_cache or cache, dc.val_fraction, dc.holdout_texts, device=pipe.device,
+            progress=progress)
+    sequence.save(out / "recognizer")
     report = evaluate(pipe, cache, out / "eval", per_text=per_text, progress=progress,
-                      name=str(folder))
+                      sequence_recognizer=sequence, name=str(folder))
+    report["recognizer"] = str(out / "recognizer")
     report["demo_seconds"] = time.perf_counter() - started
     print_report(report)
+    print(f"recognizer:    {out / 'recognizer'}")
     print(f"demo took {report['demo_seconds']:.0f} s")
     return report
+

@@ -161,13 +161,31 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"(half B); floor: {report['fd_clips']} real clips of half A vs the same half B "
         "(equal sizes, since FD is biased upward for small sets). Lower FD is better.",
         "",
+    ]
+    bt = back_translation_rows(report)
+    if bt:
+        lines += [
+            "## Back-translation",
+            "",
+            "| " + " | ".join(bt[0]) + " |",
+            "|" + "---|" * len(bt[0]),
+            *["| " + " | ".join(row) + " |" for row in bt[1:]],
+            "",
+            f"A CTC sequence recognizer ({report['back_translation']['units']}) trained on the "
+            "corpus's real training clips reads every generated clip back into text. Ceiling: "
+            "the same recognizer on real clips of the same texts that it never trained on "
+            "(held-out clips of seen texts, every clip of unseen texts). Unseen texts were "
+            "never in the model's training set.",
+            "",
+        ]
+    lines += [
         "## Per text",
         "",
-        "| text | top-1 | most often recognized as |",
-        "|---|---|---|",
+        "| text | group | top-1 | most often recognized as | read back as |",
+        "|---|---|---|---|---|",
     ]
     for text, row in report["per_text_accuracy"].items():
-        cells = [text, fmt_number(row["top1"], 2), row["predicted"]]
+        cells = [text, row["group"], fmt_number(row["top1"], 2), row["predicted"], row["read"]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -203,17 +221,100 @@ def _resolve_sampling(pipe: Any, sampler: str | None, steps: int | None,
     return sampler, int(steps), float(guidance)
 
 
+GROUP_NAMES = {"letters": "letters", "seen": "seen texts", "unseen": "unseen texts"}
+
+
+def text_groups(texts: list[str], training_texts: list[str] | None, holdout: float = 0.0,
+                max_texts: int | None = None) -> dict[str, list[str]]:
+    """Split texts into letters (one character), seen and unseen (never trained on).
+
+    Seen means listed in the model's texts.txt; for an older model folder without one, every
+    text not held out by ``data.holdout_texts``. ``max_texts`` keeps at most that many texts of
+    each group, picked by a stable hash of the text (the same picks on every machine).
+    """
+    from text2sign.data.cache import holdout_texts, split_fraction
+
+    if training_texts is not None:
+        seen_set = {t.casefold() for t in training_texts}
+        is_seen = lambda t: t.casefold() in seen_set  # noqa: E731 - casefold: "A" == "a"
+    else:
+        held = holdout_texts(texts, holdout)
+        is_seen = lambda t: t not in held  # noqa: E731
+    groups: dict[str, list[str]] = {"letters": [], "seen": [], "unseen": []}
+    for text in sorted(set(texts)):
+        key = "letters" if len(text.strip()) == 1 else ("seen" if is_seen(text) else "unseen")
+        groups[key].append(text)
+    if max_texts is not None:
+        groups = {k: sorted(sorted(v, key=lambda t: split_fraction("pick:" + t))[:max_texts])
+                  for k, v in groups.items()}
+    return {k: v for k, v in groups.items() if v}
+
+
+def back_translation(readings: list[str], prompts: list[str], sequence: Any, cache: Any,
+                     groups: dict[str, list[str]], ceiling_idx: dict[str, list[int]]
+                     ) -> dict[str, Any]:
+    """CER and exact-text accuracy of the generated clips' readings per group, each next to the
+    same recognizer reading real clips of the same texts (the ceiling)."""
+    from text2sign.evaluation.sequence import error_rate, exact_accuracy, read_clips
+
+    units = sequence.units
+    out: dict[str, Any] = {"units": units, "groups": {}}
+    for group, texts in groups.items():
+        chosen = set(texts)
+        rows = [i for i, p in enumerate(prompts) if p in chosen]
+        refs, hyps = [prompts[i] for i in rows], [readings[i] for i in rows]
+        real = ceiling_idx.get(group, [])
+        real_refs = [cache.texts[i] for i in real]
+        real_hyps = read_clips(sequence, cache, real) if real else []
+        out["groups"][group] = {
+            "texts": len(texts), "clips": len(rows),
+            "cer": error_rate(refs, hyps, units), "exact": exact_accuracy(refs, hyps, units),
+            "ceiling_clips": len(real),
+            "ceiling_cer": error_rate(real_refs, real_hyps, units) if real else float("nan"),
+            "ceiling_exact": exact_accuracy(real_refs, real_hyps, units),
+            "examples": [[r, h] for r, h in list(zip(refs, hyps, strict=True))[:12]],
+        }
+    return out
+
+
+def back_translation_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Header + one row per group: the back-translation table."""
+    bt = report.get("back_translation")
+    if not bt:
+        return []
+    unit = "CER" if bt["units"] == "chars" else "gloss ER"
+    rows = [["back-translation", "texts", "clips", unit, f"ceiling {unit}", "exact",
+             "ceiling exact", "ceiling clips"]]
+    for group, g in bt["groups"].items():
+        rows.append([GROUP_NAMES.get(group, group), str(g["texts"]), str(g["clips"]),
+                     fmt_number(g["cer"]), fmt_number(g["ceiling_cer"]), fmt_number(g["exact"]),
+                     fmt_number(g["ceiling_exact"]), str(g["ceiling_clips"])])
+    return rows
+
+
+def format_table(rows: list[list[str]]) -> str:
+    """Aligned columns for a terminal."""
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
 def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
              sampler: str | None = None, steps: int | None = None,
              guidance: float | None = None, seed: int = 0, batch_size: int = 16,
-             recognizer: Any = None, progress: bool = True, name: str = "model",
+             recognizer: Any = None, sequence_recognizer: Any = None,
+             back_translate: bool = True, max_texts: int | None = None,
+             progress: bool = True, name: str = "model",
              write_files: bool = True) -> dict[str, Any]:
     """Generate `per_text` clips per distinct text of `cache`, score them, write the reports.
 
     `pipe` is anything called as `pipe(texts, steps=, sampler=, guidance=, seed=,
     batch_size=)` returning uint8 (N, T, H, W, 3) with `.frames`, `.size`, `.device`
     (a Text2SignPipeline). Sampler, steps and guidance default to the model's config.
-    The recognizer defaults to the corpus's cached one (trained on first use). Writes
+    The recognizer defaults to the corpus's cached one (trained on first use), and so does
+    the sequence recognizer of the back-translation (``back_translate``), which reads every
+    generated clip back into text. ``max_texts`` evaluates at most that many texts of each
+    group (letters, seen, unseen; `text_groups`). Writes
     report.json, report.md, contact.png and gifs/<text>-<k>.gif under `out_dir` (only the
     numbers when `write_files` is False, e.g. for evaluation during training).
     """
@@ -244,8 +345,13 @@ def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
         extra["ceiling_top1_autoencoded"] = autoencoded_ceiling(
             pipe.autoencoder, recognizer, cache, cache.split(val_fraction)[1], device)
 
-    real_texts = list(cache.texts)
-    texts = sorted(set(real_texts))
+    holdout = config.data.holdout_texts if config is not None else 0.0
+    groups = text_groups(list(cache.texts), getattr(pipe, "training_texts", None), holdout,
+                         max_texts)
+    texts = sorted(t for group in groups.values() for t in group)
+    chosen = set(texts)
+    real_idx = [i for i, t in enumerate(cache.texts) if t in chosen]
+    real_texts = [cache.texts[i] for i in real_idx]
     # k-major order: the first len(texts) clips hold one of each text, and so on.
     prompts = [text for _ in range(per_text) for text in texts]
     videos, seconds = [], 0.0
@@ -267,10 +373,25 @@ def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
     gen_feats, gen_logits = recognizer.features_and_logits(generated)
     labels = recognizer.labels(prompts)
     real_feats = np.concatenate([
-        recognizer.features(np.stack([cache[i] for i in range(s, min(s + 64, len(cache)))]))
-        for s in range(0, len(cache), 64)
+        recognizer.features(np.stack([cache[i] for i in real_idx[s:s + 64]]))
+        for s in range(0, len(real_idx), 64)
     ])  # (M, D)
     fd = _fd_scores(gen_feats, real_feats, real_texts, seed)
+    readings = [""] * len(prompts)
+    if back_translate:
+        from text2sign.evaluation.sequence import load_or_train_sequence_recognizer
+
+        if sequence_recognizer is None:
+            sequence_recognizer = load_or_train_sequence_recognizer(
+                cache, val_fraction, holdout, device=device, progress=progress)
+        sequence_recognizer.to(device)
+        readings = [text for text, _ in sequence_recognizer.read(generated)]
+        val_idx = set(cache.split(val_fraction)[1])
+        ceiling_idx = {g: [i for i in real_idx if cache.texts[i] in set(group)
+                           and (g == "unseen" or i in val_idx)]
+                       for g, group in groups.items()}
+        extra["back_translation"] = back_translation(readings, prompts, sequence_recognizer,
+                                                     cache, groups, ceiling_idx)
 
     top1_hits = np.argmax(gen_logits, axis=1) == labels  # (N,)
     predicted = np.argmax(gen_logits, axis=1)
@@ -278,8 +399,10 @@ def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
     for j, text in enumerate(texts):
         rows = np.arange(j, len(prompts), len(texts))
         most, _ = Counter(predicted[rows].tolist()).most_common(1)[0]
+        read, _ = Counter(readings[r] for r in rows).most_common(1)[0]
         per_text_accuracy[text] = {"top1": float(top1_hits[rows].mean()),
-                                   "predicted": recognizer.classes[most]}
+                                   "predicted": recognizer.classes[most], "read": read,
+                                   "group": next(g for g, v in groups.items() if text in v)}
 
     out_dir = Path(out_dir)
     report = {
@@ -299,6 +422,7 @@ def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
         "ceiling_clips": recognizer.metrics.get("val_clips", 0),
         **extra,
         "chance_top1": 1.0 / len(recognizer.classes),
+        "groups": {g: len(v) for g, v in groups.items()},
         **fd,
         "seconds_per_clip": seconds / len(prompts),
         "seconds_total": seconds,
@@ -313,7 +437,7 @@ def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
     out_dir.mkdir(parents=True, exist_ok=True)
     names = safe_names(texts)
     first_real = {}
-    for i, text in enumerate(real_texts):
+    for i, text in zip(real_idx, real_texts, strict=True):
         first_real.setdefault(text, i)
     gif_dir = out_dir / "gifs"
     gif_dir.mkdir(exist_ok=True)

@@ -34,9 +34,9 @@ FORMAT = "text2sign-sequence-recognizer"
 @dataclass
 class SequenceConfig:
     frames: int = 28  # clips are resampled to this many frames: the CTC time steps
-    size: int = 64  # and to size x size pixels
-    width: int = 32  # channels of the first block; doubled twice
-    hidden: int = 128  # GRU width per direction
+    size: int = 32  # and to size x size pixels (clips are framed on the hands)
+    width: int = 16  # channels of the first block; doubled twice
+    hidden: int = 96  # GRU width per direction
     units: str = "chars"  # "chars" (spelled texts) or "glosses" (whitespace-separated)
 
 

@@ -1,0 +1,190 @@
+"""Back-translation: the CTC sequence recognizer, its metrics, the text split and the reports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from text2sign.data.cache import holdout_texts
+from text2sign.evaluation.evaluate import evaluate, text_groups
+from text2sign.evaluation.recognizer import RecognizerConfig, TrainSettings, train_recognizer
+from text2sign.evaluation.sequence import (
+    SequenceConfig,
+    SequenceRecognizer,
+    SequenceTrainSettings,
+    edit_distance,
+    error_rate,
+    exact_accuracy,
+    read_clips,
+    train_sequence_recognizer,
+)
+
+FRAMES, SIZE = 16, 16
+SEQ = SequenceConfig(frames=FRAMES, size=SIZE, width=8, hidden=32, units="chars")
+SEQ_FAST = SequenceTrainSettings(steps=250, batch_size=16, lr=3e-3)
+
+
+def symbol_clip(text: str, rng: np.random.Generator) -> np.ndarray:
+    """Three visibly different symbols (a red square, a green bar, a blue cross), one after the
+    other, each followed by a blank frame (so "aa" shows two squares), at a jittered place."""
+    clip = np.zeros((FRAMES, SIZE, SIZE, 3), np.uint8)  # (T, H, W, 3)
+    edges = np.linspace(0, FRAMES, len(text) + 1).round().astype(int)
+    dy, dx = rng.integers(-1, 2, 2)
+    for ch, a, b in zip(text, edges, edges[1:], strict=False):
+        f = clip[a:max(a + 1, b - 1)]
+        ys, xs = slice(4 + dy, 12 + dy), slice(4 + dx, 12 + dx)
+        if ch == "a":
+            f[:, ys, xs, 0] = 255
+        elif ch == "b":
+            f[:, 2:14, 7 + dx:9 + dx, 1] = 255
+        else:
+            f[:, 7 + dy:9 + dy, 2:14, 2] = 255
+            f[:, 2:14, 7 + dx:9 + dx, 2] = 255
+    return clip
+
+
+class SymbolCache:
+    """Stand-in for ClipCache: texts of 1-3 symbols, several clips each."""
+
+    def __init__(self, path, texts: list[str], per_text: int = 4, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.texts = [t for t in texts for _ in range(per_text)]
+        self.clips = [symbol_clip(t, rng) for t in self.texts]
+        self.frames, self.size, self.path = FRAMES, SIZE, path
+        self.clip_shape = (FRAMES, SIZE, SIZE, 3)
+        self.fingerprint = f"symbols{seed:03d}{len(self.texts):04d}"
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.clips[i]
+
+    def split(self, val_fraction: float) -> tuple[list[int], list[int]]:
+        val = [i for i in range(len(self)) if i % 4 == 0] if val_fraction > 0 else []
+        return [i for i in range(len(self)) if i not in val], val
+
+    def split_by_text(self, val_fraction, holdout):
+        held = holdout_texts(self.texts, holdout)
+        train, val = self.split(val_fraction)
+        return ([i for i in train if self.texts[i] not in held],
+                [i for i in val if self.texts[i] not in held],
+                [i for i, t in enumerate(self.texts) if t in held])
+
+
+TRAIN_TEXTS = ["a", "b", "c", "ab", "ba", "ac", "ca", "bc", "cb", "abc", "cab", "bca", "aab",
+               "cc"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory):
+    cache = SymbolCache(tmp_path_factory.mktemp("symbols"), TRAIN_TEXTS)
+    train, _ = cache.split(0.25)
+    return train_sequence_recognizer(cache, train, config=SEQ, settings=SEQ_FAST, device="cpu",
+                                     progress=False)
+
+
+def test_edit_distance_and_error_rates():
+    assert edit_distance(list("kitten"), list("sitting")) == 3
+    assert error_rate(["hello", "at"], ["hello", "at"]) == 0.0  # a perfect reading
+    assert error_rate(["hello", "at"], ["", ""]) == 1.0  # an empty reading
+    assert error_rate(["ab"], ["ba"]) == 1.0  # the order counts
+    assert exact_accuracy(["Hello", "at"], ["hello", "it"]) == 0.5  # chars are case-folded
+    assert error_rate(["thank you"], ["thank me"], "glosses") == 0.5
+
+
+def test_sequence_recognizer_reads_toy_corpus_and_tells_orders_apart(reader):
+    test = SymbolCache(None, ["ab", "ba", "abc", "cba", "bca", "aa", "c"], per_text=3, seed=7)
+    hyps = read_clips(reader, test, list(range(len(test))))
+    assert error_rate(test.texts, hyps) < 0.05, list(zip(test.texts, hyps, strict=True))
+    # "ab" and "ba" show the same symbols in opposite orders; "cba" was never trained on.
+    for text in ("ab", "ba", "cba"):
+        readings = [h for t, h in zip(test.texts, hyps, strict=True) if t == text]
+        assert readings.count(text) >= 2, (text, readings)
+
+
+def test_sequence_recognizer_round_trips_and_refuses_other_folders(reader, tmp_path):
+    folder = reader.save(tmp_path / "rec")
+    again = SequenceRecognizer.load(folder)
+    clips = np.stack([symbol_clip(t, np.random.default_rng(1)) for t in ("ab", "c")])
+    assert again.read(clips) == reader.read(clips)
+    with pytest.raises(FileNotFoundError, match="not a sequence recognizer folder"):
+        SequenceRecognizer.load(tmp_path)
+
+
+def test_holdout_split_never_puts_a_text_on_both_sides(tmp_path):
+    words = [f"w{i:03d}" for i in range(300)] + list("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    cache = SymbolCache(tmp_path, words, per_text=3)
+    cache.clips = [None] * len(cache.texts)  # the split reads texts only
+    train, val, unseen = cache.split_by_text(0.25, 0.2)
+    train_texts = {cache.texts[i] for i in train} | {cache.texts[i] for i in val}
+    unseen_texts = {cache.texts[i] for i in unseen}
+    assert not train_texts & unseen_texts
+    assert 30 <= len(unseen_texts) <= 90  # about 20% of 300 words
+    assert not unseen_texts & set("ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # letters always train
+    assert sorted(train + val + unseen) == list(range(len(cache.texts)))
+    assert holdout_texts(words, 0.2) == holdout_texts(list(reversed(words)), 0.2)  # text alone
+
+
+def test_text_groups_follow_the_models_training_texts():
+    texts = ["A", "B", "cat", "dog", "ant", "hello"]
+    groups = text_groups(texts, ["a", "b", "cat", "hello"])
+    assert groups == {"letters": ["A", "B"], "seen": ["cat", "hello"], "unseen": ["ant", "dog"]}
+    assert text_groups(texts, ["cat"], max_texts=1)["seen"] == ["cat"]
+    assert len(text_groups(texts, None, max_texts=1)["seen"]) == 1
+
+
+class SymbolPipe:
+    """Stand-in for Text2SignPipeline: draws what it is asked for, or always "ab" (wrong)."""
+
+    def __init__(self, training_texts, wrong: bool = False):
+        self.frames, self.size, self.wrong = FRAMES, SIZE, wrong
+        self.device = torch.device("cpu")
+        self.training_texts = training_texts
+
+    def __call__(self, texts, *, steps=25, sampler="dpm++", guidance=3.0, seed=0, batch_size=16):
+        rng = np.random.default_rng(1000 + seed)
+        return np.stack([symbol_clip("ab" if self.wrong else t, rng) for t in texts])
+
+
+def test_evaluate_reports_seen_and_unseen_back_translation(reader, tmp_path):
+    texts = ["a", "b", "c", "ab", "ba", "abc", "cba", "bca"]
+    cache = SymbolCache(tmp_path / "corpus", texts, per_text=4, seed=3)
+    classifier = train_recognizer(cache, cache.split(0.25)[0],
+                                  config=RecognizerConfig(frames=8, size=16, width=8,
+                                                          feature_dim=16),
+                                  settings=TrainSettings(steps=40), device="cpu",
+                                  progress=False)
+    seen = ["a", "b", "c", "ab", "ba"]
+    good = evaluate(SymbolPipe(seen), cache, tmp_path / "good", per_text=2, recognizer=classifier,
+                    sequence_recognizer=reader, progress=False)
+    bad = evaluate(SymbolPipe(seen, wrong=True), cache, tmp_path / "bad", per_text=2,
+                   recognizer=classifier, sequence_recognizer=reader, progress=False,
+                   write_files=False)
+    groups = good["back_translation"]["groups"]
+    assert set(groups) == {"letters", "seen", "unseen"}
+    assert groups["unseen"]["texts"] == 3 and groups["unseen"]["clips"] == 6
+    assert groups["unseen"]["ceiling_clips"] == 12  # every real clip of an unseen text
+    assert groups["seen"]["ceiling_clips"] == 2  # held-out real clips of seen texts
+    for name in ("letters", "seen", "unseen"):
+        assert groups[name]["cer"] <= 0.1 and groups[name]["exact"] >= 0.8
+        assert groups[name]["ceiling_cer"] <= 0.1
+    wrong = bad["back_translation"]["groups"]
+    assert wrong["unseen"]["exact"] == 0.0 and wrong["unseen"]["cer"] >= 0.5
+    assert wrong["letters"]["cer"] >= 1.0  # "ab" for "a": one substitution, one insertion
+    saved = json.loads((tmp_path / "good" / "report.json").read_text())
+    assert saved["back_translation"]["groups"]["unseen"]["exact"] == groups["unseen"]["exact"]
+    md = (tmp_path / "good" / "report.md").read_text()
+    assert "## Back-translation" in md and "| unseen texts | 3 | 6 |" in md
+    assert "| cba | unseen |" in md
