@@ -1,0 +1,120 @@
+"""Unseen-word back-translation vs training steps (the checkpoints of one run) and vs clip length.
+
+    python benchmarks/words_study.py --run runs/asl-words --data data/asl-words \\
+        --recognizer runs/asl-words-recognizer [--compare runs/asl-words-48:data/asl-words-48]
+        [--max-texts 40 --steps 25 --device auto]
+
+For every checkpoint kept in RUN/checkpoints (train with --set train.keep_checkpoints=N to keep
+them all), the EMA weights generate one clip for each of up to `--max-texts` unseen words (never
+trained on; the same stable pick for every row) and letters, which the sequence recognizer reads
+back: CER and exact-word accuracy, next to the recognizer's ceiling on real clips of the same
+words. `--compare RUN:DATA` adds the final model of other runs (e.g. the same config at 48
+frames, on a corpus rendered at 48 frames). Prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def checkpoint_pipeline(run: Path, checkpoint: Path, device):
+    """A Text2SignPipeline carrying a checkpoint's EMA weights (the model folder's recipe)."""
+    from text2sign.checkpoint import load_training_state, read_training_texts
+    from text2sign.config import load_config
+    from text2sign.latent import load_autoencoder
+    from text2sign.pipeline import Text2SignPipeline, build_models
+    from text2sign.training import split_state
+
+    cfg = load_config(run / "config.yaml")
+    state = load_training_state(checkpoint)
+    denoiser, conditioner = build_models(cfg)
+    denoiser.load_state_dict(split_state(state["ema"], "denoiser."))
+    conditioner.load_state_dict(split_state(state["ema"], "conditioner."), strict=False)
+    autoencoder = (load_autoencoder(run / "autoencoder", cfg.latent) if cfg.latent.enabled
+                   else None)
+    pipe = Text2SignPipeline(denoiser, conditioner, cfg, device, autoencoder=autoencoder)
+    pipe.training_texts = read_training_texts(run / "model")
+    return pipe, state["meta"]
+
+
+def score(pipe, cache, sequence, max_texts: int, steps: int, seed: int = 0) -> dict:
+    """Back-translation of one clip per letter and per picked unseen word."""
+    from text2sign.evaluation.evaluate import back_translation, text_groups
+
+    groups = text_groups(list(cache.texts), pipe.training_texts,
+                         pipe.config.data.holdout_texts, max_texts)
+    groups = {k: v for k, v in groups.items() if k in ("letters", "unseen")}
+    prompts = [t for v in groups.values() for t in v]
+    videos = pipe(prompts, steps=steps, seed=seed)
+    readings = [text for text, _ in sequence.read(videos)]
+    chosen = set(prompts)
+    ceiling = {g: [i for i, t in enumerate(cache.texts) if t in chosen and t in set(v)]
+               for g, v in groups.items()}
+    return back_translation(readings, prompts, sequence, cache, groups, ceiling)["groups"]
+
+
+def row(label: str, groups: dict) -> str:
+    u, le = groups.get("unseen", {}), groups.get("letters", {})
+
+    def f(x):
+        return "n/a" if x is None or x != x else f"{x:.3f}"
+
+    return (f"| {label} | {f(u.get('cer'))} | {f(u.get('exact'))} | {f(u.get('ceiling_cer'))} | "
+            f"{f(u.get('ceiling_exact'))} | {f(le.get('cer'))} | {f(le.get('exact'))} |")
+
+
+HEADER = ("| unseen CER | unseen exact | ceiling CER | ceiling exact | letters CER | "
+          "letters exact |")
+
+
+def main() -> None:
+    from text2sign.checkpoint import list_checkpoints
+    from text2sign.data.dataset import open_clips
+    from text2sign.evaluation.sequence import SequenceRecognizer
+    from text2sign.pipeline import Text2SignPipeline, pick_device
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--run", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--recognizer", required=True, help="a sequence recognizer folder")
+    p.add_argument("--compare", nargs="*", default=[], metavar="RUN:DATA")
+    p.add_argument("--max-texts", type=int, default=40)
+    p.add_argument("--steps", type=int, default=25, help="sampler steps")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+
+    device = pick_device(args.device)
+    sequence = SequenceRecognizer.load(args.recognizer, device)
+    run = Path(args.run)
+    lines = ["| step | minutes " + HEADER, "|---|---" + "|---" * 6 + "|"]
+    cache = None
+    for checkpoint in list_checkpoints(run):
+        pipe, meta = checkpoint_pipeline(run, checkpoint, device)
+        if cache is None:
+            dc = pipe.config.data
+            cache = open_clips(args.data, dc.frames, dc.size, dc.time_mode, dc.fit,
+                               progress=False)
+        groups = score(pipe, cache, sequence, args.max_texts, args.steps)
+        lines.append(row(f"{meta['step']} | {meta.get('minutes', 0):.0f}", groups))
+        print(lines[-1], flush=True)
+    print("\n### Unseen words vs training steps\n")
+    print("\n".join(lines))
+    if args.compare:
+        lines = ["| run | frames " + HEADER, "|---|---" + "|---" * 6 + "|"]
+        for item in [f"{args.run}:{args.data}", *args.compare]:
+            folder, data = item.split(":", 1)
+            pipe = Text2SignPipeline.from_pretrained(folder, device=device)
+            dc = pipe.config.data
+            groups = score(pipe, open_clips(data, dc.frames, dc.size, dc.time_mode, dc.fit,
+                                            progress=False), sequence, args.max_texts,
+                           args.steps)
+            lines.append(row(f"{folder} | {pipe.frames}", groups))
+        print("\n### Unseen words vs clip length\n")
+        print("\n".join(lines))
+    print(f"\nOne clip per text, {args.steps} sampler steps, up to {args.max_texts} unseen words "
+          f"and the letters; recognizer {args.recognizer}; device {device}.")
+
+
+if __name__ == "__main__":
+    main()
