@@ -46,7 +46,7 @@ class Limits:
     max_steps: int = 200
     max_guidance: float = 30.0
     max_queue: int = 8  # waiting requests; past this, 503
-    keep_clips: int = 64  # clips kept on disk for the page's URLs; older ones are deleted
+    keep_clips: int = 64  # clips (generated and real) kept on disk; older ones are deleted
     fps: float = 8.0
 
 
@@ -70,9 +70,13 @@ class ClipStore:
         return {"gif": f"/api/clips/{key}.gif", "frames": f"/api/clips/{key}.png",
                 "mp4": f"/api/clips/{key}.mp4" if self.mp4 else None}
 
-    def has(self, key: str) -> bool:
+    def touch(self, key: str) -> bool:
+        """Whether `key` is stored; if so it becomes the newest (a real clip shown again)."""
         with self._lock:
-            return key in self._order
+            if key in self._order:
+                self._order.move_to_end(key)
+                return True
+            return False
 
     def put(self, key: str, clip: np.ndarray) -> dict[str, str | None]:
         from PIL import Image
@@ -204,7 +208,7 @@ class Service:
         if self.corpus is None or text not in self.corpus.texts:
             return None
         key = "real-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
-        if self.store.has(key):
+        if self.store.touch(key):
             return self.store.urls(key)
         dc = self.pipe.config.data
         clip = self.corpus.real_clip(text, self.pipe.frames, self.pipe.size, dc.time_mode, dc.fit)

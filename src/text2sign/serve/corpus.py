@@ -1,4 +1,4 @@
-"""The model's corpus, when at hand: a real clip beside a generated one, and which texts it holds."""
+"""The model's corpus, when at hand: real clips beside generated ones, and its texts."""
 
 from __future__ import annotations
 
