@@ -126,12 +126,14 @@ class Service:
         self.max_bytes = text.max_length if text.encoder == "bytes" else None
 
     def describe(self) -> dict[str, Any]:
+        from text2sign.evaluation.evaluate import describe_device
+
         cfg = self.pipe.config
         return {
             "model": {"name": self.model_name, "arch": cfg.model.arch, "frames": self.pipe.frames,
                       "size": self.pipe.size, "step": self.info.get("step"),
                       "sampler": cfg.sample.sampler, "steps": cfg.sample.steps,
-                      "guidance": cfg.sample.guidance, "device": str(self.pipe.device)},
+                      "guidance": cfg.sample.guidance, "device": describe_device(self.pipe.device)},
             "limits": {"max_chars": self.limits.max_chars, "max_bytes": self.max_bytes,
                        "max_steps": self.limits.max_steps,
                        "max_guidance": self.limits.max_guidance,
