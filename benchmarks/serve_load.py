@@ -69,23 +69,23 @@ def info(url: str) -> dict:
         return json.loads(res.read())
 
 
-def post(url: str, body: dict) -> int:
+def post(url: str, body: dict) -> tuple[int, float]:
+    """(HTTP status, seconds the server spent in the model); status 0: no HTTP answer."""
     req = urllib.request.Request(url + "/api/generate", json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=600) as res:
-            res.read()
-            return res.status
+            return res.status, json.loads(res.read())["timing"]["generate_s"]
     except urllib.error.HTTPError as err:
         err.read()
-        return err.code
+        return err.code, 0.0
     except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return 0  # no HTTP answer at all
+        return 0, 0.0
 
 
 def load(url: str, clients: int, seconds: float, args: argparse.Namespace) -> dict:
-    """Run `clients` threads for `seconds`; every answer as (status, latency)."""
-    results: list[tuple[int, float]] = []
+    """Run `clients` threads for `seconds`; every answer as (status, latency, model seconds)."""
+    results: list[tuple[int, float, float]] = []
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
@@ -95,9 +95,9 @@ def load(url: str, clients: int, seconds: float, args: argparse.Namespace) -> di
             body = {"text": args.texts[(k + n) % len(args.texts)], "steps": args.steps,
                     "seed": 1000 * k + n}
             start = time.perf_counter()
-            status = post(url, body)
+            status, model_seconds = post(url, body)
             with lock:
-                results.append((status, time.perf_counter() - start))
+                results.append((status, time.perf_counter() - start, model_seconds))
             n += 1
             if status != 200:
                 time.sleep(args.backoff)
@@ -110,12 +110,14 @@ def load(url: str, clients: int, seconds: float, args: argparse.Namespace) -> di
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
-    ok = np.array([s for code, s in results if code == 200])
+    ok = np.array([(s, m) for code, s, m in results if code == 200]).reshape(-1, 2)
+    nan = float("nan")
     return {"clients": clients, "seconds": elapsed, "ok": len(ok),
             "rate": len(ok) / elapsed,
-            "p50": float(np.percentile(ok, 50)) if len(ok) else float("nan"),
-            "p95": float(np.percentile(ok, 95)) if len(ok) else float("nan"),
-            "errors": Counter(code for code, _ in results if code != 200),
+            "p50": float(np.percentile(ok[:, 0], 50)) if len(ok) else nan,
+            "p95": float(np.percentile(ok[:, 0], 95)) if len(ok) else nan,
+            "model": float(np.median(ok[:, 1])) if len(ok) else nan,
+            "errors": Counter(code for code, _, _ in results if code != 200),
             "mem_before": before, "mem_after": info(url)["memory_mb"]}
 
 
@@ -137,12 +139,13 @@ def main(argv: list[str] | None = None) -> int:
             proc.terminate()
             proc.wait(60)
 
-    print("| clients | answered/s | p50 s | p95 s | answered | errors by code "
+    print("| clients | answered/s | p50 s | p95 s | model s (median) | answered | errors by code "
           "| server MiB before | after |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         errors = ", ".join(f"{code or 'no answer'}: {n}" for code, n in sorted(r["errors"].items()))
-        print(f"| {r['clients']} | {r['rate']:.2f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['ok']} "
+        print(f"| {r['clients']} | {r['rate']:.2f} | {r['p50']:.2f} | {r['p95']:.2f} "
+              f"| {r['model']:.2f} | {r['ok']} "
               f"| {errors or 'none'} | {r['mem_before']:.0f} | {r['mem_after']:.0f} |")
     m = about["model"]
     print(f"\nModel {m['name']} ({m['frames']} frames at {m['size']}x{m['size']}), "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from text2sign.data.video_io import read_video, write_gif  # noqa: E402
 from text2sign.evaluation.recognizer import RecognizerConfig, TrainSettings  # noqa: E402
 from text2sign.pipeline import Text2SignPipeline  # noqa: E402
 from text2sign.serve.app import Limits, Service, create_app, serve_in_thread  # noqa: E402
+from text2sign.serve.browser import find_chromium, headless_chromium  # noqa: E402
 from text2sign.serve.corpus import Corpus, training_texts  # noqa: E402
 from text2sign.serve.reader import load_reader  # noqa: E402
 
@@ -266,7 +266,7 @@ def test_old_clips_are_deleted_past_keep_clips(pipe, model):
                 for s in range(3)]
         assert [get(url + u)[0] for u in urls] == [404, 404, 200]
         # The newest two: the last generated clip and A's real clip, shown with every answer.
-        assert len(list(service.store.folder.glob("*.gif"))) == 2
+        assert len(list(service.store.folder.glob("*.png"))) == 2
     assert not service.store.folder.exists()  # removed at shutdown
 
 
@@ -308,32 +308,26 @@ def test_cli_serve_runs_the_page_and_refuses_a_taken_port(model):
         proc.wait(30)
 
 
+def test_cli_serve_without_the_extra_says_how_to_install_it(monkeypatch, capsys):
+    from text2sign.cli import main
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn now raises ImportError
+    assert main(["serve"]) == 2
+    assert "pip install 'text2sign[serve]'" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- the page, in Chromium
 
 
-def chromium() -> tuple[str, str] | None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
-
-@pytest.mark.skipif(chromium() is None, reason="no Chromium: install Debian's chromium and "
+@pytest.mark.skipif(find_chromium() is None, reason="no Chromium: install Debian's chromium and "
                     "chromium-driver (apt-get install chromium chromium-driver); .ci/run does")
 def test_page_in_headless_chromium_plays_a_generated_clip(server):
     pytest.importorskip("selenium", reason="needs selenium: pip install -e '.[dev]'")
     from PIL import Image
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser, driver_path = chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser  # with both paths given, selenium downloads nothing
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                 "--window-size=900,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=DriverService(driver_path))
+    driver = headless_chromium()
     try:
         driver.get(server + "/")
         wait = WebDriverWait(driver, 60)
@@ -351,7 +345,8 @@ def test_page_in_headless_chromium_plays_a_generated_clip(server):
         assert driver.find_element(By.ID, "status").text == ""
         assert "confidence" in driver.find_element(By.ID, "reading").text
         assert driver.find_element(By.ID, "seen").text.startswith("no")
-        assert "GIF" in driver.find_element(By.ID, "downloads").text
+        gif = driver.find_element(By.LINK_TEXT, "GIF")
+        assert gif.get_attribute("download") == "AB-seed0.gif"
 
         # What the page shows changes over time: several different frames of the clip.
         canvas = driver.find_element(By.ID, "clip")

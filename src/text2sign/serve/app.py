@@ -55,15 +55,16 @@ class ApiError(HTTPException):
 
 
 class ClipStore:
-    """Clips written as GIF, PNG frame strip and (with PyAV) MP4 into a private temporary
-    folder; past `keep` clips the oldest are deleted, so disk use stays bounded."""
+    """Clips kept as lossless PNG strips of their frames (what the page's player shows) in a
+    private temporary folder; GIF and MP4 (with PyAV) are encoded from the strip when first
+    downloaded. Past `keep` clips the oldest are deleted, so disk use stays bounded."""
 
     def __init__(self, keep: int, fps: float):
         from text2sign.data.video_io import has_av
 
         self.keep, self.fps, self.mp4 = keep, fps, has_av()
         self.folder = Path(tempfile.mkdtemp(prefix="text2sign-serve-"))
-        self._order: OrderedDict[str, None] = OrderedDict()
+        self._frames: OrderedDict[str, int] = OrderedDict()  # key -> frame count, oldest first
         self._lock = threading.Lock()
 
     def urls(self, key: str) -> dict[str, str | None]:
@@ -73,33 +74,44 @@ class ClipStore:
     def touch(self, key: str) -> bool:
         """Whether `key` is stored; if so it becomes the newest (a real clip shown again)."""
         with self._lock:
-            if key in self._order:
-                self._order.move_to_end(key)
+            if key in self._frames:
+                self._frames.move_to_end(key)
                 return True
             return False
 
     def put(self, key: str, clip: np.ndarray) -> dict[str, str | None]:
         from PIL import Image
 
-        from text2sign.data.video_io import write_gif, write_mp4
-
-        write_gif(self.folder / f"{key}.gif", clip, self.fps)
         strip = np.concatenate(list(clip), axis=1)  # (T, H, W, 3) -> (H, T*W, 3)
         Image.fromarray(strip).save(self.folder / f"{key}.png", format="PNG")
-        if self.mp4:
-            write_mp4(self.folder / f"{key}.mp4", clip, self.fps)
         with self._lock:
-            self._order[key] = None
-            self._order.move_to_end(key)
-            while len(self._order) > self.keep:
-                old, _ = self._order.popitem(last=False)
+            self._frames[key] = len(clip)
+            self._frames.move_to_end(key)
+            while len(self._frames) > self.keep:
+                old, _ = self._frames.popitem(last=False)
                 for path in self.folder.glob(f"{old}.*"):
                     path.unlink(missing_ok=True)
         return self.urls(key)
 
     def path(self, name: str) -> Path | None:
+        """The file of a stored clip (encoding its GIF or MP4 on first use), or None."""
+        from PIL import Image
+
+        from text2sign.data.video_io import write_gif, write_mp4
+
+        if not _CLIP_NAME.match(name):
+            return None
+        key, suffix = name.split(".")
         path = self.folder / name
-        return path if _CLIP_NAME.match(name) and path.is_file() else None
+        with self._lock:  # one encoder at a time: two downloads never write the same file
+            frames = self._frames.get(key)
+            if frames is None or (suffix == "mp4" and not self.mp4):
+                return None
+            if not path.is_file():
+                strip = np.asarray(Image.open(self.folder / f"{key}.png").convert("RGB"))
+                clip = np.stack(np.split(strip, frames, axis=1))  # (H, T*W, 3) -> (T, H, W, 3)
+                (write_gif if suffix == "gif" else write_mp4)(path, clip, self.fps)
+            return path
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -271,7 +283,7 @@ def create_app(service: Service) -> Starlette:
 
     async def clip(request: Request) -> FileResponse:
         name = request.path_params["name"]
-        path = service.store.path(name)
+        path = await run_in_threadpool(service.store.path, name)
         if path is None:
             raise ApiError(404, f"no clip {name!r} (clips are kept for the last "
                                 f"{service.limits.keep_clips} requests); generate it again")
