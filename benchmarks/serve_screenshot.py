@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from text2sign.serve.browser import headless_chromium
 
     server, url = start_server(argparse.Namespace(model=args.model, device="cpu", max_queue=8))
-    driver = headless_chromium(820, 720)
+    driver = headless_chromium(820, 1000)
     try:
         driver.get(url + "/")
         wait = WebDriverWait(driver, 120)
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             "s.dispatchEvent(new Event('input'));", args.frame - 1)
         driver.execute_script("document.activeElement.blur()")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        height = driver.execute_script("return document.body.scrollHeight")
+        driver.set_window_size(820, height + 140)  # the window includes the browser's frame
         driver.save_screenshot(args.out)
         print(driver.find_element(By.ID, "reading").text, file=sys.stderr)
     finally:
