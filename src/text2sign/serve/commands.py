@@ -53,8 +53,14 @@ def load_service(args: argparse.Namespace):
     if args.data and not data.exists():
         raise FileNotFoundError(f"--data {args.data!r} does not exist; pass the model's clip "
                                 "folder (NAME.gif + NAME.txt) or its prepared cache")
-    if data.exists():
+    if args.data:
         corpus = Corpus(data)
+    elif data.exists():
+        try:
+            corpus = Corpus(data)
+        except ValueError as err:  # the model's own data.path: a note, not a failure
+            print(f"corpus {str(data)!r} (the model's data.path) is not usable ({err}): no "
+                  "real clips; pass --data DIR", file=sys.stderr)
     else:
         print(f"corpus {str(data)!r} (the model's data.path) is not here: no real clips; "
               "pass --data DIR", file=sys.stderr)
