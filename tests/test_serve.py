@@ -281,7 +281,7 @@ def test_training_texts_sources(pipe):
     assert texts is None and "lists 2 of its 80" in source and "--data" in source
 
 
-def test_cli_serve_runs_the_page_and_refuses_a_taken_port(model):
+def test_cli_serve_runs_the_page_and_refuses_a_taken_port(model, capsys):
     from text2sign.cli import main
 
     env = {**os.environ, "OMP_NUM_THREADS": "1",
@@ -303,6 +303,10 @@ def test_cli_serve_runs_the_page_and_refuses_a_taken_port(model):
         assert status == 200 and json.loads(body)["model"]["name"] == str(model)
         port = int(url.rsplit(":", 1)[1])
         assert main(["serve", "--model", str(model), "--port", str(port)]) == 2
+        assert main(["serve", "--model", str(model), "--port", "0", "--data",
+                     str(model / "nothing")]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot listen on 127.0.0.1:{port}" in err and "--data" in err
     finally:
         proc.terminate()
         proc.wait(30)

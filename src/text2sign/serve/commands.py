@@ -89,7 +89,11 @@ def run_serve(args: argparse.Namespace) -> int:
     from text2sign.serve.app import bind, create_app, serve
 
     sock = bind(args.host, args.port)  # before loading the model: a taken port fails at once
-    service = load_service(args)
+    try:
+        service = load_service(args)
+    except BaseException:
+        sock.close()
+        raise
     print(f"model:      {service.model_name}")
     print(f"recognizer: {service.reader_name or 'none'}")
     print(f"corpus:     {service.corpus.path if service.corpus else 'none'}")
