@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import re
 import shutil
 import socket
@@ -242,11 +243,15 @@ def _number(body: dict, name: str, default: Any, kind: type, lo: float, hi: floa
     if value is None:
         return default
     ok = isinstance(value, int) if kind is int else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or (kind is float and not np.isfinite(value)):
-        want = "an integer" if kind is int else "a number"
-        raise ApiError(400, f"\"{name}\" must be {want}; got {value!r}")
+    if kind is float and ok and not isinstance(value, bool):
+        value = float(value) if abs(value) < 1e300 else math.inf  # a 400-digit int: inf
+        ok = math.isfinite(value)
+    if isinstance(value, bool) or not ok:
+        want = "an integer" if kind is int else "a finite number"
+        raise ApiError(400, f"\"{name}\" must be {want}; got {body.get(name)!r}"[:200])
     if not lo <= value <= hi:
-        raise ApiError(400, f"\"{name}\" is {value}; it must be between {lo:g} and {hi:g}")
+        bounds = (f"{lo:g} and {hi:g}" if kind is float else f"{lo} and {hi}")
+        raise ApiError(400, f"\"{name}\" is {value}; it must be between {bounds}"[:200])
     return value
 
 
