@@ -262,6 +262,22 @@ def test_a_failing_generation_is_a_500_line_and_the_worker_goes_on(pipe, model):
         assert post(url, {"text": "A", "steps": 1})[0] == 200
 
 
+def test_any_function_of_a_clip_is_a_reader(pipe):
+    """The interface a sequence recognizer plugs into: uint8 (T, H, W, 3) -> (text, confidence)."""
+    seen = []
+
+    def read(clip):
+        seen.append((clip.dtype, clip.shape))
+        return "hello", 0.25
+
+    service = Service(pipe, "tiny", pipe.info, read, "a function")
+    with serve_in_thread(create_app(service)) as url:
+        status, r, _ = post(url, {"text": "A", "steps": 1})
+    assert status == 200 and r["reading"] == {"text": "hello", "confidence": 0.25}
+    assert seen == [(np.uint8, (4, 16, 16, 3))]
+    assert r["real"] is None and r["seen"] is True  # no corpus; the model lists its texts
+
+
 def test_old_clips_are_deleted_past_keep_clips(pipe, model):
     service = make_service(pipe, model, reader=False, keep_clips=2)
     with serve_in_thread(create_app(service)) as url:

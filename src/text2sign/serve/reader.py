@@ -1,27 +1,26 @@
 """Reading a clip back into text: the page shows what a recognizer sees in each generated clip.
 
-A reader is any callable ``read(clip) -> Reading`` taking one uint8 clip (T, H, W, 3). The
-server knows nothing else about it, so a sequence recognizer (one that spells out words) plugs
-in by adding one branch to :func:`load_reader` for its folder format.
+A reader is any callable ``read(clip) -> (text, confidence)`` taking one uint8 clip
+(T, H, W, 3), confidence in [0, 1]. The server knows nothing else about it, so a sequence
+recognizer (one that spells out words) plugs in by adding one branch to :func:`load_reader`
+for its folder format.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):
     text: str
     confidence: float  # in [0, 1]
 
 
-Reader = Callable[[np.ndarray], Reading]
+Reader = Callable[[np.ndarray], "tuple[str, float]"]  # a Reading or any (text, confidence)
 
 
 def classifier_reader(recognizer: Any) -> Reader:

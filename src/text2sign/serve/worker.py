@@ -114,7 +114,7 @@ class GenerationWorker:
         started = time.perf_counter()
         clip = self.pipe([r.text], steps=r.steps, guidance=r.guidance, seed=r.seed)[0]
         generated = time.perf_counter()
-        reading = self.reader(clip) if self.reader is not None else None
+        reading = Reading(*self.reader(clip)) if self.reader is not None else None
         done = time.perf_counter()
         return GenerateResult(clip, reading, started - job.submitted, generated - started,
                               done - generated)
