@@ -72,8 +72,10 @@ def load_service(args: argparse.Namespace):
         if found is not None:
             reader, reader_name = load_reader(found, str(pipe.device)), str(found)
         else:
+            hint = ("run `text2sign demo` here once (it builds the demo corpus and its "
+                    "recognizer)" if not args.model else "pass --recognizer DIR")
             print("no recognizer found (MODEL/recognizer, or one `text2sign evaluate` cached "
-                  "next to the corpus): the page will not read clips back; pass --recognizer DIR",
+                  f"next to the corpus): the page will not read clips back; {hint}",
                   file=sys.stderr)
     limits = Limits(max_chars=args.max_chars, max_queue=args.max_queue)
     return Service(pipe, str(folder), pipe.info, reader, reader_name, corpus, limits)
