@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     from text2sign.data import commands as data_commands
     from text2sign.data import fingerspelling
     from text2sign.evaluation import commands as eval_commands
+    from text2sign.serve import commands as serve_commands
 
     parser = argparse.ArgumentParser(
         prog="text2sign",
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     model_commands.register(sub)
     eval_commands.register(sub)
+    serve_commands.register(sub)
     return parser
 
 

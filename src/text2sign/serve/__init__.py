@@ -1,0 +1,4 @@
+"""`text2sign serve`: a web page to type a text and watch the sign, over a JSON API.
+
+Needs the optional extra: pip install "text2sign[serve]" (Starlette and uvicorn).
+"""

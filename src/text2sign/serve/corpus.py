@@ -1,0 +1,76 @@
+"""The model's corpus, when at hand: real clips beside generated ones, and its texts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class Corpus:
+    """Texts and clips of a clip folder (NAME.gif + NAME.txt) or a prepared clip cache.
+
+    Only the .txt files are read up front; a real clip is decoded when it is asked for.
+    """
+
+    def __init__(self, path: str | Path):
+        from text2sign.data.cache import ClipCache, is_cache
+        from text2sign.data.folder import scan_folder
+
+        self.path = Path(path)
+        self._cache = ClipCache.open(self.path) if is_cache(self.path) else None
+        self._clips: dict[str, list[Any]] = {}  # text -> cache indices or video paths
+        if self._cache is not None:
+            for i, text in enumerate(self._cache.texts):
+                self._clips.setdefault(text, []).append(i)
+        else:
+            for pair in scan_folder(self.path, decode=False).good:
+                self._clips.setdefault(pair.text, []).append(pair.video)
+
+    @property
+    def texts(self) -> set[str]:
+        return set(self._clips)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._clips.values())
+
+    def cache_dir(self, frames: int, size: int, time_mode: str, fit: str) -> Path:
+        """Where the clip cache of these settings lives (a recognizer may be cached there)."""
+        from text2sign.data.cache import default_cache_dir
+
+        if self._cache is not None:
+            return self.path
+        return default_cache_dir(self.path, frames, size, time_mode, fit)
+
+    def real_clip(self, text: str, frames: int, size: int, time_mode: str = "resample",
+                  fit: str = "crop") -> np.ndarray | None:
+        """The first real clip of ``text`` shaped like the model's clips (uint8 (T, S, S, 3)),
+        or None when the corpus has no clip of it or it no longer decodes."""
+        from text2sign.data.clips import shape_clip
+        from text2sign.data.video_io import VideoReadError, read_video
+
+        for where in self._clips.get(text, []):
+            try:
+                clip = self._cache[where] if self._cache is not None else read_video(where)[0]
+            except (OSError, VideoReadError):
+                continue  # the file changed since the scan: try the next clip of this text
+            return shape_clip(clip, frames, size, time_mode, fit)
+        return None
+
+
+def training_texts(info: dict[str, Any], corpus: Corpus | None) -> tuple[set[str] | None, str]:
+    """The texts the model trained on, and where that knowledge comes from.
+
+    Model folders list up to 50 training texts; past that only the corpus can tell, and then
+    the answer is "in the corpus" (which also counts clips held out for validation).
+    """
+    data = info.get("data", {})
+    listed = data.get("examples")
+    count = data.get("texts")
+    if listed is not None and count is not None and len(listed) >= count:
+        return set(listed), "the model's list of training texts"
+    if corpus is not None:
+        return corpus.texts, f"the texts of the corpus {corpus.path}"
+    return None, (f"unknown: the model lists {len(listed or [])} of its {count or '?'} "
+                  "training texts; pass --data CORPUS to tell")
