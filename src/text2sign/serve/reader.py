@@ -36,24 +36,46 @@ def classifier_reader(recognizer: Any) -> Reader:
     return read
 
 
+def sequence_reader(recognizer: Any) -> Reader:
+    """The CTC sequence recognizer's greedy reading (any text, spelled) and its confidence."""
+
+    def read(clip: np.ndarray) -> Reading:
+        text, confidence = recognizer.read(clip[None])[0]
+        return Reading(text, confidence)
+
+    return read
+
+
 def load_reader(folder: str | Path, device: str = "cpu") -> Reader:
-    """A reader from a recognizer folder (recognizer.json + recognizer.safetensors)."""
+    """A reader from a sequence recognizer folder (sequence.json + .safetensors) or a
+    classifier folder (recognizer.json + recognizer.safetensors)."""
+    from text2sign.evaluation import sequence
     from text2sign.evaluation.recognizer import Recognizer
 
+    if (Path(folder) / sequence.CONFIG_NAME).is_file():
+        return sequence_reader(sequence.SequenceRecognizer.load(folder, device))
     return classifier_reader(Recognizer.load(folder, device))
 
 
 def is_reader_folder(folder: Path) -> bool:
-    from text2sign.evaluation.recognizer import CONFIG_NAME, WEIGHTS_NAME
+    from text2sign.evaluation import recognizer, sequence
 
-    return (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
+    return any((folder / config).is_file() and (folder / weights).is_file()
+               for config, weights in ((sequence.CONFIG_NAME, sequence.WEIGHTS_NAME),
+                                       (recognizer.CONFIG_NAME, recognizer.WEIGHTS_NAME)))
 
 
 def find_reader_folder(model_folder: Path, corpus_cache: Path | None) -> Path | None:
-    """A recognizer that belongs to the model: ``MODEL/recognizer/``, else the one `evaluate`
-    and `demo` trained next to the corpus's clip cache (newest first), else None."""
+    """A recognizer that belongs to the model: ``MODEL/recognizer/``, the one shipped beside
+    the shipped model, else one `evaluate` and `demo` trained next to the corpus's clip cache
+    (sequence recognizers first, newest first), else None."""
+    from text2sign.evaluation.demo import shipped_model, shipped_recognizer
+
     candidates = [model_folder / "recognizer"]
+    if model_folder.resolve() == shipped_model().resolve():
+        candidates.append(shipped_recognizer())
     if corpus_cache is not None and corpus_cache.is_dir():
-        found = [p for p in corpus_cache.glob("recognizer-*") if p.is_dir()]
-        candidates += sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+        for pattern in ("sequence-*", "recognizer-*"):
+            found = [p for p in corpus_cache.glob(pattern) if p.is_dir()]
+            candidates += sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
     return next((c for c in candidates if is_reader_folder(c)), None)
