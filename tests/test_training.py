@@ -194,3 +194,10 @@ def test_two_process_accelerate_launch(corpus, tmp_path):
     info = json.loads((run / "model" / "config.json").read_text())
     assert info["step"] == 2
     assert len(losses(run)) == 2
+
+
+def test_small_preset_is_latent_and_pixel_space_is_one_flag_away():
+    latent, pixel = build_config("small"), build_config("small-pixel")
+    assert latent.latent.enabled and latent.model.params["stem"] == 1
+    assert latent.data.size // latent.latent.factor == 16  # the demo model's latent grid
+    assert not pixel.latent.enabled and pixel.model.params["stem"] == 4

@@ -135,7 +135,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "sample_every": 0, "checkpoint_every": 2, "ema_decay": 0.9},
         "sample": {"steps": 2, "prompts": ["A", "B"]},
     },
-    "small": {},  # CPU / laptop: the defaults above
+    # CPU / laptop: latent diffusion, the recipe of the letters demo model (top-1 0.942 after
+    # 65 CPU minutes, against 0.288 for the same denoiser in pixel space after 70).
+    "small": {
+        "latent": {"enabled": True, "channels": 8, "factor": 4, "width": 32, "steps": 800},
+        "model": {"params": {"stem": 1}},  # the latents are already 16x16
+        "train": {"lr": 4e-4, "warmup_steps": 100, "ema_decay": 0.995},
+    },
+    "small-pixel": {},  # the same denoiser in pixel space, behind its 4x space-to-depth stem
     "base": {  # one GPU
         "data": {"frames": 16, "size": 64},
         "text": {"dim": 256, "layers": 4, "heads": 4, "max_length": 64},
