@@ -201,3 +201,25 @@ def test_small_preset_is_latent_and_pixel_space_is_one_flag_away():
     assert latent.latent.enabled and latent.model.params["stem"] == 1
     assert latent.data.size // latent.latent.factor == 16  # the demo model's latent grid
     assert not pixel.latent.enabled and pixel.model.params["stem"] == 4
+
+
+def test_sample_warns_about_unseen_characters_and_long_texts(corpus, tmp_path, capsys):
+    from text2sign.cli import main
+
+    run = tmp_path / "run"
+    train(tiny_config(corpus, max_steps=1), run, progress=False, device="cpu")
+    assert (run / "model" / "texts.txt").read_text().split() == ["A", "B", "C"]
+    pipe = Text2SignPipeline.from_pretrained(run, device="cpu")
+    assert pipe.text_warnings(["A", "B"]) == []
+    [unseen] = pipe.text_warnings(["AZ"])
+    assert "never saw" in unseen and "'Z'" in unseen
+    [long] = pipe.text_warnings(["AB"])  # known letters, longer than any training text
+    assert "more than any training text" in long
+    assert main(["sample", "--model", str(run), "AZ", "A", "--steps", "1", "--out",
+                 str(tmp_path / "out"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "'AZ'" in warnings[0]  # one line, and the run goes on
+    assert (tmp_path / "out" / "A-00.gif").is_file()
+    assert main(["info", str(run)]) == 0
+    assert "texts.txt" in capsys.readouterr().out
