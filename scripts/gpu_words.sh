@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Train the shipped words model on a lent GPU machine (no network): corpus, cache, sequence
-# recognizer (in parallel), autoencoder + denoiser, then a quick back-translation check.
+# Train the words model (configs/asl-words.yaml, batch 64) on a lent GPU machine with no
+# network: corpus, cache, sequence recognizer (in parallel), autoencoder + denoiser. Not yet
+# run on a GPU: no GPU was lent to the session that wrote it.
 # Usage (device machine, repo root): bash scripts/gpu_words.sh MINUTES STOP_AFTER_S
 # Wheels for what the image lacks travel in .whl/ (diffusers, pose-format; a copy of
 # spoken_to_signed with the ASL lexicon only, in .whl/s2s).
@@ -18,7 +19,7 @@ OUT=${OUT:-/tmp/out}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 if [ ! -f "$W/data/fingerspelling.json" ]; then
   python3 -m text2sign data fingerspelling "$W/data" --words en --with-letters --frames 28 \
-    --size 128 --variants 4 --workers 16
+    --size 128 --variants 2 --workers 16
 fi
 python3 -m text2sign data prepare "$W/data" --frames 28 --size 128 --workers 16 --quiet
 echo "corpus ready at $(( $(date +%s) - T0 )) s"
@@ -47,7 +48,8 @@ RESUME=""
 LEFT=$(( STOP_AFTER - ($(date +%s) - T0) ))
 set +e
 timeout --foreground -s INT "$LEFT" python3 -m text2sign train --config configs/asl-words.yaml \
-  --data "$W/data" --out "$W/run" --minutes "$MINUTES" --no-progress $RESUME 2>&1 \
+  --data "$W/data" --out "$W/run" --minutes "$MINUTES" --no-progress $RESUME \
+  --set train.batch_size=64 --set data.num_workers=4 --set latent.batch_size=64 2>&1 \
   | grep -v -i "warn" | tail -25
 set -e
 wait $REC || true

@@ -161,3 +161,31 @@ def test_pipeline_needs_the_autoencoder_of_a_latent_model(corpus):
     denoiser, conditioner = build_models(cfg)
     with pytest.raises(ValueError, match="no autoencoder was given"):
         Text2SignPipeline(denoiser, conditioner, cfg, "cpu")
+
+
+def test_latent_run_without_the_cache_encodes_every_step(tmp_path):
+    """latent.cache=false: no latents file, the loop encodes each batch (and still trains)."""
+    data = make_corpus(tmp_path / "clips")
+    model = train(latent_config(data, "train.max_steps=2", "latent.cache=false"),
+                  tmp_path / "run", progress=False, device="cpu")
+    assert (model / "autoencoder.safetensors").is_file()
+    assert not list(data.rglob("latents-*.f16"))
+
+
+def test_latent_cache_encodes_each_clip_once_and_is_reused(corpus, tmp_path):
+    from text2sign.latent import autoencoder_hash, latent_cache
+
+    cache = open_clips(corpus, 4, 16, progress=False)
+    ae = FrameAutoencoder(2, 2, 8).eval()
+    first = latent_cache(ae, cache, device=torch.device("cpu"), progress=False)
+    assert len(first) == len(cache) and first.path.name.startswith("latents-")
+    with torch.no_grad():
+        direct = ae.encode(torch.from_numpy(cache[3][None]).permute(0, 4, 1, 2, 3).float()
+                           / 127.5 - 1.0)[0]
+    assert torch.allclose(torch.from_numpy(first[3]).float(), direct, atol=2e-3)
+    stamp = first.path.stat().st_mtime_ns
+    again = latent_cache(ae, cache, device=torch.device("cpu"), progress=False)
+    assert again.path == first.path and first.path.stat().st_mtime_ns == stamp  # reused
+    other = FrameAutoencoder(2, 2, 8)  # other weights: another cache file
+    assert autoencoder_hash(other) != autoencoder_hash(ae)
+    assert latent_cache(other, cache, device=torch.device("cpu"), progress=False).path != first.path

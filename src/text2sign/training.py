@@ -31,6 +31,7 @@ from text2sign.checkpoint import (
     save_training_state,
 )
 from text2sign.config import Config, TrainConfig, load_config
+from text2sign.latent import LatentDataset, latent_cache
 from text2sign.pipeline import Text2SignPipeline, build_models, trainable_state
 
 
@@ -343,8 +344,6 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
                                start=step * tc.grad_accum)
     dataset = ClipDataset(cache, train_idx)
     if autoencoder is not None and cfg.latent.cache:
-        from text2sign.latent import LatentDataset, latent_cache
-
         with accelerator.main_process_first():
             latents = latent_cache(autoencoder, cache, device=accelerator.device,
                                    progress=progress and main)
