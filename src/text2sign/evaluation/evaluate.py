@@ -387,9 +387,9 @@ def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
         sequence_recognizer.to(device)
         readings = [text for text, _ in sequence_recognizer.read(generated)]
         val_idx = set(cache.split(val_fraction)[1])
-        ceiling_idx = {g: [i for i in real_idx if cache.texts[i] in set(group)
-                           and (g == "unseen" or i in val_idx)]
-                       for g, group in groups.items()}
+        group_of = {t: g for g, group in groups.items() for t in group}
+        ceiling_idx = {g: [i for i in real_idx if group_of[cache.texts[i]] == g
+                           and (g == "unseen" or i in val_idx)] for g in groups}
         extra["back_translation"] = back_translation(readings, prompts, sequence_recognizer,
                                                      cache, groups, ceiling_idx)
 
