@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from text2sign.config import Config
+from text2sign.config import Config, check_clip, validate_sample
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -122,12 +123,16 @@ class Text2SignPipeline:
             texts = [texts]
         if not texts:
             raise ValueError("no texts given; pass at least one, e.g. pipe(['hello'])")
-        sc = self.config.sample
-        sampler = sampler or sc.sampler
-        steps = steps or sc.steps
-        guidance = sc.guidance if guidance is None else guidance
-        eta = sc.eta if eta is None else eta
-        frames = num_frames or self.frames
+        chosen = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
+        sc = replace(self.config.sample, **{k: v for k, v in chosen.items() if v is not None})
+        if sampler is not None and sampler != "ddim" and eta is None:
+            sc.eta = 0.0  # the model's DDIM eta does not carry over to another sampler
+        validate_sample(sc)
+        sampler, steps, guidance, eta = sc.sampler, sc.steps, sc.guidance, sc.eta
+        frames = self.frames if num_frames is None else num_frames
+        check_clip(frames, self.size, "frames")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be at least 1")
         channels, side = diffusion_space(self.config)
         self.denoiser.check_input_size(frames, side, side)
         out = []

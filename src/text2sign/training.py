@@ -6,11 +6,13 @@ Randomness is derived from (seed, step, micro-batch, rank) at every step and the
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
 import math
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -30,11 +32,20 @@ from text2sign.checkpoint import (
     save_model_folder,
     save_training_state,
 )
-from text2sign.config import Config, TrainConfig, load_config
-from text2sign.pipeline import Text2SignPipeline, build_models, trainable_state
+from text2sign.config import Config, TrainConfig, from_dict, load_config
+from text2sign.files import (
+    DamagedFile,
+    DiskFull,
+    RunStopped,
+    clean_leftovers,
+    is_disk_full,
+    run_lock,
+    write_text_atomic,
+)
+from text2sign.pipeline import Text2SignPipeline, build_models, pick_device, trainable_state
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunStopped):
     """The loss became NaN or infinite; the run stopped without saving the bad state."""
 
 
@@ -174,6 +185,25 @@ def flat_hparams(cfg: Config) -> dict[str, Any]:
     return out
 
 
+def log_lines(path: Path) -> list[str]:
+    """The complete JSON lines of a run's log; a line a kill cut short is dropped."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    good = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        good.append(line)
+    return good
+
+
+def append_line(path: Path, line: str) -> None:
+    """One log line in one write call, so a kill leaves whole lines (plus at most one cut)."""
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
 class StopRequest:
     """First Ctrl-C asks the loop to save and stop at the end of the step; a second one aborts."""
 
@@ -219,15 +249,87 @@ def resolve_resume(out: Path, resume: bool | str | Path) -> Path | None:
     return Path(resume)
 
 
-def run_config(cfg: Config, out: Path, resume: bool | str | Path) -> Config:
-    """On resume the run's saved config wins, except the limits a user may extend."""
+def load_resume(out: Path, resume: bool | str | Path) -> tuple[Path | None, dict | None]:
+    """The checkpoint to continue from and its state. Plain ``--resume`` falls back to the newest
+    checkpoint that loads, saying which damaged ones it skipped; a named one must load."""
+    checkpoint = resolve_resume(out, resume)
+    if checkpoint is None:
+        return None, None
+    if resume is not True:
+        return checkpoint, load_training_state(checkpoint)
+    for candidate in reversed(list_checkpoints(out)):
+        try:
+            return candidate, load_training_state(candidate)
+        except DamagedFile as err:
+            print(f"skipping checkpoint {candidate.name}: {err}", file=sys.stderr)
+    raise DamagedFile(f"no checkpoint in {str(out / 'checkpoints')!r} loads (each is listed "
+                      "above); start the run again with another --out")
+
+
+def run_config(cfg: Config, out: Path, resume: bool | str | Path,
+               state: dict | None = None) -> Config:
+    """On resume the run's saved config wins (config.yaml, else the checkpoint's copy), except
+    the limits a user may extend."""
     saved = out / "config.yaml"
-    if resume and saved.is_file():
-        base = load_config(saved)
-        base.train = replace(base.train, max_steps=cfg.train.max_steps,
-                             max_minutes=cfg.train.max_minutes)
-        return base
-    return cfg
+    if not resume:
+        return cfg
+    kept = state["meta"].get("config") if state else None
+    if saved.is_file():
+        fix = ("delete it to resume with the copy the checkpoint holds" if kept else
+               "restore it (a copy is in model/config.json, section config)")
+        base = load_config(saved, fix)
+    elif kept:
+        base = from_dict(kept)
+    else:
+        return cfg
+    base.train = replace(base.train, max_steps=cfg.train.max_steps,
+                         max_minutes=cfg.train.max_minutes)
+    return base
+
+
+def load_checkpoint_weights(module: nn.Module, state: dict, frozen: set[str],
+                            where: Path) -> None:
+    """Load a checkpoint's weights strictly: every trained tensor present, nothing extra."""
+    expected = {k for k in module.state_dict() if k not in frozen}
+    missing = sorted(expected - set(state["model"]))
+    unexpected = sorted(set(state["model"]) - expected)
+    ema_keys = {k for k, p in module.named_parameters() if p.requires_grad}
+    if missing or unexpected or set(state["ema"]) != ema_keys:
+        raise ValueError(
+            f"checkpoint {str(where)!r} does not fit this run's model (missing keys "
+            f"{missing[:5]}, unexpected keys {unexpected[:5]}); it was written with another "
+            "config: resume with that run's config.yaml or start a new --out")
+    try:
+        module.load_state_dict(state["model"], strict=False)
+    except RuntimeError as err:
+        first = str(err).splitlines()[-1].strip()
+        raise ValueError(f"checkpoint {str(where)!r} does not fit this run's model ({first}); "
+                         "resume with that run's config.yaml or start a new --out") from err
+
+
+def make_accelerator(tc: TrainConfig, out: Path, device: str | None):
+    """One Accelerator on the device asked for; an absent device fails here, not silently."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    wanted = pick_device(device)
+    accelerator = Accelerator(
+        cpu=wanted.type == "cpu",
+        mixed_precision=mixed_precision_for(tc.mixed_precision, wanted.type),
+        gradient_accumulation_steps=tc.grad_accum,
+        log_with="tensorboard",
+        project_dir=str(out),
+        # The learned null condition is unused in steps where no text is dropped.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    if device not in (None, "auto") and accelerator.device.type != wanted.type:
+        raise ValueError(f"--device {device!r} asked for, but accelerate runs on "
+                         f"{accelerator.device}; use --device auto or "
+                         f"{accelerator.device.type}")
+    if wanted.index is not None and accelerator.num_processes == 1 and wanted.index != (
+            accelerator.device.index or 0):
+        raise ValueError(f"--device {device!r}: pick a GPU with CUDA_VISIBLE_DEVICES={wanted.index}"
+                         " and --device cuda")
+    return accelerator
 
 
 def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int],
@@ -264,31 +366,39 @@ def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int]
 
 def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progress: bool = True,
           device: str | None = None) -> Path:
-    """Train a text-conditioned video diffusion model; returns the model folder ``out/model``."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    """Train a text-conditioned video diffusion model; returns the model folder ``out/model``.
+
+    The run folder is locked for the run; what a killed run left half-written is cleaned first.
+    """
+    out = Path(out)
+    checkpoint, state = load_resume(out, resume)
+    cfg = run_config(cfg, out, resume, state)
+    accelerator = make_accelerator(cfg.train, out, device)
+    main = accelerator.is_main_process
+    with run_lock(out) if main else contextlib.nullcontext():
+        if main:
+            for line in clean_leftovers(out) + clean_leftovers(out / "checkpoints"):
+                print(line, file=sys.stderr)
+        try:
+            return _train(cfg, out, accelerator, checkpoint, state, progress)
+        except Exception as err:
+            if not is_disk_full(err):
+                raise
+            found = list_checkpoints(out)
+            raise DiskFull(
+                f"disk full while writing into {str(out)!r}; the last good checkpoint is "
+                f"{str(found[-1]) if found else 'none'}: free space, then rerun with --resume"
+            ) from err
+
+
+def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
+           state: dict | None, progress: bool) -> Path:
     from tqdm.auto import tqdm
 
     from text2sign.data.dataset import ClipDataset, open_clips
     from text2sign.data.video_io import safe_names, write_gif
 
-    out = Path(out)
-    checkpoint = resolve_resume(out, resume)
-    cfg = run_config(cfg, out, resume)
     tc = cfg.train
-    if device not in (None, "auto", "cpu", "cuda", "mps"):
-        raise ValueError(f"--device {device!r}: use auto, cpu, cuda or mps "
-                         "(pick a GPU with CUDA_VISIBLE_DEVICES)")
-    use_cpu = device == "cpu"
-    device_type = "cpu" if use_cpu else ("cuda" if torch.cuda.is_available() else "other")
-    accelerator = Accelerator(
-        cpu=use_cpu,
-        mixed_precision=mixed_precision_for(tc.mixed_precision, device_type),
-        gradient_accumulation_steps=tc.grad_accum,
-        log_with="tensorboard",
-        project_dir=str(out),
-        # The learned null condition is unused in steps where no text is dropped.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
 
@@ -319,8 +429,8 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     ema = {k: v.detach().float().clone() for k, v in params.items()}
     step, minutes_before = 0, ae_meta.get("minutes_this_run", 0.0)
     if checkpoint is not None:
-        state = load_training_state(checkpoint)
-        module.load_state_dict(state["model"], strict=False)
+        frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+        load_checkpoint_weights(module, state, frozen, checkpoint)
         ema = {k: v.float() for k, v in state["ema"].items()}
         step = state["meta"]["step"]
         minutes_before = state["meta"].get("minutes", 0.0)
@@ -356,7 +466,8 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
         folder = out / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:06d}"
         model_state = {k: v for k, v in raw.state_dict().items() if k not in frozen}
         save_training_state(folder, model_state=model_state, ema_state=ema,
-                            optimizer=optimizer.optimizer, meta={"step": step, "minutes": minutes})
+                            optimizer=optimizer.optimizer, meta={"step": step, "minutes": minutes},
+                            config=cfg)
         ema_denoiser, ema_conditioner = ema_models(raw, ema)
         save_model_folder(out / "model", cfg, ema_denoiser.state_dict(),
                           trainable_state(ema_conditioner), {
@@ -368,11 +479,13 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
         prune_checkpoints(out, tc.keep_checkpoints)
         return folder
 
-    def sample_and_log(step: int) -> None:
+    def ema_pipeline() -> Text2SignPipeline:
         ema_denoiser, ema_conditioner = ema_models(raw, ema)
-        pipe = Text2SignPipeline(ema_denoiser, ema_conditioner, cfg, accelerator.device,
+        return Text2SignPipeline(ema_denoiser, ema_conditioner, cfg, accelerator.device,
                                  autoencoder=autoencoder)
-        videos = pipe(cfg.sample.prompts, seed=tc.seed)
+
+    def sample_and_log(step: int) -> None:
+        videos = ema_pipeline()(cfg.sample.prompts, seed=tc.seed)
         folder = out / "samples" / f"{CHECKPOINT_PREFIX}{step:06d}"
         names = safe_names(cfg.sample.prompts)
         for prompt, video in zip(cfg.sample.prompts, videos, strict=True):
@@ -380,21 +493,23 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
         writer = accelerator.get_tracker("tensorboard", unwrap=True)
         writer._get_file_writer().add_summary(
             gif_summary("samples/" + " | ".join(cfg.sample.prompts), videos, fps=8), step)
-        if tc.eval_every and step % tc.eval_every == 0:
-            from text2sign.evaluation.evaluate import evaluate
 
-            report = evaluate(pipe, cache, out / "eval" / folder.name,
-                              per_text=tc.eval_per_text, seed=tc.seed, progress=False)
-            accelerator.log({f"eval/{k}": report[k] for k in ("top1", "top5", "fd")
-                             if isinstance(report.get(k), int | float)}, step=step)
+    def evaluate_and_log(step: int) -> None:
+        from text2sign.evaluation.evaluate import evaluate
+
+        folder = out / "eval" / f"{CHECKPOINT_PREFIX}{step:06d}"
+        report = evaluate(ema_pipeline(), cache, folder, per_text=tc.eval_per_text,
+                          seed=tc.seed, progress=False)
+        accelerator.log({f"eval/{k}": report[k] for k in ("top1", "top5", "fd")
+                         if isinstance(report.get(k), int | float)}, step=step)
 
     # --- the loop
     last_saved = checkpoint
     log_path = out / "log.jsonl"
     if main:
-        keep = [ln for ln in (log_path.read_text().splitlines() if log_path.exists() else [])
-                if checkpoint is not None and json.loads(ln)["step"] <= step]
-        log_path.write_text("".join(ln + "\n" for ln in keep))
+        write_text_atomic(log_path, "".join(
+            ln + "\n" for ln in log_lines(log_path) if checkpoint is not None
+            and json.loads(ln)["step"] <= step))
     pbar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and main),
                 unit="step", dynamic_ncols=True)
     started = time.time()
@@ -437,7 +552,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
             window_steps += 1
             minutes = minutes_before + (time.time() - started) / 60
             pbar.update(1)
-            if step % tc.log_every == 0 or step == tc.max_steps:
+            if (tc.log_every and step % tc.log_every == 0) or step == tc.max_steps:
                 elapsed = time.time() - window_start
                 scalars = {
                     "train/loss": window_loss / window_steps, "train/lr": lr,
@@ -448,13 +563,14 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
                 pbar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
                                  clips_s=f"{scalars['train/clips_per_s']:.1f}")
                 if main:
-                    with log_path.open("a") as f:
-                        f.write(json.dumps({"step": step, **scalars}) + "\n")
+                    append_line(log_path, json.dumps({"step": step, **scalars}))
                 window_loss, window_steps, window_start = 0.0, 0, time.time()
             out_of_time = tc.max_minutes is not None and minutes >= tc.max_minutes
             finishing = step == tc.max_steps or out_of_time or stop.requested
             if main and tc.sample_every and (step % tc.sample_every == 0 or finishing):
                 sample_and_log(step)
+            if main and tc.eval_every and step % tc.eval_every == 0:
+                evaluate_and_log(step)
             if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or finishing:
                 if main:
                     last_saved = save(step, minutes)
