@@ -30,8 +30,6 @@ def register(subparsers) -> None:
                          help="resample uniformly over the clip, or truncate/pad by repeat")
     prepare.add_argument("--fit", choices=("crop", "letterbox"), default="crop",
                          help="resize and center-crop, or fit inside black bars")
-    prepare.add_argument("--val-fraction", type=float, default=0.1,
-                         help="share of clips held out for validation (by path hash)")
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
     prepare.set_defaults(func=prepare_command)
 
@@ -47,18 +45,19 @@ def check_command(args: argparse.Namespace) -> int:
 
 
 def prepare_command(args: argparse.Namespace) -> int:
+    from text2sign.config import DataConfig
     from text2sign.data.cache import prepare_cache
 
     if args.frames < 1 or args.size < 1:
         raise ValueError(f"--frames {args.frames} and --size {args.size} must be positive")
-    if not 0.0 <= args.val_fraction < 1.0:
-        raise ValueError(f"--val-fraction {args.val_fraction} must be in [0, 1)")
     cache = prepare_cache(args.dir, args.frames, args.size, out=args.out,
                           time_mode=args.time_mode, fit=args.fit, progress=not args.quiet)
-    train, val = cache.split(args.val_fraction)
+    val_fraction = DataConfig().val_fraction
+    train, val = cache.split(val_fraction)
     print(f"clips: {len(cache)} ({cache.index['decoded']} decoded now, "
           f"{len(cache) - cache.index['decoded']} reused)")
     print(f"bad pairs skipped: {len(cache.bad)}")
     print(f"cache: {cache.path}")
-    print(f"split (val fraction {args.val_fraction:g}): {len(train)} train, {len(val)} val")
+    print(f"split at the default data.val_fraction={val_fraction:g}: {len(train)} train, "
+          f"{len(val)} val (training sets it: --set data.val_fraction=F)")
     return 1 if cache.bad else 0
