@@ -137,9 +137,11 @@ def run_sample(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     from text2sign.checkpoint import find_model_folder, read_model_info
+    from text2sign.files import verify_digests
 
     folder = find_model_folder(args.model)
     info = read_model_info(folder)
+    verify_digests(folder, info.get("files", {}), "copy the model folder again or retrain it")
     cfg = info["config"]
     data = info.get("data", {})
     size_mb = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20

@@ -359,6 +359,25 @@ def _check_range(key: tuple[str, str], value: Any, name: str | None = None) -> N
         raise ValueError(f"{name}={value!r} is out of range: expected {what}")
 
 
+# Caps on a denoiser's parameters (per-architecture checks live in the models): building a
+# module of 10^4 blocks takes minutes even on the meta device, so counts are capped by name.
+_PARAM_COUNT_CAPS = {"num_res_blocks": 64, "depth": 256, "layers_per_block": 64}
+_PARAM_INT_CAP, _PARAM_LIST_CAP = 65536, 16
+
+
+def _check_model_params(params: dict[str, Any]) -> None:
+    for key, value in params.items():
+        name = f"model.params.{key}"
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and len(value) > _PARAM_LIST_CAP:
+            raise ValueError(f"{name} has {len(value)} entries; at most {_PARAM_LIST_CAP}")
+        cap = _PARAM_COUNT_CAPS.get(key, _PARAM_INT_CAP)
+        for v in values:
+            if isinstance(v, int | float) and not isinstance(v, bool) and not (
+                    math.isfinite(v) and -cap <= v <= cap):
+                raise ValueError(f"{name}={value!r} is out of range: at most {cap}")
+
+
 def validate_sample(sc: SampleConfig) -> None:
     """The sampling settings alone (also for per-call choices of a pipeline)."""
     if sc.sampler not in SAMPLERS:
@@ -380,6 +399,7 @@ def validate(cfg: Config) -> None:
         _check_range(key, getattr(getattr(cfg, key[0]), key[1]))
     validate_sample(cfg.sample)
     check_clip(cfg.data.frames, cfg.data.size)
+    _check_model_params(cfg.model.params)
     if not 0.0 <= cfg.diffusion.cfg_dropout < 1.0:
         raise ValueError(f"diffusion.cfg_dropout={cfg.diffusion.cfg_dropout} must be in [0, 1)")
     if not 0.0 <= cfg.data.val_fraction < 1.0:

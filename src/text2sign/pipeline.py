@@ -33,15 +33,41 @@ def pick_device(name: str | None = None) -> torch.device:
 
 def build_models(cfg: Config) -> tuple[nn.Module, nn.Module]:
     """The denoiser and the text conditioner a config describes, freshly initialised."""
-    from text2sign.models.registry import build_denoiser
+    conditioner = build_conditioner(cfg)
+    return build_denoiser_for(cfg, conditioner.dim), conditioner
+
+
+def build_conditioner(cfg: Config) -> nn.Module:
     from text2sign.models.text import TextConditioner, build_text_encoder
 
-    conditioner = TextConditioner(build_text_encoder(cfg.text), cfg.diffusion.null_condition)
+    return TextConditioner(build_text_encoder(cfg.text), cfg.diffusion.null_condition)
+
+
+def build_denoiser_for(cfg: Config, text_dim: int) -> nn.Module:
+    from text2sign.models.registry import build_denoiser
+
     channels, size = diffusion_space(cfg)
     denoiser = build_denoiser(cfg.model.arch, cfg.model.params, in_channels=channels,
-                              text_dim=conditioner.dim)
+                              text_dim=text_dim)
     denoiser.check_input_size(cfg.data.frames, size, size)
-    return denoiser, conditioner
+    return denoiser
+
+
+def check_fit(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+              file: Path) -> None:
+    """Weights must have exactly the names and shapes the config's model has; checked against
+    a model built on the meta device, so an absurd config allocates nothing."""
+    want = {k: tuple(v.shape) for k, v in expected.items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    if want != have:
+        missing = sorted(set(want) - set(have))[:3]
+        unexpected = sorted(set(have) - set(want))[:3]
+        shapes = [f"{k}: {have[k]} vs {want[k]}" for k in sorted(set(want) & set(have))
+                  if want[k] != have[k]][:3]
+        raise ValueError(
+            f"weights in {str(file)!r} do not fit the model its config.json describes (missing "
+            f"{missing}, unexpected {unexpected}, shapes file vs config {shapes}); the folder "
+            "is damaged or was edited: copy it again or retrain it")
 
 
 def diffusion_space(cfg: Config) -> tuple[int, int]:
@@ -91,16 +117,24 @@ class Text2SignPipeline:
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None
                         ) -> Text2SignPipeline:
         """Load a model folder (or a run folder holding ``model/``); reads no pickle."""
-        from text2sign.checkpoint import load_model_folder
+        from text2sign.checkpoint import find_model_folder, load_model_folder
 
         cfg, denoiser_state, text_state, info = load_model_folder(folder)
         autoencoder = None
         if cfg.latent.enabled:
-            from text2sign.checkpoint import find_model_folder
             from text2sign.latent import load_autoencoder
 
             autoencoder = load_autoencoder(find_model_folder(folder), cfg.latent)
-        denoiser, conditioner = build_models(cfg)
+        where = find_model_folder(folder)
+        if cfg.text.encoder == "bytes":  # its sizes come from config.json: check them first
+            with torch.device("meta"):
+                probe = build_conditioner(cfg)
+            check_fit(trainable_state(probe), text_state, where / "text.safetensors")
+        conditioner = build_conditioner(cfg)
+        with torch.device("meta"):
+            probe = build_denoiser_for(cfg, conditioner.dim)
+        check_fit(probe.state_dict(), denoiser_state, where / "denoiser.safetensors")
+        denoiser = build_denoiser_for(cfg, conditioner.dim)
         denoiser.load_state_dict(denoiser_state)
         missing, unexpected = conditioner.load_state_dict(text_state, strict=False)
         expected = set(trainable_state(conditioner))

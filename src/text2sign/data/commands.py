@@ -35,13 +35,32 @@ def register(subparsers) -> None:
 
 
 def check_command(args: argparse.Namespace) -> int:
+    """Every pair of a clip folder, then every clip of its caches (or of a cache given)."""
+    from pathlib import Path
+
+    from text2sign.data.cache import ClipCache, is_cache
     from text2sign.data.folder import scan_folder
 
-    result = scan_folder(args.dir, decode=True)
-    for bad in result.bad:
-        print(f"{result.relative(bad.path)}: {bad.reason}")
-    print(f"{len(result.good)} good pairs, {len(result.bad)} unusable in {args.dir}")
-    return 1 if result.bad else 0
+    root = Path(args.dir)
+    bad_count = 0
+    if not is_cache(root):
+        result = scan_folder(root, decode=True)
+        for bad in result.bad:
+            print(f"{result.relative(bad.path)}: {bad.reason}")
+        print(f"{len(result.good)} good pairs, {len(result.bad)} unusable in {args.dir}")
+        bad_count = len(result.bad)
+    caches = [root] if is_cache(root) else sorted(
+        p.parent for p in root.glob(".text2sign-cache/*/index.json"))
+    for folder in caches:
+        cache = ClipCache.open(folder)
+        damaged = cache.damaged()
+        for line in damaged:
+            print(line)
+        fix = f"; {cache.repair}" if damaged else ""
+        print(f"cache {folder}: {len(cache) - len(damaged)} clips intact, {len(damaged)} "
+              f"damaged{fix}")
+        bad_count += len(damaged)
+    return 1 if bad_count else 0
 
 
 def prepare_command(args: argparse.Namespace) -> int:
