@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-
 from test_training import losses, make_corpus, tiny_config
+
 from text2sign.cli import main
 from text2sign.files import DamagedFile, atomic_dir, clean_leftovers, run_lock
 from text2sign.pipeline import Text2SignPipeline
@@ -211,6 +211,7 @@ def test_model_folder_records_checksums(finished):
 
 def test_text_encoder_folder_with_pickle_weights_is_refused(tmp_path):
     from test_text import minilm_path
+
     from text2sign.models.text import PretrainedTextEncoder
 
     folder = tmp_path / "minilm"
@@ -288,8 +289,9 @@ def test_second_run_into_the_same_folder_is_refused(corpus, tmp_path, capsys):
 
 def test_full_disk_names_the_folder_and_last_good_checkpoint(corpus, tmp_path, capsys,
                                                             monkeypatch):
-    import text2sign.checkpoint as checkpoint
     from safetensors import SafetensorError
+
+    import text2sign.checkpoint as checkpoint
 
     calls = {"n": 0}
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 import torch
-
 from test_training import make_corpus, tiny_config
+
 from text2sign.cli import main
 from text2sign.config import build_config
 
