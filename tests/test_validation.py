@@ -172,3 +172,20 @@ def test_prepare_has_no_val_fraction_knob(corpus, capsys):
     with pytest.raises(SystemExit):
         main(["data", "prepare", str(corpus), "--frames", "4", "--size", "16",
               "--val-fraction", "0.5"])
+
+
+def test_info_says_custom_when_params_leave_the_preset(corpus, tmp_path, capsys):
+    from text2sign.training import train
+
+    cfg = build_config("tiny", overrides=[f"data.path={corpus}", "data.val_fraction=0",
+                                          "train.max_steps=1", "model.params.stem=1"])
+    train(cfg, tmp_path / "run", progress=False, device="cpu")
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "unet3d custom (preset tiny with stem=1)" in out
+
+
+def test_info_names_the_preset_when_params_match(model, capsys):
+    assert main(["info", str(model)]) == 0
+    assert "unet3d preset tiny," in capsys.readouterr().out

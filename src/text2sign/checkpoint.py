@@ -65,6 +65,12 @@ def find_model_folder(path: str | Path) -> Path:
             return candidate
     if not path.exists():
         raise FileNotFoundError(f"model folder {str(path)!r} does not exist")
+    hidden = sorted(path.glob(".model.old-*"))
+    if hidden and not (path / "model").exists():
+        raise FileNotFoundError(
+            f"the model write in {str(path)!r} was interrupted; the previous model is in "
+            f"{str(hidden[-1])!r}: rename it to model, or continue the run with --resume, "
+            "which restores it")
     raise FileNotFoundError(
         f"{str(path)!r} is not a text2sign model folder: expected config.json and "
         "denoiser.safetensors in it or in its model/ subfolder (train one with `text2sign train`)"

@@ -135,6 +135,17 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def preset_label(model: dict) -> str:
+    """'preset small', or 'custom (preset small with stem=1)' when the parameters differ."""
+    from text2sign.models.registry import preset_params
+
+    base = preset_params(model["arch"], model["preset"])
+    changed = [f"{k}={v}" for k, v in model["params"].items() if base.get(k) != v]
+    if not changed:
+        return f"preset {model['preset']}"
+    return f"custom (preset {model['preset']} with {', '.join(changed)})"
+
+
 def run_info(args: argparse.Namespace) -> int:
     from text2sign.checkpoint import find_model_folder, read_model_info
     from text2sign.files import verify_digests
@@ -148,7 +159,7 @@ def run_info(args: argparse.Namespace) -> int:
     params = info.get("parameters", {}).get("denoiser")
     rows = [
         ("model folder", f"{folder} ({size_mb:.1f} MB)"),
-        ("denoiser", f"{cfg['model']['arch']} preset {cfg['model']['preset']}"
+        ("denoiser", f"{cfg['model']['arch']} {preset_label(cfg['model'])}"
                      + (f", {params / 1e6:.2f} M parameters" if params else "")),
         ("architecture", ", ".join(f"{k}={v}" for k, v in cfg["model"]["params"].items())),
         ("text encoder", f"{cfg['text']['encoder']} (dim {cfg['text']['dim']})"
