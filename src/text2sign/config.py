@@ -356,7 +356,10 @@ def _check_range(key: tuple[str, str], value: Any, name: str | None = None) -> N
     bad = bad or (low is not None and (value < low or (open_end == "low" and value == low)))
     bad = bad or (high is not None and (value > high or (open_end == "high" and value == high)))
     if bad:
-        raise ValueError(f"{name}={value!r} is out of range: expected {what}")
+        limits = f"{'>' if open_end == 'low' else '>='} {low:g}" if low is not None else ""
+        if high is not None:
+            limits += f"{' and ' if limits else ''}{'<' if open_end == 'high' else '<='} {high:g}"
+        raise ValueError(f"{name}={value!r} is out of range: expected {what} ({limits})")
 
 
 # Caps on a denoiser's parameters (per-architecture checks live in the models): building a
