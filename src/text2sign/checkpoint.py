@@ -19,6 +19,7 @@ from text2sign.files import (
     read_json,
     verify_digests,
 )
+from text2sign.latent import write_autoencoder
 
 MODEL_FORMAT = "text2sign-model"
 MODEL_VERSION = 1
@@ -48,8 +49,6 @@ def save_model_folder(folder: str | Path, cfg: Config, denoiser_state: dict[str,
         save_file(_contiguous(denoiser_state), str(tmp / "denoiser.safetensors"))
         save_file(_contiguous(text_state), str(tmp / "text.safetensors"))
         if autoencoder is not None:
-            from text2sign.latent import write_autoencoder
-
             write_autoencoder(tmp, autoencoder, cfg.latent)
         # Written last, with the weights' checksums that loading verifies.
         (tmp / "config.json").write_text(json.dumps({**info, "files": digests(tmp)}, indent=2))

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from text2sign.files import DamagedFile, write_text_atomic
+from text2sign.models.registry import preset_params
 
 SAMPLERS = ("ddpm", "ddim", "dpm++")
 
@@ -250,8 +251,6 @@ def build_config(preset: str = "small", config_file: str | Path | None = None,
 
 def resolve(cfg: Config) -> Config:
     """Fill ``model.params`` with the architecture preset's values under any explicit ones."""
-    from text2sign.models.registry import preset_params
-
     cfg = copy.deepcopy(cfg)
     cfg.model.params = {**preset_params(cfg.model.arch, cfg.model.preset), **cfg.model.params}
     return cfg

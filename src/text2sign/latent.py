@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from text2sign.config import LatentConfig
+from text2sign.files import atomic_dir
 from text2sign.models.autoencoder import FrameAutoencoder, reconstruction_loss
 
 AUTOENCODER_FILE = "autoencoder.safetensors"
@@ -35,8 +36,6 @@ def _architecture(cfg: LatentConfig) -> dict[str, int]:
 def save_autoencoder(folder: str | Path, ae: FrameAutoencoder, cfg: LatentConfig,
                      meta: dict[str, Any] | None = None) -> Path:
     """``autoencoder.safetensors`` + ``autoencoder.json`` (architecture and training facts)."""
-    from text2sign.checkpoint import atomic_dir
-
     return atomic_dir(Path(folder), lambda tmp: write_autoencoder(tmp, ae, cfg, meta))
 
 

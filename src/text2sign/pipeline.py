@@ -9,7 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from text2sign.checkpoint import find_model_folder, load_model_folder
 from text2sign.config import Config, check_clip, validate_sample
+from text2sign.diffusion import sample
+from text2sign.latent import load_autoencoder
+from text2sign.models.registry import build_denoiser
+from text2sign.models.text import TextConditioner, build_text_encoder
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -38,14 +43,10 @@ def build_models(cfg: Config) -> tuple[nn.Module, nn.Module]:
 
 
 def build_conditioner(cfg: Config) -> nn.Module:
-    from text2sign.models.text import TextConditioner, build_text_encoder
-
     return TextConditioner(build_text_encoder(cfg.text), cfg.diffusion.null_condition)
 
 
 def build_denoiser_for(cfg: Config, text_dim: int) -> nn.Module:
-    from text2sign.models.registry import build_denoiser
-
     channels, size = diffusion_space(cfg)
     denoiser = build_denoiser(cfg.model.arch, cfg.model.params, in_channels=channels,
                               text_dim=text_dim)
@@ -117,13 +118,9 @@ class Text2SignPipeline:
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None
                         ) -> Text2SignPipeline:
         """Load a model folder (or a run folder holding ``model/``); reads no pickle."""
-        from text2sign.checkpoint import find_model_folder, load_model_folder
-
         cfg, denoiser_state, text_state, info = load_model_folder(folder)
         autoencoder = None
         if cfg.latent.enabled:
-            from text2sign.latent import load_autoencoder
-
             autoencoder = load_autoencoder(find_model_folder(folder), cfg.latent)
         where = find_model_folder(folder)
         if cfg.text.encoder == "bytes":  # its sizes come from config.json: check them first
@@ -151,8 +148,6 @@ class Text2SignPipeline:
                  guidance: float | None = None, seed: int = 0, eta: float | None = None,
                  batch_size: int = 16, progress: bool = False) -> np.ndarray:
         """uint8 videos (N, T, H, W, 3), one per text; deterministic for (seed, batch_size)."""
-        from text2sign.diffusion import sample
-
         if isinstance(texts, str):
             texts = [texts]
         if not texts:

@@ -21,8 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch import nn
+from tqdm.auto import tqdm
 
+from text2sign import diffusion
 from text2sign.checkpoint import (
     CHECKPOINT_PREFIX,
     list_checkpoints,
@@ -33,6 +36,9 @@ from text2sign.checkpoint import (
     save_training_state,
 )
 from text2sign.config import Config, TrainConfig, from_dict, load_config
+from text2sign.data.dataset import ClipDataset, open_clips
+from text2sign.data.video_io import safe_names, write_gif
+from text2sign.evaluation import evaluate as evaluation
 from text2sign.files import (
     DamagedFile,
     DiskFull,
@@ -41,6 +47,13 @@ from text2sign.files import (
     is_disk_full,
     run_lock,
     write_text_atomic,
+)
+from text2sign.latent import (
+    AUTOENCODER_INFO,
+    build_autoencoder,
+    load_autoencoder,
+    save_autoencoder,
+    train_autoencoder,
 )
 from text2sign.pipeline import Text2SignPipeline, build_models, pick_device, trainable_state
 
@@ -112,20 +125,16 @@ class DiffusionTrainer(nn.Module):
 
     def __init__(self, denoiser: nn.Module, conditioner: nn.Module, cfg: Config):
         super().__init__()
-        from text2sign.diffusion import make_scheduler
-
         self.denoiser = denoiser
         self.conditioner = conditioner
         self.diffusion = cfg.diffusion
-        self.scheduler = make_scheduler(cfg.diffusion, "ddpm")
+        self.scheduler = diffusion.make_scheduler(cfg.diffusion, "ddpm")
 
     def forward(self, videos: torch.Tensor, texts: list[str],
                 generator: torch.Generator) -> torch.Tensor:
-        from text2sign.diffusion import training_loss
-
         cond = self.conditioner(texts, drop_prob=self.diffusion.cfg_dropout, generator=generator)
-        return training_loss(self.denoiser, videos, cond, self.diffusion, generator=generator,
-                             scheduler=self.scheduler)
+        return diffusion.training_loss(self.denoiser, videos, cond, self.diffusion,
+                                       generator=generator, scheduler=self.scheduler)
 
 
 @torch.no_grad()
@@ -309,8 +318,6 @@ def load_checkpoint_weights(module: nn.Module, state: dict, frozen: set[str],
 
 def make_accelerator(tc: TrainConfig, out: Path, device: str | None):
     """One Accelerator on the device asked for; an absent device fails here, not silently."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
     wanted = pick_device(device)
     accelerator = Accelerator(
         cpu=wanted.type == "cpu",
@@ -336,14 +343,6 @@ def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int]
                         device: torch.device, progress: bool) -> tuple[nn.Module, dict]:
     """The run's frozen autoencoder: ``latent.autoencoder`` if named, else ``out/autoencoder``
     from an earlier start of this run, else trained now (counted in the run's minutes)."""
-    from text2sign.latent import (
-        AUTOENCODER_INFO,
-        build_autoencoder,
-        load_autoencoder,
-        save_autoencoder,
-        train_autoencoder,
-    )
-
     lc, folder = cfg.latent, out / "autoencoder"
     if lc.autoencoder is not None:
         ae = load_autoencoder(lc.autoencoder, lc)
@@ -393,11 +392,6 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
 
 def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
            state: dict | None, progress: bool) -> Path:
-    from tqdm.auto import tqdm
-
-    from text2sign.data.dataset import ClipDataset, open_clips
-    from text2sign.data.video_io import safe_names, write_gif
-
     tc = cfg.train
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -495,10 +489,8 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
             gif_summary("samples/" + " | ".join(cfg.sample.prompts), videos, fps=8), step)
 
     def evaluate_and_log(step: int) -> None:
-        from text2sign.evaluation.evaluate import evaluate
-
         folder = out / "eval" / f"{CHECKPOINT_PREFIX}{step:06d}"
-        report = evaluate(ema_pipeline(), cache, folder, per_text=tc.eval_per_text,
+        report = evaluation.evaluate(ema_pipeline(), cache, folder, per_text=tc.eval_per_text,
                           seed=tc.seed, progress=False)
         accelerator.log({f"eval/{k}": report[k] for k in ("top1", "top5", "fd")
                          if isinstance(report.get(k), int | float)}, step=step)
