@@ -73,8 +73,9 @@ def kill_trial(data: Path, run: Path, rng: random.Random, in_write: bool,
            *TRAIN]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + rng.uniform(*span)
+    target = rng.randint(1, STEPS // 2)  # kill inside the target-th folder write seen
     ckpts, model = run / "checkpoints", run / "model"
-    where, model_seen, model_gone = "at a random moment", False, 0
+    where, model_seen, model_gone, writes = "at a random moment", False, 0, set()
     while proc.poll() is None:
         if model.exists():
             model_seen = True
@@ -84,21 +85,23 @@ def kill_trial(data: Path, run: Path, rng: random.Random, in_write: bool,
             names = os.listdir(ckpts) if ckpts.is_dir() else []
             names += os.listdir(run) if run.is_dir() else []
             writing = [n for n in names if ".tmp-" in n and n.startswith((".step-", ".model"))]
-            if writing and time.time() > deadline - span[1] / 2:
-                where = f"inside a write of {writing[0].split('.tmp-')[0][1:]}"
+            writes.update(writing)
+            if writing and len(writes) >= target:
                 proc.send_signal(signal.SIGKILL)
+                where = f"inside a write of {writing[0].split('.tmp-')[0][1:]}"
                 break
         elif time.time() >= deadline:
             proc.send_signal(signal.SIGKILL)
             break
+        time.sleep(0.001)  # poll often enough to land inside a folder write
     proc.wait()
     killed = proc.returncode == -signal.SIGKILL
     left = len(hidden(run))
     resumes = 0
     while True:
+        saved = list((run / "checkpoints").glob("step-*"))  # what a user sees with ls
         done = text2sign("train", "--data", data, "--out", run, *TRAIN,
-                         *(["--resume"] if (run / "checkpoints").is_dir() and
-                           any((run / "checkpoints").iterdir()) else []))
+                         *(["--resume"] if saved else []))
         resumes += 1
         if done.returncode == 0 or resumes > 3:
             break

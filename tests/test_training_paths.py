@@ -127,3 +127,15 @@ def test_golden_slice_of_a_seeded_tiny_pipeline():
     assert video.shape == (2, 4, 16, 16, 3)
     got = video[1, -1, 8, 5:8].flatten()  # last frame of "hello", 3 pixels x RGB
     assert np.abs(got.astype(int) - EXPECTED_SLICE).max() <= 2, got.tolist()
+
+
+def test_tensorboard_gif_keeps_every_frame():
+    from text2sign.data.video_io import _read_gif
+    from text2sign.training import gif_summary
+
+    videos = np.zeros((2, 6, 8, 8, 3), np.uint8)
+    videos[:, :3, 2:5, 2:5] = 200  # frames 3..5 repeat: a padded clip
+    summary = gif_summary("samples", videos, fps=8)
+    frames, _ = _read_gif(summary.value[0].image.encoded_image_string)
+    assert frames.shape == (6, 8, 16, 3)
+    assert np.array_equal(frames[:, :, :8], videos[0])

@@ -11,6 +11,7 @@ from torch import nn
 
 from text2sign.checkpoint import find_model_folder, load_model_folder
 from text2sign.config import Config, check_clip, validate_sample
+from text2sign.data.dataset import to_uint8
 from text2sign.diffusion import sample
 from text2sign.latent import load_autoencoder
 from text2sign.models.registry import build_denoiser
@@ -85,8 +86,7 @@ def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def videos_to_uint8(x: torch.Tensor) -> np.ndarray:
     """(B, C, T, H, W) in [-1, 1] -> uint8 (B, T, H, W, C)."""
-    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, T, H, W, C)
+    return to_uint8(x).permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, T, H, W, C)
 
 
 class Text2SignPipeline:

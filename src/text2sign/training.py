@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import json
 import math
 import signal
@@ -37,7 +36,7 @@ from text2sign.checkpoint import (
 )
 from text2sign.config import Config, TrainConfig, from_dict, load_config
 from text2sign.data.dataset import ClipDataset, open_clips
-from text2sign.data.video_io import safe_names, write_gif
+from text2sign.data.video_io import gif_bytes, safe_names, write_gif
 from text2sign.evaluation import evaluate as evaluation
 from text2sign.files import (
     DamagedFile,
@@ -166,16 +165,11 @@ def ema_models(module: DiffusionTrainer, ema: dict[str, torch.Tensor]) -> tuple[
 def gif_summary(tag: str, videos: np.ndarray, fps: float):
     """A TensorBoard image summary holding an animated GIF (what add_video writes, without
     needing moviepy): clips side by side, uint8 (N, T, H, W, 3)."""
-    from PIL import Image
     from tensorboard.compat.proto.summary_pb2 import Summary
 
     strip = np.concatenate(list(videos), axis=2)  # (T, H, N*W, 3)
-    frames = [Image.fromarray(f) for f in strip]
-    buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
-                   duration=int(1000 / fps), loop=0)
     image = Summary.Image(height=strip.shape[1], width=strip.shape[2], colorspace=3,
-                          encoded_image_string=buf.getvalue())
+                          encoded_image_string=gif_bytes(strip, fps))
     return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
