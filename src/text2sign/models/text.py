@@ -169,8 +169,8 @@ class PretrainedTextEncoder(TextEncoder):
             # safetensors only: a pytorch_model.bin is a pickle, and nothing is unpickled here.
             self.model = model_cls.from_pretrained(name_or_path, use_safetensors=True, **kwargs)
         except OSError as err:
-            pickles = [p for p in ("pytorch_model.bin", "tf_model.h5")
-                       if os.path.isfile(os.path.join(name_or_path, p))]
+            pickles = sorted(p for p in os.listdir(name_or_path) if p.endswith(".bin")
+                             ) if os.path.isdir(name_or_path) else []
             if pickles:
                 raise ValueError(
                     f"text encoder folder {name_or_path!r} holds {pickles[0]} and no "
