@@ -188,6 +188,74 @@ def flat_hparams(cfg: Config) -> dict[str, Any]:
     return out
 
 
+def model_facts(raw: DiffusionTrainer, cache: Any, train_idx: list[int], val_idx: list[int],
+                cfg: Config, ae_meta: dict) -> dict[str, Any]:
+    """What a model folder's config.json says about its training, besides step and minutes."""
+    texts = sorted(set(cache.texts[i] for i in train_idx))
+    return {
+        "parameters": {"denoiser": sum(p.numel() for p in raw.denoiser.parameters())},
+        "data": {"path": str(cfg.data.path), "clips": len(train_idx), "val_clips": len(val_idx),
+                 "texts": len(texts), "examples": texts[:50], "fingerprint": cache.fingerprint},
+        **({"autoencoder": ae_meta["facts"]} if ae_meta else {}),
+    }
+
+
+def save_checkpoint(out: Path, cfg: Config, raw: DiffusionTrainer, ema: dict[str, torch.Tensor],
+                    optimizer: torch.optim.Optimizer, step: int, minutes: float,
+                    facts: dict[str, Any], autoencoder: nn.Module | None) -> Path:
+    """Training state for --resume plus the EMA model folder; main process only."""
+    folder = out / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:06d}"
+    frozen = {name for name, p in raw.named_parameters() if not p.requires_grad}
+    model_state = {k: v for k, v in raw.state_dict().items() if k not in frozen}
+    save_training_state(folder, model_state=model_state, ema_state=ema, optimizer=optimizer,
+                        meta={"step": step, "minutes": minutes}, config=cfg)
+    ema_denoiser, ema_conditioner = ema_models(raw, ema)
+    save_model_folder(out / "model", cfg, ema_denoiser.state_dict(),
+                      trainable_state(ema_conditioner),
+                      {"step": step, "minutes": round(minutes, 2), **facts},
+                      autoencoder=autoencoder)
+    prune_checkpoints(out, cfg.train.keep_checkpoints)
+    return folder
+
+
+def ema_pipeline(raw: DiffusionTrainer, ema: dict[str, torch.Tensor], cfg: Config,
+                 autoencoder: nn.Module | None) -> Text2SignPipeline:
+    """A pipeline over copies of the models carrying the EMA weights, on the training device."""
+    ema_denoiser, ema_conditioner = ema_models(raw, ema)
+    device = next(iter(ema.values())).device
+    return Text2SignPipeline(ema_denoiser, ema_conditioner, cfg, device, autoencoder=autoencoder)
+
+
+def sample_and_log(pipe: Text2SignPipeline, out: Path, step: int, accelerator: Any) -> None:
+    """The config's prompts as GIFs under ``out/samples`` and in TensorBoard."""
+    prompts = pipe.config.sample.prompts
+    videos = pipe(prompts, seed=pipe.config.train.seed)
+    folder = out / "samples" / f"{CHECKPOINT_PREFIX}{step:06d}"
+    names = safe_names(prompts)
+    for prompt, video in zip(prompts, videos, strict=True):
+        write_gif(folder / f"{names[prompt]}.gif", video, fps=8)
+    writer = accelerator.get_tracker("tensorboard", unwrap=True)
+    writer._get_file_writer().add_summary(
+        gif_summary("samples/" + " | ".join(prompts), videos, fps=8), step)
+
+
+def evaluate_and_log(pipe: Text2SignPipeline, cache: Any, out: Path, step: int,
+                     accelerator: Any) -> None:
+    """`text2sign evaluate` on the EMA model into ``out/eval``; top-1, top-5, FD to TensorBoard."""
+    tc = pipe.config.train
+    folder = out / "eval" / f"{CHECKPOINT_PREFIX}{step:06d}"
+    report = evaluation.evaluate(pipe, cache, folder, per_text=tc.eval_per_text, seed=tc.seed,
+                                 progress=False)
+    accelerator.log({f"eval/{k}": report[k] for k in ("top1", "top5", "fd")
+                     if isinstance(report.get(k), int | float)}, step=step)
+
+
+def keep_log(path: Path, last_step: int) -> None:
+    """Keep the log's lines up to ``last_step`` (the checkpoint resumed from; 0 for a new run)."""
+    write_text_atomic(path, "".join(ln + "\n" for ln in log_lines(path)
+                                    if json.loads(ln)["step"] <= last_step))
+
+
 def log_lines(path: Path) -> list[str]:
     """The complete JSON lines of a run's log; a line a kill cut short is dropped."""
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
@@ -310,6 +378,26 @@ def load_checkpoint_weights(module: nn.Module, state: dict, frozen: set[str],
                          "resume with that run's config.yaml or start a new --out") from err
 
 
+def init_training(cfg: Config, checkpoint: Path | None, state: dict | None
+                  ) -> tuple[DiffusionTrainer, torch.optim.Optimizer, dict[str, torch.Tensor]]:
+    """Models, AdamW and fp32 EMA weights: identical on every rank from the seed, then the
+    checkpoint's weights when resuming (the optimizer state is loaded after accelerate wraps it)."""
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    denoiser, conditioner = build_models(cfg)
+    denoiser.set_gradient_checkpointing(tc.gradient_checkpointing)
+    module = DiffusionTrainer(denoiser, conditioner, cfg)
+    params = trainable_state(module)
+    optimizer = torch.optim.AdamW(params.values(), lr=tc.lr, weight_decay=tc.weight_decay,
+                                  betas=(0.9, 0.99))
+    ema = {k: v.detach().float().clone() for k, v in params.items()}
+    if checkpoint is not None:
+        frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+        load_checkpoint_weights(module, state, frozen, checkpoint)
+        ema = {k: v.float() for k, v in state["ema"].items()}
+    return module, optimizer, ema
+
+
 def make_accelerator(tc: TrainConfig, out: Path, device: str | None):
     """One Accelerator on the device asked for; an absent device fails here, not silently."""
     wanted = pick_device(device)
@@ -406,20 +494,10 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
             autoencoder, ae_meta = prepare_autoencoder(
                 cfg, out, cache, train_idx, accelerator.device, progress=progress and main)
 
-    # --- models, optimizer, EMA (identical init on every rank from the seed)
-    torch.manual_seed(tc.seed)
-    denoiser, conditioner = build_models(cfg)
-    denoiser.set_gradient_checkpointing(tc.gradient_checkpointing)
-    module = DiffusionTrainer(denoiser, conditioner, cfg)
-    params = trainable_state(module)
-    optimizer = torch.optim.AdamW(params.values(), lr=tc.lr, weight_decay=tc.weight_decay,
-                                  betas=(0.9, 0.99))
-    ema = {k: v.detach().float().clone() for k, v in params.items()}
+    # --- models, optimizer, EMA: fresh, or the checkpoint's
+    module, optimizer, ema = init_training(cfg, checkpoint, state)
     step, minutes_before = 0, ae_meta.get("minutes_this_run", 0.0)
     if checkpoint is not None:
-        frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
-        load_checkpoint_weights(module, state, frozen, checkpoint)
-        ema = {k: v.float() for k, v in state["ema"].items()}
         step = state["meta"]["step"]
         minutes_before = state["meta"].get("minutes", 0.0)
     module, optimizer = accelerator.prepare(module, optimizer)
@@ -428,7 +506,6 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
     ema = {k: v.to(accelerator.device) for k, v in ema.items()}
     raw = accelerator.unwrap_model(module)
     live = trainable_state(raw)
-    frozen = {name for name, p in raw.named_parameters() if not p.requires_grad}
 
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -441,61 +518,13 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
         pin_memory=accelerator.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
     )
     batches = iter(loader)
-    n_denoiser = sum(p.numel() for p in raw.denoiser.parameters())
-    meta_data = {
-        "path": str(cfg.data.path), "clips": len(train_idx), "val_clips": len(val_idx),
-        "texts": len(set(cache.texts[i] for i in train_idx)),
-        "examples": sorted(set(cache.texts[i] for i in train_idx))[:50],
-        "fingerprint": cache.fingerprint,
-    }
-
-    def save(step: int, minutes: float) -> Path:
-        """Training state for --resume plus the EMA model folder; main process only."""
-        folder = out / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:06d}"
-        model_state = {k: v for k, v in raw.state_dict().items() if k not in frozen}
-        save_training_state(folder, model_state=model_state, ema_state=ema,
-                            optimizer=optimizer.optimizer, meta={"step": step, "minutes": minutes},
-                            config=cfg)
-        ema_denoiser, ema_conditioner = ema_models(raw, ema)
-        save_model_folder(out / "model", cfg, ema_denoiser.state_dict(),
-                          trainable_state(ema_conditioner), {
-                              "step": step, "minutes": round(minutes, 2),
-                              "parameters": {"denoiser": n_denoiser},
-                              "data": meta_data,
-                              **({"autoencoder": ae_meta["facts"]} if ae_meta else {}),
-                          }, autoencoder=autoencoder)
-        prune_checkpoints(out, tc.keep_checkpoints)
-        return folder
-
-    def ema_pipeline() -> Text2SignPipeline:
-        ema_denoiser, ema_conditioner = ema_models(raw, ema)
-        return Text2SignPipeline(ema_denoiser, ema_conditioner, cfg, accelerator.device,
-                                 autoencoder=autoencoder)
-
-    def sample_and_log(step: int) -> None:
-        videos = ema_pipeline()(cfg.sample.prompts, seed=tc.seed)
-        folder = out / "samples" / f"{CHECKPOINT_PREFIX}{step:06d}"
-        names = safe_names(cfg.sample.prompts)
-        for prompt, video in zip(cfg.sample.prompts, videos, strict=True):
-            write_gif(folder / f"{names[prompt]}.gif", video, fps=8)
-        writer = accelerator.get_tracker("tensorboard", unwrap=True)
-        writer._get_file_writer().add_summary(
-            gif_summary("samples/" + " | ".join(cfg.sample.prompts), videos, fps=8), step)
-
-    def evaluate_and_log(step: int) -> None:
-        folder = out / "eval" / f"{CHECKPOINT_PREFIX}{step:06d}"
-        report = evaluation.evaluate(ema_pipeline(), cache, folder, per_text=tc.eval_per_text,
-                          seed=tc.seed, progress=False)
-        accelerator.log({f"eval/{k}": report[k] for k in ("top1", "top5", "fd")
-                         if isinstance(report.get(k), int | float)}, step=step)
+    facts = model_facts(raw, cache, train_idx, val_idx, cfg, ae_meta)
 
     # --- the loop
     last_saved = checkpoint
     log_path = out / "log.jsonl"
     if main:
-        write_text_atomic(log_path, "".join(
-            ln + "\n" for ln in log_lines(log_path) if checkpoint is not None
-            and json.loads(ln)["step"] <= step))
+        keep_log(log_path, step if checkpoint is not None else 0)
     pbar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and main),
                 unit="step", dynamic_ncols=True)
     started = time.time()
@@ -554,12 +583,14 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
             out_of_time = tc.max_minutes is not None and minutes >= tc.max_minutes
             finishing = step == tc.max_steps or out_of_time or stop.requested
             if main and tc.sample_every and (step % tc.sample_every == 0 or finishing):
-                sample_and_log(step)
+                sample_and_log(ema_pipeline(raw, ema, cfg, autoencoder), out, step, accelerator)
             if main and tc.eval_every and step % tc.eval_every == 0:
-                evaluate_and_log(step)
+                evaluate_and_log(ema_pipeline(raw, ema, cfg, autoencoder), cache, out, step,
+                                 accelerator)
             if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or finishing:
                 if main:
-                    last_saved = save(step, minutes)
+                    last_saved = save_checkpoint(out, cfg, raw, ema, optimizer.optimizer, step,
+                                                 minutes, facts, autoencoder)
                 accelerator.wait_for_everyone()
             if out_of_time or stop.requested:
                 reason = "time budget reached" if out_of_time else "stopped by Ctrl-C"
