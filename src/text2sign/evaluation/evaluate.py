@@ -145,6 +145,14 @@ def format_summary(report: dict[str, Any]) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def print_report(report: dict[str, Any]) -> None:
+    """The headline numbers and where the report, GIFs and contact sheet were written."""
+    print(format_summary(report))
+    print(f"report:        {report['report_md']}")
+    print(f"GIFs:          {report['gifs']}")
+    print(f"contact sheet: {report['contact_sheet']}")
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """report.md: the headline table, how it was measured, and per-text accuracy."""
     rows = summary_rows(report)
