@@ -55,6 +55,7 @@ from text2sign.latent import (
     train_autoencoder,
 )
 from text2sign.pipeline import Text2SignPipeline, build_models, pick_device, trainable_state
+from text2sign.schedule import warmup_cosine
 
 
 class TrainingDiverged(RunStopped):
@@ -64,13 +65,8 @@ class TrainingDiverged(RunStopped):
 def lr_at(step: int, cfg: TrainConfig, minutes: float = 0.0) -> float:
     """Linear warmup, then cosine decay to zero at ``max_steps`` or, with a ``max_minutes``
     budget, at whichever of the two limits comes first (so a time-boxed run ends annealed)."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.max_steps - cfg.warmup_steps)
-    progress = (step - cfg.warmup_steps) / span
-    if cfg.max_minutes:
-        progress = max(progress, minutes / cfg.max_minutes)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    spent = minutes / cfg.max_minutes if cfg.max_minutes else 0.0
+    return cfg.lr * warmup_cosine(step, cfg.warmup_steps, cfg.max_steps, spent)
 
 
 def derive_seed(*parts: int) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import nn
 from text2sign.data.dataset import to_uint8, to_unit
 from text2sign.files import atomic_dir
 from text2sign.pipeline import pick_device
+from text2sign.schedule import warmup_cosine
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "recognizer.safetensors"
@@ -279,13 +279,8 @@ def _fit(net: RecognizerNet, clips: torch.Tensor, labels: torch.Tensor,
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr,
                                   weight_decay=settings.weight_decay)
     warmup = max(1, settings.steps // 20)
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, settings.steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, warmup, settings.steps))
     bar = tqdm(range(settings.steps), desc="recognizer: training", disable=not progress,
                leave=False)
     for _ in bar:
