@@ -227,6 +227,14 @@ def test_text_encoder_folder_with_pickle_weights_is_refused(tmp_path):
 
 
 def test_model_folder_exists_at_every_instant_of_a_swap(tmp_path, monkeypatch):
+    from text2sign.files import _exchange
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    if not _exchange(tmp_path / "a", tmp_path / "b"):
+        pytest.skip("this OS or filesystem cannot swap two folders in one step")
+    (tmp_path / "a").rmdir()
+    (tmp_path / "b").rmdir()
     final = tmp_path / "model"
     atomic_dir(final, lambda tmp: (tmp / "w").write_text("old"))
     seen = []
