@@ -30,7 +30,7 @@ def corpus(tmp_path_factory):
     ("train.ema_decay=1", "train.ema_decay=1"),
     ("train.lr=0", "train.lr=0"),
     ("train.lr=.nan", "train.lr=nan"),
-    ("train.keep_checkpoints=0", "train.keep_checkpoints=0"),
+    ("train.keep_checkpoints=-1", "train.keep_checkpoints=-1"),
     ("train.warmup_steps=-1", "train.warmup_steps=-1"),
     ("sample.eta=-5", "sample.eta=-5"),
     ("sample.guidance=.nan", "sample.guidance=nan"),

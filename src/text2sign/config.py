@@ -327,7 +327,7 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None, str]] = {
     ("train", "log_every"): (0, None, "0 (off) or a step interval"),
     ("train", "sample_every"): (0, None, "0 (off) or a step interval"),
     ("train", "checkpoint_every"): (0, None, "0 (only at the end) or a step interval"),
-    ("train", "keep_checkpoints"): (1, None, "1 or more checkpoints"),
+    ("train", "keep_checkpoints"): (0, None, "0 (keep all) or a number of checkpoints"),
     ("train", "eval_every"): (0, None, "0 (off) or a step interval"),
     ("train", "eval_per_text"): (1, None, "1 or more clips per text"),
 }

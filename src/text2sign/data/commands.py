@@ -10,10 +10,11 @@ def register(subparsers) -> None:
     check = subparsers.add_parser(
         "check", help="list every unusable clip pair with a reason",
         description="Decode every NAME.gif/.mp4/.webm + NAME.txt pair under DIR (recursively) "
-        "and list each unusable one with a one-line reason. Exit 0 if all are good, 1 if any "
-        "is bad.",
+        "and list each unusable one with a one-line reason, then read back every clip of DIR's "
+        "caches (or of DIR, if it is a cache) against its checksum. Exit 0 if all are good, 1 "
+        "if any is bad.",
     )
-    check.add_argument("dir", help="folder of NAME.gif + NAME.txt pairs")
+    check.add_argument("dir", help="folder of NAME.gif + NAME.txt pairs, or a prepared cache")
     check.set_defaults(func=check_command)
 
     prepare = subparsers.add_parser(
