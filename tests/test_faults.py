@@ -382,3 +382,11 @@ def test_reading_a_damaged_clip_fails_naming_the_shard(corpus, tmp_path):
         ClipCache.open(cache.path)[0]
     assert np.array_equal(ClipCache.open(cache.path)[1], cache[1])
 
+
+
+def test_interrupted_model_write_is_named_by_sample(finished, tmp_path, capsys):
+    run = copy_run(finished, tmp_path)
+    shutil.move(run / "model", run / ".model.old-00000000")  # a kill between two renames
+    code, err = cli(capsys, "sample", "--model", run, "A", "--out", tmp_path / "o")
+    line = one_line(err)
+    assert code == 2 and "was interrupted" in line and ".model.old-00000000" in line
