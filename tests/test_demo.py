@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,9 +68,17 @@ def test_demo_train_builds_corpus_trains_and_reports(trained_demo):
     assert sum(len(t) == 1 for t in texts) >= 20  # letters are never held out (some: val only)
     groups = report["back_translation"]["groups"]
     assert groups["letters"]["texts"] == 26 and groups["unseen"]["texts"] == len(held)
-    assert report["texts"] == 26 + groups["unseen"]["texts"] + groups.get("seen", {}).get(
-        "texts", 0)
-    assert report["top1"] <= report["top5"] and report["fd_floor"] > 0
+    n = report["texts"]
+    assert n == 26 + groups["unseen"]["texts"] + groups.get("seen", {}).get("texts", 0)
+    assert report["clips"] == n
+    # top-1 is the mean of the per-text hits, in steps of one clip out of n
+    per_text = [v["top1"] for v in report["per_text_accuracy"].values()]
+    assert report["top1"] == pytest.approx(sum(per_text) / n)
+    assert report["top1"] * n == pytest.approx(round(report["top1"] * n))
+    assert report["top5"] * n == pytest.approx(round(report["top5"] * n))
+    assert report["top1"] <= report["top5"] and report["chance_top1"] == pytest.approx(1 / n)
+    # a one-minute tiny model is far from real clips; real halves are close to each other
+    assert np.isfinite(report["fd"]) and report["fd"] > 2 * report["fd_floor"] > 0
     saved = json.loads((out / "eval" / "report.json").read_text())
     assert saved["back_translation"]["groups"]["unseen"]["clips"] == len(held)
     assert "## Back-translation" in (out / "eval" / "report.md").read_text()

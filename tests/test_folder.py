@@ -86,7 +86,7 @@ def test_check_and_prepare_commands(tmp_path, capsys):
     assert "c.gif: empty file" in capsys.readouterr().out
     out = tmp_path / "cache"
     code = _run(["prepare", str(tmp_path), "--frames", "2", "--size", "4", "--out", str(out),
-                 "--val-fraction", "0.5", "--quiet"])
+                 "--quiet"])
     printed = capsys.readouterr()
     assert code == 1 and "skipped c.gif: empty file" in printed.err
     assert "clips: 2 (2 decoded now, 0 reused)" in printed.out and str(out) in printed.out

@@ -118,8 +118,10 @@ def test_fresh_run_refuses_to_overwrite_a_run(corpus, tmp_path):
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-000002"]
 
 
-def test_resume_continues_exactly(corpus, tmp_path):
-    cfg = tiny_config(corpus, max_steps=6, checkpoint_every=2, keep_checkpoints=5)
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_resume_continues_exactly(corpus, tmp_path, grad_accum):
+    cfg = tiny_config(corpus, max_steps=6, checkpoint_every=2, keep_checkpoints=5,
+                      grad_accum=grad_accum)
     full = tmp_path / "full"
     train(cfg, full, progress=False, device="cpu")
     # Take the run as it was after step 2 and continue it.

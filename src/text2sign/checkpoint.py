@@ -4,41 +4,27 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from text2sign.config import Config, from_dict
+from text2sign.files import (
+    DamagedFile,
+    atomic_dir,
+    digests,
+    load_tensors,
+    read_json,
+    verify_digests,
+)
+from text2sign.latent import write_autoencoder
 
 MODEL_FORMAT = "text2sign-model"
 TEXTS_FILE = "texts.txt"  # every training text, one per line: what the model has seen
 MODEL_VERSION = 1
 CHECKPOINT_PREFIX = "step-"
-
-
-def atomic_dir(final: Path, write) -> Path:
-    """Write a folder through ``write(tmp)`` then rename it into place, so a crash never leaves a
-    half-written folder under the final name."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        write(tmp)
-        old = None
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            final.rename(old)
-        tmp.rename(final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -61,16 +47,15 @@ def save_model_folder(folder: str | Path, cfg: Config, denoiser_state: dict[str,
     }
 
     def write(tmp: Path) -> None:
-        (tmp / "config.json").write_text(json.dumps(info, indent=2))
         save_file(_contiguous(denoiser_state), str(tmp / "denoiser.safetensors"))
         save_file(_contiguous(text_state), str(tmp / "text.safetensors"))
         if texts is not None:
             (tmp / TEXTS_FILE).write_text("".join(t.replace("\n", " ") + "\n" for t in texts),
                                           encoding="utf-8")
         if autoencoder is not None:
-            from text2sign.latent import write_autoencoder
-
             write_autoencoder(tmp, autoencoder, cfg.latent)
+        # Written last, with the weights' checksums that loading verifies.
+        (tmp / "config.json").write_text(json.dumps({**info, "files": digests(tmp)}, indent=2))
 
     return atomic_dir(Path(folder), write)
 
@@ -91,6 +76,12 @@ def find_model_folder(path: str | Path) -> Path:
             return candidate
     if not path.exists():
         raise FileNotFoundError(f"model folder {str(path)!r} does not exist")
+    hidden = sorted(path.glob(".model.old-*"))
+    if hidden and not (path / "model").exists():
+        raise FileNotFoundError(
+            f"the model write in {str(path)!r} was interrupted; the previous model is in "
+            f"{str(hidden[-1])!r}: rename it to model, or continue the run with --resume, "
+            "which restores it")
     raise FileNotFoundError(
         f"{str(path)!r} is not a text2sign model folder: expected config.json and "
         "denoiser.safetensors in it or in its model/ subfolder (train one with `text2sign train`)"
@@ -99,27 +90,42 @@ def find_model_folder(path: str | Path) -> Path:
 
 def read_model_info(folder: str | Path) -> dict[str, Any]:
     folder = find_model_folder(folder)
-    info = json.loads((folder / "config.json").read_text())
+    path = folder / "config.json"
+    info = read_json(path, f"copy the model folder again or retrain it ({_RETRAIN})")
     if info.get("format") != MODEL_FORMAT:
         raise ValueError(
-            f"{str(folder / 'config.json')!r} has format {info.get('format')!r}, "
-            f"expected {MODEL_FORMAT!r}"
+            f"{str(path)!r} has format {info.get('format')!r}, expected {MODEL_FORMAT!r}"
         )
-    if info.get("version", 0) > MODEL_VERSION:
+    if not isinstance(info.get("version"), int) or info["version"] > MODEL_VERSION:
         raise ValueError(
-            f"model folder version {info['version']} is newer than this text2sign supports "
-            f"({MODEL_VERSION}); upgrade text2sign"
+            f"model folder version {info.get('version')!r} in {str(path)!r} is not one this "
+            f"text2sign reads ({MODEL_VERSION} or older); upgrade text2sign"
         )
+    config = info.get("config")
+    missing = [k for k in Config().to_dict() if not isinstance(config, dict) or k not in config]
+    if missing:
+        raise DamagedFile(f"{str(path)!r} has no {missing} section(s) in its config; copy the "
+                          f"model folder again or retrain it ({_RETRAIN})")
+    try:
+        info["config"] = from_dict(config).to_dict()
+    except ValueError as err:
+        raise ValueError(f"{str(path)!r}: {err}") from err
     return info
 
 
+_RETRAIN = "text2sign train writes one into runs/NAME/model"
+
+
 def load_model_folder(folder: str | Path) -> tuple[Config, dict, dict, dict[str, Any]]:
-    """Return (config, denoiser_state, text_state, info) read from safetensors + JSON."""
+    """Return (config, denoiser_state, text_state, info) read from safetensors + JSON, after
+    checking the weights against the checksums recorded in config.json."""
     folder = find_model_folder(folder)
     info = read_model_info(folder)
+    fix = f"copy the model folder again or retrain it ({_RETRAIN})"
+    verify_digests(folder, info.get("files", {}), fix)
     cfg = from_dict(info["config"])
-    return (cfg, load_file(str(folder / "denoiser.safetensors")),
-            load_file(str(folder / "text.safetensors")), info)
+    return (cfg, load_tensors(folder / "denoiser.safetensors", fix),
+            load_tensors(folder / "text.safetensors", fix), info)
 
 
 # ----------------------------------------------------------------------------- training state
@@ -152,33 +158,43 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
 
 
 def save_training_state(folder: str | Path, *, model_state: dict, ema_state: dict,
-                        optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> Path:
-    """Everything `--resume` needs: weights, EMA, optimizer, step; atomic. (Randomness is derived
-    from the seed and step, so no RNG state is stored.)"""
+                        optimizer: torch.optim.Optimizer, meta: dict[str, Any],
+                        config: Config | None = None) -> Path:
+    """Everything `--resume` needs: weights, EMA, optimizer, step, the run's config; atomic, with
+    checksums. (Randomness is derived from the seed and step, so no RNG state is stored.)"""
     opt_tensors, opt_plain = optimizer_to_tensors(optimizer)
 
     def write(tmp: Path) -> None:
         save_file(_contiguous(model_state), str(tmp / "model.safetensors"))
         save_file(_contiguous(ema_state), str(tmp / "ema.safetensors"))
         save_file(_contiguous(opt_tensors), str(tmp / "optimizer.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({**meta, "optimizer": opt_plain}, indent=1))
+        state = {**meta, "optimizer": opt_plain, "files": digests(tmp)}
+        if config is not None:
+            state["config"] = config.to_dict()
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
 
     return atomic_dir(Path(folder), write)
 
 
 def load_training_state(folder: str | Path) -> dict[str, Any]:
+    """A checkpoint's tensors and meta data, verified; `DamagedFile` names what is wrong."""
     folder = Path(folder)
     if not (folder / "state.json").is_file():
         raise FileNotFoundError(
             f"{str(folder)!r} is not a training checkpoint (no state.json); pass a "
             "runs/NAME/checkpoints/step-NNNNNN folder or use --resume with the run's --out"
         )
-    meta = json.loads((folder / "state.json").read_text())
+    fix = (f"delete {str(folder)!r} and --resume from the checkpoint before it "
+           "(plain --resume does that by itself)")
+    meta = read_json(folder / "state.json", fix)
+    verify_digests(folder, meta.get("files", {}), fix)
+    if not isinstance(meta.get("step"), int) or "optimizer" not in meta:
+        raise DamagedFile(f"{str(folder / 'state.json')!r} lacks the step or optimizer; {fix}")
     return {
         "meta": meta,
-        "model": load_file(str(folder / "model.safetensors")),
-        "ema": load_file(str(folder / "ema.safetensors")),
-        "optimizer": load_file(str(folder / "optimizer.safetensors")),
+        "model": load_tensors(folder / "model.safetensors", fix),
+        "ema": load_tensors(folder / "ema.safetensors", fix),
+        "optimizer": load_tensors(folder / "optimizer.safetensors", fix),
     }
 
 

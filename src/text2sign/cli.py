@@ -38,14 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from text2sign.files import RunStopped
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:
-        # User-input errors: one clear line, no traceback.
+        # User-input errors and damaged files: one clear line, no traceback.
         print(f"text2sign {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RunStopped as err:
+        # A run that stopped for a reason it names (NaN loss, full disk): its saved state is good.
+        print(f"text2sign {args.command}: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

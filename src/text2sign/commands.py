@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from text2sign.config import SAMPLERS
@@ -75,8 +76,8 @@ def run_config(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from text2sign.config import apply_overrides, resolve
-    from text2sign.training import TrainingDiverged, train
+    from text2sign.config import apply_overrides, load_config, resolve
+    from text2sign.training import train
 
     cfg = _build(args)
     extra = []
@@ -86,18 +87,23 @@ def run_train(args: argparse.Namespace) -> int:
         extra.append(f"train.max_minutes={args.minutes}")
     if extra:
         cfg = resolve(apply_overrides(cfg, extra))
+    out = Path(args.out or f"runs/{cfg.model.arch}-{cfg.model.preset}")
+    if args.resume and (out / "config.yaml").is_file():
+        saved = load_config(out / "config.yaml", "restore it, or delete it to resume with the "
+                            "copy in the checkpoint")
+        if args.data and Path(args.data).resolve() != Path(saved.data.path).resolve():
+            raise ValueError(
+                f"--data {args.data!r} differs from the data of the run in {str(out)!r} "
+                f"({saved.data.path!r}); --resume continues on the run's own data: drop --data, "
+                "or start a new run with another --out")
+        cfg = replace(cfg, data=saved.data)
     if not Path(cfg.data.path).exists():
         raise FileNotFoundError(
             f"data {cfg.data.path!r} does not exist; pass --data DIR (a folder of NAME.gif + "
             "NAME.txt), or build the demo corpus: text2sign data fingerspelling data/asl-letters"
         )
-    out = Path(args.out or f"runs/{cfg.model.arch}-{cfg.model.preset}")
-    try:
-        model = train(cfg, out, resume=args.resume, progress=not args.no_progress,
-                      device=args.device)
-    except TrainingDiverged as err:
-        print(f"text2sign train: {err}", file=sys.stderr)
-        return 1
+    model = train(cfg, out, resume=args.resume, progress=not args.no_progress,
+                  device=args.device)
     print(f"model: {model}\nsample: text2sign sample --model {model} \"A\"\n"
           f"watch:  tensorboard --logdir {out}")
     return 0
@@ -131,6 +137,17 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def preset_label(model: dict) -> str:
+    """'preset small', or 'custom (preset small with stem=1)' when the parameters differ."""
+    from text2sign.models.registry import preset_params
+
+    base = preset_params(model["arch"], model["preset"])
+    changed = [f"{k}={v}" for k, v in model["params"].items() if base.get(k) != v]
+    if not changed:
+        return f"preset {model['preset']}"
+    return f"custom (preset {model['preset']} with {', '.join(changed)})"
+
+
 def run_info(args: argparse.Namespace) -> int:
     from text2sign.checkpoint import (
         TEXTS_FILE,
@@ -138,16 +155,18 @@ def run_info(args: argparse.Namespace) -> int:
         read_model_info,
         read_training_texts,
     )
+    from text2sign.files import verify_digests
 
     folder = find_model_folder(args.model)
     info = read_model_info(folder)
+    verify_digests(folder, info.get("files", {}), "copy the model folder again or retrain it")
     cfg = info["config"]
     data = info.get("data", {})
     size_mb = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20
     params = info.get("parameters", {}).get("denoiser")
     rows = [
         ("model folder", f"{folder} ({size_mb:.1f} MB)"),
-        ("denoiser", f"{cfg['model']['arch']} preset {cfg['model']['preset']}"
+        ("denoiser", f"{cfg['model']['arch']} {preset_label(cfg['model'])}"
                      + (f", {params / 1e6:.2f} M parameters" if params else "")),
         ("architecture", ", ".join(f"{k}={v}" for k, v in cfg["model"]["params"].items())),
         ("text encoder", f"{cfg['text']['encoder']} (dim {cfg['text']['dim']})"

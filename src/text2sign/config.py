@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from text2sign.files import DamagedFile, write_text_atomic
+from text2sign.models.registry import preset_params
 
 SAMPLERS = ("ddpm", "ddim", "dpm++")
 
@@ -122,7 +126,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml())
+        write_text_atomic(path, self.to_yaml())
 
 
 # Whole-run presets: each names a denoiser preset and adjusts sizes and training defaults.
@@ -249,12 +253,8 @@ def build_config(preset: str = "small", config_file: str | Path | None = None,
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     raw = _merge(Config().to_dict(), PRESETS[preset])
     if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config file {str(path)!r} must hold a mapping of sections")
+        loaded = read_yaml(config_file, "fix it, or write a full one with "
+                                        "`text2sign config > FILE.yaml`")
         raw = _merge(raw, loaded)
     cfg = from_dict(raw)
     if overrides:
@@ -264,18 +264,31 @@ def build_config(preset: str = "small", config_file: str | Path | None = None,
 
 def resolve(cfg: Config) -> Config:
     """Fill ``model.params`` with the architecture preset's values under any explicit ones."""
-    from text2sign.models.registry import preset_params
-
     cfg = copy.deepcopy(cfg)
     cfg.model.params = {**preset_params(cfg.model.arch, cfg.model.preset), **cfg.model.params}
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
+def read_yaml(path: str | Path, fix: str) -> dict[str, Any]:
+    """The mapping of sections a config file holds; a damaged or empty file names itself."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    return from_dict(yaml.safe_load(path.read_text()) or {})
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DamagedFile(f"config file {str(path)!r} is not valid YAML ({first}); {fix}") from err
+    if not isinstance(loaded, dict) or not loaded:
+        what = "is empty" if not loaded else "does not hold a mapping of sections"
+        raise DamagedFile(f"config file {str(path)!r} {what}; {fix}")
+    return loaded
+
+
+def load_config(path: str | Path,
+                fix: str = "fix it, or write a full one with `text2sign config > FILE.yaml`"
+                ) -> Config:
+    return from_dict(read_yaml(path, fix))
 
 
 _CHOICES = {
@@ -289,15 +302,119 @@ _CHOICES = {
 }
 
 
+MAX_FRAMES = 1024
+# What one clip may ask of a sampler or a training step: frames x side x side pixels.
+MAX_CLIP_PIXELS = 256 * 1024 * 1024
+
+# Inclusive numeric bounds (None: unbounded) for every numeric setting. The upper bounds are
+# caps on what a config (also a downloaded model folder's config.json) may ask a machine for:
+# generous for training, but far below sizes that would allocate terabytes.
+_RANGES: dict[tuple[str, str], tuple[float | None, float | None, str]] = {
+    ("data", "frames"): (1, MAX_FRAMES, "a positive frame count"),
+    ("data", "size"): (1, 2048, "a positive frame side in pixels"),
+    ("data", "num_workers"): (0, 256, "0 (load in the main process) or more workers"),
+    ("text", "dim"): (1, 16384, "a positive width"),
+    ("text", "layers"): (0, 256, "0 or more layers"),
+    ("text", "heads"): (1, 1024, "1 or more heads"),
+    ("text", "max_length"): (1, 8192, "a positive token count"),
+    ("latent", "channels"): (1, 1024, "1 or more latent channels"),
+    ("latent", "width"): (1, 4096, "1 or more autoencoder channels"),
+    ("latent", "steps"): (1, None, "1 or more steps"),
+    ("latent", "batch_size"): (1, None, "1 or more frames"),
+    ("latent", "lr"): (0, None, "a positive learning rate"),
+    ("latent", "kl_weight"): (0, None, "0 or a positive weight"),
+    ("diffusion", "num_train_timesteps"): (2, 100000, "2 to 100000 timesteps"),
+    ("diffusion", "min_snr_gamma"): (0, None, "null (off) or a positive gamma"),
+    ("sample", "steps"): (1, 10000, "1 or more sampler steps"),
+    ("sample", "guidance"): (0, 100, "a guidance scale in [0, 100] (1 = no guidance)"),
+    ("sample", "eta"): (0, 1, "a DDIM eta in [0, 1]"),
+    ("train", "batch_size"): (1, None, "1 or more clips"),
+    ("train", "lr"): (0, None, "a positive learning rate"),
+    ("train", "weight_decay"): (0, None, "0 or a positive weight decay"),
+    ("train", "warmup_steps"): (0, None, "0 or more steps"),
+    ("train", "max_steps"): (1, None, "1 or more steps"),
+    ("train", "max_minutes"): (0, None, "null (no limit) or a positive number of minutes"),
+    ("train", "grad_clip"): (0, None, "a positive gradient norm"),
+    ("train", "grad_accum"): (1, None, "1 or more micro-batches"),
+    ("train", "ema_decay"): (0, 1, "an EMA decay in [0, 1), e.g. 0.999"),
+    ("train", "log_every"): (0, None, "0 (off) or a step interval"),
+    ("train", "sample_every"): (0, None, "0 (off) or a step interval"),
+    ("train", "checkpoint_every"): (0, None, "0 (only at the end) or a step interval"),
+    ("train", "keep_checkpoints"): (0, None, "0 (keep all) or a number of checkpoints"),
+    ("train", "eval_every"): (0, None, "0 (off) or a step interval"),
+    ("train", "eval_per_text"): (1, None, "1 or more clips per text"),
+}
+# Bounds that exclude the limit itself (a learning rate of 0 trains nothing, decay 1 freezes).
+_OPEN = {("latent", "lr"): "low", ("train", "lr"): "low", ("train", "max_minutes"): "low",
+         ("train", "grad_clip"): "low", ("diffusion", "min_snr_gamma"): "low",
+         ("train", "ema_decay"): "high"}
+
+
+def check_clip(frames: int, size: int, what: str = "data.frames") -> None:
+    """A clip length and side within the caps (sampling may ask for other frames than trained)."""
+    _check_range(("data", "frames"), frames, what)
+    if frames * size ** 2 > MAX_CLIP_PIXELS:
+        raise ValueError(f"{what}={frames} x data.size={size}^2 asks for more than "
+                         f"{MAX_CLIP_PIXELS} pixels per clip; use fewer frames or a smaller size")
+
+
+def _check_range(key: tuple[str, str], value: Any, name: str | None = None) -> None:
+    low, high, what = _RANGES[key]
+    if value is None:
+        return
+    name = name or ".".join(key)
+    open_end = _OPEN.get(key)
+    bad = not math.isfinite(value)
+    bad = bad or (low is not None and (value < low or (open_end == "low" and value == low)))
+    bad = bad or (high is not None and (value > high or (open_end == "high" and value == high)))
+    if bad:
+        limits = f"{'>' if open_end == 'low' else '>='} {low:g}" if low is not None else ""
+        if high is not None:
+            limits += f"{' and ' if limits else ''}{'<' if open_end == 'high' else '<='} {high:g}"
+        raise ValueError(f"{name}={value!r} is out of range: expected {what} ({limits})")
+
+
+# Caps on a denoiser's parameters (per-architecture checks live in the models): building a
+# module of 10^4 blocks takes minutes even on the meta device, so counts are capped by name.
+_PARAM_COUNT_CAPS = {"num_res_blocks": 64, "depth": 256, "layers_per_block": 64}
+_PARAM_INT_CAP, _PARAM_LIST_CAP = 65536, 16
+
+
+def _check_model_params(params: dict[str, Any]) -> None:
+    for key, value in params.items():
+        name = f"model.params.{key}"
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and len(value) > _PARAM_LIST_CAP:
+            raise ValueError(f"{name} has {len(value)} entries; at most {_PARAM_LIST_CAP}")
+        cap = _PARAM_COUNT_CAPS.get(key, _PARAM_INT_CAP)
+        for v in values:
+            if isinstance(v, int | float) and not isinstance(v, bool) and not (
+                    math.isfinite(v) and -cap <= v <= cap):
+                raise ValueError(f"{name}={value!r} is out of range: at most {cap}")
+
+
+def validate_sample(sc: SampleConfig) -> None:
+    """The sampling settings alone (also for per-call choices of a pipeline)."""
+    if sc.sampler not in SAMPLERS:
+        raise ValueError(f"sample.sampler={sc.sampler!r} is not one of {list(SAMPLERS)}")
+    for key in ("steps", "guidance", "eta"):
+        _check_range(("sample", key), getattr(sc, key))
+    if sc.eta != 0 and sc.sampler != "ddim":
+        raise ValueError(f"sample.eta={sc.eta} only applies to the DDIM sampler, this one is "
+                         f"{sc.sampler!r}; set sample.sampler=ddim or sample.eta=0")
+
+
 def validate(cfg: Config) -> None:
+    """Every setting, once, before any work starts: a bad value fails here, not mid-run."""
     for (section, key), allowed in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
             raise ValueError(f"{section}.{key}={value!r} is not one of {list(allowed)}")
-    if cfg.data.frames < 1 or cfg.data.size < 1:
-        raise ValueError(
-            f"data.frames={cfg.data.frames} and data.size={cfg.data.size} must be positive"
-        )
+    for key in _RANGES:
+        _check_range(key, getattr(getattr(cfg, key[0]), key[1]))
+    validate_sample(cfg.sample)
+    check_clip(cfg.data.frames, cfg.data.size)
+    _check_model_params(cfg.model.params)
     if not 0.0 <= cfg.diffusion.cfg_dropout < 1.0:
         raise ValueError(f"diffusion.cfg_dropout={cfg.diffusion.cfg_dropout} must be in [0, 1)")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
@@ -305,13 +422,12 @@ def validate(cfg: Config) -> None:
     if not 0.0 <= cfg.data.holdout_texts < 1.0:
         raise ValueError(f"data.holdout_texts={cfg.data.holdout_texts} must be in [0, 1): the "
                          "fraction of distinct texts never trained on")
-    if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
-        raise ValueError("train.batch_size and train.grad_accum must be >= 1")
+    if cfg.text.encoder == "bytes" and cfg.text.dim % cfg.text.heads:
+        raise ValueError(f"text.dim={cfg.text.dim} is not divisible by text.heads="
+                         f"{cfg.text.heads}; choose heads that divide the width")
     lc = cfg.latent
     if lc.factor not in (2, 4, 8):
         raise ValueError(f"latent.factor={lc.factor} is not one of [2, 4, 8]")
     if lc.enabled and cfg.data.size % lc.factor:
         raise ValueError(f"data.size={cfg.data.size} is not divisible by latent.factor="
                          f"{lc.factor}; use a size that is a multiple of {lc.factor}")
-    if min(lc.channels, lc.width, lc.steps, lc.batch_size) < 1:
-        raise ValueError("latent.channels, width, steps and batch_size must be >= 1")

@@ -18,6 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from text2sign.config import LatentConfig
+from text2sign.data.dataset import to_unit
+from text2sign.files import atomic_dir
 from text2sign.models.autoencoder import FrameAutoencoder, reconstruction_loss
 
 AUTOENCODER_FILE = "autoencoder.safetensors"
@@ -35,8 +37,6 @@ def _architecture(cfg: LatentConfig) -> dict[str, int]:
 def save_autoencoder(folder: str | Path, ae: FrameAutoencoder, cfg: LatentConfig,
                      meta: dict[str, Any] | None = None) -> Path:
     """``autoencoder.safetensors`` + ``autoencoder.json`` (architecture and training facts)."""
-    from text2sign.checkpoint import atomic_dir
-
     return atomic_dir(Path(folder), lambda tmp: write_autoencoder(tmp, ae, cfg, meta))
 
 
@@ -78,7 +78,7 @@ def load_autoencoder(path: str | Path, cfg: LatentConfig) -> FrameAutoencoder:
 def _frames(cache: Any, picks: np.ndarray) -> torch.Tensor:
     """uint8 frames at (clip, frame) picks -> float (N, 3, H, W) in [-1, 1]."""
     frames = np.stack([cache[int(c)][int(f)] for c, f in picks])  # (N, H, W, 3) uint8
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return to_unit(torch.from_numpy(frames).permute(0, 3, 1, 2))  # (N, 3, H, W)
 
 
 def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cfg: LatentConfig,

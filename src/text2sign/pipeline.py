@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from text2sign.config import Config
+from text2sign.checkpoint import find_model_folder, load_model_folder, read_training_texts
+from text2sign.config import Config, check_clip, validate_sample
+from text2sign.data.dataset import to_uint8
+from text2sign.diffusion import sample
+from text2sign.latent import load_autoencoder
+from text2sign.models.registry import build_denoiser
+from text2sign.models.text import TextConditioner, build_text_encoder
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -32,16 +39,38 @@ def pick_device(name: str | None = None) -> torch.device:
 
 def build_models(cfg: Config) -> tuple[nn.Module, nn.Module]:
     """The denoiser and the text conditioner a config describes, freshly initialised."""
-    from text2sign.models.registry import build_denoiser
-    from text2sign.models.text import TextConditioner, build_text_encoder
+    conditioner = build_conditioner(cfg)
+    return build_denoiser_for(cfg, conditioner.dim), conditioner
 
-    conditioner = TextConditioner(build_text_encoder(cfg.text), cfg.diffusion.null_condition,
-                                  lowercase=cfg.text.lowercase)
+
+def build_conditioner(cfg: Config) -> nn.Module:
+    return TextConditioner(build_text_encoder(cfg.text), cfg.diffusion.null_condition,
+                           lowercase=cfg.text.lowercase)
+
+
+def build_denoiser_for(cfg: Config, text_dim: int) -> nn.Module:
     channels, size = diffusion_space(cfg)
     denoiser = build_denoiser(cfg.model.arch, cfg.model.params, in_channels=channels,
-                              text_dim=conditioner.dim)
+                              text_dim=text_dim)
     denoiser.check_input_size(cfg.data.frames, size, size)
-    return denoiser, conditioner
+    return denoiser
+
+
+def check_fit(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+              file: Path) -> None:
+    """Weights must have exactly the names and shapes the config's model has; checked against
+    a model built on the meta device, so an absurd config allocates nothing."""
+    want = {k: tuple(v.shape) for k, v in expected.items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    if want != have:
+        missing = sorted(set(want) - set(have))[:3]
+        unexpected = sorted(set(have) - set(want))[:3]
+        shapes = [f"{k}: {have[k]} vs {want[k]}" for k in sorted(set(want) & set(have))
+                  if want[k] != have[k]][:3]
+        raise ValueError(
+            f"weights in {str(file)!r} do not fit the model its config.json describes (missing "
+            f"{missing}, unexpected {unexpected}, shapes file vs config {shapes}); the folder "
+            "is damaged or was edited: copy it again or retrain it")
 
 
 def diffusion_space(cfg: Config) -> tuple[int, int]:
@@ -58,8 +87,7 @@ def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def videos_to_uint8(x: torch.Tensor) -> np.ndarray:
     """(B, C, T, H, W) in [-1, 1] -> uint8 (B, T, H, W, C)."""
-    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, T, H, W, C)
+    return to_uint8(x).permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, T, H, W, C)
 
 
 class Text2SignPipeline:
@@ -111,15 +139,20 @@ class Text2SignPipeline:
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None
                         ) -> Text2SignPipeline:
         """Load a model folder (or a run folder holding ``model/``); reads no pickle."""
-        from text2sign.checkpoint import find_model_folder, load_model_folder, read_training_texts
-
         cfg, denoiser_state, text_state, info = load_model_folder(folder)
         autoencoder = None
         if cfg.latent.enabled:
-            from text2sign.latent import load_autoencoder
-
             autoencoder = load_autoencoder(find_model_folder(folder), cfg.latent)
-        denoiser, conditioner = build_models(cfg)
+        where = find_model_folder(folder)
+        if cfg.text.encoder == "bytes":  # its sizes come from config.json: check them first
+            with torch.device("meta"):
+                probe = build_conditioner(cfg)
+            check_fit(trainable_state(probe), text_state, where / "text.safetensors")
+        conditioner = build_conditioner(cfg)
+        with torch.device("meta"):
+            probe = build_denoiser_for(cfg, conditioner.dim)
+        check_fit(probe.state_dict(), denoiser_state, where / "denoiser.safetensors")
+        denoiser = build_denoiser_for(cfg, conditioner.dim)
         denoiser.load_state_dict(denoiser_state)
         missing, unexpected = conditioner.load_state_dict(text_state, strict=False)
         expected = set(trainable_state(conditioner))
@@ -138,18 +171,20 @@ class Text2SignPipeline:
                  guidance: float | None = None, seed: int = 0, eta: float | None = None,
                  batch_size: int = 16, progress: bool = False) -> np.ndarray:
         """uint8 videos (N, T, H, W, 3), one per text; deterministic for (seed, batch_size)."""
-        from text2sign.diffusion import sample
-
         if isinstance(texts, str):
             texts = [texts]
         if not texts:
             raise ValueError("no texts given; pass at least one, e.g. pipe(['hello'])")
-        sc = self.config.sample
-        sampler = sampler or sc.sampler
-        steps = steps or sc.steps
-        guidance = sc.guidance if guidance is None else guidance
-        eta = sc.eta if eta is None else eta
-        frames = num_frames or self.frames
+        chosen = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
+        sc = replace(self.config.sample, **{k: v for k, v in chosen.items() if v is not None})
+        if sampler is not None and sampler != "ddim" and eta is None:
+            sc.eta = 0.0  # the model's DDIM eta does not carry over to another sampler
+        validate_sample(sc)
+        sampler, steps, guidance, eta = sc.sampler, sc.steps, sc.guidance, sc.eta
+        frames = self.frames if num_frames is None else num_frames
+        check_clip(frames, self.size, "frames")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be at least 1")
         channels, side = diffusion_space(self.config)
         self.denoiser.check_input_size(frames, side, side)
         out = []

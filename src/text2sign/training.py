@@ -6,11 +6,12 @@ Randomness is derived from (seed, step, micro-batch, rank) at every step and the
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import io
 import json
 import math
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -19,8 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch import nn
+from tqdm.auto import tqdm
 
+from text2sign import diffusion
 from text2sign.checkpoint import (
     CHECKPOINT_PREFIX,
     list_checkpoints,
@@ -30,25 +34,41 @@ from text2sign.checkpoint import (
     save_model_folder,
     save_training_state,
 )
-from text2sign.config import Config, TrainConfig, load_config
-from text2sign.latent import LatentDataset, latent_cache
-from text2sign.pipeline import Text2SignPipeline, build_models, trainable_state
+from text2sign.config import Config, TrainConfig, from_dict, load_config
+from text2sign.data.dataset import ClipDataset, open_clips
+from text2sign.data.video_io import gif_bytes, safe_names, write_gif
+from text2sign.evaluation import evaluate as evaluation
+from text2sign.files import (
+    DamagedFile,
+    DiskFull,
+    RunStopped,
+    clean_leftovers,
+    is_disk_full,
+    run_lock,
+    write_text_atomic,
+)
+from text2sign.latent import (
+    AUTOENCODER_INFO,
+    LatentDataset,
+    build_autoencoder,
+    latent_cache,
+    load_autoencoder,
+    save_autoencoder,
+    train_autoencoder,
+)
+from text2sign.pipeline import Text2SignPipeline, build_models, pick_device, trainable_state
+from text2sign.schedule import warmup_cosine
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunStopped):
     """The loss became NaN or infinite; the run stopped without saving the bad state."""
 
 
 def lr_at(step: int, cfg: TrainConfig, minutes: float = 0.0) -> float:
     """Linear warmup, then cosine decay to zero at ``max_steps`` or, with a ``max_minutes``
     budget, at whichever of the two limits comes first (so a time-boxed run ends annealed)."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.max_steps - cfg.warmup_steps)
-    progress = (step - cfg.warmup_steps) / span
-    if cfg.max_minutes:
-        progress = max(progress, minutes / cfg.max_minutes)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    spent = minutes / cfg.max_minutes if cfg.max_minutes else 0.0
+    return cfg.lr * warmup_cosine(step, cfg.warmup_steps, cfg.max_steps, spent)
 
 
 def derive_seed(*parts: int) -> int:
@@ -102,20 +122,16 @@ class DiffusionTrainer(nn.Module):
 
     def __init__(self, denoiser: nn.Module, conditioner: nn.Module, cfg: Config):
         super().__init__()
-        from text2sign.diffusion import make_scheduler
-
         self.denoiser = denoiser
         self.conditioner = conditioner
         self.diffusion = cfg.diffusion
-        self.scheduler = make_scheduler(cfg.diffusion, "ddpm")
+        self.scheduler = diffusion.make_scheduler(cfg.diffusion, "ddpm")
 
     def forward(self, videos: torch.Tensor, texts: list[str],
                 generator: torch.Generator) -> torch.Tensor:
-        from text2sign.diffusion import training_loss
-
         cond = self.conditioner(texts, drop_prob=self.diffusion.cfg_dropout, generator=generator)
-        return training_loss(self.denoiser, videos, cond, self.diffusion, generator=generator,
-                             scheduler=self.scheduler)
+        return diffusion.training_loss(self.denoiser, videos, cond, self.diffusion,
+                                       generator=generator, scheduler=self.scheduler)
 
 
 @torch.no_grad()
@@ -147,16 +163,11 @@ def ema_models(module: DiffusionTrainer, ema: dict[str, torch.Tensor]) -> tuple[
 def gif_summary(tag: str, videos: np.ndarray, fps: float):
     """A TensorBoard image summary holding an animated GIF (what add_video writes, without
     needing moviepy): clips side by side, uint8 (N, T, H, W, 3)."""
-    from PIL import Image
     from tensorboard.compat.proto.summary_pb2 import Summary
 
     strip = np.concatenate(list(videos), axis=2)  # (T, H, N*W, 3)
-    frames = [Image.fromarray(f) for f in strip]
-    buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
-                   duration=int(1000 / fps), loop=0)
     image = Summary.Image(height=strip.shape[1], width=strip.shape[2], colorspace=3,
-                          encoded_image_string=buf.getvalue())
+                          encoded_image_string=gif_bytes(strip, fps))
     return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
@@ -173,6 +184,97 @@ def flat_hparams(cfg: Config) -> dict[str, Any]:
                 out[f"{section}.{key}"] = (value if isinstance(value, int | float | str | bool)
                                            else str(value))
     return out
+
+
+def model_facts(raw: DiffusionTrainer, cache: Any, train_idx: list[int], val_idx: list[int],
+                unseen_idx: list[int], cfg: Config, ae_meta: dict) -> dict[str, Any]:
+    """What a model folder's config.json says about its training, besides step and minutes."""
+    texts = sorted(set(cache.texts[i] for i in train_idx))
+    return {
+        "parameters": {"denoiser": sum(p.numel() for p in raw.denoiser.parameters())},
+        "data": {"path": str(cfg.data.path), "clips": len(train_idx), "val_clips": len(val_idx),
+                 "texts": len(texts), "examples": texts[:50],
+                 "held_out_texts": len({cache.texts[i] for i in unseen_idx}),
+                 "held_out_clips": len(unseen_idx), "fingerprint": cache.fingerprint},
+        **({"autoencoder": ae_meta["facts"]} if ae_meta else {}),
+    }
+
+
+def save_checkpoint(out: Path, cfg: Config, raw: DiffusionTrainer, ema: dict[str, torch.Tensor],
+                    optimizer: torch.optim.Optimizer, step: int, minutes: float,
+                    facts: dict[str, Any], autoencoder: nn.Module | None,
+                    texts: list[str] | None = None) -> Path:
+    """Training state for --resume plus the EMA model folder (with ``texts``, every training
+    text, as texts.txt); main process only."""
+    folder = out / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:06d}"
+    frozen = {name for name, p in raw.named_parameters() if not p.requires_grad}
+    model_state = {k: v for k, v in raw.state_dict().items() if k not in frozen}
+    save_training_state(folder, model_state=model_state, ema_state=ema, optimizer=optimizer,
+                        meta={"step": step, "minutes": minutes}, config=cfg)
+    ema_denoiser, ema_conditioner = ema_models(raw, ema)
+    save_model_folder(out / "model", cfg, ema_denoiser.state_dict(),
+                      trainable_state(ema_conditioner),
+                      {"step": step, "minutes": round(minutes, 2), **facts},
+                      autoencoder=autoencoder, texts=texts)
+    prune_checkpoints(out, cfg.train.keep_checkpoints)
+    return folder
+
+
+def ema_pipeline(raw: DiffusionTrainer, ema: dict[str, torch.Tensor], cfg: Config,
+                 autoencoder: nn.Module | None) -> Text2SignPipeline:
+    """A pipeline over copies of the models carrying the EMA weights, on the training device."""
+    ema_denoiser, ema_conditioner = ema_models(raw, ema)
+    device = next(iter(ema.values())).device
+    return Text2SignPipeline(ema_denoiser, ema_conditioner, cfg, device, autoencoder=autoencoder)
+
+
+def sample_and_log(pipe: Text2SignPipeline, out: Path, step: int, accelerator: Any) -> None:
+    """The config's prompts as GIFs under ``out/samples`` and in TensorBoard."""
+    prompts = pipe.config.sample.prompts
+    videos = pipe(prompts, seed=pipe.config.train.seed)
+    folder = out / "samples" / f"{CHECKPOINT_PREFIX}{step:06d}"
+    names = safe_names(prompts)
+    for prompt, video in zip(prompts, videos, strict=True):
+        write_gif(folder / f"{names[prompt]}.gif", video, fps=8)
+    writer = accelerator.get_tracker("tensorboard", unwrap=True)
+    writer._get_file_writer().add_summary(
+        gif_summary("samples/" + " | ".join(prompts), videos, fps=8), step)
+
+
+def evaluate_and_log(pipe: Text2SignPipeline, cache: Any, out: Path, step: int,
+                     accelerator: Any) -> None:
+    """`text2sign evaluate` on the EMA model into ``out/eval``; top-1, top-5, FD to TensorBoard."""
+    tc = pipe.config.train
+    folder = out / "eval" / f"{CHECKPOINT_PREFIX}{step:06d}"
+    report = evaluation.evaluate(pipe, cache, folder, per_text=tc.eval_per_text, seed=tc.seed,
+                                 progress=False)
+    accelerator.log({f"eval/{k}": report[k] for k in ("top1", "top5", "fd")
+                     if isinstance(report.get(k), int | float)}, step=step)
+
+
+def keep_log(path: Path, last_step: int) -> None:
+    """Keep the log's lines up to ``last_step`` (the checkpoint resumed from; 0 for a new run)."""
+    write_text_atomic(path, "".join(ln + "\n" for ln in log_lines(path)
+                                    if json.loads(ln)["step"] <= last_step))
+
+
+def log_lines(path: Path) -> list[str]:
+    """The complete JSON lines of a run's log; a line a kill cut short is dropped."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    good = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        good.append(line)
+    return good
+
+
+def append_line(path: Path, line: str) -> None:
+    """One log line in one write call, so a kill leaves whole lines (plus at most one cut)."""
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
 
 
 class StopRequest:
@@ -220,29 +322,111 @@ def resolve_resume(out: Path, resume: bool | str | Path) -> Path | None:
     return Path(resume)
 
 
-def run_config(cfg: Config, out: Path, resume: bool | str | Path) -> Config:
-    """On resume the run's saved config wins, except the limits a user may extend."""
+def load_resume(out: Path, resume: bool | str | Path) -> tuple[Path | None, dict | None]:
+    """The checkpoint to continue from and its state. Plain ``--resume`` falls back to the newest
+    checkpoint that loads, saying which damaged ones it skipped; a named one must load."""
+    checkpoint = resolve_resume(out, resume)
+    if checkpoint is None:
+        return None, None
+    if resume is not True:
+        return checkpoint, load_training_state(checkpoint)
+    for candidate in reversed(list_checkpoints(out)):
+        try:
+            return candidate, load_training_state(candidate)
+        except DamagedFile as err:
+            print(f"skipping checkpoint {candidate.name}: {err}", file=sys.stderr)
+    raise DamagedFile(f"no checkpoint in {str(out / 'checkpoints')!r} loads (each is listed "
+                      "above); start the run again with another --out")
+
+
+def run_config(cfg: Config, out: Path, resume: bool | str | Path,
+               state: dict | None = None) -> Config:
+    """On resume the run's saved config wins (config.yaml, else the checkpoint's copy), except
+    the limits a user may extend."""
     saved = out / "config.yaml"
-    if resume and saved.is_file():
-        base = load_config(saved)
-        base.train = replace(base.train, max_steps=cfg.train.max_steps,
-                             max_minutes=cfg.train.max_minutes)
-        return base
-    return cfg
+    if not resume:
+        return cfg
+    kept = state["meta"].get("config") if state else None
+    if saved.is_file():
+        fix = ("delete it to resume with the copy the checkpoint holds" if kept else
+               "restore it (a copy is in model/config.json, section config)")
+        base = load_config(saved, fix)
+    elif kept:
+        base = from_dict(kept)
+    else:
+        return cfg
+    base.train = replace(base.train, max_steps=cfg.train.max_steps,
+                         max_minutes=cfg.train.max_minutes)
+    return base
+
+
+def load_checkpoint_weights(module: nn.Module, state: dict, frozen: set[str],
+                            where: Path) -> None:
+    """Load a checkpoint's weights strictly: every trained tensor present, nothing extra."""
+    expected = {k for k in module.state_dict() if k not in frozen}
+    missing = sorted(expected - set(state["model"]))
+    unexpected = sorted(set(state["model"]) - expected)
+    ema_keys = {k for k, p in module.named_parameters() if p.requires_grad}
+    if missing or unexpected or set(state["ema"]) != ema_keys:
+        raise ValueError(
+            f"checkpoint {str(where)!r} does not fit this run's model (missing keys "
+            f"{missing[:5]}, unexpected keys {unexpected[:5]}); it was written with another "
+            "config: resume with that run's config.yaml or start a new --out")
+    try:
+        module.load_state_dict(state["model"], strict=False)
+    except RuntimeError as err:
+        first = str(err).splitlines()[-1].strip()
+        raise ValueError(f"checkpoint {str(where)!r} does not fit this run's model ({first}); "
+                         "resume with that run's config.yaml or start a new --out") from err
+
+
+def init_training(cfg: Config, checkpoint: Path | None, state: dict | None
+                  ) -> tuple[DiffusionTrainer, torch.optim.Optimizer, dict[str, torch.Tensor]]:
+    """Models, AdamW and fp32 EMA weights: identical on every rank from the seed, then the
+    checkpoint's weights when resuming (the optimizer state is loaded after accelerate wraps it)."""
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    denoiser, conditioner = build_models(cfg)
+    denoiser.set_gradient_checkpointing(tc.gradient_checkpointing)
+    module = DiffusionTrainer(denoiser, conditioner, cfg)
+    params = trainable_state(module)
+    optimizer = torch.optim.AdamW(params.values(), lr=tc.lr, weight_decay=tc.weight_decay,
+                                  betas=(0.9, 0.99))
+    ema = {k: v.detach().float().clone() for k, v in params.items()}
+    if checkpoint is not None:
+        frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+        load_checkpoint_weights(module, state, frozen, checkpoint)
+        ema = {k: v.float() for k, v in state["ema"].items()}
+    return module, optimizer, ema
+
+
+def make_accelerator(tc: TrainConfig, out: Path, device: str | None):
+    """One Accelerator on the device asked for; an absent device fails here, not silently."""
+    wanted = pick_device(device)
+    accelerator = Accelerator(
+        cpu=wanted.type == "cpu",
+        mixed_precision=mixed_precision_for(tc.mixed_precision, wanted.type),
+        gradient_accumulation_steps=tc.grad_accum,
+        log_with="tensorboard",
+        project_dir=str(out),
+        # The learned null condition is unused in steps where no text is dropped.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    if device not in (None, "auto") and accelerator.device.type != wanted.type:
+        raise ValueError(f"--device {device!r} asked for, but accelerate runs on "
+                         f"{accelerator.device}; use --device auto or "
+                         f"{accelerator.device.type}")
+    if wanted.index is not None and accelerator.num_processes == 1 and wanted.index != (
+            accelerator.device.index or 0):
+        raise ValueError(f"--device {device!r}: pick a GPU with CUDA_VISIBLE_DEVICES={wanted.index}"
+                         " and --device cuda")
+    return accelerator
 
 
 def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int],
                         device: torch.device, progress: bool) -> tuple[nn.Module, dict]:
     """The run's frozen autoencoder: ``latent.autoencoder`` if named, else ``out/autoencoder``
     from an earlier start of this run, else trained now (counted in the run's minutes)."""
-    from text2sign.latent import (
-        AUTOENCODER_INFO,
-        build_autoencoder,
-        load_autoencoder,
-        save_autoencoder,
-        train_autoencoder,
-    )
-
     lc, folder = cfg.latent, out / "autoencoder"
     if lc.autoencoder is not None:
         ae = load_autoencoder(lc.autoencoder, lc)
@@ -265,31 +449,34 @@ def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int]
 
 def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progress: bool = True,
           device: str | None = None) -> Path:
-    """Train a text-conditioned video diffusion model; returns the model folder ``out/model``."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-    from tqdm.auto import tqdm
+    """Train a text-conditioned video diffusion model; returns the model folder ``out/model``.
 
-    from text2sign.data.dataset import ClipDataset, open_clips
-    from text2sign.data.video_io import safe_names, write_gif
-
+    The run folder is locked for the run; what a killed run left half-written is cleaned first.
+    """
     out = Path(out)
-    checkpoint = resolve_resume(out, resume)
-    cfg = run_config(cfg, out, resume)
+    checkpoint, state = load_resume(out, resume)
+    cfg = run_config(cfg, out, resume, state)
+    accelerator = make_accelerator(cfg.train, out, device)
+    main = accelerator.is_main_process
+    with run_lock(out) if main else contextlib.nullcontext():
+        if main:
+            for line in clean_leftovers(out) + clean_leftovers(out / "checkpoints"):
+                print(line, file=sys.stderr)
+        try:
+            return _train(cfg, out, accelerator, checkpoint, state, progress)
+        except Exception as err:
+            if not is_disk_full(err):
+                raise
+            found = list_checkpoints(out)
+            raise DiskFull(
+                f"disk full while writing into {str(out)!r}; the last good checkpoint is "
+                f"{str(found[-1]) if found else 'none'}: free space, then rerun with --resume"
+            ) from err
+
+
+def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
+           state: dict | None, progress: bool) -> Path:
     tc = cfg.train
-    if device not in (None, "auto", "cpu", "cuda", "mps"):
-        raise ValueError(f"--device {device!r}: use auto, cpu, cuda or mps "
-                         "(pick a GPU with CUDA_VISIBLE_DEVICES)")
-    use_cpu = device == "cpu"
-    device_type = "cpu" if use_cpu else ("cuda" if torch.cuda.is_available() else "other")
-    accelerator = Accelerator(
-        cpu=use_cpu,
-        mixed_precision=mixed_precision_for(tc.mixed_precision, device_type),
-        gradient_accumulation_steps=tc.grad_accum,
-        log_with="tensorboard",
-        project_dir=str(out),
-        # The learned null condition is unused in steps where no text is dropped.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
 
@@ -312,20 +499,10 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
             autoencoder, ae_meta = prepare_autoencoder(
                 cfg, out, cache, train_idx, accelerator.device, progress=progress and main)
 
-    # --- models, optimizer, EMA (identical init on every rank from the seed)
-    torch.manual_seed(tc.seed)
-    denoiser, conditioner = build_models(cfg)
-    denoiser.set_gradient_checkpointing(tc.gradient_checkpointing)
-    module = DiffusionTrainer(denoiser, conditioner, cfg)
-    params = trainable_state(module)
-    optimizer = torch.optim.AdamW(params.values(), lr=tc.lr, weight_decay=tc.weight_decay,
-                                  betas=(0.9, 0.99))
-    ema = {k: v.detach().float().clone() for k, v in params.items()}
+    # --- models, optimizer, EMA: fresh, or the checkpoint's
+    module, optimizer, ema = init_training(cfg, checkpoint, state)
     step, minutes_before = 0, ae_meta.get("minutes_this_run", 0.0)
     if checkpoint is not None:
-        state = load_training_state(checkpoint)
-        module.load_state_dict(state["model"], strict=False)
-        ema = {k: v.float() for k, v in state["ema"].items()}
         step = state["meta"]["step"]
         minutes_before = state["meta"].get("minutes", 0.0)
     module, optimizer = accelerator.prepare(module, optimizer)
@@ -334,7 +511,6 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     ema = {k: v.to(accelerator.device) for k, v in ema.items()}
     raw = accelerator.unwrap_model(module)
     live = trainable_state(raw)
-    frozen = {name for name, p in raw.named_parameters() if not p.requires_grad}
 
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -343,7 +519,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     sampler = StepBatchSampler(len(train_idx), tc.batch_size, world, rank, tc.seed,
                                start=step * tc.grad_accum)
     dataset = ClipDataset(cache, train_idx)
-    if autoencoder is not None and cfg.latent.cache:
+    if autoencoder is not None and cfg.latent.cache:  # each clip encoded once, not every step
         with accelerator.main_process_first():
             latents = latent_cache(autoencoder, cache, device=accelerator.device,
                                    progress=progress and main)
@@ -353,58 +529,13 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
         pin_memory=accelerator.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
     )
     batches = iter(loader)
-    n_denoiser = sum(p.numel() for p in raw.denoiser.parameters())
-    meta_data = {
-        "path": str(cfg.data.path), "clips": len(train_idx), "val_clips": len(val_idx),
-        "texts": len(train_texts), "examples": train_texts[:50],
-        "held_out_texts": len({cache.texts[i] for i in unseen_idx}),
-        "held_out_clips": len(unseen_idx), "fingerprint": cache.fingerprint,
-    }
-
-    def save(step: int, minutes: float) -> Path:
-        """Training state for --resume plus the EMA model folder; main process only."""
-        folder = out / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:06d}"
-        model_state = {k: v for k, v in raw.state_dict().items() if k not in frozen}
-        save_training_state(folder, model_state=model_state, ema_state=ema,
-                            optimizer=optimizer.optimizer, meta={"step": step, "minutes": minutes})
-        ema_denoiser, ema_conditioner = ema_models(raw, ema)
-        save_model_folder(out / "model", cfg, ema_denoiser.state_dict(),
-                          trainable_state(ema_conditioner), {
-                              "step": step, "minutes": round(minutes, 2),
-                              "parameters": {"denoiser": n_denoiser},
-                              "data": meta_data,
-                              **({"autoencoder": ae_meta["facts"]} if ae_meta else {}),
-                          }, autoencoder=autoencoder, texts=train_texts)
-        prune_checkpoints(out, tc.keep_checkpoints)
-        return folder
-
-    def sample_and_log(step: int) -> None:
-        ema_denoiser, ema_conditioner = ema_models(raw, ema)
-        pipe = Text2SignPipeline(ema_denoiser, ema_conditioner, cfg, accelerator.device,
-                                 autoencoder=autoencoder)
-        videos = pipe(cfg.sample.prompts, seed=tc.seed)
-        folder = out / "samples" / f"{CHECKPOINT_PREFIX}{step:06d}"
-        names = safe_names(cfg.sample.prompts)
-        for prompt, video in zip(cfg.sample.prompts, videos, strict=True):
-            write_gif(folder / f"{names[prompt]}.gif", video, fps=8)
-        writer = accelerator.get_tracker("tensorboard", unwrap=True)
-        writer._get_file_writer().add_summary(
-            gif_summary("samples/" + " | ".join(cfg.sample.prompts), videos, fps=8), step)
-        if tc.eval_every and step % tc.eval_every == 0:
-            from text2sign.evaluation.evaluate import evaluate
-
-            report = evaluate(pipe, cache, out / "eval" / folder.name,
-                              per_text=tc.eval_per_text, seed=tc.seed, progress=False)
-            accelerator.log({f"eval/{k}": report[k] for k in ("top1", "top5", "fd")
-                             if isinstance(report.get(k), int | float)}, step=step)
+    facts = model_facts(raw, cache, train_idx, val_idx, unseen_idx, cfg, ae_meta)
 
     # --- the loop
     last_saved = checkpoint
     log_path = out / "log.jsonl"
     if main:
-        keep = [ln for ln in (log_path.read_text().splitlines() if log_path.exists() else [])
-                if checkpoint is not None and json.loads(ln)["step"] <= step]
-        log_path.write_text("".join(ln + "\n" for ln in keep))
+        keep_log(log_path, step if checkpoint is not None else 0)
     pbar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and main),
                 unit="step", dynamic_ncols=True)
     started = time.time()
@@ -447,7 +578,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
             window_steps += 1
             minutes = minutes_before + (time.time() - started) / 60
             pbar.update(1)
-            if step % tc.log_every == 0 or step == tc.max_steps:
+            if (tc.log_every and step % tc.log_every == 0) or step == tc.max_steps:
                 elapsed = time.time() - window_start
                 scalars = {
                     "train/loss": window_loss / window_steps, "train/lr": lr,
@@ -458,16 +589,20 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
                 pbar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
                                  clips_s=f"{scalars['train/clips_per_s']:.1f}")
                 if main:
-                    with log_path.open("a") as f:
-                        f.write(json.dumps({"step": step, **scalars}) + "\n")
+                    append_line(log_path, json.dumps({"step": step, **scalars}))
                 window_loss, window_steps, window_start = 0.0, 0, time.time()
             out_of_time = tc.max_minutes is not None and minutes >= tc.max_minutes
             finishing = step == tc.max_steps or out_of_time or stop.requested
             if main and tc.sample_every and (step % tc.sample_every == 0 or finishing):
-                sample_and_log(step)
+                sample_and_log(ema_pipeline(raw, ema, cfg, autoencoder), out, step, accelerator)
+            if main and tc.eval_every and step % tc.eval_every == 0:
+                pipe = ema_pipeline(raw, ema, cfg, autoencoder)
+                pipe.training_texts = train_texts  # seen vs unseen in the back-translation
+                evaluate_and_log(pipe, cache, out, step, accelerator)
             if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or finishing:
                 if main:
-                    last_saved = save(step, minutes)
+                    last_saved = save_checkpoint(out, cfg, raw, ema, optimizer.optimizer, step,
+                                                 minutes, facts, autoencoder, train_texts)
                 accelerator.wait_for_everyone()
             if out_of_time or stop.requested:
                 reason = "time budget reached" if out_of_time else "stopped by Ctrl-C"

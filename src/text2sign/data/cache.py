@@ -22,6 +22,7 @@ import json
 import os
 import re
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import numpy as np
 from text2sign.data.clips import FITS, TIME_MODES, shape_clip
 from text2sign.data.folder import BadPair, scan_folder
 from text2sign.data.video_io import VideoReadError, read_video
+from text2sign.files import DamagedFile, read_json
 
 FORMAT = "text2sign-clip-cache"
 VERSION = 1
@@ -86,6 +88,7 @@ class ClipCache:
         self.fps: list[float] = [c["fps"] for c in clips]
         self.bad: list[dict] = index.get("bad", [])
         self._where = [(c["shard"], c["slot"]) for c in clips]
+        self._crc = [c.get("crc32") for c in clips]  # None in caches written before checksums
         self._maps: dict[str, np.memmap] = {}
         self._pid = os.getpid()
 
@@ -95,7 +98,8 @@ class ClipCache:
         if not (path / INDEX).is_file():
             raise FileNotFoundError(f"{str(path)!r} is not a clip cache (no {INDEX}); build one "
                                     "with `text2sign data prepare DIR --frames T --size S`")
-        index = json.loads((path / INDEX).read_text())
+        index = read_json(path / INDEX, "rebuild it with `text2sign data prepare SOURCE_DIR "
+                          "--out CACHE` (unchanged clips are re-decoded once)")
         if index.get("format") != FORMAT or index.get("version") != VERSION:
             raise ValueError(f"{str(path / INDEX)!r} is format {index.get('format')!r} version "
                              f"{index.get('version')!r}, expected {FORMAT!r} version {VERSION}; "
@@ -123,13 +127,40 @@ class ClipCache:
             self._maps, self._pid = {}, os.getpid()
         if name not in self._maps:
             count = self.index["shards"][name]
-            self._maps[name] = np.memmap(self.path / name, np.uint8, mode="r",
-                                         shape=(count, *self.clip_shape))  # (n, T, S, S, 3)
+            try:
+                self._maps[name] = np.memmap(self.path / name, np.uint8, mode="r",
+                                             shape=(count, *self.clip_shape))  # (n, T, S, S, 3)
+            except (OSError, ValueError) as err:  # missing, or shorter than the index says
+                raise DamagedFile(f"cache shard {str(self.path / name)!r} is missing or "
+                                  f"truncated; {self.repair}") from err
         return self._maps[name]
+
+    @property
+    def repair(self) -> str:
+        """The fix for damaged clips: prepare again, which re-decodes only those."""
+        source = self.index.get("source", "SOURCE_DIR")
+        return (f"run `text2sign data prepare {source} --frames {self.frames} --size "
+                f"{self.size} --time-mode {self.time_mode} --fit {self.fit} --out {self.path}` "
+                "to re-decode the damaged clips")
 
     def __getitem__(self, i: int) -> np.ndarray:
         shard, slot = self._where[i]
-        return np.array(self._shard(shard)[slot])  # (T, S, S, 3), copied off the memmap
+        clip = np.array(self._shard(shard)[slot])  # (T, S, S, 3), copied off the memmap
+        if self._crc[i] is not None and zlib.crc32(clip) != self._crc[i]:
+            raise DamagedFile(f"clip {self.paths[i]!r} in cache shard "
+                              f"{str(self.path / shard)!r} is damaged (checksum mismatch); "
+                              f"{self.repair}")
+        return clip
+
+    def damaged(self) -> list[str]:
+        """One line per clip that cannot be read back as written (reads the whole cache)."""
+        problems = []
+        for i in range(len(self)):
+            try:
+                self[i]
+            except DamagedFile as err:
+                problems.append(str(err).split("; ")[0])
+        return problems
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_maps": {}}
@@ -231,7 +262,7 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
     out = Path(out) if out is not None else default_cache_dir(source, frames, size, time_mode, fit)
     if out.exists() and not out.is_dir():
         raise ValueError(f"cache path {str(out)!r} is a file; pass a folder to --out")
-    if out.is_dir() and any(out.iterdir()) and not is_cache(out):
+    if out.is_dir() and any(out.iterdir()) and not is_cache(out) and not (out / INDEX).exists():
         raise ValueError(f"cache path {str(out)!r} is a non-empty folder that is not a clip "
                          "cache; pass an empty or new folder to --out")
     scan = scan_folder(source, decode=False)
@@ -249,11 +280,17 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
         stats[scan.relative(pair.video)] = (st.st_size, st.st_mtime_ns)
     reusable = {rel for rel, stat in stats.items()
                 if rel in old and (old[rel]["source_size"], old[rel]["source_mtime_ns"]) == stat}
+    old_cache = ClipCache(out, previous) if previous else None
+    old_pos = {p: i for i, p in enumerate(old_cache.paths)} if old_cache else {}
+    for rel in sorted(reusable):  # a stored clip is reused only if it reads back as written
+        try:
+            old_cache[old_pos[rel]]
+        except DamagedFile as err:
+            print(f"re-decoding {rel}: {str(err).split('; ')[0]}", file=sys.stderr)
+            reusable.discard(rel)
     live = len(reusable)
     stored = sum(old_shards.values())
     compact = stored > 0 and live < stored / 2
-    old_cache = ClipCache(out, previous) if previous else None
-    old_pos = {p: i for i, p in enumerate(old_cache.paths)} if old_cache else {}
 
     clip_bytes = int(np.prod((frames, size, size, 3)))
     shards = {} if compact else dict(old_shards)
@@ -272,6 +309,8 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
             size_b, mtime = stats[rel]
             if rel in reusable and not compact:
                 entry = dict(old[rel], text=pair.text)
+                if entry.get("crc32") is None:  # a cache written before checksums
+                    entry["crc32"] = zlib.crc32(old_cache[old_pos[rel]])
             else:
                 if rel in reusable:  # compaction: copy the stored clip, still no decoding
                     clip, fps = old_cache[old_pos[rel]], old[rel]["fps"]
@@ -283,7 +322,8 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
                     decoded += 1
                 shard, slot = writer.add(clip)
                 entry = {"path": rel, "text": pair.text, "fps": fps, "shard": shard,
-                         "slot": slot, "source_size": size_b, "source_mtime_ns": mtime}
+                         "slot": slot, "source_size": size_b, "source_mtime_ns": mtime,
+                         "crc32": zlib.crc32(np.ascontiguousarray(clip))}
             entries.append(entry)
     finally:
         writer.close()

@@ -10,10 +10,11 @@ def register(subparsers) -> None:
     check = subparsers.add_parser(
         "check", help="list every unusable clip pair with a reason",
         description="Decode every NAME.gif/.mp4/.webm + NAME.txt pair under DIR (recursively) "
-        "and list each unusable one with a one-line reason. Exit 0 if all are good, 1 if any "
-        "is bad.",
+        "and list each unusable one with a one-line reason, then read back every clip of DIR's "
+        "caches (or of DIR, if it is a cache) against its checksum. Exit 0 if all are good, 1 "
+        "if any is bad.",
     )
-    check.add_argument("dir", help="folder of NAME.gif + NAME.txt pairs")
+    check.add_argument("dir", help="folder of NAME.gif + NAME.txt pairs, or a prepared cache")
     check.set_defaults(func=check_command)
 
     prepare = subparsers.add_parser(
@@ -30,8 +31,6 @@ def register(subparsers) -> None:
                          help="resample uniformly over the clip, or truncate/pad by repeat")
     prepare.add_argument("--fit", choices=("crop", "letterbox"), default="crop",
                          help="resize and center-crop, or fit inside black bars")
-    prepare.add_argument("--val-fraction", type=float, default=0.1,
-                         help="share of clips held out for validation (by path hash)")
     prepare.add_argument("--workers", type=int, default=None,
                          help="decoding processes (default: up to 8 cores for >= 64 new clips)")
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -39,29 +38,49 @@ def register(subparsers) -> None:
 
 
 def check_command(args: argparse.Namespace) -> int:
+    """Every pair of a clip folder, then every clip of its caches (or of a cache given)."""
+    from pathlib import Path
+
+    from text2sign.data.cache import ClipCache, is_cache
     from text2sign.data.folder import scan_folder
 
-    result = scan_folder(args.dir, decode=True)
-    for bad in result.bad:
-        print(f"{result.relative(bad.path)}: {bad.reason}")
-    print(f"{len(result.good)} good pairs, {len(result.bad)} unusable in {args.dir}")
-    return 1 if result.bad else 0
+    root = Path(args.dir)
+    bad_count = 0
+    if not is_cache(root):
+        result = scan_folder(root, decode=True)
+        for bad in result.bad:
+            print(f"{result.relative(bad.path)}: {bad.reason}")
+        print(f"{len(result.good)} good pairs, {len(result.bad)} unusable in {args.dir}")
+        bad_count = len(result.bad)
+    caches = [root] if is_cache(root) else sorted(
+        p.parent for p in root.glob(".text2sign-cache/*/index.json"))
+    for folder in caches:
+        cache = ClipCache.open(folder)
+        damaged = cache.damaged()
+        for line in damaged:
+            print(line)
+        fix = f"; {cache.repair}" if damaged else ""
+        print(f"cache {folder}: {len(cache) - len(damaged)} clips intact, {len(damaged)} "
+              f"damaged{fix}")
+        bad_count += len(damaged)
+    return 1 if bad_count else 0
 
 
 def prepare_command(args: argparse.Namespace) -> int:
+    from text2sign.config import DataConfig
     from text2sign.data.cache import prepare_cache
 
     if args.frames < 1 or args.size < 1:
         raise ValueError(f"--frames {args.frames} and --size {args.size} must be positive")
-    if not 0.0 <= args.val_fraction < 1.0:
-        raise ValueError(f"--val-fraction {args.val_fraction} must be in [0, 1)")
     cache = prepare_cache(args.dir, args.frames, args.size, out=args.out,
                           time_mode=args.time_mode, fit=args.fit, progress=not args.quiet,
                           workers=args.workers)
-    train, val = cache.split(args.val_fraction)
+    val_fraction = DataConfig().val_fraction
+    train, val = cache.split(val_fraction)
     print(f"clips: {len(cache)} ({cache.index['decoded']} decoded now, "
           f"{len(cache) - cache.index['decoded']} reused)")
     print(f"bad pairs skipped: {len(cache.bad)}")
     print(f"cache: {cache.path}")
-    print(f"split (val fraction {args.val_fraction:g}): {len(train)} train, {len(val)} val")
+    print(f"split at the default data.val_fraction={val_fraction:g}: {len(train)} train, "
+          f"{len(val)} val (training sets it: --set data.val_fraction=F)")
     return 1 if cache.bad else 0

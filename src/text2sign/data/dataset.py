@@ -36,6 +36,16 @@ def open_clips(path: str | Path, frames: int, size: int, time_mode: str = "resam
                          progress=progress)
 
 
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels [0, 255] -> float [-1, 1], any layout: the models' value range."""
+    return x.float() / 127.5 - 1.0
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 pixels, any layout; values outside the range are clipped."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 class ClipDataset(torch.utils.data.Dataset):
     """Items ``{"video": float32 (3, T, H, W) in [-1, 1], "text": str, "index": int}``."""
 
@@ -49,5 +59,5 @@ class ClipDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         index = self.indices[i]
         clip = torch.from_numpy(np.ascontiguousarray(self.cache[index]))  # (T, H, W, 3) uint8
-        video = rearrange(clip, "t h w c -> c t h w").float() / 127.5 - 1.0  # (3, T, H, W)
+        video = to_unit(rearrange(clip, "t h w c -> c t h w"))  # (3, T, H, W)
         return {"video": video, "text": self.cache.texts[index], "index": index}

@@ -292,6 +292,17 @@ def _gif_delays_cs(num_frames: int, fps: float) -> list[int]:
 
 def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     """Write an endlessly looping GIF with one shared palette, no dithering, exact frame count."""
+    data = gif_bytes(frames, fps)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
+def gif_bytes(frames: np.ndarray, fps: float) -> bytes:
+    """The bytes of the GIF `write_gif` writes (also for TensorBoard's image summaries)."""
     from PIL import GifImagePlugin, Image
 
     frames = _check_frames(frames, "write_gif")
@@ -301,8 +312,6 @@ def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> Path:
             "centiseconds and browsers slow delays under 20 ms down to 100 ms; "
             "write an .mp4 for higher frame rates"
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     palette = _gif_palette(frames)
     delays = _gif_delays_cs(len(frames), float(fps))
     indexed = [
@@ -315,10 +324,7 @@ def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> Path:
         # disposal 1 (keep): every frame covers the whole canvas, so nothing shows through
         chunks += GifImagePlugin.getdata(image, duration=delay * 10, disposal=1)
     chunks.append(b";")  # GIF trailer
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(b"".join(chunks))
-    tmp.replace(path)
-    return path
+    return b"".join(chunks)
 
 
 # --------------------------------------------------------------------------- writing

@@ -68,24 +68,10 @@ def default_out(model_folder: Path) -> Path:
     return model_folder.parent / "eval" if model_folder.name == "model" else Path("runs/eval")
 
 
-def print_report(report: dict) -> None:
-    from text2sign.evaluation.evaluate import back_translation_rows, format_summary, format_table
-
-    print(format_summary(report))
-    rows = back_translation_rows(report)
-    if rows:
-        print()
-        print(format_table(rows))
-        print()
-    print(f"report:        {report['report_md']}")
-    print(f"GIFs:          {report['gifs']}")
-    print(f"contact sheet: {report['contact_sheet']}")
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
     from text2sign.checkpoint import find_model_folder
     from text2sign.data.dataset import open_clips
-    from text2sign.evaluation.evaluate import evaluate
+    from text2sign.evaluation.evaluate import evaluate, print_report
     from text2sign.pipeline import Text2SignPipeline
 
     if args.per_text < 1:

@@ -91,8 +91,7 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     from text2sign.config import apply_overrides, build_config, resolve
     from text2sign.data.dataset import open_clips
     from text2sign.data.fingerspelling import builtin_words
-    from text2sign.evaluation.commands import print_report
-    from text2sign.evaluation.evaluate import evaluate
+    from text2sign.evaluation.evaluate import evaluate, print_report
     from text2sign.evaluation.sequence import (
         SequenceRecognizer,
         load_or_train_sequence_recognizer,

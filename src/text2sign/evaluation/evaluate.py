@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from text2sign.data.dataset import to_unit
 from text2sign.data.video_io import safe_names
 
 GIF_FPS = 8.0  # as `text2sign sample`; a cache's fps is the source's, before time resampling
@@ -144,6 +145,19 @@ def format_summary(report: dict[str, Any]) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def print_report(report: dict[str, Any]) -> None:
+    """The headline numbers and where the report, GIFs and contact sheet were written."""
+    print(format_summary(report))
+    rows = back_translation_rows(report)
+    if rows:
+        print()
+        print(format_table(rows))
+        print()
+    print(f"report:        {report['report_md']}")
+    print(f"GIFs:          {report['gifs']}")
+    print(f"contact sheet: {report['contact_sheet']}")
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """report.md: the headline table, how it was measured, and per-text accuracy."""
     rows = summary_rows(report)
@@ -205,7 +219,7 @@ def autoencoded_ceiling(autoencoder: Any, recognizer: Any, cache: Any, indices: 
     recon = []
     for s in range(0, len(keep), batch_size):
         clips = np.stack([cache[i] for i in keep[s:s + batch_size]])  # (B, T, H, W, 3) uint8
-        x = torch.from_numpy(clips).to(device).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+        x = to_unit(torch.from_numpy(clips).to(device).permute(0, 4, 1, 2, 3))  # (B,3,T,H,W)
         with torch.no_grad():
             recon.append(videos_to_uint8(autoencoder.decode(autoencoder.encode(x))))
     logits = recognizer.predict_logits(np.concatenate(recon))

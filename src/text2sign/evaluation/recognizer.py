@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from text2sign.data.dataset import to_uint8, to_unit
+from text2sign.files import atomic_dir
+from text2sign.pipeline import pick_device
+from text2sign.schedule import warmup_cosine
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "recognizer.safetensors"
@@ -106,8 +109,7 @@ def _to_float(videos: np.ndarray | torch.Tensor, device: torch.device) -> torch.
             raise ValueError(
                 f"uint8 videos must be (N, T, H, W, 3); got shape {tuple(videos.shape)}"
             )
-        x = videos.to(device).permute(0, 4, 1, 2, 3).float()  # (N, 3, T, H, W)
-        return x / 127.5 - 1.0
+        return to_unit(videos.to(device).permute(0, 4, 1, 2, 3))  # (N, 3, T, H, W)
     if videos.is_floating_point():
         if videos.ndim != 5 or videos.shape[1] != 3:
             raise ValueError(
@@ -179,12 +181,7 @@ class Recognizer:
         """Write recognizer.safetensors + recognizer.json (no pickle) atomically."""
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME))
         meta = {
             "format_version": FORMAT_VERSION,
             "classes": self.classes,
@@ -192,10 +189,12 @@ class Recognizer:
             "metrics": self.metrics,
             "settings": self.settings,
         }
-        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-        return folder
+
+        def write(tmp: Path) -> None:
+            save_file(state, str(tmp / WEIGHTS_NAME))
+            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+
+        return atomic_dir(Path(folder), write)
 
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> Recognizer:
@@ -227,7 +226,7 @@ def _load_clips(cache: Any, indices: list[int], config: RecognizerConfig,
     for i in tqdm(indices, desc="recognizer: loading clips", disable=not progress, leave=False):
         x = _to_float(np.asarray(cache[int(i)])[None], torch.device("cpu"))  # (1, 3, T, H, W)
         x = _resize_space(x, config.size)  # (1, 3, T, S, S)
-        x = ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        x = to_uint8(x)
         out.append(x[0].permute(1, 2, 3, 0))  # (T, S, S, 3)
     return torch.stack(out)  # (N, T, S, S, 3)
 
@@ -250,7 +249,7 @@ def _augment(clips: torch.Tensor, frames: int, generator: torch.Generator,
     ramp = torch.linspace(0.0, 1.0, frames)  # (frames,)
     idx = (start[:, None] + length[:, None] * ramp).round().long().clamp(0, t - 1)  # (B, frames)
     x = clips[torch.arange(b)[:, None], idx]  # (B, frames, S, S, 3)
-    x = x.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # (B, 3, frames, S, S)
+    x = to_unit(x.permute(0, 4, 1, 2, 3))  # (B, 3, frames, S, S)
 
     # One affine per clip (same for every frame): scale +-10%, shift up to 6% of the side.
     scale = uniform(1.0 - 0.1 * strength, 1.0 + 0.1 * strength, b)
@@ -280,13 +279,8 @@ def _fit(net: RecognizerNet, clips: torch.Tensor, labels: torch.Tensor,
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr,
                                   weight_decay=settings.weight_decay)
     warmup = max(1, settings.steps // 20)
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, settings.steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, warmup, settings.steps))
     bar = tqdm(range(settings.steps), desc="recognizer: training", disable=not progress,
                leave=False)
     for _ in bar:
@@ -317,7 +311,7 @@ def train_recognizer(cache: Any, train_idx: list[int] | np.ndarray, *,
     """
     config = config or RecognizerConfig()
     settings = settings or TrainSettings()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(device)
     texts = list(cache.texts)
     classes = sorted(set(texts)) if classes is None else list(classes)
     index = {text: i for i, text in enumerate(classes)}
@@ -379,7 +373,7 @@ def load_or_train_recognizer(cache: Any, val_fraction: float = 0.1, *,
     """
     config = config or RecognizerConfig()
     settings = settings or TrainSettings()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(device)
     folder = Path(folder) if folder is not None else recognizer_folder(cache)
     wanted = {**dataclasses.asdict(settings), "config": dataclasses.asdict(config),
               "val_fraction": val_fraction, "fingerprint": cache.fingerprint}

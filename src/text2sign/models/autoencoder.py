@@ -21,9 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(channels, 32), channels, eps=1e-6)
+from text2sign.models.layers import group_norm
 
 
 class ResBlock2d(nn.Module):
@@ -32,8 +30,8 @@ class ResBlock2d(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.block = nn.Sequential(
-            _norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-            _norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            group_norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            group_norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,13 +58,13 @@ class FrameAutoencoder(nn.Module):
                                 ResBlock2d(width)]
         for _ in range(stages):
             enc += [nn.Conv2d(width, width, 3, stride=2, padding=1), ResBlock2d(width)]
-        enc += [_norm(width), nn.SiLU(), nn.Conv2d(width, 2 * latent_channels, 3, padding=1)]
+        enc += [group_norm(width), nn.SiLU(), nn.Conv2d(width, 2 * latent_channels, 3, padding=1)]
         self.encoder = nn.Sequential(*enc)
         dec: list[nn.Module] = [nn.Conv2d(latent_channels, width, 3, padding=1), ResBlock2d(width)]
         for _ in range(stages):
             dec += [nn.Upsample(scale_factor=2, mode="nearest"),
                     nn.Conv2d(width, width, 3, padding=1), ResBlock2d(width)]
-        dec += [ResBlock2d(width), _norm(width), nn.SiLU(), nn.Conv2d(width, 12, 3, padding=1),
+        dec += [ResBlock2d(width), group_norm(width), nn.SiLU(), nn.Conv2d(width, 12, 3, padding=1),
                 nn.PixelShuffle(2)]
         self.decoder = nn.Sequential(*dec)
         # Per-channel statistics of the posterior means, set by `fit_normalization` after training.

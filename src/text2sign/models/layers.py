@@ -11,6 +11,11 @@ from einops import rearrange
 from torch import nn
 
 
+def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with the largest group count <= `groups` that divides `channels` (toy widths)."""
+    return nn.GroupNorm(math.gcd(channels, groups), channels, eps=1e-6)
+
+
 def zero_module(module: nn.Module) -> nn.Module:
     """Zero a layer's parameters so a residual branch or output starts as the identity/zero."""
     for p in module.parameters():

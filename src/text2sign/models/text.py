@@ -166,8 +166,18 @@ class PretrainedTextEncoder(TextEncoder):
                 from transformers import T5EncoderModel as model_cls
             else:
                 model_cls = AutoModel
-            self.model = model_cls.from_pretrained(name_or_path, **kwargs)
+            # safetensors only: a pytorch_model.bin is a pickle, and nothing is unpickled here.
+            self.model = model_cls.from_pretrained(name_or_path, use_safetensors=True, **kwargs)
         except OSError as err:
+            pickles = sorted(p for p in os.listdir(name_or_path) if p.endswith(".bin")
+                             ) if os.path.isdir(name_or_path) else []
+            if pickles:
+                raise ValueError(
+                    f"text encoder folder {name_or_path!r} holds {pickles[0]} and no "
+                    "model.safetensors; text2sign loads no pickled weights: convert it once "
+                    "with transformers (AutoModel.from_pretrained(folder).save_pretrained(folder,"
+                    " safe_serialization=True)) in a Python you trust"
+                ) from err
             raise ValueError(
                 f"text encoder {name_or_path!r} is not available offline; pass the path of "
                 "a local folder holding its config, tokenizer and weights "

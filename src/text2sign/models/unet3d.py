@@ -9,7 +9,6 @@ unshuffle, Shi et al. 2016) makes the expensive full-resolution convolutions run
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -23,15 +22,11 @@ from text2sign.models.layers import (
     TimestepEmbedding,
     check_multiple,
     checkpointed,
+    group_norm,
     sincos_1d,
     zero_module,
 )
 from text2sign.models.text import TextEmbedding
-
-
-def group_norm(channels: int, groups: int) -> nn.GroupNorm:
-    """GroupNorm with the largest group count <= `groups` that divides `channels` (toy widths)."""
-    return nn.GroupNorm(math.gcd(channels, groups), channels, eps=1e-6)
 
 
 class FactorizedConv(nn.Module):
