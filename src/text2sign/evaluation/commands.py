@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="demo folder (default: runs/demo)")
     p.add_argument("--train", action="store_true",
                    help="train a model from scratch instead of loading the shipped one")
+    p.add_argument("--model", help="a model (or run) folder to show instead of the shipped one")
     p.add_argument("--minutes", type=float, default=30.0,
                    help="training budget with --train (default 30)")
     p.add_argument("--config", help="with --train: a YAML run config (default: the shipped "
@@ -108,6 +109,14 @@ def run_demo_command(args: argparse.Namespace) -> int:
         from text2sign.config import build_config
 
         config = build_config("small", args.config)
+    if args.model is not None and args.train:
+        raise ValueError("--model and --train exclude each other: show a trained model, or "
+                         "train a new one")
+    model = None
+    if args.model is not None:
+        from text2sign.checkpoint import find_model_folder
+
+        model = find_model_folder(args.model)
     run_demo(args.out, train=args.train, minutes=args.minutes, per_text=args.per_text,
-             device=args.device, config=config, recognizer=args.recognizer)
+             device=args.device, config=config, model=model, recognizer=args.recognizer)
     return 0

@@ -84,9 +84,9 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     With ``train``, the model is trained for ``minutes`` on the full corpus (letters and
     ``words``, default the built-in list) with ``config`` (default: the shipped model's).
     The demo then generates every letter and `DEMO_WORDS` seen and unseen words, scores them
-    with the classifier (top-1, FD) and reads them back with the sequence recognizer (the
-    shipped one for the shipped model, else one trained on the training corpus), which is left
-    in ``out/recognizer``.
+    with the classifier (top-1, FD) and reads them back with the sequence recognizer (the one
+    shipped with text2sign, trained on the ASL words corpus; else one trained on the training
+    corpus), which is left in ``out/recognizer``.
     """
     from text2sign.config import apply_overrides, build_config, resolve
     from text2sign.data.dataset import open_clips
@@ -135,7 +135,7 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
                            pipe.frames, pipe.size, seen + unseen, progress=progress)
     cache = open_clips(corpus, pipe.frames, pipe.size, dc.time_mode, dc.fit, progress=progress)
 
-    if recognizer is None and model is None and not train and shipped_recognizer().is_dir():
+    if recognizer is None and shipped_recognizer().is_dir():  # trained on the ASL words corpus
         recognizer = shipped_recognizer()
     if recognizer is not None:
         sequence = SequenceRecognizer.load(recognizer, pipe.device)
