@@ -59,7 +59,7 @@ def trained_demo(tmp_path_factory):
 def test_demo_train_builds_corpus_trains_and_reports(trained_demo):
     out, report = trained_demo
     corpus = out / "data" / "asl-words"
-    assert len(list(corpus.rglob("*.gif"))) == (26 + len(WORDS)) * demo.DEMO_VARIANTS
+    assert len(list(corpus.rglob("*.gif"))) == (26 + len(WORDS)) * demo.CORPUS_VARIANTS
     [run] = out.glob("train-*")
     texts = (run / "model" / "texts.txt").read_text().split()
     from text2sign.data.cache import holdout_texts

@@ -6,7 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEMO_VARIANTS = 2  # clips per text, as in the shipped model's corpus: the same clips and split
+DEMO_VARIANTS = 8  # clips per text: held-out real clips for the ceilings (v00, v01 are the
+# words corpus's own clips, v02-v07 new renders no model or recognizer trained on)
+CORPUS_VARIANTS = 2  # clips per text of the words corpus `demo --train` trains on
 DEMO_WORDS = 12  # seen and unseen words the demo generates (the most frequent of each)
 VAL_FRACTION = 0.1  # the shipped config's data.val_fraction
 
@@ -111,7 +113,7 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
 
         cfg = config or _shipped_config() or build_config("small")
         corpus = ensure_corpus(out / "data" / "asl-words", cfg.data.frames, cfg.data.size,
-                               words, progress=progress)
+                               words, variants=CORPUS_VARIANTS, progress=progress)
         cfg = resolve(apply_overrides(cfg, [f"data.path={corpus}",
                                             f"train.max_minutes={minutes}"]))
         print(f"training {cfg.model.arch} for up to {minutes:g} minutes in {out}")
