@@ -225,3 +225,25 @@ def test_sample_warns_about_unseen_characters_and_long_texts(corpus, tmp_path, c
     assert (tmp_path / "out" / "A-00.gif").is_file()
     assert main(["info", str(run)]) == 0
     assert "texts.txt" in capsys.readouterr().out
+
+
+def test_prompts_must_be_texts_yaml_booleans_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("sample:\n  prompts:\n  - hello\n  - yes\n")  # YAML reads yes as True
+    with pytest.raises(ValueError, match="not texts; quote them"):
+        build_config("tiny", path)
+    path.write_text('sample:\n  prompts:\n  - hello\n  - "yes"\n')
+    assert build_config("tiny", path).sample.prompts == ["hello", "yes"]
+
+
+def test_a_failing_sample_at_the_end_does_not_lose_the_checkpoint(corpus, tmp_path, monkeypatch):
+    from text2sign import training
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("sampling failed")
+
+    monkeypatch.setattr(training, "sample_and_log", broken)
+    cfg = tiny_config(corpus, max_steps=3, checkpoint_every=0, sample_every=100)
+    with pytest.raises(RuntimeError, match="sampling failed"):
+        train(cfg, tmp_path / "run", progress=False, device="cpu")
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-000003"]

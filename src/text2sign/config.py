@@ -217,7 +217,13 @@ def _coerce(key: str, value: Any, kind: str) -> Any:
             return int(float(value))
     except (TypeError, ValueError):
         pass
-    checks = {"str": str, "bool": bool, "list[str]": list, "dict[str, Any]": dict}
+    if base == "list[str]" and isinstance(value, list):
+        wrong = [v for v in value if not isinstance(v, str)]
+        if wrong:  # YAML reads yes/no/on/off as booleans and 1 as a number
+            raise ValueError(f"config {key} holds {wrong!r}, which are not texts; quote them in "
+                             f"YAML (e.g. - \"{str(wrong[0]).lower()}\")")
+        return value
+    checks = {"str": str, "bool": bool, "dict[str, Any]": dict}
     if base in checks and isinstance(value, checks[base]):
         return value
     raise ValueError(f"config {key}={value!r} should be of type {kind}")

@@ -593,17 +593,18 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                 window_loss, window_steps, window_start = 0.0, 0, time.time()
             out_of_time = tc.max_minutes is not None and minutes >= tc.max_minutes
             finishing = step == tc.max_steps or out_of_time or stop.requested
+            # Save before sampling: a sampling or evaluation failure must not lose the step.
+            if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or finishing:
+                if main:
+                    last_saved = save_checkpoint(out, cfg, raw, ema, optimizer.optimizer, step,
+                                                 minutes, facts, autoencoder, train_texts)
+                accelerator.wait_for_everyone()
             if main and tc.sample_every and (step % tc.sample_every == 0 or finishing):
                 sample_and_log(ema_pipeline(raw, ema, cfg, autoencoder), out, step, accelerator)
             if main and tc.eval_every and step % tc.eval_every == 0:
                 pipe = ema_pipeline(raw, ema, cfg, autoencoder)
                 pipe.training_texts = train_texts  # seen vs unseen in the back-translation
                 evaluate_and_log(pipe, cache, out, step, accelerator)
-            if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or finishing:
-                if main:
-                    last_saved = save_checkpoint(out, cfg, raw, ema, optimizer.optimizer, step,
-                                                 minutes, facts, autoencoder, train_texts)
-                accelerator.wait_for_everyone()
             if out_of_time or stop.requested:
                 reason = "time budget reached" if out_of_time else "stopped by Ctrl-C"
                 if main:
