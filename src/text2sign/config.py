@@ -39,6 +39,10 @@ class ModelConfig:
     arch: str = "unet3d"
     preset: str = "small"
     params: dict[str, Any] = field(default_factory=dict)  # the architecture's full config
+    # Start from pretrained weights: a diffusers UNet2DConditionModel folder (unet-motion) or a
+    # DiT checkpoint (dit3d); "temporal" trains only what the file does not provide.
+    pretrained: str | None = None
+    train_only: str = "all"  # "all" or "temporal"
 
 
 @dataclass
@@ -255,6 +259,10 @@ def resolve(cfg: Config) -> Config:
 
     cfg = copy.deepcopy(cfg)
     cfg.model.params = {**preset_params(cfg.model.arch, cfg.model.preset), **cfg.model.params}
+    if cfg.model.pretrained or cfg.model.train_only != "all" or cfg.latent.autoencoder:
+        from text2sign.models.pretrained import resolve_pretrained
+
+        resolve_pretrained(cfg)  # what the pretrained files decide (reads their configs)
     return cfg
 
 
@@ -268,6 +276,7 @@ def load_config(path: str | Path) -> Config:
 _CHOICES = {
     ("data", "time_mode"): ("resample", "truncate"),
     ("data", "fit"): ("crop", "letterbox"),
+    ("model", "train_only"): ("all", "temporal"),
     ("diffusion", "beta_schedule"): ("linear", "cosine"),
     ("diffusion", "prediction_type"): ("epsilon", "v_prediction"),
     ("diffusion", "null_condition"): ("learned", "empty"),

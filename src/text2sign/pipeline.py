@@ -90,17 +90,23 @@ class Text2SignPipeline:
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None
                         ) -> Text2SignPipeline:
         """Load a model folder (or a run folder holding ``model/``); reads no pickle."""
-        from text2sign.checkpoint import load_model_folder
+        from text2sign.checkpoint import find_model_folder, load_model_folder
+        from text2sign.models.pretrained import check_reference, restore_denoiser
 
         cfg, denoiser_state, text_state, info = load_model_folder(folder)
+        where = str(find_model_folder(folder))
+        text_ref = info.get("pretrained", {}).get("text_encoder")
+        if text_ref is not None:  # checked where the config says the encoder is
+            text_path = str(Path(cfg.text.encoder).expanduser().resolve())
+            check_reference({**text_ref, "path": text_path}, "the model's text encoder",
+                            f"{where}/config.json")
         autoencoder = None
         if cfg.latent.enabled:
-            from text2sign.checkpoint import find_model_folder
             from text2sign.latent import load_autoencoder
 
             autoencoder = load_autoencoder(find_model_folder(folder), cfg.latent)
         denoiser, conditioner = build_models(cfg)
-        denoiser.load_state_dict(denoiser_state)
+        restore_denoiser(denoiser, denoiser_state, cfg, info, where)
         missing, unexpected = conditioner.load_state_dict(text_state, strict=False)
         expected = set(trainable_state(conditioner))
         if unexpected or expected & set(missing):

@@ -230,6 +230,19 @@ def run_config(cfg: Config, out: Path, resume: bool | str | Path) -> Config:
     return cfg
 
 
+def pretrained_references(cfg: Config, autoencoder: nn.Module | None) -> dict[str, Any]:
+    """Path + sha256 of the frozen pretrained files a run uses outside its model folder (a
+    local text encoder folder, a diffusers VAE); the denoiser's is added when it loads."""
+    from text2sign.models.pretrained import reference
+
+    refs: dict[str, Any] = {}
+    if cfg.text.encoder != "bytes" and Path(cfg.text.encoder).expanduser().is_dir():
+        refs["text_encoder"] = reference(cfg.text.encoder)
+    if getattr(autoencoder, "reference", None) is not None:
+        refs["autoencoder"] = autoencoder.reference
+    return refs
+
+
 def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int],
                         device: torch.device, progress: bool) -> tuple[nn.Module, dict]:
     """The run's frozen autoencoder: ``latent.autoencoder`` if named, else ``out/autoencoder``
@@ -311,6 +324,12 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     # --- models, optimizer, EMA (identical init on every rank from the seed)
     torch.manual_seed(tc.seed)
     denoiser, conditioner = build_models(cfg)
+    references = pretrained_references(cfg, autoencoder)
+    if cfg.model.pretrained:
+        from text2sign.models.pretrained import init_from_pretrained
+
+        references["denoiser"] = init_from_pretrained(
+            denoiser, cfg, log=print if progress and main else None)
     denoiser.set_gradient_checkpointing(tc.gradient_checkpointing)
     module = DiffusionTrainer(denoiser, conditioner, cfg)
     params = trainable_state(module)
@@ -320,6 +339,10 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     step, minutes_before = 0, ae_meta.get("minutes_this_run", 0.0)
     if checkpoint is not None:
         state = load_training_state(checkpoint)
+        if state["meta"].get("pretrained", references) != references:
+            raise ValueError(f"the pretrained weights of the run in {str(out)!r} changed since "
+                             f"{checkpoint.name} (paths or sha256 differ: now {references}); "
+                             "restore them to resume, or start a new run")
         module.load_state_dict(state["model"], strict=False)
         ema = {k: v.float() for k, v in state["ema"].items()}
         step = state["meta"]["step"]
@@ -356,13 +379,18 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
         folder = out / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:06d}"
         model_state = {k: v for k, v in raw.state_dict().items() if k not in frozen}
         save_training_state(folder, model_state=model_state, ema_state=ema,
-                            optimizer=optimizer.optimizer, meta={"step": step, "minutes": minutes})
+                            optimizer=optimizer.optimizer,
+                            meta={"step": step, "minutes": minutes, "pretrained": references})
         ema_denoiser, ema_conditioner = ema_models(raw, ema)
-        save_model_folder(out / "model", cfg, ema_denoiser.state_dict(),
+        # Frozen pretrained weights stay in their files: the folder references them.
+        denoiser_state = {k: v for k, v in ema_denoiser.state_dict().items()
+                          if f"denoiser.{k}" not in frozen}
+        save_model_folder(out / "model", cfg, denoiser_state,
                           trainable_state(ema_conditioner), {
                               "step": step, "minutes": round(minutes, 2),
                               "parameters": {"denoiser": n_denoiser},
                               "data": meta_data,
+                              **({"pretrained": references} if references else {}),
                               **({"autoencoder": ae_meta["facts"]} if ae_meta else {}),
                           }, autoencoder=autoencoder)
         prune_checkpoints(out, tc.keep_checkpoints)
