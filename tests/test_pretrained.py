@@ -295,3 +295,44 @@ def test_dit3d_full_run(corpus, sd, dit_file, tmp_path):
 
 def test_load_diffusers_autoencoder_ignores_other_folders(tmp_path):
     assert load_diffusers_autoencoder(tmp_path) is None
+
+
+def test_scaled_linear_is_stable_diffusions_schedule():
+    from diffusers import DDPMScheduler
+
+    from text2sign.config import DiffusionConfig
+    from text2sign.diffusion import make_scheduler
+
+    ours = make_scheduler(DiffusionConfig(beta_schedule="scaled_linear"))
+    sd15 = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    assert torch.allclose(ours.alphas_cumprod, sd15.alphas_cumprod)
+
+
+def test_dit3d_temporal_run_resumes_exactly_and_refuses_changed_weights(corpus, sd, tmp_path):
+    import shutil
+
+    from test_training import losses
+
+    path = tmp_path / "dit.safetensors"
+    image_dit = random_image_dit(input_size=8, patch_size=2, in_channels=4, hidden_size=32,
+                                 depth=2, num_heads=4, num_classes=10)
+    save_file({k: v.contiguous() for k, v in image_dit.state_dict().items()}, str(path))
+    cfg = dit_config(corpus, sd, path, "model.train_only=temporal", "train.checkpoint_every=1",
+                     "train.keep_checkpoints=5")
+    run = tmp_path / "run"
+    train(cfg, run, progress=False, device="cpu")
+    part = tmp_path / "part"
+    shutil.copytree(run / "checkpoints" / "step-000002", part / "checkpoints" / "step-000002")
+    shutil.copy(run / "config.yaml", part / "config.yaml")
+    train(cfg, part, resume=True, progress=False, device="cpu")
+    assert losses(part) == losses(run)[2:]
+    a = load_file(run / "model" / "denoiser.safetensors")
+    b = load_file(part / "model" / "denoiser.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    state = image_dit.state_dict()
+    state["blocks.0.mlp.fc1.bias"] += 1.0
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    with pytest.raises(ValueError, match="pretrained weights of the run .* changed since "
+                                         "step-000003"):
+        train(cfg, run, resume=True, progress=False, device="cpu")

@@ -63,7 +63,7 @@ class LatentConfig:
 @dataclass
 class DiffusionConfig:
     num_train_timesteps: int = 1000
-    beta_schedule: str = "cosine"  # "linear" or "cosine"
+    beta_schedule: str = "cosine"  # "linear", "cosine" or "scaled_linear" (Stable Diffusion's)
     prediction_type: str = "v_prediction"  # "epsilon" or "v_prediction"
     # min-SNR-gamma (Hang et al. 2023); off by default: with v-prediction its weight
     # min(SNR, gamma) / (SNR + 1) vanishes at high noise, where sampling starts.
@@ -277,7 +277,7 @@ _CHOICES = {
     ("data", "time_mode"): ("resample", "truncate"),
     ("data", "fit"): ("crop", "letterbox"),
     ("model", "train_only"): ("all", "temporal"),
-    ("diffusion", "beta_schedule"): ("linear", "cosine"),
+    ("diffusion", "beta_schedule"): ("linear", "cosine", "scaled_linear"),
     ("diffusion", "prediction_type"): ("epsilon", "v_prediction"),
     ("diffusion", "null_condition"): ("learned", "empty"),
     ("sample", "sampler"): SAMPLERS,

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 UNET_ARCH = "unet-motion"
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+# Files a folder may carry that text2sign never reads (other frameworks' or pickled weights).
+UNREAD_SUFFIXES = (".bin", ".msgpack", ".h5", ".ckpt", ".onnx", ".pb", ".ot", ".md")
 # DiT's head counts by width (Peebles & Xie 2023, table 1); a state dict does not record them.
 DIT_HEADS = {384: 6, 768: 12, 1024: 16, 1152: 16}
 
@@ -51,12 +53,13 @@ def sha256_file(path: Path) -> str:
 def _reference_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
-    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and not p.name.endswith(UNREAD_SUFFIXES))
 
 
 def reference(path: str | Path) -> dict[str, Any]:
     """{"path": absolute path, "sha256": {file name: digest}} of a weights file or a folder's
-    top-level files (config, tokenizer, weights)."""
+    top-level files that text2sign reads (config, tokenizer, safetensors)."""
     path = Path(path).expanduser().resolve()
     return {"path": str(path), "sha256": {p.name: sha256_file(p) for p in _reference_files(path)}}
 
@@ -94,13 +97,26 @@ def _diffusers_config(path: Path) -> dict[str, Any] | None:
 
 
 def diffusers_folder(path: str | Path, class_name: str, subfolder: str) -> Path | None:
-    """``path`` itself, or ``path/subfolder`` of a pipeline folder, if it holds ``class_name``."""
+    """``path`` itself, or ``path/subfolder`` of a pipeline folder, if it holds ``class_name``;
+    a Hugging Face name ("org/model") resolves to its copy in the local cache, if there is one."""
     path = Path(path).expanduser()
+    if not path.exists() and len(path.parts) == 2:
+        path = _hub_cache(str(path)) or path
     for candidate in (path, path / subfolder):
         config = _diffusers_config(candidate) if candidate.is_dir() else None
         if config is not None and config["_class_name"] == class_name:
             return candidate
     return None
+
+
+def _hub_cache(name: str) -> Path | None:
+    """The local snapshot of a hub repository, never downloading."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # not cached (or not a valid name): the caller names the path it tried
+        return None
 
 
 def _from_pretrained(cls: type, folder: Path) -> nn.Module:
