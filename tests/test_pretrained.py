@@ -217,10 +217,22 @@ def test_unet_motion_temporal_run_trains_saves_loads_samples(corpus, tmp_path):
         Text2SignPipeline.from_pretrained(folder, device="cpu")
 
 
-def test_unet_motion_full_run_saves_everything(corpus, tmp_path):
+def test_unet_motion_full_run_saves_everything(corpus, tmp_path, capsys):
+    from text2sign.cli import main
+
     sd = write_sd_folder(tmp_path / "sd")
-    folder = train(unet_config(corpus, sd, "train.max_steps=2"), tmp_path / "run",
-                   progress=False, device="cpu")
+    sets = ["latent.enabled=true", f"latent.autoencoder={sd}", "model.arch=unet-motion",
+            f"model.pretrained={sd}", f"text.encoder={sd / 'text_encoder'}",
+            "diffusion.null_condition=empty", "diffusion.beta_schedule=scaled_linear",
+            "diffusion.prediction_type=epsilon", "train.max_steps=2", "train.sample_every=0",
+            "data.val_fraction=0"]
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--preset", "tiny", "--out", str(run),
+                 "--device", "cpu", "--no-progress", *[f"--set={s}" for s in sets]]) == 0
+    folder = run / "model"
+    assert main(["info", str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert "pretrained denoiser" in printed and "model.train_only=all" in printed
     before = Text2SignPipeline.from_pretrained(folder, device="cpu")(["A"], steps=2)
     (sd / "unet" / "diffusion_pytorch_model.safetensors").unlink()  # not needed any more
     after = Text2SignPipeline.from_pretrained(folder, device="cpu")(["A"], steps=2)
