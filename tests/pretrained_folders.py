@@ -68,8 +68,9 @@ def write_vae(folder: Path, widths: tuple[int, ...] = (8, 8), seed: int = 0) -> 
 
 def write_unet(folder: Path, widths: tuple[int, ...] = (16, 32), cross: int = 32,
                in_channels: int = 4, layers: int = 1, head_dim: int = 8, groups: int = 8,
-               seed: int = 0) -> None:
-    """An SD-style UNet2DConditionModel: cross-attention down blocks, a plain last level."""
+               seed: int = 0, sd2: bool = False) -> None:
+    """An SD-style UNet2DConditionModel: cross-attention down blocks, a plain last level;
+    ``sd2``: SD 2.x's linear projections and a head count per level."""
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
@@ -79,7 +80,8 @@ def write_unet(folder: Path, widths: tuple[int, ...] = (16, 32), cross: int = 32
         down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
         block_out_channels=widths, layers_per_block=layers, cross_attention_dim=cross,
-        attention_head_dim=head_dim, norm_num_groups=groups)
+        attention_head_dim=tuple(w // head_dim for w in widths) if sd2 else head_dim,
+        use_linear_projection=sd2, norm_num_groups=groups)
     with torch.no_grad():  # diffusers zero-inits nothing here, but make every weight count
         unet.conv_out.weight.normal_(0, 0.05)
     unet.save_pretrained(folder)

@@ -132,13 +132,19 @@ def test_referenced_files_missing_or_changed_are_named(corpus, tmp_path):
 # ----------------------------------------------------------------------------- unet-motion
 
 
-def test_inflated_unet_is_the_image_unet_per_frame_at_step_0(corpus, sd):
+@pytest.mark.parametrize("sd2", [False, True], ids=["sd1-style", "sd2-style"])
+def test_inflated_unet_is_the_image_unet_per_frame_at_step_0(corpus, sd, sd2, tmp_path):
     from diffusers import UNet2DConditionModel
+    from pretrained_folders import write_unet
 
-    cfg = unet_config(corpus, sd)
+    unet = sd / "unet"
+    if sd2:  # linear projections, heads per level: the SD 2.x UNet's layout
+        unet = tmp_path / "unet"
+        write_unet(unet, sd2=True)
+    cfg = unet_config(corpus, sd, f"model.pretrained={unet}")
     denoiser, conditioner = build_models(cfg)
     init_from_pretrained(denoiser, cfg, log=None)
-    image_unet = UNet2DConditionModel.from_pretrained(sd / "unet").eval()
+    image_unet = UNet2DConditionModel.from_pretrained(unet).eval()
     denoiser.eval()
     text = conditioner(["A", "B C"])
     tokens = text.tokens * text.mask[..., None]  # (B, L, D)
