@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from text2sign.models.layers import check_multiple
+from text2sign.models.layers import check_multiple, unmasked_tokens
 from text2sign.models.text import TextEmbedding
 
 
@@ -123,11 +123,7 @@ class UNetMotion(nn.Module):
         frames_fit(frames, self.config["motion_max_frames"])
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
-        b, c, frames, height, width = x.shape
-        if c != self.in_channels:
-            raise ValueError(f"input has {c} channels; this model was built for {self.in_channels}")
-        self.check_input_size(frames, height, width)
-        tokens = text.tokens * text.mask[..., None].to(text.tokens.dtype)  # (B, L, D), pads = 0
+        tokens = unmasked_tokens(self, x, text)  # (B, L, D), pads = 0
         # The motion UNet runs the image blocks on (B*T) frames and does not repeat the text.
-        tokens = tokens.repeat_interleave(frames, dim=0)  # (B*T, L, D)
+        tokens = tokens.repeat_interleave(x.shape[2], dim=0)  # (B*T, L, D)
         return self.unet(x, t, encoder_hidden_states=tokens, return_dict=False)[0]  # (B,C,T,H,W)
