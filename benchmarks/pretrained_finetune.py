@@ -12,8 +12,9 @@ encoded once by the frozen VAE (as a latent cache would), then unet-motion and d
 trainable parameters) and timed over training steps (loss, backward, clipping, AdamW) on
 batches of those latents, each in its own subprocess so its peak memory (CUDA max allocated, or
 on CPU the process's peak RSS, model loading included) is its own. Temporal-only and full runs
-alternate, ``--rounds`` times, and each reports its best round (the least disturbed by other
-jobs on a shared machine).
+alternate, ``--rounds`` times; each step is timed alone, and clips/s is reported for the median
+step and for the fastest one (other jobs on a shared machine only ever slow a step down, so the
+fastest is the least disturbed measurement).
 """
 
 from __future__ import annotations
@@ -99,10 +100,9 @@ def worker(args: argparse.Namespace) -> dict:
     params = trainable_state(module)
     optimizer = torch.optim.AdamW(params.values(), lr=1e-4)
     order = torch.randperm(len(latents), generator=torch.Generator().manual_seed(0))
-    started = None
+    times = []
     for step in range(args.warmup + args.steps):
-        if step == args.warmup:
-            started = time.perf_counter()
+        started = time.perf_counter()
         pick = order[(step * args.batch) % len(order):][:args.batch]
         if len(pick) < args.batch:
             pick = order[:args.batch]
@@ -112,12 +112,13 @@ def worker(args: argparse.Namespace) -> dict:
         torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    loss.item()  # sync point
-    seconds = time.perf_counter() - started
+        loss.item()  # sync point
+        if step >= args.warmup:
+            times.append(time.perf_counter() - started)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda"
             else peak_rss_mb())
     return {"arch": arch, "train_only": train_only,
-            "clips_per_s": args.steps * args.batch / seconds,
+            "step_seconds": times,
             "trained": sum(p.numel() for n, p in params.items() if n.startswith("denoiser.")),
             "total": sum(p.numel() for p in denoiser.parameters()), "peak_mb": peak,
             "optimizer_tensors": sum(len(s) for s in optimizer.state.values())}
@@ -156,22 +157,27 @@ def main() -> None:
             if done.returncode:
                 sys.exit(f"{arch} {train_only} failed:\n{done.stderr[-3000:]}")
             row = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"{arch} {train_only}: {row['clips_per_s']:.3f} clips/s", file=sys.stderr)
-            kept = best.get((arch, train_only))
-            if kept is None or row["clips_per_s"] > kept["clips_per_s"]:
-                best[(arch, train_only)] = row
+            print(f"{arch} {train_only}: steps {row['step_seconds']} s", file=sys.stderr)
+            kept = best.setdefault((arch, train_only), {**row, "step_seconds": []})
+            kept["step_seconds"] += row["step_seconds"]
+            kept["peak_mb"] = max(kept["peak_mb"], row["peak_mb"])
     rows = [best[run] for run in RUNS]
+    for row in rows:
+        steps = sorted(row["step_seconds"])
+        row["median"] = args.batch / steps[len(steps) // 2]
+        row["fastest"] = args.batch / steps[0]
     print("| denoiser | model.train_only | trained / total params | AdamW state tensors | "
-          "train clips/s | vs all | peak memory MB |")
-    print("|---|---|---|---|---|---|---|")
-    speed_all = {r["arch"]: r["clips_per_s"] for r in rows if r["train_only"] == "all"}
+          "clips/s, median step | clips/s, fastest step | fastest vs all | peak memory MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    fastest_all = {r["arch"]: r["fastest"] for r in rows if r["train_only"] == "all"}
     for r in rows:
         print(f"| {r['arch']} | {r['train_only']} | {r['trained'] / 1e6:.2f} M / "
-              f"{r['total'] / 1e6:.2f} M | {r['optimizer_tensors']} | {r['clips_per_s']:.2f} | "
-              f"{r['clips_per_s'] / speed_all[r['arch']]:.2f}x | {r['peak_mb']:.0f} |")
+              f"{r['total'] / 1e6:.2f} M | {r['optimizer_tensors']} | {r['median']:.2f} | "
+              f"{r['fastest']:.2f} | {r['fastest'] / fastest_all[r['arch']]:.2f}x | "
+              f"{r['peak_mb']:.0f} |")
     print(f"\n{clips} clips of {args.frames} x {args.size} x {args.size} from {args.data}, "
           f"encoded once to {args.frames} x {args.size // 4} x {args.size // 4} x 4 latents; "
-          f"batch {args.batch}, {args.steps} timed steps after {args.warmup}, best of "
+          f"batch {args.batch}; {args.steps} timed steps after {args.warmup} per run, "
           f"{args.rounds} alternating rounds. "
           f"Machine: {machine(args.device)}.")
 
