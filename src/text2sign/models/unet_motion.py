@@ -71,8 +71,15 @@ class UNetMotion(nn.Module):
             motion_max_seq_length=motion_max_frames,
             use_motion_mid_block=motion_mid_block,
         )
+        from diffusers.utils import logging as diffusers_logging
+
         image_unet = UNet2DConditionModel.from_config(unet)
-        self.unet = UNetMotionModel.from_unet2d(image_unet, adapter)
+        verbosity = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # from_unet2d warns about a dtype cast it skips
+        try:
+            self.unet = UNetMotionModel.from_unet2d(image_unet, adapter)
+        finally:
+            diffusers_logging.set_verbosity(verbosity)
         for name, module in self.unet.named_modules():
             if name.endswith("proj_out") and "motion_modules" in name:
                 nn.init.zeros_(module.weight)
