@@ -175,7 +175,7 @@ class DiffusersAutoencoder(nn.Module):
         b = x.shape[0]
         frames = rearrange(x, "b c t h w -> (b t) c h w")  # (B*T, C, H, W)
         out = torch.cat([fn(chunk) for chunk in frames.split(self.frames_per_batch)])
-        return rearrange(out, "(b t) c h w -> b c t h w", b=b)
+        return rearrange(out, "(b t) c h w -> b c t h w", b=b)  # (B, C', T, H', W')
 
     @torch.no_grad()
     def encode(self, videos: torch.Tensor) -> torch.Tensor:
@@ -351,7 +351,7 @@ def load_dit_checkpoint(model: nn.Module, state: dict[str, torch.Tensor], source
         take(f"final_layer.adaLN_modulation.1.{kind}", f"ada_out.1.{kind}")
         linear = state[f"final_layer.linear.{kind}"]  # rows (p, q, c) with c < 2C if learn_sigma
         c_file = linear.shape[0] // (patch * patch)
-        rows = rearrange(linear, "(pq c) ... -> pq c ...", c=c_file)[:, :c_out]
+        rows = rearrange(linear, "(pq c) ... -> pq c ...", c=c_file)[:, :c_out]  # (p*p, C, ...)
         take(f"final_layer.linear.{kind}", f"proj_out.{kind}", rows.flatten(0, 1))
     if c_file == 2 * c_out:
         report.notes.append("final_layer.linear: the learned-variance half of the outputs "
