@@ -255,15 +255,26 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def dit_params(state: dict[str, torch.Tensor], num_heads: int) -> dict[str, Any]:
+def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes of a checkpoint without reading its data (safetensors header, or mmap)."""
+    path = Path(path).expanduser()
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    return {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
+
+
+def dit_params(shapes: dict[str, tuple[int, ...]], num_heads: int) -> dict[str, Any]:
     """dit3d parameters that hold a DiT checkpoint: twice its depth (spatial blocks from it,
     temporal blocks new), its width, patch and MLP ratio; DiT's positions; tubelet 1."""
-    if "x_embedder.proj.weight" not in state:
+    if "x_embedder.proj.weight" not in shapes:
         raise ValueError("not a facebookresearch DiT checkpoint: no x_embedder.proj.weight "
-                         f"(its first keys: {sorted(state)[:5]})")
-    hidden, _, patch, _ = state["x_embedder.proj.weight"].shape
-    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
-    mlp = state["blocks.0.mlp.fc1.weight"].shape[0] / hidden
+                         f"(its first keys: {sorted(shapes)[:5]})")
+    hidden, _, patch, _ = shapes["x_embedder.proj.weight"]
+    depth = len({k.split(".")[1] for k in shapes if k.startswith("blocks.")})
+    mlp = shapes["blocks.0.mlp.fc1.weight"][0] / hidden
     heads = DIT_HEADS.get(hidden, num_heads)
     if hidden % heads:
         raise ValueError(f"the DiT checkpoint is {hidden} wide, not divisible by "
@@ -410,8 +421,8 @@ def resolve_pretrained(cfg: Config) -> None:
         cfg.model.params["unet"] = {k: list(v) if isinstance(v, tuple) else v
                                     for k, v in config.items() if not k.startswith("_")}
     elif cfg.model.arch == "dit3d":
-        state = read_state_dict(cfg.model.pretrained)
-        cfg.model.params.update(dit_params(state, cfg.model.params.get("num_heads", 16)))
+        shapes = read_shapes(cfg.model.pretrained)
+        cfg.model.params.update(dit_params(shapes, cfg.model.params.get("num_heads", 16)))
     else:
         raise ValueError(f"model.pretrained works with model.arch=unet-motion (a diffusers "
                          f"UNet2DConditionModel folder) or dit3d (a DiT checkpoint), not "
