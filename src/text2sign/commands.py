@@ -168,7 +168,8 @@ def run_info(args: argparse.Namespace) -> int:
         ("model folder", f"{folder} ({size_mb:.1f} MB)"),
         ("denoiser", f"{cfg['model']['arch']} {preset_label(cfg['model'])}"
                      + (f", {params / 1e6:.2f} M parameters" if params else "")),
-        ("architecture", ", ".join(f"{k}={v}" for k, v in cfg["model"]["params"].items())),
+        ("architecture", ", ".join(f"{k}={v}" for k, v in cfg["model"]["params"].items()
+                                   if k != "unet")),  # an image UNet's config is long
         ("text encoder", f"{cfg['text']['encoder']} (dim {cfg['text']['dim']})"
          if cfg["text"]["encoder"] == "bytes" else cfg["text"]["encoder"]),
         ("clips", f"{cfg['data']['frames']} frames x {cfg['data']['size']}x{cfg['data']['size']}"),
@@ -185,6 +186,10 @@ def run_info(args: argparse.Namespace) -> int:
         held = data.get("held_out_texts")
         rows.append(("training texts", f"{len(texts)} in {folder / TEXTS_FILE}"
                      + (f"; {held} more held out, never trained on" if held else "")))
+    for part, ref in info.get("pretrained", {}).items():
+        rows.append((f"pretrained {part}", f"{ref['path']} (referenced, sha256-checked)"))
+    if cfg["model"].get("pretrained"):
+        rows.append(("trained", f"model.train_only={cfg['model']['train_only']}"))
     if data.get("examples"):
         rows.append(("texts seen", ", ".join(map(repr, data["examples"][:20]))))
     width = max(len(k) for k, _ in rows)

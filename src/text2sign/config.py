@@ -48,6 +48,10 @@ class ModelConfig:
     arch: str = "unet3d"
     preset: str = "small"
     params: dict[str, Any] = field(default_factory=dict)  # the architecture's full config
+    # Start from pretrained weights: a diffusers UNet2DConditionModel folder (unet-motion) or a
+    # DiT checkpoint (dit3d); "temporal" trains only what the file does not provide.
+    pretrained: str | None = None
+    train_only: str = "all"  # "all" or "temporal"
 
 
 @dataclass
@@ -69,7 +73,7 @@ class LatentConfig:
 @dataclass
 class DiffusionConfig:
     num_train_timesteps: int = 1000
-    beta_schedule: str = "cosine"  # "linear" or "cosine"
+    beta_schedule: str = "cosine"  # "linear", "cosine" or "scaled_linear" (Stable Diffusion's)
     prediction_type: str = "v_prediction"  # "epsilon" or "v_prediction"
     # min-SNR-gamma (Hang et al. 2023); off by default: with v-prediction its weight
     # min(SNR, gamma) / (SNR + 1) vanishes at high noise, where sampling starts.
@@ -272,6 +276,10 @@ def resolve(cfg: Config) -> Config:
     """Fill ``model.params`` with the architecture preset's values under any explicit ones."""
     cfg = copy.deepcopy(cfg)
     cfg.model.params = {**preset_params(cfg.model.arch, cfg.model.preset), **cfg.model.params}
+    if cfg.model.pretrained or cfg.model.train_only != "all" or cfg.latent.autoencoder:
+        from text2sign.models.pretrained import resolve_pretrained
+
+        resolve_pretrained(cfg)  # what the pretrained files decide (reads their configs)
     return cfg
 
 
@@ -300,7 +308,8 @@ def load_config(path: str | Path,
 _CHOICES = {
     ("data", "time_mode"): ("resample", "truncate"),
     ("data", "fit"): ("crop", "letterbox"),
-    ("diffusion", "beta_schedule"): ("linear", "cosine"),
+    ("model", "train_only"): ("all", "temporal"),
+    ("diffusion", "beta_schedule"): ("linear", "cosine", "scaled_linear"),
     ("diffusion", "prediction_type"): ("epsilon", "v_prediction"),
     ("diffusion", "null_condition"): ("learned", "empty"),
     ("sample", "sampler"): SAMPLERS,

@@ -17,7 +17,11 @@ from text2sign.models.text import TextEmbedding, pad_and_cat
 
 Model = Callable[[Tensor, Tensor, TextEmbedding], Tensor]
 
-_BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+_BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2",
+                   "scaled_linear": "scaled_linear"}
+# Stable Diffusion 1.x/2.x trained on "scaled_linear" betas 0.00085..0.012: a UNet from it keeps
+# its denoising function only on that schedule.
+_BETA_RANGES = {"scaled_linear": {"beta_start": 0.00085, "beta_end": 0.012}}
 _PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
@@ -43,6 +47,7 @@ def make_scheduler(cfg: DiffusionConfig, sampler: str = "ddpm") -> Any:
         beta_schedule=_BETA_SCHEDULES[cfg.beta_schedule],  # linear: betas 1e-4..0.02
         prediction_type=cfg.prediction_type,
         timestep_spacing="trailing",
+        **_BETA_RANGES.get(cfg.beta_schedule, {}),
     )
     if sampler == "ddpm":
         return DDPMScheduler(**common, clip_sample=False)

@@ -43,6 +43,9 @@ def save_autoencoder(folder: str | Path, ae: FrameAutoencoder, cfg: LatentConfig
 def write_autoencoder(folder: Path, ae: FrameAutoencoder, cfg: LatentConfig,
                       meta: dict[str, Any] | None = None) -> None:
     """The two autoencoder files into an existing folder (a model folder being written)."""
+    if hasattr(ae, "write_reference"):  # a frozen pretrained VAE: referenced, not copied
+        ae.write_reference(folder / AUTOENCODER_INFO, meta)
+        return
     state = {k: v.detach().cpu().contiguous() for k, v in ae.state_dict().items()}
     save_file(state, str(folder / AUTOENCODER_FILE))
     (folder / AUTOENCODER_INFO).write_text(
@@ -61,7 +64,13 @@ def find_autoencoder(path: str | Path) -> Path:
 
 
 def load_autoencoder(path: str | Path, cfg: LatentConfig) -> FrameAutoencoder:
-    """Weights from ``path``; the architecture must be the one ``cfg`` describes."""
+    """Weights from ``path``; the architecture must be the one ``cfg`` describes. A diffusers
+    AutoencoderKL folder (or a model folder referencing one) loads as that VAE instead."""
+    from text2sign.models.pretrained import load_diffusers_autoencoder
+
+    pretrained = load_diffusers_autoencoder(path)
+    if pretrained is not None:
+        return pretrained
     folder = find_autoencoder(path)
     info_file = folder / AUTOENCODER_INFO
     if info_file.is_file():

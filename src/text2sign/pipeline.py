@@ -139,21 +139,31 @@ class Text2SignPipeline:
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None
                         ) -> Text2SignPipeline:
         """Load a model folder (or a run folder holding ``model/``); reads no pickle."""
+        from text2sign.models.pretrained import check_reference, restore_denoiser
+
         cfg, denoiser_state, text_state, info = load_model_folder(folder)
+        where = str(find_model_folder(folder))
+        text_ref = info.get("pretrained", {}).get("text_encoder")
+        if text_ref is not None:  # checked where the config says the encoder is
+            text_path = str(Path(cfg.text.encoder).expanduser().resolve())
+            check_reference({**text_ref, "path": text_path}, "the model's text encoder",
+                            f"{where}/config.json")
         autoencoder = None
         if cfg.latent.enabled:
             autoencoder = load_autoencoder(find_model_folder(folder), cfg.latent)
-        where = find_model_folder(folder)
         if cfg.text.encoder == "bytes":  # its sizes come from config.json: check them first
             with torch.device("meta"):
                 probe = build_conditioner(cfg)
-            check_fit(trainable_state(probe), text_state, where / "text.safetensors")
+            check_fit(trainable_state(probe), text_state, Path(where) / "text.safetensors")
         conditioner = build_conditioner(cfg)
-        with torch.device("meta"):
-            probe = build_denoiser_for(cfg, conditioner.dim)
-        check_fit(probe.state_dict(), denoiser_state, where / "denoiser.safetensors")
         denoiser = build_denoiser_for(cfg, conditioner.dim)
-        denoiser.load_state_dict(denoiser_state)
+        if "denoiser" in info.get("pretrained", {}):  # frozen weights come from the reference
+            restore_denoiser(denoiser, denoiser_state, cfg, info, where)
+        else:
+            with torch.device("meta"):
+                probe = build_denoiser_for(cfg, conditioner.dim)
+            check_fit(probe.state_dict(), denoiser_state, Path(where) / "denoiser.safetensors")
+            denoiser.load_state_dict(denoiser_state)
         missing, unexpected = conditioner.load_state_dict(text_state, strict=False)
         expected = set(trainable_state(conditioner))
         if unexpected or expected & set(missing):

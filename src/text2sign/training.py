@@ -210,9 +210,13 @@ def save_checkpoint(out: Path, cfg: Config, raw: DiffusionTrainer, ema: dict[str
     frozen = {name for name, p in raw.named_parameters() if not p.requires_grad}
     model_state = {k: v for k, v in raw.state_dict().items() if k not in frozen}
     save_training_state(folder, model_state=model_state, ema_state=ema, optimizer=optimizer,
-                        meta={"step": step, "minutes": minutes}, config=cfg)
+                        meta={"step": step, "minutes": minutes,
+                              "pretrained": facts.get("pretrained", {})}, config=cfg)
     ema_denoiser, ema_conditioner = ema_models(raw, ema)
-    save_model_folder(out / "model", cfg, ema_denoiser.state_dict(),
+    # Frozen pretrained weights stay in their files: the folder references them.
+    denoiser_state = {k: v for k, v in ema_denoiser.state_dict().items()
+                      if f"denoiser.{k}" not in frozen}
+    save_model_folder(out / "model", cfg, denoiser_state,
                       trainable_state(ema_conditioner),
                       {"step": step, "minutes": round(minutes, 2), **facts},
                       autoencoder=autoencoder, texts=texts)
@@ -380,13 +384,21 @@ def load_checkpoint_weights(module: nn.Module, state: dict, frozen: set[str],
                          "resume with that run's config.yaml or start a new --out") from err
 
 
-def init_training(cfg: Config, checkpoint: Path | None, state: dict | None
-                  ) -> tuple[DiffusionTrainer, torch.optim.Optimizer, dict[str, torch.Tensor]]:
-    """Models, AdamW and fp32 EMA weights: identical on every rank from the seed, then the
-    checkpoint's weights when resuming (the optimizer state is loaded after accelerate wraps it)."""
+def init_training(cfg: Config, checkpoint: Path | None, state: dict | None,
+                  autoencoder: nn.Module | None = None, log=None
+                  ) -> tuple[DiffusionTrainer, torch.optim.Optimizer, dict[str, torch.Tensor],
+                             dict[str, Any]]:
+    """Models (from ``model.pretrained`` where set), AdamW and fp32 EMA weights: identical on
+    every rank from the seed, then the checkpoint's weights when resuming (the optimizer state
+    is loaded after accelerate wraps it). Also returns the pretrained files' references."""
     tc = cfg.train
     torch.manual_seed(tc.seed)
     denoiser, conditioner = build_models(cfg)
+    references = pretrained_references(cfg, autoencoder)
+    if cfg.model.pretrained:
+        from text2sign.models.pretrained import init_from_pretrained
+
+        references["denoiser"] = init_from_pretrained(denoiser, cfg, log=log)
     denoiser.set_gradient_checkpointing(tc.gradient_checkpointing)
     module = DiffusionTrainer(denoiser, conditioner, cfg)
     params = trainable_state(module)
@@ -394,10 +406,15 @@ def init_training(cfg: Config, checkpoint: Path | None, state: dict | None
                                   betas=(0.9, 0.99))
     ema = {k: v.detach().float().clone() for k, v in params.items()}
     if checkpoint is not None:
+        if state["meta"].get("pretrained", references) != references:
+            raise ValueError(f"the pretrained weights of the run in "
+                             f"{str(checkpoint.parent.parent)!r} changed since "
+                             f"{checkpoint.name} (paths or sha256 differ: now {references}); "
+                             "restore them to resume, or start a new run")
         frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
         load_checkpoint_weights(module, state, frozen, checkpoint)
         ema = {k: v.float() for k, v in state["ema"].items()}
-    return module, optimizer, ema
+    return module, optimizer, ema, references
 
 
 def make_accelerator(tc: TrainConfig, out: Path, device: str | None):
@@ -421,6 +438,19 @@ def make_accelerator(tc: TrainConfig, out: Path, device: str | None):
         raise ValueError(f"--device {device!r}: pick a GPU with CUDA_VISIBLE_DEVICES={wanted.index}"
                          " and --device cuda")
     return accelerator
+
+
+def pretrained_references(cfg: Config, autoencoder: nn.Module | None) -> dict[str, Any]:
+    """Path + sha256 of the frozen pretrained files a run uses outside its model folder (a
+    local text encoder folder, a diffusers VAE); the denoiser's is added when it loads."""
+    from text2sign.models.pretrained import reference
+
+    refs: dict[str, Any] = {}
+    if cfg.text.encoder != "bytes" and Path(cfg.text.encoder).expanduser().is_dir():
+        refs["text_encoder"] = reference(cfg.text.encoder)
+    if getattr(autoencoder, "reference", None) is not None:
+        refs["autoencoder"] = autoencoder.reference
+    return refs
 
 
 def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int],
@@ -500,7 +530,8 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                 cfg, out, cache, train_idx, accelerator.device, progress=progress and main)
 
     # --- models, optimizer, EMA: fresh, or the checkpoint's
-    module, optimizer, ema = init_training(cfg, checkpoint, state)
+    module, optimizer, ema, references = init_training(
+        cfg, checkpoint, state, autoencoder, log=print if progress and main else None)
     step, minutes_before = 0, ae_meta.get("minutes_this_run", 0.0)
     if checkpoint is not None:
         step = state["meta"]["step"]
@@ -530,6 +561,8 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
     )
     batches = iter(loader)
     facts = model_facts(raw, cache, train_idx, val_idx, unseen_idx, cfg, ae_meta)
+    if references:
+        facts["pretrained"] = references
 
     # --- the loop
     last_saved = checkpoint

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from text2sign.models.layers import check_multiple, zero_module
+from text2sign.models.layers import check_multiple, unmasked_tokens, zero_module
 from text2sign.models.text import TextEmbedding
 
 
@@ -86,9 +86,5 @@ class DiffusersUNet3D(nn.Module):
         check_multiple("frames", frames, 1, why)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
-        b, c, frames, height, width = x.shape
-        if c != self.in_channels:
-            raise ValueError(f"input has {c} channels; this model was built for {self.in_channels}")
-        self.check_input_size(frames, height, width)
-        tokens = text.tokens * text.mask[..., None].to(text.tokens.dtype)  # (B, L, D), pads = 0
+        tokens = unmasked_tokens(self, x, text)  # (B, L, D), pads = 0
         return self.unet(x, t, encoder_hidden_states=tokens, return_dict=False)[0]  # (B,C,T,H,W)

@@ -27,6 +27,23 @@ from text2sign.models.layers import (
 from text2sign.models.text import TextEmbedding
 
 
+def dit_sincos_2d(height: int, width: int, dim: int, device: torch.device | None = None
+                  ) -> torch.Tensor:
+    """DiT's fixed 2D positions (H*W, dim): the first half of the channels encodes the column, the
+    second the row, each as [sin | cos] (facebookresearch/DiT get_2d_sincos_pos_embed, in fp64)."""
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64, device=device) / quarter)
+
+    def axis(pos: torch.Tensor) -> torch.Tensor:
+        out = pos.double()[:, None] * omega[None]  # (N, dim/4)
+        return torch.cat([out.sin(), out.cos()], dim=1)  # (N, dim/2)
+
+    rows, cols = torch.meshgrid(torch.arange(height, device=device),
+                                torch.arange(width, device=device), indexing="ij")  # (H, W)
+    emb = torch.cat([axis(cols.flatten()), axis(rows.flatten())], dim=1)  # (H*W, dim)
+    return emb.float()
+
+
 class DiTBlock(nn.Module):
     """One transformer block over (B, T', S, D) tokens, attending over space or over time."""
 
@@ -46,12 +63,14 @@ class DiTBlock(nn.Module):
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, tokens: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+                mask: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """``pos`` (T', 1, D): frame positions added to a temporal block's attention input."""
         b, t, s, d = x.shape
         mods = rearrange(self.ada(c), "b (six d) -> six b 1 1 d", six=6)  # 6 x (B, 1, 1, D)
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mods
         h = modulate(self.norm1(x), shift_a, scale_a)  # (B, T', S, D)
         if self.temporal:
+            h = h if pos is None else h + pos.to(h.dtype)  # (B, T', S, D)
             h = rearrange(h, "b t s d -> (b s) t d")  # (B*S, T', D)
             h = rearrange(self.attn(h), "(b s) t d -> b t s d", b=b)  # (B, T', S, D)
         else:
@@ -70,6 +89,9 @@ class DiT3D(nn.Module):
 
     Block i attends over space when i is even and over time when i is odd. Fixed sin/cos
     positions are computed on the fly, so any T, H, W the tubelet and patch divide works.
+    ``positions="input"`` adds space and time positions to the tokens; ``"dit"`` adds DiT's 2D
+    layout to the tokens and the frame positions only inside temporal blocks, so the spatial
+    blocks see exactly what an image DiT sees (the layout a DiT checkpoint loads into).
     """
 
     def __init__(
@@ -84,8 +106,11 @@ class DiT3D(nn.Module):
         tubelet: int = 2,
         mlp_ratio: float = 4.0,
         cross_attention: bool = True,
+        positions: str = "input",
     ) -> None:
         super().__init__()
+        if positions not in ("input", "dit"):
+            raise ValueError(f"dit3d positions={positions!r} is not one of ['input', 'dit']")
         if hidden_size % num_heads:
             raise ValueError(
                 f"hidden_size={hidden_size} is not divisible by num_heads={num_heads}"
@@ -93,7 +118,7 @@ class DiT3D(nn.Module):
         self.config: dict[str, Any] = {
             "hidden_size": hidden_size, "depth": depth, "num_heads": num_heads,
             "patch_size": patch_size, "tubelet": tubelet, "mlp_ratio": mlp_ratio,
-            "cross_attention": cross_attention,
+            "cross_attention": cross_attention, "positions": positions,
         }
         self.in_channels = in_channels
         self.gradient_checkpointing = False
@@ -151,12 +176,16 @@ class DiT3D(nn.Module):
         d = self.config["hidden_size"]
 
         h = rearrange(self.x_embed(x), "b d t h w -> b t (h w) d")  # (B, T', H'*W', D)
-        pos_s = sincos_2d(nh, nw, d, x.device)  # (H'*W', D)
-        pos_t = sincos_1d(nt, d, x.device)  # (T', D)
-        h = h + (pos_t[:, None] + pos_s[None]).to(h.dtype)  # (B, T', H'*W', D)
+        pos_t = sincos_1d(nt, d, x.device)[:, None]  # (T', 1, D)
+        if self.config["positions"] == "dit":
+            h = h + dit_sincos_2d(nh, nw, d, x.device).to(h.dtype)  # (B, T', H'*W', D)
+            pos_block = pos_t
+        else:
+            h = h + (pos_t + sincos_2d(nh, nw, d, x.device)[None]).to(h.dtype)  # (B,T',H'W',D)
+            pos_block = None
         c_emb = self.t_embed(t.expand(b) if t.ndim == 0 else t) + self.y_embed(text.pooled)
         for block in self.blocks:
-            h = checkpointed(block, h, c_emb, text.tokens, text.mask,
+            h = checkpointed(block, h, c_emb, text.tokens, text.mask, pos_block,
                              enabled=self.gradient_checkpointing)
         shift, scale = rearrange(self.ada_out(c_emb), "b (two d) -> two b 1 1 d", two=2)
         h = self.proj_out(modulate(self.norm_out(h), shift, scale))  # (B, T', H'*W', tub*p*p*C)

@@ -140,6 +140,17 @@ def checkpointed(module: nn.Module, *args: torch.Tensor | None, enabled: bool) -
     return module(*args)
 
 
+def unmasked_tokens(model: nn.Module, x: torch.Tensor, text) -> torch.Tensor:
+    """For diffusers UNets, which take no text mask: check the (B, C, T, H, W) input against the
+    model, then return the text tokens (B, L, D) with padding zeroed (zero keys and values, so
+    padding adds no content, though it still takes a share of the softmax)."""
+    b, c, frames, height, width = x.shape
+    if c != model.in_channels:
+        raise ValueError(f"input has {c} channels; this model was built for {model.in_channels}")
+    model.check_input_size(frames, height, width)
+    return text.tokens * text.mask[..., None].to(text.tokens.dtype)  # (B, L, D), pads = 0
+
+
 def check_multiple(name: str, value: int, multiple: int, why: str) -> None:
     """Raise a ValueError naming the value and the allowed multiple when they do not fit."""
     if value < 1 or value % multiple:

@@ -32,11 +32,19 @@ def _diffusers_unet3d(**kwargs: Any) -> nn.Module:
     return DiffusersUNet3D(**kwargs)
 
 
+def _unet_motion(**kwargs: Any) -> nn.Module:
+    from text2sign.models.unet_motion import UNetMotion
+
+    return UNetMotion(**kwargs)
+
+
 def _model_class(arch: str) -> type:
     if arch == "unet3d":
         from text2sign.models.unet3d import UNet3D as cls
     elif arch == "dit3d":
         from text2sign.models.dit3d import DiT3D as cls
+    elif arch == "unet-motion":
+        from text2sign.models.unet_motion import UNetMotion as cls
     else:
         from text2sign.models.diffusers_unet3d import DiffusersUNet3D as cls
     return cls
@@ -46,6 +54,7 @@ DENOISERS: dict[str, Callable[..., nn.Module]] = {
     "unet3d": _unet3d,
     "dit3d": _dit3d,
     "diffusers-unet3d": _diffusers_unet3d,
+    "unet-motion": _unet_motion,  # an image UNet from model.pretrained, inflated to video
 }
 
 # Sizes: `tiny` runs a forward at 4x16x16 in milliseconds (tests); `small` trains on 2 CPU cores
@@ -91,6 +100,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                  "num_heads": 8, "norm_groups": 32},
         "large": {"channels": 128, "channel_mult": [1, 2, 4, 4], "layers_per_block": 2,
                   "num_heads": 8, "norm_groups": 32},
+    },
+    # The image UNet's own config comes from model.pretrained (params.unet); these shape the
+    # new motion modules (AnimateDiff's: 8 heads, 32 groups, 32 frames, a mid-block module).
+    "unet-motion": {
+        "tiny": {"motion_heads": 2, "motion_norm_groups": 8, "motion_max_frames": 32,
+                 "motion_mid_block": True},
+        **{size: {"motion_heads": 8, "motion_norm_groups": 32, "motion_max_frames": 32,
+                  "motion_mid_block": True} for size in ("small", "base", "large")},
     },
 }
 

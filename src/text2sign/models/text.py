@@ -137,6 +137,19 @@ _T5_TYPES = ("t5", "mt5", "umt5")
 _CLIP_TYPES = ("clip", "clip_text_model")
 
 
+def _model_and_tokenizer(path: str) -> tuple[str, str]:
+    """Where the encoder and its tokenizer are: a diffusers pipeline folder (Stable Diffusion)
+    keeps them in text_encoder/ and tokenizer/, so its text_encoder/ finds the sibling."""
+    if os.path.isfile(os.path.join(path, "model_index.json")):
+        return os.path.join(path, "text_encoder"), os.path.join(path, "tokenizer")
+    sibling = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer")
+    has_own = any(os.path.isfile(os.path.join(path, f))
+                  for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json"))
+    if os.path.isdir(path) and not has_own and os.path.isdir(sibling):
+        return path, sibling
+    return path, path
+
+
 class PretrainedTextEncoder(TextEncoder):
     """A frozen Hugging Face encoder (DistilBERT, BERT, MiniLM, CLIP text, T5) by name or folder.
 
@@ -154,12 +167,13 @@ class PretrainedTextEncoder(TextEncoder):
                 f"text encoder folder {name_or_path!r} does not exist; pass a folder saved "
                 "with save_pretrained (config, tokenizer, weights) or a Hugging Face name")
         name_or_path = os.path.expanduser(name_or_path)
+        name_or_path, tokenizer_path = _model_and_tokenizer(name_or_path)
         # Without this, an unknown name spends ~20 s in hub retries before failing offline.
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         kwargs = {"local_files_only": True} if offline else {}
         try:
             model_config = AutoConfig.from_pretrained(name_or_path, **kwargs)
-            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, **kwargs)
             if model_config.model_type in _CLIP_TYPES:
                 from transformers import CLIPTextModel as model_cls
             elif model_config.model_type in _T5_TYPES:
