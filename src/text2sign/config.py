@@ -27,6 +27,7 @@ class DataConfig:
     holdout_texts: float = 0.0
     cache: str | None = None  # where the prepared cache lives; default: next to the data
     num_workers: int = 0
+    prefetch_factor: int = 2  # batches each loader worker prepares ahead (num_workers > 0)
 
 
 @dataclass
@@ -96,6 +97,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # "auto", "no", "fp16" or "bf16"
     ema_decay: float = 0.999
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile the denoiser (pays off on a GPU after the first steps)
     seed: int = 0
     log_every: int = 10
     sample_every: int = 1000
@@ -307,6 +309,9 @@ def validate(cfg: Config) -> None:
                          "fraction of distinct texts never trained on")
     if cfg.train.batch_size < 1 or cfg.train.grad_accum < 1:
         raise ValueError("train.batch_size and train.grad_accum must be >= 1")
+    if cfg.data.num_workers < 0 or cfg.data.prefetch_factor < 1:
+        raise ValueError(f"data.num_workers={cfg.data.num_workers} must be >= 0 and "
+                         f"data.prefetch_factor={cfg.data.prefetch_factor} >= 1")
     lc = cfg.latent
     if lc.factor not in (2, 4, 8):
         raise ValueError(f"latent.factor={lc.factor} is not one of [2, 4, 8]")

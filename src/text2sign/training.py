@@ -13,6 +13,7 @@ import math
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,13 @@ from text2sign.checkpoint import (
 )
 from text2sign.config import Config, TrainConfig, load_config
 from text2sign.pipeline import Text2SignPipeline, build_models, trainable_state
+from text2sign.speed import (
+    adamw,
+    compile_module,
+    describe_kernels,
+    enable_tf32,
+    recorded_attention_kernels,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -290,6 +298,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     main = accelerator.is_main_process
+    enable_tf32(accelerator.device)
     rank, world = accelerator.process_index, accelerator.num_processes
 
     # --- data: only the main process decodes; the others wait and open the cache.
@@ -315,10 +324,11 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     torch.manual_seed(tc.seed)
     denoiser, conditioner = build_models(cfg)
     denoiser.set_gradient_checkpointing(tc.gradient_checkpointing)
-    module = DiffusionTrainer(denoiser, conditioner, cfg)
+    if tc.compile:
+        compile_module(denoiser)
+    module = DiffusionTrainer(denoiser, conditioner, cfg).to(accelerator.device)
     params = trainable_state(module)
-    optimizer = torch.optim.AdamW(params.values(), lr=tc.lr, weight_decay=tc.weight_decay,
-                                  betas=(0.9, 0.99))
+    optimizer = adamw(params.values(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
     ema = {k: v.detach().float().clone() for k, v in params.items()}
     step, minutes_before = 0, ae_meta.get("minutes_this_run", 0.0)
     if checkpoint is not None:
@@ -352,6 +362,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
         pin_memory=accelerator.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
+        prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers > 0 else None,
     )
     batches = iter(loader)
     n_denoiser = sum(p.numel() for p in raw.denoiser.parameters())
@@ -411,6 +422,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     started = time.time()
     window_loss, window_steps, window_start = 0.0, 0, time.time()
     global_batch = tc.batch_size * world * tc.grad_accum
+    probe_attention = not tc.compile  # dynamo would trace the probe; eager code only
     with StopRequest() as stop:
         while step < tc.max_steps:
             lr = lr_at(step, tc, minutes_before + (time.time() - started) / 60)
@@ -426,9 +438,14 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
                 seed = derive_seed(tc.seed, step, micro, rank)
                 torch.manual_seed(seed)  # anything drawing from the global RNG (dropout)
                 generator = torch.Generator().manual_seed(seed)
+                probe = recorded_attention_kernels() if probe_attention else nullcontext()
                 with accelerator.accumulate(module):
-                    with accelerator.autocast():
+                    with accelerator.autocast(), probe as kernels:
                         loss = module(videos, batch["text"], generator)
+                    if probe_attention:
+                        probe_attention = False
+                        if main and progress:
+                            pbar.write(describe_kernels(kernels, accelerator.device))
                     loss_value = accelerator.reduce(loss.detach(), "mean").item()  # sync point
                     if not math.isfinite(loss_value):
                         pbar.close()
