@@ -37,7 +37,7 @@ def adamw(params: Iterable[torch.Tensor], **kwargs) -> torch.optim.AdamW:
 
 
 # Inductor generates Triton kernels on a GPU; on a CPU it compiles C++ (minutes for one model on
-# 2 cores), so the tests compile with "aot_eager": the same graph capture and autograd, no codegen.
+# 2 cores), so the tests compile with "eager": the same graph capture and guards, no codegen.
 COMPILE_BACKEND = "inductor"
 
 
