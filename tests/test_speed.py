@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,3 +73,18 @@ def test_compiled_training_matches_eager_and_resumes_exactly(tmp_path, monkeypat
     b = load_file(part / "checkpoints" / "step-000003" / "ema.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not any("_orig_mod" in k for k in a)  # checkpoints keep the eager module's names
+
+
+@pytest.mark.parametrize("name,kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"),
+                                       ("deepspeed-zero2", "DEEPSPEED")])
+def test_accelerate_configs_load_and_sharded_ones_are_refused(name, kind):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = Path(__file__).parents[1] / "configs" / "accelerate" / f"{name}.yaml"
+    cfg = load_config_from_file(str(path))  # unknown keys would raise here
+    assert cfg.distributed_type.value == kind and cfg.mixed_precision == "bf16"
+    if kind == "MULTI_GPU":
+        speed.check_distribution(cfg.distributed_type)  # data parallel: supported
+    else:
+        with pytest.raises(ValueError, match=f"{kind}.*ddp.yaml"):
+            speed.check_distribution(cfg.distributed_type)

@@ -80,3 +80,15 @@ def describe_kernels(seen: Counter, device: torch.device) -> str:
     """One line for a log: 'attention on cuda: flash x24, efficient x8'."""
     calls = ", ".join(f"{name} x{n}" for name, n in seen.most_common()) or "no attention calls"
     return f"attention on {device.type}: {calls}"
+
+
+def check_distribution(distributed_type: str) -> None:
+    """Stop a sharded launch before step 1: the loop's EMA (a whole fp32 copy updated from the
+    live weights), gradient-norm logging and optimizer checkpoints assume unsharded tensors."""
+    kind = str(getattr(distributed_type, "value", distributed_type))
+    if kind in ("FSDP", "DEEPSPEED"):
+        raise ValueError(
+            f"accelerate launched this run with {kind}, which text2sign's training loop does not "
+            "support yet (its EMA and checkpoints need whole, unsharded weights and optimizer "
+            "state); launch with configs/accelerate/ddp.yaml (data parallel) instead"
+        )

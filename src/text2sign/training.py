@@ -35,6 +35,7 @@ from text2sign.config import Config, TrainConfig, load_config
 from text2sign.pipeline import Text2SignPipeline, build_models, trainable_state
 from text2sign.speed import (
     adamw,
+    check_distribution,
     compile_module,
     describe_kernels,
     enable_tf32,
@@ -298,6 +299,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     main = accelerator.is_main_process
+    check_distribution(accelerator.distributed_type)
     enable_tf32(accelerator.device)
     rank, world = accelerator.process_index, accelerator.num_processes
 
