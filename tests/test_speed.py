@@ -88,3 +88,14 @@ def test_accelerate_configs_load_and_sharded_ones_are_refused(name, kind):
     else:
         with pytest.raises(ValueError, match=f"{kind}.*ddp.yaml"):
             speed.check_distribution(cfg.distributed_type)
+
+
+def test_loader_workers_keep_the_data_order(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus")
+    runs = {}
+    for workers in (0, 2):
+        cfg = tiny_config(corpus, max_steps=2, checkpoint_every=0)
+        cfg.data.num_workers, cfg.data.prefetch_factor = workers, 3
+        train(cfg, tmp_path / f"w{workers}", progress=False, device="cpu")
+        runs[workers] = losses(tmp_path / f"w{workers}")
+    assert runs[2] == runs[0]
