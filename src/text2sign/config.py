@@ -31,6 +31,7 @@ class DataConfig:
     holdout_texts: float = 0.0
     cache: str | None = None  # where the prepared cache lives; default: next to the data
     num_workers: int = 0
+    prefetch_factor: int = 2  # batches each loader worker prepares ahead (num_workers > 0)
 
 
 @dataclass
@@ -104,6 +105,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # "auto", "no", "fp16" or "bf16"
     ema_decay: float = 0.999
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile the denoiser (pays off on a GPU after the first steps)
     seed: int = 0
     log_every: int = 10
     sample_every: int = 1000
@@ -440,6 +442,9 @@ def validate(cfg: Config) -> None:
     if cfg.text.encoder == "bytes" and cfg.text.dim % cfg.text.heads:
         raise ValueError(f"text.dim={cfg.text.dim} is not divisible by text.heads="
                          f"{cfg.text.heads}; choose heads that divide the width")
+    if cfg.data.num_workers < 0 or cfg.data.prefetch_factor < 1:
+        raise ValueError(f"data.num_workers={cfg.data.num_workers} must be >= 0 and "
+                         f"data.prefetch_factor={cfg.data.prefetch_factor} >= 1")
     lc = cfg.latent
     if lc.factor not in (2, 4, 8):
         raise ValueError(f"latent.factor={lc.factor} is not one of [2, 4, 8]")

@@ -111,9 +111,9 @@ def training_loss(model: Model, x0: Tensor, cond: TextEmbedding, cfg: DiffusionC
     n = scheduler.config.num_train_timesteps
     gen_device = generator.device if generator is not None else x0.device
     t = torch.randint(0, n, (x0.shape[0],), generator=generator, device=gen_device)
-    t = t.to(x0.device)  # (B,)
+    t = t.to(x0.device, non_blocking=True)  # (B,); no stream sync from a CPU generator
     noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype)
-    noise = noise.to(x0.device)  # (B, C, T, H, W)
+    noise = noise.to(x0.device, non_blocking=True)  # (B, C, T, H, W)
     x_t = scheduler.add_noise(x0, noise, t)  # (B, C, T, H, W)
     if cfg.prediction_type == "epsilon":
         target = noise

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,14 @@ from text2sign.latent import (
 )
 from text2sign.pipeline import Text2SignPipeline, build_models, pick_device, trainable_state
 from text2sign.schedule import warmup_cosine
+from text2sign.speed import (
+    adamw,
+    check_distribution,
+    compile_module,
+    describe_kernels,
+    enable_tf32,
+    recorded_attention_kernels,
+)
 
 
 class TrainingDiverged(RunStopped):
@@ -385,7 +394,8 @@ def load_checkpoint_weights(module: nn.Module, state: dict, frozen: set[str],
 
 
 def init_training(cfg: Config, checkpoint: Path | None, state: dict | None,
-                  autoencoder: nn.Module | None = None, log=None
+                  autoencoder: nn.Module | None = None, device: torch.device | None = None,
+                  log=None
                   ) -> tuple[DiffusionTrainer, torch.optim.Optimizer, dict[str, torch.Tensor],
                              dict[str, Any]]:
     """Models (from ``model.pretrained`` where set), AdamW and fp32 EMA weights: identical on
@@ -400,10 +410,12 @@ def init_training(cfg: Config, checkpoint: Path | None, state: dict | None,
 
         references["denoiser"] = init_from_pretrained(denoiser, cfg, log=log)
     denoiser.set_gradient_checkpointing(tc.gradient_checkpointing)
-    module = DiffusionTrainer(denoiser, conditioner, cfg)
+    if tc.compile:
+        compile_module(denoiser)
+    # On the device before the optimizer is built, so a CUDA run gets fused AdamW.
+    module = DiffusionTrainer(denoiser, conditioner, cfg).to(device or "cpu")
     params = trainable_state(module)
-    optimizer = torch.optim.AdamW(params.values(), lr=tc.lr, weight_decay=tc.weight_decay,
-                                  betas=(0.9, 0.99))
+    optimizer = adamw(params.values(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
     ema = {k: v.detach().float().clone() for k, v in params.items()}
     if checkpoint is not None:
         if state["meta"].get("pretrained", references) != references:
@@ -508,6 +520,8 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
            state: dict | None, progress: bool) -> Path:
     tc = cfg.train
     main = accelerator.is_main_process
+    check_distribution(accelerator.distributed_type)
+    enable_tf32(accelerator.device)
     rank, world = accelerator.process_index, accelerator.num_processes
 
     # --- data: only the main process decodes; the others wait and open the cache.
@@ -531,7 +545,8 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
 
     # --- models, optimizer, EMA: fresh, or the checkpoint's
     module, optimizer, ema, references = init_training(
-        cfg, checkpoint, state, autoencoder, log=print if progress and main else None)
+        cfg, checkpoint, state, autoencoder, device=accelerator.device,
+        log=print if progress and main else None)
     step, minutes_before = 0, ae_meta.get("minutes_this_run", 0.0)
     if checkpoint is not None:
         step = state["meta"]["step"]
@@ -558,6 +573,7 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
         pin_memory=accelerator.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
+        prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers > 0 else None,
     )
     batches = iter(loader)
     facts = model_facts(raw, cache, train_idx, val_idx, unseen_idx, cfg, ae_meta)
@@ -574,6 +590,7 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
     started = time.time()
     window_loss, window_steps, window_start = 0.0, 0, time.time()
     global_batch = tc.batch_size * world * tc.grad_accum
+    probe_attention = not tc.compile  # dynamo would trace the probe; eager code only
     with StopRequest() as stop:
         while step < tc.max_steps:
             lr = lr_at(step, tc, minutes_before + (time.time() - started) / 60)
@@ -589,9 +606,14 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                 seed = derive_seed(tc.seed, step, micro, rank)
                 torch.manual_seed(seed)  # anything drawing from the global RNG (dropout)
                 generator = torch.Generator().manual_seed(seed)
+                probe = recorded_attention_kernels() if probe_attention else nullcontext()
                 with accelerator.accumulate(module):
-                    with accelerator.autocast():
+                    with accelerator.autocast(), probe as kernels:
                         loss = module(videos, batch["text"], generator)
+                    if probe_attention:
+                        probe_attention = False
+                        if main and progress:
+                            pbar.write(describe_kernels(kernels, accelerator.device))
                     loss_value = accelerator.reduce(loss.detach(), "mean").item()  # sync point
                     if not math.isfinite(loss_value):
                         pbar.close()
