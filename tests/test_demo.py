@@ -7,18 +7,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from text2sign.config import build_config
 from text2sign.evaluation import demo, recognizer
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a busy machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 WORDS = ["at", "in", "it", "on", "up", "we", "go", "no"]

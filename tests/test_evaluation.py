@@ -82,14 +82,7 @@ class FakePipe:
         return np.clip(noisy, 0, 255).astype(np.uint8)  # (N, T, H, W, 3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Toy tensors gain nothing from threads, and on a busy 2-core machine OpenMP spinning
-    made a 2 s training take 40 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -79,12 +79,7 @@ TRAIN_TEXTS = ["a", "b", "c", "ab", "ba", "ac", "ca", "bc", "cb", "abc", "cab", 
                "cc"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

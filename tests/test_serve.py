@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("starlette", reason="needs the [serve] extra: pip install -e '.[serve]'")
 pytest.importorskip("uvicorn", reason="needs the [serve] extra: pip install -e '.[serve]'")
@@ -32,12 +31,7 @@ from text2sign.serve.reader import load_reader  # noqa: E402
 TEXTS = {"A": ((1, 0), (255, 0, 0)), "B": ((0, 1), (0, 255, 0)), "C": ((1, 1), (0, 0, 255))}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a busy machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
