@@ -156,13 +156,14 @@ class Text2SignPipeline:
                 probe = build_conditioner(cfg)
             check_fit(trainable_state(probe), text_state, Path(where) / "text.safetensors")
         conditioner = build_conditioner(cfg)
-        denoiser = build_denoiser_for(cfg, conditioner.dim)
         if "denoiser" in info.get("pretrained", {}):  # frozen weights come from the reference
+            denoiser = build_denoiser_for(cfg, conditioner.dim)
             restore_denoiser(denoiser, denoiser_state, cfg, info, where)
-        else:
-            with torch.device("meta"):
+        else:  # checked against a model on the meta device first: an absurd config allocates
+            with torch.device("meta"):  # nothing
                 probe = build_denoiser_for(cfg, conditioner.dim)
             check_fit(probe.state_dict(), denoiser_state, Path(where) / "denoiser.safetensors")
+            denoiser = build_denoiser_for(cfg, conditioner.dim)
             denoiser.load_state_dict(denoiser_state)
         missing, unexpected = conditioner.load_state_dict(text_state, strict=False)
         expected = set(trainable_state(conditioner))
