@@ -208,7 +208,7 @@ def latent_cache(ae: FrameAutoencoder, cache: Any, *, device: torch.device,
                           disable=not progress):
             stop = min(start + batch_size, len(cache))
             clips = torch.from_numpy(np.stack([cache[i] for i in range(start, stop)]))
-            x = clips.to(device).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # (B, 3, T, H, W)
+            x = to_unit(clips.to(device).permute(0, 4, 1, 2, 3))  # (B, 3, T, H, W)
             out[start:stop] = ae.encode(x).half().cpu().numpy()  # (B, C, T, h, w)
     out.flush()
     del out

@@ -120,6 +120,15 @@ def _to_float(videos: np.ndarray | torch.Tensor, device: torch.device) -> torch.
     raise ValueError(f"videos must be uint8 or float; got dtype {videos.dtype}")
 
 
+def prepare_clips(videos: np.ndarray | torch.Tensor, frames: int, size: int,
+                  device: torch.device) -> torch.Tensor:
+    """Clips of any geometry -> float (N, 3, frames, size, size) on ``device``: frames picked
+    uniformly, space area-averaged (both recognizers' input)."""
+    x = _to_float(videos, device)  # (N, 3, T, H, W)
+    x = x[:, :, _frame_indices(x.shape[2], frames).to(x.device)]
+    return _resize_space(x, size)  # (N, 3, frames, size, size)
+
+
 class Recognizer:
     """A trained RecognizerNet plus its class names, input geometry and held-out scores."""
 
@@ -142,9 +151,7 @@ class Recognizer:
 
     def prepare(self, videos: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Any clip geometry -> the network's (N, 3, frames, size, size) float input."""
-        x = _to_float(videos, self.device)  # (N, 3, T, H, W)
-        x = x[:, :, _frame_indices(x.shape[2], self.config.frames).to(x.device)]
-        return _resize_space(x, self.config.size)  # (N, 3, frames, size, size)
+        return prepare_clips(videos, self.config.frames, self.config.size, self.device)
 
     @torch.no_grad()
     def _run(self, videos: np.ndarray | torch.Tensor, batch_size: int) -> tuple[np.ndarray, ...]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from text2sign.evaluation.recognizer import _augment, _frame_indices, _load_clips, _to_float
+from text2sign.evaluation.recognizer import _augment, _load_clips, prepare_clips
+from text2sign.schedule import warmup_cosine
 
 UNITS = ("chars", "glosses")
 WEIGHTS_NAME = "sequence.safetensors"
@@ -145,11 +145,7 @@ class SequenceRecognizer:
 
     def prepare(self, videos: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Any clip geometry -> (N, 3, frames, size, size) float on the recognizer's device."""
-        from text2sign.evaluation.recognizer import _resize_space
-
-        x = _to_float(videos, self.device)  # (N, 3, T, H, W)
-        x = x[:, :, _frame_indices(x.shape[2], self.config.frames).to(x.device)]
-        return _resize_space(x, self.config.size)
+        return prepare_clips(videos, self.config.frames, self.config.size, self.device)
 
     def encode_targets(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Concatenated unit ids and lengths for CTC; a unit outside the vocabulary is an error."""
@@ -235,13 +231,8 @@ def _fit(recognizer: SequenceRecognizer, clips: torch.Tensor, texts: list[str],
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr,
                                   weight_decay=settings.weight_decay)
     warmup = max(1, settings.steps // 20)
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, settings.steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, warmup, settings.steps))
     frames = recognizer.config.frames
     bar = tqdm(range(settings.steps), desc="sequence recognizer", disable=not progress,
                leave=False)
