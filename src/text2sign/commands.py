@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue the run in --out from its latest checkpoint (or the one given)")
     p.add_argument("--minutes", type=float, help="stop and save after this many minutes")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="start from a text2sign model folder: every weight that fits, and its "
+                   "latent space (sets model.init_from)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
@@ -87,6 +90,8 @@ def run_train(args: argparse.Namespace) -> int:
         extra.append(f"train.max_minutes={args.minutes}")
     if extra:
         cfg = resolve(apply_overrides(cfg, extra))
+    if args.init_from:
+        cfg = replace(cfg, model=replace(cfg.model, init_from=args.init_from))
     out = Path(args.out or f"runs/{cfg.model.arch}-{cfg.model.preset}")
     if args.resume and (out / "config.yaml").is_file():
         saved = load_config(out / "config.yaml", "restore it, or delete it to resume with the "
