@@ -194,14 +194,14 @@ def test_info_names_the_preset_when_params_match(model, capsys):
 
 
 @pytest.mark.parametrize("name", ["2024", "yes", "clips: new"])
-def test_cli_train_takes_any_data_folder_name(corpus, tmp_path, capsys, name):
+def test_cli_train_takes_any_data_folder_name(corpus, tmp_path, capsys, monkeypatch, name):
     """--data is set as a path, never re-parsed as YAML (a number, a boolean, a mapping)."""
-    data = tmp_path / name
-    shutil.copytree(corpus, data, ignore=shutil.ignore_patterns(".text2sign-cache"))
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(corpus, name, ignore=shutil.ignore_patterns(".text2sign-cache"))
     run = tmp_path / "run"
-    code, err = cli(capsys, "train", "--data", str(data), "--out", str(run), "--no-progress",
+    code, err = cli(capsys, "train", "--data", name, "--out", str(run), "--no-progress",
                     "--device", "cpu", "--preset", "tiny", "--set", "train.max_steps=1",
                     "--set", "data.val_fraction=0")
     assert code == 0, err
     assert json.loads((run / "model" / "config.json").read_text())["config"]["data"]["path"] \
-        == str(data)
+        == name
