@@ -52,7 +52,7 @@ def make_files(root: Path) -> tuple[Path, Path]:
 
 
 def config(args: argparse.Namespace, arch: str, train_only: str):
-    from text2sign.config import build_config
+    from text2sign.build import build_config
 
     sd = Path(args.sd)
     return build_config("small", overrides=[

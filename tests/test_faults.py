@@ -327,7 +327,7 @@ def test_full_disk_names_the_folder_and_last_good_checkpoint(corpus, tmp_path, c
 
 
 def test_config_yaml_is_written_atomically(tmp_path, monkeypatch):
-    from text2sign.config import build_config
+    from text2sign.build import build_config
 
     cfg = build_config("tiny")
     path = tmp_path / "config.yaml"

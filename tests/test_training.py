@@ -15,9 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from text2sign.config import build_config, load_config
+from text2sign.build import build_config, build_models
+from text2sign.config import load_config
 from text2sign.data.video_io import write_gif
-from text2sign.pipeline import Text2SignPipeline, build_models
+from text2sign.pipeline import Text2SignPipeline
 from text2sign.training import StepBatchSampler, TrainingDiverged, lr_at, train
 
 

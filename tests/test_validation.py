@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_training import make_corpus, tiny_config
 
+from text2sign.build import build_config
 from text2sign.cli import main
-from text2sign.config import build_config
 
 
 @pytest.fixture(scope="module")

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace):
-    from text2sign.config import build_config
+    from text2sign.build import build_config
 
     return build_config(args.preset, args.config, args.overrides)
 

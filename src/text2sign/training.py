@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from text2sign import diffusion
+from text2sign.build import build_autoencoder, build_models, pick_device
 from text2sign.checkpoint import (
     CHECKPOINT_PREFIX,
     list_checkpoints,
@@ -52,13 +53,13 @@ from text2sign.files import (
 from text2sign.latent import (
     AUTOENCODER_INFO,
     LatentDataset,
-    build_autoencoder,
     latent_cache,
     load_autoencoder,
     save_autoencoder,
     train_autoencoder,
 )
-from text2sign.pipeline import Text2SignPipeline, build_models, pick_device, trainable_state
+from text2sign.models.pretrained import init_from_pretrained, reference
+from text2sign.pipeline import Text2SignPipeline, trainable_state
 from text2sign.schedule import warmup_cosine
 from text2sign.speed import (
     adamw,
@@ -327,9 +328,9 @@ def init_training(cfg: Config, checkpoint: Path | None, state: dict | None,
     denoiser, conditioner = build_models(cfg)
     references = pretrained_references(cfg, autoencoder)
     if cfg.model.pretrained:
-        from text2sign.models.pretrained import init_from_pretrained
-
-        references["denoiser"] = init_from_pretrained(denoiser, cfg, log=log)
+        references["denoiser"] = init_from_pretrained(denoiser, cfg.model.arch,
+                                                      cfg.model.pretrained,
+                                                      cfg.model.train_only, log=log)
     denoiser.set_gradient_checkpointing(tc.gradient_checkpointing)
     if tc.compile:
         compile_module(denoiser)
@@ -376,8 +377,6 @@ def make_accelerator(tc: TrainConfig, out: Path, device: str | None):
 def pretrained_references(cfg: Config, autoencoder: nn.Module | None) -> dict[str, Any]:
     """Path + sha256 of the frozen pretrained files a run uses outside its model folder (a
     local text encoder folder, a diffusers VAE); the denoiser's is added when it loads."""
-    from text2sign.models.pretrained import reference
-
     refs: dict[str, Any] = {}
     if cfg.text.encoder != "bytes" and Path(cfg.text.encoder).expanduser().is_dir():
         refs["text_encoder"] = reference(cfg.text.encoder)
