@@ -148,6 +148,18 @@ def clean_leftovers(folder: str | Path) -> list[str]:
     return done
 
 
+def _lock(handle: Any, wait: bool) -> None:
+    """An exclusive OS lock on an open file (released when it closes or the process dies)."""
+    if os.name == "nt":
+        import msvcrt  # Windows only
+
+        msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl  # POSIX only
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | Path) -> Iterator[None]:
     """Hold ``folder/.lock`` for the lifetime of a run; a second run into the same folder is
@@ -158,14 +170,7 @@ def run_lock(folder: str | Path) -> Iterator[None]:
     handle = open(path, "a+")  # noqa: SIM115 (held for the whole run)
     try:
         try:
-            if os.name == "nt":
-                import msvcrt
-
-                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(handle, wait=False)
         except OSError as err:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
@@ -179,6 +184,18 @@ def run_lock(folder: str | Path) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+@contextlib.contextmanager
+def write_lock(path: str | Path) -> Iterator[None]:
+    """Wait for, then hold, the lock file ``path``: one writer at a time for a file several
+    processes share (a clip cache, a latent cache); a second writer waits, then finds the
+    first one's work. The OS releases the lock when the holder dies, even by kill -9."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        _lock(handle, wait=True)
+        yield
 
 
 def sha256(path: str | Path) -> str:
