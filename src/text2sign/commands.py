@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue the run in --out from its latest checkpoint (or the one given)")
     p.add_argument("--minutes", type=float, help="stop and save after this many minutes")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="start from a text2sign model folder: every weight that fits, and its "
+                   "latent space (sets model.init_from)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
@@ -85,6 +88,8 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = replace(cfg, data=replace(cfg.data, path=str(args.data)))
     if args.minutes is not None:
         cfg = replace(cfg, train=replace(cfg.train, max_minutes=args.minutes))
+    if args.init_from:
+        cfg = replace(cfg, model=replace(cfg.model, init_from=args.init_from))
     validate(cfg)
     out = Path(args.out or f"runs/{cfg.model.arch}-{cfg.model.preset}")
     cfg = resume_config(cfg, out, args.resume, data=args.data)

@@ -52,6 +52,9 @@ class ModelConfig:
     # DiT checkpoint (dit3d); "temporal" trains only what the file does not provide.
     pretrained: str | None = None
     train_only: str = "all"  # "all" or "temporal"
+    # Start from a text2sign model folder: every denoiser / text tensor whose name and shape fit
+    # (fine-tuning on new clips; a words model from a letters model), and its latent space.
+    init_from: str | None = None
 
 
 @dataclass
@@ -63,6 +66,9 @@ class LatentConfig:
     channels: int = 4  # latent channels
     factor: int = 4  # spatial downsampling: 2, 4 or 8
     width: int = 64  # autoencoder channels
+    # 2: frames are average-pooled 2x before the encoder, so a run at twice the frame size of
+    # model.init_from shares its latent space (its encoder, a decoder fine-tuned at full size)
+    prescale: int = 1
     steps: int = 1500  # autoencoder training steps, before the denoiser's
     batch_size: int = 32  # frames per autoencoder step
     lr: float = 1e-3

@@ -30,7 +30,57 @@ AUTOENCODER_INFO = "autoencoder.json"
 
 
 def _architecture(cfg: LatentConfig) -> dict[str, int]:
-    return {"channels": cfg.channels, "factor": cfg.factor, "width": cfg.width}
+    arch = {"channels": cfg.channels, "factor": cfg.factor, "width": cfg.width}
+    if cfg.prescale != 1:  # folders written before prescale existed have none
+        arch["prescale"] = cfg.prescale
+    return arch
+
+
+def inflate_autoencoder(source: FrameAutoencoder, cfg: LatentConfig) -> FrameAutoencoder:
+    """An autoencoder for frames twice the size ``source`` was trained on, in its latent space.
+
+    The encoder is ``source``'s behind a 2x average-pool (frozen: the latents mean what they
+    meant, so a denoiser trained on them still applies); the decoder is ``source``'s with one
+    more 2x stage before its output layers, started as the identity (nearest upsampling), to be
+    fine-tuned at the new size (``train_autoencoder(..., decoder_only=True)``).
+    """
+    width = source.decoder[0].out_channels
+    want = {"channels": source.latent_channels, "factor": 2 * source.factor, "width": width,
+            "prescale": 2 * source.prescale}
+    if _architecture(cfg) != want:
+        raise ValueError(
+            f"latent settings {_architecture(cfg)} cannot share the latent space of an "
+            f"autoencoder with channels={source.latent_channels}, factor={source.factor}, "
+            f"width={width} at twice its frame size; set latent.channels/factor/width/prescale "
+            f"to {want}")
+    ae = build_autoencoder(cfg)
+    head = 2 + 3 * (int(math.log2(source.factor)) - 1)  # decoder layers before its output stage
+    state = {}
+    for key, value in source.state_dict().items():
+        part, _, rest = key.partition(".")
+        if part in ("encoder", "decoder"):
+            index, _, name = rest.partition(".")
+            index = int(index)
+            if part == "encoder":
+                index += 1  # behind the new average-pool
+            elif index >= head:
+                index += 3  # behind the new (upsample, conv, residual) stage
+            key = f"{part}.{index}.{name}"
+        state[key] = value
+    missing, unexpected = ae.load_state_dict(state, strict=False)
+    new_stage = {f"decoder.{head + 1}", f"decoder.{head + 2}"}
+    if unexpected or any(k.rsplit(".", 1)[0].split(".block")[0] not in new_stage
+                         for k in missing):
+        raise ValueError(f"cannot inflate the autoencoder: missing {missing}, unexpected "
+                         f"{unexpected}")
+    with torch.no_grad():  # the new stage starts as the identity after nearest upsampling
+        conv = ae.decoder[head + 1]
+        torch.nn.init.dirac_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
+        last = ae.decoder[head + 2].block[-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
+    return ae
 
 
 def save_autoencoder(folder: str | Path, ae: FrameAutoencoder, cfg: LatentConfig,
@@ -91,11 +141,14 @@ def _frames(cache: Any, picks: np.ndarray) -> torch.Tensor:
 
 def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cfg: LatentConfig,
                       *, device: torch.device, seed: int = 0, max_seconds: float | None = None,
-                      progress: bool = True, log=None) -> dict[str, float]:
+                      progress: bool = True, log=None, decoder_only: bool = False
+                      ) -> dict[str, float]:
     """Fit ``ae`` on random frames of the training clips (L1 + KL); returns the final numbers.
 
     AdamW with a short warmup and cosine decay; then the latent normalisation is fitted on up to
     1024 frames. ``max_seconds`` stops early (a wall-clock budget shared with the denoiser).
+    ``decoder_only`` keeps the encoder and the normalisation as they are (an inflated
+    autoencoder, whose latent space must not move) and fits the decoder alone.
     """
     from tqdm.auto import tqdm
 
@@ -105,7 +158,10 @@ def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cf
     rng = np.random.default_rng([seed, 0xAE])
     generator = torch.Generator(device="cpu").manual_seed(seed)
     ae.to(device).train()
-    optimizer = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    if decoder_only:
+        ae.encoder.eval().requires_grad_(False)
+    trained = [p for p in ae.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     warmup = max(1, cfg.steps // 20)
     started = time.time()
     l1 = kl = float("nan")
@@ -125,7 +181,7 @@ def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cf
         loss = rec + cfg.kl_weight * kl_per.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         if step % 10 == 0 or step == cfg.steps - 1:
             l1, kl = rec.item(), kl_per.mean().item()  # sync point, every 10 steps
@@ -136,10 +192,12 @@ def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cf
             break
     pbar.close()
     ae.eval()
-    picks = np.stack([rng.choice(train_idx, 1024), rng.integers(0, frames_per_clip, 1024)], axis=1)
-    with torch.no_grad():
-        ae.fit_normalization(torch.cat([_frames(cache, picks[i:i + 128]).to(device)
-                                        for i in range(0, len(picks), 128)]))
+    if not decoder_only:
+        picks = np.stack([rng.choice(train_idx, 1024), rng.integers(0, frames_per_clip, 1024)],
+                         axis=1)
+        with torch.no_grad():
+            ae.fit_normalization(torch.cat([_frames(cache, picks[i:i + 128]).to(device)
+                                            for i in range(0, len(picks), 128)]))
     ae.requires_grad_(False)
     return {"steps": step + 1, "l1": l1, "kl": kl, "seconds": round(time.time() - started, 1)}
 
