@@ -40,6 +40,14 @@ from text2sign.config import Config, TrainConfig
 from text2sign.data.dataset import ClipDataset, open_clips
 from text2sign.data.video_io import gif_bytes, safe_names, write_gif
 from text2sign.evaluation import evaluate as evaluation
+from text2sign.fast_path import (
+    adamw,
+    check_distribution,
+    compile_module,
+    describe_kernels,
+    enable_tf32,
+    recorded_attention_kernels,
+)
 from text2sign.files import (
     DiskFull,
     RunStopped,
@@ -59,17 +67,9 @@ from text2sign.latent import (
     save_autoencoder,
     train_autoencoder,
 )
+from text2sign.lr_schedule import warmup_cosine
 from text2sign.models.pretrained import init_from_pretrained, reference
 from text2sign.pipeline import Text2SignPipeline, trainable_state
-from text2sign.schedule import warmup_cosine
-from text2sign.speed import (
-    adamw,
-    check_distribution,
-    compile_module,
-    describe_kernels,
-    enable_tf32,
-    recorded_attention_kernels,
-)
 
 
 class TrainingDiverged(RunStopped):

@@ -22,7 +22,7 @@ from torch import nn
 from text2sign.build import pick_device
 from text2sign.data.dataset import to_uint8, to_unit
 from text2sign.files import atomic_dir
-from text2sign.schedule import warmup_cosine
+from text2sign.lr_schedule import warmup_cosine
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "recognizer.safetensors"

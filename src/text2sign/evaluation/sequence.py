@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from text2sign.evaluation.recognizer import _augment, _load_clips, prepare_clips
-from text2sign.schedule import warmup_cosine
+from text2sign.lr_schedule import warmup_cosine
 
 UNITS = ("chars", "glosses")
 WEIGHTS_NAME = "sequence.safetensors"
