@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from text2sign.models.registry import (
+    ARCH_PRESETS,
     DENOISERS,
-    PRESETS,
     allowed_params,
     build_denoiser,
     count_parameters,
@@ -88,7 +88,7 @@ def test_every_preset_structure_runs_at_toy_width(arch, preset):
         out = model(x, torch.tensor([0, 999]), make_text(2))
     assert out.shape == x.shape
     assert torch.isfinite(out).all()
-    json.dumps(PRESETS[arch][preset])  # presets are plain data for config.yaml / config.json
+    json.dumps(ARCH_PRESETS[arch][preset])  # presets are plain data for config.yaml / config.json
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -201,7 +201,7 @@ def test_float_and_long_timesteps_agree():
 
 
 def test_registry_errors_name_the_bad_value():
-    assert set(DENOISERS) == set(PRESETS) >= set(ARCHS)
+    assert set(DENOISERS) == set(ARCH_PRESETS) >= set(ARCHS)
     with pytest.raises(ValueError, match="'nope'.*unet3d"):
         preset_params("nope", "tiny")
     with pytest.raises(ValueError, match="'huge'.*tiny"):
@@ -213,7 +213,7 @@ def test_registry_errors_name_the_bad_value():
             assert set(preset_params(arch, preset)) <= set(allowed_params(arch))
     params = preset_params("unet3d", "tiny")
     params["channels"] = -1
-    assert PRESETS["unet3d"]["tiny"]["channels"] != -1  # a copy, not the preset itself
+    assert ARCH_PRESETS["unet3d"]["tiny"]["channels"] != -1  # a copy, not the preset itself
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -14,6 +14,7 @@ import yaml
 from text2sign.files import DamagedFile, write_text_atomic
 
 SAMPLERS = ("ddpm", "ddim", "dpm++")
+VAL_FRACTION = 0.1  # held-out clips per corpus: training, recognizers and evaluation agree
 
 
 @dataclass
@@ -23,7 +24,7 @@ class DataConfig:
     size: int = 64
     time_mode: str = "resample"  # "resample" uniformly over the clip, or "truncate" (pad by repeat)
     fit: str = "crop"  # "crop" (resize short side, center-crop) or "letterbox"
-    val_fraction: float = 0.1
+    val_fraction: float = VAL_FRACTION
     # Fraction of the distinct texts of 2+ characters never trained on (chosen by a stable hash
     # of the text): the unseen texts that evaluation reports apart. Single characters are the
     # alphabet every other text is spelled with, so they are never held out.

@@ -23,6 +23,7 @@ from text2sign.build import build_autoencoder
 from text2sign.config import LatentConfig
 from text2sign.data.dataset import to_unit
 from text2sign.files import TMP_MARK, atomic_dir, write_lock, write_text_atomic
+from text2sign.lr_schedule import warmup_cosine
 from text2sign.models.autoencoder import FrameAutoencoder, reconstruction_loss
 
 AUTOENCODER_FILE = "autoencoder.safetensors"
@@ -169,8 +170,7 @@ def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cf
                 dynamic_ncols=True)
     step = 0
     for step in pbar:
-        lr = cfg.lr * min((step + 1) / warmup,
-                          0.5 * (1 + math.cos(math.pi * step / max(1, cfg.steps))))
+        lr = cfg.lr * warmup_cosine(step, warmup, cfg.steps)  # the denoiser's schedule
         for group in optimizer.param_groups:
             group["lr"] = lr
         picks = np.stack([rng.choice(train_idx, cfg.batch_size),

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from text2sign import shipped
+from text2sign.config import VAL_FRACTION
 
 DEMO_VARIANTS = 8  # clips per text: held-out real clips for the ceilings (v00, v01 are the
 # words corpus's own clips, v02-v07 new renders no model or recognizer trained on)
 CORPUS_VARIANTS = 2  # clips per text of the words corpus `demo --train` trains on
 DEMO_WORDS = 12  # seen and unseen words the demo generates (the most frequent of each)
-VAL_FRACTION = 0.1  # the shipped config's data.val_fraction
 
 
 def _shipped_config():
