@@ -92,15 +92,15 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from text2sign.models.registry import build_denoiser, count_parameters
-    from text2sign.models.text import TextEmbedding
-    from text2sign.speed import (
+    from text2sign.fast_path import (
         adamw,
         compile_module,
         describe_kernels,
         enable_tf32,
         recorded_attention_kernels,
     )
+    from text2sign.models.registry import build_denoiser, count_parameters
+    from text2sign.models.text import TextEmbedding
 
     device = torch.device(args.device)
     enable_tf32(device)

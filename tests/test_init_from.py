@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from test_training import make_corpus
 
-from text2sign.config import LatentConfig, build_config
+from text2sign.build import build_config
+from text2sign.config import LatentConfig
 from text2sign.latent import inflate_autoencoder, load_autoencoder
 from text2sign.models.autoencoder import FrameAutoencoder
 from text2sign.pipeline import Text2SignPipeline

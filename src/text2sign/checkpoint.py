@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-from text2sign.config import Config, from_dict
+from text2sign.config import Config, from_dict, load_config
 from text2sign.files import (
     DamagedFile,
     atomic_dir,
@@ -211,3 +213,116 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def resolve_resume(out: Path, resume: bool | str | Path) -> Path | None:
+    """The checkpoint ``--resume`` names (None for a new run, which must not overwrite one)."""
+    if resume is False or resume is None:
+        existing = list_checkpoints(out)
+        if existing:
+            raise ValueError(
+                f"{str(out)!r} already holds a run (checkpoint {existing[-1].name}); continue it "
+                "with --resume, or pass another --out to start a new one"
+            )
+        return None
+    if resume is True:
+        found = list_checkpoints(out)
+        if not found:
+            raise FileNotFoundError(
+                f"--resume: no checkpoint in {str(out / 'checkpoints')!r}; start without --resume "
+                "or pass --out of the run to continue"
+            )
+        return found[-1]
+    return Path(resume)
+
+
+def load_resume(out: Path, resume: bool | str | Path) -> tuple[Path | None, dict | None]:
+    """The checkpoint to continue from and its state. Plain ``--resume`` falls back to the newest
+    checkpoint that loads, saying which damaged ones it skipped; a named one must load."""
+    checkpoint = resolve_resume(out, resume)
+    if checkpoint is None:
+        return None, None
+    if resume is not True:
+        return checkpoint, load_training_state(checkpoint)
+    for candidate in reversed(list_checkpoints(out)):
+        try:
+            return candidate, load_training_state(candidate)
+        except DamagedFile as err:
+            print(f"skipping checkpoint {candidate.name}: {err}", file=sys.stderr)
+    raise DamagedFile(f"no checkpoint in {str(out / 'checkpoints')!r} loads (each is listed "
+                      "above); start the run again with another --out")
+
+
+def _checkpoint_config(out: Path, resume: bool | str | Path) -> dict | None:
+    """The config a run's checkpoint holds (its state.json only; the tensors are not read)."""
+    candidates = reversed(list_checkpoints(out)) if resume is True else [Path(resume)]
+    for folder in candidates:
+        try:
+            kept = read_json(folder / "state.json", "").get("config")
+        except DamagedFile:
+            continue
+        if kept:
+            return kept
+    return None
+
+
+def resume_config(cfg: Config, out: str | Path, resume: bool | str | Path,
+                  data: str | Path | None = None) -> Config:
+    """The config a run continues with, decided once: on resume the run's own config
+    (config.yaml, else its checkpoint's copy) wins, except the limits a user may extend
+    (train.max_steps, train.max_minutes). ``data``, a data path the user named, must be the
+    run's own. A new run keeps ``cfg``."""
+    out = Path(out)
+    if not resume:
+        return cfg
+    saved = out / "config.yaml"
+    kept = _checkpoint_config(out, resume)
+    if saved.is_file():
+        fix = ("delete it to resume with the copy the checkpoint holds" if kept else
+               "restore it (a copy is in model/config.json, section config)")
+        base = load_config(saved, fix)
+    elif kept:
+        base = from_dict(kept)
+    else:
+        return cfg
+    if data is not None and Path(data).resolve() != Path(base.data.path).resolve():
+        raise ValueError(
+            f"--data {str(data)!r} differs from the data of the run in {str(out)!r} "
+            f"({base.data.path!r}); --resume continues on the run's own data: drop --data, "
+            "or start a new run with another --out")
+    return replace(base, train=replace(base.train, max_steps=cfg.train.max_steps,
+                                       max_minutes=cfg.train.max_minutes))
+
+
+def check_fit(expected: dict[str, Any], state: dict[str, torch.Tensor], what: str, fix: str,
+              may_lack: set[str] = frozenset()) -> None:
+    """The one check of weights against a model: exactly its names (``may_lack``: names the
+    weights may leave out, e.g. frozen pretrained ones) with its shapes. ``expected`` maps names
+    to tensors or shapes; a model built on the meta device gives them without allocating."""
+    want = {k: tuple(v.shape) if hasattr(v, "shape") else tuple(v) for k, v in expected.items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    missing = sorted(set(want) - set(have) - set(may_lack))
+    unexpected = sorted(set(have) - set(want))
+    shapes = [f"{k}: {have[k]} vs {want[k]}" for k in sorted(set(want) & set(have))
+              if want[k] != have[k]]
+    if missing or unexpected or shapes:
+        raise ValueError(f"{what} (missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+                         f"{f', size mismatch file vs model {shapes[:3]}' if shapes else ''}); "
+                         f"{fix}")
+
+
+def load_checkpoint_weights(module: torch.nn.Module, state: dict, frozen: set[str],
+                            where: Path) -> None:
+    """Load a checkpoint's weights strictly: every trained tensor present, nothing extra."""
+    what = f"checkpoint {str(where)!r} does not fit this run's model"
+    fix = ("it was written with another config: resume with that run's config.yaml or start a "
+           "new --out")
+    model_state = module.state_dict()
+    check_fit({k: v for k, v in model_state.items() if k not in frozen}, state["model"], what,
+              fix)
+    check_fit({k: p for k, p in module.named_parameters() if p.requires_grad}, state["ema"],
+              what + " (its EMA weights)", fix)
+    module.load_state_dict(state["model"], strict=False)

@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 
 from text2sign.files import DamagedFile, write_text_atomic
-from text2sign.models.registry import preset_params
 
 SAMPLERS = ("ddpm", "ddim", "dpm++")
+VAL_FRACTION = 0.1  # held-out clips per corpus: training, recognizers and evaluation agree
 
 
 @dataclass
@@ -24,7 +24,7 @@ class DataConfig:
     size: int = 64
     time_mode: str = "resample"  # "resample" uniformly over the clip, or "truncate" (pad by repeat)
     fit: str = "crop"  # "crop" (resize short side, center-crop) or "letterbox"
-    val_fraction: float = 0.1
+    val_fraction: float = VAL_FRACTION
     # Fraction of the distinct texts of 2+ characters never trained on (chosen by a stable hash
     # of the text): the unseen texts that evaluation reports apart. Single characters are the
     # alphabet every other text is spelled with, so they are never held out.
@@ -264,9 +264,10 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return from_dict(raw)
 
 
-def build_config(preset: str = "small", config_file: str | Path | None = None,
-                 overrides: list[str] | None = None) -> Config:
-    """Preset, then YAML file, then ``--set`` overrides; architecture params fully resolved."""
+def compose(preset: str = "small", config_file: str | Path | None = None,
+            overrides: list[str] | None = None) -> Config:
+    """Preset, then YAML file, then ``--set`` overrides, validated; `build.resolve` (which
+    `build.build_config` applies) then fills in the architecture's parameters."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     raw = _merge(Config().to_dict(), PRESETS[preset])
@@ -277,17 +278,6 @@ def build_config(preset: str = "small", config_file: str | Path | None = None,
     cfg = from_dict(raw)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
-    return resolve(cfg)
-
-
-def resolve(cfg: Config) -> Config:
-    """Fill ``model.params`` with the architecture preset's values under any explicit ones."""
-    cfg = copy.deepcopy(cfg)
-    cfg.model.params = {**preset_params(cfg.model.arch, cfg.model.preset), **cfg.model.params}
-    if cfg.model.pretrained or cfg.model.train_only != "all" or cfg.latent.autoencoder:
-        from text2sign.models.pretrained import resolve_pretrained
-
-        resolve_pretrained(cfg)  # what the pretrained files decide (reads their configs)
     return cfg
 
 

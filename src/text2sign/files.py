@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -147,6 +148,18 @@ def clean_leftovers(folder: str | Path) -> list[str]:
     return done
 
 
+def _lock(handle: Any, wait: bool) -> None:
+    """An exclusive OS lock on an open file (released when it closes or the process dies)."""
+    if os.name == "nt":
+        import msvcrt  # Windows only
+
+        msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl  # POSIX only
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | Path) -> Iterator[None]:
     """Hold ``folder/.lock`` for the lifetime of a run; a second run into the same folder is
@@ -157,14 +170,7 @@ def run_lock(folder: str | Path) -> Iterator[None]:
     handle = open(path, "a+")  # noqa: SIM115 (held for the whole run)
     try:
         try:
-            if os.name == "nt":
-                import msvcrt
-
-                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(handle, wait=False)
         except OSError as err:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
@@ -180,11 +186,36 @@ def run_lock(folder: str | Path) -> Iterator[None]:
         handle.close()
 
 
+@contextlib.contextmanager
+def write_lock(path: str | Path) -> Iterator[None]:
+    """Wait for, then hold, the lock file ``path``: one writer at a time for a file several
+    processes share (a clip cache, a latent cache); a second writer waits, then finds the
+    first one's work. The OS releases the lock when the holder dies, even by kill -9."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        _lock(handle, wait=True)
+        yield
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+REMEMBER_FROM = 64 << 20  # bytes: a large file's hash is remembered (a 3.4 GB UNet: seconds)
+
+
 def sha256(path: str | Path) -> str:
+    """The one file hasher. Large files' digests are remembered per (path, size, mtime) for this
+    process; small ones are always read (a write within the clock's tick keeps the mtime)."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _HASHES:
+        return _HASHES[key]
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(1 << 23), b""):
             digest.update(block)
+    if stat.st_size >= REMEMBER_FROM:
+        _HASHES[key] = digest.hexdigest()
     return digest.hexdigest()
 
 
@@ -193,15 +224,17 @@ def digests(folder: str | Path, suffix: str = ".safetensors") -> dict[str, str]:
     return {p.name: sha256(p) for p in sorted(Path(folder).glob(f"*{suffix}"))}
 
 
-def verify_digests(folder: str | Path, expected: dict[str, str], fix: str) -> None:
-    """Check files against the digests recorded when they were written."""
+def verify_digests(folder: str | Path, expected: dict[str, str], fix: str,
+                   changed: str = "is damaged (checksum mismatch)") -> None:
+    """The one digest check: files against the sha256 recorded when they were written (or
+    referenced); a missing or changed file is a `DamagedFile` naming it, ``changed`` and ``fix``."""
     folder = Path(folder)
     for name, want in expected.items():
         path = folder / name
         if not path.is_file():
             raise DamagedFile(f"{str(path)!r} is missing; {fix}")
         if sha256(path) != want:
-            raise DamagedFile(f"{str(path)!r} is damaged (checksum mismatch); {fix}")
+            raise DamagedFile(f"{str(path)!r} {changed}; {fix}")
 
 
 def read_json(path: str | Path, fix: str) -> dict[str, Any]:
@@ -230,3 +263,56 @@ def load_tensors(path: str | Path, fix: str) -> dict[str, Any]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise DamagedFile(f"{str(path)!r} is damaged ({str(err).splitlines()[0]}); {fix}") from err
+
+
+# ----------------------------------------------------------------------------- a run's log file
+
+
+def keep_log(path: Path, last_step: int) -> None:
+    """Keep the log's lines up to ``last_step`` (the checkpoint resumed from; 0 for a new run)."""
+    write_text_atomic(path, "".join(ln + "\n" for ln in log_lines(path)
+                                    if json.loads(ln)["step"] <= last_step))
+
+
+def log_lines(path: Path) -> list[str]:
+    """The complete JSON lines of a run's log; a line a kill cut short is dropped."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    good = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        good.append(line)
+    return good
+
+
+def append_line(path: Path, line: str) -> None:
+    """One log line in one write call, so a kill leaves whole lines (plus at most one cut)."""
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+class StopRequest:
+    """First Ctrl-C asks the loop to save and stop at the end of the step; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> StopRequest:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: saving a checkpoint at the end of this step (Ctrl-C again to abort)")
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

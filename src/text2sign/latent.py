@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +19,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from text2sign.build import build_autoencoder
 from text2sign.config import LatentConfig
 from text2sign.data.dataset import to_unit
-from text2sign.files import atomic_dir
+from text2sign.files import TMP_MARK, atomic_dir, write_lock, write_text_atomic
+from text2sign.lr_schedule import warmup_cosine
 from text2sign.models.autoencoder import FrameAutoencoder, reconstruction_loss
 
 AUTOENCODER_FILE = "autoencoder.safetensors"
 AUTOENCODER_INFO = "autoencoder.json"
-
-
-def build_autoencoder(cfg: LatentConfig) -> FrameAutoencoder:
-    return FrameAutoencoder(cfg.channels, cfg.factor, cfg.width, cfg.prescale)
 
 
 def _architecture(cfg: LatentConfig) -> dict[str, int]:
@@ -170,8 +170,7 @@ def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cf
                 dynamic_ncols=True)
     step = 0
     for step in pbar:
-        lr = cfg.lr * min((step + 1) / warmup,
-                          0.5 * (1 + math.cos(math.pi * step / max(1, cfg.steps))))
+        lr = cfg.lr * warmup_cosine(step, warmup, cfg.steps)  # the denoiser's schedule
         for group in optimizer.param_groups:
             group["lr"] = lr
         picks = np.stack([rng.choice(train_idx, cfg.batch_size),
@@ -245,36 +244,57 @@ class LatentCache:
 
 def latent_cache(ae: FrameAutoencoder, cache: Any, *, device: torch.device,
                  batch_size: int = 8, progress: bool = True) -> LatentCache:
-    """The clip cache's latents under ``ae``: read if encoded before, else encoded now."""
-    from tqdm.auto import tqdm
-
+    """The clip cache's latents under ``ae``: read if encoded before, else encoded now. Several
+    processes may ask at once: one encodes (under a lock file), the others wait and reuse it."""
     key = f"{cache.fingerprint[:12]}-{autoencoder_hash(ae)[:12]}"
     path = Path(cache.path) / f"latents-{key}.f16"
-    info_path = path.with_suffix(".json")
     frames, size = cache.clip_shape[0], cache.clip_shape[1]
     shape = (len(cache), ae.latent_channels, frames, ae.latent_size(size), ae.latent_size(size))
-    if info_path.is_file() and path.is_file():
-        info = json.loads(info_path.read_text())
-        if info.get("format") == LATENT_CACHE_FORMAT and tuple(info["shape"]) == shape:
+    if _finished(path, shape):  # published whole: no lock needed to read it
+        return LatentCache(path, shape)
+    with write_lock(path.with_name(f".{path.name}.lock")):
+        if _finished(path, shape):  # another process encoded it while this one waited
             return LatentCache(path, shape)
-    tmp = path.with_name(f".{path.name}.tmp")
-    out = np.memmap(tmp, np.float16, mode="w+", shape=shape)
-    ae = ae.to(device).eval()
-    started = time.time()
-    with torch.no_grad():
-        for start in tqdm(range(0, len(cache), batch_size), desc="latent cache", unit="batch",
-                          disable=not progress):
-            stop = min(start + batch_size, len(cache))
-            clips = torch.from_numpy(np.stack([cache[i] for i in range(start, stop)]))
-            x = to_unit(clips.to(device).permute(0, 4, 1, 2, 3))  # (B, 3, T, H, W)
-            out[start:stop] = ae.encode(x).half().cpu().numpy()  # (B, C, T, h, w)
-    out.flush()
-    del out
-    tmp.replace(path)
-    info_path.write_text(json.dumps({"format": LATENT_CACHE_FORMAT, "shape": list(shape),
-                                     "clips": len(cache), "seconds": round(time.time() - started,
-                                                                           1)}))
+        _encode_all(ae, cache, path, shape, device=device, batch_size=batch_size,
+                    progress=progress)
     return LatentCache(path, shape)
+
+
+def _finished(path: Path, shape: tuple[int, ...]) -> bool:
+    """Whether the latents at ``path`` were published: their .json is written last."""
+    info_path = path.with_suffix(".json")
+    if not (info_path.is_file() and path.is_file()):
+        return False
+    info = json.loads(info_path.read_text())
+    return info.get("format") == LATENT_CACHE_FORMAT and tuple(info["shape"]) == shape
+
+
+def _encode_all(ae: FrameAutoencoder, cache: Any, path: Path, shape: tuple[int, ...], *,
+                device: torch.device, batch_size: int, progress: bool) -> None:
+    """Encode every clip into a temporary file of this process, then publish it: the data by
+    one rename, then its .json (atomically), so a reader sees both or neither."""
+    from tqdm.auto import tqdm
+
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    try:
+        out = np.memmap(tmp, np.float16, mode="w+", shape=shape)
+        ae = ae.to(device).eval()
+        started = time.time()
+        with torch.no_grad():
+            for start in tqdm(range(0, len(cache), batch_size), desc="latent cache",
+                              unit="batch", disable=not progress):
+                stop = min(start + batch_size, len(cache))
+                clips = torch.from_numpy(np.stack([cache[i] for i in range(start, stop)]))
+                x = to_unit(clips.to(device).permute(0, 4, 1, 2, 3))  # (B, 3, T, H, W)
+                out[start:stop] = ae.encode(x).half().cpu().numpy()  # (B, C, T, h, w)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_text_atomic(path.with_suffix(".json"), json.dumps({
+        "format": LATENT_CACHE_FORMAT, "shape": list(shape), "clips": len(cache),
+        "seconds": round(time.time() - started, 1)}))
 
 
 class LatentDataset(torch.utils.data.Dataset):

@@ -106,7 +106,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if args.config is not None:
         if not args.train:
             raise ValueError("--config applies to --train only; add --train, or drop --config")
-        from text2sign.config import build_config
+        from text2sign.build import build_config
 
         config = build_config("small", args.config)
     if args.model is not None and args.train:

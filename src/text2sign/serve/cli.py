@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_service(args: argparse.Namespace):
     """The model, corpus and recognizer that `args` name, wrapped in a serve Service."""
+    from text2sign import shipped
     from text2sign.checkpoint import find_model_folder
-    from text2sign.evaluation.demo import shipped_model
     from text2sign.pipeline import Text2SignPipeline
     from text2sign.serve.app import Limits, Service
     from text2sign.serve.corpus import Corpus
@@ -44,7 +44,7 @@ def load_service(args: argparse.Namespace):
         raise ValueError(f"--max-chars {args.max_chars}: must be at least 1")
     if args.recognizer and args.no_recognizer:
         raise ValueError("--recognizer and --no-recognizer contradict each other; drop one")
-    folder = find_model_folder(args.model if args.model else shipped_model())
+    folder = find_model_folder(args.model if args.model else shipped.model())
     pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)
     dc = pipe.config.data
 
