@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from text2sign.data.cache import ClipCache, holdout_texts, split_fraction
 from text2sign.data.dataset import to_unit
-from text2sign.data.video_io import safe_names
+from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif
 from text2sign.evaluation.metrics import frechet_distance, topk_accuracy
 from text2sign.evaluation.recognizer import Recognizer, load_or_train_recognizer
 from text2sign.evaluation.sequence import (
@@ -446,8 +446,6 @@ def write_report(report: Report, gen: Generation, cache: ClipCache,
                  out_dir: str | Path) -> dict[str, Any]:
     """report.json, report.md, contact.png and gifs/<text>-<k>.gif under `out_dir`; returns
     report.json's content (the report with where its files are)."""
-    from text2sign.data.video_io import write_contact_sheet, write_gif  # imageio on first use
-
     texts = gen.texts
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

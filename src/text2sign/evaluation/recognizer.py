@@ -21,6 +21,7 @@ from torch import nn
 from text2sign.build import pick_device
 from text2sign.config import VAL_FRACTION
 from text2sign.evaluation.base import TrainedRecognizer, load_clips
+from text2sign.evaluation.metrics import topk_accuracy
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "recognizer.safetensors"
@@ -171,8 +172,6 @@ def train_recognizer(cache: Any, train_idx: list[int] | np.ndarray, *,
 def score_clips(recognizer: Recognizer, cache: Any, indices: list[int] | np.ndarray,
                 batch_size: int = 64) -> dict[str, Any]:
     """Top-1 / top-5 of the recognizer on real clips `indices` whose text has a class."""
-    from text2sign.evaluation.metrics import topk_accuracy
-
     texts = list(cache.texts)
     keep = [int(i) for i in indices if texts[int(i)] in recognizer.index]
     if not keep:

@@ -23,6 +23,7 @@ from torch import nn
 
 from text2sign.build import pick_device
 from text2sign.config import VAL_FRACTION
+from text2sign.data.fingerspelling import is_fingerspelling_corpus
 from text2sign.evaluation.base import TrainedRecognizer, load_clips
 
 UNITS = ("chars", "glosses")
@@ -232,8 +233,6 @@ def read_clips(recognizer: SequenceRecognizer, cache: Any, indices: list[int],
 
 def default_units(data_path: str | Path) -> str:
     """Characters for a corpus written by `data fingerspelling`, glosses otherwise."""
-    from text2sign.data.fingerspelling import is_fingerspelling_corpus
-
     path = Path(data_path)
     for candidate in (path, *path.parents):
         if is_fingerspelling_corpus(candidate):
