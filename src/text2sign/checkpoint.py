@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from text2sign.card import CARD_FILE, SAMPLE_FILE, model_card
 from text2sign.config import Config, from_dict
 from text2sign.files import (
     DamagedFile,
@@ -36,9 +38,11 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_model_folder(folder: str | Path, cfg: Config, denoiser_state: dict[str, torch.Tensor],
                       text_state: dict[str, torch.Tensor], meta: dict[str, Any],
-                      autoencoder: Any = None, texts: list[str] | None = None) -> Path:
+                      autoencoder: Any = None, texts: list[str] | None = None,
+                      sample: Path | None = None) -> Path:
     """A self-describing model: config.json + denoiser.safetensors + text.safetensors, the
-    frame autoencoder (autoencoder.safetensors + .json) of a latent model, and texts.txt."""
+    frame autoencoder (autoencoder.safetensors + .json) of a latent model, texts.txt, the
+    model card README.md and, if given, ``sample`` (an animated GIF) as sample.gif."""
     info = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
@@ -54,6 +58,10 @@ def save_model_folder(folder: str | Path, cfg: Config, denoiser_state: dict[str,
                                           encoding="utf-8")
         if autoencoder is not None:
             write_autoencoder(tmp, autoencoder, cfg.latent)
+        if sample is not None:
+            shutil.copyfile(sample, tmp / SAMPLE_FILE)
+        (tmp / CARD_FILE).write_text(model_card(info, folder, texts, sample is not None),
+                                     encoding="utf-8")
         # Written last, with the weights' checksums that loading verifies.
         (tmp / "config.json").write_text(json.dumps({**info, "files": digests(tmp)}, indent=2))
 
@@ -68,8 +76,39 @@ def read_training_texts(folder: str | Path) -> list[str] | None:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.md", "*.gif"]  # never a pickle
+
+
+def download_model(repo_id: str) -> Path:
+    """A model folder from the Hugging Face Hub (or its local cache): ``huggingface_hub``
+    downloads it unless ``HF_HUB_OFFLINE`` is set, when only the cache is read."""
+    import os
+
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES,
+                                      local_files_only=offline))
+    except Exception as err:  # offline, no network, unknown or private repository: all one fix
+        why = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache" if offline
+               else f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        raise FileNotFoundError(
+            f"model {repo_id!r} is not a local folder, and the Hugging Face Hub did not give it "
+            f"({why}); pass a local model folder, or download it where the network allows "
+            f"(huggingface-cli download {repo_id}) and unset HF_HUB_OFFLINE") from err
+
+
+def is_hub_id(name: str) -> bool:
+    """'owner/name' with no path syntax: what the Hub calls a repository id."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None and ".." not in name
+
+
 def find_model_folder(path: str | Path) -> Path:
-    """Accept a model folder or a run folder (``runs/NAME`` holding ``model/``)."""
+    """Accept a model folder, a run folder (``runs/NAME`` holding ``model/``) or, when no such
+    local path exists, a Hugging Face Hub id ('owner/name')."""
+    if not Path(path).exists() and is_hub_id(str(path)):
+        path = download_model(str(path))
     path = Path(path)
     for candidate in (path, path / "model"):
         if (candidate / "config.json").is_file() and (candidate / "denoiser.safetensors").is_file():

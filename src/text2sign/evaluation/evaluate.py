@@ -24,6 +24,7 @@ from text2sign.data.video_io import safe_names
 GIF_FPS = 8.0  # as `text2sign sample`; a cache's fps is the source's, before time resampling
 SHEET_FRAMES = 8  # frames shown per clip on the contact sheet
 REAL_BORDER = (40, 200, 40)  # the real clip on each contact-sheet row is framed in green
+COMPARE_ROWS = 12  # texts in compare.gif (real beside generated, animated), spread evenly
 
 
 def describe_device(device: Any) -> str:
@@ -100,14 +101,14 @@ def _pick_frames(video: np.ndarray, count: int) -> np.ndarray:
     return video[np.linspace(0, len(video) - 1, count).round().astype(int)]  # (count, H, W, 3)
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN -> None so report.json is strict JSON."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -156,6 +157,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"report:        {report['report_md']}")
     print(f"GIFs:          {report['gifs']}")
     print(f"contact sheet: {report['contact_sheet']}")
+    if report.get("compare_gif"):
+        print(f"animated:      {report['compare_gif']}")
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -329,7 +332,8 @@ def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
     the sequence recognizer of the back-translation (``back_translate``), which reads every
     generated clip back into text. ``max_texts`` evaluates at most that many texts of each
     group (letters, seen, unseen; `text_groups`). Writes
-    report.json, report.md, contact.png and gifs/<text>-<k>.gif under `out_dir` (only the
+    report.json, report.md, contact.png, compare.gif (real beside generated clips, animated)
+    and gifs/<text>-<k>.gif under `out_dir` (only the
     numbers when `write_files` is False, e.g. for evaluation during training).
     """
     import torch
@@ -467,10 +471,19 @@ def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
     sheet = write_contact_sheet(out_dir / "contact.png", rows_out,
                                 labels=[f"{text} ({fmt_number(per_text_accuracy[text]['top1'], 2)})"
                                         for text in texts])
+    from text2sign.data.video_io import write_animated_sheet
+
+    shown = texts[:: max(1, math.ceil(len(texts) / COMPARE_ROWS))]  # spread over the texts
+    compare = write_animated_sheet(
+        out_dir / "compare.gif",
+        [[_frame(np.asarray(cache[first_real[text]]), REAL_BORDER),
+          *(generated[k * len(texts) + texts.index(text)] for k in range(min(per_text, 3)))]
+         for text in shown], labels=shown, fps=GIF_FPS)
     report["gifs"] = str(gif_dir)
     report["contact_sheet"] = str(sheet)
+    report["compare_gif"] = str(compare)
     report["report_md"] = str(out_dir / "report.md")
-    (out_dir / "report.json").write_text(json.dumps(_clean(report), indent=2,
+    (out_dir / "report.json").write_text(json.dumps(json_safe(report), indent=2,
                                                     ensure_ascii=False))
     (out_dir / "report.md").write_text(render_markdown(report))
     return report
