@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
-import sys
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -613,7 +612,7 @@ def handle(args: argparse.Namespace) -> int:
         raise ValueError("--with-letters goes with --words; letters alone are the default")
     gifs = build_fingerspelling_corpus(
         args.out, languages=args.languages.split(","), words=words, frames=args.frames,
-        size=args.size, variants=args.variants, seed=args.seed, progress=sys.stderr.isatty(),
+        size=args.size, variants=args.variants, seed=args.seed, progress=args.progress,
         letters=True if args.with_letters else None, workers=args.workers,
     )
     print(f"wrote {len(gifs)} clips to {args.out}")
