@@ -8,7 +8,8 @@ frozen frame autoencoder before the denoiser's forward and backward; with it, `l
 encodes each clip once (its one-off time is printed) and steps read float16 latents. Both use
 the config's autoencoder and denoiser (a synthetic corpus of moving coloured strokes stands in
 for the clips: speed does not depend on content) and the same training step (forward + loss +
-backward + AdamW). Prints a markdown table and the machine it ran on.
+backward + clipping + AdamW + EMA: `training.train_step`, as `text2sign train` runs it). Prints
+a markdown table and the machine it ran on.
 """
 
 from __future__ import annotations
@@ -37,11 +38,16 @@ def synthetic_corpus(folder: Path, clips: int, frames: int, size: int):
     return prepare_cache(folder, frames, size, progress=False)
 
 
-def time_steps(module, optimizer, batches, encode, steps: int, warmup: int, device) -> float:
-    """Seconds per training step, after `warmup` untimed steps."""
+def time_steps(module, optimizer, ema, accelerator, batches, encode, steps: int, warmup: int,
+               grad_clip: float) -> float:
+    """Seconds per training step (`train_step`, the loop's own), after `warmup` untimed steps."""
     import torch
 
-    generator = torch.Generator().manual_seed(0)
+    from text2sign.pipeline import trainable_state
+    from text2sign.training import train_step
+
+    device = accelerator.device
+    live = trainable_state(accelerator.unwrap_model(module))
     for step in range(warmup + steps):
         if step == warmup:
             if device.type == "cuda":
@@ -52,10 +58,9 @@ def time_steps(module, optimizer, batches, encode, steps: int, warmup: int, devi
         if encode is not None:
             with torch.no_grad():
                 videos = encode(videos)
-        loss = module(videos, batch["text"], generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        generator = torch.Generator().manual_seed(step)
+        train_step(module, optimizer, accelerator, [(videos, batch["text"], generator)],
+                   grad_clip=grad_clip, ema=ema, live=live, ema_decay=0.999)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
@@ -64,12 +69,11 @@ def time_steps(module, optimizer, batches, encode, steps: int, warmup: int, devi
 def main() -> None:
     import torch
 
-    from text2sign.config import build_config
+    from text2sign.build import build_autoencoder, build_config, pick_device
     from text2sign.data.dataset import ClipDataset
     from text2sign.evaluation.evaluate import describe_device
-    from text2sign.latent import LatentDataset, build_autoencoder, latent_cache
-    from text2sign.pipeline import build_models, pick_device
-    from text2sign.training import DiffusionTrainer
+    from text2sign.latent import LatentDataset, latent_cache
+    from text2sign.training import init_training, make_accelerator
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="configs/asl-words.yaml")
@@ -96,11 +100,9 @@ def main() -> None:
             ("encode every step", ClipDataset(cache, indices), ae.encode),
             ("latent cache", LatentDataset(latents, cache.texts, indices), None),
         ):
-            torch.manual_seed(0)
-            denoiser, conditioner = build_models(cfg)
-            module = DiffusionTrainer(denoiser, conditioner, cfg).to(device)
-            optimizer = torch.optim.AdamW([q for q in module.parameters() if q.requires_grad],
-                                          lr=1e-4)
+            module, optimizer, ema, _ = init_training(cfg, None, None, device=device)
+            accelerator = make_accelerator(cfg.train, Path(tmp), args.device)
+            module, optimizer = accelerator.prepare(module, optimizer)
             loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True,
                                                  drop_last=True)
 
@@ -108,8 +110,8 @@ def main() -> None:
                 while True:
                     yield from loader
 
-            seconds = time_steps(module, optimizer, forever(), encode, args.steps, args.warmup,
-                                 device)
+            seconds = time_steps(module, optimizer, ema, accelerator, forever(), encode,
+                                 args.steps, args.warmup, cfg.train.grad_clip)
             rows.append((name, args.batch / seconds))
     base = rows[0][1]
     print(f"\n{frames} x {size} x {size} clips -> latents {cfg.latent.channels} x {frames} x "

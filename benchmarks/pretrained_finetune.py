@@ -8,8 +8,9 @@ not depend on the weights' values): a Stable-Diffusion-layout folder (Autoencode
 UNet2DConditionModel; CLIP text encoder) and a DiT checkpoint of DiT-S width. The corpus is
 encoded once by the frozen VAE (as a latent cache would), then unet-motion and dit3d, each with
 ``model.train_only=temporal`` and ``all``, are built, loaded and frozen exactly as
-``text2sign train`` does (build_models, init_from_pretrained, DiffusionTrainer, AdamW over the
-trainable parameters) and timed over training steps (loss, backward, clipping, AdamW) on
+``text2sign train`` does (`training.init_training`: build_models, init_from_pretrained, AdamW
+over the trainable parameters, EMA) and timed over training steps (`training.train_step`, the
+loop's own: loss, backward, clipping, AdamW, EMA) on
 batches of those latents, each in its own subprocess so its peak memory (CUDA max allocated, or
 on CPU the process's peak RSS, model loading included) is its own. Temporal-only and full runs
 alternate, ``--rounds`` times; each step is timed alone, and clips/s is reported for the median
@@ -51,7 +52,7 @@ def make_files(root: Path) -> tuple[Path, Path]:
 
 
 def config(args: argparse.Namespace, arch: str, train_only: str):
-    from text2sign.config import build_config
+    from text2sign.build import build_config
 
     sd = Path(args.sd)
     return build_config("small", overrides=[
@@ -85,20 +86,19 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from text2sign.models.pretrained import init_from_pretrained
-    from text2sign.pipeline import build_models, trainable_state
-    from text2sign.training import DiffusionTrainer
+    from text2sign.pipeline import trainable_state
+    from text2sign.training import init_training, make_accelerator, train_step
 
     arch, train_only = args.worker.split(":")
     cfg = config(args, arch, train_only)
     latents = load_file(str(Path(args.out) / "latents.safetensors"))["latents"]
     texts = json.loads((Path(args.out) / "texts.json").read_text())
-    torch.manual_seed(0)
-    denoiser, conditioner = build_models(cfg)
-    init_from_pretrained(denoiser, cfg, log=None)
-    module = DiffusionTrainer(denoiser, conditioner, cfg).to(args.device).train()
-    params = trainable_state(module)
-    optimizer = torch.optim.AdamW(params.values(), lr=1e-4)
+    cfg.train.seed = 0
+    module, optimizer, ema, _ = init_training(cfg, None, None, device=torch.device(args.device))
+    accelerator = make_accelerator(cfg.train, Path(args.out), args.device)
+    module, optimizer = accelerator.prepare(module, optimizer)
+    params = trainable_state(accelerator.unwrap_model(module))
+    denoiser = accelerator.unwrap_model(module).denoiser
     order = torch.randperm(len(latents), generator=torch.Generator().manual_seed(0))
     times = []
     for step in range(args.warmup + args.steps):
@@ -107,12 +107,9 @@ def worker(args: argparse.Namespace) -> dict:
         if len(pick) < args.batch:
             pick = order[:args.batch]
         generator = torch.Generator().manual_seed(step)
-        loss = module(latents[pick].to(args.device), [texts[i] for i in pick], generator)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss.item()  # sync point
+        batch = [(latents[pick].to(args.device), [texts[i] for i in pick], generator)]
+        train_step(module, optimizer, accelerator, batch, grad_clip=cfg.train.grad_clip,
+                   ema=ema, live=params, ema_decay=cfg.train.ema_decay)  # syncs on the loss
         if step >= args.warmup:
             times.append(time.perf_counter() - started)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda"
@@ -121,7 +118,7 @@ def worker(args: argparse.Namespace) -> dict:
             "step_seconds": times,
             "trained": sum(p.numel() for n, p in params.items() if n.startswith("denoiser.")),
             "total": sum(p.numel() for p in denoiser.parameters()), "peak_mb": peak,
-            "optimizer_tensors": sum(len(s) for s in optimizer.state.values())}
+            "optimizer_tensors": sum(len(s) for s in optimizer.optimizer.state.values())}
 
 
 def main() -> None:

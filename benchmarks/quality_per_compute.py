@@ -78,8 +78,9 @@ def matched_params(arch: str, preset: str, target: float, text_dim: int, frames:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from text2sign.build import build_config, resolve
     from text2sign.checkpoint import read_model_info
-    from text2sign.config import build_config, from_dict, parse_value, resolve
+    from text2sign.config import from_dict, parse_value
     from text2sign.data.dataset import open_clips
     from text2sign.evaluation.evaluate import evaluate, fmt_number
     from text2sign.evaluation.recognizer import load_or_train_recognizer
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--arch-set {item!r}: expected ARCH.KEY=VALUE with ARCH in {ARCHS}")
         arch_sets.setdefault(arch, {})[name] = parse_value(value)
     base = build_config(args.preset, args.config, args.overrides)
-    from text2sign.pipeline import diffusion_space
+    from text2sign.build import diffusion_space
 
     channels, side = diffusion_space(base)  # pixels, or the latents of a latent config
     frames, size, text_dim = base.data.frames, base.data.size, base.text.dim

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from text2sign.config import build_config
+from text2sign.build import build_config
 from text2sign.evaluation import demo, recognizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_training import losses, make_corpus, tiny_config
 
+from text2sign.checkpoint import resume_config
 from text2sign.cli import main
 from text2sign.files import DamagedFile, atomic_dir, clean_leftovers, run_lock
 from text2sign.pipeline import Text2SignPipeline
@@ -133,7 +134,9 @@ def test_resume_uses_the_checkpoint_config_when_config_yaml_is_gone(finished, co
     (run / "config.yaml").unlink()
     other = tiny_config(corpus, max_steps=8)
     other.train.lr = 0.5  # would be ignored: the checkpoint's config wins
-    train(other, run, resume=True, progress=False, device="cpu")
+    cfg = resume_config(other, run, True)
+    assert cfg.train.lr != 0.5 and cfg.train.max_steps == 8
+    train(cfg, run, resume=True, progress=False, device="cpu")
     assert [s for s, _ in losses(run)][-1] == 8
     assert json.loads((run / "model" / "config.json").read_text())["config"]["train"]["lr"] != 0.5
 
@@ -324,7 +327,7 @@ def test_full_disk_names_the_folder_and_last_good_checkpoint(corpus, tmp_path, c
 
 
 def test_config_yaml_is_written_atomically(tmp_path, monkeypatch):
-    from text2sign.config import build_config
+    from text2sign.build import build_config
 
     cfg = build_config("tiny")
     path = tmp_path / "config.yaml"

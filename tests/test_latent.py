@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 from test_training import losses, make_corpus
 
-from text2sign.config import LatentConfig, build_config
+from text2sign.build import build_autoencoder, build_config
+from text2sign.config import LatentConfig
 from text2sign.data.dataset import open_clips
 from text2sign.latent import (
-    build_autoencoder,
     find_autoencoder,
     load_autoencoder,
     save_autoencoder,
@@ -155,7 +155,7 @@ def test_latent_run_can_reuse_an_autoencoder(corpus, tmp_path):
 
 
 def test_pipeline_needs_the_autoencoder_of_a_latent_model(corpus):
-    from text2sign.pipeline import build_models
+    from text2sign.build import build_models
 
     cfg = latent_config(corpus)
     denoiser, conditioner = build_models(cfg)

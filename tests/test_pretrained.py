@@ -14,7 +14,7 @@ from pretrained_folders import random_image_dit, write_sd_folder
 from safetensors.torch import load_file, save_file
 from test_training import make_corpus
 
-from text2sign.config import build_config
+from text2sign.build import build_config, build_models
 from text2sign.latent import load_autoencoder
 from text2sign.models.pretrained import (
     DiffusersAutoencoder,
@@ -22,7 +22,7 @@ from text2sign.models.pretrained import (
     load_diffusers_autoencoder,
     read_state_dict,
 )
-from text2sign.pipeline import Text2SignPipeline, build_models
+from text2sign.pipeline import Text2SignPipeline
 from text2sign.training import DiffusionTrainer, train
 
 
@@ -143,7 +143,8 @@ def test_inflated_unet_is_the_image_unet_per_frame_at_step_0(corpus, sd, sd2, tm
         write_unet(unet, sd2=True)
     cfg = unet_config(corpus, sd, f"model.pretrained={unet}")
     denoiser, conditioner = build_models(cfg)
-    init_from_pretrained(denoiser, cfg, log=None)
+    init_from_pretrained(denoiser, cfg.model.arch, cfg.model.pretrained, cfg.model.train_only,
+                         log=None)
     image_unet = UNet2DConditionModel.from_pretrained(unet).eval()
     denoiser.eval()
     text = conditioner(["A", "B C"])
@@ -175,7 +176,8 @@ def test_unet_motion_needs_a_text_encoder_of_its_width(corpus, sd, tmp_path):
 def test_temporal_only_freezes_the_image_unet(corpus, sd):
     cfg = unet_config(corpus, sd, "model.train_only=temporal")
     denoiser, conditioner = build_models(cfg)
-    init_from_pretrained(denoiser, cfg, log=None)
+    init_from_pretrained(denoiser, cfg.model.arch, cfg.model.pretrained, cfg.model.train_only,
+                         log=None)
     module = DiffusionTrainer(denoiser, conditioner, cfg)
     loss = module(clip(1, False), ["A", "B"], torch.Generator().manual_seed(0))
     loss.backward()
@@ -255,7 +257,7 @@ def test_dit3d_from_a_dit_checkpoint_is_the_image_dit_per_frame_at_step_0(corpus
     p = cfg.model.params
     assert (p["hidden_size"], p["depth"], p["patch_size"], p["tubelet"]) == (32, 4, 2, 1)
     denoiser, conditioner = build_models(cfg)
-    init_from_pretrained(denoiser, cfg)
+    init_from_pretrained(denoiser, cfg.model.arch, cfg.model.pretrained, cfg.model.train_only)
     printed = capsys.readouterr().out
     assert "loaded" in printed and "new" in printed and "dropped" in printed
     assert "y_embedder.embedding_table.weight[:10]" in printed  # the 10 classes

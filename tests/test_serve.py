@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("starlette", reason="needs the [serve] extra: pip install -e '.[serve]'")
 pytest.importorskip("uvicorn", reason="needs the [serve] extra: pip install -e '.[serve]'")
 
-from text2sign.config import build_config  # noqa: E402
+from text2sign.build import build_config  # noqa: E402
 from text2sign.data.video_io import read_video, write_gif  # noqa: E402
 from text2sign.evaluation.recognizer import RecognizerConfig, TrainSettings  # noqa: E402
 from text2sign.pipeline import Text2SignPipeline  # noqa: E402

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from test_training import losses, make_corpus, tiny_config
 
 from text2sign import speed
-from text2sign.config import build_config
+from text2sign.build import build_config
 from text2sign.models.registry import build_denoiser, preset_params
 from text2sign.models.text import TextEmbedding
 from text2sign.training import train

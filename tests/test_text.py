@@ -8,7 +8,6 @@ import os
 import pytest
 import torch
 
-from text2sign.config import TextConfig
 from text2sign.models.text import (
     ByteTextEncoder,
     PretrainedTextEncoder,
@@ -81,7 +80,7 @@ def test_byte_encoder_is_trainable_and_rebuilds_from_config():
     assert enc.trainable and all(p.requires_grad for p in enc.parameters())
     enc(["hi"]).pooled.pow(2).sum().backward()  # (a plain sum after LayerNorm has no gradient)
     assert enc.embed.weight.grad is not None and enc.embed.weight.grad.abs().sum() > 0
-    twin = build_text_encoder(TextConfig(**enc.config))
+    twin = build_text_encoder(**enc.config)
     assert isinstance(twin, ByteTextEncoder) and twin.config == enc.config
     twin.load_state_dict(enc.state_dict())
     torch.testing.assert_close(twin(["hi", ""]).tokens, enc(["hi", ""]).tokens)
@@ -130,10 +129,10 @@ def test_minilm_pooled_is_semantic(minilm):
 
 
 def test_build_text_encoder_dispatch(minilm):
-    enc = build_text_encoder(TextConfig(encoder=minilm_path(), max_length=8))
+    enc = build_text_encoder(minilm_path(), max_length=8)
     assert isinstance(enc, PretrainedTextEncoder)
     assert enc.config == {"encoder": minilm_path(), "max_length": 8}
-    assert isinstance(build_text_encoder(TextConfig(dim=16, heads=2)), ByteTextEncoder)
+    assert isinstance(build_text_encoder(dim=16, heads=2), ByteTextEncoder)
 
 
 @pytest.mark.parametrize("kind", ["clip", "t5"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -14,9 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from text2sign.config import build_config, load_config
+from text2sign.build import build_config, build_models
+from text2sign.config import load_config
 from text2sign.data.video_io import write_gif
-from text2sign.pipeline import Text2SignPipeline, build_models
+from text2sign.pipeline import Text2SignPipeline
 from text2sign.training import StepBatchSampler, TrainingDiverged, lr_at, train
 
 
@@ -247,3 +249,28 @@ def test_a_failing_sample_at_the_end_does_not_lose_the_checkpoint(corpus, tmp_pa
     with pytest.raises(RuntimeError, match="sampling failed"):
         train(cfg, tmp_path / "run", progress=False, device="cpu")
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-000003"]
+
+
+def test_train_step_is_one_optimizer_step_with_ema(corpus):
+    """The loop's step, shared by the benchmarks: weights move, the EMA follows, NaN stops."""
+    from accelerate import Accelerator
+
+    from text2sign.pipeline import trainable_state
+    from text2sign.training import init_training, train_step
+
+    cfg = tiny_config(corpus)
+    module, optimizer, ema, _ = init_training(cfg, None, None)
+    live = trainable_state(module)
+    before = {k: v.detach().clone() for k, v in live.items()}
+    ema_before = {k: v.clone() for k, v in ema.items()}
+    videos = torch.zeros(2, 3, 4, 16, 16)  # (B, C, T, H, W)
+    batch = [(videos, ["A", "B"], torch.Generator().manual_seed(0))]
+    result = train_step(module, optimizer, Accelerator(cpu=True), batch, grad_clip=1.0,
+                        ema=ema, live=live, ema_decay=0.5)
+    assert math.isfinite(result.loss) and result.grad_norm > 0
+    assert any(not torch.equal(before[k], live[k]) for k in live)
+    assert any(not torch.equal(ema_before[k], ema[k]) for k in ema)
+    with pytest.raises(TrainingDiverged, match="loss is nan"):
+        train_step(module, optimizer, Accelerator(cpu=True),
+                   [(videos * float("nan"), ["A", "B"], torch.Generator().manual_seed(0))],
+                   grad_clip=1.0)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from test_training import losses, make_corpus, tiny_config
 
-from text2sign.config import build_config
-from text2sign.pipeline import Text2SignPipeline, build_models
+from text2sign.build import build_config, build_models
+from text2sign.pipeline import Text2SignPipeline
 from text2sign.training import ema_decay_at, train, update_ema
 
 

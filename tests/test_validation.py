@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 
 import pytest
 import torch
 from test_training import make_corpus, tiny_config
 
+from text2sign.build import build_config
 from text2sign.cli import main
-from text2sign.config import build_config
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +191,17 @@ def test_info_says_custom_when_params_leave_the_preset(corpus, tmp_path, capsys)
 def test_info_names_the_preset_when_params_match(model, capsys):
     assert main(["info", str(model)]) == 0
     assert "unet3d preset tiny," in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["2024", "yes", "clips: new"])
+def test_cli_train_takes_any_data_folder_name(corpus, tmp_path, capsys, monkeypatch, name):
+    """--data is set as a path, never re-parsed as YAML (a number, a boolean, a mapping)."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(corpus, name, ignore=shutil.ignore_patterns(".text2sign-cache"))
+    run = tmp_path / "run"
+    code, err = cli(capsys, "train", "--data", name, "--out", str(run), "--no-progress",
+                    "--device", "cpu", "--preset", "tiny", "--set", "train.max_steps=1",
+                    "--set", "data.val_fraction=0")
+    assert code == 0, err
+    assert json.loads((run / "model" / "config.json").read_text())["config"]["data"]["path"] \
+        == name

@@ -3,15 +3,12 @@ matter, then what the model is, how it was trained, how it scores, a sample and 
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from text2sign.evaluation.evaluate import back_translation_rows, json_safe, summary_rows
-from text2sign.files import write_text_atomic
+from text2sign.evaluation.report import back_translation_rows, summary_rows
 from text2sign.models.registry import preset_params
 
 CARD_FILE = "README.md"
@@ -139,29 +136,3 @@ def read_front_matter(card: str) -> dict[str, Any]:
         raise ValueError("a model card starts with YAML front matter between '---' lines")
     return yaml.safe_load(card[4:card.index("\n---", 3)])
 
-
-EVALUATION_KEYS = ("data", "texts", "clips", "per_text", "sampler", "steps", "guidance", "seed",
-                   "top1", "top5", "ceiling_top1", "ceiling_top5", "ceiling_top1_autoencoded",
-                   "chance_top1", "fd", "fd_floor", "seconds_per_clip", "device",
-                   "back_translation")
-
-
-def add_evaluation(folder: str | Path, report: dict[str, Any], command: str | None) -> Path:
-    """Record an evaluation in a model folder: its numbers in config.json (so a re-written card
-    keeps them), its compare.gif as sample.gif, and the card re-written with both."""
-    # checkpoint imports this module to write cards, so it is imported here
-    from text2sign.checkpoint import find_model_folder, read_model_info, read_training_texts
-
-    folder = find_model_folder(folder)
-    info = read_model_info(folder)
-    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    kept = {k: report[k] for k in EVALUATION_KEYS if k in report}
-    raw["evaluation"] = json_safe({**kept, "command": command})
-    info["evaluation"] = raw["evaluation"]
-    if report.get("compare_gif"):
-        shutil.copyfile(report["compare_gif"], folder / SAMPLE_FILE)
-    # config.json keeps its recorded checksums: they cover the weights, which do not change.
-    write_text_atomic(folder / "config.json", json.dumps(raw, indent=2))
-    card = model_card(info, folder, read_training_texts(folder), (folder / SAMPLE_FILE).is_file())
-    write_text_atomic(folder / CARD_FILE, card)
-    return folder / CARD_FILE

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,8 @@ import torch
 from safetensors.torch import save_file
 
 from text2sign.card import CARD_FILE, SAMPLE_FILE, model_card
-from text2sign.config import Config, from_dict
+from text2sign.config import Config, from_dict, load_config
+from text2sign.evaluation.report import json_safe
 from text2sign.files import (
     DamagedFile,
     atomic_dir,
@@ -20,6 +23,7 @@ from text2sign.files import (
     load_tensors,
     read_json,
     verify_digests,
+    write_text_atomic,
 )
 from text2sign.latent import write_autoencoder
 
@@ -155,6 +159,30 @@ def read_model_info(folder: str | Path) -> dict[str, Any]:
 _RETRAIN = "text2sign train writes one into runs/NAME/model"
 
 
+EVALUATION_KEYS = ("data", "texts", "clips", "per_text", "sampler", "steps", "guidance", "seed",
+                   "top1", "top5", "ceiling_top1", "ceiling_top5", "ceiling_top1_autoencoded",
+                   "chance_top1", "fd", "fd_floor", "seconds_per_clip", "device",
+                   "back_translation")
+
+
+def add_evaluation(folder: str | Path, report: dict[str, Any], command: str | None) -> Path:
+    """Record an evaluation in a model folder: its numbers in config.json (so a re-written card
+    keeps them), its compare.gif as sample.gif, and the card re-written with both."""
+    folder = find_model_folder(folder)
+    info = read_model_info(folder)
+    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    kept = {k: report[k] for k in EVALUATION_KEYS if k in report}
+    raw["evaluation"] = json_safe({**kept, "command": command})
+    info["evaluation"] = raw["evaluation"]
+    if report.get("compare_gif"):
+        shutil.copyfile(report["compare_gif"], folder / SAMPLE_FILE)
+    # config.json keeps its recorded checksums: they cover the weights, which do not change.
+    write_text_atomic(folder / "config.json", json.dumps(raw, indent=2))
+    card = model_card(info, folder, read_training_texts(folder), (folder / SAMPLE_FILE).is_file())
+    write_text_atomic(folder / CARD_FILE, card)
+    return folder / CARD_FILE
+
+
 def load_model_folder(folder: str | Path) -> tuple[Config, dict, dict, dict[str, Any]]:
     """Return (config, denoiser_state, text_state, info) read from safetensors + JSON, after
     checking the weights against the checksums recorded in config.json."""
@@ -250,3 +278,105 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def resolve_resume(out: Path, resume: bool | str | Path) -> Path | None:
+    """The checkpoint ``--resume`` names (None for a new run, which must not overwrite one)."""
+    if resume is False or resume is None:
+        existing = list_checkpoints(out)
+        if existing:
+            raise ValueError(
+                f"{str(out)!r} already holds a run (checkpoint {existing[-1].name}); continue it "
+                "with --resume, or pass another --out to start a new one"
+            )
+        return None
+    if resume is True:
+        found = list_checkpoints(out)
+        if not found:
+            raise FileNotFoundError(
+                f"--resume: no checkpoint in {str(out / 'checkpoints')!r}; start without --resume "
+                "or pass --out of the run to continue"
+            )
+        return found[-1]
+    return Path(resume)
+
+
+def load_resume(out: Path, resume: bool | str | Path) -> tuple[Path | None, dict | None]:
+    """The checkpoint to continue from and its state. Plain ``--resume`` falls back to the newest
+    checkpoint that loads, saying which damaged ones it skipped; a named one must load."""
+    checkpoint = resolve_resume(out, resume)
+    if checkpoint is None:
+        return None, None
+    if resume is not True:
+        return checkpoint, load_training_state(checkpoint)
+    for candidate in reversed(list_checkpoints(out)):
+        try:
+            return candidate, load_training_state(candidate)
+        except DamagedFile as err:
+            print(f"skipping checkpoint {candidate.name}: {err}", file=sys.stderr)
+    raise DamagedFile(f"no checkpoint in {str(out / 'checkpoints')!r} loads (each is listed "
+                      "above); start the run again with another --out")
+
+
+def _checkpoint_config(out: Path, resume: bool | str | Path) -> dict | None:
+    """The config a run's checkpoint holds (its state.json only; the tensors are not read)."""
+    candidates = reversed(list_checkpoints(out)) if resume is True else [Path(resume)]
+    for folder in candidates:
+        try:
+            kept = read_json(folder / "state.json", "").get("config")
+        except DamagedFile:
+            continue
+        if kept:
+            return kept
+    return None
+
+
+def resume_config(cfg: Config, out: str | Path, resume: bool | str | Path,
+                  data: str | Path | None = None) -> Config:
+    """The config a run continues with, decided once: on resume the run's own config
+    (config.yaml, else its checkpoint's copy) wins, except the limits a user may extend
+    (train.max_steps, train.max_minutes). ``data``, a data path the user named, must be the
+    run's own. A new run keeps ``cfg``."""
+    out = Path(out)
+    if not resume:
+        return cfg
+    saved = out / "config.yaml"
+    kept = _checkpoint_config(out, resume)
+    if saved.is_file():
+        fix = ("delete it to resume with the copy the checkpoint holds" if kept else
+               "restore it (a copy is in model/config.json, section config)")
+        base = load_config(saved, fix)
+    elif kept:
+        base = from_dict(kept)
+    else:
+        return cfg
+    if data is not None and Path(data).resolve() != Path(base.data.path).resolve():
+        raise ValueError(
+            f"--data {str(data)!r} differs from the data of the run in {str(out)!r} "
+            f"({base.data.path!r}); --resume continues on the run's own data: drop --data, "
+            "or start a new run with another --out")
+    return replace(base, train=replace(base.train, max_steps=cfg.train.max_steps,
+                                       max_minutes=cfg.train.max_minutes))
+
+
+def load_checkpoint_weights(module: torch.nn.Module, state: dict, frozen: set[str],
+                            where: Path) -> None:
+    """Load a checkpoint's weights strictly: every trained tensor present, nothing extra."""
+    expected = {k for k in module.state_dict() if k not in frozen}
+    missing = sorted(expected - set(state["model"]))
+    unexpected = sorted(set(state["model"]) - expected)
+    ema_keys = {k for k, p in module.named_parameters() if p.requires_grad}
+    if missing or unexpected or set(state["ema"]) != ema_keys:
+        raise ValueError(
+            f"checkpoint {str(where)!r} does not fit this run's model (missing keys "
+            f"{missing[:5]}, unexpected keys {unexpected[:5]}); it was written with another "
+            "config: resume with that run's config.yaml or start a new --out")
+    try:
+        module.load_state_dict(state["model"], strict=False)
+    except RuntimeError as err:
+        first = str(err).splitlines()[-1].strip()
+        raise ValueError(f"checkpoint {str(where)!r} does not fit this run's model ({first}); "
+                         "resume with that run's config.yaml or start a new --out") from err

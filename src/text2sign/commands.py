@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace):
-    from text2sign.config import build_config
+    from text2sign.build import build_config
 
     return build_config(args.preset, args.config, args.overrides)
 
@@ -83,27 +83,18 @@ def run_config(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from text2sign.config import apply_overrides, load_config, resolve
+    from text2sign.checkpoint import resume_config
+    from text2sign.config import validate
     from text2sign.training import train
 
     cfg = _build(args)
-    extra = []
-    if args.data:
-        extra.append(f"data.path={args.data}")
+    if args.data:  # set as data, never re-parsed: a folder named 2024 or yes stays a path
+        cfg = replace(cfg, data=replace(cfg.data, path=str(args.data)))
     if args.minutes is not None:
-        extra.append(f"train.max_minutes={args.minutes}")
-    if extra:
-        cfg = resolve(apply_overrides(cfg, extra))
+        cfg = replace(cfg, train=replace(cfg.train, max_minutes=args.minutes))
+    validate(cfg)
     out = Path(args.out or f"runs/{cfg.model.arch}-{cfg.model.preset}")
-    if args.resume and (out / "config.yaml").is_file():
-        saved = load_config(out / "config.yaml", "restore it, or delete it to resume with the "
-                            "copy in the checkpoint")
-        if args.data and Path(args.data).resolve() != Path(saved.data.path).resolve():
-            raise ValueError(
-                f"--data {args.data!r} differs from the data of the run in {str(out)!r} "
-                f"({saved.data.path!r}); --resume continues on the run's own data: drop --data, "
-                "or start a new run with another --out")
-        cfg = replace(cfg, data=saved.data)
+    cfg = resume_config(cfg, out, args.resume, data=args.data)
     if not Path(cfg.data.path).exists():
         raise FileNotFoundError(
             f"data {cfg.data.path!r} does not exist; pass --data DIR (a folder of NAME.gif + "

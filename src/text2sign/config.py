@@ -12,7 +12,6 @@ from typing import Any
 import yaml
 
 from text2sign.files import DamagedFile, write_text_atomic
-from text2sign.models.registry import preset_params
 
 SAMPLERS = ("ddpm", "ddim", "dpm++")
 
@@ -258,9 +257,10 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return from_dict(raw)
 
 
-def build_config(preset: str = "small", config_file: str | Path | None = None,
-                 overrides: list[str] | None = None) -> Config:
-    """Preset, then YAML file, then ``--set`` overrides; architecture params fully resolved."""
+def compose(preset: str = "small", config_file: str | Path | None = None,
+            overrides: list[str] | None = None) -> Config:
+    """Preset, then YAML file, then ``--set`` overrides, validated; `build.resolve` (which
+    `build.build_config` applies) then fills in the architecture's parameters."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     raw = _merge(Config().to_dict(), PRESETS[preset])
@@ -271,17 +271,6 @@ def build_config(preset: str = "small", config_file: str | Path | None = None,
     cfg = from_dict(raw)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
-    return resolve(cfg)
-
-
-def resolve(cfg: Config) -> Config:
-    """Fill ``model.params`` with the architecture preset's values under any explicit ones."""
-    cfg = copy.deepcopy(cfg)
-    cfg.model.params = {**preset_params(cfg.model.arch, cfg.model.preset), **cfg.model.params}
-    if cfg.model.pretrained or cfg.model.train_only != "all" or cfg.latent.autoencoder:
-        from text2sign.models.pretrained import resolve_pretrained
-
-        resolve_pretrained(cfg)  # what the pretrained files decide (reads their configs)
     return cfg
 
 

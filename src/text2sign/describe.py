@@ -16,7 +16,7 @@ from text2sign.checkpoint import (
     read_training_texts,
 )
 from text2sign.evaluation.demo import model_or_shipped
-from text2sign.evaluation.evaluate import format_table
+from text2sign.evaluation.report import format_table
 from text2sign.files import verify_digests
 
 

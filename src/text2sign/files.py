@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -230,3 +231,56 @@ def load_tensors(path: str | Path, fix: str) -> dict[str, Any]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise DamagedFile(f"{str(path)!r} is damaged ({str(err).splitlines()[0]}); {fix}") from err
+
+
+# ----------------------------------------------------------------------------- a run's log file
+
+
+def keep_log(path: Path, last_step: int) -> None:
+    """Keep the log's lines up to ``last_step`` (the checkpoint resumed from; 0 for a new run)."""
+    write_text_atomic(path, "".join(ln + "\n" for ln in log_lines(path)
+                                    if json.loads(ln)["step"] <= last_step))
+
+
+def log_lines(path: Path) -> list[str]:
+    """The complete JSON lines of a run's log; a line a kill cut short is dropped."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    good = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        good.append(line)
+    return good
+
+
+def append_line(path: Path, line: str) -> None:
+    """One log line in one write call, so a kill leaves whole lines (plus at most one cut)."""
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+class StopRequest:
+    """First Ctrl-C asks the loop to save and stop at the end of the step; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> StopRequest:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: saving a checkpoint at the end of this step (Ctrl-C again to abort)")
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

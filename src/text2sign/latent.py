@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from text2sign.build import build_autoencoder
 from text2sign.config import LatentConfig
 from text2sign.data.dataset import to_unit
 from text2sign.files import atomic_dir
@@ -24,10 +25,6 @@ from text2sign.models.autoencoder import FrameAutoencoder, reconstruction_loss
 
 AUTOENCODER_FILE = "autoencoder.safetensors"
 AUTOENCODER_INFO = "autoencoder.json"
-
-
-def build_autoencoder(cfg: LatentConfig) -> FrameAutoencoder:
-    return FrameAutoencoder(cfg.channels, cfg.factor, cfg.width)
 
 
 def _architecture(cfg: LatentConfig) -> dict[str, int]:

@@ -9,51 +9,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from text2sign.build import build_conditioner, build_denoiser, diffusion_space, pick_device
 from text2sign.checkpoint import find_model_folder, load_model_folder, read_training_texts
 from text2sign.config import Config, check_clip, validate_sample
 from text2sign.data.dataset import to_uint8
 from text2sign.diffusion import sample
 from text2sign.latent import load_autoencoder
-from text2sign.models.registry import build_denoiser
-from text2sign.models.text import TextConditioner, build_text_encoder
-
-
-def pick_device(name: str | None = None) -> torch.device:
-    """CUDA > MPS > CPU unless a device is named."""
-    if name in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r} asked for but MPS is not available; use --device cpu")
-    return device
-
-
-def build_models(cfg: Config) -> tuple[nn.Module, nn.Module]:
-    """The denoiser and the text conditioner a config describes, freshly initialised."""
-    conditioner = build_conditioner(cfg)
-    return build_denoiser_for(cfg, conditioner.dim), conditioner
-
-
-def build_conditioner(cfg: Config) -> nn.Module:
-    return TextConditioner(build_text_encoder(cfg.text), cfg.diffusion.null_condition,
-                           lowercase=cfg.text.lowercase)
-
-
-def build_denoiser_for(cfg: Config, text_dim: int) -> nn.Module:
-    channels, size = diffusion_space(cfg)
-    denoiser = build_denoiser(cfg.model.arch, cfg.model.params, in_channels=channels,
-                              text_dim=text_dim)
-    denoiser.check_input_size(cfg.data.frames, size, size)
-    return denoiser
+from text2sign.models.pretrained import check_reference, restore_denoiser
 
 
 def check_fit(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
@@ -71,13 +33,6 @@ def check_fit(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
             f"weights in {str(file)!r} do not fit the model its config.json describes (missing "
             f"{missing}, unexpected {unexpected}, shapes file vs config {shapes}); the folder "
             "is damaged or was edited: copy it again or retrain it")
-
-
-def diffusion_space(cfg: Config) -> tuple[int, int]:
-    """(channels, side) of what the denoiser sees: RGB pixels, or the autoencoder's latents."""
-    if cfg.latent.enabled:
-        return cfg.latent.channels, cfg.data.size // cfg.latent.factor
-    return 3, cfg.data.size
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -99,7 +54,7 @@ class Text2SignPipeline:
     def __init__(self, denoiser: nn.Module, conditioner: nn.Module, config: Config,
                  device: torch.device | str | None = None, info: dict | None = None,
                  autoencoder: nn.Module | None = None):
-        self.device = pick_device(device) if not isinstance(device, torch.device) else device
+        self.device = pick_device(device)
         self.denoiser = denoiser.to(self.device).eval()
         self.conditioner = conditioner.to(self.device).eval()
         if config.latent.enabled and autoencoder is None:
@@ -171,8 +126,6 @@ class Text2SignPipeline:
                         ) -> Text2SignPipeline:
         """Load a model folder, a run folder holding ``model/``, or a Hugging Face Hub id
         ('owner/name': downloaded unless ``HF_HUB_OFFLINE`` is set); reads no pickle."""
-        from text2sign.models.pretrained import check_reference, restore_denoiser
-
         folder = find_model_folder(folder)
         cfg, denoiser_state, text_state, info = load_model_folder(folder)
         where = str(folder)
@@ -190,13 +143,13 @@ class Text2SignPipeline:
             check_fit(trainable_state(probe), text_state, Path(where) / "text.safetensors")
         conditioner = build_conditioner(cfg)
         if "denoiser" in info.get("pretrained", {}):  # frozen weights come from the reference
-            denoiser = build_denoiser_for(cfg, conditioner.dim)
-            restore_denoiser(denoiser, denoiser_state, cfg, info, where)
+            denoiser = build_denoiser(cfg, conditioner.dim)
+            restore_denoiser(denoiser, denoiser_state, cfg.model.arch, info, where)
         else:  # checked against a model on the meta device first: an absurd config allocates
             with torch.device("meta"):  # nothing
-                probe = build_denoiser_for(cfg, conditioner.dim)
+                probe = build_denoiser(cfg, conditioner.dim)
             check_fit(probe.state_dict(), denoiser_state, Path(where) / "denoiser.safetensors")
-            denoiser = build_denoiser_for(cfg, conditioner.dim)
+            denoiser = build_denoiser(cfg, conditioner.dim)
             denoiser.load_state_dict(denoiser_state)
         missing, unexpected = conditioner.load_state_dict(text_state, strict=False)
         expected = set(trainable_state(conditioner))

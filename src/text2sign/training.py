@@ -10,12 +10,11 @@ import contextlib
 import copy
 import json
 import math
-import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,38 +25,41 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from text2sign import diffusion
+from text2sign.build import build_autoencoder, build_models, pick_device
 from text2sign.checkpoint import (
     CHECKPOINT_PREFIX,
     list_checkpoints,
-    load_training_state,
+    load_checkpoint_weights,
+    load_resume,
     optimizer_from_tensors,
     prune_checkpoints,
     save_model_folder,
     save_training_state,
 )
-from text2sign.config import Config, TrainConfig, from_dict, load_config
+from text2sign.config import Config, TrainConfig
 from text2sign.data.dataset import ClipDataset, open_clips
 from text2sign.data.video_io import gif_bytes, safe_names, write_gif
 from text2sign.evaluation import evaluate as evaluation
 from text2sign.files import (
-    DamagedFile,
     DiskFull,
     RunStopped,
+    StopRequest,
+    append_line,
     clean_leftovers,
     is_disk_full,
+    keep_log,
     run_lock,
-    write_text_atomic,
 )
 from text2sign.latent import (
     AUTOENCODER_INFO,
     LatentDataset,
-    build_autoencoder,
     latent_cache,
     load_autoencoder,
     save_autoencoder,
     train_autoencoder,
 )
-from text2sign.pipeline import Text2SignPipeline, build_models, pick_device, trainable_state
+from text2sign.models.pretrained import init_from_pretrained, reference
+from text2sign.pipeline import Text2SignPipeline, trainable_state
 from text2sign.schedule import warmup_cosine
 from text2sign.speed import (
     adamw,
@@ -169,6 +171,54 @@ def ema_models(module: DiffusionTrainer, ema: dict[str, torch.Tensor]) -> tuple[
     return denoiser, conditioner
 
 
+def micro_batches(batches: Iterator[dict], tc: TrainConfig, step: int, rank: int,
+                  accelerator: Any, encode: Any = None) -> Iterator[tuple]:
+    """The ``grad_accum`` micro-batches of one step as (videos, texts, generator), each with its
+    own seed from (seed, step, micro-batch, rank); ``encode`` maps clips to latents."""
+    for micro in range(tc.grad_accum):
+        batch = next(batches)
+        videos = batch["video"].to(accelerator.device, non_blocking=True)  # (B, C, T, H, W)
+        if encode is not None:
+            with torch.no_grad(), accelerator.autocast():
+                videos = encode(videos).float()  # (B, C', T, H/f, W/f)
+        seed = derive_seed(tc.seed, step, micro, rank)
+        torch.manual_seed(seed)  # anything drawing from the global RNG (dropout)
+        yield videos, batch["text"], torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean over the micro-batches (and processes)
+    grad_norm: float  # before clipping; 0.0 when the step did not sync gradients
+
+
+def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, accelerator: Any,
+               micro_batches: Iterable[tuple[torch.Tensor, list[str], torch.Generator]], *,
+               grad_clip: float, ema: dict[str, torch.Tensor] | None = None,
+               live: dict[str, torch.Tensor] | None = None, ema_decay: float = 0.0
+               ) -> StepResult:
+    """One optimizer step: forward + loss, backward, clip, AdamW per micro-batch under
+    accelerate's accumulation, then the EMA. ``micro_batches`` yields (videos (B, C, T, H, W),
+    texts, generator); a non-finite loss raises `TrainingDiverged` before its backward."""
+    total, grad_norm, count = 0.0, torch.zeros(()), 0
+    for videos, texts, generator in micro_batches:
+        with accelerator.accumulate(module):
+            with accelerator.autocast():
+                loss = module(videos, texts, generator)
+            value = accelerator.reduce(loss.detach(), "mean").item()  # sync point
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"loss is {value}")
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(module.parameters(), grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        total, count = total + value, count + 1
+    if ema is not None:
+        update_ema(ema, live, ema_decay)
+    return StepResult(total / max(count, 1), float(grad_norm))
+
+
 def gif_summary(tag: str, videos: np.ndarray, fps: float):
     """A TensorBoard image summary holding an animated GIF (what add_video writes, without
     needing moviepy): clips side by side, uint8 (N, T, H, W, 3)."""
@@ -265,134 +315,6 @@ def evaluate_and_log(pipe: Text2SignPipeline, cache: Any, out: Path, step: int,
                      if isinstance(report.get(k), int | float)}, step=step)
 
 
-def keep_log(path: Path, last_step: int) -> None:
-    """Keep the log's lines up to ``last_step`` (the checkpoint resumed from; 0 for a new run)."""
-    write_text_atomic(path, "".join(ln + "\n" for ln in log_lines(path)
-                                    if json.loads(ln)["step"] <= last_step))
-
-
-def log_lines(path: Path) -> list[str]:
-    """The complete JSON lines of a run's log; a line a kill cut short is dropped."""
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    good = []
-    for line in lines:
-        try:
-            json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        good.append(line)
-    return good
-
-
-def append_line(path: Path, line: str) -> None:
-    """One log line in one write call, so a kill leaves whole lines (plus at most one cut)."""
-    with path.open("a", encoding="utf-8") as f:
-        f.write(line + "\n")
-
-
-class StopRequest:
-    """First Ctrl-C asks the loop to save and stop at the end of the step; a second one aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> StopRequest:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nCtrl-C: saving a checkpoint at the end of this step (Ctrl-C again to abort)")
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-def resolve_resume(out: Path, resume: bool | str | Path) -> Path | None:
-    if resume is False or resume is None:
-        existing = list_checkpoints(out)
-        if existing:
-            raise ValueError(
-                f"{str(out)!r} already holds a run (checkpoint {existing[-1].name}); continue it "
-                "with --resume, or pass another --out to start a new one"
-            )
-        return None
-    if resume is True:
-        found = list_checkpoints(out)
-        if not found:
-            raise FileNotFoundError(
-                f"--resume: no checkpoint in {str(out / 'checkpoints')!r}; start without --resume "
-                "or pass --out of the run to continue"
-            )
-        return found[-1]
-    return Path(resume)
-
-
-def load_resume(out: Path, resume: bool | str | Path) -> tuple[Path | None, dict | None]:
-    """The checkpoint to continue from and its state. Plain ``--resume`` falls back to the newest
-    checkpoint that loads, saying which damaged ones it skipped; a named one must load."""
-    checkpoint = resolve_resume(out, resume)
-    if checkpoint is None:
-        return None, None
-    if resume is not True:
-        return checkpoint, load_training_state(checkpoint)
-    for candidate in reversed(list_checkpoints(out)):
-        try:
-            return candidate, load_training_state(candidate)
-        except DamagedFile as err:
-            print(f"skipping checkpoint {candidate.name}: {err}", file=sys.stderr)
-    raise DamagedFile(f"no checkpoint in {str(out / 'checkpoints')!r} loads (each is listed "
-                      "above); start the run again with another --out")
-
-
-def run_config(cfg: Config, out: Path, resume: bool | str | Path,
-               state: dict | None = None) -> Config:
-    """On resume the run's saved config wins (config.yaml, else the checkpoint's copy), except
-    the limits a user may extend."""
-    saved = out / "config.yaml"
-    if not resume:
-        return cfg
-    kept = state["meta"].get("config") if state else None
-    if saved.is_file():
-        fix = ("delete it to resume with the copy the checkpoint holds" if kept else
-               "restore it (a copy is in model/config.json, section config)")
-        base = load_config(saved, fix)
-    elif kept:
-        base = from_dict(kept)
-    else:
-        return cfg
-    base.train = replace(base.train, max_steps=cfg.train.max_steps,
-                         max_minutes=cfg.train.max_minutes)
-    return base
-
-
-def load_checkpoint_weights(module: nn.Module, state: dict, frozen: set[str],
-                            where: Path) -> None:
-    """Load a checkpoint's weights strictly: every trained tensor present, nothing extra."""
-    expected = {k for k in module.state_dict() if k not in frozen}
-    missing = sorted(expected - set(state["model"]))
-    unexpected = sorted(set(state["model"]) - expected)
-    ema_keys = {k for k, p in module.named_parameters() if p.requires_grad}
-    if missing or unexpected or set(state["ema"]) != ema_keys:
-        raise ValueError(
-            f"checkpoint {str(where)!r} does not fit this run's model (missing keys "
-            f"{missing[:5]}, unexpected keys {unexpected[:5]}); it was written with another "
-            "config: resume with that run's config.yaml or start a new --out")
-    try:
-        module.load_state_dict(state["model"], strict=False)
-    except RuntimeError as err:
-        first = str(err).splitlines()[-1].strip()
-        raise ValueError(f"checkpoint {str(where)!r} does not fit this run's model ({first}); "
-                         "resume with that run's config.yaml or start a new --out") from err
-
-
 def init_training(cfg: Config, checkpoint: Path | None, state: dict | None,
                   autoencoder: nn.Module | None = None, device: torch.device | None = None,
                   log=None
@@ -406,9 +328,9 @@ def init_training(cfg: Config, checkpoint: Path | None, state: dict | None,
     denoiser, conditioner = build_models(cfg)
     references = pretrained_references(cfg, autoencoder)
     if cfg.model.pretrained:
-        from text2sign.models.pretrained import init_from_pretrained
-
-        references["denoiser"] = init_from_pretrained(denoiser, cfg, log=log)
+        references["denoiser"] = init_from_pretrained(denoiser, cfg.model.arch,
+                                                      cfg.model.pretrained,
+                                                      cfg.model.train_only, log=log)
     denoiser.set_gradient_checkpointing(tc.gradient_checkpointing)
     if tc.compile:
         compile_module(denoiser)
@@ -455,8 +377,6 @@ def make_accelerator(tc: TrainConfig, out: Path, device: str | None):
 def pretrained_references(cfg: Config, autoencoder: nn.Module | None) -> dict[str, Any]:
     """Path + sha256 of the frozen pretrained files a run uses outside its model folder (a
     local text encoder folder, a diffusers VAE); the denoiser's is added when it loads."""
-    from text2sign.models.pretrained import reference
-
     refs: dict[str, Any] = {}
     if cfg.text.encoder != "bytes" and Path(cfg.text.encoder).expanduser().is_dir():
         refs["text_encoder"] = reference(cfg.text.encoder)
@@ -493,11 +413,12 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
           device: str | None = None) -> Path:
     """Train a text-conditioned video diffusion model; returns the model folder ``out/model``.
 
-    The run folder is locked for the run; what a killed run left half-written is cleaned first.
+    ``cfg`` is used as given: on resume, decide it with `checkpoint.resume_config` first (the
+    CLI does). The run folder is locked for the run; what a killed run left half-written is
+    cleaned first.
     """
     out = Path(out)
     checkpoint, state = load_resume(out, resume)
-    cfg = run_config(cfg, out, resume, state)
     accelerator = make_accelerator(cfg.train, out, device)
     main = accelerator.is_main_process
     with run_lock(out) if main else contextlib.nullcontext():
@@ -576,6 +497,9 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
         prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers > 0 else None,
     )
     batches = iter(loader)
+    encode = None  # without the latent cache, every batch is encoded on the fly
+    if autoencoder is not None and not isinstance(dataset, LatentDataset):
+        encode = autoencoder.encode
     facts = model_facts(raw, cache, train_idx, val_idx, unseen_idx, cfg, ae_meta)
     if references:
         facts["pretrained"] = references
@@ -596,39 +520,25 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
             lr = lr_at(step, tc, minutes_before + (time.time() - started) / 60)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            grad_norm = torch.zeros(())
-            for micro in range(tc.grad_accum):
-                batch = next(batches)
-                videos = batch["video"].to(accelerator.device, non_blocking=True)  # (B,C,T,H,W)
-                if autoencoder is not None and not isinstance(dataset, LatentDataset):
-                    with torch.no_grad(), accelerator.autocast():
-                        videos = autoencoder.encode(videos).float()  # (B, C', T, H/f, W/f)
-                seed = derive_seed(tc.seed, step, micro, rank)
-                torch.manual_seed(seed)  # anything drawing from the global RNG (dropout)
-                generator = torch.Generator().manual_seed(seed)
-                probe = recorded_attention_kernels() if probe_attention else nullcontext()
-                with accelerator.accumulate(module):
-                    with accelerator.autocast(), probe as kernels:
-                        loss = module(videos, batch["text"], generator)
-                    if probe_attention:
-                        probe_attention = False
-                        if main and progress:
-                            pbar.write(describe_kernels(kernels, accelerator.device))
-                    loss_value = accelerator.reduce(loss.detach(), "mean").item()  # sync point
-                    if not math.isfinite(loss_value):
-                        pbar.close()
-                        raise TrainingDiverged(
-                            f"loss is {loss_value} at step {step}; stopped without saving. Last "
-                            f"good checkpoint: {last_saved or 'none'}. Lower train.lr (now "
-                            f"{tc.lr}) or use train.mixed_precision=no, then --resume."
-                        )
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        grad_norm = accelerator.clip_grad_norm_(module.parameters(), tc.grad_clip)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                window_loss += loss_value / tc.grad_accum
-            update_ema(ema, live, ema_decay_at(step, tc.ema_decay))
+
+            probe = recorded_attention_kernels() if probe_attention else nullcontext()
+            try:
+                with probe as kernels:
+                    batch_iter = micro_batches(batches, tc, step, rank, accelerator, encode)
+                    result = train_step(module, optimizer, accelerator, batch_iter,
+                                        grad_clip=tc.grad_clip, ema=ema, live=live,
+                                        ema_decay=ema_decay_at(step, tc.ema_decay))
+            except TrainingDiverged as err:
+                pbar.close()
+                raise TrainingDiverged(
+                    f"{err} at step {step}; stopped without saving. Last good checkpoint: "
+                    f"{last_saved or 'none'}. Lower train.lr (now {tc.lr}) or use "
+                    "train.mixed_precision=no, then --resume.") from None
+            if probe_attention:
+                probe_attention = False
+                if main and progress:
+                    pbar.write(describe_kernels(kernels, accelerator.device))
+            window_loss += result.loss
             step += 1
             window_steps += 1
             minutes = minutes_before + (time.time() - started) / 60
@@ -637,7 +547,7 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                 elapsed = time.time() - window_start
                 scalars = {
                     "train/loss": window_loss / window_steps, "train/lr": lr,
-                    "train/grad_norm": float(grad_norm),
+                    "train/grad_norm": result.grad_norm,
                     "train/clips_per_s": global_batch * window_steps / max(elapsed, 1e-9),
                 }
                 accelerator.log(scalars, step=step)

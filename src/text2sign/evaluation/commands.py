@@ -104,7 +104,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                       max_texts=args.max_texts, name=str(folder), progress=args.progress)
     print_report(report)
     if args.card:
-        from text2sign.card import add_evaluation
+        from text2sign.checkpoint import add_evaluation
 
         print(f"model card:    {add_evaluation(folder, report, args.command_line)}")
     return 0
@@ -117,7 +117,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if args.config is not None:
         if not args.train:
             raise ValueError("--config applies to --train only; add --train, or drop --config")
-        from text2sign.config import build_config
+        from text2sign.build import build_config
 
         config = build_config("small", args.config)
     if args.model is not None and args.train:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     shipped with text2sign, trained on the ASL words corpus; else one trained on the training
     corpus), which is left in ``out/recognizer``. ``quiet`` prints the results only.
     """
-    from text2sign.config import apply_overrides, build_config, resolve
+    from text2sign.build import build_config
     from text2sign.data.dataset import open_clips
     from text2sign.data.fingerspelling import builtin_words
     from text2sign.evaluation.evaluate import evaluate, print_report
@@ -125,8 +126,8 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
         cfg = config or _shipped_config() or build_config("small")
         corpus = ensure_corpus(out / "data" / "asl-words", cfg.data.frames, cfg.data.size,
                                words, variants=CORPUS_VARIANTS, progress=progress, quiet=quiet)
-        cfg = resolve(apply_overrides(cfg, [f"data.path={corpus}",
-                                            f"train.max_minutes={minutes}"]))
+        cfg = replace(cfg, data=replace(cfg.data, path=str(corpus)),
+                      train=replace(cfg.train, max_minutes=minutes))
         if not quiet:
             print(f"training {cfg.model.arch} for up to {minutes:g} minutes in {out}")
         run = out / time.strftime("train-%Y%m%d-%H%M%S")  # a new run each time, never over one

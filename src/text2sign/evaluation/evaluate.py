@@ -20,6 +20,13 @@ import numpy as np
 
 from text2sign.data.dataset import to_unit
 from text2sign.data.video_io import safe_names
+from text2sign.evaluation.report import (
+    back_translation_rows,
+    fmt_number,
+    format_table,
+    json_safe,
+    summary_rows,
+)
 
 GIF_FPS = 8.0  # as `text2sign sample`; a cache's fps is the source's, before time resampling
 SHEET_FRAMES = 8  # frames shown per clip on the contact sheet
@@ -99,44 +106,6 @@ def _frame(video: np.ndarray, color: tuple[int, int, int], width: int = 2) -> np
 
 def _pick_frames(video: np.ndarray, count: int) -> np.ndarray:
     return video[np.linspace(0, len(video) - 1, count).round().astype(int)]  # (count, H, W, 3)
-
-
-def json_safe(value: Any) -> Any:
-    """NaN -> None so report.json is strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def fmt_number(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
-    """The headline numbers as (name, value) pairs, for report.md and the command line."""
-    return [
-        ("texts", str(report["texts"])),
-        ("clips", str(report["clips"])),
-        ("top-1", fmt_number(report["top1"])),
-        ("top-5", fmt_number(report["top5"])),
-        ("ceiling top-1 (real)", fmt_number(report["ceiling_top1"])),
-        ("ceiling top-5 (real)", fmt_number(report["ceiling_top5"])),
-        *([("ceiling top-1 (autoencoded)", fmt_number(report["ceiling_top1_autoencoded"]))]
-          if "ceiling_top1_autoencoded" in report else []),
-        ("chance top-1", fmt_number(report["chance_top1"])),
-        ("FD", fmt_number(report["fd"], 2)),
-        ("FD floor (real vs real)", fmt_number(report["fd_floor"], 2)),
-        ("s/clip", fmt_number(report["seconds_per_clip"], 3)),
-        ("device", report["device"]),
-    ]
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -238,9 +207,6 @@ def _resolve_sampling(pipe: Any, sampler: str | None, steps: int | None,
     return sampler, int(steps), float(guidance)
 
 
-GROUP_NAMES = {"letters": "letters", "seen": "seen texts", "unseen": "unseen texts"}
-
-
 def text_groups(texts: list[str], training_texts: list[str] | None, holdout: float = 0.0,
                 max_texts: int | None = None) -> dict[str, list[str]]:
     """Split texts into letters (one character), seen and unseen (never trained on).
@@ -292,28 +258,6 @@ def back_translation(readings: list[str], prompts: list[str], sequence: Any, cac
             "examples": [[r, h] for r, h in list(zip(refs, hyps, strict=True))[:12]],
         }
     return out
-
-
-def back_translation_rows(report: dict[str, Any]) -> list[list[str]]:
-    """Header + one row per group: the back-translation table."""
-    bt = report.get("back_translation")
-    if not bt:
-        return []
-    unit = "CER" if bt["units"] == "chars" else "gloss ER"
-    rows = [["back-translation", "texts", "clips", unit, f"ceiling {unit}", "exact",
-             "ceiling exact", "ceiling clips"]]
-    for group, g in bt["groups"].items():
-        rows.append([GROUP_NAMES.get(group, group), str(g["texts"]), str(g["clips"]),
-                     fmt_number(g["cer"]), fmt_number(g["ceiling_cer"]), fmt_number(g["exact"]),
-                     fmt_number(g["ceiling_exact"]), str(g["ceiling_clips"])])
-    return rows
-
-
-def format_table(rows: list[list[str]]) -> str:
-    """Aligned columns for a terminal."""
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
 
 
 def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from text2sign.build import pick_device
 from text2sign.data.dataset import to_uint8, to_unit
 from text2sign.files import atomic_dir
-from text2sign.pipeline import pick_device
 from text2sign.schedule import warmup_cosine
 
 FORMAT_VERSION = 1

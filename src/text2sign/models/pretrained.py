@@ -14,14 +14,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from einops import rearrange
 from torch import nn
-
-if TYPE_CHECKING:
-    from text2sign.config import Config
 
 UNET_ARCH = "unet-motion"
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
@@ -402,35 +399,23 @@ def _unet_folder(path: str | Path) -> Path:
     return folder
 
 
-def resolve_pretrained(cfg: Config) -> None:
-    """Fill what the pretrained files decide into ``cfg`` (in place): the latent shape of a
-    diffusers VAE, and the architecture of ``model.pretrained``. Reads configs and headers only."""
-    if cfg.latent.enabled and cfg.latent.autoencoder:
-        shape = vae_latent_shape(cfg.latent.autoencoder)
-        if shape is not None:
-            cfg.latent.channels, cfg.latent.factor = shape
-    if cfg.model.pretrained is None:
-        if cfg.model.train_only != "all":
-            raise ValueError("model.train_only=temporal needs model.pretrained (the weights to "
-                             "keep frozen); set it, or use model.train_only=all")
-        return
-    if cfg.model.arch == UNET_ARCH:
+def pretrained_params(arch: str, path: str | Path, num_heads: int) -> dict[str, Any]:
+    """The denoiser parameters ``model.pretrained`` decides: an SD UNet's config (``unet``) for
+    unet-motion, a DiT checkpoint's shape for dit3d. Reads configs and headers only."""
+    if arch == UNET_ARCH:
         from diffusers import UNet2DConditionModel
 
-        config = UNet2DConditionModel.load_config(str(_unet_folder(cfg.model.pretrained)))
-        cfg.model.params["unet"] = {k: list(v) if isinstance(v, tuple) else v
-                                    for k, v in config.items() if not k.startswith("_")}
-    elif cfg.model.arch == "dit3d":
-        shapes = read_shapes(cfg.model.pretrained)
-        cfg.model.params.update(dit_params(shapes, cfg.model.params.get("num_heads", 16)))
-    else:
-        raise ValueError(f"model.pretrained works with model.arch=unet-motion (a diffusers "
-                         f"UNet2DConditionModel folder) or dit3d (a DiT checkpoint), not "
-                         f"{cfg.model.arch!r}")
+        config = UNet2DConditionModel.load_config(str(_unet_folder(path)))
+        return {"unet": {k: list(v) if isinstance(v, tuple) else v
+                         for k, v in config.items() if not k.startswith("_")}}
+    if arch == "dit3d":
+        return dit_params(read_shapes(path), num_heads)
+    raise ValueError(f"model.pretrained works with model.arch=unet-motion (a diffusers "
+                     f"UNet2DConditionModel folder) or dit3d (a DiT checkpoint), not {arch!r}")
 
 
-def _load_weights(denoiser: nn.Module, cfg: Config, path: str | Path) -> LoadReport:
-    if cfg.model.arch == UNET_ARCH:
+def _load_weights(denoiser: nn.Module, arch: str, path: str | Path) -> LoadReport:
+    if arch == UNET_ARCH:
         from diffusers import UNet2DConditionModel
 
         unet = _from_pretrained(UNet2DConditionModel, _unet_folder(path))
@@ -443,17 +428,18 @@ def _load_weights(denoiser: nn.Module, cfg: Config, path: str | Path) -> LoadRep
     return report
 
 
-def pretrained_path(cfg: Config) -> Path:
-    path = Path(cfg.model.pretrained).expanduser()
-    return _unet_folder(path) if cfg.model.arch == UNET_ARCH else path
+def pretrained_path(arch: str, path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    return _unet_folder(path) if arch == UNET_ARCH else path
 
 
-def init_from_pretrained(denoiser: nn.Module, cfg: Config, log=print) -> dict[str, Any]:
+def init_from_pretrained(denoiser: nn.Module, arch: str, path: str | Path,
+                         train_only: str = "all", log=print) -> dict[str, Any]:
     """Load ``model.pretrained`` into a freshly built denoiser and freeze what
     ``model.train_only`` keeps; returns the reference (path + hashes) the model folder records."""
-    path = pretrained_path(cfg)
-    report = _load_weights(denoiser, cfg, path)
-    if cfg.model.train_only == "temporal":
+    path = pretrained_path(arch, path)
+    report = _load_weights(denoiser, arch, path)
+    if train_only == "temporal":
         loaded = set(report.loaded)
         for name, p in denoiser.named_parameters():
             p.requires_grad_(name not in loaded)
@@ -461,11 +447,11 @@ def init_from_pretrained(denoiser: nn.Module, cfg: Config, log=print) -> dict[st
         trained = sum(p.numel() for p in denoiser.parameters() if p.requires_grad)
         total = sum(p.numel() for p in denoiser.parameters())
         log(report.summary() + f"\n  training {trained / 1e6:.2f} M of {total / 1e6:.2f} M "
-            f"parameters (model.train_only={cfg.model.train_only})")
+            f"parameters (model.train_only={train_only})")
     return reference(path)
 
 
-def restore_denoiser(denoiser: nn.Module, state: dict[str, torch.Tensor], cfg: Config,
+def restore_denoiser(denoiser: nn.Module, state: dict[str, torch.Tensor], arch: str,
                      info: dict[str, Any], where: str) -> None:
     """Load a model folder's denoiser weights; the frozen pretrained ones it does not hold come
     from the referenced file, after its hashes are checked."""
@@ -481,7 +467,7 @@ def restore_denoiser(denoiser: nn.Module, state: dict[str, torch.Tensor], cfg: C
                              "folder references no pretrained weights")
         path = check_reference(ref, "the model's frozen pretrained denoiser",
                                f"{where}/config.json")
-        report = _load_weights(denoiser, cfg, path)
+        report = _load_weights(denoiser, arch, path)
         if missing - set(report.loaded):
             raise ValueError(f"denoiser weights lack {sorted(missing - set(report.loaded))[:5]}"
                              f", which the referenced {str(path)!r} does not provide either")

@@ -5,14 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-if TYPE_CHECKING:
-    from text2sign.config import TextConfig
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +52,8 @@ def pad_and_cat(embs: list[TextEmbedding]) -> TextEmbedding:
 
 
 class TextEncoder(nn.Module):
-    """Interface: ``forward(texts) -> TextEmbedding``; ``config`` rebuilds it via TextConfig."""
+    """Interface: ``forward(texts) -> TextEmbedding``; ``build_text_encoder(**config)`` rebuilds
+    it."""
 
     dim: int
     trainable: bool
@@ -235,11 +233,13 @@ class PretrainedTextEncoder(TextEncoder):
         return TextEmbedding(tokens=tokens, mask=mask, pooled=pooled)
 
 
-def build_text_encoder(cfg: TextConfig) -> TextEncoder:
-    """``bytes`` -> ByteTextEncoder, anything else -> a frozen pretrained encoder by name/folder."""
-    if cfg.encoder == "bytes":
-        return ByteTextEncoder(cfg.dim, cfg.layers, cfg.heads, cfg.max_length)
-    return PretrainedTextEncoder(cfg.encoder, cfg.max_length)
+def build_text_encoder(encoder: str = "bytes", *, dim: int = 128, layers: int = 2,
+                       heads: int = 4, max_length: int = 32) -> TextEncoder:
+    """``bytes`` -> ByteTextEncoder, anything else -> a frozen pretrained encoder by name/folder
+    (whose width is its own: ``dim``, ``layers`` and ``heads`` shape the byte encoder only)."""
+    if encoder == "bytes":
+        return ByteTextEncoder(dim, layers, heads, max_length)
+    return PretrainedTextEncoder(encoder, max_length)
 
 
 class TextConditioner(nn.Module):

@@ -1,0 +1,102 @@
+"""The package's layout: no import cycle, config is a leaf, models never import config."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import text2sign
+
+PACKAGE = Path(text2sign.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(path: Path) -> set[str]:
+    """Every text2sign module ``path`` imports: at top level, inside functions, or under
+    TYPE_CHECKING (a cycle held apart by a local import is still a cycle)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            while name and name not in MODULES:
+                name = name.rpartition(".")[0]
+            if name and name != "text2sign":
+                found.add(name)
+    return found - {module_name(path)}
+
+
+GRAPH = {name: imports(path) for name, path in MODULES.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    assert len(GRAPH) > 40  # the walk found the package
+    assert find_cycle(GRAPH) is None, " -> ".join(find_cycle(GRAPH))
+
+
+def test_the_cycle_check_sees_local_imports():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_config_is_a_leaf_and_models_never_import_config():
+    assert GRAPH["text2sign.config"] <= {"text2sign.files"}
+    for name, deps in GRAPH.items():
+        if name.startswith("text2sign.models"):
+            assert not deps & {"text2sign.config", "text2sign.build"}, name
+            assert all(d.startswith("text2sign.models") for d in deps), (name, deps)
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter():
+    """Each module imported as the first of the package (the others purged from sys.modules
+    before each), in one fresh interpreter; ``config`` pulls in neither torch nor a model."""
+    script = f"""
+import sys
+for name in {sorted(set(MODULES) - {"text2sign.__main__"})!r}:
+    for loaded in [m for m in sys.modules if m == "text2sign" or m.startswith("text2sign.")]:
+        del sys.modules[loaded]
+    __import__(name)
+for loaded in [m for m in sys.modules if m.startswith(("text2sign", "torch"))]:
+    del sys.modules[loaded]
+import text2sign.config
+assert "torch" not in sys.modules, "config imports torch"
+assert not [m for m in sys.modules if m.startswith("text2sign.models")], "config imports models"
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
