@@ -101,7 +101,7 @@ def run_train(args: argparse.Namespace) -> int:
             "NAME.txt), or build the demo corpus: text2sign data fingerspelling data/asl-letters"
         )
     model = train(cfg, out, resume=args.resume, progress=args.progress and not args.no_progress,
-                  device=args.device)
+                  device=args.device, quiet=args.quiet, command=args.command_line)
     if args.quiet:
         print(model)
         return 0

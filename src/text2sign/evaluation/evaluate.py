@@ -104,6 +104,16 @@ def _frame(video: np.ndarray, color: tuple[int, int, int], width: int = 2) -> np
     return out
 
 
+def write_comparison(path: str | Path, texts: list[str], real: list[np.ndarray],
+                     generated: list[list[np.ndarray]], fps: float = GIF_FPS) -> Path:
+    """An animated GIF, one row per text: its real clip framed in green, then the clips
+    generated from it, all uint8 (T, H, W, 3), playing together."""
+    from text2sign.data.video_io import write_animated_sheet
+
+    rows = [[_frame(r, REAL_BORDER), *g] for r, g in zip(real, generated, strict=True)]
+    return write_animated_sheet(path, rows, labels=texts, fps=fps)
+
+
 def _pick_frames(video: np.ndarray, count: int) -> np.ndarray:
     return video[np.linspace(0, len(video) - 1, count).round().astype(int)]  # (count, H, W, 3)
 
@@ -415,14 +425,11 @@ def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
     sheet = write_contact_sheet(out_dir / "contact.png", rows_out,
                                 labels=[f"{text} ({fmt_number(per_text_accuracy[text]['top1'], 2)})"
                                         for text in texts])
-    from text2sign.data.video_io import write_animated_sheet
-
     shown = texts[:: max(1, math.ceil(len(texts) / COMPARE_ROWS))]  # spread over the texts
-    compare = write_animated_sheet(
-        out_dir / "compare.gif",
-        [[_frame(np.asarray(cache[first_real[text]]), REAL_BORDER),
-          *(generated[k * len(texts) + texts.index(text)] for k in range(min(per_text, 3)))]
-         for text in shown], labels=shown, fps=GIF_FPS)
+    compare = write_comparison(
+        out_dir / "compare.gif", shown, [np.asarray(cache[first_real[t]]) for t in shown],
+        [[generated[k * len(texts) + texts.index(t)] for k in range(min(per_text, 3))]
+         for t in shown])
     report["gifs"] = str(gif_dir)
     report["contact_sheet"] = str(sheet)
     report["compare_gif"] = str(compare)
@@ -434,7 +441,13 @@ def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
 
 
 def tensorboard_scalars(report: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
-    """The few numbers worth a curve during training: top-1, top-5, FD, FD floor."""
+    """The few numbers worth a curve during training: top-1, top-5, FD, FD floor, and the
+    back-translation's CER and exact rate per group (letters, seen, unseen)."""
     keys = ("top1", "top5", "fd", "fd_floor")
-    return {f"{prefix}/{k}": float(report[k]) for k in keys
-            if report.get(k) is not None and not math.isnan(float(report[k]))}
+    out = {f"{prefix}/{k}": float(report[k]) for k in keys
+           if report.get(k) is not None and not math.isnan(float(report[k]))}
+    for group, g in (report.get("back_translation") or {}).get("groups", {}).items():
+        for key in ("cer", "exact"):
+            if g.get(key) is not None and not math.isnan(float(g[key])):
+                out[f"{prefix}/{group}_{key}"] = float(g[key])
+    return out
