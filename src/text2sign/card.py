@@ -71,7 +71,8 @@ def _limitations(info: dict[str, Any], texts: list[str] | None) -> list[str]:
     if texts:
         chars = sorted({c for t in texts for c in t})
         longest = max(len(t) for t in texts)
-        out.append(f"- It has seen {len(texts)} distinct texts (at most {longest} characters) "
+        out.append(f"- It has seen {len(texts)} distinct texts (the longest {longest} "
+                   f"character{'s' if longest > 1 else ''}) "
                    f"made of {len(chars)} characters: `{''.join(chars)}`. Other characters, "
                    "longer texts and words it never saw are unlikely to come out right; "
                    "`text2sign sample` warns about them.")
@@ -92,22 +93,22 @@ def model_card(info: dict[str, Any], folder: str | Path, texts: list[str] | None
     """README.md of a model folder from its config.json facts (``info``), its texts.txt and
     whether it holds sample.gif."""
     cfg, data = info["config"], info.get("data", {})
-    folder = str(folder)
+    folder = shown_path(folder)
     params = info.get("parameters", {}).get("denoiser")
     space = (f"on {cfg['latent']['channels']}-channel latents of a per-frame autoencoder "
              f"({cfg['latent']['factor']}x smaller per side)" if cfg["latent"]["enabled"]
              else "in pixel space")
     lines = ["---", yaml.safe_dump(front_matter(info), sort_keys=False).strip(), "---", "",
              f"# {Path(folder).name}: a text2sign model", "",
-             f"Text in, sign-language clip out: a {cfg['model']['arch']} denoiser "
-             f"({preset_label(cfg['model'])}"
-             + (f", {params / 1e6:.2f} M parameters" if params else "")
-             + f") {space}, conditioned on the `{cfg['text']['encoder']}` text encoder, making "
+             f"Text in, sign-language clip out: a {cfg['model']['arch']} denoiser, "
+             f"{preset_label(cfg['model'])}"
+             + (f", {params / 1e6:.2f} M parameters," if params else ",")
+             + f" {space}, conditioned on the `{cfg['text']['encoder']}` text encoder, making "
              f"{cfg['data']['frames']} frames at {cfg['data']['size']}x{cfg['data']['size']}.",
              "", "## Use", "", "```python", "from text2sign import Text2SignPipeline", "",
              f'pipe = Text2SignPipeline.from_pretrained("{folder}")',
              'videos = pipe(["A"], seed=0)  # uint8 (1, T, H, W, 3)', "```", "",
-             f'or `text2sign sample --model {folder} "A"` (needs `pip install text2sign`).', "",
+             f'or `text2sign sample --model {folder} "A"`, with text2sign installed.', "",
              "## Training", ""]
     command = info.get("command")
     lines.append(f"- command: `{command}`" if command else "- command: not recorded")
@@ -128,6 +129,16 @@ def model_card(info: dict[str, Any], folder: str | Path, texts: list[str] | None
                   "Each row: a real clip (green frame), then clips generated from its text.", ""]
     lines += ["## Limitations", "", *_limitations(info, texts), ""]
     return "\n".join(lines)
+
+
+def shown_path(folder: str | Path) -> str:
+    """The folder as a card names it: relative to the working directory when inside it (an
+    absolute path of the machine that wrote the card means nothing to its readers)."""
+    path = Path(folder)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(folder)
 
 
 def read_front_matter(card: str) -> dict[str, Any]:
