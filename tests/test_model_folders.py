@@ -94,3 +94,7 @@ def test_hub_id_offline_says_so(tmp_path, monkeypatch):
     assert not is_hub_id("/abs/path") and not is_hub_id("a/b/c")
     with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE is set.*local model folder"):
         Text2SignPipeline.from_pretrained("someone/asl-letters")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(FileNotFoundError, match="model folder 'runs/mnie' does not exist"):
+        Text2SignPipeline.from_pretrained("runs/mnie")  # a typo, not a Hub id to look up

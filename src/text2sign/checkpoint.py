@@ -109,9 +109,10 @@ def is_hub_id(name: str) -> bool:
 
 
 def find_model_folder(path: str | Path) -> Path:
-    """Accept a model folder, a run folder (``runs/NAME`` holding ``model/``) or, when no such
-    local path exists, a Hugging Face Hub id ('owner/name')."""
-    if not Path(path).exists() and is_hub_id(str(path)):
+    """Accept a model folder, a run folder (``runs/NAME`` holding ``model/``) or a Hugging Face
+    Hub id ('owner/name', when no folder ``owner`` exists here)."""
+    # "runs/mnie" is a typo of a local path when runs/ exists here, not a Hub id to look up
+    if is_hub_id(str(path)) and not Path(str(path).split("/")[0]).exists():
         path = download_model(str(path))
     path = Path(path)
     for candidate in (path, path / "model"):
