@@ -3,13 +3,14 @@ shipped model as everyone's default, `data check` with workers."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import pytest
 from test_demo import tiny_settings
 from test_training import make_corpus
 
-from text2sign.cli import build_parser, leaf_parsers, main
+from text2sign.cli import build_parser, main
 from text2sign.evaluation.demo import shipped_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -73,6 +74,15 @@ def test_info_sample_and_evaluate_default_to_the_shipped_model(tmp_path, capsys)
         args = parser.parse_args([command, *(["A"] if command == "sample" else []),
                                   *(["--data", "x"] if command == "evaluate" else [])])
         assert args.model is None  # none required: the shipped one
+
+
+def leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser that runs a command (``data check``, ``train``, ...), depth first."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        return [parser]
+    return [leaf for group in groups for sub in dict.fromkeys(group.choices.values())
+            for leaf in leaf_parsers(sub)]
 
 
 def test_every_command_takes_quiet():

@@ -3,8 +3,11 @@ log, the purge of repeated steps on resume, and the progress bar's total under -
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,20 +65,27 @@ def wandb_run(out: Path) -> Path:
 
 
 @pytest.mark.parametrize("report_to", ["wandb", "all"])
-def test_tracker_wandb_offline_with_the_real_package(report_to, corpus, tmp_path, monkeypatch):
+def test_tracker_wandb_offline_with_the_real_package(report_to, corpus, tmp_path):
+    """The real W&B package, offline (no account, no network), in its own process: W&B keeps
+    process-wide state (a service process, handlers) that must not leak into other tests."""
     pytest.importorskip("wandb")
-    monkeypatch.setenv("WANDB_MODE", "offline")  # no account, no network
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = tiny_config(corpus, max_steps=2, log_every=1, sample_every=2, checkpoint_every=0,
-                      report_to=report_to)
-    train(cfg, tmp_path / "run", progress=False, device="cpu")
-    run = wandb_run(tmp_path / "run")
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "text2sign", "train", "--data", str(corpus), "--out", str(out),
+         "--preset", "tiny", "--device", "cpu", "--quiet", "--set", "data.val_fraction=0",
+         "--set", "train.max_steps=2", "--set", "train.log_every=1",
+         "--set", "train.sample_every=2", "--set", "train.checkpoint_every=0",
+         "--set", f"train.report_to={report_to}"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = wandb_run(out)
     data = next(run.glob("run-*.wandb")).read_bytes()
     for key in (b"train/loss", b"train/step", b"train/peak_memory_mb", b"samples/0"):
         assert key in data
     gifs = list((run / "files" / "media" / "videos").rglob("*.gif"))
     assert len(gifs) == 2  # one wandb.Video per prompt of the tiny preset: A, B
-    assert (tmp_path / "run" / "tensorboard").exists() == (report_to == "all")
+    assert (out / "tensorboard").exists() == (report_to == "all")
 
 
 def test_tracker_resume_purges_the_steps_it_repeats(corpus, tmp_path):

@@ -35,20 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.register(sub)
     eval_commands.register(sub)
     serve_commands.register(sub)
-    for command in leaf_parsers(parser):
-        command.add_argument("-q", "--quiet", action="store_true",
-                             help="no progress bars and no notes: results and errors only "
-                             "(bars are also off when stderr is not a terminal)")
     return parser
-
-
-def leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    """Every parser that runs a command (``data check``, ``train``, ...), depth first."""
-    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not groups:
-        return [parser]
-    return [leaf for group in groups for sub in dict.fromkeys(group.choices.values())
-            for leaf in leaf_parsers(sub)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    # Bars only for a person watching; the command line as typed, for model cards.
-    args.progress = not args.quiet and sys.stderr.isatty()
+    # The command line as typed, for model cards.
     args.command_line = shlex.join(["text2sign", *(sys.argv[1:] if argv is None else argv)])
     try:
         return int(args.func(args) or 0)

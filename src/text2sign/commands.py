@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from text2sign.config import SAMPLERS
+from text2sign.console import add_quiet, shows_progress
 
 
 def _preset_names() -> list[str]:
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, help="stop and save after this many minutes")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # old scripts
+    add_quiet(p)
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("sample", help="generate clips from text with a trained model")
@@ -54,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mp4", action="store_true", help="also write MP4 files (needs PyAV)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=16)
+    add_quiet(p)
     p.set_defaults(func=run_sample)
 
     p = sub.add_parser("info", help="describe a model or run: architecture, size, training, "
@@ -64,10 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "model shipped with text2sign)")
     p.add_argument("--modules", action="store_true",
                    help="also print the module tree with parameter counts per block and part")
+    add_quiet(p)
     p.set_defaults(func=run_info)
 
     p = sub.add_parser("config", help="print a full YAML config that --config accepts back")
     _config_args(p)
+    add_quiet(p)
     p.set_defaults(func=run_config)
 
 
@@ -100,8 +105,9 @@ def run_train(args: argparse.Namespace) -> int:
             f"data {cfg.data.path!r} does not exist; pass --data DIR (a folder of NAME.gif + "
             "NAME.txt), or build the demo corpus: text2sign data fingerspelling data/asl-letters"
         )
-    model = train(cfg, out, resume=args.resume, progress=args.progress and not args.no_progress,
-                  device=args.device, quiet=args.quiet, command=args.command_line)
+    progress = shows_progress(args) and not args.no_progress
+    model = train(cfg, out, resume=args.resume, progress=progress,
+                  device=args.device, quiet=args.quiet, command=getattr(args, "command_line", None))
     if args.quiet:
         print(model)
         return 0
@@ -126,7 +132,7 @@ def run_sample(args: argparse.Namespace) -> int:
     texts = [t for t in args.texts for _ in range(args.num)]
     videos = pipe(texts, num_frames=args.frames, steps=args.steps, sampler=args.sampler,
                   guidance=args.guidance, eta=args.eta, seed=args.seed,
-                  batch_size=args.batch_size, progress=args.progress)
+                  batch_size=args.batch_size, progress=shows_progress(args))
     out = Path(args.out)
     labels = []
     stems = safe_names(list(dict.fromkeys(args.texts)))

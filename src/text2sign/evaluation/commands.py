@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from text2sign.config import SAMPLERS
+from text2sign.console import add_quiet, shows_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--card", action="store_true",
                    help="also record the scores and an animated sample (real beside generated "
                    "clips) in the model folder's card, README.md")
+    add_quiet(p)
     p.set_defaults(func=run_evaluate)
 
     p = sub.add_parser(
@@ -65,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sequence recognizer folder for the back-translation (default: the "
                    "one shipped with the model)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
+    add_quiet(p)
     p.set_defaults(func=run_demo_command)
 
 
@@ -96,17 +99,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
         sequence = SequenceRecognizer.load(args.recognizer, pipe.device)
     dc = pipe.config.data
     cache = open_clips(args.data, pipe.frames, pipe.size, dc.time_mode, dc.fit,
-                       progress=args.progress)
+                       progress=shows_progress(args))
     report = evaluate(pipe, cache, Path(args.out) if args.out else default_out(folder),
                       per_text=args.per_text, sampler=args.sampler, steps=args.steps,
                       guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
                       sequence_recognizer=sequence, back_translate=not args.no_back_translation,
-                      max_texts=args.max_texts, name=str(folder), progress=args.progress)
+                      max_texts=args.max_texts, name=str(folder), progress=shows_progress(args))
     print_report(report)
     if args.card:
         from text2sign.checkpoint import add_evaluation
 
-        print(f"model card:    {add_evaluation(folder, report, args.command_line)}")
+        card = add_evaluation(folder, report, getattr(args, "command_line", None))
+        print(f"model card:    {card}")
     return 0
 
 
@@ -130,5 +134,5 @@ def run_demo_command(args: argparse.Namespace) -> int:
         model = find_model_folder(args.model)
     run_demo(args.out, train=args.train, minutes=args.minutes, per_text=args.per_text,
              device=args.device, config=config, model=model, recognizer=args.recognizer,
-             progress=args.progress, quiet=args.quiet)
+             progress=shows_progress(args), quiet=args.quiet)
     return 0

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from text2sign.console import add_quiet
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -26,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=int, default=8,
                    help="requests that may wait for the model; more get 503 (default 8)")
     p.add_argument("--max-chars", type=int, default=64, help="longest text accepted (default 64)")
+    add_quiet(p)
     p.set_defaults(func=run_serve)
 
 
