@@ -1,13 +1,14 @@
 """The animated GIF at the top of the README: real clips beside generated ones.
 
     python scripts/readme_gif.py --model src/text2sign/assets/demo-model \
-        --data runs/demo/data/asl-demo-f16-s64 --texts A B C L W Y --per-text 3 \
+        --data data/asl-letters --texts A L W Y --per-text 2 \
         --out docs/demo.gif
 
 One row per text: the corpus's first clip of it, framed in green, then ``--per-text`` clips
 the model generated from the text alone (its own sampler settings, seeds from ``--seed``).
-Any model folder and any corpus folder (or cache) of the model's clip shape work; ``text2sign
-demo`` builds the corpus above. Keep it small for the README: a few texts, 64 px clips.
+Any model folder and any corpus folder (or cache) of the model's clip shape work; the corpus
+above is ``text2sign data fingerspelling data/asl-letters --variants 8``. Keep it small for the
+README (a few hundred KB): four texts of 64 px clips make about 300 KB.
 """
 
 from __future__ import annotations
