@@ -100,7 +100,7 @@ def main() -> None:
             ("encode every step", ClipDataset(cache, indices), ae.encode),
             ("latent cache", LatentDataset(latents, cache.texts, indices), None),
         ):
-            module, optimizer, ema, _ = init_training(cfg, None, None, device=device)
+            module, optimizer, ema, _, _ = init_training(cfg, None, None, device=device)
             accelerator = make_accelerator(cfg.train, Path(tmp), args.device)
             module, optimizer = accelerator.prepare(module, optimizer)
             loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True,

@@ -94,7 +94,7 @@ def worker(args: argparse.Namespace) -> dict:
     latents = load_file(str(Path(args.out) / "latents.safetensors"))["latents"]
     texts = json.loads((Path(args.out) / "texts.json").read_text())
     cfg.train.seed = 0
-    module, optimizer, ema, _ = init_training(cfg, None, None, device=torch.device(args.device))
+    module, optimizer, ema, _, _ = init_training(cfg, None, None, device=torch.device(args.device))
     accelerator = make_accelerator(cfg.train, Path(args.out), args.device)
     module, optimizer = accelerator.prepare(module, optimizer)
     params = trainable_state(accelerator.unwrap_model(module))

@@ -4,6 +4,8 @@
                                      --sample-steps 10 --params-target 5.5e6 --device auto]
     python benchmarks/throughput.py --device cuda --preset large --frames 28 --size 128 \
         --latent-factor 8 --latent-channels 8 --batch 16 --steps 20 --warmup 5
+    python benchmarks/throughput.py --device cpu --preset small --archs unet3d --frames 28 \
+        --size 128 --latent-factor 8 --precision fp32 bf16 bf16-cl --steps 6 --warmup 2
 
 Without --preset, each architecture keeps its `small` preset's structure and gets the width whose
 parameter count is closest to the target (must land within 10%): a comparison at equal
@@ -12,7 +14,9 @@ the latents of an F x autoencoder (latent-channels x frames x size/F x size/F, a
 latent cache; the encoder is not timed). Each architecture runs in its own subprocess so its peak
 memory (CUDA max allocated, or on CPU the process's peak RSS, which includes ~the baseline
 printed below the table) is its own. A training step is forward + MSE + backward + AdamW (fused
-on CUDA), in bf16 autocast with TF32 on CUDA (fp32 on CPU), as `text2sign train` runs it.
+on CUDA), in bf16 autocast with TF32 on CUDA, as `text2sign train` runs it. ``--precision``
+picks one or more of fp32, bf16 (autocast) and bf16-cl (autocast, channels-last-3d memory
+format); several are measured side by side, each in its own subprocess, with ratios to the first.
 
 FLOPs of one training step (forward + backward) are counted by torch.utils.flop_counter
 .FlopCounterMode (matmuls, convolutions and attention, a multiply-add is 2 FLOPs); MFU = FLOPs
@@ -40,6 +44,7 @@ TEXT_LEN = 16
 # in torch.cuda.get_device_name() wins, so the specific H100 variants come before plain "H100".
 PEAK_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12,  # H100 SXM
               "H200": 989e12, "GH200": 989e12, "A100": 312e12}
+PRECISIONS = ("fp32", "bf16", "bf16-cl")
 # The one width knob per architecture and the step its divisibility rules allow.
 WIDTH = {"unet3d": ("channels", 8), "dit3d": ("hidden_size", 12),
          "diffusers-unet3d": ("channels", 8)}
@@ -87,15 +92,15 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from text2sign.models.registry import build_denoiser, count_parameters
-    from text2sign.models.text import TextEmbedding
-    from text2sign.speed import (
+    from text2sign.fast_path import (
         adamw,
         compile_module,
         describe_kernels,
         enable_tf32,
         recorded_attention_kernels,
     )
+    from text2sign.models.registry import build_denoiser, count_parameters
+    from text2sign.models.text import TextEmbedding
 
     device = torch.device(args.device)
     enable_tf32(device)
@@ -108,8 +113,10 @@ def worker(args: argparse.Namespace) -> dict:
     model.check_input_size(args.frames, side, side)
     opt = adamw(model.parameters(), lr=1e-4)
     g = torch.Generator(device=device).manual_seed(0)
-    bf16 = device.type == "cuda"
+    bf16 = args.precision.startswith("bf16")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    layout = torch.channels_last_3d if args.precision.endswith("-cl") else torch.contiguous_format
+    model = model.to(memory_format=layout)
 
     def text(batch: int) -> TextEmbedding:
         tokens = torch.randn(batch, TEXT_LEN, text_dim, generator=g, device=device)
@@ -122,6 +129,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     shape = (args.batch, channels, args.frames, side, side)
     x0 = torch.rand(shape, generator=g, device=device) * 2 - 1  # (B, C, T, H, W)
+    x0 = x0.contiguous(memory_format=layout)
     cond = text(args.batch)
 
     def train_step(optimize: bool = True) -> None:
@@ -176,7 +184,7 @@ def worker(args: argparse.Namespace) -> dict:
     if peak is None and device.type == "cuda":
         known = device_peak(torch.cuda.get_device_name())
         peak = known[1] if known else None
-    return {"arch": args.worker, "params": count_parameters(model),
+    return {"arch": args.worker, "precision": args.precision, "params": count_parameters(model),
             "clips_per_s": clips_per_s, "tokens_per_s": clips_per_s * args.frames * side * side,
             "tflop_per_step": flops_per_step / 1e12,
             "mfu": flops_per_step * args.steps / train_s / peak if peak else None,
@@ -241,6 +249,8 @@ def main() -> None:
                         help="dense bf16 peak for MFU on a device not in PEAK_FLOPS")
     parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS,
+                        help="default: bf16 on CUDA, fp32 on CPU; several are run side by side")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -250,8 +260,10 @@ def main() -> None:
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.worker:
+        args.precision = args.precision[0]
         print(json.dumps(worker(args)))
         return
+    args.precision = args.precision or ["bf16" if args.device == "cuda" else "fp32"]
 
     rows = []
     channels, side = latent_shape(args)
@@ -268,38 +280,43 @@ def main() -> None:
                   file=sys.stderr, flush=True)
             if abs(off) > 0.10:
                 raise SystemExit(f"{arch} cannot be matched within 10% of {args.params_target:g}")
-        cmd = [sys.executable, __file__, "--worker", arch, "--params", json.dumps(params)]
-        for name in ("frames", "size", "batch", "steps", "warmup", "sample_steps",
-                     "sample_batch", "device", "latent_factor", "latent_channels", "preset",
-                     "peak_tflops"):
-            if getattr(args, name) is not None:
-                cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-        cmd += ["--compile"] if args.compile else []
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode:
-            raise SystemExit(f"{arch} failed:\n{done.stderr[-3000:]}")
-        out = done.stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-        print(f"  {rows[-1]['clips_per_s']:.2f} train clips/s, "
-              f"{rows[-1]['sample_s_per_clip']:.2f} sample s/clip", file=sys.stderr, flush=True)
+        for precision in args.precision:
+            cmd = [sys.executable, __file__, "--worker", arch, "--params", json.dumps(params),
+                   "--precision", precision]
+            for name in ("frames", "size", "batch", "steps", "warmup", "sample_steps",
+                         "sample_batch", "device", "latent_factor", "latent_channels", "preset",
+                         "peak_tflops"):
+                if getattr(args, name) is not None:
+                    cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+            cmd += ["--compile"] if args.compile else []
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"{arch} ({precision}) failed:\n{done.stderr[-3000:]}")
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"  {precision}: {rows[-1]['clips_per_s']:.2f} train clips/s, "
+                  f"{rows[-1]['sample_s_per_clip']:.2f} sample s/clip", file=sys.stderr,
+                  flush=True)
 
-    base = next((r for r in rows if r["arch"] == BASELINE), None)
+    first = args.precision[0]
+    base = next((r for r in rows if r["arch"] == BASELINE and r["precision"] == first), None)
     space = (f"in latent space ({channels}x{args.frames}x{side}x{side} latents of a "
              f"{args.latent_factor}x autoencoder)" if args.latent_factor > 1 else "in pixel space")
-    precision = "bf16 autocast + TF32" if args.device == "cuda" else "fp32"
+    precision = ", ".join(args.precision) + (" (+ TF32)" if args.device == "cuda" else "")
     print(f"\n{args.batch} x {args.frames}x{args.size}x{args.size} clips {space}, "
           f"{'preset ' + args.preset if args.preset else 'equal parameters'}, {precision}"
           f"{', torch.compile' if args.compile else ''}; {args.steps} timed training steps after "
           f"{args.warmup} warm-up; sampling {args.sample_steps} DPM++ steps with CFG, "
           f"{args.sample_batch} clips\n")
     memory = "peak CUDA MB" if args.device == "cuda" else "peak RSS MB"
-    print(f"| model | params | train clips/s | vs {BASELINE} | tokens/s | TFLOP/step | MFU | "
-          f"{memory} | sample s/clip | attention kernels |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| model | precision | params | train clips/s | vs {BASELINE} | vs {first} | "
+          f"tokens/s | TFLOP/step | MFU | {memory} | sample s/clip | attention kernels |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['clips_per_s'] / base['clips_per_s']:.2f}x" if base else "-"
+        own = next(x for x in rows if x["arch"] == r["arch"] and x["precision"] == first)
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
-        print(f"| {r['arch']} | {r['params'] / 1e6:.2f}M | {r['clips_per_s']:.2f} | {ratio} | "
+        print(f"| {r['arch']} | {r['precision']} | {r['params'] / 1e6:.2f}M | "
+              f"{r['clips_per_s']:.2f} | {ratio} | {r['clips_per_s'] / own['clips_per_s']:.2f}x | "
               f"{r['tokens_per_s']:.0f} | {r['tflop_per_step']:.4g} | {mfu} | "
               f"{r['peak_mb']:.0f} | {r['sample_s_per_clip']:.2f} | {r['attention']} |")
     print(f"\nMachine: {machine(args.device)}")

@@ -1,15 +1,16 @@
-"""Unseen-word back-translation vs training steps (the checkpoints of one run) and vs clip length.
+"""Unseen-word back-translation vs training steps (the checkpoints of runs) and vs clip length.
 
-    python benchmarks/words_study.py --run runs/asl-words --data data/asl-words \\
-        --recognizer runs/asl-words-recognizer [--compare runs/asl-words-48:data/asl-words-48]
-        [--max-texts 40 --steps 25 --device auto]
+    python benchmarks/words_study.py --run runs/asl-words [runs/ablation ...] \\
+        --data data/asl-words [--at 150 500] [--recognizer DIR]
+        [--compare runs/asl-words-48:data/asl-words-48] [--max-texts 40 --steps 25]
 
-For every checkpoint kept in RUN/checkpoints (train with --set train.keep_checkpoints=N to keep
-them all), the EMA weights generate one clip for each of up to `--max-texts` unseen words (never
-trained on; the same stable pick for every row) and letters, which the sequence recognizer reads
-back: CER and exact-word accuracy, next to the recognizer's ceiling on real clips of the same
-words. `--compare RUN:DATA` adds the final model of other runs (e.g. the same config at 48
-frames, on a corpus rendered at 48 frames). Prints markdown tables.
+For every checkpoint kept in RUN/checkpoints (train with --set train.keep_checkpoints=0 to keep
+them all; `--at` picks steps, for runs compared at equal steps), the EMA weights generate one clip
+for each of up to `--max-texts` unseen words (never trained on; the same stable pick for every
+row) and letters (`--no-letters` skips them), which the sequence recognizer (default: the shipped
+one) reads back: CER and exact-word accuracy, next to the recognizer's ceiling on real clips of
+the same words. `--compare RUN:DATA` adds the final model of other runs (e.g. the same config at
+48 frames, on a corpus rendered at 48 frames). Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 def checkpoint_pipeline(run: Path, checkpoint: Path, device):
     """A Text2SignPipeline carrying a checkpoint's EMA weights (the model folder's recipe)."""
     from text2sign.build import build_models
-    from text2sign.checkpoint import load_training_state, read_training_texts
+    from text2sign.checkpoint import find_model_folder, load_training_state, read_training_texts
     from text2sign.config import load_config
     from text2sign.latent import load_autoencoder
     from text2sign.pipeline import Text2SignPipeline
@@ -32,20 +33,24 @@ def checkpoint_pipeline(run: Path, checkpoint: Path, device):
     denoiser, conditioner = build_models(cfg)
     denoiser.load_state_dict(split_state(state["ema"], "denoiser."))
     conditioner.load_state_dict(split_state(state["ema"], "conditioner."), strict=False)
-    autoencoder = (load_autoencoder(run / "autoencoder", cfg.latent) if cfg.latent.enabled
+    # The model folder carries the autoencoder wherever it came from (trained in the run,
+    # latent.autoencoder, or inflated from model.init_from).
+    autoencoder = (load_autoencoder(find_model_folder(run), cfg.latent) if cfg.latent.enabled
                    else None)
     pipe = Text2SignPipeline(denoiser, conditioner, cfg, device, autoencoder=autoencoder)
     pipe.training_texts = read_training_texts(run / "model")
     return pipe, state["meta"]
 
 
-def score(pipe, cache, sequence, max_texts: int, steps: int, seed: int = 0) -> dict:
+def score(pipe, cache, sequence, max_texts: int, steps: int, seed: int = 0,
+          letters: bool = True) -> dict:
     """Back-translation of one clip per letter and per picked unseen word."""
     from text2sign.evaluation.evaluate import back_translation, text_groups
 
     groups = text_groups(list(cache.texts), pipe.training_texts,
                          pipe.config.data.holdout_texts, max_texts)
-    groups = {k: v for k, v in groups.items() if k in ("letters", "unseen")}
+    keep = ("letters", "unseen") if letters else ("unseen",)
+    groups = {k: v for k, v in groups.items() if k in keep}
     prompts = [t for v in groups.values() for t in v]
     videos = pipe(prompts, steps=steps, seed=seed)
     readings = [text for text, _ in sequence.read(videos)]
@@ -77,9 +82,11 @@ def main() -> None:
     from text2sign.pipeline import Text2SignPipeline
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, nargs="+", help="one or more run folders")
     p.add_argument("--data", required=True)
-    p.add_argument("--recognizer", required=True, help="a sequence recognizer folder")
+    p.add_argument("--recognizer", help="a sequence recognizer folder (default: the shipped one)")
+    p.add_argument("--at", nargs="*", type=int, help="only the checkpoints at these steps")
+    p.add_argument("--no-letters", action="store_true", help="unseen words only")
     p.add_argument("--compare", nargs="*", default=[], metavar="RUN:DATA")
     p.add_argument("--max-texts", type=int, default=40)
     p.add_argument("--steps", type=int, default=25, help="sampler steps")
@@ -87,24 +94,32 @@ def main() -> None:
     args = p.parse_args()
 
     device = pick_device(args.device)
+    if args.recognizer is None:
+        from text2sign import shipped
+
+        args.recognizer = str(shipped.recognizer())
     sequence = SequenceRecognizer.load(args.recognizer, device)
-    run = Path(args.run)
-    lines = ["| step | minutes " + HEADER, "|---|---" + "|---" * 6 + "|"]
+    lines = ["| run | step | minutes " + HEADER, "|---|---|---" + "|---" * 6 + "|"]
     cache = None
-    for checkpoint in list_checkpoints(run):
-        pipe, meta = checkpoint_pipeline(run, checkpoint, device)
-        if cache is None:
-            dc = pipe.config.data
-            cache = open_clips(args.data, dc.frames, dc.size, dc.time_mode, dc.fit,
-                               progress=False)
-        groups = score(pipe, cache, sequence, args.max_texts, args.steps)
-        lines.append(row(f"{meta['step']} | {meta.get('minutes', 0):.0f}", groups))
-        print(lines[-1], flush=True)
+    for run in map(Path, args.run):
+        for checkpoint in list_checkpoints(run):
+            pipe, meta = checkpoint_pipeline(run, checkpoint, device)
+            if args.at and meta["step"] not in args.at:
+                continue
+            if cache is None:
+                dc = pipe.config.data
+                cache = open_clips(args.data, dc.frames, dc.size, dc.time_mode, dc.fit,
+                                   progress=False)
+            groups = score(pipe, cache, sequence, args.max_texts, args.steps,
+                           letters=not args.no_letters)
+            lines.append(row(f"{run.name} | {meta['step']} | {meta.get('minutes', 0):.0f}",
+                             groups))
+            print(lines[-1], flush=True)
     print("\n### Unseen words vs training steps\n")
     print("\n".join(lines))
     if args.compare:
         lines = ["| run | frames " + HEADER, "|---|---" + "|---" * 6 + "|"]
-        for item in [f"{args.run}:{args.data}", *args.compare]:
+        for item in [f"{args.run[0]}:{args.data}", *args.compare]:
             folder, data = item.split(":", 1)
             pipe = Text2SignPipeline.from_pretrained(folder, device=device)
             dc = pipe.config.data

@@ -11,7 +11,7 @@ from test_demo import tiny_settings
 from test_training import make_corpus
 
 from text2sign.cli import build_parser, main
-from text2sign.evaluation.demo import shipped_model
+from text2sign.shipped import model as shipped_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

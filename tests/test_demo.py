@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from text2sign import shipped
 from text2sign.build import build_config
 from text2sign.evaluation import demo, recognizer
 
@@ -38,7 +39,7 @@ def trained_demo(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     tiny_settings(patch)
     out = tmp_path_factory.mktemp("demo")
-    patch.setattr(demo, "shipped_recognizer", lambda: out / "none")  # train one on the corpus
+    patch.setattr(shipped, "recognizer", lambda: out / "none")  # train one on the corpus
     cfg = build_config("tiny", overrides=["data.holdout_texts=0.5", "data.val_fraction=0.3",
                                           "text.lowercase=true"])
     try:
@@ -99,7 +100,7 @@ def test_demo_with_a_given_model_and_recognizer_reuses_them(trained_demo, capsys
 
 
 def test_demo_without_shipped_model_says_how_to_get_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "shipped_model", lambda: tmp_path / "missing")
+    monkeypatch.setattr(shipped, "model", lambda: tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="demo --train"):
         demo.run_demo(tmp_path / "out", progress=False)
 
@@ -114,13 +115,23 @@ def test_demo_config_needs_train(tmp_path, capsys):
 def test_shipped_model_fits_the_package_and_generates():
     from text2sign.pipeline import Text2SignPipeline
 
-    folder = demo.shipped_model()
+    folder = shipped.model()
     assert sum(f.stat().st_size for f in folder.iterdir()) <= 30 * 2**20
     pipe = Text2SignPipeline.from_pretrained(folder, device="cpu")
     assert pipe.frames >= 16 and pipe.size >= 64
     assert pipe.training_texts == [chr(c) for c in range(ord("A"), ord("Z") + 1)]
-    video = pipe(["A"], steps=2)
+    video = pipe(["A"], steps=2, seed=0)
     assert video.shape == (1, pipe.frames, pipe.size, pipe.size, 3)
+    # Pinned (diffusers' expected_slice): 2 DPM-Solver++ steps from seed 0 through the shipped
+    # weights and their autoencoder. uint8 pixels of frame 8, row 31, by ATOL levels (rounding
+    # at a level's edge flips one), and the per-frame means.
+    expected = [[0, 8, 0], [0, 5, 5], [0, 0, 24], [95, 42, 128], [191, 118, 225],
+                [89, 52, 141], [0, 61, 101], [0, 158, 183]]
+    got = video[0, 8, 31, 15:23].astype(int)
+    assert np.abs(got - np.array(expected)).max() <= 2, got.tolist()
+    means = [10.829, 10.173, 9.801, 9.383, 9.77, 9.942, 9.927, 9.98, 9.907, 9.684, 9.759, 9.632,
+             9.571, 9.846, 9.56, 9.351]
+    np.testing.assert_allclose(video[0].reshape(pipe.frames, -1).mean(1), means, atol=0.05)
 
 
 def test_shipped_recognizer_reads_real_clips_of_words(tmp_path):
@@ -133,7 +144,7 @@ def test_shipped_recognizer_reads_real_clips_of_words(tmp_path):
     build_fingerspelling_corpus(tmp_path, words=words, letters=False, frames=28, size=128,
                                 progress=False)
     cache = open_clips(tmp_path, 28, 128, progress=False)
-    rec = SequenceRecognizer.load(demo.shipped_recognizer())
+    rec = SequenceRecognizer.load(shipped.recognizer())
     assert rec.units == "chars" and len(rec.vocab) == 26
     readings = dict(zip(cache.texts, read_clips(rec, cache, list(range(len(cache)))),
                         strict=True))

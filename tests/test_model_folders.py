@@ -12,8 +12,8 @@ from test_training import make_corpus, tiny_config
 
 from text2sign.card import CARD_FILE, SAMPLE_FILE, read_front_matter
 from text2sign.checkpoint import add_evaluation, is_hub_id
-from text2sign.evaluation.demo import shipped_model
 from text2sign.pipeline import Text2SignPipeline
+from text2sign.shipped import model as shipped_model
 from text2sign.training import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")

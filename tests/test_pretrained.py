@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from test_training import make_corpus
 
 from text2sign.build import build_config, build_models
+from text2sign.files import DamagedFile
 from text2sign.latent import load_autoencoder
 from text2sign.models.pretrained import (
     DiffusersAutoencoder,
@@ -124,8 +125,8 @@ def test_referenced_files_missing_or_changed_are_named(corpus, tmp_path):
     with pytest.raises(ValueError, match=r"diffusion_pytorch_model.safetensors' has changed"):
         Text2SignPipeline.from_pretrained(folder, device="cpu")
     weights.unlink()
-    with pytest.raises(FileNotFoundError, match=r"vae/diffusion_pytorch_model.safetensors' is "
-                                                r"missing; restore it"):
+    with pytest.raises(DamagedFile, match=r"vae/diffusion_pytorch_model.safetensors' is "
+                                          r"missing; the model's autoencoder: restore it"):
         Text2SignPipeline.from_pretrained(folder, device="cpu")
 
 

@@ -259,7 +259,7 @@ def test_train_step_is_one_optimizer_step_with_ema(corpus):
     from text2sign.training import init_training, train_step
 
     cfg = tiny_config(corpus)
-    module, optimizer, ema, _ = init_training(cfg, None, None)
+    module, optimizer, ema, _, _ = init_training(cfg, None, None)
     live = trainable_state(module)
     before = {k: v.detach().clone() for k, v in live.items()}
     ema_before = {k: v.clone() for k, v in ema.items()}

@@ -103,4 +103,4 @@ def build_models(cfg: Config) -> tuple[nn.Module, TextConditioner]:
 
 def build_autoencoder(cfg: LatentConfig) -> FrameAutoencoder:
     """A fresh frame autoencoder of the config's shape (trained before the denoiser)."""
-    return FrameAutoencoder(cfg.channels, cfg.factor, cfg.width)
+    return FrameAutoencoder(cfg.channels, cfg.factor, cfg.width, cfg.prescale)

@@ -363,21 +363,32 @@ def resume_config(cfg: Config, out: str | Path, resume: bool | str | Path,
                                        max_minutes=cfg.train.max_minutes))
 
 
+def check_fit(expected: dict[str, Any], state: dict[str, torch.Tensor], what: str, fix: str,
+              may_lack: set[str] = frozenset()) -> None:
+    """The one check of weights against a model: exactly its names (``may_lack``: names the
+    weights may leave out, e.g. frozen pretrained ones) with its shapes. ``expected`` maps names
+    to tensors or shapes; a model built on the meta device gives them without allocating."""
+    want = {k: tuple(v.shape) if hasattr(v, "shape") else tuple(v) for k, v in expected.items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    missing = sorted(set(want) - set(have) - set(may_lack))
+    unexpected = sorted(set(have) - set(want))
+    shapes = [f"{k}: {have[k]} vs {want[k]}" for k in sorted(set(want) & set(have))
+              if want[k] != have[k]]
+    if missing or unexpected or shapes:
+        raise ValueError(f"{what} (missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+                         f"{f', size mismatch file vs model {shapes[:3]}' if shapes else ''}); "
+                         f"{fix}")
+
+
 def load_checkpoint_weights(module: torch.nn.Module, state: dict, frozen: set[str],
                             where: Path) -> None:
     """Load a checkpoint's weights strictly: every trained tensor present, nothing extra."""
-    expected = {k for k in module.state_dict() if k not in frozen}
-    missing = sorted(expected - set(state["model"]))
-    unexpected = sorted(set(state["model"]) - expected)
-    ema_keys = {k for k, p in module.named_parameters() if p.requires_grad}
-    if missing or unexpected or set(state["ema"]) != ema_keys:
-        raise ValueError(
-            f"checkpoint {str(where)!r} does not fit this run's model (missing keys "
-            f"{missing[:5]}, unexpected keys {unexpected[:5]}); it was written with another "
-            "config: resume with that run's config.yaml or start a new --out")
-    try:
-        module.load_state_dict(state["model"], strict=False)
-    except RuntimeError as err:
-        first = str(err).splitlines()[-1].strip()
-        raise ValueError(f"checkpoint {str(where)!r} does not fit this run's model ({first}); "
-                         "resume with that run's config.yaml or start a new --out") from err
+    what = f"checkpoint {str(where)!r} does not fit this run's model"
+    fix = ("it was written with another config: resume with that run's config.yaml or start a "
+           "new --out")
+    model_state = module.state_dict()
+    check_fit({k: v for k, v in model_state.items() if k not in frozen}, state["model"], what,
+              fix)
+    check_fit({k: p for k, p in module.named_parameters() if p.requires_grad}, state["ema"],
+              what + " (its EMA weights)", fix)
+    module.load_state_dict(state["model"], strict=False)

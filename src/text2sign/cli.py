@@ -12,12 +12,11 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from text2sign import __version__
-    from text2sign import commands as model_commands
-    from text2sign.data import commands as data_commands
+    from text2sign import __version__, model_cli
+    from text2sign.data import cli as data_cli
     from text2sign.data import fingerspelling
-    from text2sign.evaluation import commands as eval_commands
-    from text2sign.serve import commands as serve_commands
+    from text2sign.evaluation import cli as eval_cli
+    from text2sign.serve import cli as serve_cli
 
     parser = argparse.ArgumentParser(
         prog="text2sign",
@@ -29,12 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="check, cache and build clip folders")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    data_commands.register(data_sub)
+    data_cli.register(data_sub)
     fingerspelling.register(data_sub)
 
-    model_commands.register(sub)
-    eval_commands.register(sub)
-    serve_commands.register(sub)
+    model_cli.register(sub)
+    eval_cli.register(sub)
+    serve_cli.register(sub)
     return parser
 
 

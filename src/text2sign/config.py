@@ -14,6 +14,7 @@ import yaml
 from text2sign.files import DamagedFile, write_text_atomic
 
 SAMPLERS = ("ddpm", "ddim", "dpm++")
+VAL_FRACTION = 0.1  # held-out clips per corpus: training, recognizers and evaluation agree
 
 
 @dataclass
@@ -23,7 +24,7 @@ class DataConfig:
     size: int = 64
     time_mode: str = "resample"  # "resample" uniformly over the clip, or "truncate" (pad by repeat)
     fit: str = "crop"  # "crop" (resize short side, center-crop) or "letterbox"
-    val_fraction: float = 0.1
+    val_fraction: float = VAL_FRACTION
     # Fraction of the distinct texts of 2+ characters never trained on (chosen by a stable hash
     # of the text): the unseen texts that evaluation reports apart. Single characters are the
     # alphabet every other text is spelled with, so they are never held out.
@@ -52,6 +53,9 @@ class ModelConfig:
     # DiT checkpoint (dit3d); "temporal" trains only what the file does not provide.
     pretrained: str | None = None
     train_only: str = "all"  # "all" or "temporal"
+    # Start from a text2sign model folder: every denoiser / text tensor whose name and shape fit
+    # (fine-tuning on new clips; a words model from a letters model), and its latent space.
+    init_from: str | None = None
 
 
 @dataclass
@@ -63,6 +67,9 @@ class LatentConfig:
     channels: int = 4  # latent channels
     factor: int = 4  # spatial downsampling: 2, 4 or 8
     width: int = 64  # autoencoder channels
+    # 2: frames are average-pooled 2x before the encoder, so a run at twice the frame size of
+    # model.init_from shares its latent space (its encoder, a decoder fine-tuned at full size)
+    prescale: int = 1
     steps: int = 1500  # autoencoder training steps, before the denoiser's
     batch_size: int = 32  # frames per autoencoder step
     lr: float = 1e-3

@@ -15,9 +15,9 @@ from text2sign.checkpoint import (
     read_model_info,
     read_training_texts,
 )
-from text2sign.evaluation.demo import model_or_shipped
 from text2sign.evaluation.report import format_table
 from text2sign.files import verify_digests
+from text2sign.shipped import model_or_shipped
 
 
 def describe(name: str | Path | None, modules: bool = False) -> list[str]:

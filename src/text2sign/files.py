@@ -148,6 +148,18 @@ def clean_leftovers(folder: str | Path) -> list[str]:
     return done
 
 
+def _lock(handle: Any, wait: bool) -> None:
+    """An exclusive OS lock on an open file (released when it closes or the process dies)."""
+    if os.name == "nt":
+        import msvcrt  # Windows only
+
+        msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl  # POSIX only
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | Path) -> Iterator[None]:
     """Hold ``folder/.lock`` for the lifetime of a run; a second run into the same folder is
@@ -158,14 +170,7 @@ def run_lock(folder: str | Path) -> Iterator[None]:
     handle = open(path, "a+")  # noqa: SIM115 (held for the whole run)
     try:
         try:
-            if os.name == "nt":
-                import msvcrt
-
-                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(handle, wait=False)
         except OSError as err:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
@@ -181,11 +186,36 @@ def run_lock(folder: str | Path) -> Iterator[None]:
         handle.close()
 
 
+@contextlib.contextmanager
+def write_lock(path: str | Path) -> Iterator[None]:
+    """Wait for, then hold, the lock file ``path``: one writer at a time for a file several
+    processes share (a clip cache, a latent cache); a second writer waits, then finds the
+    first one's work. The OS releases the lock when the holder dies, even by kill -9."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        _lock(handle, wait=True)
+        yield
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+REMEMBER_FROM = 64 << 20  # bytes: a large file's hash is remembered (a 3.4 GB UNet: seconds)
+
+
 def sha256(path: str | Path) -> str:
+    """The one file hasher. Large files' digests are remembered per (path, size, mtime) for this
+    process; small ones are always read (a write within the clock's tick keeps the mtime)."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _HASHES:
+        return _HASHES[key]
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(1 << 23), b""):
             digest.update(block)
+    if stat.st_size >= REMEMBER_FROM:
+        _HASHES[key] = digest.hexdigest()
     return digest.hexdigest()
 
 
@@ -194,15 +224,17 @@ def digests(folder: str | Path, suffix: str = ".safetensors") -> dict[str, str]:
     return {p.name: sha256(p) for p in sorted(Path(folder).glob(f"*{suffix}"))}
 
 
-def verify_digests(folder: str | Path, expected: dict[str, str], fix: str) -> None:
-    """Check files against the digests recorded when they were written."""
+def verify_digests(folder: str | Path, expected: dict[str, str], fix: str,
+                   changed: str = "is damaged (checksum mismatch)") -> None:
+    """The one digest check: files against the sha256 recorded when they were written (or
+    referenced); a missing or changed file is a `DamagedFile` naming it, ``changed`` and ``fix``."""
     folder = Path(folder)
     for name, want in expected.items():
         path = folder / name
         if not path.is_file():
             raise DamagedFile(f"{str(path)!r} is missing; {fix}")
         if sha256(path) != want:
-            raise DamagedFile(f"{str(path)!r} is damaged (checksum mismatch); {fix}")
+            raise DamagedFile(f"{str(path)!r} {changed}; {fix}")
 
 
 def read_json(path: str | Path, fix: str) -> dict[str, Any]:

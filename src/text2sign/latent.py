@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ from safetensors.torch import load_file, save_file
 from text2sign.build import build_autoencoder
 from text2sign.config import LatentConfig
 from text2sign.data.dataset import to_unit
-from text2sign.files import atomic_dir
+from text2sign.files import TMP_MARK, atomic_dir, write_lock, write_text_atomic
+from text2sign.lr_schedule import warmup_cosine
 from text2sign.models.autoencoder import FrameAutoencoder, reconstruction_loss
 
 AUTOENCODER_FILE = "autoencoder.safetensors"
@@ -28,7 +31,57 @@ AUTOENCODER_INFO = "autoencoder.json"
 
 
 def _architecture(cfg: LatentConfig) -> dict[str, int]:
-    return {"channels": cfg.channels, "factor": cfg.factor, "width": cfg.width}
+    arch = {"channels": cfg.channels, "factor": cfg.factor, "width": cfg.width}
+    if cfg.prescale != 1:  # folders written before prescale existed have none
+        arch["prescale"] = cfg.prescale
+    return arch
+
+
+def inflate_autoencoder(source: FrameAutoencoder, cfg: LatentConfig) -> FrameAutoencoder:
+    """An autoencoder for frames twice the size ``source`` was trained on, in its latent space.
+
+    The encoder is ``source``'s behind a 2x average-pool (frozen: the latents mean what they
+    meant, so a denoiser trained on them still applies); the decoder is ``source``'s with one
+    more 2x stage before its output layers, started as the identity (nearest upsampling), to be
+    fine-tuned at the new size (``train_autoencoder(..., decoder_only=True)``).
+    """
+    width = source.decoder[0].out_channels
+    want = {"channels": source.latent_channels, "factor": 2 * source.factor, "width": width,
+            "prescale": 2 * source.prescale}
+    if _architecture(cfg) != want:
+        raise ValueError(
+            f"latent settings {_architecture(cfg)} cannot share the latent space of an "
+            f"autoencoder with channels={source.latent_channels}, factor={source.factor}, "
+            f"width={width} at twice its frame size; set latent.channels/factor/width/prescale "
+            f"to {want}")
+    ae = build_autoencoder(cfg)
+    head = 2 + 3 * (int(math.log2(source.factor)) - 1)  # decoder layers before its output stage
+    state = {}
+    for key, value in source.state_dict().items():
+        part, _, rest = key.partition(".")
+        if part in ("encoder", "decoder"):
+            index, _, name = rest.partition(".")
+            index = int(index)
+            if part == "encoder":
+                index += 1  # behind the new average-pool
+            elif index >= head:
+                index += 3  # behind the new (upsample, conv, residual) stage
+            key = f"{part}.{index}.{name}"
+        state[key] = value
+    missing, unexpected = ae.load_state_dict(state, strict=False)
+    new_stage = {f"decoder.{head + 1}", f"decoder.{head + 2}"}
+    if unexpected or any(k.rsplit(".", 1)[0].split(".block")[0] not in new_stage
+                         for k in missing):
+        raise ValueError(f"cannot inflate the autoencoder: missing {missing}, unexpected "
+                         f"{unexpected}")
+    with torch.no_grad():  # the new stage starts as the identity after nearest upsampling
+        conv = ae.decoder[head + 1]
+        torch.nn.init.dirac_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
+        last = ae.decoder[head + 2].block[-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
+    return ae
 
 
 def save_autoencoder(folder: str | Path, ae: FrameAutoencoder, cfg: LatentConfig,
@@ -89,11 +142,14 @@ def _frames(cache: Any, picks: np.ndarray) -> torch.Tensor:
 
 def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cfg: LatentConfig,
                       *, device: torch.device, seed: int = 0, max_seconds: float | None = None,
-                      progress: bool = True, log=None) -> dict[str, float]:
+                      progress: bool = True, log=None, decoder_only: bool = False
+                      ) -> dict[str, float]:
     """Fit ``ae`` on random frames of the training clips (L1 + KL); returns the final numbers.
 
     AdamW with a short warmup and cosine decay; then the latent normalisation is fitted on up to
     1024 frames. ``max_seconds`` stops early (a wall-clock budget shared with the denoiser).
+    ``decoder_only`` keeps the encoder and the normalisation as they are (an inflated
+    autoencoder, whose latent space must not move) and fits the decoder alone.
     """
     from tqdm.auto import tqdm
 
@@ -103,7 +159,10 @@ def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cf
     rng = np.random.default_rng([seed, 0xAE])
     generator = torch.Generator(device="cpu").manual_seed(seed)
     ae.to(device).train()
-    optimizer = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    if decoder_only:
+        ae.encoder.eval().requires_grad_(False)
+    trained = [p for p in ae.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     warmup = max(1, cfg.steps // 20)
     started = time.time()
     l1 = kl = float("nan")
@@ -111,8 +170,7 @@ def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cf
                 dynamic_ncols=True)
     step = 0
     for step in pbar:
-        lr = cfg.lr * min((step + 1) / warmup,
-                          0.5 * (1 + math.cos(math.pi * step / max(1, cfg.steps))))
+        lr = cfg.lr * warmup_cosine(step, warmup, cfg.steps)  # the denoiser's schedule
         for group in optimizer.param_groups:
             group["lr"] = lr
         picks = np.stack([rng.choice(train_idx, cfg.batch_size),
@@ -123,7 +181,7 @@ def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cf
         loss = rec + cfg.kl_weight * kl_per.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         if step % 10 == 0 or step == cfg.steps - 1:
             l1, kl = rec.item(), kl_per.mean().item()  # sync point, every 10 steps
@@ -134,10 +192,12 @@ def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cf
             break
     pbar.close()
     ae.eval()
-    picks = np.stack([rng.choice(train_idx, 1024), rng.integers(0, frames_per_clip, 1024)], axis=1)
-    with torch.no_grad():
-        ae.fit_normalization(torch.cat([_frames(cache, picks[i:i + 128]).to(device)
-                                        for i in range(0, len(picks), 128)]))
+    if not decoder_only:
+        picks = np.stack([rng.choice(train_idx, 1024), rng.integers(0, frames_per_clip, 1024)],
+                         axis=1)
+        with torch.no_grad():
+            ae.fit_normalization(torch.cat([_frames(cache, picks[i:i + 128]).to(device)
+                                            for i in range(0, len(picks), 128)]))
     ae.requires_grad_(False)
     return {"steps": step + 1, "l1": l1, "kl": kl, "seconds": round(time.time() - started, 1)}
 
@@ -184,36 +244,57 @@ class LatentCache:
 
 def latent_cache(ae: FrameAutoencoder, cache: Any, *, device: torch.device,
                  batch_size: int = 8, progress: bool = True) -> LatentCache:
-    """The clip cache's latents under ``ae``: read if encoded before, else encoded now."""
-    from tqdm.auto import tqdm
-
+    """The clip cache's latents under ``ae``: read if encoded before, else encoded now. Several
+    processes may ask at once: one encodes (under a lock file), the others wait and reuse it."""
     key = f"{cache.fingerprint[:12]}-{autoencoder_hash(ae)[:12]}"
     path = Path(cache.path) / f"latents-{key}.f16"
-    info_path = path.with_suffix(".json")
     frames, size = cache.clip_shape[0], cache.clip_shape[1]
     shape = (len(cache), ae.latent_channels, frames, ae.latent_size(size), ae.latent_size(size))
-    if info_path.is_file() and path.is_file():
-        info = json.loads(info_path.read_text())
-        if info.get("format") == LATENT_CACHE_FORMAT and tuple(info["shape"]) == shape:
+    if _finished(path, shape):  # published whole: no lock needed to read it
+        return LatentCache(path, shape)
+    with write_lock(path.with_name(f".{path.name}.lock")):
+        if _finished(path, shape):  # another process encoded it while this one waited
             return LatentCache(path, shape)
-    tmp = path.with_name(f".{path.name}.tmp")
-    out = np.memmap(tmp, np.float16, mode="w+", shape=shape)
-    ae = ae.to(device).eval()
-    started = time.time()
-    with torch.no_grad():
-        for start in tqdm(range(0, len(cache), batch_size), desc="latent cache", unit="batch",
-                          disable=not progress):
-            stop = min(start + batch_size, len(cache))
-            clips = torch.from_numpy(np.stack([cache[i] for i in range(start, stop)]))
-            x = to_unit(clips.to(device).permute(0, 4, 1, 2, 3))  # (B, 3, T, H, W)
-            out[start:stop] = ae.encode(x).half().cpu().numpy()  # (B, C, T, h, w)
-    out.flush()
-    del out
-    tmp.replace(path)
-    info_path.write_text(json.dumps({"format": LATENT_CACHE_FORMAT, "shape": list(shape),
-                                     "clips": len(cache), "seconds": round(time.time() - started,
-                                                                           1)}))
+        _encode_all(ae, cache, path, shape, device=device, batch_size=batch_size,
+                    progress=progress)
     return LatentCache(path, shape)
+
+
+def _finished(path: Path, shape: tuple[int, ...]) -> bool:
+    """Whether the latents at ``path`` were published: their .json is written last."""
+    info_path = path.with_suffix(".json")
+    if not (info_path.is_file() and path.is_file()):
+        return False
+    info = json.loads(info_path.read_text())
+    return info.get("format") == LATENT_CACHE_FORMAT and tuple(info["shape"]) == shape
+
+
+def _encode_all(ae: FrameAutoencoder, cache: Any, path: Path, shape: tuple[int, ...], *,
+                device: torch.device, batch_size: int, progress: bool) -> None:
+    """Encode every clip into a temporary file of this process, then publish it: the data by
+    one rename, then its .json (atomically), so a reader sees both or neither."""
+    from tqdm.auto import tqdm
+
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    try:
+        out = np.memmap(tmp, np.float16, mode="w+", shape=shape)
+        ae = ae.to(device).eval()
+        started = time.time()
+        with torch.no_grad():
+            for start in tqdm(range(0, len(cache), batch_size), desc="latent cache",
+                              unit="batch", disable=not progress):
+                stop = min(start + batch_size, len(cache))
+                clips = torch.from_numpy(np.stack([cache[i] for i in range(start, stop)]))
+                x = to_unit(clips.to(device).permute(0, 4, 1, 2, 3))  # (B, 3, T, H, W)
+                out[start:stop] = ae.encode(x).half().cpu().numpy()  # (B, C, T, h, w)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_text_atomic(path.with_suffix(".json"), json.dumps({
+        "format": LATENT_CACHE_FORMAT, "shape": list(shape), "clips": len(cache),
+        "seconds": round(time.time() - started, 1)}))
 
 
 class LatentDataset(torch.utils.data.Dataset):

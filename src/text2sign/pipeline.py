@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,29 +11,17 @@ import torch
 from torch import nn
 
 from text2sign.build import build_conditioner, build_denoiser, diffusion_space, pick_device
-from text2sign.checkpoint import find_model_folder, load_model_folder, read_training_texts
+from text2sign.checkpoint import (
+    check_fit,
+    find_model_folder,
+    load_model_folder,
+    read_training_texts,
+)
 from text2sign.config import Config, check_clip, validate_sample
 from text2sign.data.dataset import to_uint8
 from text2sign.diffusion import sample
 from text2sign.latent import load_autoencoder
 from text2sign.models.pretrained import check_reference, restore_denoiser
-
-
-def check_fit(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
-              file: Path) -> None:
-    """Weights must have exactly the names and shapes the config's model has; checked against
-    a model built on the meta device, so an absurd config allocates nothing."""
-    want = {k: tuple(v.shape) for k, v in expected.items()}
-    have = {k: tuple(v.shape) for k, v in state.items()}
-    if want != have:
-        missing = sorted(set(want) - set(have))[:3]
-        unexpected = sorted(set(have) - set(want))[:3]
-        shapes = [f"{k}: {have[k]} vs {want[k]}" for k in sorted(set(want) & set(have))
-                  if want[k] != have[k]][:3]
-        raise ValueError(
-            f"weights in {str(file)!r} do not fit the model its config.json describes (missing "
-            f"{missing}, unexpected {unexpected}, shapes file vs config {shapes}); the folder "
-            "is damaged or was edited: copy it again or retrain it")
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -137,27 +126,29 @@ class Text2SignPipeline:
         autoencoder = None
         if cfg.latent.enabled:
             autoencoder = load_autoencoder(folder, cfg.latent)
-        if cfg.text.encoder == "bytes":  # its sizes come from config.json: check them first
-            with torch.device("meta"):
-                probe = build_conditioner(cfg)
-            check_fit(trainable_state(probe), text_state, Path(where) / "text.safetensors")
-        conditioner = build_conditioner(cfg)
-        if "denoiser" in info.get("pretrained", {}):  # frozen weights come from the reference
-            denoiser = build_denoiser(cfg, conditioner.dim)
+        fix = "the folder is damaged or was edited: copy it again or retrain it"
+
+        def what(file: str) -> str:
+            return f"weights in {str(Path(where) / file)!r} do not fit the model its config.json " \
+                   "describes"
+
+        # Checked against models on the meta device first: an absurd config allocates nothing.
+        # (A pretrained text encoder is built for real: its frozen weights are its own.)
+        with torch.device("meta") if cfg.text.encoder == "bytes" else contextlib.nullcontext():
+            probe = build_conditioner(cfg)
+        check_fit(trainable_state(probe), text_state, what("text.safetensors"), fix)
+        conditioner = probe if cfg.text.encoder != "bytes" else build_conditioner(cfg)
+        with torch.device("meta"):
+            probe = build_denoiser(cfg, conditioner.dim)
+        referenced = "denoiser" in info.get("pretrained", {})  # frozen weights come from there
+        check_fit(probe.state_dict(), denoiser_state, what("denoiser.safetensors"), fix,
+                  may_lack=set(probe.state_dict()) if referenced else set())
+        denoiser = build_denoiser(cfg, conditioner.dim)
+        if referenced:
             restore_denoiser(denoiser, denoiser_state, cfg.model.arch, info, where)
-        else:  # checked against a model on the meta device first: an absurd config allocates
-            with torch.device("meta"):  # nothing
-                probe = build_denoiser(cfg, conditioner.dim)
-            check_fit(probe.state_dict(), denoiser_state, Path(where) / "denoiser.safetensors")
-            denoiser = build_denoiser(cfg, conditioner.dim)
+        else:
             denoiser.load_state_dict(denoiser_state)
-        missing, unexpected = conditioner.load_state_dict(text_state, strict=False)
-        expected = set(trainable_state(conditioner))
-        if unexpected or expected & set(missing):
-            raise ValueError(
-                f"text weights in {str(folder)!r} do not match the config's text encoder "
-                f"(missing {sorted(expected & set(missing))[:5]}, unexpected {unexpected[:5]})"
-            )
+        conditioner.load_state_dict(text_state, strict=False)
         pipe = cls(denoiser, conditioner, cfg, device, info, autoencoder)
         pipe.training_texts = read_training_texts(folder)
         pipe.folder, pipe._saved_keys = folder, set(denoiser_state)

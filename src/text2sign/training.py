@@ -42,6 +42,15 @@ from text2sign.data.fingerspelling import is_fingerspelling_corpus
 from text2sign.data.video_io import safe_names, write_gif
 from text2sign.evaluation import evaluate as evaluation
 from text2sign.evaluation.evaluate import describe_device
+from text2sign.fast_path import (
+    adamw,
+    check_distribution,
+    compile_module,
+    describe_kernels,
+    enable_tf32,
+    peak_memory_mb,
+    recorded_attention_kernels,
+)
 from text2sign.files import (
     DiskFull,
     RunStopped,
@@ -52,6 +61,7 @@ from text2sign.files import (
     keep_log,
     run_lock,
 )
+from text2sign.init_from import init_from_model, source_autoencoder
 from text2sign.latent import (
     AUTOENCODER_INFO,
     LatentDataset,
@@ -60,18 +70,9 @@ from text2sign.latent import (
     save_autoencoder,
     train_autoencoder,
 )
+from text2sign.lr_schedule import warmup_cosine
 from text2sign.models.pretrained import init_from_pretrained, reference
 from text2sign.pipeline import Text2SignPipeline, trainable_state
-from text2sign.schedule import warmup_cosine
-from text2sign.speed import (
-    adamw,
-    check_distribution,
-    compile_module,
-    describe_kernels,
-    enable_tf32,
-    peak_memory_mb,
-    recorded_attention_kernels,
-)
 from text2sign.tracking import Trackers, accelerate_trackers, tracker_names
 
 
@@ -101,16 +102,31 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(2, dtype=np.uint64)[0] >> 1)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux: no way to tell, stay in fp32
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def mixed_precision_for(requested: str, device_type: str) -> str:
+    """``auto``: bf16 on CUDA GPUs that have it (else fp16), bf16 on CPUs with native bf16
+    (measured 1.2x faster per step than fp32 there, with the same loss curve:
+    benchmarks/throughput.py, docs/benchmarks.md), else fp32."""
     if requested != "auto":
-        if requested != "no" and device_type != "cuda":
+        if requested == "fp16" and device_type != "cuda" or requested == "bf16" and \
+                device_type not in ("cuda", "cpu"):
             raise ValueError(
-                f"train.mixed_precision={requested!r} needs a CUDA device, this run is on "
-                f"{device_type}; use train.mixed_precision=no or auto"
+                f"train.mixed_precision={requested!r} is not available on {device_type}; use "
+                "train.mixed_precision=no or auto"
             )
         return requested
     if device_type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device_type == "cpu" and cpu_has_bf16():
+        return "bf16"
     return "no"
 
 
@@ -275,7 +291,8 @@ def save_checkpoint(out: Path, cfg: Config, raw: DiffusionTrainer, ema: dict[str
     model_state = {k: v for k, v in raw.state_dict().items() if k not in frozen}
     save_training_state(folder, model_state=model_state, ema_state=ema, optimizer=optimizer,
                         meta={"step": step, "minutes": minutes,
-                              "pretrained": facts.get("pretrained", {})}, config=cfg)
+                              "pretrained": facts.get("pretrained", {}),
+                              "init_from": facts.get("init_from")}, config=cfg)
     ema_denoiser, ema_conditioner = ema_models(raw, ema)
     # Frozen pretrained weights stay in their files: the folder references them.
     denoiser_state = {k: v for k, v in ema_denoiser.state_dict().items()
@@ -322,10 +339,11 @@ def init_training(cfg: Config, checkpoint: Path | None, state: dict | None,
                   autoencoder: nn.Module | None = None, device: torch.device | None = None,
                   log=None
                   ) -> tuple[DiffusionTrainer, torch.optim.Optimizer, dict[str, torch.Tensor],
-                             dict[str, Any]]:
-    """Models (from ``model.pretrained`` where set), AdamW and fp32 EMA weights: identical on
-    every rank from the seed, then the checkpoint's weights when resuming (the optimizer state
-    is loaded after accelerate wraps it). Also returns the pretrained files' references."""
+                             dict[str, Any], dict[str, Any] | None]:
+    """Models (from ``model.pretrained`` / ``model.init_from`` where set), AdamW and fp32 EMA
+    weights: identical on every rank from the seed, then the checkpoint's weights when resuming
+    (the optimizer state is loaded after accelerate wraps it). Also returns the pretrained
+    files' references and the ``model.init_from`` folder's (None without one)."""
     tc = cfg.train
     torch.manual_seed(tc.seed)
     denoiser, conditioner = build_models(cfg)
@@ -334,11 +352,15 @@ def init_training(cfg: Config, checkpoint: Path | None, state: dict | None,
         references["denoiser"] = init_from_pretrained(denoiser, cfg.model.arch,
                                                       cfg.model.pretrained,
                                                       cfg.model.train_only, log=log)
+    module = DiffusionTrainer(denoiser, conditioner, cfg)
+    init_ref = None
+    if cfg.model.init_from and checkpoint is None:  # a resumed run has it in its checkpoint
+        init_ref = init_from_model(module, cfg, log=log)
     denoiser.set_gradient_checkpointing(tc.gradient_checkpointing)
     if tc.compile:
         compile_module(denoiser)
     # On the device before the optimizer is built, so a CUDA run gets fused AdamW.
-    module = DiffusionTrainer(denoiser, conditioner, cfg).to(device or "cpu")
+    module = module.to(device or "cpu")
     params = trainable_state(module)
     optimizer = adamw(params.values(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
     ema = {k: v.detach().float().clone() for k, v in params.items()}
@@ -351,7 +373,8 @@ def init_training(cfg: Config, checkpoint: Path | None, state: dict | None,
         frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
         load_checkpoint_weights(module, state, frozen, checkpoint)
         ema = {k: v.float() for k, v in state["ema"].items()}
-    return module, optimizer, ema, references
+        init_ref = state["meta"].get("init_from")
+    return module, optimizer, ema, references, init_ref
 
 
 def make_accelerator(tc: TrainConfig, out: Path, device: str | None, resume_step: int = 0):
@@ -402,11 +425,17 @@ def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int]
         facts = json.loads((folder / AUTOENCODER_INFO).read_text())
         return load_autoencoder(folder, lc).to(device), {"facts": facts}
     torch.manual_seed(cfg.train.seed)
-    ae = build_autoencoder(lc)
+    ae, decoder_only = build_autoencoder(lc), False
+    if cfg.model.init_from:  # the latent space the loaded denoiser learned in
+        ae, decoder_only = source_autoencoder(cfg)
+        if not decoder_only:
+            return ae.to(device), {"facts": {"from": str(cfg.model.init_from)}}
     budget = cfg.train.max_minutes
     facts = train_autoencoder(ae, cache, train_idx, lc, device=device, seed=cfg.train.seed,
                               max_seconds=None if budget is None else budget * 30,  # half of it
-                              progress=progress, log=log)
+                              progress=progress, decoder_only=decoder_only, log=log)
+    if decoder_only:
+        facts["inflated_from"] = str(cfg.model.init_from)
     save_autoencoder(folder, ae, lc, facts)
     if not quiet:
         print(f"autoencoder: {facts['steps']} steps in {facts['seconds']:.0f} s, "
@@ -483,7 +512,7 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                 quiet=quiet or not main, log=trackers.scalars)
 
     # --- models, optimizer, EMA: fresh, or the checkpoint's
-    module, optimizer, ema, references = init_training(
+    module, optimizer, ema, references, init_ref = init_training(
         cfg, checkpoint, state, autoencoder, device=accelerator.device,
         log=print if main and not quiet else None)
     step, minutes_before = 0, ae_meta.get("minutes_this_run", 0.0)
@@ -518,6 +547,8 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
     facts |= {"command": command, "device": describe_device(accelerator.device)}
     if references:
         facts["pretrained"] = references
+    if init_ref:
+        facts["init_from"] = init_ref
 
     # --- the loop
     last_saved = checkpoint

@@ -31,11 +31,12 @@ import numpy as np
 from text2sign.data.clips import FITS, TIME_MODES, shape_clip
 from text2sign.data.folder import BadPair, default_workers, scan_folder
 from text2sign.data.video_io import VideoReadError, read_video
-from text2sign.files import DamagedFile, read_json
+from text2sign.files import DamagedFile, read_json, write_lock, write_text_atomic
 
 FORMAT = "text2sign-clip-cache"
 VERSION = 1
 INDEX = "index.json"
+LOCK = ".lock"  # held by the one process writing the cache; others wait, then reuse its work
 SHARD_BYTES = 1 << 30  # ~1 GiB per shard file
 _SHARD_RE = re.compile(r"^shard-\d{6}-\d{4}\.u8$")
 
@@ -243,12 +244,10 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
     """Decode and shape every good pair once; reuse clips whose source size and mtime match.
 
     ``workers`` processes decode in parallel (default: up to 8 CPU cores when there are
-    >= 64 clips to decode, `default_workers`); the cache is the same whatever the number.
+    >= 64 clips to decode, `default_workers`); the cache is the same whatever the number. Opening an
+    unchanged cache writes nothing; writers take the cache's lock file one at a time, so several
+    processes may open or prepare one cache at once.
     """
-    import multiprocessing
-
-    from tqdm.auto import tqdm
-
     if frames < 1 or size < 1:
         raise ValueError(f"frames={frames} and size={size} must be positive integers")
     if time_mode not in TIME_MODES:
@@ -259,13 +258,26 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
     out = Path(out) if out is not None else default_cache_dir(source, frames, size, time_mode, fit)
     if out.exists() and not out.is_dir():
         raise ValueError(f"cache path {str(out)!r} is a file; pass a folder to --out")
-    if out.is_dir() and any(out.iterdir()) and not is_cache(out) and not (out / INDEX).exists():
+    if (out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not is_cache(out)
+            and not (out / INDEX).exists()):
         raise ValueError(f"cache path {str(out)!r} is a non-empty folder that is not a clip "
                          "cache; pass an empty or new folder to --out")
-    scan = scan_folder(source, decode=False)
     settings = {"format": FORMAT, "frames": frames, "size": size, "time_mode": time_mode,
                 "fit": fit}
-    out.mkdir(parents=True, exist_ok=True)
+    with write_lock(out / LOCK):  # a second process waits here, then finds nothing to do
+        return _prepare(source, out, settings, progress, workers)
+
+
+def _prepare(source: Path, out: Path, settings: dict, progress: bool,
+             workers: int | None) -> ClipCache:
+    """`prepare_cache` under the cache's write lock."""
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    frames, size = settings["frames"], settings["size"]
+    time_mode, fit = settings["time_mode"], settings["fit"]
+    scan = scan_folder(source, decode=False)
     previous = _load_previous(out, settings)
     old = {c["path"]: c for c in previous["clips"]} if previous else {}
     old_shards: dict[str, int] = dict(previous["shards"]) if previous else {}
@@ -338,9 +350,11 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
              "source": str(source.resolve()), "shards": shards, "clips": entries,
              "bad": [{"path": scan.relative(b.path), "reason": b.reason} for b in bad],
              "decoded": decoded}
-    tmp = out / f".{INDEX}.tmp"
-    tmp.write_text(json.dumps(index, indent=1, ensure_ascii=False))
-    os.replace(tmp, out / INDEX)  # the commit point
+    unchanged = previous is not None and all(
+        previous.get(k) == index[k] for k in ("source", "shards", "clips", "bad"))
+    if unchanged:  # nothing to write: readers of this cache see no change at all
+        return ClipCache(out, {**previous, "decoded": 0})
+    write_text_atomic(out / INDEX, json.dumps(index, indent=1, ensure_ascii=False))  # commit
     for stale in out.iterdir():
         if _SHARD_RE.match(stale.name) and stale.name not in shards:
             stale.unlink()

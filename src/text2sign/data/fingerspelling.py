@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from text2sign import shipped
 from text2sign.console import add_quiet, shows_progress
 
 SUPERSAMPLE = 4  # draw at 4x, then box-filter down: cheap anti-aliasing
@@ -415,7 +416,7 @@ def _rng(seed: int, language: str, text: str, variant: int) -> np.random.Generat
     return np.random.default_rng([seed, zlib.crc32(f"{language}/{text}".encode()), variant])
 
 
-WORD_LISTS = {"en": "words-en.txt"}  # built-in lists, in text2sign/assets/
+WORD_LISTS = ("en",)  # built-in lists (shipped.word_list)
 MARKER = "fingerspelling.json"  # written in a corpus root: its texts are spelled letter by letter
 
 
@@ -424,8 +425,7 @@ def builtin_words(name: str = "en") -> list[str]:
     if name not in WORD_LISTS:
         raise ValueError(f"unknown built-in word list {name!r}; available: {sorted(WORD_LISTS)} "
                          "(or pass a file with one word per line)")
-    path = Path(__file__).resolve().parent.parent / "assets" / WORD_LISTS[name]
-    return read_words(path)
+    return read_words(shipped.word_list(name))
 
 
 def read_words(path: str | Path) -> list[str]:

@@ -7,40 +7,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from text2sign import shipped
+from text2sign.config import VAL_FRACTION
+
 DEMO_VARIANTS = 8  # clips per text: held-out real clips for the ceilings (v00, v01 are the
 # words corpus's own clips, v02-v07 new renders no model or recognizer trained on)
 CORPUS_VARIANTS = 2  # clips per text of the words corpus `demo --train` trains on
 DEMO_WORDS = 12  # seen and unseen words the demo generates (the most frequent of each)
-VAL_FRACTION = 0.1  # the shipped config's data.val_fraction
-
-
-def shipped_model() -> Path:
-    """The demo model inside the installed package."""
-    import text2sign
-
-    return Path(text2sign.__file__).parent / "assets" / "demo-model"
-
-
-def model_or_shipped(name: str | Path | None) -> Path:
-    """The model folder a command was given, or the shipped one when none was (one default for
-    sample, evaluate, info and serve)."""
-    from text2sign.checkpoint import find_model_folder
-
-    return find_model_folder(shipped_model() if name is None else name)
-
-
-def shipped_recognizer() -> Path:
-    """The sequence recognizer shipped beside it, trained on the model's training corpus."""
-    import text2sign
-
-    return Path(text2sign.__file__).parent / "assets" / "recognizer"
 
 
 def _shipped_config():
     """The shipped model's run config, the starting point of `demo --train`, or None."""
     from text2sign.config import from_dict
 
-    folder = shipped_model()
+    folder = shipped.model()
     if (folder / "config.json").is_file():
         from text2sign.checkpoint import read_model_info
 
@@ -136,7 +116,7 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
         training_cache = open_clips(corpus, dc.frames, dc.size, dc.time_mode, dc.fit,
                                     progress=progress)
     else:
-        folder = Path(model) if model is not None else shipped_model()
+        folder = Path(model) if model is not None else shipped.model()
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(
                 f"no demo model at {str(folder)!r} (this text2sign was installed without it); "
@@ -151,8 +131,8 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
                            quiet=quiet)
     cache = open_clips(corpus, pipe.frames, pipe.size, dc.time_mode, dc.fit, progress=progress)
 
-    if recognizer is None and shipped_recognizer().is_dir():  # trained on the ASL words corpus
-        recognizer = shipped_recognizer()
+    if recognizer is None and shipped.recognizer().is_dir():  # trained on the ASL words corpus
+        recognizer = shipped.recognizer()
     if recognizer is not None:
         sequence = SequenceRecognizer.load(recognizer, pipe.device)
     else:  # trained once on the training corpus's training clips (or the demo corpus's)

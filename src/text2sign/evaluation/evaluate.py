@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from text2sign.config import VAL_FRACTION
 from text2sign.data.dataset import to_unit
 from text2sign.data.video_io import safe_names
 from text2sign.evaluation.report import (
@@ -307,7 +308,7 @@ def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
     sampler, steps, guidance = _resolve_sampling(pipe, sampler, steps, guidance)
     device = torch.device(pipe.device)
     config = getattr(pipe, "config", None)
-    val_fraction = config.data.val_fraction if config is not None else 0.1
+    val_fraction = config.data.val_fraction if config is not None else VAL_FRACTION
     if recognizer is None:
         recognizer, _, _ = load_or_train_recognizer(cache, val_fraction, device=device,
                                                     progress=progress)

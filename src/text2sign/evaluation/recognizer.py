@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from text2sign.build import pick_device
+from text2sign.config import VAL_FRACTION
 from text2sign.data.dataset import to_uint8, to_unit
 from text2sign.files import atomic_dir
-from text2sign.schedule import warmup_cosine
+from text2sign.lr_schedule import warmup_cosine
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "recognizer.safetensors"
@@ -365,7 +366,7 @@ def recognizer_folder(cache: Any) -> Path:
     return Path(cache.path) / f"recognizer-{cache.fingerprint[:12]}"
 
 
-def load_or_train_recognizer(cache: Any, val_fraction: float = 0.1, *,
+def load_or_train_recognizer(cache: Any, val_fraction: float = VAL_FRACTION, *,
                              config: RecognizerConfig | None = None,
                              settings: TrainSettings | None = None,
                              device: str | torch.device | None = None,

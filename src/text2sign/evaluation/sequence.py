@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from text2sign.config import VAL_FRACTION
 from text2sign.evaluation.recognizer import _augment, _load_clips, prepare_clips
-from text2sign.schedule import warmup_cosine
+from text2sign.lr_schedule import warmup_cosine
 
 UNITS = ("chars", "glosses")
 WEIGHTS_NAME = "sequence.safetensors"
@@ -308,7 +309,7 @@ def default_units(data_path: str | Path) -> str:
 
 
 def load_or_train_sequence_recognizer(
-    cache: Any, val_fraction: float = 0.1, holdout: float = 0.0, *,
+    cache: Any, val_fraction: float = VAL_FRACTION, holdout: float = 0.0, *,
     units: str | None = None, frames: int | None = None,
     settings: SequenceTrainSettings | None = None, device: str | torch.device | None = None,
     folder: str | Path | None = None, progress: bool = True,

@@ -43,25 +43,33 @@ class FrameAutoencoder(nn.Module):
 
     ``encode``/``decode`` take and return clips (B, C, T, H, W) and handle the normalisation, so
     the rest of the code sees latents of unit scale and never touches this module's internals.
+
+    ``prescale`` p > 1 average-pools frames by p before an encoder of factor f/p, while the
+    decoder draws the full size: the latent space of an autoencoder trained at 1/p of the size
+    (its encoder, reused), decoded at full size (see ``inflate_autoencoder``).
     """
 
-    def __init__(self, latent_channels: int = 4, factor: int = 4, width: int = 64) -> None:
+    def __init__(self, latent_channels: int = 4, factor: int = 4, width: int = 64,
+                 prescale: int = 1) -> None:
         super().__init__()
         if factor not in (2, 4, 8):
             raise ValueError(f"latent.factor={factor} is not one of [2, 4, 8]")
         if latent_channels < 1 or width < 1:
             raise ValueError(f"latent.channels={latent_channels} and latent.width={width} must be "
                              "positive")
-        self.latent_channels, self.factor = latent_channels, factor
-        stages = int(math.log2(factor)) - 1  # strided steps after the 2x space-to-depth
-        enc: list[nn.Module] = [nn.PixelUnshuffle(2), nn.Conv2d(12, width, 3, padding=1),
-                                ResBlock2d(width)]
+        if prescale not in (1, 2) or factor // prescale < 2:
+            raise ValueError(f"latent.prescale={prescale} must be 1 or 2 and leave a factor of at "
+                             f"least 2 (latent.factor={factor})")
+        self.latent_channels, self.factor, self.prescale = latent_channels, factor, prescale
+        stages = int(math.log2(factor // prescale)) - 1  # strided steps after space-to-depth
+        enc: list[nn.Module] = [nn.AvgPool2d(prescale)] if prescale > 1 else []
+        enc += [nn.PixelUnshuffle(2), nn.Conv2d(12, width, 3, padding=1), ResBlock2d(width)]
         for _ in range(stages):
             enc += [nn.Conv2d(width, width, 3, stride=2, padding=1), ResBlock2d(width)]
         enc += [group_norm(width), nn.SiLU(), nn.Conv2d(width, 2 * latent_channels, 3, padding=1)]
         self.encoder = nn.Sequential(*enc)
         dec: list[nn.Module] = [nn.Conv2d(latent_channels, width, 3, padding=1), ResBlock2d(width)]
-        for _ in range(stages):
+        for _ in range(int(math.log2(factor)) - 1):
             dec += [nn.Upsample(scale_factor=2, mode="nearest"),
                     nn.Conv2d(width, width, 3, padding=1), ResBlock2d(width)]
         dec += [ResBlock2d(width), group_norm(width), nn.SiLU(), nn.Conv2d(width, 12, 3, padding=1),

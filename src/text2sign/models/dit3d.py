@@ -17,9 +17,12 @@ from torch import nn
 from text2sign.models.layers import (
     Attention,
     FeedForward,
+    MonotonicAlignment,
     TimestepEmbedding,
     check_multiple,
     checkpointed,
+    frame_text,
+    inverse_softplus,
     modulate,
     sincos_1d,
     sincos_2d,
@@ -48,7 +51,7 @@ class DiTBlock(nn.Module):
     """One transformer block over (B, T', S, D) tokens, attending over space or over time."""
 
     def __init__(self, dim: int, heads: int, text_dim: int, mlp_ratio: float, temporal: bool,
-                 cross_attention: bool) -> None:
+                 cross_attention: bool, aligned: bool = False) -> None:
         super().__init__()
         self.temporal = temporal
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
@@ -57,16 +60,22 @@ class DiTBlock(nn.Module):
         if cross_attention:
             self.norm_x = nn.LayerNorm(dim, eps=1e-6)
             self.attn_x = Attention(dim, heads, context_dim=text_dim)
+        self.align = MonotonicAlignment(heads) if aligned and cross_attention else None
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = FeedForward(dim, mlp_ratio)
         # adaLN-Zero: shift/scale/gate for attention and MLP; gates start at 0 (identity block).
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, tokens: torch.Tensor,
-                mask: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
-        """``pos`` (T', 1, D): frame positions added to a temporal block's attention input."""
+                mask: torch.Tensor, pos: torch.Tensor | None = None,
+                order: torch.Tensor | None = None) -> torch.Tensor:
+        """``c`` is (B, D), or (B, T', D) per frame; ``pos`` (T', 1, D): frame positions added
+        to a temporal block's attention input; ``order`` (B, L): the text's content order."""
         b, t, s, d = x.shape
-        mods = rearrange(self.ada(c), "b (six d) -> six b 1 1 d", six=6)  # 6 x (B, 1, 1, D)
+        if c.ndim == 2:
+            mods = rearrange(self.ada(c), "b (six d) -> six b 1 1 d", six=6)  # 6 x (B,1,1,D)
+        else:
+            mods = rearrange(self.ada(c), "b t (six d) -> six b t 1 d", six=6)  # 6 x (B,T',1,D)
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mods
         h = modulate(self.norm1(x), shift_a, scale_a)  # (B, T', S, D)
         if self.temporal:
@@ -79,7 +88,11 @@ class DiTBlock(nn.Module):
         x = x + gate_a * h
         if self.cross:
             z = rearrange(x, "b t s d -> b (t s) d")  # (B, T'*S, D)
-            z = self.attn_x(self.norm_x(z), tokens, mask)  # (B, T'*S, D)
+            bias = None
+            if self.align is not None and order is not None:
+                bias = self.align(order, t)  # (B, heads, T', L)
+                bias = bias[:, :, :, None].expand(-1, -1, -1, s, -1).flatten(2, 3)  # (B,h,T'S,L)
+            z = self.attn_x(self.norm_x(z), tokens, mask, bias)  # (B, T'*S, D)
             x = x + rearrange(z, "b (t s) d -> b t s d", t=t)  # (B, T', S, D)
         return x + gate_m * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
 
@@ -107,8 +120,11 @@ class DiT3D(nn.Module):
         mlp_ratio: float = 4.0,
         cross_attention: bool = True,
         positions: str = "input",
+        alignment: str = "none",
     ) -> None:
         super().__init__()
+        if alignment not in ("none", "monotonic"):
+            raise ValueError(f"alignment={alignment!r} is not one of ['none', 'monotonic']")
         if positions not in ("input", "dit"):
             raise ValueError(f"dit3d positions={positions!r} is not one of ['input', 'dit']")
         if hidden_size % num_heads:
@@ -119,6 +135,7 @@ class DiT3D(nn.Module):
             "hidden_size": hidden_size, "depth": depth, "num_heads": num_heads,
             "patch_size": patch_size, "tubelet": tubelet, "mlp_ratio": mlp_ratio,
             "cross_attention": cross_attention, "positions": positions,
+            "alignment": alignment,
         }
         self.in_channels = in_channels
         self.gradient_checkpointing = False
@@ -128,9 +145,13 @@ class DiT3D(nn.Module):
         self.y_embed = nn.Linear(text_dim, hidden_size)  # pooled text joins the timestep signal
         self.blocks = nn.ModuleList(
             DiTBlock(hidden_size, num_heads, text_dim, mlp_ratio, temporal=i % 2 == 1,
-                     cross_attention=cross_attention)
+                     cross_attention=cross_attention, aligned=alignment == "monotonic")
             for i in range(depth)
         )
+        if alignment == "monotonic":
+            # Each tubelet frame's share of the text joins its conditioning (zeroed below).
+            self.frame_text = nn.Linear(text_dim, hidden_size)
+            self.frame_strength = nn.Parameter(torch.tensor(inverse_softplus(2.0)))
         self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
         self.proj_out = nn.Linear(hidden_size, tubelet * patch_size * patch_size * in_channels)
@@ -153,6 +174,9 @@ class DiT3D(nn.Module):
         for layer in (self.ada_out[-1], self.proj_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if self.config["alignment"] == "monotonic":
+            nn.init.zeros_(self.frame_text.weight)
+            nn.init.zeros_(self.frame_text.bias)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute block activations in backward: less memory, ~30% more compute."""
@@ -184,10 +208,16 @@ class DiT3D(nn.Module):
             h = h + (pos_t + sincos_2d(nh, nw, d, x.device)[None]).to(h.dtype)  # (B,T',H'W',D)
             pos_block = None
         c_emb = self.t_embed(t.expand(b) if t.ndim == 0 else t) + self.y_embed(text.pooled)
+        if self.config["alignment"] == "monotonic":
+            shares = frame_text(text.tokens, text.order, nt, self.frame_strength)  # (B, T', D)
+            c_emb = c_emb[:, None] + self.frame_text(shares)  # (B, T', D)
         for block in self.blocks:
-            h = checkpointed(block, h, c_emb, text.tokens, text.mask, pos_block,
+            h = checkpointed(block, h, c_emb, text.tokens, text.mask, pos_block, text.order,
                              enabled=self.gradient_checkpointing)
-        shift, scale = rearrange(self.ada_out(c_emb), "b (two d) -> two b 1 1 d", two=2)
+        if c_emb.ndim == 2:
+            shift, scale = rearrange(self.ada_out(c_emb), "b (two d) -> two b 1 1 d", two=2)
+        else:
+            shift, scale = rearrange(self.ada_out(c_emb), "b t (two d) -> two b t 1 d", two=2)
         h = self.proj_out(modulate(self.norm_out(h), shift, scale))  # (B, T', H'*W', tub*p*p*C)
         return rearrange(
             h, "b t (h w) (tt p q c) -> b c (t tt) (h p) (w q)", h=nh, tt=tub, p=p, q=p

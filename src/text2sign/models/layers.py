@@ -94,7 +94,9 @@ class Attention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, bias: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """``bias`` (N or 1, heads or 1, L, S) is added to the attention logits."""
         context = x if context is None else context
         q = rearrange(self.to_q(x), "n l (h d) -> n h l d", h=self.heads)  # (N, heads, L, d)
         k, v = rearrange(
@@ -107,11 +109,68 @@ class Attention(nn.Module):
             # keys, then zero its output, so "no text" contributes exactly nothing.
             empty = ~mask.any(dim=-1)  # (N,)
             attn_mask = (mask | empty[:, None])[:, None, None, :]  # (N, 1, 1, S)
+        if bias is not None:
+            bias = bias.to(q.dtype)
+            attn_mask = bias if attn_mask is None else bias.masked_fill(~attn_mask, -torch.inf)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (N, heads, L, d)
         out = self.to_out(rearrange(out, "n h l d -> n l (h d)"))  # (N, L, dim)
         if empty is not None:
             out = out.masked_fill(empty[:, None, None], 0.0)
         return out
+
+
+def alignment_distance(order: torch.Tensor, frames: int) -> torch.Tensor:
+    """How far each frame sits from each content token, in token units: (B, L) order -> (B, T, L).
+
+    A text of n content tokens shares the clip evenly, token i (1..n) covering frames
+    [(i-1)T/n, iT/n); frame t is taken at its centre, (t + 0.5) n / T in token units, and token
+    i's centre is i - 0.5. Non-content tokens (order 0) get distance 0, so a bias of the form
+    -s d^2 leaves them (CLS, padding, the null condition) unbiased.
+    """
+    n = order.amax(dim=1).clamp(min=1).to(torch.float32)  # (B,)
+    centres = (torch.arange(frames, device=order.device, dtype=torch.float32) + 0.5) / frames
+    pos = centres[None] * n[:, None]  # (B, T)
+    d = pos[:, :, None] - (order[:, None, :].to(torch.float32) - 0.5)  # (B, T, L)
+    return d * (order > 0)[:, None, :]  # (B, T, L)
+
+
+def inverse_softplus(value: float) -> float:
+    return math.log(math.expm1(value))
+
+
+class MonotonicAlignment(nn.Module):
+    """A learned prior that text order is time order: logits bias -s_h d^2 per head h.
+
+    ``d`` is :func:`alignment_distance`; ``s_h = softplus(p_h)`` is learned per head. Head 0
+    starts near 0 (free to stay global), the others at ``strength``. Non-content tokens (CLS,
+    specials, padding) and texts without order (the null condition) get no bias.
+    """
+
+    def __init__(self, heads: int, strength: float = 2.0, free_heads: int = 1) -> None:
+        super().__init__()
+        init = torch.full((heads,), inverse_softplus(strength))
+        init[: min(free_heads, heads - 1)] = inverse_softplus(1e-3)
+        self.strength = nn.Parameter(init)  # (heads,) before softplus
+
+    def forward(self, order: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B, L) order -> (B, heads, T, L) additive logit bias."""
+        d2 = alignment_distance(order, frames).square()  # (B, T, L)
+        s = F.softplus(self.strength.float())  # (heads,)
+        return -s[None, :, None, None] * d2[:, None]  # (B, heads, T, L)
+
+
+def frame_text(tokens: torch.Tensor, order: torch.Tensor, frames: int,
+               strength: torch.Tensor) -> torch.Tensor:
+    """Each frame's share of the text: the content tokens averaged with weights
+    softmax(-s d^2) (a soft length regulator, as FastSpeech's). (B, L, D) -> (B, T, D); rows
+    of texts without content tokens (the null condition) are zero."""
+    content = order > 0  # (B, L)
+    logits = -F.softplus(strength.float()) * alignment_distance(order, frames).square()
+    logits = logits.masked_fill(~content[:, None, :], -torch.inf)  # (B, T, L)
+    has = content.any(dim=1)  # (B,)
+    logits = torch.where(has[:, None, None], logits, torch.zeros_like(logits))
+    weights = logits.softmax(dim=-1) * has[:, None, None]  # (B, T, L)
+    return weights.to(tokens.dtype) @ tokens  # (B, T, D)
 
 
 class FeedForward(nn.Module):

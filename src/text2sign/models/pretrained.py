@@ -20,6 +20,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from text2sign.files import sha256, verify_digests
+
 UNET_ARCH = "unet-motion"
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 # Files a folder may carry that text2sign never reads (other frameworks' or pickled weights).
@@ -29,22 +31,6 @@ DIT_HEADS = {384: 6, 768: 12, 1024: 16, 1152: 16}
 
 
 # ----------------------------------------------------------------------------- references
-
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) for this process (3.4 GB: seconds)."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 23):
-                digest.update(chunk)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
 
 
 def _reference_files(path: Path) -> list[Path]:
@@ -58,21 +44,17 @@ def reference(path: str | Path) -> dict[str, Any]:
     """{"path": absolute path, "sha256": {file name: digest}} of a weights file or a folder's
     top-level files that text2sign reads (config, tokenizer, safetensors)."""
     path = Path(path).expanduser().resolve()
-    return {"path": str(path), "sha256": {p.name: sha256_file(p) for p in _reference_files(path)}}
+    return {"path": str(path), "sha256": {p.name: sha256(p) for p in _reference_files(path)}}
 
 
 def check_reference(ref: dict[str, Any], what: str, where: str) -> Path:
     """The referenced path, after checking that every file is there with its recorded hash."""
     path = Path(ref["path"])
-    fix = (f"restore it, or put a copy elsewhere and edit the path {str(path)!r} in {where} "
-           "(the hash is checked, so only the same file loads)")
-    for name, digest in ref["sha256"].items():
-        file = path if path.is_file() or path.suffix in WEIGHT_SUFFIXES else path / name
-        if not file.is_file():
-            raise FileNotFoundError(f"{what}: the referenced file {str(file)!r} is missing; {fix}")
-        if sha256_file(file) != digest:
-            raise ValueError(f"{what}: the referenced file {str(file)!r} has changed since "
-                             f"training (sha256 {digest[:12]}... expected); {fix}")
+    fix = (f"{what}: restore it, or put a copy elsewhere and edit the path {str(path)!r} in "
+           f"{where} (the hash is checked, so only the same file loads)")
+    single = path.is_file() or path.suffix in WEIGHT_SUFFIXES
+    verify_digests(path.parent if single else path, ref["sha256"], fix,
+                   changed="has changed since training (its sha256 is not the recorded one)")
     return path
 
 
@@ -454,12 +436,9 @@ def init_from_pretrained(denoiser: nn.Module, arch: str, path: str | Path,
 def restore_denoiser(denoiser: nn.Module, state: dict[str, torch.Tensor], arch: str,
                      info: dict[str, Any], where: str) -> None:
     """Load a model folder's denoiser weights; the frozen pretrained ones it does not hold come
-    from the referenced file, after its hashes are checked."""
+    from the referenced file, after its hashes are checked. (Names and shapes of ``state`` are
+    checked before, by `checkpoint.check_fit`.)"""
     missing = set(denoiser.state_dict()) - set(state)
-    unexpected = set(state) - set(denoiser.state_dict())
-    if unexpected:
-        raise ValueError(f"denoiser weights in {where!r} do not match the config "
-                         f"(unexpected {sorted(unexpected)[:5]})")
     if missing:
         ref = info.get("pretrained", {}).get("denoiser")
         if ref is None:

@@ -19,14 +19,28 @@ class TextEmbedding:
     tokens: torch.Tensor  # (B, L, D)
     mask: torch.Tensor  # (B, L) bool, True where a token is real
     pooled: torch.Tensor  # (B, D)
+    # (B, L) long: k for the k-th token of the text's content (1..n, in reading order), 0 for
+    # CLS, special tokens, padding and the null condition. Aligned conditioning maps content
+    # order onto time order; None (or all zeros) means "no order": nothing is aligned.
+    order: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.order is None:
+            self.order = torch.zeros(self.mask.shape, dtype=torch.long, device=self.mask.device)
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
     def to(self, *args: Any, **kwargs: Any) -> TextEmbedding:
-        """Move tokens and pooled like ``Tensor.to``; the bool mask only changes device."""
+        """Move tokens and pooled like ``Tensor.to``; mask and order only change device."""
         tokens = self.tokens.to(*args, **kwargs)
-        return TextEmbedding(tokens, self.mask.to(tokens.device), self.pooled.to(*args, **kwargs))
+        return TextEmbedding(tokens, self.mask.to(tokens.device), self.pooled.to(*args, **kwargs),
+                             self.order.to(tokens.device))
+
+
+def content_order(content: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool "is a content token" -> (B, L) long 1..n along each row, 0 elsewhere."""
+    return content.long().cumsum(1) * content.long()
 
 
 def pad_to(emb: TextEmbedding, length: int) -> TextEmbedding:
@@ -37,7 +51,8 @@ def pad_to(emb: TextEmbedding, length: int) -> TextEmbedding:
     assert current < length, (current, length)
     tokens = F.pad(emb.tokens, (0, 0, 0, length - current))  # (B, length, D)
     mask = F.pad(emb.mask, (0, length - current), value=False)  # (B, length)
-    return TextEmbedding(tokens, mask, emb.pooled)
+    order = F.pad(emb.order, (0, length - current), value=0)  # (B, length)
+    return TextEmbedding(tokens, mask, emb.pooled, order)
 
 
 def pad_and_cat(embs: list[TextEmbedding]) -> TextEmbedding:
@@ -48,6 +63,7 @@ def pad_and_cat(embs: list[TextEmbedding]) -> TextEmbedding:
         torch.cat([e.tokens for e in padded]),  # (sum B, L, D)
         torch.cat([e.mask for e in padded]),  # (sum B, L)
         torch.cat([e.pooled for e in padded]),  # (sum B, D)
+        torch.cat([e.order for e in padded]),  # (sum B, L)
     )
 
 
@@ -128,7 +144,9 @@ class ByteTextEncoder(TextEncoder):
         x = self.embed(ids) + self.pos[:, : ids.shape[1]]  # (B, L, D)
         x = self.blocks(x, src_key_padding_mask=~mask)  # (B, L, D)
         x = self.norm(x) * mask[..., None]  # (B, L, D), padding zeroed
-        return TextEmbedding(tokens=x, mask=mask, pooled=x[:, 0])
+        content = mask.clone()
+        content[:, 0] = False  # CLS carries the whole text, not a place in it
+        return TextEmbedding(tokens=x, mask=mask, pooled=x[:, 0], order=content_order(content))
 
 
 _T5_TYPES = ("t5", "mt5", "umt5")
@@ -221,16 +239,19 @@ class PretrainedTextEncoder(TextEncoder):
             raise ValueError(f"texts must be a list of strings, got the string {texts!r}")
         device = next(self.model.parameters()).device
         batch = self.tokenizer(list(texts), padding=True, truncation=True,
-                               max_length=self.max_length, return_tensors="pt")
+                               max_length=self.max_length, return_tensors="pt",
+                               return_special_tokens_mask=True)
         ids = batch["input_ids"].to(device)  # (B, L)
         mask = batch["attention_mask"].to(device).bool()  # (B, L)
+        special = batch["special_tokens_mask"].to(device).bool()  # (B, L): CLS, SEP, EOS, pad
         out = self.model(input_ids=ids, attention_mask=mask.long())
         tokens = out.last_hidden_state * mask[..., None]  # (B, L, D), padding zeroed
         if self.is_clip:
             pooled = out.pooler_output  # (B, D)
         else:
             pooled = tokens.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)  # (B, D)
-        return TextEmbedding(tokens=tokens, mask=mask, pooled=pooled)
+        return TextEmbedding(tokens=tokens, mask=mask, pooled=pooled,
+                             order=content_order(mask & ~special))
 
 
 def build_text_encoder(encoder: str = "bytes", *, dim: int = 128, layers: int = 2,
@@ -270,6 +291,7 @@ class TextConditioner(nn.Module):
                 emb.tokens.expand(batch, -1, -1),  # (B, L, D)
                 emb.mask.expand(batch, -1),  # (B, L)
                 emb.pooled.expand(batch, -1),  # (B, D)
+                torch.zeros_like(emb.mask.expand(batch, -1), dtype=torch.long),  # no order
             )
         tokens = self.null_tokens.expand(batch, -1, -1)  # (B, 1, D)
         mask = torch.ones(batch, 1, dtype=torch.bool, device=tokens.device)  # (B, 1)
@@ -300,4 +322,5 @@ class TextConditioner(nn.Module):
             torch.where(keep[:, None, None], emb.tokens, null.tokens.to(emb.tokens.dtype)),
             torch.where(keep[:, None], emb.mask, null.mask),
             torch.where(keep[:, None], emb.pooled, null.pooled.to(emb.pooled.dtype)),
+            emb.order * keep[:, None],  # the null condition has no order
         )

@@ -19,14 +19,19 @@ from torch import nn
 from text2sign.models.layers import (
     Attention,
     FeedForward,
+    MonotonicAlignment,
     TimestepEmbedding,
     check_multiple,
     checkpointed,
+    frame_text,
     group_norm,
+    inverse_softplus,
     sincos_1d,
     zero_module,
 )
 from text2sign.models.text import TextEmbedding
+
+ALIGNMENTS = ("none", "monotonic")
 
 
 class FactorizedConv(nn.Module):
@@ -57,8 +62,16 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv3d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """``emb`` is (B, E) for the whole clip, or (B, T0, E) per frame (aligned text)."""
         h = self.conv1(F.silu(self.norm1(x)))  # (B, out, T, H, W)
-        scale, shift = rearrange(self.emb(emb), "b (two c) -> two b c 1 1 1", two=2)
+        e = self.emb(emb)  # (B, 2*out) or (B, T0, 2*out)
+        if e.ndim == 2:
+            scale, shift = rearrange(e, "b (two c) -> two b c 1 1 1", two=2)
+        else:
+            e = rearrange(e, "b t c -> b c t")  # (B, 2*out, T0)
+            if e.shape[-1] != h.shape[2]:  # a temporally downsampled level
+                e = F.adaptive_avg_pool1d(e, h.shape[2])  # (B, 2*out, T)
+            scale, shift = rearrange(e, "b (two c) t -> two b c t 1 1", two=2)
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))  # (B, out, T, H, W)
         return self.skip(x) + h
@@ -69,13 +82,14 @@ class SpaceTimeTransformer(nn.Module):
     pixel, then an MLP; each a pre-LayerNorm residual on channels-last tokens."""
 
     def __init__(self, dim: int, head_dim: int, text_dim: int, temporal: bool = True,
-                 ff_mult: float = 2.0) -> None:
+                 ff_mult: float = 2.0, aligned: bool = False) -> None:
         super().__init__()
         heads = max(1, dim // head_dim)
         self.norm_s = nn.LayerNorm(dim)
         self.attn_s = Attention(dim, heads)
         self.norm_x = nn.LayerNorm(dim)
         self.attn_x = Attention(dim, heads, context_dim=text_dim)
+        self.align = MonotonicAlignment(heads) if aligned else None
         self.temporal = temporal
         if temporal:
             self.norm_t = nn.LayerNorm(dim)
@@ -83,13 +97,19 @@ class SpaceTimeTransformer(nn.Module):
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, ff_mult)
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
+                order: torch.Tensor | None = None) -> torch.Tensor:
         b, c, t, h, w = x.shape
         z = rearrange(x, "b c t h w -> (b t) (h w) c")  # (B*T, H*W, C)
         z = z + self.attn_s(self.norm_s(z))
-        # Cross-attention is per query, so all T*H*W queries of a clip share one text context.
+        # Cross-attention is per query, so all T*H*W queries of a clip share one text context;
+        # with alignment, a query's logits are biased towards the tokens its frame shows.
         z = rearrange(z, "(b t) s c -> b (t s) c", b=b)  # (B, T*H*W, C)
-        z = z + self.attn_x(self.norm_x(z), tokens, mask)
+        bias = None
+        if self.align is not None and order is not None:
+            bias = self.align(order, t)  # (B, heads, T, L)
+            bias = bias[:, :, :, None].expand(-1, -1, -1, h * w, -1).flatten(2, 3)  # (B,h,T*S,L)
+        z = z + self.attn_x(self.norm_x(z), tokens, mask, bias)
         if self.temporal:
             z = rearrange(z, "b (t s) c -> (b s) t c", t=t)  # (B*H*W, T, C)
             pos = sincos_1d(t, c, z.device).to(z.dtype)  # (T, C): any frame count works
@@ -139,7 +159,8 @@ class Level(nn.Module):
             for i in range(n_blocks)
         )
         self.attn = nn.ModuleList(
-            SpaceTimeTransformer(out_ch, cfg["head_dim"], text_dim, cfg["temporal_attention"])
+            SpaceTimeTransformer(out_ch, cfg["head_dim"], text_dim, cfg["temporal_attention"],
+                                 aligned=cfg["alignment"] == "monotonic")
             for _ in range(n_blocks if attention else 0)
         )
 
@@ -148,7 +169,8 @@ class Level(nn.Module):
         for i, res in enumerate(self.res):
             x = checkpointed(res, x, emb, enabled=ckpt)
             if self.attn:
-                x = checkpointed(self.attn[i], x, text.tokens, text.mask, enabled=ckpt)
+                x = checkpointed(self.attn[i], x, text.tokens, text.mask, text.order,
+                                 enabled=ckpt)
         return x
 
 
@@ -158,6 +180,11 @@ class UNet3D(nn.Module):
     Levels are numbered from 0 (after the stem, at H/stem) downwards; `attention_levels` picks
     which have attention (the middle block always has it). `temporal_downsample[i]` says whether
     going from level i to i+1 also halves the frame count.
+
+    ``alignment="monotonic"`` makes text order time order: every cross-attention's logits get a
+    learned per-head prior towards the tokens a frame's share of the clip holds, and every
+    residual block's scale/shift gets, per frame, the text tokens that share holds (a soft length
+    regulator). ``"none"`` conditions every frame on the whole text alike.
     """
 
     def __init__(
@@ -175,9 +202,12 @@ class UNet3D(nn.Module):
         stem: int = 2,
         norm_groups: int = 32,
         dropout: float = 0.0,
+        alignment: str = "none",
     ) -> None:
         super().__init__()
         levels = len(channel_mult)
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment={alignment!r} is not one of {list(ALIGNMENTS)}")
         if temporal_downsample is None:
             temporal_downsample = [False] * (levels - 1)
         if len(temporal_downsample) != levels - 1:
@@ -199,6 +229,7 @@ class UNet3D(nn.Module):
             "temporal_attention": temporal_attention,
             "temporal_downsample": list(temporal_downsample), "head_dim": head_dim,
             "stem": stem, "norm_groups": norm_groups, "dropout": dropout,
+            "alignment": alignment,
         }
         cfg = self.config
         self.in_channels = in_channels
@@ -208,6 +239,10 @@ class UNet3D(nn.Module):
 
         self.time_embed = TimestepEmbedding(emb_dim)
         self.text_embed = nn.Linear(text_dim, emb_dim)  # pooled text joins the timestep signal
+        if alignment == "monotonic":
+            # Each frame's tokens join its own timestep signal (zero: starts as a no-op).
+            self.frame_text = zero_module(nn.Linear(text_dim, emb_dim))
+            self.frame_strength = nn.Parameter(torch.tensor(inverse_softplus(2.0)))
         stem_ch = in_channels * stem * stem
         self.conv_in = nn.Conv3d(stem_ch, channels, (1, 3, 3), padding=(0, 1, 1))
 
@@ -257,6 +292,9 @@ class UNet3D(nn.Module):
         s = self.config["stem"]
         ckpt = self.gradient_checkpointing
         emb = self.time_embed(t.expand(b) if t.ndim == 0 else t) + self.text_embed(text.pooled)
+        if self.config["alignment"] == "monotonic":
+            shares = frame_text(text.tokens, text.order, frames, self.frame_strength)  # (B,T,D)
+            emb = emb[:, None] + self.frame_text(shares)  # (B, T, E)
 
         # Space-to-depth: lossless, and the costly full-resolution convs run at H/s x W/s.
         h = rearrange(x, "b c t (h p) (w q) -> b (c p q) t h w", p=s, q=s)  # (B,C*s*s,T,H/s,W/s)

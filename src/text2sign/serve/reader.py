@@ -69,11 +69,11 @@ def find_reader_folder(model_folder: Path, corpus_cache: Path | None) -> Path | 
     """A recognizer that belongs to the model: ``MODEL/recognizer/``, the one shipped beside
     the shipped model, else one `evaluate` and `demo` trained next to the corpus's clip cache
     (sequence recognizers first, newest first), else None."""
-    from text2sign.evaluation.demo import shipped_model, shipped_recognizer
+    from text2sign import shipped
 
     candidates = [model_folder / "recognizer"]
-    if model_folder.resolve() == shipped_model().resolve():
-        candidates.append(shipped_recognizer())
+    if model_folder.resolve() == shipped.model().resolve():
+        candidates.append(shipped.recognizer())
     if corpus_cache is not None and corpus_cache.is_dir():
         for pattern in ("sequence-*", "recognizer-*"):
             found = [p for p in corpus_cache.glob(pattern) if p.is_dir()]

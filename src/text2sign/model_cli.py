@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue the run in --out from its latest checkpoint (or the one given)")
     p.add_argument("--minutes", type=float, help="stop and save after this many minutes")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="start from a text2sign model folder: every weight that fits, and its "
+                   "latent space (sets model.init_from)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # old scripts
     add_quiet(p)
@@ -97,6 +100,8 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = replace(cfg, data=replace(cfg.data, path=str(args.data)))
     if args.minutes is not None:
         cfg = replace(cfg, train=replace(cfg.train, max_minutes=args.minutes))
+    if args.init_from:
+        cfg = replace(cfg, model=replace(cfg.model, init_from=args.init_from))
     validate(cfg)
     out = Path(args.out or f"runs/{cfg.model.arch}-{cfg.model.preset}")
     cfg = resume_config(cfg, out, args.resume, data=args.data)
@@ -118,8 +123,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_sample(args: argparse.Namespace) -> int:
     from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif, write_mp4
-    from text2sign.evaluation.demo import model_or_shipped
     from text2sign.pipeline import Text2SignPipeline
+    from text2sign.shipped import model_or_shipped
 
     if args.num < 1:
         raise ValueError(f"--num {args.num}: must be at least 1")

@@ -34,11 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_service(args: argparse.Namespace):
     """The model, corpus and recognizer that `args` name, wrapped in a serve Service."""
-    from text2sign.evaluation.demo import model_or_shipped
     from text2sign.pipeline import Text2SignPipeline
     from text2sign.serve.app import Limits, Service
     from text2sign.serve.corpus import Corpus
     from text2sign.serve.reader import find_reader_folder, load_reader
+    from text2sign.shipped import model_or_shipped
 
     if args.max_queue < 1:
         raise ValueError(f"--max-queue {args.max_queue}: must be at least 1")

@@ -72,7 +72,7 @@ def check_command(args: argparse.Namespace) -> int:
 
 
 def prepare_command(args: argparse.Namespace) -> int:
-    from text2sign.config import DataConfig
+    from text2sign.config import VAL_FRACTION
     from text2sign.data.cache import prepare_cache
 
     if args.frames < 1 or args.size < 1:
@@ -80,7 +80,7 @@ def prepare_command(args: argparse.Namespace) -> int:
     cache = prepare_cache(args.dir, args.frames, args.size, out=args.out,
                           time_mode=args.time_mode, fit=args.fit, progress=shows_progress(args),
                           workers=args.workers)
-    val_fraction = DataConfig().val_fraction
+    val_fraction = VAL_FRACTION
     train, val = cache.split(val_fraction)
     print(f"clips: {len(cache)} ({cache.index['decoded']} decoded now, "
           f"{len(cache) - cache.index['decoded']} reused)")

@@ -78,9 +78,9 @@ def default_out(model_folder: Path) -> Path:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from text2sign.data.dataset import open_clips
-    from text2sign.evaluation.demo import model_or_shipped
     from text2sign.evaluation.evaluate import evaluate, print_report
     from text2sign.pipeline import Text2SignPipeline
+    from text2sign.shipped import model_or_shipped
 
     if args.per_text < 1:
         raise ValueError(f"--per-text {args.per_text}: must be at least 1")
