@@ -444,12 +444,13 @@ def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int]
 
 
 def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progress: bool = True,
-          device: str | None = None, quiet: bool = False,
+          device: str | None = None, quiet: bool | None = None,
           command: str | None = None) -> Path:
     """Train a text-conditioned video diffusion model; returns the model folder ``out/model``.
 
-    ``progress`` shows bars; ``quiet`` drops the notes (the autoencoder's summary, attention
-    kernels, why the run stopped). ``command``, the command
+    ``progress`` shows bars; ``quiet`` (default: ``not progress``) drops the notes (the
+    autoencoder's summary, attention kernels, what init-from loaded); why the run stopped is
+    always said. ``command``, the command
     line, goes into the model card.
 
     ``cfg`` is used as given: on resume, decide it with `checkpoint.resume_config` first (the
@@ -462,6 +463,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     accelerator = make_accelerator(cfg.train, out, device,
                                    resume_step=state["meta"]["step"] if state else 0)
     main = accelerator.is_main_process
+    quiet = not progress if quiet is None else quiet
     with run_lock(out) if main else contextlib.nullcontext():
         if main:
             for line in clean_leftovers(out) + clean_leftovers(out / "checkpoints"):
@@ -622,7 +624,7 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                 evaluate_and_log(pipe, cache, out, step, trackers)
             if out_of_time or stop.requested:
                 reason = "time budget reached" if out_of_time else "stopped by Ctrl-C"
-                if main and not quiet:
+                if main:
                     print(f"{reason} at step {step}; resume with --resume (saved {last_saved})")
                 break
     pbar.total = step  # where it stopped: a full bar
