@@ -95,9 +95,9 @@ def main() -> None:
 
     device = pick_device(args.device)
     if args.recognizer is None:
-        from text2sign.evaluation.demo import shipped_recognizer
+        from text2sign import shipped
 
-        args.recognizer = str(shipped_recognizer())
+        args.recognizer = str(shipped.recognizer())
     sequence = SequenceRecognizer.load(args.recognizer, device)
     lines = ["| run | step | minutes " + HEADER, "|---|---|---" + "|---" * 6 + "|"]
     cache = None

@@ -115,7 +115,7 @@ def test_golden_slice_of_a_seeded_tiny_pipeline():
 
 def test_tensorboard_gif_keeps_every_frame():
     from text2sign.data.video_io import _read_gif
-    from text2sign.training import gif_summary
+    from text2sign.tracking import gif_summary
 
     videos = np.zeros((2, 6, 8, 8, 3), np.uint8)
     videos[:, :3, 2:5, 2:5] = 200  # frames 3..5 repeat: a padded clip

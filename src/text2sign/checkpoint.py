@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from dataclasses import replace
@@ -12,7 +13,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from text2sign.card import CARD_FILE, SAMPLE_FILE, model_card
 from text2sign.config import Config, from_dict, load_config
+from text2sign.evaluation.report import json_safe
 from text2sign.files import (
     DamagedFile,
     atomic_dir,
@@ -20,6 +23,7 @@ from text2sign.files import (
     load_tensors,
     read_json,
     verify_digests,
+    write_text_atomic,
 )
 from text2sign.latent import write_autoencoder
 
@@ -38,9 +42,11 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_model_folder(folder: str | Path, cfg: Config, denoiser_state: dict[str, torch.Tensor],
                       text_state: dict[str, torch.Tensor], meta: dict[str, Any],
-                      autoencoder: Any = None, texts: list[str] | None = None) -> Path:
+                      autoencoder: Any = None, texts: list[str] | None = None,
+                      sample: Path | None = None) -> Path:
     """A self-describing model: config.json + denoiser.safetensors + text.safetensors, the
-    frame autoencoder (autoencoder.safetensors + .json) of a latent model, and texts.txt."""
+    frame autoencoder (autoencoder.safetensors + .json) of a latent model, texts.txt, the
+    model card README.md and, if given, ``sample`` (an animated GIF) as sample.gif."""
     info = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
@@ -56,6 +62,10 @@ def save_model_folder(folder: str | Path, cfg: Config, denoiser_state: dict[str,
                                           encoding="utf-8")
         if autoencoder is not None:
             write_autoencoder(tmp, autoencoder, cfg.latent)
+        if sample is not None:
+            shutil.copyfile(sample, tmp / SAMPLE_FILE)
+        (tmp / CARD_FILE).write_text(model_card(info, folder, texts, sample is not None),
+                                     encoding="utf-8")
         # Written last, with the weights' checksums that loading verifies.
         (tmp / "config.json").write_text(json.dumps({**info, "files": digests(tmp)}, indent=2))
 
@@ -70,8 +80,40 @@ def read_training_texts(folder: str | Path) -> list[str] | None:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.md", "*.gif"]  # never a pickle
+
+
+def download_model(repo_id: str) -> Path:
+    """A model folder from the Hugging Face Hub (or its local cache): ``huggingface_hub``
+    downloads it unless ``HF_HUB_OFFLINE`` is set, when only the cache is read."""
+    import os
+
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES,
+                                      local_files_only=offline))
+    except Exception as err:  # offline, no network, unknown or private repository: all one fix
+        why = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache" if offline
+               else f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        raise FileNotFoundError(
+            f"model {repo_id!r} is not a local folder, and the Hugging Face Hub did not give it "
+            f"({why}); pass a local model folder, or download it where the network allows "
+            f"(huggingface-cli download {repo_id}) and unset HF_HUB_OFFLINE") from err
+
+
+def is_hub_id(name: str) -> bool:
+    """'owner/name' with no path syntax: what the Hub calls a repository id."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None and ".." not in name
+
+
 def find_model_folder(path: str | Path) -> Path:
-    """Accept a model folder or a run folder (``runs/NAME`` holding ``model/``)."""
+    """Accept a model folder, a run folder (``runs/NAME`` holding ``model/``) or a Hugging Face
+    Hub id ('owner/name', when no folder ``owner`` exists here)."""
+    # "runs/mnie" is a typo of a local path when runs/ exists here, not a Hub id to look up
+    if is_hub_id(str(path)) and not Path(str(path).split("/")[0]).exists():
+        path = download_model(str(path))
     path = Path(path)
     for candidate in (path, path / "model"):
         if (candidate / "config.json").is_file() and (candidate / "denoiser.safetensors").is_file():
@@ -116,6 +158,30 @@ def read_model_info(folder: str | Path) -> dict[str, Any]:
 
 
 _RETRAIN = "text2sign train writes one into runs/NAME/model"
+
+
+EVALUATION_KEYS = ("data", "texts", "clips", "per_text", "sampler", "steps", "guidance", "seed",
+                   "top1", "top5", "ceiling_top1", "ceiling_top5", "ceiling_top1_autoencoded",
+                   "chance_top1", "fd", "fd_floor", "seconds_per_clip", "device",
+                   "back_translation")
+
+
+def add_evaluation(folder: str | Path, report: dict[str, Any], command: str | None) -> Path:
+    """Record an evaluation in a model folder: its numbers in config.json (so a re-written card
+    keeps them), its compare.gif as sample.gif, and the card re-written with both."""
+    folder = find_model_folder(folder)
+    info = read_model_info(folder)
+    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    kept = {k: report[k] for k in EVALUATION_KEYS if k in report}
+    raw["evaluation"] = json_safe({**kept, "command": command})
+    info["evaluation"] = raw["evaluation"]
+    if report.get("compare_gif"):
+        shutil.copyfile(report["compare_gif"], folder / SAMPLE_FILE)
+    # config.json keeps its recorded checksums: they cover the weights, which do not change.
+    write_text_atomic(folder / "config.json", json.dumps(raw, indent=2))
+    card = model_card(info, folder, read_training_texts(folder), (folder / SAMPLE_FILE).is_file())
+    write_text_atomic(folder / CARD_FILE, card)
+    return folder / CARD_FILE
 
 
 def load_model_folder(folder: str | Path) -> tuple[Config, dict, dict, dict[str, Any]]:

@@ -7,6 +7,7 @@ Each command group lives beside the code it drives and registers itself here thr
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The command line as typed, for model cards.
+    args.command_line = shlex.join(["text2sign", *(sys.argv[1:] if argv is None else argv)])
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:

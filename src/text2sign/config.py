@@ -119,6 +119,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     eval_every: int = 0  # 0 disables evaluation during training
     eval_per_text: int = 2
+    report_to: str = "tensorboard"  # trackers: "tensorboard", "wandb", "all" or "none"
 
 
 @dataclass
@@ -312,6 +313,7 @@ _CHOICES = {
     ("diffusion", "null_condition"): ("learned", "empty"),
     ("sample", "sampler"): SAMPLERS,
     ("train", "mixed_precision"): ("auto", "no", "fp16", "bf16"),
+    ("train", "report_to"): ("tensorboard", "wandb", "all", "none"),
 }
 
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from text2sign.config import SAMPLERS
+from text2sign.console import add_quiet, shows_progress
 
 
 def _preset_names() -> list[str]:
@@ -38,12 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start from a text2sign model folder: every weight that fits, and its "
                    "latent space (sets model.init_from)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # old scripts
+    add_quiet(p)
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("sample", help="generate clips from text with a trained model")
     p.add_argument("texts", nargs="+", metavar="TEXT", help='what to sign, e.g. "hello" A B')
-    p.add_argument("--model", required=True, help="model folder (or run folder with model/)")
+    p.add_argument("--model", help="model folder, run folder or Hugging Face Hub id (default: "
+                   "the letters model shipped with text2sign)")
     p.add_argument("--num", type=int, default=1, help="clips per text (default 1)")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's config)")
     p.add_argument("--sampler", choices=SAMPLERS, help="default: the model's config (dpm++)")
@@ -56,14 +59,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mp4", action="store_true", help="also write MP4 files (needs PyAV)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=16)
+    add_quiet(p)
     p.set_defaults(func=run_sample)
 
-    p = sub.add_parser("info", help="describe a model folder: architecture, size, training")
-    p.add_argument("model", help="model folder (or run folder with model/)")
+    p = sub.add_parser("info", help="describe a model or run: architecture, size, training, "
+                       "checkpoints", description="Describe a model folder; for a run folder "
+                       "also list its checkpoints (step, minutes, last logged loss, size).")
+    p.add_argument("model", nargs="?", metavar="MODEL|RUN",
+                   help="model folder, run folder or Hugging Face Hub id (default: the letters "
+                   "model shipped with text2sign)")
+    p.add_argument("--modules", action="store_true",
+                   help="also print the module tree with parameter counts per block and part")
+    add_quiet(p)
     p.set_defaults(func=run_info)
 
     p = sub.add_parser("config", help="print a full YAML config that --config accepts back")
     _config_args(p)
+    add_quiet(p)
     p.set_defaults(func=run_config)
 
 
@@ -98,8 +110,12 @@ def run_train(args: argparse.Namespace) -> int:
             f"data {cfg.data.path!r} does not exist; pass --data DIR (a folder of NAME.gif + "
             "NAME.txt), or build the demo corpus: text2sign data fingerspelling data/asl-letters"
         )
-    model = train(cfg, out, resume=args.resume, progress=not args.no_progress,
-                  device=args.device)
+    progress = shows_progress(args) and not args.no_progress
+    model = train(cfg, out, resume=args.resume, progress=progress,
+                  device=args.device, quiet=args.quiet, command=getattr(args, "command_line", None))
+    if args.quiet:
+        print(model)
+        return 0
     print(f"model: {model}\nsample: text2sign sample --model {model} \"A\"\n"
           f"watch:  tensorboard --logdir {out}")
     return 0
@@ -108,16 +124,20 @@ def run_train(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif, write_mp4
     from text2sign.pipeline import Text2SignPipeline
+    from text2sign.shipped import model_or_shipped
 
     if args.num < 1:
         raise ValueError(f"--num {args.num}: must be at least 1")
-    pipe = Text2SignPipeline.from_pretrained(args.model, device=args.device)
+    folder = model_or_shipped(args.model)
+    if not args.quiet:
+        print(f"model: {folder}")
+    pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)
     for warning in pipe.text_warnings(args.texts):
         print(f"warning: {warning}", file=sys.stderr)
     texts = [t for t in args.texts for _ in range(args.num)]
     videos = pipe(texts, num_frames=args.frames, steps=args.steps, sampler=args.sampler,
                   guidance=args.guidance, eta=args.eta, seed=args.seed,
-                  batch_size=args.batch_size, progress=True)
+                  batch_size=args.batch_size, progress=shows_progress(args))
     out = Path(args.out)
     labels = []
     stems = safe_names(list(dict.fromkeys(args.texts)))
@@ -133,62 +153,9 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def preset_label(model: dict) -> str:
-    """'preset small', or 'custom (preset small with stem=1)' when the parameters differ."""
-    from text2sign.models.registry import preset_params
-
-    base = preset_params(model["arch"], model["preset"])
-    changed = [f"{k}={v}" for k, v in model["params"].items() if base.get(k) != v]
-    if not changed:
-        return f"preset {model['preset']}"
-    return f"custom (preset {model['preset']} with {', '.join(changed)})"
-
-
 def run_info(args: argparse.Namespace) -> int:
-    from text2sign.checkpoint import (
-        TEXTS_FILE,
-        find_model_folder,
-        read_model_info,
-        read_training_texts,
-    )
-    from text2sign.files import verify_digests
+    from text2sign.describe import describe
 
-    folder = find_model_folder(args.model)
-    info = read_model_info(folder)
-    verify_digests(folder, info.get("files", {}), "copy the model folder again or retrain it")
-    cfg = info["config"]
-    data = info.get("data", {})
-    size_mb = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20
-    params = info.get("parameters", {}).get("denoiser")
-    rows = [
-        ("model folder", f"{folder} ({size_mb:.1f} MB)"),
-        ("denoiser", f"{cfg['model']['arch']} {preset_label(cfg['model'])}"
-                     + (f", {params / 1e6:.2f} M parameters" if params else "")),
-        ("architecture", ", ".join(f"{k}={v}" for k, v in cfg["model"]["params"].items()
-                                   if k != "unet")),  # an image UNet's config is long
-        ("text encoder", f"{cfg['text']['encoder']} (dim {cfg['text']['dim']})"
-         if cfg["text"]["encoder"] == "bytes" else cfg["text"]["encoder"]),
-        ("clips", f"{cfg['data']['frames']} frames x {cfg['data']['size']}x{cfg['data']['size']}"),
-        ("diffusion", f"{cfg['diffusion']['prediction_type']}, {cfg['diffusion']['beta_schedule']} "
-                      f"betas, cfg dropout {cfg['diffusion']['cfg_dropout']}"),
-        ("sampling", f"{cfg['sample']['sampler']} {cfg['sample']['steps']} steps, guidance "
-                     f"{cfg['sample']['guidance']}"),
-        ("training", f"step {info.get('step', '?')}, {info.get('minutes', '?')} minutes"),
-        ("data", f"{data.get('path', '?')}: {data.get('clips', '?')} clips, "
-                 f"{data.get('texts', '?')} distinct texts"),
-    ]
-    texts = read_training_texts(folder)
-    if texts is not None:
-        held = data.get("held_out_texts")
-        rows.append(("training texts", f"{len(texts)} in {folder / TEXTS_FILE}"
-                     + (f"; {held} more held out, never trained on" if held else "")))
-    for part, ref in info.get("pretrained", {}).items():
-        rows.append((f"pretrained {part}", f"{ref['path']} (referenced, sha256-checked)"))
-    if cfg["model"].get("pretrained"):
-        rows.append(("trained", f"model.train_only={cfg['model']['train_only']}"))
-    if data.get("examples"):
-        rows.append(("texts seen", ", ".join(map(repr, data["examples"][:20]))))
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    for line in describe(args.model, modules=args.modules):
+        print(line)
     return 0

@@ -34,6 +34,9 @@ def videos_to_uint8(x: torch.Tensor) -> np.ndarray:
     return to_uint8(x).permute(0, 2, 3, 4, 1).cpu().numpy()  # (B, T, H, W, C)
 
 
+OUTPUT_TYPES = ("np", "pt", "pil")
+
+
 class Text2SignPipeline:
     """Generate sign-language clips from text with a trained text2sign model."""
 
@@ -51,6 +54,34 @@ class Text2SignPipeline:
         self.config = config
         self.info = info or {}
         self.training_texts: list[str] | None = None  # the model folder's texts.txt
+        self.folder: Path | None = None  # the model folder it was loaded from, if any
+        self._saved_keys: set[str] | None = None  # denoiser weights that folder holds
+
+    def to(self, device: str | torch.device) -> Text2SignPipeline:
+        """Move every part to ``device`` (as diffusers pipelines do); returns the pipeline."""
+        self.device = pick_device(device) if not isinstance(device, torch.device) else device
+        for part in (self.denoiser, self.conditioner, self.autoencoder):
+            if part is not None:
+                part.to(self.device)
+        return self
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write a model folder `from_pretrained` loads back: config.json, safetensors, the
+        autoencoder, texts.txt, the model card and the sample GIF of the folder it came from.
+        Frozen pretrained weights stay referenced, as training left them."""
+        from text2sign.card import SAMPLE_FILE
+        from text2sign.checkpoint import save_model_folder
+
+        state = self.denoiser.state_dict()
+        if self._saved_keys is not None:
+            state = {k: v for k, v in state.items() if k in self._saved_keys}
+        meta = {k: v for k, v in self.info.items() if k not in ("format", "version", "config",
+                                                                 "files")}
+        sample = self.folder / SAMPLE_FILE if self.folder is not None else None
+        return save_model_folder(folder, self.config, state, trainable_state(self.conditioner),
+                                 meta, autoencoder=self.autoencoder, texts=self.training_texts,
+                                 sample=sample if sample is not None and sample.is_file()
+                                 else None)
 
     def text_warnings(self, texts: list[str]) -> list[str]:
         """One line per text the model is unlikely to sign well: characters it never saw in
@@ -82,9 +113,11 @@ class Text2SignPipeline:
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None
                         ) -> Text2SignPipeline:
-        """Load a model folder (or a run folder holding ``model/``); reads no pickle."""
+        """Load a model folder, a run folder holding ``model/``, or a Hugging Face Hub id
+        ('owner/name': downloaded unless ``HF_HUB_OFFLINE`` is set); reads no pickle."""
+        folder = find_model_folder(folder)
         cfg, denoiser_state, text_state, info = load_model_folder(folder)
-        where = str(find_model_folder(folder))
+        where = str(folder)
         text_ref = info.get("pretrained", {}).get("text_encoder")
         if text_ref is not None:  # checked where the config says the encoder is
             text_path = str(Path(cfg.text.encoder).expanduser().resolve())
@@ -92,7 +125,7 @@ class Text2SignPipeline:
                             f"{where}/config.json")
         autoencoder = None
         if cfg.latent.enabled:
-            autoencoder = load_autoencoder(find_model_folder(folder), cfg.latent)
+            autoencoder = load_autoencoder(folder, cfg.latent)
         fix = "the folder is damaged or was edited: copy it again or retrain it"
 
         def what(file: str) -> str:
@@ -117,19 +150,28 @@ class Text2SignPipeline:
             denoiser.load_state_dict(denoiser_state)
         conditioner.load_state_dict(text_state, strict=False)
         pipe = cls(denoiser, conditioner, cfg, device, info, autoencoder)
-        pipe.training_texts = read_training_texts(find_model_folder(folder))
+        pipe.training_texts = read_training_texts(folder)
+        pipe.folder, pipe._saved_keys = folder, set(denoiser_state)
         return pipe
 
     @torch.no_grad()
     def __call__(self, texts: list[str] | str, *, num_frames: int | None = None,
                  steps: int | None = None, sampler: str | None = None,
                  guidance: float | None = None, seed: int = 0, eta: float | None = None,
-                 batch_size: int = 16, progress: bool = False) -> np.ndarray:
-        """uint8 videos (N, T, H, W, 3), one per text; deterministic for (seed, batch_size)."""
+                 batch_size: int = 16, progress: bool = False,
+                 generator: torch.Generator | None = None, output_type: str = "np"):
+        """One video per text; deterministic for (seed, batch_size), or drawn from
+        ``generator`` (a CPU ``torch.Generator``, used across batches) when one is given.
+
+        ``output_type``: "np" uint8 array (N, T, H, W, 3), "pt" float tensor (N, T, 3, H, W)
+        in [0, 1] (diffusers' video layout), or "pil" a list of lists of PIL images.
+        """
         if isinstance(texts, str):
             texts = [texts]
         if not texts:
             raise ValueError("no texts given; pass at least one, e.g. pipe(['hello'])")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r}; use one of {', '.join(OUTPUT_TYPES)}")
         chosen = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
         sc = replace(self.config.sample, **{k: v for k, v in chosen.items() if v is not None})
         if sampler is not None and sampler != "ddim" and eta is None:
@@ -145,14 +187,21 @@ class Text2SignPipeline:
         out = []
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start:start + batch_size])
-            generator = torch.Generator().manual_seed(seed + start)
+            chunk_generator = generator or torch.Generator().manual_seed(seed + start)
             cond = self.conditioner(chunk)
             uncond = self.conditioner.null(len(chunk)) if guidance != 1.0 else None
             shape = (len(chunk), channels, frames, side, side)
             x = sample(self.denoiser, cond, shape, self.config.diffusion, uncond=uncond,
                        sampler=sampler, steps=steps, guidance=guidance, eta=eta,
-                       generator=generator, device=self.device, progress=progress)
+                       generator=chunk_generator, device=self.device, progress=progress)
             if self.autoencoder is not None:
                 x = self.autoencoder.decode(x)  # (B, 3, T, H, W)
             out.append(videos_to_uint8(x))
-        return np.concatenate(out)
+        videos = np.concatenate(out)  # (N, T, H, W, 3) uint8
+        if output_type == "pt":
+            return torch.from_numpy(videos).permute(0, 1, 4, 2, 3).float() / 255  # (N,T,3,H,W)
+        if output_type == "pil":
+            from PIL import Image
+
+            return [[Image.fromarray(frame) for frame in video] for video in videos]
+        return videos

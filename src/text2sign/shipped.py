@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from text2sign.checkpoint import find_model_folder
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
@@ -20,3 +22,9 @@ def recognizer() -> Path:
 def word_list(name: str) -> Path:
     """A built-in word list (``words-<name>.txt``)."""
     return ASSETS / f"words-{name}.txt"
+
+
+def model_or_shipped(name: str | Path | None) -> Path:
+    """The model folder a command was given, or the shipped one when none was: one default
+    for sample, evaluate, info and serve."""
+    return find_model_folder(model() if name is None else name)

@@ -38,14 +38,17 @@ from text2sign.checkpoint import (
 )
 from text2sign.config import Config, TrainConfig
 from text2sign.data.dataset import ClipDataset, open_clips
-from text2sign.data.video_io import gif_bytes, safe_names, write_gif
+from text2sign.data.fingerspelling import is_fingerspelling_corpus
+from text2sign.data.video_io import safe_names, write_gif
 from text2sign.evaluation import evaluate as evaluation
+from text2sign.evaluation.evaluate import describe_device
 from text2sign.fast_path import (
     adamw,
     check_distribution,
     compile_module,
     describe_kernels,
     enable_tf32,
+    peak_memory_mb,
     recorded_attention_kernels,
 )
 from text2sign.files import (
@@ -70,6 +73,7 @@ from text2sign.latent import (
 from text2sign.lr_schedule import warmup_cosine
 from text2sign.models.pretrained import init_from_pretrained, reference
 from text2sign.pipeline import Text2SignPipeline, trainable_state
+from text2sign.tracking import Trackers, accelerate_trackers, tracker_names
 
 
 class TrainingDiverged(RunStopped):
@@ -81,6 +85,16 @@ def lr_at(step: int, cfg: TrainConfig, minutes: float = 0.0) -> float:
     budget, at whichever of the two limits comes first (so a time-boxed run ends annealed)."""
     spent = minutes / cfg.max_minutes if cfg.max_minutes else 0.0
     return cfg.lr * warmup_cosine(step, cfg.warmup_steps, cfg.max_steps, spent)
+
+
+def expected_last_step(step: int, tc: TrainConfig, minutes: float,
+                       steps_per_minute: float) -> int:
+    """The step a run will stop at: ``max_steps``, or sooner where ``max_minutes`` binds at
+    the pace measured so far (the progress bar's total, so its ETA is the real one)."""
+    if tc.max_minutes is None or steps_per_minute <= 0:
+        return tc.max_steps
+    left = max(0.0, tc.max_minutes - minutes)
+    return min(tc.max_steps, step + math.ceil(left * steps_per_minute))
 
 
 def derive_seed(*parts: int) -> int:
@@ -235,17 +249,6 @@ def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, accelerator:
     return StepResult(total / max(count, 1), float(grad_norm))
 
 
-def gif_summary(tag: str, videos: np.ndarray, fps: float):
-    """A TensorBoard image summary holding an animated GIF (what add_video writes, without
-    needing moviepy): clips side by side, uint8 (N, T, H, W, 3)."""
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    strip = np.concatenate(list(videos), axis=2)  # (T, H, N*W, 3)
-    image = Summary.Image(height=strip.shape[1], width=strip.shape[2], colorspace=3,
-                          encoded_image_string=gif_bytes(strip, fps))
-    return Summary(value=[Summary.Value(tag=tag, image=image)])
-
-
 def flat_hparams(cfg: Config) -> dict[str, Any]:
     """TensorBoard hparams accept scalars and strings only."""
     out: dict[str, Any] = {}
@@ -270,7 +273,9 @@ def model_facts(raw: DiffusionTrainer, cache: Any, train_idx: list[int], val_idx
         "data": {"path": str(cfg.data.path), "clips": len(train_idx), "val_clips": len(val_idx),
                  "texts": len(texts), "examples": texts[:50],
                  "held_out_texts": len({cache.texts[i] for i in unseen_idx}),
-                 "held_out_clips": len(unseen_idx), "fingerprint": cache.fingerprint},
+                 "held_out_clips": len(unseen_idx), "fingerprint": cache.fingerprint,
+                 "fingerspelling": is_fingerspelling_corpus(cache.index.get("source", ""))
+                 or is_fingerspelling_corpus(cfg.data.path)},
         **({"autoencoder": ae_meta["facts"]} if ae_meta else {}),
     }
 
@@ -308,28 +313,26 @@ def ema_pipeline(raw: DiffusionTrainer, ema: dict[str, torch.Tensor], cfg: Confi
     return Text2SignPipeline(ema_denoiser, ema_conditioner, cfg, device, autoencoder=autoencoder)
 
 
-def sample_and_log(pipe: Text2SignPipeline, out: Path, step: int, accelerator: Any) -> None:
-    """The config's prompts as GIFs under ``out/samples`` and in TensorBoard."""
+def sample_and_log(pipe: Text2SignPipeline, out: Path, step: int, trackers: Trackers) -> None:
+    """The config's prompts as GIFs under ``out/samples`` and in every tracker."""
     prompts = pipe.config.sample.prompts
     videos = pipe(prompts, seed=pipe.config.train.seed)
     folder = out / "samples" / f"{CHECKPOINT_PREFIX}{step:06d}"
     names = safe_names(prompts)
     for prompt, video in zip(prompts, videos, strict=True):
         write_gif(folder / f"{names[prompt]}.gif", video, fps=8)
-    writer = accelerator.get_tracker("tensorboard", unwrap=True)
-    writer._get_file_writer().add_summary(
-        gif_summary("samples/" + " | ".join(prompts), videos, fps=8), step)
+    trackers.videos("samples", videos, prompts, step)
 
 
 def evaluate_and_log(pipe: Text2SignPipeline, cache: Any, out: Path, step: int,
-                     accelerator: Any) -> None:
-    """`text2sign evaluate` on the EMA model into ``out/eval``; top-1, top-5, FD to TensorBoard."""
+                     trackers: Trackers) -> None:
+    """`text2sign evaluate` on the EMA model into ``out/eval``; top-1, top-5, FD and the
+    back-translation's CER and exact rate per group to the trackers."""
     tc = pipe.config.train
     folder = out / "eval" / f"{CHECKPOINT_PREFIX}{step:06d}"
     report = evaluation.evaluate(pipe, cache, folder, per_text=tc.eval_per_text, seed=tc.seed,
                                  progress=False)
-    accelerator.log({f"eval/{k}": report[k] for k in ("top1", "top5", "fd")
-                     if isinstance(report.get(k), int | float)}, step=step)
+    trackers.scalars(evaluation.tensorboard_scalars(report), step)
 
 
 def init_training(cfg: Config, checkpoint: Path | None, state: dict | None,
@@ -374,14 +377,15 @@ def init_training(cfg: Config, checkpoint: Path | None, state: dict | None,
     return module, optimizer, ema, references, init_ref
 
 
-def make_accelerator(tc: TrainConfig, out: Path, device: str | None):
-    """One Accelerator on the device asked for; an absent device fails here, not silently."""
+def make_accelerator(tc: TrainConfig, out: Path, device: str | None, resume_step: int = 0):
+    """One Accelerator on the device asked for (an absent device fails here, not silently),
+    with the trackers ``train.report_to`` names."""
     wanted = pick_device(device)
     accelerator = Accelerator(
         cpu=wanted.type == "cpu",
         mixed_precision=mixed_precision_for(tc.mixed_precision, wanted.type),
         gradient_accumulation_steps=tc.grad_accum,
-        log_with="tensorboard",
+        log_with=accelerate_trackers(tc.report_to, out, resume_step),
         project_dir=str(out),
         # The learned null condition is unused in steps where no text is dropped.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
@@ -409,7 +413,8 @@ def pretrained_references(cfg: Config, autoencoder: nn.Module | None) -> dict[st
 
 
 def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int],
-                        device: torch.device, progress: bool) -> tuple[nn.Module, dict]:
+                        device: torch.device, progress: bool, quiet: bool = True,
+                        log=None) -> tuple[nn.Module, dict]:
     """The run's frozen autoencoder: ``latent.autoencoder`` if named, else ``out/autoencoder``
     from an earlier start of this run, else trained now (counted in the run's minutes)."""
     lc, folder = cfg.latent, out / "autoencoder"
@@ -428,19 +433,25 @@ def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int]
     budget = cfg.train.max_minutes
     facts = train_autoencoder(ae, cache, train_idx, lc, device=device, seed=cfg.train.seed,
                               max_seconds=None if budget is None else budget * 30,  # half of it
-                              progress=progress, decoder_only=decoder_only)
+                              progress=progress, decoder_only=decoder_only, log=log)
     if decoder_only:
         facts["inflated_from"] = str(cfg.model.init_from)
     save_autoencoder(folder, ae, lc, facts)
-    if progress:
+    if not quiet:
         print(f"autoencoder: {facts['steps']} steps in {facts['seconds']:.0f} s, "
               f"L1 {facts['l1']:.4f}; saved to {folder}")
     return ae.eval(), {"facts": facts, "minutes_this_run": facts["seconds"] / 60}
 
 
 def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progress: bool = True,
-          device: str | None = None) -> Path:
+          device: str | None = None, quiet: bool | None = None,
+          command: str | None = None) -> Path:
     """Train a text-conditioned video diffusion model; returns the model folder ``out/model``.
+
+    ``progress`` shows bars; ``quiet`` (default: ``not progress``) drops the notes (the
+    autoencoder's summary, attention kernels, what init-from loaded); why the run stopped is
+    always said. ``command``, the command
+    line, goes into the model card.
 
     ``cfg`` is used as given: on resume, decide it with `checkpoint.resume_config` first (the
     CLI does). The run folder is locked for the run; what a killed run left half-written is
@@ -448,14 +459,17 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     """
     out = Path(out)
     checkpoint, state = load_resume(out, resume)
-    accelerator = make_accelerator(cfg.train, out, device)
+    tracker_names(cfg.train.report_to)  # a missing W&B fails before any work
+    accelerator = make_accelerator(cfg.train, out, device,
+                                   resume_step=state["meta"]["step"] if state else 0)
     main = accelerator.is_main_process
+    quiet = not progress if quiet is None else quiet
     with run_lock(out) if main else contextlib.nullcontext():
         if main:
             for line in clean_leftovers(out) + clean_leftovers(out / "checkpoints"):
                 print(line, file=sys.stderr)
         try:
-            return _train(cfg, out, accelerator, checkpoint, state, progress)
+            return _train(cfg, out, accelerator, checkpoint, state, progress, quiet, command)
         except Exception as err:
             if not is_disk_full(err):
                 raise
@@ -467,7 +481,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
 
 
 def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
-           state: dict | None, progress: bool) -> Path:
+           state: dict | None, progress: bool, quiet: bool, command: str | None) -> Path:
     tc = cfg.train
     main = accelerator.is_main_process
     check_distribution(accelerator.distributed_type)
@@ -485,18 +499,24 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                          f"{cfg.data.holdout_texts} leave no training clips out of {len(cache)}; "
                          "lower them")
     train_texts = sorted({cache.texts[i] for i in train_idx})
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.yaml")
+    accelerator.init_trackers("text2sign", config=flat_hparams(cfg))
+    trackers = Trackers(accelerator, tracker_names(tc.report_to), out)
 
     # --- the frame autoencoder of a latent run: trained once by the main process, then frozen
     autoencoder, ae_meta = None, {}
     if cfg.latent.enabled:
         with accelerator.main_process_first():
             autoencoder, ae_meta = prepare_autoencoder(
-                cfg, out, cache, train_idx, accelerator.device, progress=progress and main)
+                cfg, out, cache, train_idx, accelerator.device, progress=progress and main,
+                quiet=quiet or not main, log=trackers.scalars)
 
     # --- models, optimizer, EMA: fresh, or the checkpoint's
     module, optimizer, ema, references, init_ref = init_training(
         cfg, checkpoint, state, autoencoder, device=accelerator.device,
-        log=print if progress and main else None)
+        log=print if main and not quiet else None)
     step, minutes_before = 0, ae_meta.get("minutes_this_run", 0.0)
     if checkpoint is not None:
         step = state["meta"]["step"]
@@ -508,10 +528,6 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
     raw = accelerator.unwrap_model(module)
     live = trainable_state(raw)
 
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.yaml")
-    accelerator.init_trackers("tensorboard", config=flat_hparams(cfg))
     sampler = StepBatchSampler(len(train_idx), tc.batch_size, world, rank, tc.seed,
                                start=step * tc.grad_accum)
     dataset = ClipDataset(cache, train_idx)
@@ -530,6 +546,7 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
     if autoencoder is not None and not isinstance(dataset, LatentDataset):
         encode = autoencoder.encode
     facts = model_facts(raw, cache, train_idx, val_idx, unseen_idx, cfg, ae_meta)
+    facts |= {"command": command, "device": describe_device(accelerator.device)}
     if references:
         facts["pretrained"] = references
     if init_ref:
@@ -542,7 +559,7 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
         keep_log(log_path, step if checkpoint is not None else 0)
     pbar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and main),
                 unit="step", dynamic_ncols=True)
-    started = time.time()
+    started, first_step = time.time(), step
     window_loss, window_steps, window_start = 0.0, 0, time.time()
     global_batch = tc.batch_size * world * tc.grad_accum
     probe_attention = not tc.compile  # dynamo would trace the probe; eager code only
@@ -567,12 +584,15 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                     "train.mixed_precision=no, then --resume.") from None
             if probe_attention:
                 probe_attention = False
-                if main and progress:
+                if main and not quiet:
                     pbar.write(describe_kernels(kernels, accelerator.device))
             window_loss += result.loss
             step += 1
             window_steps += 1
             minutes = minutes_before + (time.time() - started) / 60
+            pbar.total = expected_last_step(step, tc, minutes,
+                                            (step - first_step) / max(minutes - minutes_before,
+                                                                      1e-9))
             pbar.update(1)
             if (tc.log_every and step % tc.log_every == 0) or step == tc.max_steps:
                 elapsed = time.time() - window_start
@@ -580,8 +600,9 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                     "train/loss": window_loss / window_steps, "train/lr": lr,
                     "train/grad_norm": result.grad_norm,
                     "train/clips_per_s": global_batch * window_steps / max(elapsed, 1e-9),
+                    "train/peak_memory_mb": peak_memory_mb(accelerator.device),
                 }
-                accelerator.log(scalars, step=step)
+                trackers.scalars(scalars, step)
                 pbar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
                                  clips_s=f"{scalars['train/clips_per_s']:.1f}")
                 if main:
@@ -596,16 +617,19 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                                                  minutes, facts, autoencoder, train_texts)
                 accelerator.wait_for_everyone()
             if main and tc.sample_every and (step % tc.sample_every == 0 or finishing):
-                sample_and_log(ema_pipeline(raw, ema, cfg, autoencoder), out, step, accelerator)
+                sample_and_log(ema_pipeline(raw, ema, cfg, autoencoder), out, step, trackers)
             if main and tc.eval_every and step % tc.eval_every == 0:
                 pipe = ema_pipeline(raw, ema, cfg, autoencoder)
                 pipe.training_texts = train_texts  # seen vs unseen in the back-translation
-                evaluate_and_log(pipe, cache, out, step, accelerator)
+                evaluate_and_log(pipe, cache, out, step, trackers)
             if out_of_time or stop.requested:
                 reason = "time budget reached" if out_of_time else "stopped by Ctrl-C"
                 if main:
                     print(f"{reason} at step {step}; resume with --resume (saved {last_saved})")
                 break
+    pbar.total = step  # where it stopped: a full bar
+    pbar.refresh()
     pbar.close()
+    trackers.close()
     accelerator.end_training()
     return out / "model"

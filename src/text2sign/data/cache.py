@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from text2sign.data.clips import FITS, TIME_MODES, shape_clip
-from text2sign.data.folder import BadPair, scan_folder
+from text2sign.data.folder import BadPair, default_workers, scan_folder
 from text2sign.data.video_io import VideoReadError, read_video
 from text2sign.files import DamagedFile, read_json, write_lock, write_text_atomic
 
@@ -238,16 +238,13 @@ def _decode(job: tuple) -> tuple[np.ndarray | None, float | str]:
     return shape_clip(video, frames, size, time_mode, fit), fps
 
 
-PARALLEL_FROM = 64  # decode in worker processes when at least this many clips are new
-
-
 def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | None = None,
                   time_mode: str = "resample", fit: str = "crop",
                   progress: bool = True, workers: int | None = None) -> ClipCache:
     """Decode and shape every good pair once; reuse clips whose source size and mtime match.
 
     ``workers`` processes decode in parallel (default: up to 8 CPU cores when there are
-    >= PARALLEL_FROM clips to decode); the cache is the same whatever the number. Opening an
+    >= 64 clips to decode, `default_workers`); the cache is the same whatever the number. Opening an
     unchanged cache writes nothing; writers take the cache's lock file one at a time, so several
     processes may open or prepare one cache at once.
     """
@@ -312,7 +309,7 @@ def _prepare(source: Path, out: Path, settings: dict, progress: bool,
     todo = [(pair.video, frames, size, time_mode, fit) for pair in scan.good
             if scan.relative(pair.video) not in reusable]
     if workers is None:
-        workers = min(8, os.cpu_count() or 1) if len(todo) >= PARALLEL_FROM else 1
+        workers = default_workers(len(todo))
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     results = pool.imap(_decode, todo, chunksize=4) if pool else map(_decode, todo)
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from text2sign.console import add_quiet, shows_progress
+
 
 def register(subparsers) -> None:
     """Add `data check` and `data prepare` (heavy imports stay inside the handlers)."""
@@ -15,6 +17,9 @@ def register(subparsers) -> None:
         "if any is bad.",
     )
     check.add_argument("dir", help="folder of NAME.gif + NAME.txt pairs, or a prepared cache")
+    check.add_argument("--workers", type=int, default=None,
+                       help="decoding processes (default: up to 8 cores for >= 64 clips)")
+    add_quiet(check)
     check.set_defaults(func=check_command)
 
     prepare = subparsers.add_parser(
@@ -33,7 +38,7 @@ def register(subparsers) -> None:
                          help="resize and center-crop, or fit inside black bars")
     prepare.add_argument("--workers", type=int, default=None,
                          help="decoding processes (default: up to 8 cores for >= 64 new clips)")
-    prepare.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(prepare)
     prepare.set_defaults(func=prepare_command)
 
 
@@ -47,7 +52,7 @@ def check_command(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     bad_count = 0
     if not is_cache(root):
-        result = scan_folder(root, decode=True)
+        result = scan_folder(root, decode=True, progress=shows_progress(args), workers=args.workers)
         for bad in result.bad:
             print(f"{result.relative(bad.path)}: {bad.reason}")
         print(f"{len(result.good)} good pairs, {len(result.bad)} unusable in {args.dir}")
@@ -73,7 +78,7 @@ def prepare_command(args: argparse.Namespace) -> int:
     if args.frames < 1 or args.size < 1:
         raise ValueError(f"--frames {args.frames} and --size {args.size} must be positive")
     cache = prepare_cache(args.dir, args.frames, args.size, out=args.out,
-                          time_mode=args.time_mode, fit=args.fit, progress=not args.quiet,
+                          time_mode=args.time_mode, fit=args.fit, progress=shows_progress(args),
                           workers=args.workers)
     val_fraction = VAL_FRACTION
     train, val = cache.split(val_fraction)

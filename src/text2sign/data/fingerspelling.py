@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
-import sys
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from text2sign import shipped
+from text2sign.console import add_quiet, shows_progress
 
 SUPERSAMPLE = 4  # draw at 4x, then box-filter down: cheap anti-aliasing
 DEFAULT_ZOOM = 0.8  # crop side in shoulder widths: a hand is 0.25-0.6 shoulder widths long
@@ -595,6 +595,7 @@ def register(subparsers) -> None:
     p.add_argument("--sheet", metavar="PNG", help="also write a contact sheet, one row per text")
     p.add_argument("--list-languages", action="store_true",
                    help="list the available languages and their letters, then exit")
+    add_quiet(p)
     p.set_defaults(func=handle)
 
 
@@ -614,7 +615,7 @@ def handle(args: argparse.Namespace) -> int:
         raise ValueError("--with-letters goes with --words; letters alone are the default")
     gifs = build_fingerspelling_corpus(
         args.out, languages=args.languages.split(","), words=words, frames=args.frames,
-        size=args.size, variants=args.variants, seed=args.seed, progress=sys.stderr.isatty(),
+        size=args.size, variants=args.variants, seed=args.seed, progress=shows_progress(args),
         letters=True if args.with_letters else None, workers=args.workers,
     )
     print(f"wrote {len(gifs)} clips to {args.out}")

@@ -9,6 +9,7 @@ relative path is kept and every other one is reported as a duplicate.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,8 +67,27 @@ def _visible_files(root: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
-def scan_folder(root: str | Path, decode: bool = True) -> ScanResult:
-    """Pair every video with the .txt beside it; with ``decode`` also fully decode each video."""
+PARALLEL_FROM = 64  # decode in worker processes by default when at least this many clips
+
+
+def default_workers(clips: int) -> int:
+    """Decoding processes when none are asked for: up to 8 cores for >= PARALLEL_FROM clips."""
+    return min(8, os.cpu_count() or 1) if clips >= PARALLEL_FROM else 1
+
+
+def decode_error(path: Path) -> str | None:
+    """Why a video cannot be decoded, or None; runs in worker processes."""
+    try:
+        read_video(path)
+    except VideoReadError as err:
+        return str(err)
+    return None
+
+
+def scan_folder(root: str | Path, decode: bool = True, progress: bool = False,
+                workers: int | None = None) -> ScanResult:
+    """Pair every video with the .txt beside it; with ``decode`` also fully decode each video,
+    in ``workers`` processes (default: `default_workers`), under a progress bar if asked."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"clip folder {str(root)!r} does not exist; pass a folder of "
@@ -107,13 +127,9 @@ def scan_folder(root: str | Path, decode: bool = True) -> ScanResult:
         if video.stat().st_size == 0:
             result.bad.append(BadPair(video, "empty file"))
             continue
-        if decode:
-            try:
-                read_video(video)
-            except VideoReadError as err:
-                result.bad.append(BadPair(video, str(err)))
-                continue
         candidates.append(Pair(video.stem, video, text_path, text))
+    if decode:
+        candidates = _decodable(candidates, result, progress, workers)
     kept: dict[str, Pair] = {}
     for pair in candidates:
         first = kept.setdefault(pair.stem, pair)
@@ -124,3 +140,31 @@ def scan_folder(root: str | Path, decode: bool = True) -> ScanResult:
             result.good.append(pair)
     result.bad.sort(key=lambda b: result.relative(b.path))
     return result
+
+
+def _decodable(pairs: list[Pair], result: ScanResult, progress: bool,
+               workers: int | None) -> list[Pair]:
+    """The pairs whose video decodes fully; the others go to ``result.bad`` with the reason."""
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    workers = default_workers(len(pairs)) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"--workers {workers}: must be at least 1")
+    videos = [pair.video for pair in pairs]
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        errors = pool.imap(decode_error, videos, chunksize=4) if pool else map(decode_error,
+                                                                              videos)
+        good = []
+        for pair, error in zip(pairs, tqdm(errors, total=len(pairs), desc="check", unit="clip",
+                                           disable=not progress), strict=True):
+            if error is None:
+                good.append(pair)
+            else:
+                result.bad.append(BadPair(pair.video, error))
+    finally:
+        if pool is not None:
+            pool.terminate()
+    return good

@@ -423,6 +423,26 @@ def write_contact_sheet(path: str | Path, videos: list[np.ndarray], labels: list
     return path
 
 
+def animated_sheet(rows: list[list[np.ndarray]], labels: list[str] | None = None
+                   ) -> np.ndarray:
+    """Clips side by side, playing together: rows of uint8 (T, H, W, 3) clips -> one uint8
+    (T, H', W', 3) clip whose frame t is the contact sheet of every clip's frame t (a shorter
+    clip holds its last frame)."""
+    if not rows or not all(rows):
+        raise ValueError("animated_sheet needs at least one row of clips, each non-empty")
+    rows = [[_check_frames(c, "animated_sheet") for c in row] for row in rows]
+    length = max(len(c) for row in rows for c in row)
+    return np.stack([
+        contact_sheet([np.stack([c[min(t, len(c) - 1)] for c in row]) for row in rows], labels)
+        for t in range(length)])  # (T, H', W', 3)
+
+
+def write_animated_sheet(path: str | Path, rows: list[list[np.ndarray]],
+                         labels: list[str] | None = None, fps: float = 8.0) -> Path:
+    """Save :func:`animated_sheet` as a looping GIF."""
+    return write_gif(path, animated_sheet(rows, labels), fps)
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     """Write a clip by suffix: .gif, .mp4 (PyAV) or .png (one-row contact sheet)."""
     suffix = Path(path).suffix.lower()

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from text2sign.config import SAMPLERS
+from text2sign.console import add_quiet, shows_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate clips for every distinct text of a corpus and score them with a "
         "recognizer trained on the corpus's real clips (trained once, cached next to the clip "
         "cache). Writes report.json, report.md, contact.png and gifs/.")
-    p.add_argument("--model", required=True, help="model folder (or run folder with model/)")
+    p.add_argument("--model", help="model folder, run folder or Hugging Face Hub id (default: "
+                   "the letters model shipped with text2sign)")
     p.add_argument("--data", required=True, metavar="DIR|CACHE",
                    help="the clip folder (NAME.gif + NAME.txt) or a prepared cache")
     p.add_argument("--per-text", type=int, default=4, metavar="K",
@@ -36,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "stable hash (default: every text)")
     p.add_argument("--no-back-translation", action="store_true",
                    help="skip reading the clips back into text")
+    p.add_argument("--card", action="store_true",
+                   help="also record the scores and an animated sample (real beside generated "
+                   "clips) in the model folder's card, README.md")
+    add_quiet(p)
     p.set_defaults(func=run_evaluate)
 
     p = sub.add_parser(
@@ -61,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sequence recognizer folder for the back-translation (default: the "
                    "one shipped with the model)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
+    add_quiet(p)
     p.set_defaults(func=run_demo_command)
 
 
@@ -70,10 +77,10 @@ def default_out(model_folder: Path) -> Path:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from text2sign.checkpoint import find_model_folder
     from text2sign.data.dataset import open_clips
     from text2sign.evaluation.evaluate import evaluate, print_report
     from text2sign.pipeline import Text2SignPipeline
+    from text2sign.shipped import model_or_shipped
 
     if args.per_text < 1:
         raise ValueError(f"--per-text {args.per_text}: must be at least 1")
@@ -81,7 +88,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.max_texts is not None and args.max_texts < 1:
         raise ValueError(f"--max-texts {args.max_texts}: must be at least 1")
-    folder = find_model_folder(args.model)
+    folder = model_or_shipped(args.model)
+    if not args.quiet:
+        print(f"model: {folder}")
     pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)
     sequence = None
     if args.recognizer:
@@ -89,13 +98,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
         sequence = SequenceRecognizer.load(args.recognizer, pipe.device)
     dc = pipe.config.data
-    cache = open_clips(args.data, pipe.frames, pipe.size, dc.time_mode, dc.fit)
+    cache = open_clips(args.data, pipe.frames, pipe.size, dc.time_mode, dc.fit,
+                       progress=shows_progress(args))
     report = evaluate(pipe, cache, Path(args.out) if args.out else default_out(folder),
                       per_text=args.per_text, sampler=args.sampler, steps=args.steps,
                       guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
                       sequence_recognizer=sequence, back_translate=not args.no_back_translation,
-                      max_texts=args.max_texts, name=str(folder))
+                      max_texts=args.max_texts, name=str(folder), progress=shows_progress(args))
     print_report(report)
+    if args.card:
+        from text2sign.checkpoint import add_evaluation
+
+        card = add_evaluation(folder, report, getattr(args, "command_line", None))
+        print(f"model card:    {card}")
     return 0
 
 
@@ -118,5 +133,6 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
         model = find_model_folder(args.model)
     run_demo(args.out, train=args.train, minutes=args.minutes, per_text=args.per_text,
-             device=args.device, config=config, model=model, recognizer=args.recognizer)
+             device=args.device, config=config, model=model, recognizer=args.recognizer,
+             progress=shows_progress(args), quiet=args.quiet)
     return 0

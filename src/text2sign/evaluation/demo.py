@@ -29,11 +29,13 @@ def _shipped_config():
 
 
 def ensure_corpus(folder: Path, frames: int, size: int, words: list[str] | None = None,
-                  variants: int = DEMO_VARIANTS, progress: bool = True) -> Path:
+                  variants: int = DEMO_VARIANTS, progress: bool = True,
+                  quiet: bool = False) -> Path:
     """Letters (and words) as GIF + txt pairs; a build interrupted earlier resumes."""
     from text2sign.data.fingerspelling import build_fingerspelling_corpus
 
-    if not (folder / "fingerspelling.json").is_file() or not any(folder.rglob("*.txt")):
+    if not quiet and (not (folder / "fingerspelling.json").is_file()
+                      or not any(folder.rglob("*.txt"))):
         what = f"26 letters and {len(words)} words" if words else "26 letters"
         print(f"building the ASL corpus in {folder} ({what}, {variants} clips each)")
     build_fingerspelling_corpus(folder, languages=("ase",), words=words or None, letters=True,
@@ -69,7 +71,8 @@ def demo_words(training_texts: list[str], words: list[str], count: int = DEMO_WO
 def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float = 30.0,
              per_text: int = 1, device: str | None = None, *, model: str | Path | None = None,
              config: Any = None, words: list[str] | None = None,
-             recognizer: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+             recognizer: str | Path | None = None, progress: bool = True,
+             quiet: bool = False) -> dict[str, Any]:
     """Letters and words -> shipped (or freshly trained) model -> generated clips -> reports.
 
     With ``train``, the model is trained for ``minutes`` on the full corpus (letters and
@@ -77,7 +80,7 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     The demo then generates every letter and `DEMO_WORDS` seen and unseen words, scores them
     with the classifier (top-1, FD) and reads them back with the sequence recognizer (the one
     shipped with text2sign, trained on the ASL words corpus; else one trained on the training
-    corpus), which is left in ``out/recognizer``.
+    corpus), which is left in ``out/recognizer``. ``quiet`` prints the results only.
     """
     from text2sign.build import build_config
     from text2sign.data.dataset import open_clips
@@ -102,10 +105,11 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
 
         cfg = config or _shipped_config() or build_config("small")
         corpus = ensure_corpus(out / "data" / "asl-words", cfg.data.frames, cfg.data.size,
-                               words, variants=CORPUS_VARIANTS, progress=progress)
+                               words, variants=CORPUS_VARIANTS, progress=progress, quiet=quiet)
         cfg = replace(cfg, data=replace(cfg.data, path=str(corpus)),
                       train=replace(cfg.train, max_minutes=minutes))
-        print(f"training {cfg.model.arch} for up to {minutes:g} minutes in {out}")
+        if not quiet:
+            print(f"training {cfg.model.arch} for up to {minutes:g} minutes in {out}")
         run = out / time.strftime("train-%Y%m%d-%H%M%S")  # a new run each time, never over one
         folder = train_model(cfg, run, progress=progress, device=device)
         dc = cfg.data
@@ -123,7 +127,8 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     dc = pipe.config.data
     seen, unseen = demo_words(pipe.training_texts or [], words, val_fraction=dc.val_fraction)
     corpus = ensure_corpus(out / "data" / f"asl-demo-f{pipe.frames}-s{pipe.size}",
-                           pipe.frames, pipe.size, seen + unseen, progress=progress)
+                           pipe.frames, pipe.size, seen + unseen, progress=progress,
+                           quiet=quiet)
     cache = open_clips(corpus, pipe.frames, pipe.size, dc.time_mode, dc.fit, progress=progress)
 
     if recognizer is None and shipped.recognizer().is_dir():  # trained on the ASL words corpus

@@ -27,6 +27,13 @@ from text2sign.data.dataset import to_unit
 from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif
 from text2sign.evaluation.metrics import frechet_distance, topk_accuracy
 from text2sign.evaluation.recognizer import Recognizer, load_or_train_recognizer
+from text2sign.evaluation.report import (
+    back_translation_rows,
+    fmt_number,
+    format_table,
+    json_safe,
+    summary_rows,
+)
 from text2sign.evaluation.sequence import (
     SequenceRecognizer,
     error_rate,
@@ -40,6 +47,7 @@ from text2sign.pipeline import Text2SignPipeline, videos_to_uint8
 GIF_FPS = 8.0  # as `text2sign sample`; a cache's fps is the source's, before time resampling
 SHEET_FRAMES = 8  # frames shown per clip on the contact sheet
 REAL_BORDER = (40, 200, 40)  # the real clip on each contact-sheet row is framed in green
+COMPARE_ROWS = 12  # texts in compare.gif (real beside generated, animated), spread evenly
 
 
 def describe_device(device: torch.device | str) -> str:
@@ -108,46 +116,18 @@ def _frame(video: np.ndarray, color: tuple[int, int, int], width: int = 2) -> np
     return out
 
 
+def write_comparison(path: str | Path, texts: list[str], real: list[np.ndarray],
+                     generated: list[list[np.ndarray]], fps: float = GIF_FPS) -> Path:
+    """An animated GIF, one row per text: its real clip framed in green, then the clips
+    generated from it, all uint8 (T, H, W, 3), playing together."""
+    from text2sign.data.video_io import write_animated_sheet
+
+    rows = [[_frame(r, REAL_BORDER), *g] for r, g in zip(real, generated, strict=True)]
+    return write_animated_sheet(path, rows, labels=texts, fps=fps)
+
+
 def _pick_frames(video: np.ndarray, count: int) -> np.ndarray:
     return video[np.linspace(0, len(video) - 1, count).round().astype(int)]  # (count, H, W, 3)
-
-
-def _clean(value: Any) -> Any:
-    """NaN -> None so report.json is strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
-def fmt_number(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
-    """The headline numbers as (name, value) pairs, for report.md and the command line."""
-    return [
-        ("texts", str(report["texts"])),
-        ("clips", str(report["clips"])),
-        ("top-1", fmt_number(report["top1"])),
-        ("top-5", fmt_number(report["top5"])),
-        ("ceiling top-1 (real)", fmt_number(report["ceiling_top1"])),
-        ("ceiling top-5 (real)", fmt_number(report["ceiling_top5"])),
-        *([("ceiling top-1 (autoencoded)", fmt_number(report["ceiling_top1_autoencoded"]))]
-          if "ceiling_top1_autoencoded" in report else []),
-        ("chance top-1", fmt_number(report["chance_top1"])),
-        ("FD", fmt_number(report["fd"], 2)),
-        ("FD floor (real vs real)", fmt_number(report["fd_floor"], 2)),
-        ("s/clip", fmt_number(report["seconds_per_clip"], 3)),
-        ("device", report["device"]),
-    ]
 
 
 def format_summary(report: dict[str, Any]) -> str:
@@ -168,6 +148,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"report:        {report['report_md']}")
     print(f"GIFs:          {report['gifs']}")
     print(f"contact sheet: {report['contact_sheet']}")
+    if report.get("compare_gif"):
+        print(f"animated:      {report['compare_gif']}")
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -235,9 +217,6 @@ def autoencoded_ceiling(autoencoder: FrameAutoencoder, recognizer: Recognizer, c
     return topk_accuracy(logits, recognizer.labels([cache.texts[i] for i in keep]), 1)
 
 
-GROUP_NAMES = {"letters": "letters", "seen": "seen texts", "unseen": "unseen texts"}
-
-
 def text_groups(texts: list[str], training_texts: list[str] | None, holdout: float = 0.0,
                 max_texts: int | None = None) -> dict[str, list[str]]:
     """Split texts into letters (one character), seen and unseen (never trained on).
@@ -286,28 +265,6 @@ def back_translation(readings: list[str], prompts: list[str], sequence: Sequence
             "examples": [[r, h] for r, h in list(zip(refs, hyps, strict=True))[:12]],
         }
     return out
-
-
-def back_translation_rows(report: dict[str, Any]) -> list[list[str]]:
-    """Header + one row per group: the back-translation table."""
-    bt = report.get("back_translation")
-    if not bt:
-        return []
-    unit = "CER" if bt["units"] == "chars" else "gloss ER"
-    rows = [["back-translation", "texts", "clips", unit, f"ceiling {unit}", "exact",
-             "ceiling exact", "ceiling clips"]]
-    for group, g in bt["groups"].items():
-        rows.append([GROUP_NAMES.get(group, group), str(g["texts"]), str(g["clips"]),
-                     fmt_number(g["cer"]), fmt_number(g["ceiling_cer"]), fmt_number(g["exact"]),
-                     fmt_number(g["ceiling_exact"]), str(g["ceiling_clips"])])
-    return rows
-
-
-def format_table(rows: list[list[str]]) -> str:
-    """Aligned columns for a terminal."""
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
 
 
 @dataclass
@@ -444,8 +401,9 @@ def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
 
 def write_report(report: Report, gen: Generation, cache: ClipCache,
                  out_dir: str | Path) -> dict[str, Any]:
-    """report.json, report.md, contact.png and gifs/<text>-<k>.gif under `out_dir`; returns
-    report.json's content (the report with where its files are)."""
+    """report.json, report.md, contact.png, compare.gif (real beside generated clips, animated)
+    and gifs/<text>-<k>.gif under `out_dir`; returns report.json's content (the report with
+    where its files are)."""
     texts = gen.texts
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -469,11 +427,18 @@ def write_report(report: Report, gen: Generation, cache: ClipCache,
     sheet = write_contact_sheet(out_dir / "contact.png", rows_out,
                                 labels=[f"{text} ({fmt_number(accuracy[text]['top1'], 2)})"
                                         for text in texts])
+    shown = texts[:: max(1, math.ceil(len(texts) / COMPARE_ROWS))]  # spread over the texts
+    compare = write_comparison(
+        out_dir / "compare.gif", shown, [np.asarray(cache[first_real[t]]) for t in shown],
+        [[gen.videos[k * len(texts) + texts.index(t)] for k in range(min(gen.per_text, 3))]
+         for t in shown])
     out = report.as_dict()
     out["gifs"] = str(gif_dir)
     out["contact_sheet"] = str(sheet)
+    out["compare_gif"] = str(compare)
     out["report_md"] = str(out_dir / "report.md")
-    (out_dir / "report.json").write_text(json.dumps(_clean(out), indent=2, ensure_ascii=False))
+    (out_dir / "report.json").write_text(json.dumps(json_safe(out), indent=2,
+                                                    ensure_ascii=False))
     (out_dir / "report.md").write_text(render_markdown(out))
     return out
 
@@ -533,7 +498,13 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
 
 
 def tensorboard_scalars(report: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
-    """The few numbers worth a curve during training: top-1, top-5, FD, FD floor."""
+    """The few numbers worth a curve during training: top-1, top-5, FD, FD floor, and the
+    back-translation's CER and exact rate per group (letters, seen, unseen)."""
     keys = ("top1", "top5", "fd", "fd_floor")
-    return {f"{prefix}/{k}": float(report[k]) for k in keys
-            if report.get(k) is not None and not math.isnan(float(report[k]))}
+    out = {f"{prefix}/{k}": float(report[k]) for k in keys
+           if report.get(k) is not None and not math.isnan(float(report[k]))}
+    for group, g in (report.get("back_translation") or {}).get("groups", {}).items():
+        for key in ("cer", "exact"):
+            if g.get(key) is not None and not math.isnan(float(g[key])):
+                out[f"{prefix}/{group}_{key}"] = float(g[key])
+    return out

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from text2sign.console import add_quiet
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -26,17 +28,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=int, default=8,
                    help="requests that may wait for the model; more get 503 (default 8)")
     p.add_argument("--max-chars", type=int, default=64, help="longest text accepted (default 64)")
+    add_quiet(p)
     p.set_defaults(func=run_serve)
 
 
 def load_service(args: argparse.Namespace):
     """The model, corpus and recognizer that `args` name, wrapped in a serve Service."""
-    from text2sign import shipped
-    from text2sign.checkpoint import find_model_folder
     from text2sign.pipeline import Text2SignPipeline
     from text2sign.serve.app import Limits, Service
     from text2sign.serve.corpus import Corpus
     from text2sign.serve.reader import find_reader_folder, load_reader
+    from text2sign.shipped import model_or_shipped
 
     if args.max_queue < 1:
         raise ValueError(f"--max-queue {args.max_queue}: must be at least 1")
@@ -44,7 +46,7 @@ def load_service(args: argparse.Namespace):
         raise ValueError(f"--max-chars {args.max_chars}: must be at least 1")
     if args.recognizer and args.no_recognizer:
         raise ValueError("--recognizer and --no-recognizer contradict each other; drop one")
-    folder = find_model_folder(args.model if args.model else shipped.model())
+    folder = model_or_shipped(args.model)
     pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)
     dc = pipe.config.data
 
@@ -96,13 +98,14 @@ def run_serve(args: argparse.Namespace) -> int:
     except BaseException:
         sock.close()
         raise
-    print(f"model:      {service.model_name}")
-    print(f"recognizer: {service.reader_name or 'none'}")
-    print(f"corpus:     {service.corpus.path if service.corpus else 'none'}")
+    if not args.quiet:
+        print(f"model:      {service.model_name}")
+        print(f"recognizer: {service.reader_name or 'none'}")
+        print(f"corpus:     {service.corpus.path if service.corpus else 'none'}")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"listening on {args.host}: anyone who can reach this machine can use the page "
               "(there is no login)", file=sys.stderr)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"open http://{host}:{sock.getsockname()[1]}/  (Ctrl-C stops)", flush=True)
-    serve(create_app(service), sock)
+    serve(create_app(service), sock, log_level="warning" if args.quiet else "info")
     return 0

@@ -1,0 +1,57 @@
+"""The animated GIF at the top of the README: real clips beside generated ones.
+
+    python scripts/readme_gif.py --model src/text2sign/assets/demo-model \
+        --data data/asl-letters --texts A L W Y --per-text 2 \
+        --out docs/demo.gif
+
+One row per text: the corpus's first clip of it, framed in green, then ``--per-text`` clips
+the model generated from the text alone (its own sampler settings, seeds from ``--seed``).
+Any model folder and any corpus folder (or cache) of the model's clip shape work; the corpus
+above is ``text2sign data fingerspelling data/asl-letters --variants 8``. Keep it small for the
+README (a few hundred KB): four texts of 64 px clips make about 300 KB.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    from text2sign.data.dataset import open_clips
+    from text2sign.evaluation.evaluate import write_comparison
+    from text2sign.pipeline import Text2SignPipeline
+    from text2sign.shipped import model_or_shipped
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="model folder (default: the shipped one)")
+    p.add_argument("--data", required=True, help="corpus folder or cache with real clips")
+    p.add_argument("--texts", nargs="+", required=True, help="one row per text")
+    p.add_argument("--per-text", type=int, default=3, help="generated clips per text")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="docs/demo.gif")
+    args = p.parse_args()
+
+    pipe = Text2SignPipeline.from_pretrained(model_or_shipped(args.model), device=args.device)
+    dc = pipe.config.data
+    cache = open_clips(args.data, pipe.frames, pipe.size, dc.time_mode, dc.fit, progress=False)
+    first = {}
+    for i, text in enumerate(cache.texts):
+        first.setdefault(text, i)
+    missing = [t for t in args.texts if t not in first]
+    if missing:
+        raise SystemExit(f"no real clip of {missing} in {args.data}")
+    prompts = [t for t in args.texts for _ in range(args.per_text)]
+    videos = pipe(prompts, seed=args.seed)  # (N, T, H, W, 3)
+    generated = [list(videos[i * args.per_text:(i + 1) * args.per_text])
+                 for i in range(len(args.texts))]
+    real = [np.asarray(cache[first[t]]) for t in args.texts]
+    path = write_comparison(args.out, args.texts, real, generated)
+    print(f"{path}: {Path(path).stat().st_size / 1024:.0f} KB")
+
+
+if __name__ == "__main__":
+    main()

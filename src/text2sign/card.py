@@ -1,0 +1,149 @@
+"""Model cards: the README.md of every model folder, in the Hugging Face Hub's format (YAML front
+matter, then what the model is, how it was trained, how it scores, a sample and its limits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from text2sign.evaluation.report import back_translation_rows, summary_rows
+from text2sign.models.registry import preset_params
+
+CARD_FILE = "README.md"
+SAMPLE_FILE = "sample.gif"  # real clips beside generated ones, written by `evaluate --card`
+LICENSE = "apache-2.0"  # text2sign's; a card may name another through info["license"]
+TAGS = ["sign-language", "text-to-video", "video-diffusion", "text2sign"]
+
+
+def preset_label(model: dict) -> str:
+    """'preset small', or 'custom (preset small with stem=1)' when the parameters differ."""
+    base = preset_params(model["arch"], model["preset"])
+    changed = [f"{k}={v}" for k, v in model["params"].items() if base.get(k) != v]
+    if not changed:
+        return f"preset {model['preset']}"
+    return f"custom (preset {model['preset']} with {', '.join(changed)})"
+
+
+def front_matter(info: dict[str, Any]) -> dict[str, Any]:
+    """The Hub's metadata: license, library, pipeline tag, tags and the base model if any."""
+    cfg = info["config"]
+    tags = list(TAGS)
+    if cfg["latent"]["enabled"]:
+        tags.append("latent-diffusion")
+    if info.get("data", {}).get("fingerspelling"):
+        tags.append("fingerspelling")
+    meta: dict[str, Any] = {"license": info.get("license", LICENSE), "library_name": "text2sign",
+                            "pipeline_tag": "text-to-video", "tags": tags}
+    base = [cfg["model"].get("pretrained"), cfg["latent"].get("autoencoder")
+            if "autoencoder" in info.get("pretrained", {}) else None,
+            cfg["text"]["encoder"] if cfg["text"]["encoder"] != "bytes" else None]
+    base = [b for b in base if b]
+    if base:
+        meta["base_model"] = base[0] if len(base) == 1 else base
+    return meta
+
+
+def _evaluation(info: dict[str, Any], folder: str) -> list[str]:
+    report = info.get("evaluation")
+    if not report:
+        return ["Not evaluated yet. `text2sign evaluate --model " + folder + " --data CORPUS "
+                "--card` adds the scores and an animated sample here."]
+    lines = [f"`{report['command']}`" if report.get("command") else "",
+             "", "| measure | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in summary_rows(report)]
+    rows = back_translation_rows(report)
+    if rows:
+        lines += ["", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    lines += ["", "top-1 / top-5: a 3D-CNN recognizer trained on the corpus's real clips names "
+              "the generated clip's text; ceiling: the same recognizer on held-out real clips. "
+              "FD: Frechet distance in its feature space, floor: real vs real. Back-translation: "
+              "a sequence recognizer reads each clip back into text (CER, exact match)."]
+    return lines
+
+
+def _limitations(info: dict[str, Any], texts: list[str] | None) -> list[str]:
+    cfg, data = info["config"], info.get("data", {})
+    out = [f"- It makes {cfg['data']['frames']} frames at {cfg['data']['size']}x"
+           f"{cfg['data']['size']} only, and only signs like those of its corpus."]
+    if texts:
+        chars = sorted({c for t in texts for c in t})
+        longest = max(len(t) for t in texts)
+        out.append(f"- It has seen {len(texts)} distinct texts (the longest {longest} "
+                   f"character{'s' if longest > 1 else ''}) "
+                   f"made of {len(chars)} characters: `{''.join(chars)}`. Other characters, "
+                   "longer texts and words it never saw are unlikely to come out right; "
+                   "`text2sign sample` warns about them.")
+    if data.get("held_out_texts"):
+        out.append(f"- {data['held_out_texts']} texts of its corpus were held out, never "
+                   "trained on: the evaluation reports them apart as unseen.")
+    if data.get("fingerspelling"):
+        out.append("- Its corpus is coloured pose skeletons (MediaPipe Holistic landmarks) "
+                   "rendered from recordings of real signers, not camera video: it draws "
+                   "skeletons, not people.")
+    out.append("- The scores come from recognizers trained on the same corpus, not from "
+               "signers; a high score means the clip resembles the corpus's clip of that text.")
+    return out
+
+
+def model_card(info: dict[str, Any], folder: str | Path, texts: list[str] | None = None,
+               sample: bool = False) -> str:
+    """README.md of a model folder from its config.json facts (``info``), its texts.txt and
+    whether it holds sample.gif."""
+    cfg, data = info["config"], info.get("data", {})
+    folder = shown_path(folder)
+    params = info.get("parameters", {}).get("denoiser")
+    space = (f"on {cfg['latent']['channels']}-channel latents of a per-frame autoencoder "
+             f"({cfg['latent']['factor']}x smaller per side)" if cfg["latent"]["enabled"]
+             else "in pixel space")
+    lines = ["---", yaml.safe_dump(front_matter(info), sort_keys=False).strip(), "---", "",
+             f"# {Path(folder).name}: a text2sign model", "",
+             f"Text in, sign-language clip out: a {cfg['model']['arch']} denoiser, "
+             f"{preset_label(cfg['model'])}"
+             + (f", {params / 1e6:.2f} M parameters," if params else ",")
+             + f" {space}, conditioned on the `{cfg['text']['encoder']}` text encoder, making "
+             f"{cfg['data']['frames']} frames at {cfg['data']['size']}x{cfg['data']['size']}.",
+             "", "## Use", "", "```python", "from text2sign import Text2SignPipeline", "",
+             f'pipe = Text2SignPipeline.from_pretrained("{folder}")',
+             'videos = pipe(["A"], seed=0)  # uint8 (1, T, H, W, 3)', "```", "",
+             f'or `text2sign sample --model {folder} "A"`, with text2sign installed.', "",
+             "## Training", ""]
+    command = info.get("command")
+    lines.append(f"- command: `{command}`" if command else "- command: not recorded")
+    lines.append(f"- {info.get('step', '?')} steps in {info.get('minutes', '?')} minutes on "
+                 f"{info.get('device', 'an unrecorded device')}")
+    lines.append(f"- data: {data.get('clips', '?')} clips of {data.get('texts', '?')} distinct "
+                 f"texts from `{data.get('path', '?')}`")
+    ae = info.get("autoencoder")
+    if ae and "l1" in ae:
+        lines.append(f"- autoencoder: {ae.get('steps')} steps first, L1 {ae['l1']:.4f}")
+    diff, sample = cfg["diffusion"], cfg["sample"]
+    lines.append(f"- diffusion: {diff['prediction_type']}, {diff['beta_schedule']} betas; "
+                 f"sampling {sample['sampler']} {sample['steps']} steps, guidance "
+                 f"{sample['guidance']}")
+    lines += ["", "## Evaluation", "", *_evaluation(info, folder), ""]
+    if sample:
+        lines += ["## Sample", "", f"![real and generated clips]({SAMPLE_FILE})", "",
+                  "Each row: a real clip (green frame), then clips generated from its text.", ""]
+    lines += ["## Limitations", "", *_limitations(info, texts), ""]
+    return "\n".join(lines)
+
+
+def shown_path(folder: str | Path) -> str:
+    """The folder as a card names it: relative to the working directory when inside it (an
+    absolute path of the machine that wrote the card means nothing to its readers)."""
+    path = Path(folder)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(folder)
+
+
+def read_front_matter(card: str) -> dict[str, Any]:
+    """The YAML between the card's two leading ``---`` lines."""
+    if not card.startswith("---\n"):
+        raise ValueError("a model card starts with YAML front matter between '---' lines")
+    return yaml.safe_load(card[4:card.index("\n---", 3)])
+

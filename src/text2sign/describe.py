@@ -1,0 +1,149 @@
+"""`text2sign info`: what a model folder is, a run's checkpoints, the module tree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from text2sign.card import preset_label
+from text2sign.checkpoint import (
+    TEXTS_FILE,
+    list_checkpoints,
+    read_model_info,
+    read_training_texts,
+)
+from text2sign.evaluation.report import format_table
+from text2sign.files import verify_digests
+from text2sign.shipped import model_or_shipped
+
+
+def describe(name: str | Path | None, modules: bool = False) -> list[str]:
+    """The lines `text2sign info` prints for a model or run folder (default: the shipped
+    model)."""
+    folder = model_or_shipped(name)
+    rows = model_rows(folder)
+    run = folder.parent if folder.name == "model" else None
+    lines = table(rows)
+    if run is not None and (run / "checkpoints").is_dir():
+        lines += ["", f"checkpoints in {run / 'checkpoints'}:", format_table(checkpoint_rows(run))]
+    if modules:
+        from text2sign.pipeline import Text2SignPipeline
+
+        pipe = Text2SignPipeline.from_pretrained(folder, device="cpu")
+        parts = {"denoiser": pipe.denoiser, "text encoder": pipe.conditioner,
+                 "autoencoder": pipe.autoencoder}
+        lines += ["", "modules and their parameters:"]
+        for part, module in parts.items():
+            if module is not None:
+                lines += module_tree(module, part)
+    return lines
+
+
+def table(rows: list[tuple[str, str]]) -> list[str]:
+    width = max(len(k) for k, _ in rows)
+    return [f"{key:<{width}}  {value}" for key, value in rows]
+
+
+def space(cfg: dict[str, Any]) -> str:
+    """Pixels or latents, with the shape the denoiser sees, (C, T, H, W)."""
+    frames, size = cfg["data"]["frames"], cfg["data"]["size"]
+    latent = cfg["latent"]
+    if not latent["enabled"]:
+        return f"pixels, (C, T, H, W) = (3, {frames}, {size}, {size})"
+    side = size // latent["factor"]
+    source = latent["autoencoder"] or "trained with the run"
+    return (f"latent, (C, T, h, w) = ({latent['channels']}, {frames}, {side}, {side}): a "
+            f"per-frame autoencoder, {latent['factor']}x smaller per side ({source})")
+
+
+def checkpoint_rows(run: Path) -> list[list[str]]:
+    """Header + one row per checkpoint: step, minutes, the last loss logged by then, size."""
+    logged = {}
+    log = run / "log.jsonl"
+    for line in log.read_text(encoding="utf-8").splitlines() if log.is_file() else []:
+        try:
+            row = json.loads(line)
+            logged[int(row["step"])] = float(row["train/loss"])
+        except (ValueError, KeyError, TypeError):  # a cut line, or one of another kind
+            continue
+    rows = [["checkpoint", "step", "minutes", "last loss", "size"]]
+    for folder in list_checkpoints(run):
+        try:
+            meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            rows.append([folder.name, "?", "?", "?", "damaged state.json"])
+            continue
+        step = meta.get("step", 0)
+        before = [s for s in logged if s <= step]
+        loss = f"{logged[max(before)]:.4f}" if before else "n/a"
+        minutes = meta.get("minutes")
+        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20
+        rows.append([folder.name, str(step), f"{minutes:.1f}" if minutes is not None else "?",
+                     loss, f"{size:.1f} MB"])
+    return rows
+
+
+def _count(module: nn.Module, trainable: bool) -> str:
+    total = sum(p.numel() for p in module.parameters())
+    if not trainable:
+        return f"{total:,}"
+    train = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return f"{total:,}" + ("" if train == total else " (frozen)" if train == 0
+                           else f" ({train:,} trainable)")
+
+
+def module_tree(module: nn.Module, name: str, depth: int = 3) -> list[str]:
+    """``name`` and its submodules down to ``depth`` levels, each with its parameter count;
+    modules without parameters (activations, empty lists) are left out."""
+    lines = []
+    for path, sub in module.named_modules():
+        level = path.count(".") + 1 if path else 0
+        if level > depth or (path and not any(True for _ in sub.parameters())):
+            continue
+        label = f"{name}.{path}" if path else name
+        lines.append(f"{'  ' * level}{label.rsplit('.', 1)[-1] if path else label}  "
+                     f"{type(sub).__name__}  {_count(sub, trainable=not path)}")
+    return lines
+
+
+def model_rows(folder: Path) -> list[tuple[str, str]]:
+    """What a model folder is: architecture, sizes, diffusion space, training, data."""
+    info = read_model_info(folder)
+    verify_digests(folder, info.get("files", {}), "copy the model folder again or retrain it")
+    cfg = info["config"]
+    data = info.get("data", {})
+    size_mb = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20
+    params = info.get("parameters", {}).get("denoiser")
+    rows = [
+        ("model folder", f"{folder} ({size_mb:.1f} MB)"),
+        ("denoiser", f"{cfg['model']['arch']} {preset_label(cfg['model'])}"
+                     + (f", {params / 1e6:.2f} M parameters" if params else "")),
+        ("architecture", ", ".join(f"{k}={v}" for k, v in cfg["model"]["params"].items()
+                                   if k != "unet")),  # an image UNet's config is long
+        ("text encoder", f"{cfg['text']['encoder']} (dim {cfg['text']['dim']})"
+         if cfg["text"]["encoder"] == "bytes" else cfg["text"]["encoder"]),
+        ("clips", f"{cfg['data']['frames']} frames x {cfg['data']['size']}x{cfg['data']['size']}"),
+        ("diffusion space", space(cfg)),
+        ("diffusion", f"{cfg['diffusion']['prediction_type']}, {cfg['diffusion']['beta_schedule']} "
+                      f"betas, cfg dropout {cfg['diffusion']['cfg_dropout']}"),
+        ("sampling", f"{cfg['sample']['sampler']} {cfg['sample']['steps']} steps, guidance "
+                     f"{cfg['sample']['guidance']}"),
+        ("training", f"step {info.get('step', '?')}, {info.get('minutes', '?')} minutes"),
+        ("data", f"{data.get('path', '?')}: {data.get('clips', '?')} clips, "
+                 f"{data.get('texts', '?')} distinct texts"),
+    ]
+    texts = read_training_texts(folder)
+    if texts is not None:
+        held = data.get("held_out_texts")
+        rows.append(("training texts", f"{len(texts)} in {folder / TEXTS_FILE}"
+                     + (f"; {held} more held out, never trained on" if held else "")))
+    for part, ref in info.get("pretrained", {}).items():
+        rows.append((f"pretrained {part}", f"{ref['path']} (referenced, sha256-checked)"))
+    if cfg["model"].get("pretrained"):
+        rows.append(("trained", f"model.train_only={cfg['model']['train_only']}"))
+    if data.get("examples"):
+        rows.append(("texts seen", ", ".join(map(repr, data["examples"][:20]))))
+    return rows

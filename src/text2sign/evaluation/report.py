@@ -1,0 +1,69 @@
+"""Report formatting shared by `evaluate`, `info` and model cards: plain data in, text out."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def json_safe(value: Any) -> Any:
+    """NaN -> None so report.json is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def fmt_number(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The headline numbers as (name, value) pairs, for report.md and the command line."""
+    return [
+        ("texts", str(report["texts"])),
+        ("clips", str(report["clips"])),
+        ("top-1", fmt_number(report["top1"])),
+        ("top-5", fmt_number(report["top5"])),
+        ("ceiling top-1 (real)", fmt_number(report["ceiling_top1"])),
+        ("ceiling top-5 (real)", fmt_number(report["ceiling_top5"])),
+        *([("ceiling top-1 (autoencoded)", fmt_number(report["ceiling_top1_autoencoded"]))]
+          if "ceiling_top1_autoencoded" in report else []),
+        ("chance top-1", fmt_number(report["chance_top1"])),
+        ("FD", fmt_number(report["fd"], 2)),
+        ("FD floor (real vs real)", fmt_number(report["fd_floor"], 2)),
+        ("s/clip", fmt_number(report["seconds_per_clip"], 3)),
+        ("device", report["device"]),
+    ]
+
+
+GROUP_NAMES = {"letters": "letters", "seen": "seen texts", "unseen": "unseen texts"}
+
+
+def back_translation_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Header + one row per group: the back-translation table."""
+    bt = report.get("back_translation")
+    if not bt:
+        return []
+    unit = "CER" if bt["units"] == "chars" else "gloss ER"
+    rows = [["back-translation", "texts", "clips", unit, f"ceiling {unit}", "exact",
+             "ceiling exact", "ceiling clips"]]
+    for group, g in bt["groups"].items():
+        rows.append([GROUP_NAMES.get(group, group), str(g["texts"]), str(g["clips"]),
+                     fmt_number(g["cer"]), fmt_number(g["ceiling_cer"]), fmt_number(g["exact"]),
+                     fmt_number(g["ceiling_exact"]), str(g["ceiling_clips"])])
+    return rows
+
+
+def format_table(rows: list[list[str]]) -> str:
+    """Aligned columns for a terminal."""
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
