@@ -127,6 +127,16 @@ def test_case_folding_starts_lower_case_letters_from_upper_case(source, corpora,
     assert torch.allclose(table[upper + 32], table[upper], atol=1e-5)
 
 
+def test_shipped_models_by_name():
+    from text2sign import shipped
+
+    assert shipped.resolve("shipped:letters") == shipped.letters_model()
+    assert shipped.resolve("shipped:demo") == shipped.model()
+    assert shipped.resolve("runs/x/model") == Path("runs/x/model")
+    with pytest.raises(ValueError, match="'shipped:nope' is not a shipped model"):
+        shipped.resolve("shipped:nope")
+
+
 def test_init_from_errors_name_the_problem(source, corpora, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train(latent_run(corpora[0], f"model.init_from={tmp_path / 'nope'}"), tmp_path / "a",

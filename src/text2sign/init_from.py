@@ -1,4 +1,5 @@
-"""Start a run from a text2sign model folder (``model.init_from`` / ``train --init-from``).
+"""Start a run from a text2sign model folder (``model.init_from`` / ``train --init-from``; a path,
+or ``shipped:letters`` / ``shipped:demo`` for the models inside the package).
 
 The denoiser and the text conditioner take every tensor of the folder whose name and shape fit;
 new tensors (e.g. a new alignment's strengths) keep their fresh initialisation, and the run says
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from text2sign import shipped
 from text2sign.checkpoint import find_model_folder, load_model_folder
 from text2sign.config import Config
 from text2sign.files import sha256
@@ -51,7 +53,7 @@ def _case_fold_bytes(text_state: dict[str, torch.Tensor], source: Config, cfg: C
 def init_from_model(module: nn.Module, cfg: Config, log=None) -> dict[str, Any]:
     """Initialise ``module`` (a DiffusionTrainer: ``.denoiser`` + ``.conditioner``) from the
     model folder ``cfg.model.init_from``; returns its reference (path + sha256 of its weights)."""
-    folder = find_model_folder(cfg.model.init_from)
+    folder = find_model_folder(shipped.resolve(cfg.model.init_from))
     source, denoiser_state, text_state, _ = load_model_folder(folder)
     if source.model.arch != cfg.model.arch:
         raise ValueError(
@@ -71,7 +73,7 @@ def init_from_model(module: nn.Module, cfg: Config, log=None) -> dict[str, Any]:
                 f"{_names(r['reshaped'])}")
         for note in notes:
             log(f"init from {folder}: {note}")
-    return {"path": str(folder.resolve()),
+    return {"given": str(cfg.model.init_from), "path": str(folder.resolve()),
             "sha256": sha256(folder / "denoiser.safetensors"),
             "loaded": {part: len(r["loaded"]) for part, r in report.items()},
             "new": {part: len(r["new"]) for part, r in report.items()}}
@@ -90,7 +92,7 @@ def source_autoencoder(cfg: Config) -> tuple[nn.Module, bool] | None:
     frame size: the inflated one, whose decoder is still to be fitted."""
     from text2sign.latent import inflate_autoencoder, load_autoencoder
 
-    folder = find_model_folder(cfg.model.init_from)
+    folder = find_model_folder(shipped.resolve(cfg.model.init_from))
     source, _, _, _ = load_model_folder(folder)
     if not source.latent.enabled:
         raise ValueError(

@@ -9,9 +9,34 @@ from text2sign.checkpoint import find_model_folder
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
+SHIPPED = "shipped:"  # a model named shipped:NAME is one of these, wherever text2sign is installed
+
+
 def model() -> Path:
-    """The demo model (letters, latent unet3d) inside the installed package."""
+    """The demo model (ASL letters and words, 28 frames at 128x128, latent unet3d with text
+    order aligned to time) inside the installed package."""
     return ASSETS / "demo-model"
+
+
+def letters_model() -> Path:
+    """The letters model (16 frames at 64x64) the words model started from
+    (configs/asl-words.yaml: model.init_from: shipped:letters)."""
+    return ASSETS / "letters-model"
+
+
+MODELS = {"demo": model, "words": model, "letters": letters_model}
+
+
+def resolve(name: str | Path) -> Path:
+    """A model path as given, or ``shipped:demo`` / ``shipped:words`` / ``shipped:letters``."""
+    text = str(name)
+    if not text.startswith(SHIPPED):
+        return Path(name)
+    key = text[len(SHIPPED):]
+    if key not in MODELS:
+        raise ValueError(f"{text!r} is not a shipped model; choose one of "
+                         f"{[SHIPPED + k for k in MODELS]}, or give a model folder's path")
+    return MODELS[key]()
 
 
 def recognizer() -> Path:
@@ -27,4 +52,4 @@ def word_list(name: str) -> Path:
 def model_or_shipped(name: str | Path | None) -> Path:
     """The model folder a command was given, or the shipped one when none was: one default
     for sample, evaluate, info and serve."""
-    return find_model_folder(model() if name is None else name)
+    return find_model_folder(model() if name is None else resolve(name))
