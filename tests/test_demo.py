@@ -149,3 +149,24 @@ def test_shipped_recognizer_reads_real_clips_of_words(tmp_path):
     readings = dict(zip(cache.texts, read_clips(rec, cache, list(range(len(cache)))),
                         strict=True))
     assert sum(readings[w] == w for w in words) >= 3, readings
+
+
+def test_shipped_recognizer_outputs_pinned():
+    """The shipped recognizer's log-probabilities on seeded noise clips, pinned (atol 1e-4)."""
+    import torch
+
+    from text2sign.evaluation.sequence import SequenceRecognizer
+
+    rec = SequenceRecognizer.load(shipped.recognizer())
+    g = torch.Generator().manual_seed(0)
+    clips = torch.randint(0, 256, (2, 28, 48, 48, 3), generator=g, dtype=torch.uint8)
+    with torch.no_grad():
+        log_probs = rec.net(rec.prepare(clips))  # (2, 28, 27)
+    expected_first = torch.tensor([
+        [-2.167388e-01, -3.935353e+00, -3.061214e+00, -9.316812e+00, -9.455524e+00, -6.788571e+00],
+        [-4.524470e-03, -7.308082e+00, -8.634629e+00, -1.415714e+01, -1.447164e+01, -9.089075e+00],
+    ])
+    expected_last = torch.tensor([-14.108606, -14.480612, -10.789952, -13.019353])
+    torch.testing.assert_close(log_probs[0, :2, :6], expected_first, atol=1e-4, rtol=0)
+    torch.testing.assert_close(log_probs[1, -1, -4:], expected_last, atol=1e-4, rtol=0)
+    assert [text for text, _ in rec.read(clips)] == ["a", "hv"]

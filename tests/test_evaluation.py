@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from text2sign.config import Config
 from text2sign.data.video_io import safe_names
 from text2sign.evaluation.evaluate import (
     autoencoded_ceiling,
@@ -70,6 +71,7 @@ class FakePipe:
     def __init__(self, noise: float = 0.0, frames: int = 8, size: int = 24, wrong: bool = False):
         self.noise, self.frames, self.size, self.wrong = noise, frames, size, wrong
         self.device = torch.device("cpu")
+        self.config, self.autoencoder, self.training_texts = Config(), None, None
         self.calls = []
 
     def __call__(self, texts, *, steps=25, sampler="dpm++", guidance=3.0, seed=0, eta=0.0,

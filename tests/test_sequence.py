@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from text2sign.config import Config
 from text2sign.data.cache import holdout_texts
 from text2sign.evaluation.evaluate import evaluate, text_groups
 from text2sign.evaluation.recognizer import RecognizerConfig, TrainSettings, train_recognizer
@@ -147,6 +148,7 @@ class SymbolPipe:
         self.frames, self.size, self.wrong = FRAMES, SIZE, wrong
         self.device = torch.device("cpu")
         self.training_texts = training_texts
+        self.config, self.autoencoder = Config(), None
 
     def __call__(self, texts, *, steps=25, sampler="dpm++", guidance=3.0, seed=0, batch_size=16):
         rng = np.random.default_rng(1000 + seed)

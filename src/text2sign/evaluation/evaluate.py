@@ -8,19 +8,30 @@ the real clips (the floor); per-text accuracy; seconds per generated clip on a n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
-from text2sign.config import VAL_FRACTION
+from text2sign.data.cache import ClipCache, holdout_texts, split_fraction
 from text2sign.data.dataset import to_unit
-from text2sign.data.video_io import safe_names
+from text2sign.data.video_io import (
+    safe_names,
+    write_animated_sheet,
+    write_contact_sheet,
+    write_gif,
+)
+from text2sign.evaluation.metrics import frechet_distance, topk_accuracy
+from text2sign.evaluation.recognizer import Recognizer, load_or_train_recognizer
 from text2sign.evaluation.report import (
     back_translation_rows,
     fmt_number,
@@ -28,6 +39,15 @@ from text2sign.evaluation.report import (
     json_safe,
     summary_rows,
 )
+from text2sign.evaluation.sequence import (
+    SequenceRecognizer,
+    error_rate,
+    exact_accuracy,
+    load_or_train_sequence_recognizer,
+    read_clips,
+)
+from text2sign.models.autoencoder import FrameAutoencoder
+from text2sign.pipeline import Text2SignPipeline, videos_to_uint8
 
 GIF_FPS = 8.0  # as `text2sign sample`; a cache's fps is the source's, before time resampling
 SHEET_FRAMES = 8  # frames shown per clip on the contact sheet
@@ -35,10 +55,8 @@ REAL_BORDER = (40, 200, 40)  # the real clip on each contact-sheet row is framed
 COMPARE_ROWS = 12  # texts in compare.gif (real beside generated, animated), spread evenly
 
 
-def describe_device(device: Any) -> str:
+def describe_device(device: torch.device | str) -> str:
     """A human name for a torch device: the GPU model, or the CPU model and thread count."""
-    import torch
-
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
@@ -80,8 +98,6 @@ def _fd_scores(gen_feats: np.ndarray, real_feats: np.ndarray, real_texts: list[s
     first n generated clips (they cycle through the texts) and n clips of half A, each
     against all of half B.
     """
-    from text2sign.evaluation.metrics import frechet_distance
-
     rng = np.random.default_rng(seed)
     half_a, half_b = _stratified_halves(real_texts, rng)
     half_a = [half_a[i] for i in rng.permutation(len(half_a))]
@@ -109,8 +125,6 @@ def write_comparison(path: str | Path, texts: list[str], real: list[np.ndarray],
                      generated: list[list[np.ndarray]], fps: float = GIF_FPS) -> Path:
     """An animated GIF, one row per text: its real clip framed in green, then the clips
     generated from it, all uint8 (T, H, W, 3), playing together."""
-    from text2sign.data.video_io import write_animated_sheet
-
     rows = [[_frame(r, REAL_BORDER), *g] for r, g in zip(real, generated, strict=True)]
     return write_animated_sheet(path, rows, labels=texts, fps=fps)
 
@@ -187,14 +201,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def autoencoded_ceiling(autoencoder: Any, recognizer: Any, cache: Any, indices: list[int],
-                        device: Any, batch_size: int = 16) -> float:
+def autoencoded_ceiling(autoencoder: FrameAutoencoder, recognizer: Recognizer, cache: ClipCache,
+                        indices: list[int], device: torch.device, batch_size: int = 16
+                        ) -> float:
     """Recognizer top-1 on held-out real clips after an encode-decode round trip: the best a
     latent model can score, since every clip it makes goes through the same decoder."""
-    import torch
-
-    from text2sign.evaluation.metrics import topk_accuracy
-    from text2sign.pipeline import videos_to_uint8
 
     keep = [int(i) for i in indices if cache.texts[int(i)] in recognizer.index]
     if not keep:
@@ -209,15 +220,6 @@ def autoencoded_ceiling(autoencoder: Any, recognizer: Any, cache: Any, indices: 
     return topk_accuracy(logits, recognizer.labels([cache.texts[i] for i in keep]), 1)
 
 
-def _resolve_sampling(pipe: Any, sampler: str | None, steps: int | None,
-                      guidance: float | None) -> tuple[str, int, float]:
-    sc = getattr(getattr(pipe, "config", None), "sample", None)
-    sampler = sampler or (sc.sampler if sc else "dpm++")
-    steps = steps or (sc.steps if sc else 25)
-    guidance = guidance if guidance is not None else (sc.guidance if sc else 3.0)
-    return sampler, int(steps), float(guidance)
-
-
 def text_groups(texts: list[str], training_texts: list[str] | None, holdout: float = 0.0,
                 max_texts: int | None = None) -> dict[str, list[str]]:
     """Split texts into letters (one character), seen and unseen (never trained on).
@@ -226,8 +228,6 @@ def text_groups(texts: list[str], training_texts: list[str] | None, holdout: flo
     text not held out by ``data.holdout_texts``. ``max_texts`` keeps at most that many texts of
     each group, picked by a stable hash of the text (the same picks on every machine).
     """
-    from text2sign.data.cache import holdout_texts, split_fraction
-
     if training_texts is not None:
         seen_set = {t.casefold() for t in training_texts}
         is_seen = lambda t: t.casefold() in seen_set  # noqa: E731 - casefold: "A" == "a"
@@ -244,13 +244,12 @@ def text_groups(texts: list[str], training_texts: list[str] | None, holdout: flo
     return {k: v for k, v in groups.items() if v}
 
 
-def back_translation(readings: list[str], prompts: list[str], sequence: Any, cache: Any,
+def back_translation(readings: list[str], prompts: list[str], sequence: SequenceRecognizer,
+                     cache: ClipCache,
                      groups: dict[str, list[str]], ceiling_idx: dict[str, list[int]]
                      ) -> dict[str, Any]:
     """CER and exact-text accuracy of the generated clips' readings per group, each next to the
     same recognizer reading real clips of the same texts (the ceiling)."""
-    from text2sign.evaluation.sequence import error_rate, exact_accuracy, read_clips
-
     units = sequence.units
     out: dict[str, Any] = {"units": units, "groups": {}}
     for group, texts in groups.items():
@@ -271,62 +270,66 @@ def back_translation(readings: list[str], prompts: list[str], sequence: Any, cac
     return out
 
 
-def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
-             sampler: str | None = None, steps: int | None = None,
-             guidance: float | None = None, seed: int = 0, batch_size: int = 16,
-             recognizer: Any = None, sequence_recognizer: Any = None,
-             back_translate: bool = True, max_texts: int | None = None,
-             progress: bool = True, name: str = "model",
-             write_files: bool = True) -> dict[str, Any]:
-    """Generate `per_text` clips per distinct text of `cache`, score them, write the reports.
+@dataclass
+class Generation:
+    """What `generate` made: per_text clips of each text, in k-major order (the first
+    len(texts) clips hold one of each text, and so on), and how."""
 
-    `pipe` is anything called as `pipe(texts, steps=, sampler=, guidance=, seed=,
-    batch_size=)` returning uint8 (N, T, H, W, 3) with `.frames`, `.size`, `.device`
-    (a Text2SignPipeline). Sampler, steps and guidance default to the model's config.
-    The recognizer defaults to the corpus's cached one (trained on first use), and so does
-    the sequence recognizer of the back-translation (``back_translate``), which reads every
-    generated clip back into text. ``max_texts`` evaluates at most that many texts of each
-    group (letters, seen, unseen; `text_groups`). Writes
-    report.json, report.md, contact.png, compare.gif (real beside generated clips, animated)
-    and gifs/<text>-<k>.gif under `out_dir` (only the
-    numbers when `write_files` is False, e.g. for evaluation during training).
-    """
-    import torch
-    from tqdm.auto import tqdm
+    texts: list[str]
+    groups: dict[str, list[str]]  # letters, seen, unseen (`text_groups`)
+    prompts: list[str]
+    videos: np.ndarray  # uint8 (N, T, H, W, 3)
+    seconds: float  # generation time, synced
+    per_text: int
+    sampler: str
+    steps: int
+    guidance: float
+    seed: int
 
-    from text2sign.evaluation.metrics import topk_accuracy
-    from text2sign.evaluation.recognizer import load_or_train_recognizer
 
-    if per_text < 1:
-        raise ValueError(f"per_text={per_text} must be >= 1 (clips generated per text)")
-    if (cache.frames, cache.size) != (pipe.frames, pipe.size):
-        raise ValueError(
-            f"the clips are {cache.frames} frames at {cache.size}px but the model makes "
-            f"{pipe.frames} frames at {pipe.size}px; open the data with frames={pipe.frames}, "
-            f"size={pipe.size} (the evaluate command does this)"
-        )
-    sampler, steps, guidance = _resolve_sampling(pipe, sampler, steps, guidance)
-    device = torch.device(pipe.device)
-    config = getattr(pipe, "config", None)
-    val_fraction = config.data.val_fraction if config is not None else VAL_FRACTION
-    if recognizer is None:
-        recognizer, _, _ = load_or_train_recognizer(cache, val_fraction, device=device,
-                                                    progress=progress)
-    recognizer.to(device)
-    extra = {}
-    if getattr(pipe, "autoencoder", None) is not None:
-        extra["ceiling_top1_autoencoded"] = autoencoded_ceiling(
-            pipe.autoencoder, recognizer, cache, cache.split(val_fraction)[1], device)
+@dataclass
+class Report:
+    """The scores of a Generation; `as_dict` is report.json's content (before file paths)."""
 
-    holdout = config.data.holdout_texts if config is not None else 0.0
-    groups = text_groups(list(cache.texts), getattr(pipe, "training_texts", None), holdout,
-                         max_texts)
-    texts = sorted(t for group in groups.values() for t in group)
-    chosen = set(texts)
-    real_idx = [i for i, t in enumerate(cache.texts) if t in chosen]
-    real_texts = [cache.texts[i] for i in real_idx]
-    # k-major order: the first len(texts) clips hold one of each text, and so on.
-    prompts = [text for _ in range(per_text) for text in texts]
+    model: str
+    data: str
+    texts: int
+    clips: int
+    per_text: int
+    sampler: str
+    steps: int
+    guidance: float
+    seed: int
+    top1: float
+    top5: float
+    ceiling_top1: float
+    ceiling_top5: float
+    ceiling_clips: int
+    ceiling_top1_autoencoded: float | None  # latent models only
+    back_translation: dict[str, Any] | None  # `back_translation`, when asked for
+    chance_top1: float
+    groups: dict[str, int]
+    fd: float
+    fd_floor: float
+    fd_clips: int
+    fd_reference_clips: int
+    seconds_per_clip: float
+    seconds_total: float
+    device: str
+    per_text_accuracy: dict[str, dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        optional = ("ceiling_top1_autoencoded", "back_translation")
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if not (k in optional and v is None)}
+
+
+def generate(pipe: Text2SignPipeline, texts: list[str], groups: dict[str, list[str]],
+             per_text: int, sampler: str, steps: int, guidance: float, seed: int,
+             batch_size: int, progress: bool) -> Generation:
+    """per_text clips of each text, timed on the pipe's device."""
+    device = pipe.device
+    prompts = [text for _ in range(per_text) for text in texts]  # k-major
     videos, seconds = [], 0.0
     bar = tqdm(total=len(prompts), desc="evaluate: generating", unit="clip",
                disable=not progress)
@@ -341,30 +344,35 @@ def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
         seconds += time.perf_counter() - tick  # the pipe returns numpy: already synced
         bar.update(len(chunk))
     bar.close()
-    generated = np.concatenate(videos)  # (N, T, H, W, 3)
+    return Generation(texts, groups, prompts, np.concatenate(videos), seconds, per_text,
+                      sampler, steps, guidance, seed)
 
-    gen_feats, gen_logits = recognizer.features_and_logits(generated)
+
+def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
+          sequence: SequenceRecognizer | None, val_idx: list[int],
+          ceiling_autoencoded: float | None, name: str, device: str) -> Report:
+    """Recognition, Frechet distance and (with a sequence recognizer) back-translation of the
+    generated clips against the corpus's real clips of the same texts; writes nothing."""
+    texts, prompts, groups = gen.texts, gen.prompts, gen.groups
+    chosen = set(texts)
+    real_idx = [i for i, t in enumerate(cache.texts) if t in chosen]
+    real_texts = [cache.texts[i] for i in real_idx]
+    gen_feats, gen_logits = recognizer.features_and_logits(gen.videos)
     labels = recognizer.labels(prompts)
     real_feats = np.concatenate([
         recognizer.features(np.stack([cache[i] for i in real_idx[s:s + 64]]))
         for s in range(0, len(real_idx), 64)
     ])  # (M, D)
-    fd = _fd_scores(gen_feats, real_feats, real_texts, seed)
+    fd = _fd_scores(gen_feats, real_feats, real_texts, gen.seed)
     readings = [""] * len(prompts)
-    if back_translate:
-        from text2sign.evaluation.sequence import load_or_train_sequence_recognizer
-
-        if sequence_recognizer is None:
-            sequence_recognizer = load_or_train_sequence_recognizer(
-                cache, val_fraction, holdout, device=device, progress=progress)
-        sequence_recognizer.to(device)
-        readings = [text for text, _ in sequence_recognizer.read(generated)]
-        val_idx = set(cache.split(val_fraction)[1])
+    bt = None
+    if sequence is not None:
+        readings = [text for text, _ in sequence.read(gen.videos)]
+        held_out = set(val_idx)
         group_of = {t: g for g, group in groups.items() for t in group}
         ceiling_idx = {g: [i for i in real_idx if group_of[cache.texts[i]] == g
-                           and (g == "unseen" or i in val_idx)] for g in groups}
-        extra["back_translation"] = back_translation(readings, prompts, sequence_recognizer,
-                                                     cache, groups, ceiling_idx)
+                           and (g == "unseen" or i in held_out)] for g in groups}
+        bt = back_translation(readings, prompts, sequence, cache, groups, ceiling_idx)
 
     top1_hits = np.argmax(gen_logits, axis=1) == labels  # (N,)
     predicted = np.argmax(gen_logits, axis=1)
@@ -376,69 +384,119 @@ def evaluate(pipe: Any, cache: Any, out_dir: str | Path, *, per_text: int = 4,
         per_text_accuracy[text] = {"top1": float(top1_hits[rows].mean()),
                                    "predicted": recognizer.classes[most], "read": read,
                                    "group": next(g for g, v in groups.items() if text in v)}
+    return Report(
+        model=name, data=str(cache.path), texts=len(texts), clips=len(prompts),
+        per_text=gen.per_text, sampler=gen.sampler, steps=gen.steps, guidance=gen.guidance,
+        seed=gen.seed,
+        top1=topk_accuracy(gen_logits, labels, 1), top5=topk_accuracy(gen_logits, labels, 5),
+        ceiling_top1=recognizer.metrics.get("val_top1", float("nan")),
+        ceiling_top5=recognizer.metrics.get("val_top5", float("nan")),
+        ceiling_clips=recognizer.metrics.get("val_clips", 0),
+        ceiling_top1_autoencoded=ceiling_autoencoded, back_translation=bt,
+        chance_top1=1.0 / len(recognizer.classes),
+        groups={g: len(v) for g, v in groups.items()},
+        fd=fd["fd"], fd_floor=fd["fd_floor"], fd_clips=fd["fd_clips"],
+        fd_reference_clips=fd["fd_reference_clips"],
+        seconds_per_clip=gen.seconds / len(prompts), seconds_total=gen.seconds,
+        device=device, per_text_accuracy=per_text_accuracy,
+    )
 
+
+def write_report(report: Report, gen: Generation, cache: ClipCache,
+                 out_dir: str | Path) -> dict[str, Any]:
+    """report.json, report.md, contact.png, compare.gif (real beside generated clips,
+    animated) and gifs/<text>-<k>.gif under `out_dir`; returns
+    report.json's content (the report with where its files are)."""
+    texts = gen.texts
     out_dir = Path(out_dir)
-    report = {
-        "model": name,
-        "data": str(getattr(cache, "path", "")),
-        "texts": len(texts),
-        "clips": len(prompts),
-        "per_text": per_text,
-        "sampler": sampler,
-        "steps": steps,
-        "guidance": guidance,
-        "seed": seed,
-        "top1": topk_accuracy(gen_logits, labels, 1),
-        "top5": topk_accuracy(gen_logits, labels, 5),
-        "ceiling_top1": recognizer.metrics.get("val_top1", float("nan")),
-        "ceiling_top5": recognizer.metrics.get("val_top5", float("nan")),
-        "ceiling_clips": recognizer.metrics.get("val_clips", 0),
-        **extra,
-        "chance_top1": 1.0 / len(recognizer.classes),
-        "groups": {g: len(v) for g, v in groups.items()},
-        **fd,
-        "seconds_per_clip": seconds / len(prompts),
-        "seconds_total": seconds,
-        "device": describe_device(device),
-        "per_text_accuracy": per_text_accuracy,
-    }
-    if not write_files:
-        return report
-
-    from text2sign.data.video_io import write_contact_sheet, write_gif
-
     out_dir.mkdir(parents=True, exist_ok=True)
     names = safe_names(texts)
-    first_real = {}
-    for i, text in zip(real_idx, real_texts, strict=True):
-        first_real.setdefault(text, i)
+    first_real: dict[str, int] = {}
+    for i, text in enumerate(cache.texts):
+        if text in report.per_text_accuracy:
+            first_real.setdefault(text, i)
     gif_dir = out_dir / "gifs"
     gif_dir.mkdir(exist_ok=True)
     rows_out = []
     for j, text in enumerate(texts):
         row = [_frame(_pick_frames(np.asarray(cache[first_real[text]]), SHEET_FRAMES),
                       REAL_BORDER)]
-        for k in range(per_text):
-            clip = generated[k * len(texts) + j]
+        for k in range(gen.per_text):
+            clip = gen.videos[k * len(texts) + j]
             write_gif(gif_dir / f"{names[text]}-{k}.gif", clip, GIF_FPS)
             row.append(_pick_frames(clip, SHEET_FRAMES))
         rows_out.append(np.concatenate(row))  # (SHEET_FRAMES * (1 + per_text), H, W, 3)
+    accuracy = report.per_text_accuracy
     sheet = write_contact_sheet(out_dir / "contact.png", rows_out,
-                                labels=[f"{text} ({fmt_number(per_text_accuracy[text]['top1'], 2)})"
+                                labels=[f"{text} ({fmt_number(accuracy[text]['top1'], 2)})"
                                         for text in texts])
     shown = texts[:: max(1, math.ceil(len(texts) / COMPARE_ROWS))]  # spread over the texts
     compare = write_comparison(
         out_dir / "compare.gif", shown, [np.asarray(cache[first_real[t]]) for t in shown],
-        [[generated[k * len(texts) + texts.index(t)] for k in range(min(per_text, 3))]
+        [[gen.videos[k * len(texts) + texts.index(t)] for k in range(min(gen.per_text, 3))]
          for t in shown])
-    report["gifs"] = str(gif_dir)
-    report["contact_sheet"] = str(sheet)
-    report["compare_gif"] = str(compare)
-    report["report_md"] = str(out_dir / "report.md")
-    (out_dir / "report.json").write_text(json.dumps(json_safe(report), indent=2,
-                                                    ensure_ascii=False))
-    (out_dir / "report.md").write_text(render_markdown(report))
-    return report
+    out = report.as_dict()
+    out["gifs"] = str(gif_dir)
+    out["contact_sheet"] = str(sheet)
+    out["compare_gif"] = str(compare)
+    out["report_md"] = str(out_dir / "report.md")
+    (out_dir / "report.json").write_text(json.dumps(json_safe(out), indent=2, ensure_ascii=False))
+    (out_dir / "report.md").write_text(render_markdown(out))
+    return out
+
+
+def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
+             per_text: int = 4, sampler: str | None = None, steps: int | None = None,
+             guidance: float | None = None, seed: int = 0, batch_size: int = 16,
+             recognizer: Recognizer | None = None,
+             sequence_recognizer: SequenceRecognizer | None = None,
+             back_translate: bool = True, max_texts: int | None = None,
+             progress: bool = True, name: str = "model",
+             write_files: bool = True) -> dict[str, Any]:
+    """Generate `per_text` clips per distinct text of `cache`, score them, write the reports.
+
+    Sampler, steps and guidance default to the model's config. The recognizer defaults to
+    the corpus's cached one (trained on first use), and so does the sequence recognizer of the
+    back-translation (``back_translate``), which reads every generated clip back into text.
+    ``max_texts`` evaluates at most that many texts of each group (letters, seen, unseen;
+    `text_groups`). Writes report.json, report.md, contact.png and gifs/<text>-<k>.gif under
+    `out_dir` (only the numbers when `write_files` is False, e.g. during training); returns
+    report.json's content.
+    """
+    if per_text < 1:
+        raise ValueError(f"per_text={per_text} must be >= 1 (clips generated per text)")
+    if (cache.frames, cache.size) != (pipe.frames, pipe.size):
+        raise ValueError(
+            f"the clips are {cache.frames} frames at {cache.size}px but the model makes "
+            f"{pipe.frames} frames at {pipe.size}px; open the data with frames={pipe.frames}, "
+            f"size={pipe.size} (the evaluate command does this)"
+        )
+    sc, dc = pipe.config.sample, pipe.config.data
+    device = torch.device(pipe.device)
+    if recognizer is None:
+        recognizer, _, _ = load_or_train_recognizer(cache, dc.val_fraction, device=device,
+                                                    progress=progress)
+    recognizer.to(device)
+    val_idx = cache.split(dc.val_fraction)[1]
+    ceiling_autoencoded = None
+    if pipe.autoencoder is not None:
+        ceiling_autoencoded = autoencoded_ceiling(pipe.autoencoder, recognizer, cache, val_idx,
+                                                  device)
+    groups = text_groups(list(cache.texts), pipe.training_texts, dc.holdout_texts, max_texts)
+    texts = sorted(t for group in groups.values() for t in group)
+    gen = generate(pipe, texts, groups, per_text, sampler or sc.sampler, int(steps or sc.steps),
+                   float(guidance if guidance is not None else sc.guidance), seed, batch_size,
+                   progress)
+    if back_translate and sequence_recognizer is None:
+        sequence_recognizer = load_or_train_sequence_recognizer(
+            cache, dc.val_fraction, dc.holdout_texts, device=device, progress=progress)
+    if back_translate:
+        sequence_recognizer.to(device)
+    report = score(gen, cache, recognizer, sequence_recognizer if back_translate else None,
+                   val_idx, ceiling_autoencoded, name, describe_device(device))
+    if not write_files:
+        return report.as_dict()
+    return write_report(report, gen, cache, out_dir)
 
 
 def tensorboard_scalars(report: dict[str, Any], prefix: str = "eval") -> dict[str, float]:

@@ -11,7 +11,6 @@ the text; the character (or gloss) error rate and exact-text accuracy score it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from text2sign.build import pick_device
 from text2sign.config import VAL_FRACTION
-from text2sign.evaluation.recognizer import _augment, _load_clips, prepare_clips
-from text2sign.lr_schedule import warmup_cosine
+from text2sign.data.fingerspelling import is_fingerspelling_corpus
+from text2sign.evaluation.base import TrainedRecognizer, load_clips
 
 UNITS = ("chars", "glosses")
 WEIGHTS_NAME = "sequence.safetensors"
@@ -118,35 +118,45 @@ class SequenceNet(nn.Module):
         return self.head(h).float().log_softmax(-1)  # (B, T, V + 1)
 
 
-class SequenceRecognizer:
+class SequenceRecognizer(TrainedRecognizer):
     """A trained SequenceNet, its unit vocabulary and geometry: reads clips back into text."""
+
+    kind = "sequence recognizer"
+    weights_name = WEIGHTS_NAME
+    config_name = CONFIG_NAME
+    labels_key = "vocab"
+    how_to_train = "leave --recognizer out to train one on the corpus"
+    config_class = SequenceConfig
+    net_class = SequenceNet
+    max_grad_norm = 1.0
 
     def __init__(self, net: SequenceNet, vocab: list[str], config: SequenceConfig,
                  metrics: dict[str, Any] | None = None, settings: dict[str, Any] | None = None):
         if config.units not in UNITS:
             raise ValueError(f"units={config.units!r} is not one of {list(UNITS)}")
-        self.net = net.eval()
+        super().__init__(net, vocab, config, metrics, settings)
         self.vocab = list(vocab)
-        self.config = config
-        self.metrics = dict(metrics or {})
-        self.settings = dict(settings or {})
-        self.index = {u: i + 1 for i, u in enumerate(self.vocab)}
+        self.index = {u: i + 1 for i, u in enumerate(self.vocab)}  # 0 is the CTC blank
 
     @property
     def units(self) -> str:
         return self.config.units
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
+    def meta(self) -> dict[str, Any]:
+        return {"format": FORMAT, "vocab": self.vocab}
 
-    def to(self, device: str | torch.device) -> SequenceRecognizer:
-        self.net.to(device)
-        return self
+    @classmethod
+    def check_meta(cls, meta: dict[str, Any], path: Path) -> None:
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{str(path)!r} is not a {FORMAT} file")
 
-    def prepare(self, videos: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Any clip geometry -> (N, 3, frames, size, size) float on the recognizer's device."""
-        return prepare_clips(videos, self.config.frames, self.config.size, self.device)
+    def loss(self, x: torch.Tensor, targets: list[str]) -> torch.Tensor:
+        """CTC loss of the texts (zero_infinity: a text longer than the frames is skipped)."""
+        ids, lengths = self.encode_targets(targets)
+        log_probs = self.net(x).transpose(0, 1)  # (T, B, V + 1)
+        input_lengths = torch.full((len(targets),), self.config.frames, dtype=torch.long)
+        return F.ctc_loss(log_probs, ids.to(x.device), input_lengths, lengths,
+                          zero_infinity=True)
 
     def encode_targets(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Concatenated unit ids and lengths for CTC; a unit outside the vocabulary is an error."""
@@ -186,75 +196,6 @@ class SequenceRecognizer:
             out += self.decode(self.net(self.prepare(videos[start:start + batch_size])))
         return out
 
-    def save(self, folder: str | Path) -> Path:
-        """sequence.safetensors + sequence.json, written atomically; no pickle."""
-        from safetensors.torch import save_file
-
-        from text2sign.checkpoint import atomic_dir
-
-        def write(tmp: Path) -> None:
-            state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-            save_file(state, str(tmp / WEIGHTS_NAME))
-            meta = {"format": FORMAT, "vocab": self.vocab,
-                    "config": dataclasses.asdict(self.config), "metrics": self.metrics,
-                    "settings": self.settings}
-            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
-
-        return atomic_dir(Path(folder), write)
-
-    @classmethod
-    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> SequenceRecognizer:
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(
-                f"{str(folder)!r} is not a sequence recognizer folder (needs {CONFIG_NAME} and "
-                f"{WEIGHTS_NAME}); leave --recognizer out to train one on the corpus")
-        meta = json.loads((folder / CONFIG_NAME).read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{str(folder / CONFIG_NAME)!r} is not a {FORMAT} file")
-        config = SequenceConfig(**meta["config"])
-        net = SequenceNet(len(meta["vocab"]), config)
-        net.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
-        return cls(net, meta["vocab"], config, meta.get("metrics"),
-                   meta.get("settings")).to(device)
-
-
-def _fit(recognizer: SequenceRecognizer, clips: torch.Tensor, texts: list[str],
-         settings: SequenceTrainSettings, progress: bool) -> None:
-    """AdamW, warmup then cosine, CTC loss on augmented batches (no flips)."""
-    from tqdm.auto import tqdm
-
-    net, device = recognizer.net, recognizer.device
-    net.train()
-    generator = torch.Generator().manual_seed(settings.seed)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr,
-                                  weight_decay=settings.weight_decay)
-    warmup = max(1, settings.steps // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, warmup, settings.steps))
-    frames = recognizer.config.frames
-    bar = tqdm(range(settings.steps), desc="sequence recognizer", disable=not progress,
-               leave=False)
-    for _ in bar:
-        batch = torch.randint(len(clips), (settings.batch_size,), generator=generator)
-        x = _augment(clips[batch], frames, generator,
-                     time_jitter=settings.time_jitter).to(device)  # (B, 3, T, S, S)
-        targets, lengths = recognizer.encode_targets([texts[int(i)] for i in batch])
-        log_probs = net(x).transpose(0, 1)  # (T, B, V + 1)
-        input_lengths = torch.full((len(batch),), frames, dtype=torch.long)
-        loss = F.ctc_loss(log_probs, targets.to(device), input_lengths, lengths,
-                          zero_infinity=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        if progress:
-            bar.set_postfix(ctc=f"{loss.item():.3f}", refresh=False)  # sync point, cheap here
-    net.eval()
-
 
 def train_sequence_recognizer(cache: Any, train_idx: list[int], *,
                               config: SequenceConfig | None = None,
@@ -267,7 +208,7 @@ def train_sequence_recognizer(cache: Any, train_idx: list[int], *,
     settings = settings or SequenceTrainSettings()
     if config.units not in UNITS:
         raise ValueError(f"units={config.units!r} is not one of {list(UNITS)}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(device)
     train_idx = [int(i) for i in train_idx]
     if not train_idx:
         raise ValueError("train_sequence_recognizer got no training clips (train_idx is empty)")
@@ -275,14 +216,9 @@ def train_sequence_recognizer(cache: Any, train_idx: list[int], *,
     vocab = sorted({u for t in texts for u in text_units(t, config.units)})
     if not vocab:
         raise ValueError("the training texts are all empty: nothing to recognize")
-    clips = _load_clips(cache, train_idx, config, progress)  # (N, T, S, S, 3) uint8
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(settings.seed)
-        recognizer = SequenceRecognizer(SequenceNet(len(vocab), config).to(device), vocab,
-                                        config, settings=dataclasses.asdict(settings))
-        _fit(recognizer, clips, texts, settings, progress)
-    return recognizer
+    clips = load_clips(cache, train_idx, config.size, progress)  # (N, T, S, S, 3) uint8
+    return SequenceRecognizer.train_new(vocab, config, clips, texts, settings, device, progress,
+                                        time_jitter=settings.time_jitter)
 
 
 def read_clips(recognizer: SequenceRecognizer, cache: Any, indices: list[int],
@@ -297,8 +233,6 @@ def read_clips(recognizer: SequenceRecognizer, cache: Any, indices: list[int],
 
 def default_units(data_path: str | Path) -> str:
     """Characters for a corpus written by `data fingerspelling`, glosses otherwise."""
-    from text2sign.data.fingerspelling import is_fingerspelling_corpus
-
     path = Path(data_path)
     for candidate in (path, *path.parents):
         if is_fingerspelling_corpus(candidate):
@@ -321,25 +255,21 @@ def load_or_train_sequence_recognizer(
         source = cache.index.get("source", cache.path) if hasattr(cache, "index") else cache.path
         units = default_units(source)
     config = SequenceConfig(frames=frames or cache.clip_shape[0], units=units)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(device)
     wanted = {**dataclasses.asdict(settings), "config": dataclasses.asdict(config),
               "val_fraction": val_fraction, "holdout": holdout,
               "fingerprint": cache.fingerprint}
     folder = (Path(folder) if folder is not None
               else Path(cache.path) / f"sequence-{cache.fingerprint[:12]}")
-    if (folder / CONFIG_NAME).is_file():
-        recognizer = SequenceRecognizer.load(folder, device)
-        if recognizer.settings == wanted:
-            return recognizer
-        if progress:
-            print(f"sequence recognizer at {folder} was trained with other settings; retraining")
-    train_idx, _, _ = cache.split_by_text(val_fraction, holdout)
-    start = time.perf_counter()
-    recognizer = train_sequence_recognizer(cache, train_idx, config=config, settings=settings,
-                                           device=device, progress=progress)
-    recognizer.settings = wanted
-    recognizer.metrics = {"train_clips": len(train_idx),
-                          "train_seconds": round(time.perf_counter() - start, 1),
-                          "device": str(device)}
-    recognizer.save(folder)
-    return recognizer
+
+    def train() -> tuple[SequenceRecognizer, dict[str, Any]]:
+        train_idx, _, _ = cache.split_by_text(val_fraction, holdout)
+        start = time.perf_counter()
+        recognizer = train_sequence_recognizer(cache, train_idx, config=config,
+                                               settings=settings, device=device,
+                                               progress=progress)
+        return recognizer, {"train_clips": len(train_idx),
+                            "train_seconds": round(time.perf_counter() - start, 1),
+                            "device": str(device)}
+
+    return SequenceRecognizer.load_or_train(folder, wanted, device, progress, train)
