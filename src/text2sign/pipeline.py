@@ -175,7 +175,7 @@ class Text2SignPipeline:
         chosen = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
         sc = replace(self.config.sample, **{k: v for k, v in chosen.items() if v is not None})
         if sampler is not None and sampler != "ddim" and eta is None:
-            sc.eta = 0.0  # the model's DDIM eta does not carry over to another sampler
+            sc = replace(sc, eta=0.0)  # the model's DDIM eta does not carry over to another sampler
         validate_sample(sc)
         sampler, steps, guidance, eta = sc.sampler, sc.steps, sc.guidance, sc.eta
         frames = self.frames if num_frames is None else num_frames
