@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     device=pipe.device, progress=progress)
         report = evaluate(pipe, cache, out / "eval", per_text=args.per_text,
                           recognizer=recognizer, progress=progress, name=arch)
-        rows.append((arch, n, read_model_info(folder).get("step"), report))
+        rows.append((arch, n, read_model_info(folder).step, report))
 
     lines = ["| model | params | steps reached | top-1 | top-5 | FD | s/clip |",
              "|---|---|---|---|---|---|---|"]

@@ -323,7 +323,7 @@ def test_full_disk_names_the_folder_and_last_good_checkpoint(corpus, tmp_path, c
     assert code == 1 and "disk full" in line and str(run) in line and "step-000002" in line
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000002"]
     assert (run / "config.yaml").stat().st_size > 0
-    assert Text2SignPipeline.from_pretrained(run, device="cpu").info["step"] == 2
+    assert Text2SignPipeline.from_pretrained(run, device="cpu").info.step == 2
 
 
 def test_config_yaml_is_written_atomically(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ diffusers-style call arguments."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ import torch
 from test_training import make_corpus, tiny_config
 
 from text2sign.card import CARD_FILE, SAMPLE_FILE, read_front_matter
-from text2sign.checkpoint import add_evaluation, is_hub_id
+from text2sign.checkpoint import add_evaluation, is_hub_id, read_model_info
+from text2sign.model_info import ModelInfo
 from text2sign.pipeline import Text2SignPipeline
 from text2sign.shipped import model as shipped_model
 from text2sign.training import train
@@ -36,6 +38,36 @@ def test_save_pretrained_round_trip_gives_identical_clips(tmp_path):
     assert np.array_equal(first, again(["A", "hello"], steps=2, seed=5))
     assert again.training_texts == pipe.training_texts
     assert (saved / CARD_FILE).is_file() and (saved / "autoencoder.safetensors").is_file()
+
+
+def test_model_info_reads_the_shipped_folder_and_writes_it_back():
+    """The shipped folder predates several keys (files, pretrained, held-out counts): every
+    fact it has comes back unchanged, and a key a newer text2sign writes survives."""
+    raw = json.loads((shipped_model() / "config.json").read_text())
+    info = read_model_info(shipped_model())
+    assert info.step == raw["step"] and info.data["texts"] == 26 and info.files == {}
+    assert info.config.latent.enabled and info.evaluation["top1"] == raw["evaluation"]["top1"]
+    written = info.to_json()
+    assert list(written) == list(raw)  # same keys, same order
+    assert {k: v for k, v in written.items() if k != "config"} == \
+        {k: v for k, v in raw.items() if k != "config"}
+    newer = ModelInfo.from_json({**raw, "future": {"x": [1, 2]}}, "config.json")
+    assert newer.extra == {"future": {"x": [1, 2]}}
+    assert newer.to_json()["future"] == {"x": [1, 2]}
+
+
+def test_save_pretrained_keeps_unknown_keys_and_the_facts(run, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(run / "model", folder)
+    (folder / SAMPLE_FILE).unlink(missing_ok=True)  # another test may have added one
+    raw = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**raw, "future": "kept"}))
+    saved = Text2SignPipeline.from_pretrained(folder, device="cpu").save_pretrained(
+        tmp_path / "copy")
+    again = json.loads((saved / "config.json").read_text())
+    assert again["future"] == "kept"
+    assert {k: again[k] for k in raw} == raw  # checksums included: the weights are the same
+    assert "## Sample" not in (saved / CARD_FILE).read_text()  # no sample.gif, no section
 
 
 def test_every_model_folder_has_a_card_whose_front_matter_parses(run):

@@ -22,6 +22,7 @@ pytest.importorskip("uvicorn", reason="needs the [serve] extra: pip install -e '
 from text2sign.build import build_config  # noqa: E402
 from text2sign.data.video_io import read_video, write_gif  # noqa: E402
 from text2sign.evaluation.recognizer import RecognizerConfig, TrainSettings  # noqa: E402
+from text2sign.model_info import ModelInfo  # noqa: E402
 from text2sign.pipeline import Text2SignPipeline  # noqa: E402
 from text2sign.serve.app import Limits, Service, create_app, serve_in_thread  # noqa: E402
 from text2sign.serve.browser import find_chromium, headless_chromium  # noqa: E402
@@ -285,9 +286,9 @@ def test_old_clips_are_deleted_past_keep_clips(pipe, model):
 
 def test_training_texts_sources(pipe):
     corpus = Corpus(pipe.config.data.path)
-    full = {"data": {"texts": 2, "examples": ["A", "B"]}}
+    full = ModelInfo(pipe.config, data={"texts": 2, "examples": ["A", "B"]})
     assert training_texts(full, None) == ({"A", "B"}, "the model's list of training texts")
-    partial = {"data": {"texts": 80, "examples": ["A", "B"]}}
+    partial = ModelInfo(pipe.config, data={"texts": 80, "examples": ["A", "B"]})
     texts, source = training_texts(partial, corpus)
     assert texts == {"A", "B", "C"} and "corpus" in source
     texts, source = training_texts(partial, None)

@@ -39,7 +39,7 @@ def test_minutes_budget_stops_and_saves(corpus, tmp_path, capsys):
     model = train(cfg, tmp_path / "run", progress=False, device="cpu")
     assert "time budget reached at step 1" in capsys.readouterr().out
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step-000001"]
-    assert Text2SignPipeline.from_pretrained(model, device="cpu").info["step"] == 1
+    assert Text2SignPipeline.from_pretrained(model, device="cpu").info.step == 1
 
 
 def test_ctrl_c_saves_at_the_end_of_the_step(corpus, tmp_path, monkeypatch, capsys):

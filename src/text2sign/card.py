@@ -8,45 +8,46 @@ from typing import Any
 
 import yaml
 
+from text2sign.config import ModelConfig
 from text2sign.evaluation.report import back_translation_rows, summary_rows
+from text2sign.model_info import ModelInfo
 from text2sign.models.registry import preset_params
 
 CARD_FILE = "README.md"
 SAMPLE_FILE = "sample.gif"  # real clips beside generated ones, written by `evaluate --card`
-LICENSE = "apache-2.0"  # text2sign's; a card may name another through info["license"]
+LICENSE = "apache-2.0"  # text2sign's; a card may name another through info.license
 TAGS = ["sign-language", "text-to-video", "video-diffusion", "text2sign"]
 
 
-def preset_label(model: dict) -> str:
+def preset_label(model: ModelConfig) -> str:
     """'preset small', or 'custom (preset small with stem=1)' when the parameters differ."""
-    base = preset_params(model["arch"], model["preset"])
-    changed = [f"{k}={v}" for k, v in model["params"].items() if base.get(k) != v]
+    base = preset_params(model.arch, model.preset)
+    changed = [f"{k}={v}" for k, v in model.params.items() if base.get(k) != v]
     if not changed:
-        return f"preset {model['preset']}"
-    return f"custom (preset {model['preset']} with {', '.join(changed)})"
+        return f"preset {model.preset}"
+    return f"custom (preset {model.preset} with {', '.join(changed)})"
 
 
-def front_matter(info: dict[str, Any]) -> dict[str, Any]:
+def front_matter(info: ModelInfo) -> dict[str, Any]:
     """The Hub's metadata: license, library, pipeline tag, tags and the base model if any."""
-    cfg = info["config"]
+    cfg = info.config
     tags = list(TAGS)
-    if cfg["latent"]["enabled"]:
+    if cfg.latent.enabled:
         tags.append("latent-diffusion")
-    if info.get("data", {}).get("fingerspelling"):
+    if info.data.get("fingerspelling"):
         tags.append("fingerspelling")
-    meta: dict[str, Any] = {"license": info.get("license", LICENSE), "library_name": "text2sign",
+    meta: dict[str, Any] = {"license": info.license or LICENSE, "library_name": "text2sign",
                             "pipeline_tag": "text-to-video", "tags": tags}
-    base = [cfg["model"].get("pretrained"), cfg["latent"].get("autoencoder")
-            if "autoencoder" in info.get("pretrained", {}) else None,
-            cfg["text"]["encoder"] if cfg["text"]["encoder"] != "bytes" else None]
+    base = [cfg.model.pretrained, cfg.latent.autoencoder if "autoencoder" in info.pretrained
+            else None, cfg.text.encoder if cfg.text.encoder != "bytes" else None]
     base = [b for b in base if b]
     if base:
         meta["base_model"] = base[0] if len(base) == 1 else base
     return meta
 
 
-def _evaluation(info: dict[str, Any], folder: str) -> list[str]:
-    report = info.get("evaluation")
+def _evaluation(info: ModelInfo, folder: str) -> list[str]:
+    report = info.evaluation
     if not report:
         return ["Not evaluated yet. `text2sign evaluate --model " + folder + " --data CORPUS "
                 "--card` adds the scores and an animated sample here."]
@@ -64,10 +65,10 @@ def _evaluation(info: dict[str, Any], folder: str) -> list[str]:
     return lines
 
 
-def _limitations(info: dict[str, Any], texts: list[str] | None) -> list[str]:
-    cfg, data = info["config"], info.get("data", {})
-    out = [f"- It makes {cfg['data']['frames']} frames at {cfg['data']['size']}x"
-           f"{cfg['data']['size']} only, and only signs like those of its corpus."]
+def _limitations(info: ModelInfo, texts: list[str] | None) -> list[str]:
+    cfg, data = info.config, info.data
+    out = [f"- It makes {cfg.data.frames} frames at {cfg.data.size}x{cfg.data.size} only, "
+           "and only signs like those of its corpus."]
     if texts:
         chars = sorted({c for t in texts for c in t})
         longest = max(len(t) for t in texts)
@@ -88,47 +89,52 @@ def _limitations(info: dict[str, Any], texts: list[str] | None) -> list[str]:
     return out
 
 
-def model_card(info: dict[str, Any], folder: str | Path, texts: list[str] | None = None,
+def model_card(info: ModelInfo, folder: str | Path, texts: list[str] | None = None,
                sample: bool = False) -> str:
     """README.md of a model folder from its config.json facts (``info``), its texts.txt and
     whether it holds sample.gif."""
-    cfg, data = info["config"], info.get("data", {})
+    cfg, data = info.config, info.data
     folder = shown_path(folder)
-    params = info.get("parameters", {}).get("denoiser")
-    space = (f"on {cfg['latent']['channels']}-channel latents of a per-frame autoencoder "
-             f"({cfg['latent']['factor']}x smaller per side)" if cfg["latent"]["enabled"]
+    params = info.parameters.get("denoiser")
+    space = (f"on {cfg.latent.channels}-channel latents of a per-frame autoencoder "
+             f"({cfg.latent.factor}x smaller per side)" if cfg.latent.enabled
              else "in pixel space")
     lines = ["---", yaml.safe_dump(front_matter(info), sort_keys=False).strip(), "---", "",
              f"# {Path(folder).name}: a text2sign model", "",
-             f"Text in, sign-language clip out: a {cfg['model']['arch']} denoiser, "
-             f"{preset_label(cfg['model'])}"
+             f"Text in, sign-language clip out: a {cfg.model.arch} denoiser, "
+             f"{preset_label(cfg.model)}"
              + (f", {params / 1e6:.2f} M parameters," if params else ",")
-             + f" {space}, conditioned on the `{cfg['text']['encoder']}` text encoder, making "
-             f"{cfg['data']['frames']} frames at {cfg['data']['size']}x{cfg['data']['size']}.",
+             + f" {space}, conditioned on the `{cfg.text.encoder}` text encoder, making "
+             f"{cfg.data.frames} frames at {cfg.data.size}x{cfg.data.size}.",
              "", "## Use", "", "```python", "from text2sign import Text2SignPipeline", "",
              f'pipe = Text2SignPipeline.from_pretrained("{folder}")',
              'videos = pipe(["A"], seed=0)  # uint8 (1, T, H, W, 3)', "```", "",
              f'or `text2sign sample --model {folder} "A"`, with text2sign installed.', "",
              "## Training", ""]
-    command = info.get("command")
+    command = info.command
     lines.append(f"- command: `{command}`" if command else "- command: not recorded")
-    lines.append(f"- {info.get('step', '?')} steps in {info.get('minutes', '?')} minutes on "
-                 f"{info.get('device', 'an unrecorded device')}")
+    lines.append(f"- {or_unknown(info.step)} steps in {or_unknown(info.minutes)} minutes on "
+                 f"{info.device or 'an unrecorded device'}")
     lines.append(f"- data: {data.get('clips', '?')} clips of {data.get('texts', '?')} distinct "
                  f"texts from `{data.get('path', '?')}`")
-    ae = info.get("autoencoder")
+    ae = info.autoencoder
     if ae and "l1" in ae:
         lines.append(f"- autoencoder: {ae.get('steps')} steps first, L1 {ae['l1']:.4f}")
-    diff, sample = cfg["diffusion"], cfg["sample"]
-    lines.append(f"- diffusion: {diff['prediction_type']}, {diff['beta_schedule']} betas; "
-                 f"sampling {sample['sampler']} {sample['steps']} steps, guidance "
-                 f"{sample['guidance']}")
+    diff, sampling = cfg.diffusion, cfg.sample
+    lines.append(f"- diffusion: {diff.prediction_type}, {diff.beta_schedule} betas; "
+                 f"sampling {sampling.sampler} {sampling.steps} steps, guidance "
+                 f"{sampling.guidance}")
     lines += ["", "## Evaluation", "", *_evaluation(info, folder), ""]
     if sample:
         lines += ["## Sample", "", f"![real and generated clips]({SAMPLE_FILE})", "",
                   "Each row: a real clip (green frame), then clips generated from its text.", ""]
     lines += ["## Limitations", "", *_limitations(info, texts), ""]
     return "\n".join(lines)
+
+
+def or_unknown(value: Any) -> Any:
+    """An unrecorded fact (a folder older than the key) shown as '?'."""
+    return "?" if value is None else value
 
 
 def shown_path(folder: str | Path) -> str:

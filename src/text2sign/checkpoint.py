@@ -26,10 +26,9 @@ from text2sign.files import (
     write_text_atomic,
 )
 from text2sign.latent import write_autoencoder
+from text2sign.model_info import RETRAIN, ModelInfo
 
-MODEL_FORMAT = "text2sign-model"
 TEXTS_FILE = "texts.txt"  # every training text, one per line: what the model has seen
-MODEL_VERSION = 1
 CHECKPOINT_PREFIX = "step-"
 
 
@@ -40,19 +39,15 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- model folders
 
 
-def save_model_folder(folder: str | Path, cfg: Config, denoiser_state: dict[str, torch.Tensor],
-                      text_state: dict[str, torch.Tensor], meta: dict[str, Any],
-                      autoencoder: Any = None, texts: list[str] | None = None,
-                      sample: Path | None = None) -> Path:
-    """A self-describing model: config.json + denoiser.safetensors + text.safetensors, the
-    frame autoencoder (autoencoder.safetensors + .json) of a latent model, texts.txt, the
-    model card README.md and, if given, ``sample`` (an animated GIF) as sample.gif."""
-    info = {
-        "format": MODEL_FORMAT,
-        "version": MODEL_VERSION,
-        "config": cfg.to_dict(),
-        **meta,
-    }
+def save_model_folder(folder: str | Path, info: ModelInfo,
+                      denoiser_state: dict[str, torch.Tensor],
+                      text_state: dict[str, torch.Tensor], autoencoder: Any = None,
+                      texts: list[str] | None = None, sample: Path | None = None) -> Path:
+    """A self-describing model: config.json (``info``, with the files' checksums) +
+    denoiser.safetensors + text.safetensors, the frame autoencoder (autoencoder.safetensors +
+    .json) of a latent model, texts.txt, the model card README.md and, if given, ``sample`` (an
+    animated GIF) as sample.gif."""
+    cfg = info.config
 
     def write(tmp: Path) -> None:
         save_file(_contiguous(denoiser_state), str(tmp / "denoiser.safetensors"))
@@ -67,7 +62,8 @@ def save_model_folder(folder: str | Path, cfg: Config, denoiser_state: dict[str,
         (tmp / CARD_FILE).write_text(model_card(info, folder, texts, sample is not None),
                                      encoding="utf-8")
         # Written last, with the weights' checksums that loading verifies.
-        (tmp / "config.json").write_text(json.dumps({**info, "files": digests(tmp)}, indent=2))
+        written = replace(info, files=digests(tmp))
+        (tmp / "config.json").write_text(json.dumps(written.to_json(), indent=2))
 
     return atomic_dir(Path(folder), write)
 
@@ -132,32 +128,11 @@ def find_model_folder(path: str | Path) -> Path:
     )
 
 
-def read_model_info(folder: str | Path) -> dict[str, Any]:
-    folder = find_model_folder(folder)
-    path = folder / "config.json"
-    info = read_json(path, f"copy the model folder again or retrain it ({_RETRAIN})")
-    if info.get("format") != MODEL_FORMAT:
-        raise ValueError(
-            f"{str(path)!r} has format {info.get('format')!r}, expected {MODEL_FORMAT!r}"
-        )
-    if not isinstance(info.get("version"), int) or info["version"] > MODEL_VERSION:
-        raise ValueError(
-            f"model folder version {info.get('version')!r} in {str(path)!r} is not one this "
-            f"text2sign reads ({MODEL_VERSION} or older); upgrade text2sign"
-        )
-    config = info.get("config")
-    missing = [k for k in Config().to_dict() if not isinstance(config, dict) or k not in config]
-    if missing:
-        raise DamagedFile(f"{str(path)!r} has no {missing} section(s) in its config; copy the "
-                          f"model folder again or retrain it ({_RETRAIN})")
-    try:
-        info["config"] = from_dict(config).to_dict()
-    except ValueError as err:
-        raise ValueError(f"{str(path)!r}: {err}") from err
-    return info
-
-
-_RETRAIN = "text2sign train writes one into runs/NAME/model"
+def read_model_info(folder: str | Path) -> ModelInfo:
+    """The config.json of a model folder (or of a run's, or a Hub id's: see find_model_folder)."""
+    path = find_model_folder(folder) / "config.json"
+    raw = read_json(path, RETRAIN)
+    return ModelInfo.from_json(raw, str(path))
 
 
 EVALUATION_KEYS = ("data", "texts", "clips", "per_text", "sampler", "steps", "guidance", "seed",
@@ -170,11 +145,11 @@ def add_evaluation(folder: str | Path, report: dict[str, Any], command: str | No
     """Record an evaluation in a model folder: its numbers in config.json (so a re-written card
     keeps them), its compare.gif as sample.gif, and the card re-written with both."""
     folder = find_model_folder(folder)
-    info = read_model_info(folder)
-    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     kept = {k: report[k] for k in EVALUATION_KEYS if k in report}
-    raw["evaluation"] = json_safe({**kept, "command": command})
-    info["evaluation"] = raw["evaluation"]
+    info = replace(read_model_info(folder), evaluation=json_safe({**kept, "command": command}))
+    # The rest of config.json is written back as it was (its config not normalized).
+    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    raw["evaluation"] = info.evaluation
     if report.get("compare_gif"):
         shutil.copyfile(report["compare_gif"], folder / SAMPLE_FILE)
     # config.json keeps its recorded checksums: they cover the weights, which do not change.
@@ -184,14 +159,14 @@ def add_evaluation(folder: str | Path, report: dict[str, Any], command: str | No
     return folder / CARD_FILE
 
 
-def load_model_folder(folder: str | Path) -> tuple[Config, dict, dict, dict[str, Any]]:
+def load_model_folder(folder: str | Path) -> tuple[Config, dict, dict, ModelInfo]:
     """Return (config, denoiser_state, text_state, info) read from safetensors + JSON, after
     checking the weights against the checksums recorded in config.json."""
     folder = find_model_folder(folder)
     info = read_model_info(folder)
-    fix = f"copy the model folder again or retrain it ({_RETRAIN})"
-    verify_digests(folder, info.get("files", {}), fix)
-    cfg = from_dict(info["config"])
+    fix = RETRAIN
+    verify_digests(folder, info.files, fix)
+    cfg = info.config
     return (cfg, load_tensors(folder / "denoiser.safetensors", fix),
             load_tensors(folder / "text.safetensors", fix), info)
 

@@ -7,119 +7,222 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
 from text2sign.files import DamagedFile, write_text_atomic
 
-SAMPLERS = ("ddpm", "ddim", "dpm++")
+Sampler = Literal["ddpm", "ddim", "dpm++"]
+SAMPLERS = get_args(Sampler)
 VAL_FRACTION = 0.1  # held-out clips per corpus: training, recognizers and evaluation agree
+MAX_FRAMES = 1024
+# What one clip may ask of a sampler or a training step: frames x side x side pixels.
+MAX_CLIP_PIXELS = 256 * 1024 * 1024
+
+
+def limits(low: float | None, high: float | None, what: str, open_end: str | None = None
+           ) -> dict[str, Any]:
+    """A numeric field's inclusive bounds (None: unbounded), as field metadata; ``open_end``
+    "low" or "high" excludes that bound (a learning rate of 0 trains nothing, decay 1 freezes).
+    The upper bounds cap what a config (also a downloaded model folder's config.json) may ask a
+    machine for: generous for training, far below sizes that would allocate terabytes."""
+    return {"limits": (low, high, what, open_end)}
+
+
+class Section:
+    """Base of the config sections: each field is checked against its type (a ``Literal`` names
+    the allowed values) and its ``limits``, once, when the section is made."""
+
+    name: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            key = f"{self.name}.{f.name}"
+            value = _coerce(key, getattr(self, f.name), hints[f.name], f.type)
+            object.__setattr__(self, f.name, value)
+            if "limits" in f.metadata:
+                check_range(value, f.metadata["limits"], key)
+
+
+def _coerce(key: str, value: Any, kind: Any, written: str) -> Any:
+    """Check a value against its field's type; YAML reads `1e-4` as a string, so numbers written
+    that way are converted rather than silently kept as text."""
+    args = get_args(kind)
+    if get_origin(kind) is Literal:
+        if value not in args or isinstance(value, bool) != isinstance(args[0], bool):
+            raise ValueError(f"{key}={value!r} is not one of {list(args)}")
+        return args[args.index(value)]  # YAML's 4.0 is the choice 4
+    if type(None) in args:  # X | None
+        if value is None:
+            return None
+        kind = next(a for a in args if a is not type(None))
+    try:
+        if kind is float and not isinstance(value, bool):
+            return float(value)
+        if kind is int and not isinstance(value, bool) and float(value) == int(float(value)):
+            return int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        pass
+    if get_origin(kind) is list and isinstance(value, list):
+        wrong = [v for v in value if not isinstance(v, str)]
+        if wrong:  # YAML reads yes/no/on/off as booleans and 1 as a number
+            raise ValueError(f"config {key} holds {wrong!r}, which are not texts; quote them in "
+                             f"YAML (e.g. - \"{str(wrong[0]).lower()}\")")
+        return value
+    if isinstance(value, get_origin(kind) or kind) and kind not in (int, float):
+        return value
+    raise ValueError(f"config {key}={value!r} should be of type {written}")
+
+
+def check_range(value: Any, bounds: tuple, name: str) -> None:
+    """``value`` within ``bounds`` (see `limits`), else a ValueError naming both."""
+    low, high, what, open_end = bounds
+    if value is None:
+        return
+    bad = not math.isfinite(value)
+    bad = bad or (low is not None and (value < low or (open_end == "low" and value == low)))
+    bad = bad or (high is not None and (value > high or (open_end == "high" and value == high)))
+    if bad:
+        shown = f"{'>' if open_end == 'low' else '>='} {low:g}" if low is not None else ""
+        if high is not None:
+            shown += f"{' and ' if shown else ''}{'<' if open_end == 'high' else '<='} {high:g}"
+        raise ValueError(f"{name}={value!r} is out of range: expected {what} ({shown})")
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
+    name: ClassVar[str] = "data"
     path: str = "data/asl-letters"  # a folder of NAME.gif + NAME.txt, or a prepared cache
-    frames: int = 16
-    size: int = 64
-    time_mode: str = "resample"  # "resample" uniformly over the clip, or "truncate" (pad by repeat)
-    fit: str = "crop"  # "crop" (resize short side, center-crop) or "letterbox"
-    val_fraction: float = VAL_FRACTION
+    frames: int = field(default=16, metadata=limits(1, MAX_FRAMES, "a positive frame count"))
+    size: int = field(default=64, metadata=limits(1, 2048, "a positive frame side in pixels"))
+    # "resample" uniformly over the clip, or "truncate" (pad by repeat)
+    time_mode: Literal["resample", "truncate"] = "resample"
+    fit: Literal["crop", "letterbox"] = "crop"  # crop: resize short side, center-crop
+    val_fraction: float = field(default=VAL_FRACTION, metadata=limits(
+        0, 1, "a fraction of the clips", "high"))
     # Fraction of the distinct texts of 2+ characters never trained on (chosen by a stable hash
     # of the text): the unseen texts that evaluation reports apart. Single characters are the
     # alphabet every other text is spelled with, so they are never held out.
-    holdout_texts: float = 0.0
+    holdout_texts: float = field(default=0.0, metadata=limits(
+        0, 1, "the fraction of distinct texts never trained on", "high"))
     cache: str | None = None  # where the prepared cache lives; default: next to the data
-    num_workers: int = 0
-    prefetch_factor: int = 2  # batches each loader worker prepares ahead (num_workers > 0)
+    num_workers: int = field(default=0, metadata=limits(
+        0, 256, "0 (load in the main process) or more workers"))
+    # batches each loader worker prepares ahead (num_workers > 0)
+    prefetch_factor: int = field(default=2, metadata=limits(1, None, "1 or more batches"))
 
 
 @dataclass
-class TextConfig:
+class TextConfig(Section):
+    name: ClassVar[str] = "text"
     encoder: str = "bytes"  # "bytes" (trained from scratch) or a Hugging Face name / local folder
-    dim: int = 128
-    layers: int = 2
-    heads: int = 4
-    max_length: int = 32
+    dim: int = field(default=128, metadata=limits(1, 16384, "a positive width"))
+    layers: int = field(default=2, metadata=limits(0, 256, "0 or more layers"))
+    heads: int = field(default=4, metadata=limits(1, 1024, "1 or more heads"))
+    max_length: int = field(default=32, metadata=limits(1, 8192, "a positive token count"))
     lowercase: bool = False  # case-fold texts before encoding (fingerspelling has no case)
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
+    name: ClassVar[str] = "model"
     arch: str = "unet3d"
     preset: str = "small"
     params: dict[str, Any] = field(default_factory=dict)  # the architecture's full config
     # Start from pretrained weights: a diffusers UNet2DConditionModel folder (unet-motion) or a
     # DiT checkpoint (dit3d); "temporal" trains only what the file does not provide.
     pretrained: str | None = None
-    train_only: str = "all"  # "all" or "temporal"
+    train_only: Literal["all", "temporal"] = "all"
     # Start from a text2sign model folder: every denoiser / text tensor whose name and shape fit
     # (fine-tuning on new clips; a words model from a letters model), and its latent space.
     init_from: str | None = None
 
 
 @dataclass
-class LatentConfig:
+class LatentConfig(Section):
     """Diffuse in the latent space of a per-frame autoencoder (Rombach et al. 2022)."""
 
+    name: ClassVar[str] = "latent"
     enabled: bool = False
     autoencoder: str | None = None  # reuse a trained one (a latent model or run folder)
-    channels: int = 4  # latent channels
-    factor: int = 4  # spatial downsampling: 2, 4 or 8
-    width: int = 64  # autoencoder channels
+    channels: int = field(default=4, metadata=limits(1, 1024, "1 or more latent channels"))
+    factor: Literal[2, 4, 8] = 4  # spatial downsampling
+    width: int = field(default=64, metadata=limits(1, 4096, "1 or more autoencoder channels"))
     # 2: frames are average-pooled 2x before the encoder, so a run at twice the frame size of
     # model.init_from shares its latent space (its encoder, a decoder fine-tuned at full size)
     prescale: int = 1
-    steps: int = 1500  # autoencoder training steps, before the denoiser's
-    batch_size: int = 32  # frames per autoencoder step
-    lr: float = 1e-3
-    kl_weight: float = 1e-5
+    # autoencoder training steps, before the denoiser's
+    steps: int = field(default=1500, metadata=limits(1, None, "1 or more steps"))
+    batch_size: int = field(default=32, metadata=limits(1, None, "1 or more frames"))  # frames
+    lr: float = field(default=1e-3, metadata=limits(0, None, "a positive learning rate", "low"))
+    kl_weight: float = field(default=1e-5, metadata=limits(0, None, "0 or a positive weight"))
     cache: bool = True  # encode every clip once (latents-*.f16 beside the clip cache)
 
 
 @dataclass
-class DiffusionConfig:
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "cosine"  # "linear", "cosine" or "scaled_linear" (Stable Diffusion's)
-    prediction_type: str = "v_prediction"  # "epsilon" or "v_prediction"
+class DiffusionConfig(Section):
+    name: ClassVar[str] = "diffusion"
+    num_train_timesteps: int = field(default=1000, metadata=limits(
+        2, 100000, "2 to 100000 timesteps"))
+    # Stable Diffusion's betas are "scaled_linear"
+    beta_schedule: Literal["linear", "cosine", "scaled_linear"] = "cosine"
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
     # min-SNR-gamma (Hang et al. 2023); off by default: with v-prediction its weight
     # min(SNR, gamma) / (SNR + 1) vanishes at high noise, where sampling starts.
-    min_snr_gamma: float | None = None
-    cfg_dropout: float = 0.1  # probability of training on the null condition
-    null_condition: str = "learned"  # "learned" or "empty" (the encoding of "")
+    min_snr_gamma: float | None = field(default=None, metadata=limits(
+        0, None, "null (off) or a positive gamma", "low"))
+    # probability of training on the null condition
+    cfg_dropout: float = field(default=0.1, metadata=limits(
+        0, 1, "a probability", "high"))
+    null_condition: Literal["learned", "empty"] = "learned"  # empty: the encoding of ""
 
 
 @dataclass
-class SampleConfig:
-    sampler: str = "dpm++"  # "ddpm", "ddim" or "dpm++"
-    steps: int = 25
-    guidance: float = 3.0
-    eta: float = 0.0
+class SampleConfig(Section):
+    name: ClassVar[str] = "sample"
+    sampler: Sampler = "dpm++"
+    steps: int = field(default=25, metadata=limits(1, 10000, "1 or more sampler steps"))
+    guidance: float = field(default=3.0, metadata=limits(
+        0, 100, "a guidance scale in [0, 100] (1 = no guidance)"))
+    eta: float = field(default=0.0, metadata=limits(0, 1, "a DDIM eta in [0, 1]"))
     prompts: list[str] = field(default_factory=lambda: ["A", "B", "L", "Y"])
 
 
+def _every(default: int, what: str) -> Any:
+    return field(default=default, metadata=limits(0, None, what))
+
+
 @dataclass
-class TrainConfig:
-    batch_size: int = 8
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 200
-    max_steps: int = 20000
-    max_minutes: float | None = None  # stop (and save) after this much wall-clock time
-    grad_clip: float = 1.0
-    grad_accum: int = 1
-    mixed_precision: str = "auto"  # "auto", "no", "fp16" or "bf16"
-    ema_decay: float = 0.999
+class TrainConfig(Section):
+    name: ClassVar[str] = "train"
+    batch_size: int = field(default=8, metadata=limits(1, None, "1 or more clips"))
+    lr: float = field(default=3e-4, metadata=limits(0, None, "a positive learning rate", "low"))
+    weight_decay: float = field(default=0.01, metadata=limits(
+        0, None, "0 or a positive weight decay"))
+    warmup_steps: int = field(default=200, metadata=limits(0, None, "0 or more steps"))
+    max_steps: int = field(default=20000, metadata=limits(1, None, "1 or more steps"))
+    # stop (and save) after this much wall-clock time
+    max_minutes: float | None = field(default=None, metadata=limits(
+        0, None, "null (no limit) or a positive number of minutes", "low"))
+    grad_clip: float = field(default=1.0, metadata=limits(
+        0, None, "a positive gradient norm", "low"))
+    grad_accum: int = field(default=1, metadata=limits(1, None, "1 or more micro-batches"))
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    ema_decay: float = field(default=0.999, metadata=limits(
+        0, 1, "an EMA decay in [0, 1), e.g. 0.999", "high"))
     gradient_checkpointing: bool = False
     compile: bool = False  # torch.compile the denoiser (pays off on a GPU after the first steps)
     seed: int = 0
-    log_every: int = 10
-    sample_every: int = 1000
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    eval_every: int = 0  # 0 disables evaluation during training
-    eval_per_text: int = 2
-    report_to: str = "tensorboard"  # trackers: "tensorboard", "wandb", "all" or "none"
+    log_every: int = _every(10, "0 (off) or a step interval")
+    sample_every: int = _every(1000, "0 (off) or a step interval")
+    checkpoint_every: int = _every(500, "0 (only at the end) or a step interval")
+    keep_checkpoints: int = _every(3, "0 (keep all) or a number of checkpoints")
+    eval_every: int = _every(0, "0 (off) or a step interval")
+    eval_per_text: int = field(default=2, metadata=limits(1, None, "1 or more clips per text"))
+    # trackers: "tensorboard", "wandb", "all" or "none"
+    report_to: Literal["tensorboard", "wandb", "all", "none"] = "tensorboard"
 
 
 @dataclass
@@ -207,39 +310,9 @@ def from_dict(raw: dict[str, Any]) -> Config:
         "latent": LatentConfig, "diffusion": DiffusionConfig, "sample": SampleConfig,
         "train": TrainConfig,
     }
-    built = {}
-    for name, cls in sections.items():
-        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
-        values = merged[name].items()
-        built[name] = cls(**{k: _coerce(f"{name}.{k}", v, kinds[k]) for k, v in values})
-    cfg = Config(**built)
+    cfg = Config(**{name: cls(**merged[name]) for name, cls in sections.items()})
     validate(cfg)
     return cfg
-
-
-def _coerce(key: str, value: Any, kind: str) -> Any:
-    """Check a value against its field's type; YAML reads `1e-4` as a string, so numbers written
-    that way are converted rather than silently kept as text."""
-    if value is None and "None" in kind:
-        return None
-    base = kind.replace(" | None", "")
-    try:
-        if base == "float" and not isinstance(value, bool):
-            return float(value)
-        if base == "int" and not isinstance(value, bool) and float(value) == int(float(value)):
-            return int(float(value))
-    except (TypeError, ValueError):
-        pass
-    if base == "list[str]" and isinstance(value, list):
-        wrong = [v for v in value if not isinstance(v, str)]
-        if wrong:  # YAML reads yes/no/on/off as booleans and 1 as a number
-            raise ValueError(f"config {key} holds {wrong!r}, which are not texts; quote them in "
-                             f"YAML (e.g. - \"{str(wrong[0]).lower()}\")")
-        return value
-    checks = {"str": str, "bool": bool, "dict[str, Any]": dict}
-    if base in checks and isinstance(value, checks[base]):
-        return value
-    raise ValueError(f"config {key}={value!r} should be of type {kind}")
 
 
 def parse_value(text: str) -> Any:
@@ -304,89 +377,16 @@ def load_config(path: str | Path,
     return from_dict(read_yaml(path, fix))
 
 
-_CHOICES = {
-    ("data", "time_mode"): ("resample", "truncate"),
-    ("data", "fit"): ("crop", "letterbox"),
-    ("model", "train_only"): ("all", "temporal"),
-    ("diffusion", "beta_schedule"): ("linear", "cosine", "scaled_linear"),
-    ("diffusion", "prediction_type"): ("epsilon", "v_prediction"),
-    ("diffusion", "null_condition"): ("learned", "empty"),
-    ("sample", "sampler"): SAMPLERS,
-    ("train", "mixed_precision"): ("auto", "no", "fp16", "bf16"),
-    ("train", "report_to"): ("tensorboard", "wandb", "all", "none"),
-}
-
-
-MAX_FRAMES = 1024
-# What one clip may ask of a sampler or a training step: frames x side x side pixels.
-MAX_CLIP_PIXELS = 256 * 1024 * 1024
-
-# Inclusive numeric bounds (None: unbounded) for every numeric setting. The upper bounds are
-# caps on what a config (also a downloaded model folder's config.json) may ask a machine for:
-# generous for training, but far below sizes that would allocate terabytes.
-_RANGES: dict[tuple[str, str], tuple[float | None, float | None, str]] = {
-    ("data", "frames"): (1, MAX_FRAMES, "a positive frame count"),
-    ("data", "size"): (1, 2048, "a positive frame side in pixels"),
-    ("data", "num_workers"): (0, 256, "0 (load in the main process) or more workers"),
-    ("text", "dim"): (1, 16384, "a positive width"),
-    ("text", "layers"): (0, 256, "0 or more layers"),
-    ("text", "heads"): (1, 1024, "1 or more heads"),
-    ("text", "max_length"): (1, 8192, "a positive token count"),
-    ("latent", "channels"): (1, 1024, "1 or more latent channels"),
-    ("latent", "width"): (1, 4096, "1 or more autoencoder channels"),
-    ("latent", "steps"): (1, None, "1 or more steps"),
-    ("latent", "batch_size"): (1, None, "1 or more frames"),
-    ("latent", "lr"): (0, None, "a positive learning rate"),
-    ("latent", "kl_weight"): (0, None, "0 or a positive weight"),
-    ("diffusion", "num_train_timesteps"): (2, 100000, "2 to 100000 timesteps"),
-    ("diffusion", "min_snr_gamma"): (0, None, "null (off) or a positive gamma"),
-    ("sample", "steps"): (1, 10000, "1 or more sampler steps"),
-    ("sample", "guidance"): (0, 100, "a guidance scale in [0, 100] (1 = no guidance)"),
-    ("sample", "eta"): (0, 1, "a DDIM eta in [0, 1]"),
-    ("train", "batch_size"): (1, None, "1 or more clips"),
-    ("train", "lr"): (0, None, "a positive learning rate"),
-    ("train", "weight_decay"): (0, None, "0 or a positive weight decay"),
-    ("train", "warmup_steps"): (0, None, "0 or more steps"),
-    ("train", "max_steps"): (1, None, "1 or more steps"),
-    ("train", "max_minutes"): (0, None, "null (no limit) or a positive number of minutes"),
-    ("train", "grad_clip"): (0, None, "a positive gradient norm"),
-    ("train", "grad_accum"): (1, None, "1 or more micro-batches"),
-    ("train", "ema_decay"): (0, 1, "an EMA decay in [0, 1), e.g. 0.999"),
-    ("train", "log_every"): (0, None, "0 (off) or a step interval"),
-    ("train", "sample_every"): (0, None, "0 (off) or a step interval"),
-    ("train", "checkpoint_every"): (0, None, "0 (only at the end) or a step interval"),
-    ("train", "keep_checkpoints"): (0, None, "0 (keep all) or a number of checkpoints"),
-    ("train", "eval_every"): (0, None, "0 (off) or a step interval"),
-    ("train", "eval_per_text"): (1, None, "1 or more clips per text"),
-}
-# Bounds that exclude the limit itself (a learning rate of 0 trains nothing, decay 1 freezes).
-_OPEN = {("latent", "lr"): "low", ("train", "lr"): "low", ("train", "max_minutes"): "low",
-         ("train", "grad_clip"): "low", ("diffusion", "min_snr_gamma"): "low",
-         ("train", "ema_decay"): "high"}
-
-
 def check_clip(frames: int, size: int, what: str = "data.frames") -> None:
     """A clip length and side within the caps (sampling may ask for other frames than trained)."""
-    _check_range(("data", "frames"), frames, what)
+    check_range(frames, _limits(DataConfig, "frames"), what)
     if frames * size ** 2 > MAX_CLIP_PIXELS:
         raise ValueError(f"{what}={frames} x data.size={size}^2 asks for more than "
                          f"{MAX_CLIP_PIXELS} pixels per clip; use fewer frames or a smaller size")
 
 
-def _check_range(key: tuple[str, str], value: Any, name: str | None = None) -> None:
-    low, high, what = _RANGES[key]
-    if value is None:
-        return
-    name = name or ".".join(key)
-    open_end = _OPEN.get(key)
-    bad = not math.isfinite(value)
-    bad = bad or (low is not None and (value < low or (open_end == "low" and value == low)))
-    bad = bad or (high is not None and (value > high or (open_end == "high" and value == high)))
-    if bad:
-        limits = f"{'>' if open_end == 'low' else '>='} {low:g}" if low is not None else ""
-        if high is not None:
-            limits += f"{' and ' if limits else ''}{'<' if open_end == 'high' else '<='} {high:g}"
-        raise ValueError(f"{name}={value!r} is out of range: expected {what} ({limits})")
+def _limits(section: type, key: str) -> tuple:
+    return next(f for f in dataclasses.fields(section) if f.name == key).metadata["limits"]
 
 
 # Caps on a denoiser's parameters (per-architecture checks live in the models): building a
@@ -409,43 +409,23 @@ def _check_model_params(params: dict[str, Any]) -> None:
 
 
 def validate_sample(sc: SampleConfig) -> None:
-    """The sampling settings alone (also for per-call choices of a pipeline)."""
-    if sc.sampler not in SAMPLERS:
-        raise ValueError(f"sample.sampler={sc.sampler!r} is not one of {list(SAMPLERS)}")
-    for key in ("steps", "guidance", "eta"):
-        _check_range(("sample", key), getattr(sc, key))
+    """The rule between sampling settings (also for per-call choices of a pipeline); each value
+    alone was checked when ``sc`` was made."""
     if sc.eta != 0 and sc.sampler != "ddim":
         raise ValueError(f"sample.eta={sc.eta} only applies to the DDIM sampler, this one is "
                          f"{sc.sampler!r}; set sample.sampler=ddim or sample.eta=0")
 
 
 def validate(cfg: Config) -> None:
-    """Every setting, once, before any work starts: a bad value fails here, not mid-run."""
-    for (section, key), allowed in _CHOICES.items():
-        value = getattr(getattr(cfg, section), key)
-        if value not in allowed:
-            raise ValueError(f"{section}.{key}={value!r} is not one of {list(allowed)}")
-    for key in _RANGES:
-        _check_range(key, getattr(getattr(cfg, key[0]), key[1]))
+    """The settings that depend on each other, before any work starts (each field alone was
+    checked when its section was made): a bad value fails here, not mid-run."""
     validate_sample(cfg.sample)
     check_clip(cfg.data.frames, cfg.data.size)
     _check_model_params(cfg.model.params)
-    if not 0.0 <= cfg.diffusion.cfg_dropout < 1.0:
-        raise ValueError(f"diffusion.cfg_dropout={cfg.diffusion.cfg_dropout} must be in [0, 1)")
-    if not 0.0 <= cfg.data.val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction={cfg.data.val_fraction} must be in [0, 1)")
-    if not 0.0 <= cfg.data.holdout_texts < 1.0:
-        raise ValueError(f"data.holdout_texts={cfg.data.holdout_texts} must be in [0, 1): the "
-                         "fraction of distinct texts never trained on")
     if cfg.text.encoder == "bytes" and cfg.text.dim % cfg.text.heads:
         raise ValueError(f"text.dim={cfg.text.dim} is not divisible by text.heads="
                          f"{cfg.text.heads}; choose heads that divide the width")
-    if cfg.data.num_workers < 0 or cfg.data.prefetch_factor < 1:
-        raise ValueError(f"data.num_workers={cfg.data.num_workers} must be >= 0 and "
-                         f"data.prefetch_factor={cfg.data.prefetch_factor} >= 1")
     lc = cfg.latent
-    if lc.factor not in (2, 4, 8):
-        raise ValueError(f"latent.factor={lc.factor} is not one of [2, 4, 8]")
     if lc.enabled and cfg.data.size % lc.factor:
         raise ValueError(f"data.size={cfg.data.size} is not divisible by latent.factor="
                          f"{lc.factor}; use a size that is a multiple of {lc.factor}")

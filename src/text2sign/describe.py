@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
-from text2sign.card import preset_label
+from text2sign.card import or_unknown, preset_label
 from text2sign.checkpoint import (
     TEXTS_FILE,
     list_checkpoints,
     read_model_info,
     read_training_texts,
 )
+from text2sign.config import Config
 from text2sign.evaluation.report import format_table
 from text2sign.files import verify_digests
 from text2sign.shipped import model_or_shipped
@@ -47,16 +47,16 @@ def table(rows: list[tuple[str, str]]) -> list[str]:
     return [f"{key:<{width}}  {value}" for key, value in rows]
 
 
-def space(cfg: dict[str, Any]) -> str:
+def space(cfg: Config) -> str:
     """Pixels or latents, with the shape the denoiser sees, (C, T, H, W)."""
-    frames, size = cfg["data"]["frames"], cfg["data"]["size"]
-    latent = cfg["latent"]
-    if not latent["enabled"]:
+    frames, size = cfg.data.frames, cfg.data.size
+    latent = cfg.latent
+    if not latent.enabled:
         return f"pixels, (C, T, H, W) = (3, {frames}, {size}, {size})"
-    side = size // latent["factor"]
-    source = latent["autoencoder"] or "trained with the run"
-    return (f"latent, (C, T, h, w) = ({latent['channels']}, {frames}, {side}, {side}): a "
-            f"per-frame autoencoder, {latent['factor']}x smaller per side ({source})")
+    side = size // latent.factor
+    source = latent.autoencoder or "trained with the run"
+    return (f"latent, (C, T, h, w) = ({latent.channels}, {frames}, {side}, {side}): a "
+            f"per-frame autoencoder, {latent.factor}x smaller per side ({source})")
 
 
 def checkpoint_rows(run: Path) -> list[list[str]]:
@@ -112,26 +112,25 @@ def module_tree(module: nn.Module, name: str, depth: int = 3) -> list[str]:
 def model_rows(folder: Path) -> list[tuple[str, str]]:
     """What a model folder is: architecture, sizes, diffusion space, training, data."""
     info = read_model_info(folder)
-    verify_digests(folder, info.get("files", {}), "copy the model folder again or retrain it")
-    cfg = info["config"]
-    data = info.get("data", {})
+    verify_digests(folder, info.files, "copy the model folder again or retrain it")
+    cfg, data = info.config, info.data
     size_mb = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20
-    params = info.get("parameters", {}).get("denoiser")
+    params = info.parameters.get("denoiser")
     rows = [
         ("model folder", f"{folder} ({size_mb:.1f} MB)"),
-        ("denoiser", f"{cfg['model']['arch']} {preset_label(cfg['model'])}"
+        ("denoiser", f"{cfg.model.arch} {preset_label(cfg.model)}"
                      + (f", {params / 1e6:.2f} M parameters" if params else "")),
-        ("architecture", ", ".join(f"{k}={v}" for k, v in cfg["model"]["params"].items()
+        ("architecture", ", ".join(f"{k}={v}" for k, v in cfg.model.params.items()
                                    if k != "unet")),  # an image UNet's config is long
-        ("text encoder", f"{cfg['text']['encoder']} (dim {cfg['text']['dim']})"
-         if cfg["text"]["encoder"] == "bytes" else cfg["text"]["encoder"]),
-        ("clips", f"{cfg['data']['frames']} frames x {cfg['data']['size']}x{cfg['data']['size']}"),
+        ("text encoder", f"{cfg.text.encoder} (dim {cfg.text.dim})"
+         if cfg.text.encoder == "bytes" else cfg.text.encoder),
+        ("clips", f"{cfg.data.frames} frames x {cfg.data.size}x{cfg.data.size}"),
         ("diffusion space", space(cfg)),
-        ("diffusion", f"{cfg['diffusion']['prediction_type']}, {cfg['diffusion']['beta_schedule']} "
-                      f"betas, cfg dropout {cfg['diffusion']['cfg_dropout']}"),
-        ("sampling", f"{cfg['sample']['sampler']} {cfg['sample']['steps']} steps, guidance "
-                     f"{cfg['sample']['guidance']}"),
-        ("training", f"step {info.get('step', '?')}, {info.get('minutes', '?')} minutes"),
+        ("diffusion", f"{cfg.diffusion.prediction_type}, {cfg.diffusion.beta_schedule} "
+                      f"betas, cfg dropout {cfg.diffusion.cfg_dropout}"),
+        ("sampling", f"{cfg.sample.sampler} {cfg.sample.steps} steps, guidance "
+                     f"{cfg.sample.guidance}"),
+        ("training", f"step {or_unknown(info.step)}, {or_unknown(info.minutes)} minutes"),
         ("data", f"{data.get('path', '?')}: {data.get('clips', '?')} clips, "
                  f"{data.get('texts', '?')} distinct texts"),
     ]
@@ -140,10 +139,10 @@ def model_rows(folder: Path) -> list[tuple[str, str]]:
         held = data.get("held_out_texts")
         rows.append(("training texts", f"{len(texts)} in {folder / TEXTS_FILE}"
                      + (f"; {held} more held out, never trained on" if held else "")))
-    for part, ref in info.get("pretrained", {}).items():
+    for part, ref in info.pretrained.items():
         rows.append((f"pretrained {part}", f"{ref['path']} (referenced, sha256-checked)"))
-    if cfg["model"].get("pretrained"):
-        rows.append(("trained", f"model.train_only={cfg['model']['train_only']}"))
+    if cfg.model.pretrained:
+        rows.append(("trained", f"model.train_only={cfg.model.train_only}"))
     if data.get("examples"):
         rows.append(("texts seen", ", ".join(map(repr, data["examples"][:20]))))
     return rows

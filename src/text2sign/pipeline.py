@@ -11,16 +11,19 @@ import torch
 from torch import nn
 
 from text2sign.build import build_conditioner, build_denoiser, diffusion_space, pick_device
+from text2sign.card import SAMPLE_FILE
 from text2sign.checkpoint import (
     check_fit,
     find_model_folder,
     load_model_folder,
     read_training_texts,
+    save_model_folder,
 )
 from text2sign.config import Config, check_clip, validate_sample
 from text2sign.data.dataset import to_uint8
 from text2sign.diffusion import sample
 from text2sign.latent import load_autoencoder
+from text2sign.model_info import ModelInfo
 from text2sign.models.pretrained import check_reference, restore_denoiser
 
 
@@ -41,7 +44,7 @@ class Text2SignPipeline:
     """Generate sign-language clips from text with a trained text2sign model."""
 
     def __init__(self, denoiser: nn.Module, conditioner: nn.Module, config: Config,
-                 device: torch.device | str | None = None, info: dict | None = None,
+                 device: torch.device | str | None = None, info: ModelInfo | None = None,
                  autoencoder: nn.Module | None = None):
         self.device = pick_device(device)
         self.denoiser = denoiser.to(self.device).eval()
@@ -52,7 +55,7 @@ class Text2SignPipeline:
                              "Text2SignPipeline.from_pretrained")
         self.autoencoder = autoencoder.to(self.device).eval() if autoencoder is not None else None
         self.config = config
-        self.info = info or {}
+        self.info = info if info is not None else ModelInfo(config)  # facts of its folder
         self.training_texts: list[str] | None = None  # the model folder's texts.txt
         self.folder: Path | None = None  # the model folder it was loaded from, if any
         self._saved_keys: set[str] | None = None  # denoiser weights that folder holds
@@ -69,17 +72,13 @@ class Text2SignPipeline:
         """Write a model folder `from_pretrained` loads back: config.json, safetensors, the
         autoencoder, texts.txt, the model card and the sample GIF of the folder it came from.
         Frozen pretrained weights stay referenced, as training left them."""
-        from text2sign.card import SAMPLE_FILE
-        from text2sign.checkpoint import save_model_folder
-
         state = self.denoiser.state_dict()
         if self._saved_keys is not None:
             state = {k: v for k, v in state.items() if k in self._saved_keys}
-        meta = {k: v for k, v in self.info.items() if k not in ("format", "version", "config",
-                                                                 "files")}
         sample = self.folder / SAMPLE_FILE if self.folder is not None else None
-        return save_model_folder(folder, self.config, state, trainable_state(self.conditioner),
-                                 meta, autoencoder=self.autoencoder, texts=self.training_texts,
+        info = replace(self.info, config=self.config)  # its checksums are written anew
+        return save_model_folder(folder, info, state, trainable_state(self.conditioner),
+                                 autoencoder=self.autoencoder, texts=self.training_texts,
                                  sample=sample if sample is not None and sample.is_file()
                                  else None)
 
@@ -118,7 +117,7 @@ class Text2SignPipeline:
         folder = find_model_folder(folder)
         cfg, denoiser_state, text_state, info = load_model_folder(folder)
         where = str(folder)
-        text_ref = info.get("pretrained", {}).get("text_encoder")
+        text_ref = info.pretrained.get("text_encoder")
         if text_ref is not None:  # checked where the config says the encoder is
             text_path = str(Path(cfg.text.encoder).expanduser().resolve())
             check_reference({**text_ref, "path": text_path}, "the model's text encoder",
@@ -140,12 +139,13 @@ class Text2SignPipeline:
         conditioner = probe if cfg.text.encoder != "bytes" else build_conditioner(cfg)
         with torch.device("meta"):
             probe = build_denoiser(cfg, conditioner.dim)
-        referenced = "denoiser" in info.get("pretrained", {})  # frozen weights come from there
+        referenced = "denoiser" in info.pretrained  # frozen weights come from there
         check_fit(probe.state_dict(), denoiser_state, what("denoiser.safetensors"), fix,
                   may_lack=set(probe.state_dict()) if referenced else set())
         denoiser = build_denoiser(cfg, conditioner.dim)
         if referenced:
-            restore_denoiser(denoiser, denoiser_state, cfg.model.arch, info, where)
+            restore_denoiser(denoiser, denoiser_state, cfg.model.arch,
+                             info.pretrained.get("denoiser"), where)
         else:
             denoiser.load_state_dict(denoiser_state)
         conditioner.load_state_dict(text_state, strict=False)
@@ -175,7 +175,7 @@ class Text2SignPipeline:
         chosen = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
         sc = replace(self.config.sample, **{k: v for k, v in chosen.items() if v is not None})
         if sampler is not None and sampler != "ddim" and eta is None:
-            sc.eta = 0.0  # the model's DDIM eta does not carry over to another sampler
+            sc = replace(sc, eta=0.0)  # the model's DDIM eta does not carry over to another sampler
         validate_sample(sc)
         sampler, steps, guidance, eta = sc.sampler, sc.steps, sc.guidance, sc.eta
         frames = self.frames if num_frames is None else num_frames

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ from text2sign.latent import (
     train_autoencoder,
 )
 from text2sign.lr_schedule import warmup_cosine
+from text2sign.model_info import ModelInfo
 from text2sign.models.pretrained import init_from_pretrained, reference
 from text2sign.pipeline import Text2SignPipeline, trainable_state
 from text2sign.tracking import Trackers, accelerate_trackers, tracker_names
@@ -265,24 +266,25 @@ def flat_hparams(cfg: Config) -> dict[str, Any]:
 
 
 def model_facts(raw: DiffusionTrainer, cache: Any, train_idx: list[int], val_idx: list[int],
-                unseen_idx: list[int], cfg: Config, ae_meta: dict) -> dict[str, Any]:
+                unseen_idx: list[int], cfg: Config, ae_meta: dict) -> ModelInfo:
     """What a model folder's config.json says about its training, besides step and minutes."""
     texts = sorted(set(cache.texts[i] for i in train_idx))
-    return {
-        "parameters": {"denoiser": sum(p.numel() for p in raw.denoiser.parameters())},
-        "data": {"path": str(cfg.data.path), "clips": len(train_idx), "val_clips": len(val_idx),
-                 "texts": len(texts), "examples": texts[:50],
-                 "held_out_texts": len({cache.texts[i] for i in unseen_idx}),
-                 "held_out_clips": len(unseen_idx), "fingerprint": cache.fingerprint,
-                 "fingerspelling": is_fingerspelling_corpus(cache.index.get("source", ""))
-                 or is_fingerspelling_corpus(cfg.data.path)},
-        **({"autoencoder": ae_meta["facts"]} if ae_meta else {}),
-    }
+    return ModelInfo(
+        config=cfg,
+        parameters={"denoiser": sum(p.numel() for p in raw.denoiser.parameters())},
+        data={"path": str(cfg.data.path), "clips": len(train_idx), "val_clips": len(val_idx),
+              "texts": len(texts), "examples": texts[:50],
+              "held_out_texts": len({cache.texts[i] for i in unseen_idx}),
+              "held_out_clips": len(unseen_idx), "fingerprint": cache.fingerprint,
+              "fingerspelling": is_fingerspelling_corpus(cache.index.get("source", ""))
+              or is_fingerspelling_corpus(cfg.data.path)},
+        autoencoder=ae_meta["facts"] if ae_meta else None,
+    )
 
 
 def save_checkpoint(out: Path, cfg: Config, raw: DiffusionTrainer, ema: dict[str, torch.Tensor],
                     optimizer: torch.optim.Optimizer, step: int, minutes: float,
-                    facts: dict[str, Any], autoencoder: nn.Module | None,
+                    facts: ModelInfo, autoencoder: nn.Module | None,
                     texts: list[str] | None = None) -> Path:
     """Training state for --resume plus the EMA model folder (with ``texts``, every training
     text, as texts.txt); main process only."""
@@ -291,15 +293,14 @@ def save_checkpoint(out: Path, cfg: Config, raw: DiffusionTrainer, ema: dict[str
     model_state = {k: v for k, v in raw.state_dict().items() if k not in frozen}
     save_training_state(folder, model_state=model_state, ema_state=ema, optimizer=optimizer,
                         meta={"step": step, "minutes": minutes,
-                              "pretrained": facts.get("pretrained", {}),
-                              "init_from": facts.get("init_from")}, config=cfg)
+                              "pretrained": facts.pretrained,
+                              "init_from": facts.init_from}, config=cfg)
     ema_denoiser, ema_conditioner = ema_models(raw, ema)
     # Frozen pretrained weights stay in their files: the folder references them.
     denoiser_state = {k: v for k, v in ema_denoiser.state_dict().items()
                       if f"denoiser.{k}" not in frozen}
-    save_model_folder(out / "model", cfg, denoiser_state,
-                      trainable_state(ema_conditioner),
-                      {"step": step, "minutes": round(minutes, 2), **facts},
+    info = replace(facts, config=cfg, step=step, minutes=round(minutes, 2))
+    save_model_folder(out / "model", info, denoiser_state, trainable_state(ema_conditioner),
                       autoencoder=autoencoder, texts=texts)
     prune_checkpoints(out, cfg.train.keep_checkpoints)
     return folder
@@ -546,11 +547,8 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
     if autoencoder is not None and not isinstance(dataset, LatentDataset):
         encode = autoencoder.encode
     facts = model_facts(raw, cache, train_idx, val_idx, unseen_idx, cfg, ae_meta)
-    facts |= {"command": command, "device": describe_device(accelerator.device)}
-    if references:
-        facts["pretrained"] = references
-    if init_ref:
-        facts["init_from"] = init_ref
+    facts = replace(facts, command=command, device=describe_device(accelerator.device),
+                    pretrained=references or {}, init_from=init_ref or None)
 
     # --- the loop
     last_saved = checkpoint

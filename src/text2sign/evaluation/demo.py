@@ -18,13 +18,11 @@ DEMO_WORDS = 12  # seen and unseen words the demo generates (the most frequent o
 
 def _shipped_config():
     """The shipped model's run config, the starting point of `demo --train`, or None."""
-    from text2sign.config import from_dict
-
     folder = shipped.model()
     if (folder / "config.json").is_file():
         from text2sign.checkpoint import read_model_info
 
-        return from_dict(read_model_info(folder)["config"])
+        return read_model_info(folder).config
     return None
 
 

@@ -434,13 +434,12 @@ def init_from_pretrained(denoiser: nn.Module, arch: str, path: str | Path,
 
 
 def restore_denoiser(denoiser: nn.Module, state: dict[str, torch.Tensor], arch: str,
-                     info: dict[str, Any], where: str) -> None:
+                     ref: dict[str, Any] | None, where: str) -> None:
     """Load a model folder's denoiser weights; the frozen pretrained ones it does not hold come
-    from the referenced file, after its hashes are checked. (Names and shapes of ``state`` are
-    checked before, by `checkpoint.check_fit`.)"""
+    from ``ref``, the folder's reference to them, after its hashes are checked. (Names and
+    shapes of ``state`` are checked before, by `checkpoint.check_fit`.)"""
     missing = set(denoiser.state_dict()) - set(state)
     if missing:
-        ref = info.get("pretrained", {}).get("denoiser")
         if ref is None:
             raise ValueError(f"denoiser weights in {where!r} lack {sorted(missing)[:5]} and the "
                              "folder references no pretrained weights")

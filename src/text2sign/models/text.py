@@ -273,9 +273,6 @@ class TextConditioner(nn.Module):
                  lowercase: bool = False):
         super().__init__()
         self.lowercase = lowercase  # fingerspelling has no case: "Hello" is spelled as "hello"
-        if null_condition not in ("learned", "empty"):
-            raise ValueError(
-                f"null_condition={null_condition!r} is not one of ['learned', 'empty']")
         self.encoder = encoder
         self.null_condition = null_condition
         self.dim = encoder.dim

@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.routing import Route
 
+from text2sign.model_info import ModelInfo
 from text2sign.serve.corpus import Corpus, training_texts
 from text2sign.serve.worker import GenerateRequest, GenerationWorker, QueueFull
 
@@ -124,7 +125,7 @@ class Service:
 
     pipe: Any
     model_name: str
-    info: dict[str, Any]
+    info: ModelInfo
     reader: Any = None  # a serve.reader.Reader, or None: the page says "no recognizer"
     reader_name: str | None = None
     corpus: Corpus | None = None
@@ -144,7 +145,7 @@ class Service:
         cfg = self.pipe.config
         return {
             "model": {"name": self.model_name, "arch": cfg.model.arch, "frames": self.pipe.frames,
-                      "size": self.pipe.size, "step": self.info.get("step"),
+                      "size": self.pipe.size, "step": self.info.step,
                       "sampler": cfg.sample.sampler, "steps": cfg.sample.steps,
                       "guidance": cfg.sample.guidance, "device": describe_device(self.pipe.device)},
             "limits": {"max_chars": self.limits.max_chars, "max_bytes": self.max_bytes,

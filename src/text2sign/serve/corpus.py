@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from text2sign.model_info import ModelInfo
+
 
 class Corpus:
     """Texts and clips of a clip folder (NAME.gif + NAME.txt) or a prepared clip cache.
@@ -59,13 +61,13 @@ class Corpus:
         return None
 
 
-def training_texts(info: dict[str, Any], corpus: Corpus | None) -> tuple[set[str] | None, str]:
+def training_texts(info: ModelInfo, corpus: Corpus | None) -> tuple[set[str] | None, str]:
     """The texts the model trained on, and where that knowledge comes from.
 
     Model folders list up to 50 training texts; past that only the corpus can tell, and then
     the answer is "in the corpus" (which also counts clips held out for validation).
     """
-    data = info.get("data", {})
+    data = info.data
     listed = data.get("examples")
     count = data.get("texts")
     if listed is not None and count is not None and len(listed) >= count:
