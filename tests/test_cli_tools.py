@@ -66,7 +66,8 @@ def test_info_modules_counts_parameters_per_block_and_part(run, capsys):
 def test_info_sample_and_evaluate_default_to_the_shipped_model(tmp_path, capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert f"model folder     {shipped_model()}" in out and "latent, (C, T, h, w) = (8, 16" in out
+    assert f"model folder     {shipped_model()}" in out
+    assert "latent, (C, T, h, w) = (8, 28, 16, 16)" in out
     assert main(["sample", "A", "--steps", "1", "--out", str(tmp_path), "--device", "cpu"]) == 0
     assert capsys.readouterr().out.startswith(f"model: {shipped_model()}\n")
     parser = build_parser()

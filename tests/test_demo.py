@@ -112,6 +112,30 @@ def test_demo_config_needs_train(tmp_path, capsys):
     assert "--config applies to --train only" in capsys.readouterr().err
 
 
+def test_shipped_model_fits_the_package_and_spells():
+    """The shipped words model: 28 frames at 128x128 within 30 MB, text order aligned with time,
+    trained on words and letters; pinned output of 2 DPM-Solver++ steps from seed 0."""
+    from text2sign.pipeline import Text2SignPipeline
+
+    folder = shipped.model()
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 30 * 2**20
+    pipe = Text2SignPipeline.from_pretrained(folder, device="cpu")
+    assert (pipe.frames, pipe.size) == (28, 128)
+    assert pipe.denoiser.config["alignment"] == "monotonic"
+    assert {"A", "hello", "thank"} <= set(pipe.training_texts) and len(pipe.training_texts) > 2000
+    assert pipe.info.init_from["given"] == "shipped:letters"
+    video = pipe(["hello"], steps=2, seed=0)
+    assert video.shape == (1, 28, 128, 128, 3)
+    expected = [[35, 113, 43], [42, 146, 45], [45, 163, 40], [49, 171, 43], [52, 176, 32],
+                [63, 176, 24], [76, 192, 19], [96, 204, 20]]
+    got = video[0, 14, 64, 60:68].astype(int)
+    assert np.abs(got - np.array(expected)).max() <= 2, got.tolist()
+    means = [14.62, 17.785, 17.006, 17.315, 16.955, 13.796, 13.628, 13.861, 13.87, 14.141,
+             13.849, 11.328, 14.342, 15.478, 15.038, 15.431, 14.497, 14.35, 14.169, 15.076,
+             13.882, 12.386, 11.114, 14.394, 15.4, 15.299, 14.871, 6.824]
+    np.testing.assert_allclose(video[0].reshape(28, -1).mean(1), means, atol=0.05)
+
+
 def test_letters_model_loads_and_samples_as_before():
     """The letters model, written before aligned conditioning existed (no alignment setting in
     its config.json), loads as alignment "none" and samples what it sampled when it shipped."""

@@ -41,10 +41,12 @@ def test_save_pretrained_round_trip_gives_identical_clips(tmp_path):
 
 
 def test_model_info_reads_the_shipped_folder_and_writes_it_back():
-    """The shipped folder predates several keys (files, pretrained, held-out counts): every
-    fact it has comes back unchanged, and a key a newer text2sign writes survives."""
-    raw = json.loads((shipped_model() / "config.json").read_text())
-    info = read_model_info(shipped_model())
+    """The letters model's folder predates several keys (files, pretrained, held-out counts):
+    every fact it has comes back unchanged, and a key a newer text2sign writes survives."""
+    from text2sign.shipped import letters_model
+
+    raw = json.loads((letters_model() / "config.json").read_text())
+    info = read_model_info(letters_model())
     assert info.step == raw["step"] and info.data["texts"] == 26 and info.files == {}
     assert info.config.latent.enabled and info.evaluation["top1"] == raw["evaluation"]["top1"]
     written = info.to_json()

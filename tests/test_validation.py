@@ -205,3 +205,14 @@ def test_cli_train_takes_any_data_folder_name(corpus, tmp_path, capsys, monkeypa
     assert code == 0, err
     assert json.loads((run / "model" / "config.json").read_text())["config"]["data"]["path"] \
         == name
+
+
+def test_set_keeps_text_settings_as_text():
+    """YAML reads no, yes and 2024 as a boolean and a number; a --set of a text setting keeps
+    the text (the error message itself suggests train.mixed_precision=no)."""
+    from text2sign.build import build_config
+
+    cfg = build_config("tiny", overrides=["train.mixed_precision=no", "data.path=2024",
+                                          "sample.sampler=ddim"])
+    assert cfg.train.mixed_precision == "no" and cfg.data.path == "2024"
+    assert build_config("tiny", overrides=["train.lr=0.5"]).train.lr == 0.5

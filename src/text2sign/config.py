@@ -333,7 +333,13 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         for part in parts[:-1]:
             node[part] = {}
             node = node[part]
-        node[parts[-1]] = parse_value(value)
+        parsed = parse_value(value)
+        current: Any = raw
+        for part in parts:
+            current = current.get(part) if isinstance(current, dict) else None
+        if isinstance(current, str) and isinstance(parsed, bool | int | float):
+            parsed = value.strip()  # a text setting keeps the text: mixed_precision=no, path=2024
+        node[parts[-1]] = parsed
         raw = _merge(raw, update)
     return from_dict(raw)
 

@@ -104,18 +104,19 @@ def derive_seed(*parts: int) -> int:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast pays."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX)."""
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:  # not Linux: no way to tell, stay in fp32
+    except OSError:  # not Linux: no way to tell
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def mixed_precision_for(requested: str, device_type: str) -> str:
-    """``auto``: bf16 on CUDA GPUs that have it (else fp16), bf16 on CPUs with native bf16
-    (measured 1.2x faster per step than fp32 there, with the same loss curve:
-    benchmarks/throughput.py, docs/benchmarks.md), else fp32."""
+    """``auto``: bf16 on CUDA GPUs that have it (else fp16), fp32 elsewhere. On a CPU, bf16
+    autocast is a choice (``bf16``), not the default: on an AVX512-BF16 CPU it trained the words
+    config 1.2x faster than fp32, but a small denoiser (the unet3d preset at 4x4 latents) ran
+    2.5x slower (docs/benchmarks.md), so it pays only for large enough convolutions."""
     if requested != "auto":
         if requested == "fp16" and device_type != "cuda" or requested == "bf16" and \
                 device_type not in ("cuda", "cpu"):
@@ -123,11 +124,12 @@ def mixed_precision_for(requested: str, device_type: str) -> str:
                 f"train.mixed_precision={requested!r} is not available on {device_type}; use "
                 "train.mixed_precision=no or auto"
             )
+        if requested == "bf16" and device_type == "cpu" and not cpu_has_bf16():
+            print("note: this CPU has no native bf16 (AVX512-BF16 / AMX); bf16 autocast will "
+                  "be slow here, train.mixed_precision=no is faster", file=sys.stderr)
         return requested
     if device_type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device_type == "cpu" and cpu_has_bf16():
-        return "bf16"
     return "no"
 
 
