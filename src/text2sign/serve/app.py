@@ -134,7 +134,8 @@ class Service:
     def __post_init__(self) -> None:
         self.worker = GenerationWorker(self.pipe, self.reader, self.limits.max_queue)
         self.store = ClipStore(self.limits.keep_clips, self.limits.fps)
-        self.seen, self.seen_source = training_texts(self.info, self.corpus)
+        self.seen, self.seen_source = training_texts(
+            self.info, self.corpus, getattr(self.pipe, "training_texts", None))
         text = self.pipe.config.text
         # The byte-level encoder reads at most max_length bytes: longer texts would be cut.
         self.max_bytes = text.max_length if text.encoder == "bytes" else None

@@ -61,12 +61,16 @@ class Corpus:
         return None
 
 
-def training_texts(info: ModelInfo, corpus: Corpus | None) -> tuple[set[str] | None, str]:
+def training_texts(info: ModelInfo, corpus: Corpus | None,
+                   listed_texts: list[str] | None = None) -> tuple[set[str] | None, str]:
     """The texts the model trained on, and where that knowledge comes from.
 
-    Model folders list up to 50 training texts; past that only the corpus can tell, and then
-    the answer is "in the corpus" (which also counts clips held out for validation).
+    A model folder's texts.txt (``listed_texts``) lists them all. Older folders list up to 50
+    in config.json; past that only the corpus can tell, and then the answer is "in the corpus"
+    (which also counts clips and texts held out of training).
     """
+    if listed_texts is not None:
+        return set(listed_texts), "the model's list of training texts (texts.txt)"
     data = info.data
     listed = data.get("examples")
     count = data.get("texts")
