@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from text2sign import shipped
-from text2sign.checkpoint import find_model_folder, load_model_folder
+from text2sign.checkpoint import find_model_folder, load_model_folder, read_model_info
 from text2sign.config import Config
 from text2sign.files import sha256
 
@@ -86,14 +86,14 @@ def _names(keys: list[str], limit: int = 4) -> str:
     return " (" + ", ".join(keys[:limit]) + more + ")"
 
 
-def source_autoencoder(cfg: Config) -> tuple[nn.Module, bool] | None:
+def source_autoencoder(cfg: Config) -> tuple[nn.Module, bool]:
     """The autoencoder a latent run starts from when ``model.init_from`` names a latent model:
     (autoencoder, needs_training). Same latent settings: the folder's own, frozen. Twice the
     frame size: the inflated one, whose decoder is still to be fitted."""
     from text2sign.latent import inflate_autoencoder, load_autoencoder
 
     folder = find_model_folder(shipped.resolve(cfg.model.init_from))
-    source, _, _, _ = load_model_folder(folder)
+    source = read_model_info(folder).config  # the config alone: the weights load once, later
     if not source.latent.enabled:
         raise ValueError(
             f"model.init_from={cfg.model.init_from!r} is a pixel-space model, this run is latent: "
