@@ -15,12 +15,15 @@ from einops import rearrange
 from torch import nn
 
 from text2sign.models.layers import (
+    FRAME_CONTEXT_FEATURES,
     Attention,
     FeedForward,
     MonotonicAlignment,
     TimestepEmbedding,
+    check_frame_context,
     check_multiple,
     checkpointed,
+    frame_context,
     frame_text,
     inverse_softplus,
     modulate,
@@ -121,10 +124,12 @@ class DiT3D(nn.Module):
         cross_attention: bool = True,
         positions: str = "input",
         alignment: str = "none",
+        frame_context: bool = False,
     ) -> None:
         super().__init__()
         if alignment not in ("none", "monotonic"):
             raise ValueError(f"alignment={alignment!r} is not one of ['none', 'monotonic']")
+        check_frame_context(alignment, frame_context)
         if positions not in ("input", "dit"):
             raise ValueError(f"dit3d positions={positions!r} is not one of ['input', 'dit']")
         if hidden_size % num_heads:
@@ -137,6 +142,8 @@ class DiT3D(nn.Module):
             "cross_attention": cross_attention, "positions": positions,
             "alignment": alignment,
         }
+        if frame_context:  # folders written before it existed have none
+            self.config["frame_context"] = True
         self.in_channels = in_channels
         self.gradient_checkpointing = False
         cube = (tubelet, patch_size, patch_size)
@@ -152,6 +159,10 @@ class DiT3D(nn.Module):
             # Each tubelet frame's share of the text joins its conditioning (zeroed below).
             self.frame_text = nn.Linear(text_dim, hidden_size)
             self.frame_strength = nn.Parameter(torch.tensor(inverse_softplus(2.0)))
+        if frame_context:  # phase in its token and the neighbours (last layer zeroed below)
+            self.frame_context = nn.Sequential(
+                nn.Linear(3 * text_dim + FRAME_CONTEXT_FEATURES, hidden_size), nn.SiLU(),
+                nn.Linear(hidden_size, hidden_size))
         self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
         self.proj_out = nn.Linear(hidden_size, tubelet * patch_size * patch_size * in_channels)
@@ -177,6 +188,9 @@ class DiT3D(nn.Module):
         if self.config["alignment"] == "monotonic":
             nn.init.zeros_(self.frame_text.weight)
             nn.init.zeros_(self.frame_text.bias)
+        if self.config.get("frame_context"):
+            nn.init.zeros_(self.frame_context[-1].weight)
+            nn.init.zeros_(self.frame_context[-1].bias)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute block activations in backward: less memory, ~30% more compute."""
@@ -211,6 +225,8 @@ class DiT3D(nn.Module):
         if self.config["alignment"] == "monotonic":
             shares = frame_text(text.tokens, text.order, nt, self.frame_strength)  # (B, T', D)
             c_emb = c_emb[:, None] + self.frame_text(shares)  # (B, T', D)
+        if self.config.get("frame_context"):
+            c_emb = c_emb + self.frame_context(frame_context(text.tokens, text.order, nt))
         for block in self.blocks:
             h = checkpointed(block, h, c_emb, text.tokens, text.mask, pos_block, text.order,
                              enabled=self.gradient_checkpointing)

@@ -173,6 +173,44 @@ def frame_text(tokens: torch.Tensor, order: torch.Tensor, frames: int,
     return weights.to(tokens.dtype) @ tokens  # (B, T, D)
 
 
+def check_frame_context(alignment: str, frame_context: bool) -> None:
+    if frame_context and alignment != "monotonic":
+        raise ValueError(f"frame_context=True needs alignment='monotonic' (got {alignment!r}): "
+                         "the context is each frame's place in the text's even shares")
+
+
+FRAME_CONTEXT_FEATURES = 6  # within-token phase (sin/cos at 1 and 2 cycles), has prev / next
+
+
+def frame_context(tokens: torch.Tensor, order: torch.Tensor, frames: int) -> torch.Tensor:
+    """Where each frame sits in the text: (B, L, D) tokens -> (B, T, 3D + 6).
+
+    With the even shares of :func:`alignment_distance`, frame t is inside content token
+    c = floor((t + 0.5) n / T) + 1 at phase frac((t + 0.5) n / T). Per frame: the previous, own
+    and next content token (zeros past the text's ends), sin/cos of the phase at one and two
+    cycles, and flags for "a token before" / "a token after". A doubled letter ("ll") has the
+    same own token on both sides of its boundary; the phase and the neighbours tell the frames
+    apart, so the hand can leave and come back where the real clips do. Texts without content
+    tokens (the null condition) get zeros.
+    """
+    content = order > 0  # (B, L)
+    has = content.any(dim=1)  # (B,)
+    n = order.amax(dim=1).clamp(min=1).to(torch.float32)  # (B,)
+    pos = (torch.arange(frames, device=order.device, dtype=torch.float32) + 0.5) / frames
+    pos = pos[None] * n[:, None]  # (B, T) in token units
+    own = pos.floor() + 1  # (B, T), 1..n
+    phase = 2 * math.pi * (pos - pos.floor())  # (B, T)
+
+    def pick(index: torch.Tensor) -> torch.Tensor:  # (B, T) token order -> (B, T, D)
+        hit = (order[:, None, :] == index[:, :, None].long()) & content[:, None, :]  # (B,T,L)
+        return hit.to(tokens.dtype) @ tokens
+
+    feats = torch.stack([phase.sin(), phase.cos(), (2 * phase).sin(), (2 * phase).cos(),
+                         (own > 1).float(), (own < n[:, None]).float()], dim=-1)  # (B, T, 6)
+    feats = feats * has[:, None, None]
+    return torch.cat([pick(own - 1), pick(own), pick(own + 1), feats.to(tokens.dtype)], dim=-1)
+
+
 class FeedForward(nn.Module):
     """Position-wise MLP (GELU), the transformer's per-token compute."""
 

@@ -17,12 +17,15 @@ from einops import rearrange
 from torch import nn
 
 from text2sign.models.layers import (
+    FRAME_CONTEXT_FEATURES,
     Attention,
     FeedForward,
     MonotonicAlignment,
     TimestepEmbedding,
+    check_frame_context,
     check_multiple,
     checkpointed,
+    frame_context,
     frame_text,
     group_norm,
     inverse_softplus,
@@ -184,7 +187,10 @@ class UNet3D(nn.Module):
     ``alignment="monotonic"`` makes text order time order: every cross-attention's logits get a
     learned per-head prior towards the tokens a frame's share of the clip holds, and every
     residual block's scale/shift gets, per frame, the text tokens that share holds (a soft length
-    regulator). ``"none"`` conditions every frame on the whole text alike.
+    regulator). ``"none"`` conditions every frame on the whole text alike. ``frame_context``
+    (with ``"monotonic"``) also gives every frame its previous, own and next token and where it
+    sits inside its own token's share (:func:`frame_context`): what tells the two halves of a
+    doubled letter apart.
     """
 
     def __init__(
@@ -203,11 +209,13 @@ class UNet3D(nn.Module):
         norm_groups: int = 32,
         dropout: float = 0.0,
         alignment: str = "none",
+        frame_context: bool = False,
     ) -> None:
         super().__init__()
         levels = len(channel_mult)
         if alignment not in ALIGNMENTS:
             raise ValueError(f"alignment={alignment!r} is not one of {list(ALIGNMENTS)}")
+        check_frame_context(alignment, frame_context)
         if temporal_downsample is None:
             temporal_downsample = [False] * (levels - 1)
         if len(temporal_downsample) != levels - 1:
@@ -231,6 +239,8 @@ class UNet3D(nn.Module):
             "stem": stem, "norm_groups": norm_groups, "dropout": dropout,
             "alignment": alignment,
         }
+        if frame_context:  # folders written before it existed have none
+            self.config["frame_context"] = True
         cfg = self.config
         self.in_channels = in_channels
         self.gradient_checkpointing = False
@@ -243,6 +253,10 @@ class UNet3D(nn.Module):
             # Each frame's tokens join its own timestep signal (zero: starts as a no-op).
             self.frame_text = zero_module(nn.Linear(text_dim, emb_dim))
             self.frame_strength = nn.Parameter(torch.tensor(inverse_softplus(2.0)))
+        if frame_context:  # phase in its token and the neighbours (zero: starts as a no-op)
+            self.frame_context = nn.Sequential(
+                nn.Linear(3 * text_dim + FRAME_CONTEXT_FEATURES, emb_dim), nn.SiLU(),
+                zero_module(nn.Linear(emb_dim, emb_dim)))
         stem_ch = in_channels * stem * stem
         self.conv_in = nn.Conv3d(stem_ch, channels, (1, 3, 3), padding=(0, 1, 1))
 
@@ -295,6 +309,8 @@ class UNet3D(nn.Module):
         if self.config["alignment"] == "monotonic":
             shares = frame_text(text.tokens, text.order, frames, self.frame_strength)  # (B,T,D)
             emb = emb[:, None] + self.frame_text(shares)  # (B, T, E)
+        if self.config.get("frame_context"):
+            emb = emb + self.frame_context(frame_context(text.tokens, text.order, frames))
 
         # Space-to-depth: lossless, and the costly full-resolution convs run at H/s x W/s.
         h = rearrange(x, "b c t (h p) (w q) -> b (c p q) t h w", p=s, q=s)  # (B,C*s*s,T,H/s,W/s)
