@@ -182,6 +182,16 @@ def test_evaluate_reports_seen_and_unseen_back_translation(reader, tmp_path):
     assert wrong["letters"]["cer"] >= 1.0  # "ab" for "a": one substitution, one insertion
     saved = json.loads((tmp_path / "good" / "report.json").read_text())
     assert saved["back_translation"]["groups"]["unseen"]["exact"] == groups["unseen"]["exact"]
+    # The classifier per group, next to its ceiling on the group's held-out real clips.
+    top1 = good["group_top1"]
+    assert {g: (v["texts"], v["clips"]) for g, v in top1.items()} == {
+        "letters": (3, 6), "seen": (2, 4), "unseen": (3, 6)}
+    assert sum(v["ceiling_clips"] for v in top1.values()) == len(cache.split(0.25)[1]) == 8
+    assert top1["letters"]["top1"] == pytest.approx(
+        np.mean([good["per_text_accuracy"][t]["top1"] for t in "abc"]))
+    assert bad["group_top1"]["letters"]["top1"] == 0.0  # "ab" drawn for every letter
+    assert bad["group_top1"]["seen"]["top1"] == 0.5  # right for "ab", wrong for "ba"
     md = (tmp_path / "good" / "report.md").read_text()
     assert "## Back-translation" in md and "| unseen texts | 3 | 6 |" in md
+    assert "## Top-1 by group" in md and "| classifier | texts | clips | top-1 |" in md
     assert "| cba | unseen |" in md

@@ -31,6 +31,7 @@ from text2sign.evaluation.report import (
     back_translation_rows,
     fmt_number,
     format_table,
+    group_top1_rows,
     json_safe,
     summary_rows,
 )
@@ -140,11 +141,11 @@ def format_summary(report: dict[str, Any]) -> str:
 def print_report(report: dict[str, Any]) -> None:
     """The headline numbers and where the report, GIFs and contact sheet were written."""
     print(format_summary(report))
-    rows = back_translation_rows(report)
-    if rows:
-        print()
-        print(format_table(rows))
-        print()
+    for rows in (group_top1_rows(report), back_translation_rows(report)):
+        if rows:
+            print()
+            print(format_table(rows))
+    print()
     print(f"report:        {report['report_md']}")
     print(f"GIFs:          {report['gifs']}")
     print(f"contact sheet: {report['contact_sheet']}")
@@ -170,6 +171,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         "(equal sizes, since FD is biased upward for small sets). Lower FD is better.",
         "",
     ]
+    by_group = group_top1_rows(report)
+    if by_group:
+        lines += [
+            "## Top-1 by group",
+            "",
+            "| " + " | ".join(by_group[0]) + " |",
+            "|" + "---|" * len(by_group[0]),
+            *["| " + " | ".join(row) + " |" for row in by_group[1:]],
+            "",
+            "Ceiling: the same classifier on the held-out real clips of the group's texts.",
+            "",
+        ]
     bt = back_translation_rows(report)
     if bt:
         lines += [
@@ -306,6 +319,7 @@ class Report:
     back_translation: dict[str, Any] | None  # `back_translation`, when asked for
     chance_top1: float
     groups: dict[str, int]
+    group_top1: dict[str, dict[str, Any]]  # per group: top-1 and its ceiling (held-out clips)
     fd: float
     fd_floor: float
     fd_clips: int
@@ -356,10 +370,10 @@ def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
     real_texts = [cache.texts[i] for i in real_idx]
     gen_feats, gen_logits = recognizer.features_and_logits(gen.videos)
     labels = recognizer.labels(prompts)
-    real_feats = np.concatenate([
-        recognizer.features(np.stack([cache[i] for i in real_idx[s:s + 64]]))
-        for s in range(0, len(real_idx), 64)
-    ])  # (M, D)
+    parts = [recognizer.features_and_logits(np.stack([cache[i] for i in real_idx[s:s + 64]]))
+             for s in range(0, len(real_idx), 64)]
+    real_feats = np.concatenate([f for f, _ in parts])  # (M, D)
+    real_logits = np.concatenate([lg for _, lg in parts])  # (M, classes)
     fd = _fd_scores(gen_feats, real_feats, real_texts, gen.seed)
     readings = [""] * len(prompts)
     bt = None
@@ -372,6 +386,20 @@ def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
         bt = back_translation(readings, prompts, sequence, cache, groups, ceiling_idx)
 
     top1_hits = np.argmax(gen_logits, axis=1) == labels  # (N,)
+    real_hits = np.argmax(real_logits, axis=1) == recognizer.labels(real_texts)  # (M,)
+    held_out = set(val_idx)
+    group_top1 = {}
+    for group, members in groups.items():
+        chosen_g = set(members)
+        rows = [i for i, p in enumerate(prompts) if p in chosen_g]
+        real_rows = [j for j, i in enumerate(real_idx)
+                     if cache.texts[i] in chosen_g and i in held_out]
+        group_top1[group] = {
+            "texts": len(members), "clips": len(rows),
+            "top1": float(top1_hits[rows].mean()) if rows else float("nan"),
+            "ceiling_top1": float(real_hits[real_rows].mean()) if real_rows else float("nan"),
+            "ceiling_clips": len(real_rows),
+        }
     predicted = np.argmax(gen_logits, axis=1)
     per_text_accuracy = {}
     for j, text in enumerate(texts):
@@ -391,7 +419,7 @@ def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
         ceiling_clips=recognizer.metrics.get("val_clips", 0),
         ceiling_top1_autoencoded=ceiling_autoencoded, back_translation=bt,
         chance_top1=1.0 / len(recognizer.classes),
-        groups={g: len(v) for g, v in groups.items()},
+        groups={g: len(v) for g, v in groups.items()}, group_top1=group_top1,
         fd=fd["fd"], fd_floor=fd["fd_floor"], fd_clips=fd["fd_clips"],
         fd_reference_clips=fd["fd_reference_clips"],
         seconds_per_clip=gen.seconds / len(prompts), seconds_total=gen.seconds,

@@ -47,6 +47,21 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 GROUP_NAMES = {"letters": "letters", "seen": "seen texts", "unseen": "unseen texts"}
 
 
+def group_top1_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Header + one row per group: the classifier's top-1 on the generated clips of the group's
+    texts, and on the held-out real clips of the same texts (the ceiling). Reports written
+    before it existed have none: []."""
+    groups = report.get("group_top1")
+    if not groups:
+        return []
+    rows = [["classifier", "texts", "clips", "top-1", "ceiling top-1", "ceiling clips"]]
+    for group, g in groups.items():
+        rows.append([GROUP_NAMES.get(group, group), str(g["texts"]), str(g["clips"]),
+                     fmt_number(g["top1"]), fmt_number(g["ceiling_top1"]),
+                     str(g["ceiling_clips"])])
+    return rows
+
+
 def back_translation_rows(report: dict[str, Any]) -> list[list[str]]:
     """Header + one row per group: the back-translation table."""
     bt = report.get("back_translation")
