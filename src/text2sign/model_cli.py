@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate clips from text with a trained model")
     p.add_argument("texts", nargs="+", metavar="TEXT", help='what to sign, e.g. "hello" A B')
     p.add_argument("--model", help="model folder, run folder or Hugging Face Hub id (default: "
-                   "the letters model shipped with text2sign)")
+                   "the ASL words model shipped with text2sign)")
     p.add_argument("--num", type=int, default=1, help="clips per text (default 1)")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's config)")
     p.add_argument("--sampler", choices=SAMPLERS, help="default: the model's config (dpm++)")

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "recognizer trained on the corpus's real clips (trained once, cached next to the clip "
         "cache). Writes report.json, report.md, contact.png and gifs/.")
     p.add_argument("--model", help="model folder, run folder or Hugging Face Hub id (default: "
-                   "the letters model shipped with text2sign)")
+                   "the ASL words model shipped with text2sign)")
     p.add_argument("--data", required=True, metavar="DIR|CACHE",
                    help="the clip folder (NAME.gif + NAME.txt) or a prepared cache")
     p.add_argument("--per-text", type=int, default=4, metavar="K",
