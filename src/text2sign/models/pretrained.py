@@ -190,8 +190,6 @@ class DiffusersAutoencoder(nn.Module):
 def load_diffusers_autoencoder(path: str | Path) -> DiffusersAutoencoder | None:
     """A DiffusersAutoencoder from a VAE folder, a pipeline folder holding ``vae/``, or a model
     folder whose autoencoder.json references one (hash-checked); None for anything else."""
-    from diffusers import AutoencoderKL  # diffusers' models: seconds to import
-
     path = Path(path).expanduser()
     folder = diffusers_folder(path, "AutoencoderKL", "vae")
     if folder is None:
@@ -202,6 +200,10 @@ def load_diffusers_autoencoder(path: str | Path) -> DiffusersAutoencoder | None:
                 break
         else:
             return None
+    # diffusers' models take seconds to import: only a diffusers VAE gets here, not the
+    # latent models text2sign trains (every latent model's load asks this first)
+    from diffusers import AutoencoderKL
+
     return DiffusersAutoencoder(_from_pretrained(AutoencoderKL, folder), reference(folder))
 
 
