@@ -102,3 +102,16 @@ assert not [m for m in sys.modules if m.startswith("text2sign.models")], "config
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_the_cli_parser_imports_no_torch():
+    """`text2sign --help` builds every command's parser without importing torch (seconds)."""
+    script = """
+import sys
+from text2sign.cli import build_parser
+build_parser()
+assert "torch" not in sys.modules, "building the CLI's parser imports torch"
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -8,7 +8,7 @@ __all__ = ["Text2SignPipeline", "__version__"]
 
 
 def __getattr__(name: str):
-    # Lazy so that `import text2sign` (and the CLI's --help) stays fast.
+    # Lazy (the pipeline imports torch) so that `import text2sign` and the CLI's --help stay fast.
     if name == "Text2SignPipeline":
         from text2sign.pipeline import Text2SignPipeline
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -82,8 +83,7 @@ HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.md", "*.gif"]  # never a pic
 def download_model(repo_id: str) -> Path:
     """A model folder from the Hugging Face Hub (or its local cache): ``huggingface_hub``
     downloads it unless ``HF_HUB_OFFLINE`` is set, when only the cache is read."""
-    import os
-
+    # huggingface_hub's download stack imports about as slowly as torch: only hub ids need it
     from huggingface_hub import snapshot_download
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")

@@ -10,14 +10,15 @@ import argparse
 import shlex
 import sys
 
+from text2sign import __version__, model_cli
+from text2sign.data import cli as data_cli
+from text2sign.data import fingerspelling
+from text2sign.evaluation import cli as eval_cli
+from text2sign.files import RunStopped
+from text2sign.serve import cli as serve_cli
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from text2sign import __version__, model_cli
-    from text2sign.data import cli as data_cli
-    from text2sign.data import fingerspelling
-    from text2sign.evaluation import cli as eval_cli
-    from text2sign.serve import cli as serve_cli
-
     parser = argparse.ArgumentParser(
         prog="text2sign",
         description="Train text-conditioned video diffusion models on sign-language clips "
@@ -38,8 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from text2sign.files import RunStopped
-
     parser = build_parser()
     args = parser.parse_args(argv)
     # The command line as typed, for model cards.

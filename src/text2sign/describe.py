@@ -17,6 +17,7 @@ from text2sign.checkpoint import (
 from text2sign.config import Config
 from text2sign.evaluation.report import format_table
 from text2sign.files import verify_digests
+from text2sign.pipeline import Text2SignPipeline
 from text2sign.shipped import model_or_shipped
 
 
@@ -30,8 +31,6 @@ def describe(name: str | Path | None, modules: bool = False) -> list[str]:
     if run is not None and (run / "checkpoints").is_dir():
         lines += ["", f"checkpoints in {run / 'checkpoints'}:", format_table(checkpoint_rows(run))]
     if modules:
-        from text2sign.pipeline import Text2SignPipeline
-
         pipe = Text2SignPipeline.from_pretrained(folder, device="cpu")
         parts = {"denoiser": pipe.denoiser, "text encoder": pipe.conditioner,
                  "autoencoder": pipe.autoencoder}

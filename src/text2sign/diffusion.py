@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from text2sign.config import SAMPLERS, DiffusionConfig
 from text2sign.models.text import TextEmbedding, pad_and_cat
@@ -32,6 +33,7 @@ def make_scheduler(cfg: DiffusionConfig, sampler: str = "ddpm") -> Any:
     No clip_sample / thresholding: the scheduler does not know the data range (pixels or
     latents); the pipeline clamps pixels once, after decoding.
     """
+    # diffusers takes seconds to import: loading a model (`text2sign info --modules`) skips it
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     common = dict(
@@ -61,7 +63,7 @@ def set_timesteps(scheduler: Any, steps: int, device: torch.device | str | None 
     unless steps divides N the two disagree and the last step stops short of x0. The grid
     k * (N // steps) - 1, k = steps..1, keeps the stride and ends exactly at t = -1 (alpha_bar 1).
     """
-    from diffusers import DDIMScheduler
+    from diffusers import DDIMScheduler  # seconds to import, as in make_scheduler
 
     scheduler.set_timesteps(steps, device=device)
     if isinstance(scheduler, DDIMScheduler):
@@ -123,8 +125,6 @@ def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: Diffu
     classifier-free guidance when
     ``guidance != 1`` (Ho & Salimans 2022): cond and uncond go through ONE batched model call.
     """
-    from tqdm.auto import tqdm
-
     if len(shape) != 5:
         raise ValueError(f"shape must be (B, C, T, H, W), got {tuple(shape)}")
     batch = shape[0]

@@ -88,7 +88,7 @@ def peak_memory_mb(device: torch.device) -> float:
     for a CPU (and MPS, whose unified memory is the process's) the peak resident set."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource  # POSIX only; absent on Windows
+    import resource  # POSIX only: importing it at the top would break Windows
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, else KiB

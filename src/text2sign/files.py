@@ -253,6 +253,7 @@ def read_json(path: str | Path, fix: str) -> dict[str, Any]:
 
 def load_tensors(path: str | Path, fix: str) -> dict[str, Any]:
     """A safetensors file, or a `DamagedFile` naming it and ``fix`` (truncated, not safetensors)."""
+    # safetensors.torch imports torch; this module loads with `text2sign --help` (via config)
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

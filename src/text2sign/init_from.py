@@ -20,6 +20,7 @@ from text2sign import shipped
 from text2sign.checkpoint import find_model_folder, load_model_folder, read_model_info
 from text2sign.config import Config
 from text2sign.files import sha256
+from text2sign.latent import inflate_autoencoder, load_autoencoder
 
 
 def load_fitting(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
@@ -90,8 +91,6 @@ def source_autoencoder(cfg: Config) -> tuple[nn.Module, bool]:
     """The autoencoder a latent run starts from when ``model.init_from`` names a latent model:
     (autoencoder, needs_training). Same latent settings: the folder's own, frozen. Twice the
     frame size: the inflated one, whose decoder is still to be fitted."""
-    from text2sign.latent import inflate_autoencoder, load_autoencoder
-
     folder = find_model_folder(shipped.resolve(cfg.model.init_from))
     source = read_model_info(folder).config  # the config alone: the weights load once, later
     if not source.latent.enabled:

@@ -7,6 +7,7 @@ freezes it, and then trains the denoiser on its latents; the model folder carrie
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from text2sign.build import build_autoencoder
 from text2sign.config import LatentConfig
@@ -25,6 +27,7 @@ from text2sign.data.dataset import to_unit
 from text2sign.files import TMP_MARK, atomic_dir, write_lock, write_text_atomic
 from text2sign.lr_schedule import warmup_cosine
 from text2sign.models.autoencoder import FrameAutoencoder, reconstruction_loss
+from text2sign.models.pretrained import load_diffusers_autoencoder
 
 AUTOENCODER_FILE = "autoencoder.safetensors"
 AUTOENCODER_INFO = "autoencoder.json"
@@ -116,8 +119,6 @@ def find_autoencoder(path: str | Path) -> Path:
 def load_autoencoder(path: str | Path, cfg: LatentConfig) -> FrameAutoencoder:
     """Weights from ``path``; the architecture must be the one ``cfg`` describes. A diffusers
     AutoencoderKL folder (or a model folder referencing one) loads as that VAE instead."""
-    from text2sign.models.pretrained import load_diffusers_autoencoder
-
     pretrained = load_diffusers_autoencoder(path)
     if pretrained is not None:
         return pretrained
@@ -151,8 +152,6 @@ def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cf
     ``decoder_only`` keeps the encoder and the normalisation as they are (an inflated
     autoencoder, whose latent space must not move) and fits the decoder alone.
     """
-    from tqdm.auto import tqdm
-
     if not train_idx:
         raise ValueError("no training clips for the autoencoder")
     frames_per_clip = cache.clip_shape[0]
@@ -209,8 +208,6 @@ LATENT_CACHE_FORMAT = "text2sign-latent-cache"
 
 def autoencoder_hash(ae: torch.nn.Module) -> str:
     """Hash of an autoencoder's weights and normalisation: the latent cache's key."""
-    import hashlib
-
     digest = hashlib.sha1()
     for name, tensor in sorted(ae.state_dict().items()):
         digest.update(name.encode())
@@ -273,8 +270,6 @@ def _encode_all(ae: FrameAutoencoder, cache: Any, path: Path, shape: tuple[int, 
                 device: torch.device, batch_size: int, progress: bool) -> None:
     """Encode every clip into a temporary file of this process, then publish it: the data by
     one rename, then its .json (atomically), so a reader sees both or neither."""
-    from tqdm.auto import tqdm
-
     tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
     try:
         out = np.memmap(tmp, np.float16, mode="w+", shape=shape)

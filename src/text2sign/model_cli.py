@@ -7,13 +7,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from text2sign.config import SAMPLERS
+from text2sign.config import PRESETS, SAMPLERS, validate
 from text2sign.console import add_quiet, shows_progress
+from text2sign.shipped import model_or_shipped
 
 
 def _preset_names() -> list[str]:
-    from text2sign.config import PRESETS
-
     return list(PRESETS)
 
 
@@ -80,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace):
-    from text2sign.build import build_config
+    from text2sign.build import build_config  # torch: imported when a command runs, not by --help
 
     return build_config(args.preset, args.config, args.overrides)
 
@@ -91,8 +90,8 @@ def run_config(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    # torch, accelerate: imported when the command runs, so `text2sign --help` stays fast
     from text2sign.checkpoint import resume_config
-    from text2sign.config import validate
     from text2sign.training import train
 
     cfg = _build(args)
@@ -122,9 +121,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    # torch (pipeline), PIL (video_io): imported when the command runs, so --help stays fast
     from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif, write_mp4
     from text2sign.pipeline import Text2SignPipeline
-    from text2sign.shipped import model_or_shipped
 
     if args.num < 1:
         raise ValueError(f"--num {args.num}: must be at least 1")
@@ -154,7 +153,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from text2sign.describe import describe
+    from text2sign.describe import describe  # torch: imported when the command runs, not by --help
 
     for line in describe(args.model, modules=args.modules):
         print(line)

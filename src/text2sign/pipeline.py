@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from text2sign.build import build_conditioner, build_denoiser, diffusion_space, pick_device
@@ -201,7 +202,5 @@ class Text2SignPipeline:
         if output_type == "pt":
             return torch.from_numpy(videos).permute(0, 1, 4, 2, 3).float() / 255  # (N,T,3,H,W)
         if output_type == "pil":
-            from PIL import Image
-
             return [[Image.fromarray(frame) for frame in video] for video in videos]
         return videos

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from text2sign.checkpoint import find_model_folder
-
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
@@ -52,4 +50,7 @@ def word_list(name: str) -> Path:
 def model_or_shipped(name: str | Path | None) -> Path:
     """The model folder a command was given, or the shipped one when none was: one default
     for sample, evaluate, info and serve."""
+    # checkpoint imports torch; this module loads with `text2sign --help` (via fingerspelling)
+    from text2sign.checkpoint import find_model_folder
+
     return find_model_folder(model() if name is None else resolve(name))

@@ -9,11 +9,15 @@ its own folder (``tensorboard/autoencoder``), so purging the steps a resumed run
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from accelerate.tracking import TensorBoardTracker, WandBTracker
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch.utils.tensorboard import SummaryWriter
 
 from text2sign.data.video_io import gif_bytes
 
@@ -28,7 +32,7 @@ def tracker_names(report_to: str) -> list[str]:
         raise ValueError(f"train.report_to={report_to!r} is not one of {list(REPORT_TO)}")
     names = REPORT_TO[report_to]
     if "wandb" in names:
-        try:
+        try:  # W&B is the optional [wandb] extra
             import wandb  # noqa: F401
         except ImportError:
             raise ValueError(f"train.report_to={report_to} needs Weights & Biases: pip install "
@@ -42,8 +46,6 @@ def accelerate_trackers(report_to: str, out: Path, resume_step: int) -> list[Any
     purging the steps after the checkpoint a run resumes from (they are logged again); W&B in
     project ``text2sign`` (or $WANDB_PROJECT), each start of a run its own W&B run, grouped by
     the run's name. Trackers start in ``init_trackers``, on the main process only."""
-    from accelerate.tracking import TensorBoardTracker, WandBTracker
-
     names = tracker_names(report_to)
     trackers = []
     if "tensorboard" in names:
@@ -59,8 +61,6 @@ def accelerate_trackers(report_to: str, out: Path, resume_step: int) -> list[Any
 def gif_summary(tag: str, videos: np.ndarray, fps: float):
     """A TensorBoard image summary holding an animated GIF (what add_video writes, without
     needing moviepy): clips side by side, uint8 (N, T, H, W, 3)."""
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
     strip = np.concatenate(list(videos), axis=2)  # (T, H, N*W, 3)
     image = Summary.Image(height=strip.shape[1], width=strip.shape[2], colorspace=3,
                           encoded_image_string=gif_bytes(strip, fps))
@@ -104,9 +104,7 @@ class Trackers:
             self.tensorboard._get_file_writer().add_summary(
                 gif_summary(f"{tag}/" + " | ".join(captions), videos, GIF_FPS), step)
         if self.wandb is not None:
-            import io
-
-            import wandb
+            import wandb  # the optional [wandb] extra (tracker_names checked it is there)
 
             self.wandb.log({
                 f"{tag}/{i}": wandb.Video(io.BytesIO(gif_bytes(video, GIF_FPS)),
@@ -116,8 +114,6 @@ class Trackers:
 
     def _autoencoder_tb(self):
         if self._autoencoder_writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
             self._autoencoder_writer = SummaryWriter(str(self.out / "tensorboard" /
                                                          "autoencoder"))
         return self._autoencoder_writer

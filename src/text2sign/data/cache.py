@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import sys
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from text2sign.data.clips import FITS, TIME_MODES, shape_clip
 from text2sign.data.folder import BadPair, default_workers, scan_folder
@@ -271,10 +273,6 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
 def _prepare(source: Path, out: Path, settings: dict, progress: bool,
              workers: int | None) -> ClipCache:
     """`prepare_cache` under the cache's write lock."""
-    import multiprocessing
-
-    from tqdm.auto import tqdm
-
     frames, size = settings["frames"], settings["size"]
     time_mode, fit = settings["time_mode"], settings["fit"]
     scan = scan_folder(source, decode=False)

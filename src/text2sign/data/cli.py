@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from text2sign.config import VAL_FRACTION
 from text2sign.console import add_quiet, shows_progress
 
 
@@ -44,8 +46,7 @@ def register(subparsers) -> None:
 
 def check_command(args: argparse.Namespace) -> int:
     """Every pair of a clip folder, then every clip of its caches (or of a cache given)."""
-    from pathlib import Path
-
+    # PIL, tqdm (the clip readers): imported when the command runs, so --help stays fast
     from text2sign.data.cache import ClipCache, is_cache
     from text2sign.data.folder import scan_folder
 
@@ -72,8 +73,7 @@ def check_command(args: argparse.Namespace) -> int:
 
 
 def prepare_command(args: argparse.Namespace) -> int:
-    from text2sign.config import VAL_FRACTION
-    from text2sign.data.cache import prepare_cache
+    from text2sign.data.cache import prepare_cache  # PIL, tqdm: imported here, not by --help
 
     if args.frames < 1 or args.size < 1:
         raise ValueError(f"--frames {args.frames} and --size {args.size} must be positive")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 TIME_MODES = ("resample", "truncate")
 FITS = ("crop", "letterbox")
@@ -42,8 +43,6 @@ def _target(size: int | tuple[int, int]) -> tuple[int, int]:
 def fit_space(frames: np.ndarray, size: int | tuple[int, int], fit: str = "crop") -> np.ndarray:
     """Resize to (H, W) keeping the aspect ratio: "crop" fills and center-crops the overflow,
     "letterbox" fits inside and pads with black bars. Antialiased (Pillow bicubic)."""
-    from PIL import Image
-
     frames = _check_clip(frames)
     if fit not in FITS:
         raise ValueError(f"fit {fit!r} is not one of {list(FITS)}")

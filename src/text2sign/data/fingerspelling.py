@@ -16,8 +16,12 @@ Clips are never mirrored: that would swap the dominant hand.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
+import io
+import json
+import multiprocessing
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import spoken_to_signed
 
 from text2sign import shipped
 from text2sign.console import add_quiet, shows_progress
@@ -99,8 +104,6 @@ class Jitter:
 
 def lexicon_dir() -> Path:
     """The fingerspelling lexicon folder shipped inside the `spoken-to-signed` package."""
-    import spoken_to_signed
-
     folder = Path(spoken_to_signed.__file__).parent / "assets" / "fingerspelling_lexicon"
     if not (folder / "index.csv").is_file():
         raise FileNotFoundError(
@@ -196,16 +199,13 @@ def pose_to_skeleton(pose) -> Skeleton:
 
 def load_recording(path: str | Path) -> Skeleton:
     """Read one `.pose` file of the lexicon."""
-    from pose_format import Pose
+    from pose_format import Pose  # not at `text2sign --help`, which loads this module
 
     return pose_to_skeleton(Pose.read(Path(path).read_bytes()))
 
 
 def lookup_word(word: str, spoken_language: str, signed_language: str) -> Skeleton:
     """A fingerspelled word: letters concatenated and smoothed by `FingerspellingPoseLookup`."""
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints progress lines
         result = _fingerspelling_lookup().lookup(word, word, spoken_language, signed_language)
     return pose_to_skeleton(result.pose)
@@ -214,6 +214,7 @@ def lookup_word(word: str, spoken_language: str, signed_language: str) -> Skelet
 @functools.cache
 def _fingerspelling_lookup():
     """One lookup per process: it indexes the lexicon and caches the poses it reads."""
+    # ~0.5 s to import: not at `text2sign --help`, which loads this module
     from pose_format.utils.generic import reduce_holistic
     from spoken_to_signed.gloss_to_pose.lookup.fingerspelling_lookup import (
         FingerspellingPoseLookup,
@@ -348,7 +349,7 @@ def render_clip(
     zoom: float = DEFAULT_ZOOM,
 ) -> np.ndarray:
     """Draw a recording as a uint8 (frames, size, size, 3) clip framed on the signing hands."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw  # not at `text2sign --help`, which loads this module
 
     if not isinstance(skeleton, Skeleton):
         skeleton = pose_to_skeleton(skeleton)
@@ -380,7 +381,7 @@ _PALETTE: list[Any] = []
 
 def _palette():
     """A P-mode image holding black and PALETTE_LEVELS shades of every drawing colour."""
-    from PIL import Image
+    from PIL import Image  # not at `text2sign --help`, which loads this module
 
     if not _PALETTE:
         colors = [(0, 0, 0)]
@@ -455,7 +456,7 @@ def _render_job(job: tuple) -> list[tuple[str, Path]]:
             skeleton = lookup_word(text, spoken, lang)
     except Exception as err:  # a broken recording must not stop the corpus
         return [(f"skipped {lang} {text!r}: {type(err).__name__}: {err}", None)]
-    from text2sign.data.video_io import write_gif
+    from text2sign.data.video_io import write_gif  # PIL: not at `text2sign --help`
 
     written = []
     for v, path in enumerate(paths):
@@ -485,10 +486,7 @@ def build_fingerspelling_corpus(
     that many processes (the output is the same). A ``fingerspelling.json`` in OUT tells the
     evaluation that the texts are spelled letter by letter.
     """
-    import json
-    import multiprocessing
-
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # not at `text2sign --help`, which loads this module
 
     if variants < 1 or frames < 1 or size < 8 or workers < 1:
         raise ValueError(
@@ -549,7 +547,7 @@ def is_fingerspelling_corpus(path: str | Path) -> bool:
 
 def write_sheet_from_corpus(path: str | Path, gifs: Sequence[Path]) -> Path:
     """Contact sheet of the first variant of every text in a freshly written corpus."""
-    from text2sign.data.video_io import read_video, write_contact_sheet
+    from text2sign.data.video_io import read_video, write_contact_sheet  # PIL: not at --help
 
     videos, labels, seen = [], [], set()
     for gif in gifs:

@@ -9,9 +9,12 @@ relative path is kept and every other one is reported as a duplicate.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from text2sign.data.video_io import VIDEO_SUFFIXES, VideoReadError, read_video, supported_suffixes
 
@@ -145,10 +148,6 @@ def scan_folder(root: str | Path, decode: bool = True, progress: bool = False,
 def _decodable(pairs: list[Pair], result: ScanResult, progress: bool,
                workers: int | None) -> list[Pair]:
     """The pairs whose video decodes fully; the others go to ``result.bad`` with the reason."""
-    import multiprocessing
-
-    from tqdm.auto import tqdm
-
     workers = default_workers(len(pairs)) if workers is None else workers
     if workers < 1:
         raise ValueError(f"--workers {workers}: must be at least 1")

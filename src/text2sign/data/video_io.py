@@ -19,12 +19,14 @@ would lose frames) and re-quantizes every frame with its own palette (colour fli
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import struct
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from PIL import GifImagePlugin, Image, ImageDraw, ImageFont
 
 GIF_MAX_FPS = 50.0  # GIF delays are centiseconds; browsers show delays <= 10 ms as 100 ms
 GIF_DEFAULT_DELAY_MS = 100.0
@@ -37,7 +39,7 @@ class VideoReadError(ValueError):
 
 def has_av() -> bool:
     """Whether PyAV (MP4/WebM support) imports."""
-    try:
+    try:  # PyAV is the optional [video] extra
         import av  # noqa: F401
     except ImportError:
         return False
@@ -156,10 +158,6 @@ def _parse_gif(data: bytes) -> tuple[int, int, list[_GifFrame]]:
 
 def _decode_indices(frame: _GifFrame) -> np.ndarray:
     """LZW-decode one frame's box to palette indices (h, w) by handing Pillow a one-frame GIF."""
-    import io
-
-    from PIL import Image
-
     _, _, w, h = frame.box
     mini = (
         b"GIF89a" + struct.pack("<HHBBB", w, h, 0x80 | 7, 0, 0) + bytes(768)
@@ -221,7 +219,7 @@ def _read_gif(data: bytes) -> tuple[np.ndarray, float]:
 
 def _require_av(what: str):
     try:
-        import av
+        import av  # PyAV is the optional [video] extra
     except ImportError as err:
         raise ImportError(f"{what} needs PyAV: pip install av") from err
     return av
@@ -265,8 +263,6 @@ def _check_frames(frames: np.ndarray, what: str) -> np.ndarray:
 
 def _gif_palette(frames: np.ndarray):
     """One palette for the whole clip: exact when it has <= 256 colours, median cut otherwise."""
-    from PIL import Image
-
     flat = frames.reshape(-1, 3)  # (T*H*W, 3)
     step = max(1, flat.shape[0] // 2_000_000)  # bound the cost of the colour census
     packed = flat[::step].astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], np.uint32)  # (N,)
@@ -303,8 +299,6 @@ def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> Path:
 
 def gif_bytes(frames: np.ndarray, fps: float) -> bytes:
     """The bytes of the GIF `write_gif` writes (also for TensorBoard's image summaries)."""
-    from PIL import GifImagePlugin, Image
-
     frames = _check_frames(frames, "write_gif")
     if not (isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= GIF_MAX_FPS):
         raise ValueError(
@@ -359,8 +353,6 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
 
 
 def _label_width(labels: list[str], font) -> int:
-    from PIL import Image, ImageDraw
-
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     return max((int(draw.textlength(label, font=font)) for label in labels), default=0)
 
@@ -372,8 +364,6 @@ def contact_sheet(videos: list[np.ndarray], labels: list[str] | None = None,
     ``max_frames`` picks that many frames spread uniformly over each clip, so a row still
     shows the whole sign. Clips may differ in size and length; missing cells stay white.
     """
-    from PIL import Image, ImageDraw, ImageFont
-
     if not videos:
         raise ValueError("contact_sheet needs at least one clip, got an empty list")
     if labels is not None and len(labels) != len(videos):
@@ -415,8 +405,6 @@ def contact_sheet(videos: list[np.ndarray], labels: list[str] | None = None,
 def write_contact_sheet(path: str | Path, videos: list[np.ndarray], labels: list[str] | None = None,
                         max_frames: int | None = None) -> Path:
     """Save :func:`contact_sheet` as a PNG."""
-    from PIL import Image
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(contact_sheet(videos, labels, max_frames)).save(path, format="PNG")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from text2sign.config import SAMPLERS
 from text2sign.console import add_quiet, shows_progress
+from text2sign.shipped import model_or_shipped
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,10 +78,12 @@ def default_out(model_folder: Path) -> Path:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    # torch: imported when the command runs, so `text2sign --help` stays fast
+    from text2sign.checkpoint import add_evaluation
     from text2sign.data.dataset import open_clips
     from text2sign.evaluation.evaluate import evaluate, print_report
+    from text2sign.evaluation.sequence import SequenceRecognizer
     from text2sign.pipeline import Text2SignPipeline
-    from text2sign.shipped import model_or_shipped
 
     if args.per_text < 1:
         raise ValueError(f"--per-text {args.per_text}: must be at least 1")
@@ -94,8 +97,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)
     sequence = None
     if args.recognizer:
-        from text2sign.evaluation.sequence import SequenceRecognizer
-
         sequence = SequenceRecognizer.load(args.recognizer, pipe.device)
     dc = pipe.config.data
     cache = open_clips(args.data, pipe.frames, pipe.size, dc.time_mode, dc.fit,
@@ -107,30 +108,27 @@ def run_evaluate(args: argparse.Namespace) -> int:
                       max_texts=args.max_texts, name=str(folder), progress=shows_progress(args))
     print_report(report)
     if args.card:
-        from text2sign.checkpoint import add_evaluation
-
         card = add_evaluation(folder, report, getattr(args, "command_line", None))
         print(f"model card:    {card}")
     return 0
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
+    # torch: imported when the command runs, so `text2sign --help` stays fast
+    from text2sign.build import build_config
+    from text2sign.checkpoint import find_model_folder
     from text2sign.evaluation.demo import run_demo
 
     config = None
     if args.config is not None:
         if not args.train:
             raise ValueError("--config applies to --train only; add --train, or drop --config")
-        from text2sign.build import build_config
-
         config = build_config("small", args.config)
     if args.model is not None and args.train:
         raise ValueError("--model and --train exclude each other: show a trained model, or "
                          "train a new one")
     model = None
     if args.model is not None:
-        from text2sign.checkpoint import find_model_folder
-
         model = find_model_folder(args.model)
     run_demo(args.out, train=args.train, minutes=args.minutes, per_text=args.per_text,
              device=args.device, config=config, model=model, recognizer=args.recognizer,

@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from text2sign import shipped
+from text2sign.build import build_config
+from text2sign.checkpoint import read_model_info
 from text2sign.config import VAL_FRACTION
+from text2sign.data.cache import split_fraction
+from text2sign.data.dataset import open_clips
+from text2sign.data.fingerspelling import _file_name, build_fingerspelling_corpus, builtin_words
+from text2sign.evaluation.evaluate import evaluate, print_report
+from text2sign.evaluation.sequence import SequenceRecognizer, load_or_train_sequence_recognizer
+from text2sign.pipeline import Text2SignPipeline
 
 DEMO_VARIANTS = 8  # clips per text: held-out real clips for the ceilings (v00, v01 are the
 # words corpus's own clips, v02-v07 new renders no model or recognizer trained on)
@@ -20,8 +28,6 @@ def _shipped_config():
     """The shipped model's run config, the starting point of `demo --train`, or None."""
     folder = shipped.model()
     if (folder / "config.json").is_file():
-        from text2sign.checkpoint import read_model_info
-
         return read_model_info(folder).config
     return None
 
@@ -30,8 +36,6 @@ def ensure_corpus(folder: Path, frames: int, size: int, words: list[str] | None 
                   variants: int = DEMO_VARIANTS, progress: bool = True,
                   quiet: bool = False) -> Path:
     """Letters (and words) as GIF + txt pairs; a build interrupted earlier resumes."""
-    from text2sign.data.fingerspelling import build_fingerspelling_corpus
-
     if not quiet and (not (folder / "fingerspelling.json").is_file()
                       or not any(folder.rglob("*.txt"))):
         what = f"26 letters and {len(words)} words" if words else "26 letters"
@@ -46,9 +50,6 @@ def demo_words(training_texts: list[str], words: list[str], count: int = DEMO_WO
     """The first ``count`` words of ``words`` the model trained on (only those with a held-out
     clip, so the ceiling has real clips the recognizer never saw), and the first ``count`` it
     never trained on."""
-    from text2sign.data.cache import split_fraction
-    from text2sign.data.fingerspelling import _file_name
-
     trained = {t.casefold() for t in training_texts}
     seen, unseen = [], []
     for word in words:
@@ -80,16 +81,6 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     shipped with text2sign, trained on the ASL words corpus; else one trained on the training
     corpus), which is left in ``out/recognizer``. ``quiet`` prints the results only.
     """
-    from text2sign.build import build_config
-    from text2sign.data.dataset import open_clips
-    from text2sign.data.fingerspelling import builtin_words
-    from text2sign.evaluation.evaluate import evaluate, print_report
-    from text2sign.evaluation.sequence import (
-        SequenceRecognizer,
-        load_or_train_sequence_recognizer,
-    )
-    from text2sign.pipeline import Text2SignPipeline
-
     if per_text < 1:
         raise ValueError(f"per_text={per_text}: must be at least 1 clip per text")
     out = Path(out)
@@ -99,6 +90,7 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     if train:
         if minutes <= 0:
             raise ValueError(f"minutes={minutes}: the training budget must be positive")
+        # accelerate, TensorBoard (~0.7 s more): only `demo --train` needs the training loop
         from text2sign.training import train as train_model
 
         cfg = config or _shipped_config() or build_config("small")

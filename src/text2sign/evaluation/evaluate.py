@@ -24,7 +24,12 @@ from tqdm.auto import tqdm
 
 from text2sign.data.cache import ClipCache, holdout_texts, split_fraction
 from text2sign.data.dataset import to_unit
-from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif
+from text2sign.data.video_io import (
+    safe_names,
+    write_animated_sheet,
+    write_contact_sheet,
+    write_gif,
+)
 from text2sign.evaluation.metrics import frechet_distance, topk_accuracy
 from text2sign.evaluation.recognizer import Recognizer, load_or_train_recognizer
 from text2sign.evaluation.report import (
@@ -121,8 +126,6 @@ def write_comparison(path: str | Path, texts: list[str], real: list[np.ndarray],
                      generated: list[list[np.ndarray]], fps: float = GIF_FPS) -> Path:
     """An animated GIF, one row per text: its real clip framed in green, then the clips
     generated from it, all uint8 (T, H, W, 3), playing together."""
-    from text2sign.data.video_io import write_animated_sheet
-
     rows = [[_frame(r, REAL_BORDER), *g] for r, g in zip(real, generated, strict=True)]
     return write_animated_sheet(path, rows, labels=texts, fps=fps)
 

@@ -14,6 +14,7 @@ import warnings
 from typing import Any
 
 import torch
+from diffusers import UNet3DConditionModel
 from torch import nn
 
 from text2sign.models.layers import check_multiple, unmasked_tokens, zero_module
@@ -39,8 +40,6 @@ class DiffusersUNet3D(nn.Module):
         norm_groups: int = 16,
     ) -> None:
         super().__init__()
-        from diffusers import UNet3DConditionModel
-
         widths = [channels * m for m in channel_mult]
         bad = [w for w in widths if w % norm_groups or w % num_heads]
         if bad:

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 from einops import rearrange
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import nn
 
 from text2sign.files import sha256, verify_digests
@@ -90,6 +92,7 @@ def diffusers_folder(path: str | Path, class_name: str, subfolder: str) -> Path 
 
 def _hub_cache(name: str) -> Path | None:
     """The local snapshot of a hub repository, never downloading."""
+    # huggingface_hub's download stack imports about as slowly as torch: only hub ids need it
     from huggingface_hub import snapshot_download
 
     try:
@@ -187,8 +190,6 @@ class DiffusersAutoencoder(nn.Module):
 def load_diffusers_autoencoder(path: str | Path) -> DiffusersAutoencoder | None:
     """A DiffusersAutoencoder from a VAE folder, a pipeline folder holding ``vae/``, or a model
     folder whose autoencoder.json references one (hash-checked); None for anything else."""
-    from diffusers import AutoencoderKL
-
     path = Path(path).expanduser()
     folder = diffusers_folder(path, "AutoencoderKL", "vae")
     if folder is None:
@@ -199,6 +200,10 @@ def load_diffusers_autoencoder(path: str | Path) -> DiffusersAutoencoder | None:
                 break
         else:
             return None
+    # diffusers' models take seconds to import: only a diffusers VAE gets here, not the
+    # latent models text2sign trains (every latent model's load asks this first)
+    from diffusers import AutoencoderKL
+
     return DiffusersAutoencoder(_from_pretrained(AutoencoderKL, folder), reference(folder))
 
 
@@ -212,8 +217,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"model.pretrained={str(path)!r} is not a file; pass a DiT "
                                 "checkpoint (.safetensors, or .pt holding tensors only)")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     if path.suffix not in (".pt", ".pth"):
         raise ValueError(f"model.pretrained={str(path)!r}: expected a .safetensors, .pt or .pth "
@@ -238,8 +241,6 @@ def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """Tensor shapes of a checkpoint without reading its data (safetensors header, or mmap)."""
     path = Path(path).expanduser()
     if path.suffix == ".safetensors" and path.is_file():
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     return {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
@@ -385,7 +386,7 @@ def pretrained_params(arch: str, path: str | Path, num_heads: int) -> dict[str, 
     """The denoiser parameters ``model.pretrained`` decides: an SD UNet's config (``unet``) for
     unet-motion, a DiT checkpoint's shape for dit3d. Reads configs and headers only."""
     if arch == UNET_ARCH:
-        from diffusers import UNet2DConditionModel
+        from diffusers import UNet2DConditionModel  # diffusers' models: seconds, unet-motion only
 
         config = UNet2DConditionModel.load_config(str(_unet_folder(path)))
         return {"unet": {k: list(v) if isinstance(v, tuple) else v
@@ -398,7 +399,7 @@ def pretrained_params(arch: str, path: str | Path, num_heads: int) -> dict[str, 
 
 def _load_weights(denoiser: nn.Module, arch: str, path: str | Path) -> LoadReport:
     if arch == UNET_ARCH:
-        from diffusers import UNet2DConditionModel
+        from diffusers import UNet2DConditionModel  # diffusers' models: seconds, unet-motion only
 
         unet = _from_pretrained(UNet2DConditionModel, _unet_folder(path))
         return denoiser.load_unet2d(unet.state_dict(), str(path))

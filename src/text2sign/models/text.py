@@ -175,6 +175,7 @@ class PretrainedTextEncoder(TextEncoder):
 
     def __init__(self, name_or_path: str, max_length: int = 64):
         super().__init__()
+        # transformers takes seconds to import: only a pretrained text encoder needs it
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         looks_local = name_or_path.startswith((".", "~", os.sep)) or os.path.isabs(name_or_path)
@@ -190,6 +191,7 @@ class PretrainedTextEncoder(TextEncoder):
         try:
             model_config = AutoConfig.from_pretrained(name_or_path, **kwargs)
             self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, **kwargs)
+            # each model class loads its own modeling code: import only the one this config needs
             if model_config.model_type in _CLIP_TYPES:
                 from transformers import CLIPTextModel as model_cls
             elif model_config.model_type in _T5_TYPES:

@@ -14,9 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from diffusers.utils import logging as diffusers_logging
 from torch import nn
 
 from text2sign.models.layers import check_multiple, unmasked_tokens
+from text2sign.models.pretrained import LoadReport, check_text_width, frames_fit
 from text2sign.models.text import TextEmbedding
 
 
@@ -40,10 +43,6 @@ class UNetMotion(nn.Module):
         motion_mid_block: bool = True,
     ) -> None:
         super().__init__()
-        from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
-
-        from text2sign.models.pretrained import check_text_width
-
         if not unet:
             raise ValueError("model.arch=unet-motion needs an image UNet: set model.pretrained "
                              "to a diffusers UNet2DConditionModel folder (e.g. an SD 1.5 unet/)")
@@ -71,8 +70,6 @@ class UNetMotion(nn.Module):
             motion_max_seq_length=motion_max_frames,
             use_motion_mid_block=motion_mid_block,
         )
-        from diffusers.utils import logging as diffusers_logging
-
         image_unet = UNet2DConditionModel.from_config(unet)
         verbosity = diffusers_logging.get_verbosity()
         diffusers_logging.set_verbosity_error()  # from_unet2d warns about a dtype cast it skips
@@ -91,8 +88,6 @@ class UNetMotion(nn.Module):
 
     def load_unet2d(self, state: dict[str, torch.Tensor], source: str):
         """Load an image UNet's weights; the motion modules stay as initialised (new)."""
-        from text2sign.models.pretrained import LoadReport
-
         ours = {k.removeprefix("unet."): k for k in self.state_dict()}
         report = LoadReport(source)
         loadable = {}
@@ -120,8 +115,6 @@ class UNetMotion(nn.Module):
 
     def check_input_size(self, frames: int, height: int, width: int) -> None:
         """Raise a ValueError unless the UNet's downsampling divides the size."""
-        from text2sign.models.pretrained import frames_fit
-
         factor = 2 ** (len(self.config["unet"]["block_out_channels"]) - 1)
         why = f"unet-motion with {len(self.config['unet']['block_out_channels'])} levels"
         check_multiple("height", height, factor, why)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import math
 import re
 import shutil
@@ -27,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
+import uvicorn
+from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -34,6 +38,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.routing import Route
 
+from text2sign.data.video_io import has_av, write_gif, write_mp4
+from text2sign.evaluation.evaluate import describe_device
 from text2sign.model_info import ModelInfo
 from text2sign.serve.corpus import Corpus, training_texts
 from text2sign.serve.worker import GenerateRequest, GenerationWorker, QueueFull
@@ -62,8 +68,6 @@ class ClipStore:
     downloaded. Past `keep` clips the oldest are deleted, so disk use stays bounded."""
 
     def __init__(self, keep: int, fps: float):
-        from text2sign.data.video_io import has_av
-
         self.keep, self.fps, self.mp4 = keep, fps, has_av()
         self.folder = Path(tempfile.mkdtemp(prefix="text2sign-serve-"))
         self._frames: OrderedDict[str, int] = OrderedDict()  # key -> frame count, oldest first
@@ -82,8 +86,6 @@ class ClipStore:
             return False
 
     def put(self, key: str, clip: np.ndarray) -> dict[str, str | None]:
-        from PIL import Image
-
         strip = np.concatenate(list(clip), axis=1)  # (T, H, W, 3) -> (H, T*W, 3)
         Image.fromarray(strip).save(self.folder / f"{key}.png", format="PNG")
         with self._lock:
@@ -97,10 +99,6 @@ class ClipStore:
 
     def path(self, name: str) -> Path | None:
         """The file of a stored clip (encoding its GIF or MP4 on first use), or None."""
-        from PIL import Image
-
-        from text2sign.data.video_io import write_gif, write_mp4
-
         if not _CLIP_NAME.match(name):
             return None
         key, suffix = name.split(".")
@@ -141,8 +139,6 @@ class Service:
         self.max_bytes = text.max_length if text.encoder == "bytes" else None
 
     def describe(self) -> dict[str, Any]:
-        from text2sign.evaluation.evaluate import describe_device
-
         cfg = self.pipe.config
         return {
             "model": {"name": self.model_name, "arch": cfg.model.arch, "frames": self.pipe.frames,
@@ -234,8 +230,6 @@ class Service:
 
 def rss_mb() -> float:
     """Resident memory of this process in MiB (psutil comes with accelerate)."""
-    import psutil
-
     return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
@@ -258,8 +252,6 @@ def _number(body: dict, name: str, default: Any, kind: type, lo: float, hi: floa
 
 
 async def _read_json(request: Request) -> Any:
-    import json
-
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -343,16 +335,12 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(app: Starlette, sock: socket.socket, log_level: str = "info") -> None:
     """Serve on a bound socket until Ctrl-C."""
-    import uvicorn
-
     uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
 
 
 @contextlib.contextmanager
 def serve_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Run the app on a background thread for tests and scripts; yields its base URL."""
-    import uvicorn
-
     sock = bind(host, port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -19,6 +19,7 @@ def find_chromium() -> tuple[str, str] | None:
 
 def headless_chromium(width: int = 900, height: int = 900) -> Any:
     """A selenium Chrome driver on the system Chromium; FileNotFoundError if there is none."""
+    # selenium is a dev extra (pip install -e '.[dev]'): find_chromium works without it
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from text2sign.console import add_quiet
+from text2sign.shipped import model_or_shipped
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,11 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_service(args: argparse.Namespace):
     """The model, corpus and recognizer that `args` name, wrapped in a serve Service."""
+    # torch (pipeline, reader), PIL (corpus), the [serve] extra (app): imported here, not by --help
     from text2sign.pipeline import Text2SignPipeline
     from text2sign.serve.app import Limits, Service
     from text2sign.serve.corpus import Corpus
     from text2sign.serve.reader import find_reader_folder, load_reader
-    from text2sign.shipped import model_or_shipped
 
     if args.max_queue < 1:
         raise ValueError(f"--max-queue {args.max_queue}: must be at least 1")
@@ -84,13 +85,13 @@ def load_service(args: argparse.Namespace):
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    try:
+    try:  # the optional [serve] extra: say how to install it before anything else
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as err:
         raise ValueError(f"text2sign serve needs the [serve] extra ({err.name} is missing): "
                          "pip install 'text2sign[serve]'") from None
-    from text2sign.serve.app import bind, create_app, serve
+    from text2sign.serve.app import bind, create_app, serve  # needs the [serve] extra
 
     sock = bind(args.host, args.port)  # before loading the model: a taken port fails at once
     try:

@@ -7,6 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from text2sign.data.cache import ClipCache, default_cache_dir, is_cache
+from text2sign.data.clips import shape_clip
+from text2sign.data.folder import scan_folder
+from text2sign.data.video_io import VideoReadError, read_video
 from text2sign.model_info import ModelInfo
 
 
@@ -17,9 +21,6 @@ class Corpus:
     """
 
     def __init__(self, path: str | Path):
-        from text2sign.data.cache import ClipCache, is_cache
-        from text2sign.data.folder import scan_folder
-
         self.path = Path(path)
         self._cache = ClipCache.open(self.path) if is_cache(self.path) else None
         self._clips: dict[str, list[Any]] = {}  # text -> cache indices or video paths
@@ -39,8 +40,6 @@ class Corpus:
 
     def cache_dir(self, frames: int, size: int, time_mode: str, fit: str) -> Path:
         """Where the clip cache of these settings lives (a recognizer may be cached there)."""
-        from text2sign.data.cache import default_cache_dir
-
         if self._cache is not None:
             return self.path
         return default_cache_dir(self.path, frames, size, time_mode, fit)
@@ -49,9 +48,6 @@ class Corpus:
                   fit: str = "crop") -> np.ndarray | None:
         """The first real clip of ``text`` shaped like the model's clips (uint8 (T, S, S, 3)),
         or None when the corpus has no clip of it or it no longer decodes."""
-        from text2sign.data.clips import shape_clip
-        from text2sign.data.video_io import VideoReadError, read_video
-
         for where in self._clips.get(text, []):
             try:
                 clip = self._cache[where] if self._cache is not None else read_video(where)[0]

@@ -14,6 +14,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from text2sign import shipped
+from text2sign.evaluation.recognizer import Recognizer
+from text2sign.evaluation.sequence import SequenceRecognizer
+
 
 class Reading(NamedTuple):
     text: str
@@ -49,28 +53,20 @@ def sequence_reader(recognizer: Any) -> Reader:
 def load_reader(folder: str | Path, device: str = "cpu") -> Reader:
     """A reader from a sequence recognizer folder (sequence.json + .safetensors) or a
     classifier folder (recognizer.json + recognizer.safetensors)."""
-    from text2sign.evaluation import sequence
-    from text2sign.evaluation.recognizer import Recognizer
-
-    if (Path(folder) / sequence.CONFIG_NAME).is_file():
-        return sequence_reader(sequence.SequenceRecognizer.load(folder, device))
+    if (Path(folder) / SequenceRecognizer.config_name).is_file():
+        return sequence_reader(SequenceRecognizer.load(folder, device))
     return classifier_reader(Recognizer.load(folder, device))
 
 
 def is_reader_folder(folder: Path) -> bool:
-    from text2sign.evaluation import recognizer, sequence
-
-    return any((folder / config).is_file() and (folder / weights).is_file()
-               for config, weights in ((sequence.CONFIG_NAME, sequence.WEIGHTS_NAME),
-                                       (recognizer.CONFIG_NAME, recognizer.WEIGHTS_NAME)))
+    return any((folder / kind.config_name).is_file() and (folder / kind.weights_name).is_file()
+               for kind in (SequenceRecognizer, Recognizer))
 
 
 def find_reader_folder(model_folder: Path, corpus_cache: Path | None) -> Path | None:
     """A recognizer that belongs to the model: ``MODEL/recognizer/``, the one shipped beside
     the shipped model, else one `evaluate` and `demo` trained next to the corpus's clip cache
     (sequence recognizers first, newest first), else None."""
-    from text2sign import shipped
-
     candidates = [model_folder / "recognizer"]
     if model_folder.resolve() == shipped.model().resolve():
         candidates.append(shipped.recognizer())
