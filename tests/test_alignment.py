@@ -115,7 +115,7 @@ def test_frame_context_gives_each_frame_its_neighbours_and_its_phase():
 @pytest.mark.parametrize("arch", ["unet3d", "dit3d"])
 def test_frame_context_starts_as_a_no_op_and_needs_the_alignment(arch):
     torch.manual_seed(0)
-    params = {**preset_params(arch, "tiny"), "alignment": "monotonic"}
+    params = {**preset_params(arch, "tiny"), "alignment": "monotonic", "frame_context": False}
     base = build_denoiser(arch, params, in_channels=3, text_dim=32)
     den = build_denoiser(arch, {**params, "frame_context": True}, in_channels=3, text_dim=32)
     assert den.config["frame_context"] and "frame_context" not in base.config
@@ -160,7 +160,8 @@ BEFORE = {
 def test_a_denoiser_without_the_setting_computes_what_it_did_before(arch):
     torch.manual_seed(0)
     cond = TextConditioner(ByteTextEncoder(32, 1, 2, 16))
-    params = {k: v for k, v in preset_params(arch, "tiny").items() if k != "alignment"}
+    params = {k: v for k, v in preset_params(arch, "tiny").items()
+              if k not in ("alignment", "frame_context")}
     den = build_denoiser(arch, params, in_channels=3, text_dim=32)
     assert den.config["alignment"] == "none"
     g = torch.Generator().manual_seed(1)
@@ -231,9 +232,8 @@ def train_toy(alignment: str, steps: int, context: bool = False, cue: bool = Fal
     words = ["".join(p) for k in (2, 3) for p in itertools.product("abcd", repeat=k)]
     train = [w for w in words if w not in held_out] + list("abcd")
     cond = TextConditioner(ByteTextEncoder(32, 1, 2, 8), "learned")
-    params = {**preset_params("unet3d", "tiny"), "alignment": alignment}
-    if context:
-        params["frame_context"] = True
+    params = {**preset_params("unet3d", "tiny"), "alignment": alignment,
+              "frame_context": context}
     den = build_denoiser("unet3d", params, in_channels=3, text_dim=32)
     cfg = DiffusionConfig(cfg_dropout=0.1)
     opt = torch.optim.AdamW([*den.parameters(), *cond.parameters()], lr=2e-3)

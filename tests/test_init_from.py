@@ -31,7 +31,7 @@ def latent_run(data: Path, *sets: str):
     base = [f"data.path={data}", "data.val_fraction=0", "train.sample_every=0",
             "latent.enabled=true", "latent.width=8", "latent.channels=2", "latent.steps=3",
             "latent.batch_size=4", "latent.factor=2", "model.params.stem=1",
-            "model.params.alignment=none"]
+            "model.params.alignment=none", "model.params.frame_context=false"]
     return build_config("tiny", overrides=base + list(sets))
 
 

@@ -176,7 +176,8 @@ def frame_text(tokens: torch.Tensor, order: torch.Tensor, frames: int,
 def check_frame_context(alignment: str, frame_context: bool) -> None:
     if frame_context and alignment != "monotonic":
         raise ValueError(f"frame_context=True needs alignment='monotonic' (got {alignment!r}): "
-                         "the context is each frame's place in the text's even shares")
+                         "the context is each frame's place in the text's even shares; set "
+                         "model.params.frame_context=false too")
 
 
 FRAME_CONTEXT_FEATURES = 6  # within-token phase (sin/cos at 1 and 2 cycles), has prev / next

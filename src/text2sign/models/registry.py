@@ -50,8 +50,9 @@ def denoiser_class(arch: str) -> type[nn.Module]:
 
 # Every unet3d / dit3d preset aligns text order with time order (alignment="monotonic"): on a
 # toy of colour "words" it orders unseen words where the unaligned model does not
-# (tests/test_alignment.py). Sizes: `tiny` runs a forward at 4x16x16 in milliseconds (tests);
-# `small` trains on 2 CPU cores
+# (tests/test_alignment.py); frame_context gives each frame its neighbours and its phase in its
+# letter, which marks doubled letters (the same toy; the shipped words model's second stage).
+# Sizes: `tiny` runs a forward at 4x16x16 in milliseconds (tests); `small` trains on 2 CPU cores
 # at 16x64x64 (the fingerspelling demo); `base` fits one GPU (~30-100M parameters); `large`
 # several GPUs (~200-400M). Parameter counts are for text_dim 128 / 256 / 512 (config presets).
 ARCH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -59,35 +60,38 @@ ARCH_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "tiny": {"channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1,
                  "attention_levels": [1], "temporal_attention": True,
                  "temporal_downsample": [False], "head_dim": 8, "stem": 2, "norm_groups": 8,
-                 "dropout": 0.0, "alignment": "monotonic"},
+                 "dropout": 0.0, "alignment": "monotonic", "frame_context": True},
         # The demo model's denoiser (4.2 M): a 4x space-to-depth stem puts every conv at
         # 16x16 and below for 64x64 clips, which is what makes CPU training practical.
         "small": {"channels": 64, "channel_mult": [1, 1, 2], "num_res_blocks": 1,
                   "attention_levels": [1, 2], "temporal_attention": True,
                   "temporal_downsample": [False, False], "head_dim": 32, "stem": 4,
-                  "norm_groups": 32, "dropout": 0.0, "alignment": "monotonic"},
+                  "norm_groups": 32, "dropout": 0.0, "alignment": "monotonic",
+                  "frame_context": True},
         "base": {"channels": 96, "channel_mult": [1, 2, 3, 4], "num_res_blocks": 2,
                  "attention_levels": [2, 3], "temporal_attention": True,
                  "temporal_downsample": [False, False, False], "head_dim": 32, "stem": 2,
-                 "norm_groups": 32, "dropout": 0.0, "alignment": "monotonic"},
+                 "norm_groups": 32, "dropout": 0.0, "alignment": "monotonic",
+                 "frame_context": True},
         "large": {"channels": 192, "channel_mult": [1, 2, 4, 4], "num_res_blocks": 2,
                   "attention_levels": [1, 2, 3], "temporal_attention": True,
                   "temporal_downsample": [False, False, False], "head_dim": 64, "stem": 2,
-                  "norm_groups": 32, "dropout": 0.0, "alignment": "monotonic"},
+                  "norm_groups": 32, "dropout": 0.0, "alignment": "monotonic",
+                  "frame_context": True},
     },
     "dit3d": {
         "tiny": {"hidden_size": 32, "depth": 2, "num_heads": 2, "patch_size": 4,
                  "tubelet": 1, "mlp_ratio": 2.0, "cross_attention": True,
-                 "alignment": "monotonic"},
+                 "alignment": "monotonic", "frame_context": True},
         "small": {"hidden_size": 192, "depth": 6, "num_heads": 3, "patch_size": 4,
                   "tubelet": 2, "mlp_ratio": 4.0, "cross_attention": True,
-                  "alignment": "monotonic"},
+                  "alignment": "monotonic", "frame_context": True},
         "base": {"hidden_size": 512, "depth": 16, "num_heads": 8, "patch_size": 4,
                  "tubelet": 1, "mlp_ratio": 4.0, "cross_attention": True,
-                 "alignment": "monotonic"},
+                 "alignment": "monotonic", "frame_context": True},
         "large": {"hidden_size": 768, "depth": 24, "num_heads": 12, "patch_size": 4,
                   "tubelet": 1, "mlp_ratio": 4.0, "cross_attention": True,
-                 "alignment": "monotonic"},
+                 "alignment": "monotonic", "frame_context": True},
     },
     "diffusers-unet3d": {
         "tiny": {"channels": 16, "channel_mult": [1, 2], "layers_per_block": 1,
