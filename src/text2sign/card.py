@@ -9,7 +9,12 @@ from typing import Any
 import yaml
 
 from text2sign.config import ModelConfig
-from text2sign.evaluation.report import back_translation_rows, group_top1_rows, summary_rows
+from text2sign.evaluation.report import (
+    back_translation_rows,
+    group_top1_rows,
+    markdown_table,
+    summary_rows,
+)
 from text2sign.model_info import ModelInfo
 from text2sign.models.registry import preset_params
 
@@ -56,8 +61,7 @@ def _evaluation(info: ModelInfo, folder: str) -> list[str]:
     lines += [f"| {name} | {value} |" for name, value in summary_rows(report)]
     for rows in (group_top1_rows(report), back_translation_rows(report)):
         if rows:
-            lines += ["", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-            lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+            lines += ["", *markdown_table(rows)]
     lines += ["", "top-1 / top-5: a 3D-CNN recognizer trained on the corpus's real clips names "
               "the generated clip's text; ceiling: the same recognizer on held-out real clips. "
               "FD: Frechet distance in its feature space, floor: real vs real. Back-translation: "

@@ -38,6 +38,7 @@ from text2sign.evaluation.report import (
     format_table,
     group_top1_rows,
     json_safe,
+    markdown_table,
     summary_rows,
 )
 from text2sign.evaluation.sequence import (
@@ -179,9 +180,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [
             "## Top-1 by group",
             "",
-            "| " + " | ".join(by_group[0]) + " |",
-            "|" + "---|" * len(by_group[0]),
-            *["| " + " | ".join(row) + " |" for row in by_group[1:]],
+            *markdown_table(by_group),
             "",
             "Ceiling: the same classifier on the held-out real clips of the group's texts.",
             "",
@@ -191,9 +190,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [
             "## Back-translation",
             "",
-            "| " + " | ".join(bt[0]) + " |",
-            "|" + "---|" * len(bt[0]),
-            *["| " + " | ".join(row) + " |" for row in bt[1:]],
+            *markdown_table(bt),
             "",
             f"A CTC sequence recognizer ({report['back_translation']['units']}) trained on the "
             "corpus's real training clips reads every generated clip back into text. Ceiling: "

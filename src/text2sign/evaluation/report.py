@@ -77,6 +77,12 @@ def back_translation_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def markdown_table(rows: list[list[str]]) -> list[str]:
+    """Header + rows as Markdown table lines."""
+    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0]),
+            *["| " + " | ".join(row) + " |" for row in rows[1:]]]
+
+
 def format_table(rows: list[list[str]]) -> str:
     """Aligned columns for a terminal."""
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
