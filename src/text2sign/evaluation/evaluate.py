@@ -377,9 +377,9 @@ def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
     fd = _fd_scores(gen_feats, real_feats, real_texts, gen.seed)
     readings = [""] * len(prompts)
     bt = None
+    held_out = set(val_idx)
     if sequence is not None:
         readings = [text for text, _ in sequence.read(gen.videos)]
-        held_out = set(val_idx)
         group_of = {t: g for g, group in groups.items() for t in group}
         ceiling_idx = {g: [i for i in real_idx if group_of[cache.texts[i]] == g
                            and (g == "unseen" or i in held_out)] for g in groups}
@@ -387,7 +387,6 @@ def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
 
     top1_hits = np.argmax(gen_logits, axis=1) == labels  # (N,)
     real_hits = np.argmax(real_logits, axis=1) == recognizer.labels(real_texts)  # (M,)
-    held_out = set(val_idx)
     group_top1 = {}
     for group, members in groups.items():
         chosen_g = set(members)

@@ -119,6 +119,14 @@ class Attention(nn.Module):
         return out
 
 
+def frame_positions(order: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, pos): each text's content-token count (B,) and each frame's centre in token units,
+    (t + 0.5) n / T, (B, T)."""
+    n = order.amax(dim=1).clamp(min=1).to(torch.float32)  # (B,)
+    centres = (torch.arange(frames, device=order.device, dtype=torch.float32) + 0.5) / frames
+    return n, centres[None] * n[:, None]
+
+
 def alignment_distance(order: torch.Tensor, frames: int) -> torch.Tensor:
     """How far each frame sits from each content token, in token units: (B, L) order -> (B, T, L).
 
@@ -127,9 +135,7 @@ def alignment_distance(order: torch.Tensor, frames: int) -> torch.Tensor:
     i's centre is i - 0.5. Non-content tokens (order 0) get distance 0, so a bias of the form
     -s d^2 leaves them (CLS, padding, the null condition) unbiased.
     """
-    n = order.amax(dim=1).clamp(min=1).to(torch.float32)  # (B,)
-    centres = (torch.arange(frames, device=order.device, dtype=torch.float32) + 0.5) / frames
-    pos = centres[None] * n[:, None]  # (B, T)
+    _, pos = frame_positions(order, frames)  # (B, T)
     d = pos[:, :, None] - (order[:, None, :].to(torch.float32) - 0.5)  # (B, T, L)
     return d * (order > 0)[:, None, :]  # (B, T, L)
 
@@ -196,9 +202,7 @@ def frame_context(tokens: torch.Tensor, order: torch.Tensor, frames: int) -> tor
     """
     content = order > 0  # (B, L)
     has = content.any(dim=1)  # (B,)
-    n = order.amax(dim=1).clamp(min=1).to(torch.float32)  # (B,)
-    pos = (torch.arange(frames, device=order.device, dtype=torch.float32) + 0.5) / frames
-    pos = pos[None] * n[:, None]  # (B, T) in token units
+    n, pos = frame_positions(order, frames)  # (B,), (B, T) in token units
     own = pos.floor() + 1  # (B, T), 1..n
     phase = 2 * math.pi * (pos - pos.floor())  # (B, T)
 
