@@ -176,7 +176,7 @@ def test_cli_train_sample_info(corpus, tmp_path, capsys):
                  "--device", "cpu", "--no-progress", "--set", "data.val_fraction=0",
                  "--set", "train.sample_every=2"]) == 0
     assert list((run / "samples" / "step-000002").glob("*.gif"))
-    assert main(["sample", "--model", str(run), "hello", "A", "--num", "2", "--steps", "2",
+    assert main(["sample", "--model", str(run), "CAB", "A", "--num", "2", "--steps", "2",
                  "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
     assert len(list((tmp_path / "out").glob("*.gif"))) == 4
     assert (tmp_path / "out" / "contact.png").is_file()
@@ -207,7 +207,7 @@ def test_small_preset_is_latent_and_pixel_space_is_one_flag_away():
     assert not pixel.latent.enabled and pixel.model.params["stem"] == 4
 
 
-def test_sample_warns_about_unseen_characters_and_long_texts(corpus, tmp_path, capsys):
+def test_sample_refuses_unseen_characters_and_warns_about_long_texts(corpus, tmp_path, capsys):
     from text2sign.cli import main
 
     run = tmp_path / "run"
@@ -215,15 +215,23 @@ def test_sample_warns_about_unseen_characters_and_long_texts(corpus, tmp_path, c
     assert (run / "model" / "texts.txt").read_text().split() == ["A", "B", "C"]
     pipe = Text2SignPipeline.from_pretrained(run, device="cpu")
     assert pipe.text_warnings(["A", "B"]) == []
-    [unseen] = pipe.text_warnings(["AZ"])
-    assert "never saw" in unseen and "'Z'" in unseen
+    with pytest.raises(ValueError, match=r"'AZ' has characters the model never saw.*'Z'"):
+        pipe.check_texts(["A", "AZ"])
+    for bad in ("", "  ", "A\u0000\u0007B"):
+        with pytest.raises(ValueError, match="empty|control characters"):
+            pipe.check_texts([bad])
     [long] = pipe.text_warnings(["AB"])  # known letters, longer than any training text
     assert "more than any training text" in long
     assert main(["sample", "--model", str(run), "AZ", "A", "--steps", "1", "--out",
+                 str(tmp_path / "out"), "--device", "cpu"]) != 0
+    err = capsys.readouterr().err
+    assert "'Z'" in err and len(err.strip().splitlines()) == 1  # one line, nothing generated
+    assert not (tmp_path / "out").exists()
+    assert main(["sample", "--model", str(run), "AB", "A", "--steps", "1", "--out",
                  str(tmp_path / "out"), "--device", "cpu"]) == 0
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "'AZ'" in warnings[0]  # one line, and the run goes on
+    assert len(warnings) == 1 and "'AB'" in warnings[0]  # one line, and the run goes on
     assert (tmp_path / "out" / "A-00.gif").is_file()
     assert main(["info", str(run)]) == 0
     assert "texts.txt" in capsys.readouterr().out

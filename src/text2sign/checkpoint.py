@@ -28,8 +28,10 @@ from text2sign.files import (
 )
 from text2sign.latent import write_autoencoder
 from text2sign.model_info import RETRAIN, ModelInfo
+from text2sign.models.duration import DurationModel
 
 TEXTS_FILE = "texts.txt"  # every training text, one per line: what the model has seen
+DURATION_FILE = "duration.json"  # how many frames a text lasts (a model trained at a frame rate)
 CHECKPOINT_PREFIX = "step-"
 
 
@@ -43,11 +45,13 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def save_model_folder(folder: str | Path, info: ModelInfo,
                       denoiser_state: dict[str, torch.Tensor],
                       text_state: dict[str, torch.Tensor], autoencoder: Any = None,
-                      texts: list[str] | None = None, sample: Path | None = None) -> Path:
+                      texts: list[str] | None = None, sample: Path | None = None,
+                      duration: Any = None) -> Path:
     """A self-describing model: config.json (``info``, with the files' checksums) +
     denoiser.safetensors + text.safetensors, the frame autoencoder (autoencoder.safetensors +
-    .json) of a latent model, texts.txt, the model card README.md and, if given, ``sample`` (an
-    animated GIF) as sample.gif."""
+    .json) of a latent model, texts.txt, the duration model (duration.json) of a model trained
+    at a frame rate, the model card README.md and, if given, ``sample`` (an animated GIF) as
+    sample.gif."""
     cfg = info.config
 
     def write(tmp: Path) -> None:
@@ -58,6 +62,8 @@ def save_model_folder(folder: str | Path, info: ModelInfo,
                                           encoding="utf-8")
         if autoencoder is not None:
             write_autoencoder(tmp, autoencoder, cfg.latent)
+        if duration is not None:
+            (tmp / DURATION_FILE).write_text(duration.to_json(), encoding="utf-8")
         if sample is not None:
             shutil.copyfile(sample, tmp / SAMPLE_FILE)
         (tmp / CARD_FILE).write_text(model_card(info, folder, texts, sample is not None),
@@ -75,6 +81,14 @@ def read_training_texts(folder: str | Path) -> list[str] | None:
     if not path.is_file():
         return None
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def read_duration(folder: str | Path) -> DurationModel | None:
+    """The duration model of a model folder, or None (a model trained at a frame count)."""
+    path = Path(folder) / DURATION_FILE
+    if not path.is_file():
+        return None
+    return DurationModel.from_json(path.read_text(encoding="utf-8"), str(path))
 
 
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.md", "*.gif"]  # never a pickle

@@ -97,8 +97,15 @@ class DataConfig(Section):
     path: str = "data/asl-letters"  # a folder of NAME.gif + NAME.txt, or a prepared cache
     frames: int = field(default=16, metadata=limits(1, MAX_FRAMES, "a positive frame count"))
     size: int = field(default=64, metadata=limits(1, 2048, "a positive frame side in pixels"))
-    # "resample" uniformly over the clip, or "truncate" (pad by repeat)
-    time_mode: Literal["resample", "truncate"] = "resample"
+    # "resample" uniformly over the clip, or "truncate" (pad by repeat), to `frames` frames; or
+    # "fps": every clip keeps its own length at `fps` frames a second, up to `max_frames`
+    time_mode: Literal["resample", "truncate", "fps"] = "resample"
+    # The frame rate of the "fps" mode. 6.25 fps gives the demo corpus's signers (~1.5 letters
+    # a second) about 4 frames a letter: "go" 10 frames, "christopher" 44.
+    fps: float = field(default=6.25, metadata=limits(0.1, 120, "frames per second"))
+    # The most frames a clip gets in the "fps" mode (longer clips are squeezed to it) and the
+    # most a model may be asked to sample from its duration model.
+    max_frames: int = field(default=96, metadata=limits(1, MAX_FRAMES, "a positive frame count"))
     fit: Literal["crop", "letterbox"] = "crop"  # crop: resize short side, center-crop
     val_fraction: float = field(default=VAL_FRACTION, metadata=limits(
         0, 1, "a fraction of the clips", "high"))
@@ -427,6 +434,8 @@ def validate(cfg: Config) -> None:
     checked when its section was made): a bad value fails here, not mid-run."""
     validate_sample(cfg.sample)
     check_clip(cfg.data.frames, cfg.data.size)
+    if cfg.data.time_mode == "fps":
+        check_clip(cfg.data.max_frames, cfg.data.size, "data.max_frames")
     _check_model_params(cfg.model.params)
     if cfg.text.encoder == "bytes" and cfg.text.dim % cfg.text.heads:
         raise ValueError(f"text.dim={cfg.text.dim} is not divisible by text.heads="

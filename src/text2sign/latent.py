@@ -135,6 +135,19 @@ def load_autoencoder(path: str | Path, cfg: LatentConfig) -> FrameAutoencoder:
     return ae.eval().requires_grad_(False)
 
 
+def _frame_picks(cache: Any, rng: np.random.Generator, train_idx: list[int], n: int
+                 ) -> np.ndarray:
+    """(n, 2) random (clip, frame) picks over the training clips, each clip's frame within
+    its own length."""
+    clips = rng.choice(train_idx, n)
+    if getattr(cache, "variable", False):
+        lengths = np.asarray(cache.lengths)[clips]  # (n,)
+        frames = (rng.random(n) * lengths).astype(np.int64)  # (n,) in [0, length)
+    else:
+        frames = rng.integers(0, cache.clip_shape[0], n)
+    return np.stack([clips, frames], axis=1)
+
+
 def _frames(cache: Any, picks: np.ndarray) -> torch.Tensor:
     """uint8 frames at (clip, frame) picks -> float (N, 3, H, W) in [-1, 1]."""
     frames = np.stack([cache[int(c)][int(f)] for c, f in picks])  # (N, H, W, 3) uint8
@@ -154,7 +167,6 @@ def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cf
     """
     if not train_idx:
         raise ValueError("no training clips for the autoencoder")
-    frames_per_clip = cache.clip_shape[0]
     rng = np.random.default_rng([seed, 0xAE])
     generator = torch.Generator(device="cpu").manual_seed(seed)
     ae.to(device).train()
@@ -172,8 +184,7 @@ def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cf
         lr = cfg.lr * warmup_cosine(step, warmup, cfg.steps)  # the denoiser's schedule
         for group in optimizer.param_groups:
             group["lr"] = lr
-        picks = np.stack([rng.choice(train_idx, cfg.batch_size),
-                          rng.integers(0, frames_per_clip, cfg.batch_size)], axis=1)
+        picks = _frame_picks(cache, rng, train_idx, cfg.batch_size)
         frames = _frames(cache, picks).to(device)  # (N, 3, H, W)
         recon, kl_per = ae(frames, generator=generator if device.type == "cpu" else None)
         rec = reconstruction_loss(recon, frames).mean()
@@ -192,8 +203,7 @@ def train_autoencoder(ae: FrameAutoencoder, cache: Any, train_idx: list[int], cf
     pbar.close()
     ae.eval()
     if not decoder_only:
-        picks = np.stack([rng.choice(train_idx, 1024), rng.integers(0, frames_per_clip, 1024)],
-                         axis=1)
+        picks = _frame_picks(cache, rng, train_idx, 1024)
         with torch.no_grad():
             ae.fit_normalization(torch.cat([_frames(cache, picks[i:i + 128]).to(device)
                                             for i in range(0, len(picks), 128)]))
@@ -216,24 +226,30 @@ def autoencoder_hash(ae: torch.nn.Module) -> str:
 
 
 class LatentCache:
-    """Every clip of a clip cache encoded once: float16 (N, C, T, h, w) in a memory-mapped file.
+    """Every clip of a clip cache encoded once: float16 (N, C, T, h, w) in a memory-mapped file,
+    or, for clips of their own lengths, frames (sum T_i, C, h, w) one clip after another.
 
     Stored next to the clip cache as ``latents-<key>.f16`` + ``.json``, keyed by the clip
     cache's fingerprint and the autoencoder's weights, so a changed corpus or autoencoder gets
     a new file and training never re-encodes a clip at every step.
     """
 
-    def __init__(self, path: Path, shape: tuple[int, ...]):
+    def __init__(self, path: Path, shape: tuple[int, ...], lengths: list[int] | None = None):
         self.path, self.shape = path, tuple(shape)
+        self.lengths = lengths  # each clip's frames, when they differ
+        self._starts = np.concatenate([[0], np.cumsum(lengths)]) if lengths is not None else None
         self._map: np.memmap | None = None
 
     def __len__(self) -> int:
-        return self.shape[0]
+        return self.shape[0] if self.lengths is None else len(self.lengths)
 
     def __getitem__(self, i: int) -> np.ndarray:
         if self._map is None:  # opened lazily, so DataLoader workers each open their own
             self._map = np.memmap(self.path, np.float16, mode="r", shape=self.shape)
-        return np.array(self._map[i])  # (C, T, h, w) float16
+        if self.lengths is None:
+            return np.array(self._map[i])  # (C, T, h, w) float16
+        frames = self._map[self._starts[i]:self._starts[i + 1]]  # (T_i, C, h, w)
+        return np.ascontiguousarray(frames.transpose(1, 0, 2, 3))  # (C, T_i, h, w) float16
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_map": None}
@@ -245,16 +261,20 @@ def latent_cache(ae: FrameAutoencoder, cache: Any, *, device: torch.device,
     processes may ask at once: one encodes (under a lock file), the others wait and reuse it."""
     key = f"{cache.fingerprint[:12]}-{autoencoder_hash(ae)[:12]}"
     path = Path(cache.path) / f"latents-{key}.f16"
-    frames, size = cache.clip_shape[0], cache.clip_shape[1]
-    shape = (len(cache), ae.latent_channels, frames, ae.latent_size(size), ae.latent_size(size))
+    side = ae.latent_size(cache.size)
+    lengths = list(cache.lengths) if getattr(cache, "variable", False) else None
+    if lengths is None:
+        shape = (len(cache), ae.latent_channels, cache.clip_shape[0], side, side)
+    else:
+        shape = (sum(lengths), ae.latent_channels, side, side)
     if _finished(path, shape):  # published whole: no lock needed to read it
-        return LatentCache(path, shape)
+        return LatentCache(path, shape, lengths)
     with write_lock(path.with_name(f".{path.name}.lock")):
         if _finished(path, shape):  # another process encoded it while this one waited
-            return LatentCache(path, shape)
+            return LatentCache(path, shape, lengths)
         _encode_all(ae, cache, path, shape, device=device, batch_size=batch_size,
                     progress=progress)
-    return LatentCache(path, shape)
+    return LatentCache(path, shape, lengths)
 
 
 def _finished(path: Path, shape: tuple[int, ...]) -> bool:
@@ -275,10 +295,20 @@ def _encode_all(ae: FrameAutoencoder, cache: Any, path: Path, shape: tuple[int, 
         out = np.memmap(tmp, np.float16, mode="w+", shape=shape)
         ae = ae.to(device).eval()
         started = time.time()
+        variable = getattr(cache, "variable", False)
+        row = 0  # next frame row of a variable cache's file
         with torch.no_grad():
             for start in tqdm(range(0, len(cache), batch_size), desc="latent cache",
                               unit="batch", disable=not progress):
                 stop = min(start + batch_size, len(cache))
+                if variable:  # the autoencoder is per frame: the clips' frames in one row
+                    clips = torch.from_numpy(np.concatenate([cache[i]
+                                                             for i in range(start, stop)]))
+                    x = to_unit(clips.to(device).permute(3, 0, 1, 2)[None])  # (1, 3, F, H, W)
+                    z = ae.encode(x)[0].permute(1, 0, 2, 3)  # (F, C, h, w)
+                    out[row:row + len(z)] = z.half().cpu().numpy()
+                    row += len(z)
+                    continue
                 clips = torch.from_numpy(np.stack([cache[i] for i in range(start, stop)]))
                 x = to_unit(clips.to(device).permute(0, 4, 1, 2, 3))  # (B, 3, T, H, W)
                 out[start:stop] = ae.encode(x).half().cpu().numpy()  # (B, C, T, h, w)
@@ -289,6 +319,7 @@ def _encode_all(ae: FrameAutoencoder, cache: Any, path: Path, shape: tuple[int, 
         tmp.unlink(missing_ok=True)
     write_text_atomic(path.with_suffix(".json"), json.dumps({
         "format": LATENT_CACHE_FORMAT, "shape": list(shape), "clips": len(cache),
+        **({"lengths": list(cache.lengths)} if getattr(cache, "variable", False) else {}),
         "seconds": round(time.time() - started, 1)}))
 
 

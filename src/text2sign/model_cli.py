@@ -51,9 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, help="default: the model's config (dpm++)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
     p.add_argument("--eta", type=float, help="DDIM eta (0 = deterministic)")
-    p.add_argument("--frames", type=int, help="frames per clip (default: as trained)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--frames", type=int, help="frames per clip (default: the model's "
+                        "duration model decides from the text, or as trained)")
+    length.add_argument("--seconds", type=float,
+                        help="seconds per clip, at the model's frame rate")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fps", type=float, default=8.0, help="frame rate of the written clips")
+    p.add_argument("--fps", type=float, help="frame rate of the written clips (default: the "
+                   "rate the model was trained at, or 8)")
     p.add_argument("--out", default="samples", help="output folder (default: samples)")
     p.add_argument("--mp4", action="store_true", help="also write MP4 files (needs PyAV)")
     p.add_argument("--device", default="auto")
@@ -131,22 +136,28 @@ def run_sample(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"model: {folder}")
     pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)
+    pipe.check_texts(args.texts)
     for warning in pipe.text_warnings(args.texts):
         print(f"warning: {warning}", file=sys.stderr)
+    if args.fps is not None and not args.fps > 0:
+        raise ValueError(f"--fps {args.fps}: must be positive")
+    fps = args.fps or pipe.gif_fps
     texts = [t for t in args.texts for _ in range(args.num)]
-    videos = pipe(texts, num_frames=args.frames, steps=args.steps, sampler=args.sampler,
-                  guidance=args.guidance, eta=args.eta, seed=args.seed,
+    pipe.lengths(args.texts, args.frames, args.seconds)  # a too-long text fails before any work
+    videos = pipe(texts, num_frames=args.frames, seconds=args.seconds, steps=args.steps,
+                  sampler=args.sampler, guidance=args.guidance, eta=args.eta, seed=args.seed,
                   batch_size=args.batch_size, progress=shows_progress(args))
     out = Path(args.out)
     labels = []
     stems = safe_names(list(dict.fromkeys(args.texts)))
     for i, (text, video) in enumerate(zip(texts, videos, strict=True)):
         name = f"{stems[text]}-{i % args.num:02d}"
-        write_gif(out / f"{name}.gif", video, fps=args.fps)
+        write_gif(out / f"{name}.gif", video, fps=fps)
         if args.mp4:
-            write_mp4(out / f"{name}.mp4", video, fps=args.fps)
+            write_mp4(out / f"{name}.mp4", video, fps=fps)
         labels.append(text)
-        print(out / f"{name}.gif")
+        length = "" if args.quiet else f"  ({len(video)} frames, {len(video) / fps:.1f} s)"
+        print(f"{out / f'{name}.gif'}{length}")
     sheet = write_contact_sheet(out / "contact.png", list(videos), labels)
     print(f"contact sheet: {sheet}")
     return 0

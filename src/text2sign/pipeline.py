@@ -17,6 +17,7 @@ from text2sign.checkpoint import (
     check_fit,
     find_model_folder,
     load_model_folder,
+    read_duration,
     read_training_texts,
     save_model_folder,
 )
@@ -25,6 +26,7 @@ from text2sign.data.dataset import to_uint8
 from text2sign.diffusion import sample
 from text2sign.latent import load_autoencoder
 from text2sign.model_info import ModelInfo
+from text2sign.models.duration import DurationModel
 from text2sign.models.pretrained import check_reference, restore_denoiser
 
 
@@ -58,6 +60,8 @@ class Text2SignPipeline:
         self.config = config
         self.info = info if info is not None else ModelInfo(config)  # facts of its folder
         self.training_texts: list[str] | None = None  # the model folder's texts.txt
+        # how many frames a text lasts (duration.json of a model trained at a frame rate)
+        self.duration: DurationModel | None = None
         self.folder: Path | None = None  # the model folder it was loaded from, if any
         self._saved_keys: set[str] | None = None  # denoiser weights that folder holds
 
@@ -81,29 +85,86 @@ class Text2SignPipeline:
         return save_model_folder(folder, info, state, trainable_state(self.conditioner),
                                  autoencoder=self.autoencoder, texts=self.training_texts,
                                  sample=sample if sample is not None and sample.is_file()
-                                 else None)
+                                 else None, duration=self.duration)
+
+    def _fold(self, text: str) -> str:
+        return text.lower() if self.config.text.lowercase else text
+
+    def check_texts(self, texts: list[str], unseen: bool = True) -> None:
+        """Refuse, in one line, a text the model cannot sign: empty, with control characters,
+        or (``unseen``) with characters it never saw in training. A library caller (evaluation
+        of any corpus) may pass ``unseen=False`` and get a clip anyway."""
+        known = ({c for t in self.training_texts for c in self._fold(t)}
+                 if unseen and self.training_texts else None)
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"text {text!r} is empty; give at least one character to sign")
+            control = sorted({c for c in text if not c.isprintable()})
+            if control:
+                raise ValueError(f"text {text!r} has control characters "
+                                 f"{' '.join(map(repr, control))}; remove them")
+            if known is not None:
+                new = sorted({c for c in self._fold(text) if c not in known})
+                if new:
+                    allowed = "".join(sorted(known))
+                    raise ValueError(
+                        f"text {text!r} has characters the model never saw in training: "
+                        f"{' '.join(map(repr, new))}; use only {allowed!r}")
 
     def text_warnings(self, texts: list[str]) -> list[str]:
-        """One line per text the model is unlikely to sign well: characters it never saw in
-        training, or more characters than any training text (its clips may not hold them)."""
+        """One line per text the model is unlikely to sign well: longer than any training
+        text."""
         if not self.training_texts:
             return []
-        fold = str.lower if self.config.text.lowercase else (lambda t: t)
-        known = {c for t in self.training_texts for c in fold(t)}
         longest = max(len(t) for t in self.training_texts)
         out = []
         for text in dict.fromkeys(texts):
-            new = sorted({c for c in fold(text) if c not in known})
-            if new:
-                out.append(f"{text!r} has characters the model never saw in training: "
-                           f"{' '.join(map(repr, new))}; expect them to be signed wrongly")
-            elif len(text) > longest:
+            if len(text) > longest:
                 out.append(f"{text!r} has {len(text)} characters, more than any training text "
-                           f"({longest}); {self.frames} frames may not hold it")
+                           f"({longest}); expect it to be signed less well")
+        return out
+
+    @property
+    def fps(self) -> float | None:
+        """The frame rate of a model trained on clips of their own lengths, else None."""
+        dc = self.config.data
+        return dc.fps if dc.time_mode == "fps" else None
+
+    @property
+    def gif_fps(self) -> float:
+        """The rate its clips play at: the data rate, or 8 fps for a fixed frame count."""
+        return self.fps or 8.0
+
+    def lengths(self, texts: list[str], num_frames: int | None = None,
+                seconds: float | None = None) -> list[int]:
+        """Each text's frame count: ``num_frames``, else ``seconds`` at the data rate, else the
+        duration model's, else the trained frame count. A count over the model's limit
+        (``data.max_frames``) is refused naming the text and what to do."""
+        if num_frames is not None and seconds is not None:
+            raise ValueError("give num_frames or seconds, not both")
+        if num_frames is not None:
+            return [int(num_frames)] * len(texts)
+        if seconds is not None:
+            if not seconds > 0:
+                raise ValueError(f"seconds={seconds!r}: must be positive")
+            return [max(1, round(seconds * (self.fps or self.gif_fps)))] * len(texts)
+        if self.duration is None:
+            return [self.frames] * len(texts)
+        limit = self.config.data.max_frames
+        out = []
+        for text in texts:
+            frames = self.duration.frames(self._fold(text))
+            if frames > limit:
+                raise ValueError(
+                    f"text {text!r} would last {frames} frames ({frames / self.duration.fps:.1f}"
+                    f" s), over this model's limit of {limit} (data.max_frames); split it into "
+                    "shorter texts, or pass num_frames / --frames to choose its length")
+            out.append(frames)
         return out
 
     @property
     def frames(self) -> int:
+        """The trained frame count (of a fixed-count model; a rate model's ``lengths``)."""
         return self.config.data.frames
 
     @property
@@ -152,6 +213,7 @@ class Text2SignPipeline:
         conditioner.load_state_dict(text_state, strict=False)
         pipe = cls(denoiser, conditioner, cfg, device, info, autoencoder)
         pipe.training_texts = read_training_texts(folder)
+        pipe.duration = read_duration(folder)
         pipe.folder, pipe._saved_keys = folder, set(denoiser_state)
         return pipe
 
@@ -160,9 +222,16 @@ class Text2SignPipeline:
                  steps: int | None = None, sampler: str | None = None,
                  guidance: float | None = None, seed: int = 0, eta: float | None = None,
                  batch_size: int = 16, progress: bool = False,
-                 generator: torch.Generator | None = None, output_type: str = "np"):
+                 generator: torch.Generator | None = None, output_type: str = "np",
+                 seconds: float | None = None):
         """One video per text; deterministic for (seed, batch_size), or drawn from
         ``generator`` (a CPU ``torch.Generator``, used across batches) when one is given.
+
+        A model trained at a frame rate gives each text the length its duration model
+        predicts (`lengths`); ``num_frames`` or ``seconds`` set one length for all. Texts of
+        one length are generated together, in batches of up to ``batch_size`` in the order
+        given (a batch's seed is ``seed`` + the index of its first text); when the lengths
+        differ, the result is a list with one entry per text instead of one array.
 
         ``output_type``: "np" uint8 array (N, T, H, W, 3), "pt" float tensor (N, T, 3, H, W)
         in [0, 1] (diffusers' video layout), or "pil" a list of lists of PIL images.
@@ -173,34 +242,46 @@ class Text2SignPipeline:
             raise ValueError("no texts given; pass at least one, e.g. pipe(['hello'])")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}; use one of {', '.join(OUTPUT_TYPES)}")
+        self.check_texts(texts, unseen=False)
         chosen = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
         sc = replace(self.config.sample, **{k: v for k, v in chosen.items() if v is not None})
         if sampler is not None and sampler != "ddim" and eta is None:
             sc = replace(sc, eta=0.0)  # the model's DDIM eta does not carry over to another sampler
         validate_sample(sc)
         sampler, steps, guidance, eta = sc.sampler, sc.steps, sc.guidance, sc.eta
-        frames = self.frames if num_frames is None else num_frames
-        check_clip(frames, self.size, "frames")
+        lengths = self.lengths(texts, num_frames, seconds)
+        channels, side = diffusion_space(self.config)
+        for frames in sorted(set(lengths)):
+            check_clip(frames, self.size, "frames")
+            self.denoiser.check_input_size(frames, side, side)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be at least 1")
-        channels, side = diffusion_space(self.config)
-        self.denoiser.check_input_size(frames, side, side)
-        out = []
-        for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start:start + batch_size])
-            chunk_generator = generator or torch.Generator().manual_seed(seed + start)
-            cond = self.conditioner(chunk)
-            uncond = self.conditioner.null(len(chunk)) if guidance != 1.0 else None
-            shape = (len(chunk), channels, frames, side, side)
-            x = sample(self.denoiser, cond, shape, self.config.diffusion, uncond=uncond,
-                       sampler=sampler, steps=steps, guidance=guidance, eta=eta,
-                       generator=chunk_generator, device=self.device, progress=progress)
-            if self.autoencoder is not None:
-                x = self.autoencoder.decode(x)  # (B, 3, T, H, W)
-            out.append(videos_to_uint8(x))
-        videos = np.concatenate(out)  # (N, T, H, W, 3) uint8
+        videos: list[np.ndarray | None] = [None] * len(texts)
+        for frames in dict.fromkeys(lengths):  # lengths in order of first appearance
+            where = [i for i, n in enumerate(lengths) if n == frames]
+            for start in range(0, len(where), batch_size):
+                chunk_at = where[start:start + batch_size]
+                chunk = [texts[i] for i in chunk_at]
+                chunk_generator = generator or torch.Generator().manual_seed(seed + chunk_at[0])
+                cond = self.conditioner(chunk)
+                uncond = self.conditioner.null(len(chunk)) if guidance != 1.0 else None
+                shape = (len(chunk), channels, frames, side, side)
+                x = sample(self.denoiser, cond, shape, self.config.diffusion, uncond=uncond,
+                           sampler=sampler, steps=steps, guidance=guidance, eta=eta,
+                           generator=chunk_generator, device=self.device, progress=progress)
+                if self.autoencoder is not None:
+                    x = self.autoencoder.decode(x)  # (B, 3, T, H, W)
+                for i, video in zip(chunk_at, videos_to_uint8(x), strict=True):
+                    videos[i] = video  # (T, H, W, 3) uint8
+        if len(set(lengths)) == 1:
+            out = np.stack(videos)  # (N, T, H, W, 3) uint8
+            if output_type == "pt":
+                return torch.from_numpy(out).permute(0, 1, 4, 2, 3).float() / 255  # (N,T,3,H,W)
+            if output_type == "pil":
+                return [[Image.fromarray(frame) for frame in video] for video in out]
+            return out
         if output_type == "pt":
-            return torch.from_numpy(videos).permute(0, 1, 4, 2, 3).float() / 255  # (N,T,3,H,W)
+            return [torch.from_numpy(v).permute(0, 3, 1, 2).float() / 255 for v in videos]
         if output_type == "pil":
             return [[Image.fromarray(frame) for frame in video] for video in videos]
         return videos

@@ -60,8 +60,11 @@ def accelerate_trackers(report_to: str, out: Path, resume_step: int) -> list[Any
 
 def gif_summary(tag: str, videos: np.ndarray, fps: float):
     """A TensorBoard image summary holding an animated GIF (what add_video writes, without
-    needing moviepy): clips side by side, uint8 (N, T, H, W, 3)."""
-    strip = np.concatenate(list(videos), axis=2)  # (T, H, N*W, 3)
+    needing moviepy): clips side by side, uint8 (T_i, H, W, 3) each; a shorter clip holds its
+    last frame."""
+    length = max(len(v) for v in videos)
+    held = [v[np.minimum(np.arange(length), len(v) - 1)] for v in videos]  # (T, H, W, 3) each
+    strip = np.concatenate(held, axis=2)  # (T, H, N*W, 3)
     image = Summary.Image(height=strip.shape[1], width=strip.shape[2], colorspace=3,
                           encoded_image_string=gif_bytes(strip, fps))
     return Summary(value=[Summary.Value(tag=tag, image=image)])
@@ -97,17 +100,18 @@ class Trackers:
         if self.wandb is not None:
             self.wandb.log({**values, axis: step})
 
-    def videos(self, tag: str, videos: np.ndarray, captions: list[str], step: int) -> None:
-        """Clips uint8 (N, T, H, W, 3): one animated GIF strip in TensorBoard, one
-        ``wandb.Video`` per clip in W&B."""
+    def videos(self, tag: str, videos: np.ndarray | list[np.ndarray], captions: list[str],
+               step: int, fps: float = GIF_FPS) -> None:
+        """Clips uint8 (N, T, H, W, 3) or a list of (T_i, H, W, 3): one animated GIF strip in
+        TensorBoard, one ``wandb.Video`` per clip in W&B, playing at ``fps``."""
         if self.tensorboard is not None:
             self.tensorboard._get_file_writer().add_summary(
-                gif_summary(f"{tag}/" + " | ".join(captions), videos, GIF_FPS), step)
+                gif_summary(f"{tag}/" + " | ".join(captions), videos, fps), step)
         if self.wandb is not None:
             import wandb  # the optional [wandb] extra (tracker_names checked it is there)
 
             self.wandb.log({
-                f"{tag}/{i}": wandb.Video(io.BytesIO(gif_bytes(video, GIF_FPS)),
+                f"{tag}/{i}": wandb.Video(io.BytesIO(gif_bytes(video, fps)),
                                           caption=caption, format="gif")
                 for i, (video, caption) in enumerate(zip(videos, captions, strict=True))
             } | {"train/step": step})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import math
 import sys
@@ -25,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from text2sign import diffusion
-from text2sign.build import build_autoencoder, build_models, pick_device
+from text2sign.build import build_autoencoder, build_models, diffusion_space, pick_device
 from text2sign.checkpoint import (
     CHECKPOINT_PREFIX,
     list_checkpoints,
@@ -37,7 +38,7 @@ from text2sign.checkpoint import (
     save_training_state,
 )
 from text2sign.config import Config, TrainConfig
-from text2sign.data.dataset import ClipDataset, open_clips
+from text2sign.data.dataset import ClipDataset, open_data
 from text2sign.data.fingerspelling import is_fingerspelling_corpus
 from text2sign.data.video_io import safe_names, write_gif
 from text2sign.evaluation import evaluate as evaluation
@@ -72,6 +73,7 @@ from text2sign.latent import (
 )
 from text2sign.lr_schedule import warmup_cosine
 from text2sign.model_info import ModelInfo
+from text2sign.models.duration import DurationModel
 from text2sign.models.pretrained import init_from_pretrained, reference
 from text2sign.pipeline import Text2SignPipeline, trainable_state
 from text2sign.tracking import Trackers, accelerate_trackers, tracker_names
@@ -159,6 +161,76 @@ class StepBatchSampler:
             chunk = order[pos * global_batch:(pos + 1) * global_batch]
             yield chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].tolist()
             micro += 1
+
+
+class LengthBucketSampler:
+    """Micro-batches of clips of one length, for a corpus whose clips keep their own lengths.
+
+    Epoch ``e`` shuffles the clips with (seed, e), groups them by length (exact: a clip is never
+    cropped or padded, so a spelled word keeps every letter) and cuts each group into global
+    batches; a group's last, partial batch is filled with other clips of the same group, drawn
+    from the same generator. The batches of all groups are then shuffled. Every clip is seen at
+    least once an epoch; the plan is a function of (seed, epoch, lengths), so a resumed run
+    continues the same sequence from micro-batch ``start`` (its ``state`` is checked on resume).
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, world: int, rank: int, seed: int,
+                 start: int):
+        if not lengths:
+            raise ValueError("no training clips: the data folder holds no usable pairs")
+        self.lengths = [int(n) for n in lengths]
+        self.batch_size, self.world, self.rank = batch_size, world, rank
+        self.seed, self.start = seed, start
+        global_batch = batch_size * world
+        counts: dict[int, int] = {}
+        for n in self.lengths:
+            counts[n] = counts.get(n, 0) + 1
+        self.per_epoch = sum(math.ceil(c / global_batch) for c in counts.values())
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        """Epoch ``epoch``'s global batches (lists of positions into ``lengths``)."""
+        global_batch = self.batch_size * self.world
+        rng = np.random.default_rng([self.seed, epoch, 0x1E])
+        groups: dict[int, list[int]] = {}
+        for i in rng.permutation(len(self.lengths)).tolist():
+            groups.setdefault(self.lengths[i], []).append(i)
+        batches = []
+        for length in sorted(groups):
+            group = groups[length]
+            for start in range(0, len(group), global_batch):
+                batch = group[start:start + global_batch]
+                if len(batch) < global_batch:  # fill from the same length, never padded
+                    batch += rng.choice(group, global_batch - len(batch)).tolist()
+                batches.append(batch)
+        order = rng.permutation(len(batches))
+        return [batches[k] for k in order]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        micro = self.start
+        plan_epoch, plan = -1, []
+        while True:
+            epoch, pos = divmod(micro, self.per_epoch)
+            if epoch != plan_epoch:
+                plan_epoch, plan = epoch, self.epoch(epoch)
+            chunk = plan[pos]
+            yield chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            micro += 1
+
+    def state(self) -> dict[str, Any]:
+        """What a resumed run must find again to continue this sequence."""
+        digest = hashlib.sha1(json.dumps(self.lengths).encode()).hexdigest()[:16]
+        return {"sampler": "length-buckets", "clips": len(self.lengths), "lengths": digest,
+                "batch_size": self.batch_size, "world": self.world}
+
+    def check_state(self, saved: dict[str, Any] | None) -> None:
+        """Refuse to resume a run whose clips, lengths or batch layout changed."""
+        if saved is None:
+            return  # a checkpoint written before length buckets: nothing to compare
+        if saved != self.state():
+            raise ValueError(
+                f"the run's data order cannot continue: the checkpoint was written with "
+                f"{saved}, this run has {self.state()} (the corpus, its clip lengths or the "
+                "batch layout changed); restore them, or start a new run with --out")
 
 
 class DiffusionTrainer(nn.Module):
@@ -287,33 +359,40 @@ def model_facts(raw: DiffusionTrainer, cache: Any, train_idx: list[int], val_idx
 def save_checkpoint(out: Path, cfg: Config, raw: DiffusionTrainer, ema: dict[str, torch.Tensor],
                     optimizer: torch.optim.Optimizer, step: int, minutes: float,
                     facts: ModelInfo, autoencoder: nn.Module | None,
-                    texts: list[str] | None = None) -> Path:
+                    texts: list[str] | None = None, data_order: dict | None = None,
+                    duration: DurationModel | None = None) -> Path:
     """Training state for --resume plus the EMA model folder (with ``texts``, every training
-    text, as texts.txt); main process only."""
+    text, as texts.txt, and the ``duration`` model); main process only. ``data_order`` is the
+    length-bucket sampler's state, checked when the run resumes."""
     folder = out / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:06d}"
     frozen = {name for name, p in raw.named_parameters() if not p.requires_grad}
     model_state = {k: v for k, v in raw.state_dict().items() if k not in frozen}
     save_training_state(folder, model_state=model_state, ema_state=ema, optimizer=optimizer,
                         meta={"step": step, "minutes": minutes,
                               "pretrained": facts.pretrained,
-                              "init_from": facts.init_from}, config=cfg)
+                              "init_from": facts.init_from,
+                              **({"data_order": data_order} if data_order else {})},
+                        config=cfg)
     ema_denoiser, ema_conditioner = ema_models(raw, ema)
     # Frozen pretrained weights stay in their files: the folder references them.
     denoiser_state = {k: v for k, v in ema_denoiser.state_dict().items()
                       if f"denoiser.{k}" not in frozen}
     info = replace(facts, config=cfg, step=step, minutes=round(minutes, 2))
     save_model_folder(out / "model", info, denoiser_state, trainable_state(ema_conditioner),
-                      autoencoder=autoencoder, texts=texts)
+                      autoencoder=autoencoder, texts=texts, duration=duration)
     prune_checkpoints(out, cfg.train.keep_checkpoints)
     return folder
 
 
 def ema_pipeline(raw: DiffusionTrainer, ema: dict[str, torch.Tensor], cfg: Config,
-                 autoencoder: nn.Module | None) -> Text2SignPipeline:
+                 autoencoder: nn.Module | None, duration: DurationModel | None = None
+                 ) -> Text2SignPipeline:
     """A pipeline over copies of the models carrying the EMA weights, on the training device."""
     ema_denoiser, ema_conditioner = ema_models(raw, ema)
     device = next(iter(ema.values())).device
-    return Text2SignPipeline(ema_denoiser, ema_conditioner, cfg, device, autoencoder=autoencoder)
+    pipe = Text2SignPipeline(ema_denoiser, ema_conditioner, cfg, device, autoencoder=autoencoder)
+    pipe.duration = duration
+    return pipe
 
 
 def sample_and_log(pipe: Text2SignPipeline, out: Path, step: int, trackers: Trackers) -> None:
@@ -323,8 +402,44 @@ def sample_and_log(pipe: Text2SignPipeline, out: Path, step: int, trackers: Trac
     folder = out / "samples" / f"{CHECKPOINT_PREFIX}{step:06d}"
     names = safe_names(prompts)
     for prompt, video in zip(prompts, videos, strict=True):
-        write_gif(folder / f"{names[prompt]}.gif", video, fps=8)
-    trackers.videos("samples", videos, prompts, step)
+        write_gif(folder / f"{names[prompt]}.gif", video, fps=pipe.gif_fps)
+    trackers.videos("samples", videos, prompts, step, fps=pipe.gif_fps)
+
+
+def make_sampler(cache: Any, train_idx: list[int], tc: TrainConfig, world: int, rank: int,
+                 start: int) -> StepBatchSampler | LengthBucketSampler:
+    """Batches of the training clips: length buckets when clips keep their own lengths."""
+    if getattr(cache, "variable", False):
+        sampler = LengthBucketSampler([cache.lengths[i] for i in train_idx], tc.batch_size,
+                                      world, rank, tc.seed, start)
+    else:
+        sampler = StepBatchSampler(len(train_idx), tc.batch_size, world, rank, tc.seed, start)
+    return sampler
+
+
+def check_lengths(denoiser: nn.Module, cache: Any, train_idx: list[int], cfg: Config) -> None:
+    """Every clip length the run will train on fits the denoiser (e.g. a DiT's tubelet)."""
+    if not getattr(cache, "variable", False):
+        return
+    side = diffusion_space(cfg)[1]
+    for length in sorted({cache.lengths[i] for i in train_idx}):
+        try:
+            denoiser.check_input_size(length, side, side)
+        except ValueError as err:
+            raise ValueError(f"the corpus has clips of {length} frames at {cfg.data.fps:g} fps "
+                             f"that this denoiser cannot take: {err}") from None
+
+
+def fit_duration(cache: Any, train_idx: list[int], cfg: Config) -> DurationModel | None:
+    """The duration model of a run whose clips keep their own lengths: fitted on the training
+    clips' lengths (the held-out texts never seen)."""
+    if not getattr(cache, "variable", False):
+        return None
+    units = "chars" if cfg.text.encoder == "bytes" or cfg.text.lowercase else "words"
+    fold = cfg.text.lowercase
+    texts = [cache.texts[i].lower() if fold else cache.texts[i] for i in train_idx]
+    return DurationModel.fit(texts, [cache.lengths[i] for i in train_idx], units=units,
+                             fps=cfg.data.fps, max_frames=cfg.data.max_frames)
 
 
 def evaluate_and_log(pipe: Text2SignPipeline, cache: Any, out: Path, step: int,
@@ -493,8 +608,7 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
 
     # --- data: only the main process decodes; the others wait and open the cache.
     with accelerator.main_process_first():
-        cache = open_clips(cfg.data.path, cfg.data.frames, cfg.data.size, cfg.data.time_mode,
-                           cfg.data.fit, cache=cfg.data.cache, progress=progress and main)
+        cache = open_data(cfg.data, progress=progress and main)
     train_idx, val_idx, unseen_idx = cache.split_by_text(cfg.data.val_fraction,
                                                          cfg.data.holdout_texts)
     if not train_idx:
@@ -502,6 +616,7 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                          f"{cfg.data.holdout_texts} leave no training clips out of {len(cache)}; "
                          "lower them")
     train_texts = sorted({cache.texts[i] for i in train_idx})
+    duration = fit_duration(cache, train_idx, cfg)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")
@@ -531,8 +646,11 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
     raw = accelerator.unwrap_model(module)
     live = trainable_state(raw)
 
-    sampler = StepBatchSampler(len(train_idx), tc.batch_size, world, rank, tc.seed,
-                               start=step * tc.grad_accum)
+    sampler = make_sampler(cache, train_idx, tc, world, rank, start=step * tc.grad_accum)
+    if checkpoint is not None and isinstance(sampler, LengthBucketSampler):
+        sampler.check_state(state["meta"].get("data_order"))
+    data_order = sampler.state() if isinstance(sampler, LengthBucketSampler) else None
+    check_lengths(raw.denoiser, cache, train_idx, cfg)
     dataset = ClipDataset(cache, train_idx)
     if autoencoder is not None and cfg.latent.cache:  # each clip encoded once, not every step
         with accelerator.main_process_first():
@@ -614,12 +732,14 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
             if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or finishing:
                 if main:
                     last_saved = save_checkpoint(out, cfg, raw, ema, optimizer.optimizer, step,
-                                                 minutes, facts, autoencoder, train_texts)
+                                                 minutes, facts, autoencoder, train_texts,
+                                                 data_order=data_order, duration=duration)
                 accelerator.wait_for_everyone()
             if main and tc.sample_every and (step % tc.sample_every == 0 or finishing):
-                sample_and_log(ema_pipeline(raw, ema, cfg, autoencoder), out, step, trackers)
+                sample_and_log(ema_pipeline(raw, ema, cfg, autoencoder, duration), out, step,
+                               trackers)
             if main and tc.eval_every and step % tc.eval_every == 0:
-                pipe = ema_pipeline(raw, ema, cfg, autoencoder)
+                pipe = ema_pipeline(raw, ema, cfg, autoencoder, duration)
                 pipe.training_texts = train_texts  # seen vs unseen in the back-translation
                 evaluate_and_log(pipe, cache, out, step, trackers)
             if out_of_time or stop.requested:

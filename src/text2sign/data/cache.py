@@ -5,12 +5,19 @@ Layout of a cache folder::
     index.json               format/version, frames, size, time_mode, fit, clips, bad pairs
     shard-GGGGGG-KKKK.u8     raw uint8 clips (n, T, S, S, 3), C order, written once, never edited
 
+In the "fps" time mode (version 2) each clip keeps its own length at the cache's frame rate:
+a shard holds frames (F, S, S, 3), one clip after another, and each clip's entry names its
+first frame (``offset``) and its length (``frames``); ``frames`` of the index is then the most
+frames a clip may have (longer clips are squeezed to it, and the entry says so).
+
 Each clip entry names its shard file and slot, so an incremental prepare keeps unchanged clips
 where they are (no decoding, no copying) and appends changed or new clips to new shards of the
 next generation. index.json is replaced atomically (write tmp, ``os.replace``) only after the
 new shards are complete, so an interrupted prepare leaves the previous cache valid; shard files
 no index references any more are deleted afterwards. When more than half of the stored clips
-are dead, the next prepare rewrites the live ones into fresh shards (compaction).
+are dead, the next prepare rewrites the live ones into fresh shards (compaction). A long prepare
+also commits the clips done so far every `SAVE_EVERY_S` seconds, so an interrupted one resumes
+where it stopped.
 
 Memmaps are opened lazily per process, so a ClipCache can be handed to DataLoader workers.
 """
@@ -23,6 +30,7 @@ import multiprocessing
 import os
 import re
 import sys
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +38,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from text2sign.data.clips import FITS, TIME_MODES, shape_clip
+from text2sign.data.clips import FITS, TIME_MODES, fit_time, rate_length, shape_clip
 from text2sign.data.folder import BadPair, default_workers, scan_folder
 from text2sign.data.video_io import VideoReadError, read_video
 from text2sign.files import DamagedFile, read_json, write_lock, write_text_atomic
 
 FORMAT = "text2sign-clip-cache"
-VERSION = 1
+VERSION = 1  # fixed frame count per clip
+RATE_VERSION = 2  # "fps": each clip its own length at a frame rate
+SAVE_EVERY_S = 30.0  # a prepare commits the clips done so far this often (resumable)
 INDEX = "index.json"
 LOCK = ".lock"  # held by the one process writing the cache; others wait, then reuse its work
 SHARD_BYTES = 1 << 30  # ~1 GiB per shard file
@@ -44,9 +54,14 @@ _SHARD_RE = re.compile(r"^shard-\d{6}-\d{4}\.u8$")
 
 
 def default_cache_dir(source: str | Path, frames: int, size: int, time_mode: str = "resample",
-                      fit: str = "crop") -> Path:
-    """Where `prepare_cache` puts a cache when no ``out`` is given: hidden inside the source."""
-    return Path(source) / ".text2sign-cache" / f"f{frames}-s{size}-{time_mode}-{fit}"
+                      fit: str = "crop", fps: float | None = None) -> Path:
+    """Where `prepare_cache` puts a cache when no ``out`` is given: hidden inside the source.
+    In the "fps" mode ``frames`` is the most frames a clip may have."""
+    if time_mode == "fps":
+        name = f"r{fps:g}-m{frames}-s{size}-fps-{fit}"
+    else:
+        name = f"f{frames}-s{size}-{time_mode}-{fit}"
+    return Path(source) / ".text2sign-cache" / name
 
 
 def is_cache(path: str | Path) -> bool:
@@ -76,7 +91,8 @@ def holdout_texts(texts: list[str] | set[str], fraction: float) -> set[str]:
 
 
 class ClipCache:
-    """Read-only view of a prepared cache: ``cache[i]`` is uint8 (T, S, S, 3) read from disk."""
+    """Read-only view of a prepared cache: ``cache[i]`` is uint8 (T, S, S, 3) read from disk;
+    T is the same for every clip, or each clip's own (``variable``, the "fps" mode)."""
 
     def __init__(self, path: str | Path, index: dict):
         self.path = Path(path)
@@ -85,12 +101,17 @@ class ClipCache:
         self.size: int = index["size"]
         self.time_mode: str = index["time_mode"]
         self.fit: str = index["fit"]
+        self.variable: bool = self.time_mode == "fps"
+        self.data_fps: float | None = index.get("fps")  # the rate of a variable cache
+        self.max_frames: int = self.frames
         clips = index["clips"]
         self.texts: list[str] = [c["text"] for c in clips]
         self.paths: list[str] = [c["path"] for c in clips]
-        self.fps: list[float] = [c["fps"] for c in clips]
+        self.fps: list[float] = [c["fps"] for c in clips]  # each source's own frame rate
+        self.lengths: list[int] = [c.get("frames", self.frames) for c in clips]
+        self.squeezed: list[str] = [c["path"] for c in clips if c.get("squeezed")]
         self.bad: list[dict] = index.get("bad", [])
-        self._where = [(c["shard"], c["slot"]) for c in clips]
+        self._where = [(c["shard"], c["offset"] if self.variable else c["slot"]) for c in clips]
         self._crc = [c.get("crc32") for c in clips]  # None in caches written before checksums
         self._maps: dict[str, np.memmap] = {}
         self._pid = os.getpid()
@@ -103,20 +124,33 @@ class ClipCache:
                                     "with `text2sign data prepare DIR --frames T --size S`")
         index = read_json(path / INDEX, "rebuild it with `text2sign data prepare SOURCE_DIR "
                           "--out CACHE` (unchanged clips are re-decoded once)")
-        if index.get("format") != FORMAT or index.get("version") != VERSION:
+        want = RATE_VERSION if index.get("time_mode") == "fps" else VERSION
+        if index.get("format") != FORMAT or index.get("version") != want:
             raise ValueError(f"{str(path / INDEX)!r} is format {index.get('format')!r} version "
-                             f"{index.get('version')!r}, expected {FORMAT!r} version {VERSION}; "
+                             f"{index.get('version')!r}, expected {FORMAT!r} version {want}; "
                              "rebuild it with `text2sign data prepare`")
         return cls(path, index)
 
     @property
     def clip_shape(self) -> tuple[int, int, int, int]:
+        """(T, S, S, 3) of every clip; a variable cache has no one shape (see ``lengths``)."""
+        if self.variable:
+            raise ValueError(f"the clips of cache {str(self.path)!r} keep their own lengths "
+                             f"(time_mode='fps', {self.data_fps:g} fps); use cache.lengths[i] "
+                             "or cache.frame_shape")
         return (self.frames, self.size, self.size, 3)
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """(S, S, 3): one frame, in every time mode."""
+        return (self.size, self.size, 3)
 
     @property
     def fingerprint(self) -> str:
         """Hash of what the cache holds (settings, texts, sources), not of where it is stored."""
         content = {k: self.index[k] for k in ("version", "frames", "size", "time_mode", "fit")}
+        if self.variable:
+            content["fps"] = self.index["fps"]
         content["clips"] = [[c["path"], c["text"], c["source_size"], c["source_mtime_ns"]]
                             for c in self.index["clips"]]
         blob = json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8")
@@ -129,10 +163,11 @@ class ClipCache:
         if self._pid != os.getpid():  # forked worker: never share file handles across processes
             self._maps, self._pid = {}, os.getpid()
         if name not in self._maps:
-            count = self.index["shards"][name]
+            count = self.index["shards"][name]  # clips, or frames in a variable cache
+            shape = (count, *self.frame_shape) if self.variable else (count, *self.clip_shape)
             try:
                 self._maps[name] = np.memmap(self.path / name, np.uint8, mode="r",
-                                             shape=(count, *self.clip_shape))  # (n, T, S, S, 3)
+                                             shape=shape)  # (F, S, S, 3) or (n, T, S, S, 3)
             except (OSError, ValueError) as err:  # missing, or shorter than the index says
                 raise DamagedFile(f"cache shard {str(self.path / name)!r} is missing or "
                                   f"truncated; {self.repair}") from err
@@ -142,13 +177,17 @@ class ClipCache:
     def repair(self) -> str:
         """The fix for damaged clips: prepare again, which re-decodes only those."""
         source = self.index.get("source", "SOURCE_DIR")
-        return (f"run `text2sign data prepare {source} --frames {self.frames} --size "
-                f"{self.size} --time-mode {self.time_mode} --fit {self.fit} --out {self.path}` "
-                "to re-decode the damaged clips")
+        timing = (f"--fps {self.data_fps:g} --max-frames {self.frames}" if self.variable
+                  else f"--frames {self.frames} --time-mode {self.time_mode}")
+        return (f"run `text2sign data prepare {source} {timing} --size {self.size} "
+                f"--fit {self.fit} --out {self.path}` to re-decode the damaged clips")
 
     def __getitem__(self, i: int) -> np.ndarray:
         shard, slot = self._where[i]
-        clip = np.array(self._shard(shard)[slot])  # (T, S, S, 3), copied off the memmap
+        if self.variable:  # slot is the clip's first frame in the shard
+            clip = np.array(self._shard(shard)[slot:slot + self.lengths[i]])  # (T_i, S, S, 3)
+        else:
+            clip = np.array(self._shard(shard)[slot])  # (T, S, S, 3), copied off the memmap
         if self._crc[i] is not None and zlib.crc32(clip) != self._crc[i]:
             raise DamagedFile(f"clip {self.paths[i]!r} in cache shard "
                               f"{str(self.path / shard)!r} is damaged (checksum mismatch); "
@@ -197,26 +236,35 @@ class _Writer:
 
     root: Path
     generation: int
-    per_shard: int
+    per_shard: int  # clips a shard holds, or frames in a variable cache
     shards: dict[str, int]
+    variable: bool = False  # count frames (each clip its own length), not clips
     _file = None
     _name = ""
 
     def add(self, clip: np.ndarray) -> tuple[str, int]:
-        if self._file is None or self.shards[self._name] >= self.per_shard:
+        """Append a clip; returns (shard, slot), the slot being its first frame if variable."""
+        size = len(clip) if self.variable else 1
+        if self._file is None or (self.shards[self._name] + size > self.per_shard
+                                  and self.shards[self._name] > 0):
             self.close()
             self._name = f"shard-{self.generation:06d}-{len(self.shards):04d}.u8"
             self._file = open(self.root / self._name, "wb")  # noqa: SIM115
             self.shards[self._name] = 0
         self._file.write(np.ascontiguousarray(clip).tobytes())
         slot = self.shards[self._name]
-        self.shards[self._name] += 1
+        self.shards[self._name] += size
         return self._name, slot
 
-    def close(self) -> None:
+    def sync(self) -> None:
+        """Make what was written so far durable (before an index refers to it)."""
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self.sync()
             self._file.close()
             self._file = None
 
@@ -226,29 +274,38 @@ def _load_previous(out: Path, settings: dict) -> dict | None:
     if not is_cache(out):
         return None
     index = json.loads((out / INDEX).read_text())
-    same = index.get("version") == VERSION and all(index.get(k) == v for k, v in settings.items())
+    version = RATE_VERSION if settings["time_mode"] == "fps" else VERSION
+    same = index.get("version") == version and all(index.get(k) == v
+                                                   for k, v in settings.items())
     return index if same else None
 
 
-def _decode(job: tuple) -> tuple[np.ndarray | None, float | str]:
-    """(clip, fps) of one source, or (None, reason) when it cannot be read; runs in workers."""
-    path, frames, size, time_mode, fit = job
+def _decode(job: tuple) -> tuple[np.ndarray | None, float | str, bool]:
+    """(clip, source fps, squeezed) of one source, or (None, reason, False) when it cannot be
+    read; runs in workers."""
+    path, frames, size, time_mode, fit, rate = job
     try:
         video, fps = read_video(path)
     except VideoReadError as err:
-        return None, str(err)
-    return shape_clip(video, frames, size, time_mode, fit), fps
+        return None, str(err), False
+    squeezed = time_mode == "fps" and rate_length(len(video) / fps, rate) > frames
+    return (shape_clip(video, frames, size, time_mode, fit, source_fps=fps, fps=rate), fps,
+            squeezed)
 
 
 def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | None = None,
                   time_mode: str = "resample", fit: str = "crop",
-                  progress: bool = True, workers: int | None = None) -> ClipCache:
+                  progress: bool = True, workers: int | None = None,
+                  fps: float | None = None) -> ClipCache:
     """Decode and shape every good pair once; reuse clips whose source size and mtime match.
 
+    In the "fps" ``time_mode`` each clip is resampled to ``fps`` frames a second and keeps its
+    own length, up to ``frames`` (longer clips are squeezed to ``frames`` and reported).
     ``workers`` processes decode in parallel (default: up to 8 CPU cores when there are
     >= 64 clips to decode, `default_workers`); the cache is the same whatever the number. Opening an
     unchanged cache writes nothing; writers take the cache's lock file one at a time, so several
-    processes may open or prepare one cache at once.
+    processes may open or prepare one cache at once. The clips done so far are committed every
+    `SAVE_EVERY_S` seconds: an interrupted prepare resumes from there.
     """
     if frames < 1 or size < 1:
         raise ValueError(f"frames={frames} and size={size} must be positive integers")
@@ -256,8 +313,12 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
         raise ValueError(f"time_mode={time_mode!r} is not one of {list(TIME_MODES)}")
     if fit not in FITS:
         raise ValueError(f"fit={fit!r} is not one of {list(FITS)}")
+    if time_mode == "fps" and not (fps is not None and 0 < fps <= 120):
+        raise ValueError(f"fps={fps!r}: time_mode='fps' needs a frame rate in (0, 120], e.g. "
+                         "--fps 6.25")
     source = Path(source)
-    out = Path(out) if out is not None else default_cache_dir(source, frames, size, time_mode, fit)
+    out = (Path(out) if out is not None
+           else default_cache_dir(source, frames, size, time_mode, fit, fps))
     if out.exists() and not out.is_dir():
         raise ValueError(f"cache path {str(out)!r} is a file; pass a folder to --out")
     if (out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not is_cache(out)
@@ -266,15 +327,24 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
                          "cache; pass an empty or new folder to --out")
     settings = {"format": FORMAT, "frames": frames, "size": size, "time_mode": time_mode,
                 "fit": fit}
+    if time_mode == "fps":
+        settings["fps"] = fps
     with write_lock(out / LOCK):  # a second process waits here, then finds nothing to do
         return _prepare(source, out, settings, progress, workers)
+
+
+def _commit(out: Path, index: dict) -> None:
+    """Publish an index: readers see the old one or this one, never a mix."""
+    write_text_atomic(out / INDEX, json.dumps(index, indent=1, ensure_ascii=False))
 
 
 def _prepare(source: Path, out: Path, settings: dict, progress: bool,
              workers: int | None) -> ClipCache:
     """`prepare_cache` under the cache's write lock."""
     frames, size = settings["frames"], settings["size"]
-    time_mode, fit = settings["time_mode"], settings["fit"]
+    time_mode, fit, rate = settings["time_mode"], settings["fit"], settings.get("fps")
+    variable = time_mode == "fps"
+    version = RATE_VERSION if variable else VERSION
     scan = scan_folder(source, decode=False)
     previous = _load_previous(out, settings)
     old = {c["path"]: c for c in previous["clips"]} if previous else {}
@@ -295,23 +365,38 @@ def _prepare(source: Path, out: Path, settings: dict, progress: bool,
         except DamagedFile as err:
             print(f"re-decoding {rel}: {str(err).split('; ')[0]}", file=sys.stderr)
             reusable.discard(rel)
-    live = len(reusable)
+    live = sum(old[rel].get("frames", 1) if variable else 1 for rel in reusable)
     stored = sum(old_shards.values())
     compact = stored > 0 and live < stored / 2
 
-    clip_bytes = int(np.prod((frames, size, size, 3)))
+    frame_bytes = size * size * 3
+    per_shard = SHARD_BYTES // frame_bytes if variable else SHARD_BYTES // (frames * frame_bytes)
     shards = {} if compact else dict(old_shards)
-    writer = _Writer(out, generation, max(1, SHARD_BYTES // clip_bytes), shards)
+    writer = _Writer(out, generation, max(1, per_shard), shards, variable)
     entries, bad = [], [BadPair(b.path, b.reason) for b in scan.bad]
     decoded = 0
-    todo = [(pair.video, frames, size, time_mode, fit) for pair in scan.good
+    todo = [(pair.video, frames, size, time_mode, fit, rate) for pair in scan.good
             if scan.relative(pair.video) not in reusable]
     if workers is None:
         workers = default_workers(len(todo))
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     results = pool.imap(_decode, todo, chunksize=4) if pool else map(_decode, todo)
+
+    def index_of(done: list[dict], rest: list[dict]) -> dict:
+        kept = done + rest
+        referenced = {e["shard"] for e in kept}
+        return {**settings, "version": version, "generation": generation,
+                "source": str(source.resolve()),
+                "shards": {k: v for k, v in shards.items() if k in referenced},
+                "clips": kept,
+                "bad": [{"path": scan.relative(b.path), "reason": b.reason}
+                        for b in sorted(bad, key=lambda b: scan.relative(b.path))],
+                "decoded": decoded}
+
+    last_save = time.monotonic()
     try:
-        for pair in tqdm(scan.good, desc="prepare", unit="clip", disable=not progress):
+        for n, pair in enumerate(tqdm(scan.good, desc="prepare", unit="clip",
+                                      disable=not progress)):
             rel = scan.relative(pair.video)
             size_b, mtime = stats[rel]
             if rel in reusable and not compact:
@@ -319,41 +404,80 @@ def _prepare(source: Path, out: Path, settings: dict, progress: bool,
                 if entry.get("crc32") is None:  # a cache written before checksums
                     entry["crc32"] = zlib.crc32(old_cache[old_pos[rel]])
             else:
+                squeezed = False
                 if rel in reusable:  # compaction: copy the stored clip, still no decoding
                     clip, fps = old_cache[old_pos[rel]], old[rel]["fps"]
+                    squeezed = bool(old[rel].get("squeezed"))
                 else:
-                    clip, fps = next(results)  # `todo` is in this loop's order
+                    clip, fps, squeezed = next(results)  # `todo` is in this loop's order
                     if clip is None:
                         bad.append(BadPair(pair.video, fps))
                         continue
                     decoded += 1
                 shard, slot = writer.add(clip)
                 entry = {"path": rel, "text": pair.text, "fps": fps, "shard": shard,
-                         "slot": slot, "source_size": size_b, "source_mtime_ns": mtime,
+                         "source_size": size_b, "source_mtime_ns": mtime,
                          "crc32": zlib.crc32(np.ascontiguousarray(clip))}
+                if variable:
+                    entry.update(offset=slot, frames=len(clip))
+                    if squeezed:
+                        entry["squeezed"] = True
+                else:
+                    entry["slot"] = slot
             entries.append(entry)
+            if time.monotonic() - last_save >= SAVE_EVERY_S and n + 1 < len(scan.good):
+                # Resumable: the clips done so far, and the stored ones not reached yet.
+                writer.sync()
+                rest = [] if compact else [old[scan.relative(p.video)]
+                                           for p in scan.good[n + 1:]
+                                           if scan.relative(p.video) in reusable]
+                _commit(out, index_of(entries, rest))
+                last_save = time.monotonic()
     finally:
         writer.close()
         if pool is not None:
             pool.terminate()
-    referenced = {e["shard"] for e in entries}
-    shards = {k: v for k, v in shards.items() if k in referenced}
     bad.sort(key=lambda b: scan.relative(b.path))
     for b in bad:
         print(f"skipped {scan.relative(b.path)}: {b.reason}", file=sys.stderr)
     if not entries:
         raise ValueError(f"no usable clips in {str(source)!r}: {len(bad)} bad pairs (listed "
                          "above); fix them or run `text2sign data check DIR` for details")
-    index = {**settings, "version": VERSION, "generation": generation,
-             "source": str(source.resolve()), "shards": shards, "clips": entries,
-             "bad": [{"path": scan.relative(b.path), "reason": b.reason} for b in bad],
-             "decoded": decoded}
+    index = index_of(entries, [])
+    shards = index["shards"]
     unchanged = previous is not None and all(
         previous.get(k) == index[k] for k in ("source", "shards", "clips", "bad"))
     if unchanged:  # nothing to write: readers of this cache see no change at all
         return ClipCache(out, {**previous, "decoded": 0})
-    write_text_atomic(out / INDEX, json.dumps(index, indent=1, ensure_ascii=False))  # commit
+    _commit(out, index)
     for stale in out.iterdir():
         if _SHARD_RE.match(stale.name) and stale.name not in shards:
             stale.unlink()
+    squeezed = [e["path"] for e in entries if e.get("squeezed")]
+    if squeezed:
+        print(f"{len(squeezed)} clips are longer than {frames} frames at {rate:g} fps and were "
+              f"squeezed to {frames} (e.g. {squeezed[0]}); raise --max-frames (data.max_frames) "
+              "to keep their pace", file=sys.stderr)
     return ClipCache.open(out)
+
+
+class FixedCountView:
+    """A clip cache seen at one frame count: ``view[i]`` is clip i resampled uniformly to
+    ``frames`` frames (uint8 (frames, S, S, 3)); everything else is the cache's. For readers
+    built for one clip shape (the classifier) over a cache whose clips keep their lengths."""
+
+    def __init__(self, cache: ClipCache, frames: int):
+        self.cache, self.frames = cache, int(frames)
+
+    def __getattr__(self, name: str):
+        return getattr(self.cache, name)
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    @property
+    def clip_shape(self) -> tuple[int, int, int, int]:
+        return (self.frames, *self.cache.frame_shape)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return fit_time(self.cache[i], self.frames)  # (frames, S, S, 3)

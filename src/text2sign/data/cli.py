@@ -30,12 +30,20 @@ def register(subparsers) -> None:
         "(reused for unchanged sources). Exit 0 if all pairs are good, 1 if any was skipped.",
     )
     prepare.add_argument("dir", help="folder of NAME.gif + NAME.txt pairs")
-    prepare.add_argument("--frames", type=int, required=True, help="frames per clip (T)")
+    timing = prepare.add_mutually_exclusive_group(required=True)
+    timing.add_argument("--frames", type=int, help="frames per clip (T), every clip the same")
+    timing.add_argument("--fps", type=float, help="frames per second: each clip keeps its own "
+                        "length at this rate (time mode fps), up to --max-frames")
+    prepare.add_argument("--max-frames", type=int, default=96,
+                         help="with --fps: the most frames a clip gets; longer clips are "
+                         "squeezed to it (default 96)")
     prepare.add_argument("--size", type=int, required=True, help="square frame size (S)")
     prepare.add_argument("--out", default=None,
-                         help="cache folder (default: DIR/.text2sign-cache/f{T}-s{S}-MODE-FIT)")
+                         help="cache folder (default: DIR/.text2sign-cache/f{T}-s{S}-MODE-FIT, "
+                         "or r{FPS}-m{MAX}-s{S}-fps-FIT)")
     prepare.add_argument("--time-mode", choices=("resample", "truncate"), default="resample",
-                         help="resample uniformly over the clip, or truncate/pad by repeat")
+                         help="with --frames: resample uniformly over the clip, or "
+                         "truncate/pad by repeat")
     prepare.add_argument("--fit", choices=("crop", "letterbox"), default="crop",
                          help="resize and center-crop, or fit inside black bars")
     prepare.add_argument("--workers", type=int, default=None,
@@ -75,16 +83,28 @@ def check_command(args: argparse.Namespace) -> int:
 def prepare_command(args: argparse.Namespace) -> int:
     from text2sign.data.cache import prepare_cache  # PIL, tqdm: imported here, not by --help
 
-    if args.frames < 1 or args.size < 1:
-        raise ValueError(f"--frames {args.frames} and --size {args.size} must be positive")
-    cache = prepare_cache(args.dir, args.frames, args.size, out=args.out,
-                          time_mode=args.time_mode, fit=args.fit, progress=shows_progress(args),
-                          workers=args.workers)
+    if args.fps is not None:
+        frames, time_mode = args.max_frames, "fps"
+        if frames < 1:
+            raise ValueError(f"--max-frames {frames}: must be positive")
+    else:
+        frames, time_mode = args.frames, args.time_mode
+    if frames < 1 or args.size < 1:
+        raise ValueError(f"--frames {frames} and --size {args.size} must be positive")
+    cache = prepare_cache(args.dir, frames, args.size, out=args.out, time_mode=time_mode,
+                          fit=args.fit, progress=shows_progress(args), workers=args.workers,
+                          fps=args.fps)
     val_fraction = VAL_FRACTION
     train, val = cache.split(val_fraction)
     print(f"clips: {len(cache)} ({cache.index['decoded']} decoded now, "
           f"{len(cache) - cache.index['decoded']} reused)")
     print(f"bad pairs skipped: {len(cache.bad)}")
+    if cache.variable:
+        lengths = sorted(cache.lengths)
+        print(f"lengths at {cache.data_fps:g} fps: {lengths[0]}-{lengths[-1]} frames, median "
+              f"{lengths[len(lengths) // 2]} ({len(cache.squeezed)} squeezed to "
+              f"{cache.max_frames}); train with --set data.time_mode=fps --set "
+              f"data.fps={cache.data_fps:g} --set data.max_frames={cache.max_frames}")
     print(f"cache: {cache.path}")
     print(f"split at the default data.val_fraction={val_fraction:g}: {len(train)} train, "
           f"{len(val)} val (training sets it: --set data.val_fraction=F)")

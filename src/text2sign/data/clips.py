@@ -1,11 +1,13 @@
-"""Shape uint8 (T, H, W, 3) clips to a fixed frame count and size, never mirroring or distorting."""
+"""Shape uint8 (T, H, W, 3) clips to a frame count or a frame rate and a size, never mirroring or
+distorting."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-TIME_MODES = ("resample", "truncate")
+TIME_MODES = ("resample", "truncate", "fps")
+COUNT_MODES = ("resample", "truncate")  # every clip gets one frame count; "fps" keeps its length
 FITS = ("crop", "letterbox")
 
 
@@ -23,14 +25,36 @@ def fit_time(frames: np.ndarray, num_frames: int, mode: str = "resample") -> np.
     frames = _check_clip(frames)
     if not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
         raise ValueError(f"num_frames={num_frames!r} must be a positive integer")
-    if mode not in TIME_MODES:
-        raise ValueError(f"time mode {mode!r} is not one of {list(TIME_MODES)}")
+    if mode not in COUNT_MODES:
+        raise ValueError(f"time mode {mode!r} is not one of {list(COUNT_MODES)}")
     t = len(frames)
     if mode == "resample":
         index = np.linspace(0, t - 1, num_frames).round().astype(np.int64)  # (num_frames,)
     else:
         index = np.minimum(np.arange(num_frames), t - 1)  # (num_frames,) last frame repeated
     return frames[index]  # (num_frames, H, W, 3)
+
+
+def rate_length(seconds: float, fps: float) -> int:
+    """Frames a clip of ``seconds`` gets at ``fps``: at least one."""
+    return max(1, round(seconds * fps))
+
+
+def fit_rate(frames: np.ndarray, source_fps: float, fps: float, max_frames: int
+             ) -> tuple[np.ndarray, bool]:
+    """Resample to ``fps`` frames a second, keeping the clip's duration: frame k shows the
+    source frame at the middle of its 1/fps interval. A clip longer than ``max_frames`` at
+    that rate is resampled uniformly to ``max_frames`` instead; the flag says it was squeezed."""
+    frames = _check_clip(frames)
+    if not source_fps > 0 or not fps > 0:
+        raise ValueError(f"source fps {source_fps!r} and fps {fps!r} must be positive")
+    t = len(frames)
+    count = rate_length(t / source_fps, fps)
+    if count > max_frames:
+        return fit_time(frames, max_frames, "resample"), True
+    times = (np.arange(count) + 0.5) / fps  # (count,) seconds, centre of each output frame
+    index = np.minimum((times * source_fps).astype(np.int64), t - 1)  # (count,)
+    return frames[index], False  # (count, H, W, 3)
 
 
 def _target(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -70,6 +94,14 @@ def fit_space(frames: np.ndarray, size: int | tuple[int, int], fit: str = "crop"
 
 
 def shape_clip(frames: np.ndarray, num_frames: int, size: int | tuple[int, int],
-               time_mode: str = "resample", fit: str = "crop") -> np.ndarray:
-    """Time first (fewer frames to resize), then space: uint8 (num_frames, H, W, 3)."""
-    return fit_space(fit_time(frames, num_frames, time_mode), size, fit)
+               time_mode: str = "resample", fit: str = "crop", *, source_fps: float = 25.0,
+               fps: float | None = None) -> np.ndarray:
+    """Time first (fewer frames to resize), then space: uint8 (T, H, W, 3). In the "fps" mode
+    ``num_frames`` is the most frames a clip may have and ``fps`` the rate (`fit_rate`)."""
+    if time_mode == "fps":
+        if fps is None:
+            raise ValueError('time_mode="fps" needs fps, the frame rate clips are resampled to')
+        timed, _ = fit_rate(frames, source_fps, fps, num_frames)
+    else:
+        timed = fit_time(frames, num_frames, time_mode)
+    return fit_space(timed, size, fit)

@@ -8,24 +8,29 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from text2sign.config import DataConfig
 from text2sign.data.cache import ClipCache, is_cache, prepare_cache
 
 
 def open_clips(path: str | Path, frames: int, size: int, time_mode: str = "resample",
                fit: str = "crop", cache: str | Path | None = None,
-               progress: bool = True) -> ClipCache:
-    """A raw folder is prepared (or its cache reused); a cache folder is opened and checked."""
+               progress: bool = True, fps: float | None = None) -> ClipCache:
+    """A raw folder is prepared (or its cache reused); a cache folder is opened and checked.
+    In the "fps" ``time_mode``, ``frames`` is the most frames a clip may have."""
     path = Path(path)
     if is_cache(path):
         clips = ClipCache.open(path)
         asked = {"frames": frames, "size": size, "time_mode": time_mode, "fit": fit}
         have = {k: getattr(clips, k) for k in asked}
+        if time_mode == "fps":
+            asked["fps"], have["fps"] = fps, clips.data_fps
+        names = {"frames": "max_frames" if time_mode == "fps" else "frames"}
         if have != asked:
-            diff = ", ".join(f"{k}={have[k]!r} (asked {asked[k]!r})"
+            diff = ", ".join(f"{names.get(k, k)}={have[k]!r} (asked {asked[k]!r})"
                              for k in asked if have[k] != asked[k])
             raise ValueError(
-                f"cache {str(path)!r} was prepared with {diff}; set data.frames/size/time_mode/"
-                f"fit to match, or point data.path at the source folder "
+                f"cache {str(path)!r} was prepared with {diff}; set data.frames/max_frames/fps/"
+                f"size/time_mode/fit to match, or point data.path at the source folder "
                 f"({clips.index.get('source', 'the clip folder')}) to prepare a matching cache"
             )
         return clips
@@ -33,7 +38,14 @@ def open_clips(path: str | Path, frames: int, size: int, time_mode: str = "resam
         raise FileNotFoundError(f"data path {str(path)!r} does not exist; pass a folder of "
                                 "NAME.gif + NAME.txt pairs or a prepared cache")
     return prepare_cache(path, frames, size, out=cache, time_mode=time_mode, fit=fit,
-                         progress=progress)
+                         progress=progress, fps=fps)
+
+
+def open_data(dc: DataConfig, progress: bool = True) -> ClipCache:
+    """The clips a data config names: `open_clips` with its settings."""
+    fps = dc.time_mode == "fps"
+    return open_clips(dc.path, dc.max_frames if fps else dc.frames, dc.size, dc.time_mode,
+                      dc.fit, cache=dc.cache, progress=progress, fps=dc.fps if fps else None)
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from text2sign.data.cache import ClipCache, holdout_texts, split_fraction
+from text2sign.data.cache import ClipCache, FixedCountView, holdout_texts, split_fraction
+from text2sign.data.clips import fit_time
 from text2sign.data.dataset import to_unit
 from text2sign.data.video_io import (
     safe_names,
@@ -34,6 +35,7 @@ from text2sign.evaluation.metrics import frechet_distance, topk_accuracy
 from text2sign.evaluation.recognizer import Recognizer, load_or_train_recognizer
 from text2sign.evaluation.report import (
     back_translation_rows,
+    duration_rows,
     fmt_number,
     format_table,
     group_top1_rows,
@@ -51,8 +53,11 @@ from text2sign.evaluation.sequence import (
 from text2sign.models.autoencoder import FrameAutoencoder
 from text2sign.pipeline import Text2SignPipeline, videos_to_uint8
 
-GIF_FPS = 8.0  # as `text2sign sample`; a cache's fps is the source's, before time resampling
 SHEET_FRAMES = 8  # frames shown per clip on the contact sheet
+# The classifier sees every clip at one frame count (it resamples to its own 16 inside): clips
+# that keep their lengths are first resampled to this many, which leaves room for its jitter.
+CLASSIFIER_FRAMES = 32
+LONG_WORD = 9  # letters from which an unseen word counts as long (issue: 9-14 letters)
 REAL_BORDER = (40, 200, 40)  # the real clip on each contact-sheet row is framed in green
 COMPARE_ROWS = 12  # texts in compare.gif (real beside generated, animated), spread evenly
 
@@ -124,7 +129,7 @@ def _frame(video: np.ndarray, color: tuple[int, int, int], width: int = 2) -> np
 
 
 def write_comparison(path: str | Path, texts: list[str], real: list[np.ndarray],
-                     generated: list[list[np.ndarray]], fps: float = GIF_FPS) -> Path:
+                     generated: list[list[np.ndarray]], fps: float = 8.0) -> Path:
     """An animated GIF, one row per text: its real clip framed in green, then the clips
     generated from it, all uint8 (T, H, W, 3), playing together."""
     rows = [[_frame(r, REAL_BORDER), *g] for r, g in zip(real, generated, strict=True)]
@@ -145,7 +150,7 @@ def format_summary(report: dict[str, Any]) -> str:
 def print_report(report: dict[str, Any]) -> None:
     """The headline numbers and where the report, GIFs and contact sheet were written."""
     print(format_summary(report))
-    for rows in (group_top1_rows(report), back_translation_rows(report)):
+    for rows in (group_top1_rows(report), back_translation_rows(report), duration_rows(report)):
         if rows:
             print()
             print(format_table(rows))
@@ -199,6 +204,18 @@ def render_markdown(report: dict[str, Any]) -> str:
             "never in the model's training set.",
             "",
         ]
+    durations = duration_rows(report)
+    if durations:
+        lines += [
+            "## Duration",
+            "",
+            *markdown_table(durations),
+            "",
+            "Each text's generated length (the model's duration model) over the mean length of "
+            "its real clips at the data rate, averaged over the group's texts, and the mean "
+            "absolute difference in frames.",
+            "",
+        ]
     lines += [
         "## Per text",
         "",
@@ -220,6 +237,8 @@ def autoencoded_ceiling(autoencoder: FrameAutoencoder, recognizer: Recognizer, c
     keep = [int(i) for i in indices if cache.texts[int(i)] in recognizer.index]
     if not keep:
         return float("nan")
+    if getattr(cache, "variable", False):
+        cache = FixedCountView(cache, CLASSIFIER_FRAMES)
     recon = []
     for s in range(0, len(keep), batch_size):
         clips = np.stack([cache[i] for i in keep[s:s + batch_size]])  # (B, T, H, W, 3) uint8
@@ -232,7 +251,9 @@ def autoencoded_ceiling(autoencoder: FrameAutoencoder, recognizer: Recognizer, c
 
 def text_groups(texts: list[str], training_texts: list[str] | None, holdout: float = 0.0,
                 max_texts: int | None = None) -> dict[str, list[str]]:
-    """Split texts into letters (one character), seen and unseen (never trained on).
+    """Split texts into letters (one character), seen and unseen (never trained on); unseen
+    texts with a space are "unseen-phrases", unseen words of `LONG_WORD` or more characters
+    "unseen-long".
 
     Seen means listed in the model's texts.txt; for an older model folder without one, every
     text not held out by ``data.holdout_texts``. ``max_texts`` keeps at most that many texts of
@@ -244,9 +265,17 @@ def text_groups(texts: list[str], training_texts: list[str] | None, holdout: flo
     else:
         held = holdout_texts(texts, holdout)
         is_seen = lambda t: t not in held  # noqa: E731
-    groups: dict[str, list[str]] = {"letters": [], "seen": [], "unseen": []}
+    groups: dict[str, list[str]] = {"letters": [], "seen": [], "unseen": [], "unseen-long": [],
+                                    "unseen-phrases": []}
     for text in sorted(set(texts)):
-        key = "letters" if len(text.strip()) == 1 else ("seen" if is_seen(text) else "unseen")
+        if len(text.strip()) == 1:
+            key = "letters"
+        elif is_seen(text):
+            key = "seen"
+        elif " " in text.strip():
+            key = "unseen-phrases"
+        else:
+            key = "unseen-long" if len(text.strip()) >= LONG_WORD else "unseen"
         groups[key].append(text)
     if max_texts is not None:
         groups = {k: sorted(sorted(v, key=lambda t: split_fraction("pick:" + t))[:max_texts])
@@ -286,15 +315,20 @@ class Generation:
     len(texts) clips hold one of each text, and so on), and how."""
 
     texts: list[str]
-    groups: dict[str, list[str]]  # letters, seen, unseen (`text_groups`)
+    groups: dict[str, list[str]]  # letters, seen, unseen... (`text_groups`)
     prompts: list[str]
-    videos: np.ndarray  # uint8 (N, T, H, W, 3)
+    videos: list[np.ndarray]  # uint8 (T_i, H, W, 3): one length, or each text its own
     seconds: float  # generation time, synced
     per_text: int
     sampler: str
     steps: int
     guidance: float
     seed: int
+    fps: float = 8.0  # the rate the clips play at
+
+    @property
+    def variable(self) -> bool:
+        return len({len(v) for v in self.videos}) > 1
 
 
 @dataclass
@@ -317,6 +351,7 @@ class Report:
     ceiling_clips: int
     ceiling_top1_autoencoded: float | None  # latent models only
     back_translation: dict[str, Any] | None  # `back_translation`, when asked for
+    duration: dict[str, Any] | None  # `duration_scores`, for a model timed by its text
     chance_top1: float
     groups: dict[str, int]
     group_top1: dict[str, dict[str, Any]]  # per group: top-1 and its ceiling (held-out clips)
@@ -330,7 +365,7 @@ class Report:
     per_text_accuracy: dict[str, dict[str, Any]]
 
     def as_dict(self) -> dict[str, Any]:
-        optional = ("ceiling_top1_autoencoded", "back_translation")
+        optional = ("ceiling_top1_autoencoded", "back_translation", "duration")
         return {k: v for k, v in dataclasses.asdict(self).items()
                 if not (k in optional and v is None)}
 
@@ -341,7 +376,8 @@ def generate(pipe: Text2SignPipeline, texts: list[str], groups: dict[str, list[s
     """per_text clips of each text, timed on the pipe's device."""
     device = pipe.device
     prompts = [text for _ in range(per_text) for text in texts]  # k-major
-    videos, seconds = [], 0.0
+    videos: list[np.ndarray] = []
+    seconds = 0.0
     bar = tqdm(total=len(prompts), desc="evaluate: generating", unit="clip",
                disable=not progress)
     for start in range(0, len(prompts), batch_size):
@@ -350,13 +386,45 @@ def generate(pipe: Text2SignPipeline, texts: list[str], groups: dict[str, list[s
             torch.cuda.synchronize(device)
         tick = time.perf_counter()
         # seed + start: the same clips as one pipe(prompts, seed=seed, batch_size=...) call.
-        videos.append(pipe(chunk, steps=steps, sampler=sampler, guidance=guidance,
-                           seed=seed + start, batch_size=batch_size))
+        videos += list(pipe(chunk, steps=steps, sampler=sampler, guidance=guidance,
+                            seed=seed + start, batch_size=batch_size))
         seconds += time.perf_counter() - tick  # the pipe returns numpy: already synced
         bar.update(len(chunk))
     bar.close()
-    return Generation(texts, groups, prompts, np.concatenate(videos), seconds, per_text,
-                      sampler, steps, guidance, seed)
+    return Generation(texts, groups, prompts, videos, seconds, per_text, sampler, steps,
+                      guidance, seed, pipe.gif_fps)
+
+
+def _as_batch(videos: list[np.ndarray], frames: int = CLASSIFIER_FRAMES) -> np.ndarray:
+    """Clips as one uint8 (N, T, H, W, 3) batch: as they are when of one length, else each
+    resampled uniformly to ``frames`` (for the classifier, which resamples anyway)."""
+    if len({len(v) for v in videos}) <= 1:
+        return np.stack(videos)
+    return np.stack([fit_time(v, frames) for v in videos])
+
+
+def duration_scores(gen: Generation, cache: ClipCache) -> dict[str, Any] | None:
+    """Per group: mean over texts of generated / real length (real: the mean of the text's
+    real clips at the data rate) and the mean absolute frame error; None unless the clips
+    keep their own lengths."""
+    if not getattr(cache, "variable", False):
+        return None
+    real: dict[str, list[int]] = {}
+    for text, length in zip(cache.texts, cache.lengths, strict=True):
+        real.setdefault(text, []).append(length)
+    made = {p: len(v) for p, v in zip(gen.prompts, gen.videos, strict=True)}
+    out: dict[str, Any] = {"fps": cache.data_fps, "groups": {}}
+    for group, texts in gen.groups.items():
+        pairs = [(made[t], float(np.mean(real[t]))) for t in texts if t in real]
+        if not pairs:
+            continue
+        out["groups"][group] = {
+            "texts": len(pairs),
+            "ratio": float(np.mean([m / r for m, r in pairs])),
+            "frame_error": float(np.mean([abs(m - r) for m, r in pairs])),
+            "real_frames": float(np.mean([r for _, r in pairs])),
+        }
+    return out
 
 
 def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
@@ -368,9 +436,10 @@ def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
     chosen = set(texts)
     real_idx = [i for i, t in enumerate(cache.texts) if t in chosen]
     real_texts = [cache.texts[i] for i in real_idx]
-    gen_feats, gen_logits = recognizer.features_and_logits(gen.videos)
+    gen_feats, gen_logits = recognizer.features_and_logits(_as_batch(gen.videos))
     labels = recognizer.labels(prompts)
-    parts = [recognizer.features_and_logits(np.stack([cache[i] for i in real_idx[s:s + 64]]))
+    fixed = FixedCountView(cache, CLASSIFIER_FRAMES) if getattr(cache, "variable", False) else cache
+    parts = [recognizer.features_and_logits(np.stack([fixed[i] for i in real_idx[s:s + 64]]))
              for s in range(0, len(real_idx), 64)]
     real_feats = np.concatenate([f for f, _ in parts])  # (M, D)
     real_logits = np.concatenate([lg for _, lg in parts])  # (M, classes)
@@ -379,10 +448,11 @@ def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
     bt = None
     held_out = set(val_idx)
     if sequence is not None:
-        readings = [text for text, _ in sequence.read(gen.videos)]
+        clips = list(gen.videos) if gen.variable else np.stack(gen.videos)
+        readings = [text for text, _ in sequence.read(clips)]
         group_of = {t: g for g, group in groups.items() for t in group}
         ceiling_idx = {g: [i for i in real_idx if group_of[cache.texts[i]] == g
-                           and (g == "unseen" or i in held_out)] for g in groups}
+                           and (g.startswith("unseen") or i in held_out)] for g in groups}
         bt = back_translation(readings, prompts, sequence, cache, groups, ceiling_idx)
 
     top1_hits = np.argmax(gen_logits, axis=1) == labels  # (N,)
@@ -417,6 +487,7 @@ def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
         ceiling_top5=recognizer.metrics.get("val_top5", float("nan")),
         ceiling_clips=recognizer.metrics.get("val_clips", 0),
         ceiling_top1_autoencoded=ceiling_autoencoded, back_translation=bt,
+        duration=duration_scores(gen, cache),
         chance_top1=1.0 / len(recognizer.classes),
         groups={g: len(v) for g, v in groups.items()}, group_top1=group_top1,
         fd=fd["fd"], fd_floor=fd["fd_floor"], fd_clips=fd["fd_clips"],
@@ -447,7 +518,7 @@ def write_report(report: Report, gen: Generation, cache: ClipCache,
                       REAL_BORDER)]
         for k in range(gen.per_text):
             clip = gen.videos[k * len(texts) + j]
-            write_gif(gif_dir / f"{names[text]}-{k}.gif", clip, GIF_FPS)
+            write_gif(gif_dir / f"{names[text]}-{k}.gif", clip, gen.fps)
             row.append(_pick_frames(clip, SHEET_FRAMES))
         rows_out.append(np.concatenate(row))  # (SHEET_FRAMES * (1 + per_text), H, W, 3)
     accuracy = report.per_text_accuracy
@@ -458,7 +529,7 @@ def write_report(report: Report, gen: Generation, cache: ClipCache,
     compare = write_comparison(
         out_dir / "compare.gif", shown, [np.asarray(cache[first_real[t]]) for t in shown],
         [[gen.videos[k * len(texts) + texts.index(t)] for k in range(min(gen.per_text, 3))]
-         for t in shown])
+         for t in shown], gen.fps)
     out = report.as_dict()
     out["gifs"] = str(gif_dir)
     out["contact_sheet"] = str(sheet)
@@ -490,16 +561,13 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
     """
     if per_text < 1:
         raise ValueError(f"per_text={per_text} must be >= 1 (clips generated per text)")
-    if (cache.frames, cache.size) != (pipe.frames, pipe.size):
-        raise ValueError(
-            f"the clips are {cache.frames} frames at {cache.size}px but the model makes "
-            f"{pipe.frames} frames at {pipe.size}px; open the data with frames={pipe.frames}, "
-            f"size={pipe.size} (the evaluate command does this)"
-        )
+    check_clips_fit(pipe, cache)
     sc, dc = pipe.config.sample, pipe.config.data
     device = torch.device(pipe.device)
     if recognizer is None:
-        recognizer, _, _ = load_or_train_recognizer(cache, dc.val_fraction, device=device,
+        fixed = (FixedCountView(cache, CLASSIFIER_FRAMES) if getattr(cache, "variable", False)
+                 else cache)
+        recognizer, _, _ = load_or_train_recognizer(fixed, dc.val_fraction, device=device,
                                                     progress=progress)
     recognizer.to(device)
     val_idx = cache.split(dc.val_fraction)[1]
@@ -524,6 +592,26 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
     return write_report(report, gen, cache, out_dir)
 
 
+def check_clips_fit(pipe: Text2SignPipeline, cache: ClipCache) -> None:
+    """The corpus's clips are what the model makes: one frame count, or one frame rate, and
+    one size; else one line saying how to open the data."""
+    if getattr(cache, "variable", False) or pipe.fps is not None:
+        have = (cache.data_fps if getattr(cache, "variable", False) else None, cache.size)
+        if have != (pipe.fps, pipe.size):
+            raise ValueError(
+                f"the clips are at {have[0] or 'a fixed count, not a rate'} fps and "
+                f"{cache.size}px but the model makes clips at {pipe.fps or 'a fixed count'} "
+                f"fps and {pipe.size}px; open the data with the model's data settings (the "
+                "evaluate command does this)")
+        return
+    if (cache.frames, cache.size) != (pipe.frames, pipe.size):
+        raise ValueError(
+            f"the clips are {cache.frames} frames at {cache.size}px but the model makes "
+            f"{pipe.frames} frames at {pipe.size}px; open the data with frames={pipe.frames}, "
+            f"size={pipe.size} (the evaluate command does this)"
+        )
+
+
 def tensorboard_scalars(report: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
     """The few numbers worth a curve during training: top-1, top-5, FD, FD floor, and the
     back-translation's CER and exact rate per group (letters, seen, unseen)."""
@@ -534,4 +622,6 @@ def tensorboard_scalars(report: dict[str, Any], prefix: str = "eval") -> dict[st
         for key in ("cer", "exact"):
             if g.get(key) is not None and not math.isnan(float(g[key])):
                 out[f"{prefix}/{group}_{key}"] = float(g[key])
+    for group, g in (report.get("duration") or {}).get("groups", {}).items():
+        out[f"{prefix}/{group}_duration_ratio"] = float(g["ratio"])
     return out

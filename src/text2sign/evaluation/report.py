@@ -44,7 +44,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-GROUP_NAMES = {"letters": "letters", "seen": "seen texts", "unseen": "unseen texts"}
+GROUP_NAMES = {"letters": "letters", "seen": "seen texts", "unseen": "unseen texts",
+               "unseen-long": "unseen long words", "unseen-phrases": "unseen phrases"}
 
 
 def group_top1_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -74,6 +75,19 @@ def back_translation_rows(report: dict[str, Any]) -> list[list[str]]:
         rows.append([GROUP_NAMES.get(group, group), str(g["texts"]), str(g["clips"]),
                      fmt_number(g["cer"]), fmt_number(g["ceiling_cer"]), fmt_number(g["exact"]),
                      fmt_number(g["ceiling_exact"]), str(g["ceiling_clips"])])
+    return rows
+
+
+def duration_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Header + one row per group: generated / real duration and the mean absolute frame
+    error, for a model whose clips' length follows the text. Others have none: []."""
+    duration = report.get("duration")
+    if not duration:
+        return []
+    rows = [["duration", "texts", "generated / real", "mean abs frame error", "real frames"]]
+    for group, g in duration["groups"].items():
+        rows.append([GROUP_NAMES.get(group, group), str(g["texts"]), fmt_number(g["ratio"]),
+                     fmt_number(g["frame_error"], 2), fmt_number(g["real_frames"], 1)])
     return rows
 
 
