@@ -73,6 +73,8 @@ class FakePipe:
         self.device = torch.device("cpu")
         self.config, self.autoencoder, self.training_texts = Config(), None, None
         self.calls = []
+        self.fps, self.gif_fps = None, 8.0  # a fixed frame count, played at 8 fps
+
 
     def __call__(self, texts, *, steps=25, sampler="dpm++", guidance=3.0, seed=0, eta=0.0,
                  batch_size=16, progress=False):

@@ -225,3 +225,31 @@ def test_latent_cache_of_clips_of_their_own_lengths(corpus, tmp_path):
     train(cfg, run, progress=False, device="cpu")
     pipe = Text2SignPipeline.from_pretrained(run, device="cpu")
     assert [len(v) for v in pipe(["CAB", "B"], steps=1)] == [6, 2]
+
+
+def test_serve_refuses_bad_texts_and_shows_each_clip_its_length(corpus, tmp_path):
+    pytest.importorskip("starlette", reason="needs the [serve] extra")
+    import asyncio
+
+    from text2sign.serve.app import ApiError, Limits, Service
+    from text2sign.serve.corpus import Corpus
+
+    run = tmp_path / "run"
+    train(fps_config(corpus, max_steps=1), run, progress=False, device="cpu")
+    pipe = Text2SignPipeline.from_pretrained(run, device="cpu")
+    service = Service(pipe, str(run), pipe.info, None, None, Corpus(corpus), Limits())
+    for text, why in (("A\u0000\u0007B", "control characters"), ("AZ", "never saw"),
+                      ("ABCABCA", "data.max_frames")):
+        with pytest.raises(ApiError, match=why) as err:
+            service.parse({"text": text})
+        assert err.value.status_code == 400
+    service.worker.start()
+    try:
+        answer = asyncio.run(service.generate(service.parse({"text": "CAB", "steps": 1})))
+    finally:
+        service.worker.stop()
+        service.store.close()
+    clip = answer["clip"]
+    assert (clip["frames_count"], clip["fps"], clip["seconds"]) == (6, 4.0, 1.5)
+    assert answer["real"]["frames_count"] == 6  # the real clip at its own length too
+    assert service.describe()["model"]["fps"] == 4.0

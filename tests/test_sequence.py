@@ -149,6 +149,7 @@ class SymbolPipe:
         self.device = torch.device("cpu")
         self.training_texts = training_texts
         self.config, self.autoencoder = Config(), None
+        self.fps, self.gif_fps = None, 8.0  # a fixed frame count, played at 8 fps
 
     def __call__(self, texts, *, steps=25, sampler="dpm++", guidance=3.0, seed=0, batch_size=16):
         rng = np.random.default_rng(1000 + seed)

@@ -41,11 +41,14 @@ def open_clips(path: str | Path, frames: int, size: int, time_mode: str = "resam
                          progress=progress, fps=fps)
 
 
-def open_data(dc: DataConfig, progress: bool = True) -> ClipCache:
-    """The clips a data config names: `open_clips` with its settings."""
+def open_data(dc: DataConfig, progress: bool = True, path: str | Path | None = None
+              ) -> ClipCache:
+    """The clips a data config names (or ``path``, opened with its settings: a model's data
+    settings applied to another corpus): `open_clips` with its settings."""
     fps = dc.time_mode == "fps"
-    return open_clips(dc.path, dc.max_frames if fps else dc.frames, dc.size, dc.time_mode,
-                      dc.fit, cache=dc.cache, progress=progress, fps=dc.fps if fps else None)
+    return open_clips(dc.path if path is None else path, dc.max_frames if fps else dc.frames,
+                      dc.size, dc.time_mode, dc.fit, cache=dc.cache if path is None else None,
+                      progress=progress, fps=dc.fps if fps else None)
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:

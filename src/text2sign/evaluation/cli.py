@@ -80,7 +80,7 @@ def default_out(model_folder: Path) -> Path:
 def run_evaluate(args: argparse.Namespace) -> int:
     # torch: imported when the command runs, so `text2sign --help` stays fast
     from text2sign.checkpoint import add_evaluation
-    from text2sign.data.dataset import open_clips
+    from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import evaluate, print_report
     from text2sign.evaluation.sequence import SequenceRecognizer
     from text2sign.pipeline import Text2SignPipeline
@@ -99,8 +99,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.recognizer:
         sequence = SequenceRecognizer.load(args.recognizer, pipe.device)
     dc = pipe.config.data
-    cache = open_clips(args.data, pipe.frames, pipe.size, dc.time_mode, dc.fit,
-                       progress=shows_progress(args))
+    cache = open_data(dc, progress=shows_progress(args), path=args.data)
     report = evaluate(pipe, cache, Path(args.out) if args.out else default_out(folder),
                       per_text=args.per_text, sampler=args.sampler, steps=args.steps,
                       guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,

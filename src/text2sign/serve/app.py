@@ -55,7 +55,7 @@ class Limits:
     max_guidance: float = 30.0
     max_queue: int = 8  # waiting requests; past this, 503
     keep_clips: int = 64  # clips (generated and real) kept on disk; older ones are deleted
-    fps: float = 8.0
+    fps: float | None = None  # the rate clips play at; None: the model's data rate (or 8)
 
 
 class ApiError(HTTPException):
@@ -76,6 +76,11 @@ class ClipStore:
     def urls(self, key: str) -> dict[str, str | None]:
         return {"gif": f"/api/clips/{key}.gif", "frames": f"/api/clips/{key}.png",
                 "mp4": f"/api/clips/{key}.mp4" if self.mp4 else None}
+
+    def frames(self, key: str) -> int | None:
+        """The frame count of a stored clip."""
+        with self._lock:
+            return self._frames.get(key)
 
     def touch(self, key: str) -> bool:
         """Whether `key` is stored; if so it becomes the newest (a real clip shown again)."""
@@ -131,7 +136,8 @@ class Service:
 
     def __post_init__(self) -> None:
         self.worker = GenerationWorker(self.pipe, self.reader, self.limits.max_queue)
-        self.store = ClipStore(self.limits.keep_clips, self.limits.fps)
+        self.fps = self.limits.fps or self.pipe.gif_fps
+        self.store = ClipStore(self.limits.keep_clips, self.fps)
         self.seen, self.seen_source = training_texts(
             self.info, self.corpus, getattr(self.pipe, "training_texts", None))
         text = self.pipe.config.text
@@ -141,7 +147,9 @@ class Service:
     def describe(self) -> dict[str, Any]:
         cfg = self.pipe.config
         return {
-            "model": {"name": self.model_name, "arch": cfg.model.arch, "frames": self.pipe.frames,
+            "model": {"name": self.model_name, "arch": cfg.model.arch,
+                      "frames": None if self.pipe.fps else self.pipe.frames,
+                      "fps": self.pipe.fps, "max_frames": cfg.data.max_frames,
                       "size": self.pipe.size, "step": self.info.step,
                       "sampler": cfg.sample.sampler, "steps": cfg.sample.steps,
                       "guidance": cfg.sample.guidance, "device": describe_device(self.pipe.device)},
@@ -182,6 +190,11 @@ class Service:
         if self.max_bytes is not None and len(text.encode("utf-8")) > self.max_bytes:
             raise ApiError(400, f"\"text\" is {len(text.encode('utf-8'))} bytes in UTF-8; this "
                                 f"model reads at most {self.max_bytes}")
+        try:  # control or unseen characters, or longer than the model's clips may be
+            self.pipe.check_texts([text])
+            self.pipe.lengths([text])
+        except ValueError as err:
+            raise ApiError(400, str(err)[:300]) from None
         steps = _number(body, "steps", cfg.steps, int, 1, lim.max_steps)
         guidance = _number(body, "guidance", cfg.guidance, float, 0.0, lim.max_guidance)
         seed = _number(body, "seed", 0, int, 0, 2**31 - 1)
@@ -203,7 +216,8 @@ class Service:
             "seed": request.seed, "sampler": self.pipe.config.sample.sampler,
             "clip": {**urls, "frames_count": int(result.clip.shape[0]),
                      "height": int(result.clip.shape[1]), "width": int(result.clip.shape[2]),
-                     "fps": self.limits.fps},
+                     "fps": self.fps,
+                     "seconds": round(result.clip.shape[0] / self.fps, 2)},
             "reading": ({"text": reading.text, "confidence": round(reading.confidence, 4)}
                         if reading is not None else None),
             "recognizer": self.reader_name,
@@ -216,16 +230,22 @@ class Service:
                        "total_s": round(time.perf_counter() - started, 3)},
         }
 
-    def real_clip(self, text: str) -> dict[str, str | None] | None:
-        """URLs of a real clip of `text` from the corpus, shaped like the model's, or None."""
+    def real_clip(self, text: str) -> dict[str, Any] | None:
+        """URLs of a real clip of `text` from the corpus, shaped like the model's (at its rate
+        and its own length, for a model timed by its text), and its frame count, or None."""
         if self.corpus is None or text not in self.corpus.texts:
             return None
         key = "real-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
         if self.store.touch(key):
-            return self.store.urls(key)
+            return {**self.store.urls(key), "frames_count": self.store.frames(key)}
         dc = self.pipe.config.data
-        clip = self.corpus.real_clip(text, self.pipe.frames, self.pipe.size, dc.time_mode, dc.fit)
-        return self.store.put(key, clip) if clip is not None else None
+        rate = dc.time_mode == "fps"
+        clip = self.corpus.real_clip(text, dc.max_frames if rate else self.pipe.frames,
+                                     self.pipe.size, dc.time_mode, dc.fit,
+                                     fps=dc.fps if rate else None)
+        if clip is None:
+            return None
+        return {**self.store.put(key, clip), "frames_count": int(len(clip))}
 
 
 def rss_mb() -> float:

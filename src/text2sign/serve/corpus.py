@@ -45,15 +45,18 @@ class Corpus:
         return default_cache_dir(self.path, frames, size, time_mode, fit)
 
     def real_clip(self, text: str, frames: int, size: int, time_mode: str = "resample",
-                  fit: str = "crop") -> np.ndarray | None:
+                  fit: str = "crop", fps: float | None = None) -> np.ndarray | None:
         """The first real clip of ``text`` shaped like the model's clips (uint8 (T, S, S, 3)),
         or None when the corpus has no clip of it or it no longer decodes."""
         for where in self._clips.get(text, []):
             try:
-                clip = self._cache[where] if self._cache is not None else read_video(where)[0]
+                if self._cache is not None:
+                    clip, source_fps = self._cache[where], self._cache.data_fps or 25.0
+                else:
+                    clip, source_fps = read_video(where)
             except (OSError, VideoReadError):
                 continue  # the file changed since the scan: try the next clip of this text
-            return shape_clip(clip, frames, size, time_mode, fit)
+            return shape_clip(clip, frames, size, time_mode, fit, source_fps=source_fps, fps=fps)
         return None
 
 
