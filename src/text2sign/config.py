@@ -235,6 +235,9 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        validate(self)  # also for copies made by dataclasses.replace
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -310,9 +313,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
         "latent": LatentConfig, "diffusion": DiffusionConfig, "sample": SampleConfig,
         "train": TrainConfig,
     }
-    cfg = Config(**{name: cls(**merged[name]) for name, cls in sections.items()})
-    validate(cfg)
-    return cfg
+    return Config(**{name: cls(**merged[name]) for name, cls in sections.items()})
 
 
 def parse_value(text: str) -> Any:
@@ -423,8 +424,8 @@ def validate_sample(sc: SampleConfig) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """The settings that depend on each other, before any work starts (each field alone was
-    checked when its section was made): a bad value fails here, not mid-run."""
+    """The settings that depend on each other, checked whenever a `Config` is made (each field
+    alone was checked when its section was made): a bad value fails here, not mid-run."""
     validate_sample(cfg.sample)
     check_clip(cfg.data.frames, cfg.data.size)
     _check_model_params(cfg.model.params)

@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from text2sign.config import PRESETS, SAMPLERS, validate
+from text2sign.config import PRESETS, SAMPLERS
 from text2sign.console import add_quiet, shows_progress
 from text2sign.shipped import model_or_shipped
 
@@ -101,7 +101,6 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = replace(cfg, train=replace(cfg.train, max_minutes=args.minutes))
     if args.init_from:
         cfg = replace(cfg, model=replace(cfg.model, init_from=args.init_from))
-    validate(cfg)
     out = Path(args.out or f"runs/{cfg.model.arch}-{cfg.model.preset}")
     cfg = resume_config(cfg, out, args.resume, data=args.data)
     if not Path(cfg.data.path).exists():
