@@ -21,10 +21,10 @@ from text2sign.models.registry import preset_params
 from text2sign.models.text import TextConditioner, TextEncoder, build_text_encoder
 
 
-def build_config(preset: str = "small", config_file: str | Path | None = None,
-                 overrides: list[str] | None = None) -> Config:
+def build_config(preset: str | None = "small", config_file: str | Path | None = None,
+                 overrides: list[str] | None = None, base: Config | None = None) -> Config:
     """Preset, then YAML file, then ``--set`` overrides (`config.compose`), resolved."""
-    return resolve(compose(preset, config_file, overrides))
+    return resolve(compose(preset, config_file, overrides, base))
 
 
 def resolve(cfg: Config) -> Config:

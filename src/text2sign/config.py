@@ -225,6 +225,16 @@ class TrainConfig(Section):
     report_to: Literal["tensorboard", "wandb", "all", "none"] = "tensorboard"
 
 
+# What `--resume` may change: settings that touch neither the model nor the data it trains on
+# (limits, trackers and logging, checkpoint and evaluation cadence, how previews are sampled).
+RESUMABLE = (
+    "train.max_steps", "train.max_minutes", "train.report_to", "train.log_every",
+    "train.sample_every", "train.checkpoint_every", "train.keep_checkpoints", "train.eval_every",
+    "train.eval_per_text", "sample.sampler", "sample.steps", "sample.guidance", "sample.eta",
+    "sample.prompts",
+)
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -246,6 +256,11 @@ class Config:
 
     def save(self, path: str | Path) -> None:
         write_text_atomic(path, self.to_yaml())
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting by its dotted name (``train.lr``; ``model.params`` as one value)."""
+        return {f"{section}.{key}": value for section, fields in self.to_dict().items()
+                for key, value in fields.items()}
 
 
 # Whole-run presets: each names a denoiser preset and adjusts sizes and training defaults.
@@ -345,13 +360,16 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return from_dict(raw)
 
 
-def compose(preset: str = "small", config_file: str | Path | None = None,
-            overrides: list[str] | None = None) -> Config:
+def compose(preset: str | None = "small", config_file: str | Path | None = None,
+            overrides: list[str] | None = None, base: Config | None = None) -> Config:
     """Preset, then YAML file, then ``--set`` overrides, validated; `build.resolve` (which
-    `build.build_config` applies) then fills in the architecture's parameters."""
-    if preset not in PRESETS:
+    `build.build_config` applies) then fills in the architecture's parameters. ``base``, a run's
+    own config, is what they change on ``--resume`` (no preset: None)."""
+    if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    raw = _merge(Config().to_dict(), PRESETS[preset])
+    raw = (base or Config()).to_dict()
+    if preset is not None:
+        raw = _merge(raw, PRESETS[preset])
     if config_file is not None:
         loaded = read_yaml(config_file, "fix it, or write a full one with "
                                         "`text2sign config > FILE.yaml`")
