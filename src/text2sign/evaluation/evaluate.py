@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import platform
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from text2sign.data.video_io import (
     write_contact_sheet,
     write_gif,
 )
+from text2sign.device import describe_device
 from text2sign.evaluation.metrics import frechet_distance, topk_accuracy
 from text2sign.evaluation.recognizer import Recognizer, load_or_train_recognizer
 from text2sign.evaluation.report import (
@@ -55,24 +55,6 @@ GIF_FPS = 8.0  # as `text2sign sample`; a cache's fps is the source's, before ti
 SHEET_FRAMES = 8  # frames shown per clip on the contact sheet
 REAL_BORDER = (40, 200, 40)  # the real clip on each contact-sheet row is framed in green
 COMPARE_ROWS = 12  # texts in compare.gif (real beside generated, animated), spread evenly
-
-
-def describe_device(device: torch.device | str) -> str:
-    """A human name for a torch device: the GPU model, or the CPU model and thread count."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    if device.type == "cpu":
-        name = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        return f"cpu ({name}, {torch.get_num_threads()} threads)"
-    return str(device)
 
 
 def _stratified_halves(texts: list[str], rng: np.random.Generator) -> tuple[list[int], list[int]]:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import uvicorn
 from PIL import Image
 from starlette.applications import Starlette
@@ -39,7 +38,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from text2sign.data.video_io import has_av, write_gif, write_mp4
-from text2sign.evaluation.evaluate import describe_device
+from text2sign.device import describe_device, rss_mb
 from text2sign.model_info import ModelInfo
 from text2sign.serve.corpus import Corpus, training_texts
 from text2sign.serve.worker import GenerateRequest, GenerationWorker, QueueFull
@@ -226,11 +225,6 @@ class Service:
         dc = self.pipe.config.data
         clip = self.corpus.real_clip(text, self.pipe.frames, self.pipe.size, dc.time_mode, dc.fit)
         return self.store.put(key, clip) if clip is not None else None
-
-
-def rss_mb() -> float:
-    """Resident memory of this process in MiB (psutil comes with accelerate)."""
-    return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
 def _number(body: dict, name: str, default: Any, kind: type, lo: float, hi: float) -> Any:
