@@ -145,9 +145,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Evaluation of {report['model']}",
         "",
-        "| " + " | ".join(name for name, _ in rows) + " |",
-        "|" + "---|" * len(rows),
-        "| " + " | ".join(value for _, value in rows) + " |",
+        *markdown_table([[name for name, _ in rows], [value for _, value in rows]]),
         "",
         f"{report['per_text']} clips per text, sampler {report['sampler']}, {report['steps']} "
         f"steps, guidance {report['guidance']}, seed {report['seed']}, on {report['data']}.",
@@ -181,15 +179,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             "never in the model's training set.",
             "",
         ]
-    lines += [
-        "## Per text",
-        "",
-        "| text | group | top-1 | most often recognized as | read back as |",
-        "|---|---|---|---|---|",
-    ]
-    for text, row in report["per_text_accuracy"].items():
-        cells = [text, row["group"], fmt_number(row["top1"], 2), row["predicted"], row["read"]]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    per_text = [[text, row["group"], fmt_number(row["top1"], 2), row["predicted"], row["read"]]
+                for text, row in report["per_text_accuracy"].items()]
+    lines += ["## Per text", "", *markdown_table(
+        [["text", "group", "top-1", "most often recognized as", "read back as"], *per_text])]
     return "\n".join(lines) + "\n"
 
 
