@@ -13,19 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import losses, tiny_config
 from safetensors.torch import load_file, save_file
-from test_training import losses, make_corpus, tiny_config
 
 from text2sign.checkpoint import resume_config
 from text2sign.cli import main
 from text2sign.files import DamagedFile, atomic_dir, clean_leftovers, run_lock
 from text2sign.pipeline import Text2SignPipeline
 from text2sign.training import train
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,10 @@ from dataclasses import replace
 
 import pytest
 import torch
-from test_training import make_corpus, tiny_config
+from conftest import make_corpus, tiny_config
 
 from text2sign.build import build_config
 from text2sign.cli import main
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.mark.parametrize("setting, message", [
