@@ -69,9 +69,9 @@ def time_steps(module, optimizer, ema, accelerator, batches, encode, steps: int,
 def main() -> None:
     import torch
 
-    from text2sign.build import build_autoencoder, build_config, pick_device
+    from text2sign.build import build_autoencoder, build_config
     from text2sign.data.dataset import ClipDataset
-    from text2sign.evaluation.evaluate import describe_device
+    from text2sign.device import describe_device, pick_device
     from text2sign.latent import LatentDataset, latent_cache
     from text2sign.training import init_training, make_accelerator
 

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from text2sign.evaluation.evaluate import describe_device
+    from text2sign.device import describe_device
     from text2sign.pipeline import Text2SignPipeline
     from text2sign.shipped import model_or_shipped
 

@@ -75,9 +75,9 @@ HEADER = ("| unseen CER | unseen exact | ceiling CER | ceiling exact | letters C
 
 
 def main() -> None:
-    from text2sign.build import pick_device
     from text2sign.checkpoint import list_checkpoints
     from text2sign.data.dataset import open_clips
+    from text2sign.device import pick_device
     from text2sign.evaluation.sequence import SequenceRecognizer
     from text2sign.pipeline import Text2SignPipeline
 

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 from test_demo import tiny_settings
-from test_training import make_corpus
 
 from text2sign.cli import build_parser, main
 from text2sign.shipped import model as shipped_model
@@ -18,11 +17,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TRAIN = ["--preset", "tiny", "--device", "cpu", "--set", "data.val_fraction=0",
          "--set", "train.sample_every=0", "--set", "train.checkpoint_every=2",
          "--set", "train.log_every=1"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_training import make_corpus
+from conftest import make_corpus
 
 from text2sign.data.cache import INDEX, default_cache_dir, prepare_cache
 

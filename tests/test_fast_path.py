@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import losses, make_corpus, tiny_config
 from safetensors.torch import load_file
-from test_training import losses, make_corpus, tiny_config
 
 from text2sign import fast_path
 from text2sign.build import build_config

@@ -13,19 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import losses, tiny_config
 from safetensors.torch import load_file, save_file
-from test_training import losses, make_corpus, tiny_config
 
 from text2sign.checkpoint import resume_config
 from text2sign.cli import main
 from text2sign.files import DamagedFile, atomic_dir, clean_leftovers, run_lock
 from text2sign.pipeline import Text2SignPipeline
 from text2sign.training import train
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(scope="module")
@@ -133,12 +128,45 @@ def test_resume_uses_the_checkpoint_config_when_config_yaml_is_gone(finished, co
     run = copy_run(finished, tmp_path)
     (run / "config.yaml").unlink()
     other = tiny_config(corpus, max_steps=8)
-    other.train.lr = 0.5  # would be ignored: the checkpoint's config wins
     cfg = resume_config(other, run, True)
-    assert cfg.train.lr != 0.5 and cfg.train.max_steps == 8
+    assert cfg.train.max_steps == 8 and cfg.train.checkpoint_every == 2  # the checkpoint's
     train(cfg, run, resume=True, progress=False, device="cpu")
     assert [s for s, _ in losses(run)][-1] == 8
-    assert json.loads((run / "model" / "config.json").read_text())["config"]["train"]["lr"] != 0.5
+
+
+def test_resume_applies_settings_that_keep_model_and_data(finished, tmp_path, capsys):
+    run = copy_run(finished, tmp_path)
+    code, err = cli(capsys, "train", "--out", run, "--resume", "--no-progress", "--device",
+                    "cpu", "--set", "train.max_steps=8", "--set", "train.report_to=none",
+                    "--set", "train.log_every=2")
+    assert code == 0, err
+    assert ("changed settings apply: train.max_steps 6 -> 8, train.log_every 1 -> 2, "
+            "train.report_to 'tensorboard' -> 'none'") in err
+    assert [s for s, _ in losses(run)] == [1, 2, 3, 4, 5, 6, 8]  # logged every 2 from step 7
+    saved = json.loads((run / "model" / "config.json").read_text())["config"]
+    assert saved["train"]["report_to"] == "none" and saved["model"]["preset"] == "tiny"
+
+
+def test_resume_refuses_settings_that_change_model_or_data(finished, tmp_path, capsys):
+    run = copy_run(finished, tmp_path)
+    code, err = cli(capsys, "train", "--out", run, "--resume", "--no-progress", "--device",
+                    "cpu", "--set", "train.lr=0.5", "--set", "text.dim=64",
+                    "--set", "train.max_steps=8")
+    line = one_line(err)
+    assert code == 2 and "text.dim=64 (run: 32)" in line and "train.lr=0.5 (run:" in line
+    assert "another --out" in line and "train.max_steps" not in line
+    assert [s for s, _ in losses(run)][-1] == 6  # nothing trained
+
+
+def test_resume_without_a_checkpoint_starts_the_run(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    tiny_config(corpus, max_steps=2).save(run / "config.yaml")  # killed before checkpoint 1
+    (run / "log.jsonl").write_text('{"step": 1, "train/loss": 1.0}\n')
+    code, err = cli(capsys, "train", "--out", run, "--resume", "--no-progress", "--device",
+                    "cpu")
+    assert code == 0, err
+    assert "no checkpoint in" in err and "starting the run from step 0" in err
+    assert [s for s, _ in losses(run)] == [1, 2] and (run / "model" / "config.json").is_file()
 
 
 def test_truncated_state_json_names_the_file(finished, tmp_path, capsys):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_corpus
 from safetensors.torch import load_file
-from test_training import make_corpus
 
 from text2sign.build import build_config
 from text2sign.config import LatentConfig

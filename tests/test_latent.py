@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import losses, make_corpus
 from safetensors.torch import load_file
-from test_training import losses, make_corpus
 
 from text2sign.build import build_autoencoder, build_config
 from text2sign.config import LatentConfig
@@ -24,11 +24,6 @@ from text2sign.latent import (
 from text2sign.models.autoencoder import FrameAutoencoder, reconstruction_loss
 from text2sign.pipeline import Text2SignPipeline
 from text2sign.training import train
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def latent_config(data: Path, *sets: str):

@@ -84,6 +84,11 @@ def test_config_is_a_leaf_and_models_never_import_config():
                        for d in deps), (name, deps)
 
 
+def test_device_is_a_leaf():
+    """The one home of device choice and memory figures, importable from any layer."""
+    assert GRAPH["text2sign.device"] == set()
+
+
 def test_every_module_imports_first_in_a_fresh_interpreter():
     """Each module imported as the first of the package (the others purged from sys.modules
     before each), in one fresh interpreter; ``config`` pulls in neither torch nor a model."""

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from test_training import make_corpus, tiny_config
+from conftest import make_corpus, tiny_config
 
 from text2sign.card import CARD_FILE, SAMPLE_FILE, read_front_matter
 from text2sign.checkpoint import add_evaluation, is_hub_id, read_model_info

@@ -12,7 +12,6 @@ import pytest
 import torch
 from pretrained_folders import random_image_dit, write_sd_folder
 from safetensors.torch import load_file, save_file
-from test_training import make_corpus
 
 from text2sign.build import build_config, build_models
 from text2sign.files import DamagedFile
@@ -25,11 +24,6 @@ from text2sign.models.pretrained import (
 )
 from text2sign.pipeline import Text2SignPipeline
 from text2sign.training import DiffusionTrainer, train
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +326,7 @@ def test_scaled_linear_is_stable_diffusions_schedule():
 def test_dit3d_temporal_run_resumes_exactly_and_refuses_changed_weights(corpus, sd, tmp_path):
     import shutil
 
-    from test_training import losses
+    from conftest import losses
 
     path = tmp_path / "dit.safetensors"
     image_dit = random_image_dit(input_size=8, patch_size=2, in_channels=4, hidden_size=32,

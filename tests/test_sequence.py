@@ -11,14 +11,12 @@ import torch
 from text2sign.config import Config
 from text2sign.data.cache import holdout_texts
 from text2sign.evaluation.evaluate import evaluate, text_groups
+from text2sign.evaluation.metrics import edit_distance, error_rate, exact_accuracy
 from text2sign.evaluation.recognizer import RecognizerConfig, TrainSettings, train_recognizer
 from text2sign.evaluation.sequence import (
     SequenceConfig,
     SequenceRecognizer,
     SequenceTrainSettings,
-    edit_distance,
-    error_rate,
-    exact_accuracy,
     read_clips,
     train_sequence_recognizer,
 )

@@ -11,19 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config
 from test_latent import latent_config
-from test_training import make_corpus, tiny_config
 
 from text2sign import training
 from text2sign.build import build_config
 from text2sign.training import expected_last_step, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def events(folder: Path):

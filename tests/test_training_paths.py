@@ -9,16 +9,11 @@ import signal
 import numpy as np
 import pytest
 import torch
-from test_training import losses, make_corpus, tiny_config
+from conftest import losses, tiny_config
 
 from text2sign.build import build_config, build_models
 from text2sign.pipeline import Text2SignPipeline
 from text2sign.training import ema_decay_at, train, update_ema
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def test_ema_arithmetic_and_warmup():

@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
-from test_training import make_corpus, tiny_config
+from conftest import make_corpus, tiny_config
 
 from text2sign.build import build_config
 from text2sign.cli import main
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -49,6 +45,17 @@ def corpus(tmp_path_factory):
 def test_bad_settings_are_refused(setting, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         build_config("tiny", overrides=[setting])
+
+
+@pytest.mark.parametrize("section, change, message", [
+    ("text", {"heads": 3}, "not divisible by text.heads=3"),
+    ("sample", {"eta": 0.5}, "only applies to the DDIM sampler"),
+    ("data", {"size": 18}, "not divisible by latent.factor=4"),
+])
+def test_replace_checks_the_copy(section, change, message):
+    cfg = build_config("small")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        replace(cfg, **{section: replace(getattr(cfg, section), **change)})
 
 
 def test_good_edge_settings_pass():

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from text2sign.config import Config, LatentConfig, compose
@@ -21,10 +20,10 @@ from text2sign.models.registry import preset_params
 from text2sign.models.text import TextConditioner, TextEncoder, build_text_encoder
 
 
-def build_config(preset: str = "small", config_file: str | Path | None = None,
-                 overrides: list[str] | None = None) -> Config:
+def build_config(preset: str | None = "small", config_file: str | Path | None = None,
+                 overrides: list[str] | None = None, base: Config | None = None) -> Config:
     """Preset, then YAML file, then ``--set`` overrides (`config.compose`), resolved."""
-    return resolve(compose(preset, config_file, overrides))
+    return resolve(compose(preset, config_file, overrides, base))
 
 
 def resolve(cfg: Config) -> Config:
@@ -45,27 +44,6 @@ def resolve(cfg: Config) -> Config:
             model.arch, model.pretrained, model.params.get("num_heads", 16))}
         model = replace(model, params=params)
     return replace(cfg, model=model, latent=latent)
-
-
-def pick_device(name: str | torch.device | None = None) -> torch.device:
-    """CUDA > MPS > CPU unless a device is named."""
-    if isinstance(name, torch.device):
-        return name
-    if name in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r} asked for but MPS is not available; use --device cpu")
-    return device
 
 
 def diffusion_space(cfg: Config) -> tuple[int, int]:

@@ -56,9 +56,8 @@ def _evaluation(info: ModelInfo, folder: str) -> list[str]:
     if not report:
         return ["Not evaluated yet. `text2sign evaluate --model " + folder + " --data CORPUS "
                 "--card` adds the scores and an animated sample here."]
-    lines = [f"`{report['command']}`" if report.get("command") else "",
-             "", "| measure | value |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in summary_rows(report)]
+    lines = [f"`{report['command']}`" if report.get("command") else "", "",
+             *markdown_table([["measure", "value"], *map(list, summary_rows(report))])]
     for rows in (group_top1_rows(report), back_translation_rows(report)):
         if rows:
             lines += ["", *markdown_table(rows)]

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from text2sign.card import CARD_FILE, SAMPLE_FILE, model_card
-from text2sign.config import Config, from_dict, load_config
+from text2sign.config import RESUMABLE, Config, from_dict, load_config
 from text2sign.evaluation.report import json_safe
 from text2sign.files import (
     DamagedFile,
@@ -285,11 +285,10 @@ def resolve_resume(out: Path, resume: bool | str | Path) -> Path | None:
         return None
     if resume is True:
         found = list_checkpoints(out)
-        if not found:
-            raise FileNotFoundError(
-                f"--resume: no checkpoint in {str(out / 'checkpoints')!r}; start without --resume "
-                "or pass --out of the run to continue"
-            )
+        if not found:  # killed before its first checkpoint: a preemptible job can always resume
+            print(f"--resume: no checkpoint in {str(out / 'checkpoints')!r} yet; starting the "
+                  "run from step 0", file=sys.stderr)
+            return None
         return found[-1]
     return Path(resume)
 
@@ -324,32 +323,59 @@ def _checkpoint_config(out: Path, resume: bool | str | Path) -> dict | None:
     return None
 
 
-def resume_config(cfg: Config, out: str | Path, resume: bool | str | Path,
-                  data: str | Path | None = None) -> Config:
-    """The config a run continues with, decided once: on resume the run's own config
-    (config.yaml, else its checkpoint's copy) wins, except the limits a user may extend
-    (train.max_steps, train.max_minutes). ``data``, a data path the user named, must be the
-    run's own. A new run keeps ``cfg``."""
+def read_run_config(out: str | Path, resume: bool | str | Path) -> Config | None:
+    """The config of the run in ``out``: its config.yaml, else its checkpoint's copy (None for
+    a run that has neither yet)."""
     out = Path(out)
-    if not resume:
-        return cfg
     saved = out / "config.yaml"
     kept = _checkpoint_config(out, resume)
     if saved.is_file():
         fix = ("delete it to resume with the copy the checkpoint holds" if kept else
                "restore it (a copy is in model/config.json, section config)")
-        base = load_config(saved, fix)
-    elif kept:
-        base = from_dict(kept)
-    else:
+        return load_config(saved, fix)
+    return from_dict(kept) if kept else None
+
+
+def _short(value: Any) -> str:
+    """A setting's value for a one-line message (a whole ``model.params`` is too long)."""
+    shown = repr(value)
+    return shown if len(shown) <= 40 else "..."
+
+
+def resume_config(cfg: Config, out: str | Path, resume: bool | str | Path,
+                  data: str | Path | None = None) -> Config:
+    """The config a run continues with, decided once: on resume the run's own config, with the
+    settings of ``cfg`` that differ in `config.RESUMABLE` applied (and said); a difference in
+    any other setting is refused. ``data``, a data path the user named, must be the run's own.
+    A new run, or a run with no config yet, keeps ``cfg``."""
+    out = Path(out)
+    if not resume:
+        return cfg
+    base = read_run_config(out, resume)
+    if base is None:
         return cfg
     if data is not None and Path(data).resolve() != Path(base.data.path).resolve():
         raise ValueError(
             f"--data {str(data)!r} differs from the data of the run in {str(out)!r} "
             f"({base.data.path!r}); --resume continues on the run's own data: drop --data, "
             "or start a new run with another --out")
-    return replace(base, train=replace(base.train, max_steps=cfg.train.max_steps,
-                                       max_minutes=cfg.train.max_minutes))
+    old, new = base.settings(), cfg.settings()
+    changed = [k for k in new if new[k] != old[k] and k != "data.path"]  # data: checked above
+    refused = [k for k in changed if k not in RESUMABLE]
+    if refused:
+        named = ", ".join(f"{k}={_short(new[k])} (run: {_short(old[k])})" for k in refused)
+        raise ValueError(
+            f"--resume continues the run in {str(out)!r} with its own model and data, but "
+            f"{named} differ from it; drop them, or start a new run with another --out")
+    if not changed:
+        return base
+    named = ", ".join(f"{k} {_short(old[k])} -> {_short(new[k])}" for k in changed)
+    print(f"--resume: changed settings apply: {named}", file=sys.stderr)
+    raw = base.to_dict()
+    for key in changed:
+        section, name = key.split(".")
+        raw[section][name] = new[key]
+    return from_dict(raw)
 
 
 def check_fit(expected: dict[str, Any], state: dict[str, torch.Tensor], what: str, fix: str,

@@ -232,6 +232,16 @@ class TrainConfig(Section):
     report_to: Literal["tensorboard", "wandb", "all", "none"] = "tensorboard"
 
 
+# What `--resume` may change: settings that touch neither the model nor the data it trains on
+# (limits, trackers and logging, checkpoint and evaluation cadence, how previews are sampled).
+RESUMABLE = (
+    "train.max_steps", "train.max_minutes", "train.report_to", "train.log_every",
+    "train.sample_every", "train.checkpoint_every", "train.keep_checkpoints", "train.eval_every",
+    "train.eval_per_text", "sample.sampler", "sample.steps", "sample.guidance", "sample.eta",
+    "sample.prompts",
+)
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -242,6 +252,9 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        validate(self)  # also for copies made by dataclasses.replace
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -250,6 +263,11 @@ class Config:
 
     def save(self, path: str | Path) -> None:
         write_text_atomic(path, self.to_yaml())
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting by its dotted name (``train.lr``; ``model.params`` as one value)."""
+        return {f"{section}.{key}": value for section, fields in self.to_dict().items()
+                for key, value in fields.items()}
 
 
 # Whole-run presets: each names a denoiser preset and adjusts sizes and training defaults.
@@ -317,9 +335,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
         "latent": LatentConfig, "diffusion": DiffusionConfig, "sample": SampleConfig,
         "train": TrainConfig,
     }
-    cfg = Config(**{name: cls(**merged[name]) for name, cls in sections.items()})
-    validate(cfg)
-    return cfg
+    return Config(**{name: cls(**merged[name]) for name, cls in sections.items()})
 
 
 def parse_value(text: str) -> Any:
@@ -351,13 +367,16 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return from_dict(raw)
 
 
-def compose(preset: str = "small", config_file: str | Path | None = None,
-            overrides: list[str] | None = None) -> Config:
+def compose(preset: str | None = "small", config_file: str | Path | None = None,
+            overrides: list[str] | None = None, base: Config | None = None) -> Config:
     """Preset, then YAML file, then ``--set`` overrides, validated; `build.resolve` (which
-    `build.build_config` applies) then fills in the architecture's parameters."""
-    if preset not in PRESETS:
+    `build.build_config` applies) then fills in the architecture's parameters. ``base``, a run's
+    own config, is what they change on ``--resume`` (no preset: None)."""
+    if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    raw = _merge(Config().to_dict(), PRESETS[preset])
+    raw = (base or Config()).to_dict()
+    if preset is not None:
+        raw = _merge(raw, PRESETS[preset])
     if config_file is not None:
         loaded = read_yaml(config_file, "fix it, or write a full one with "
                                         "`text2sign config > FILE.yaml`")
@@ -430,8 +449,8 @@ def validate_sample(sc: SampleConfig) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """The settings that depend on each other, before any work starts (each field alone was
-    checked when its section was made): a bad value fails here, not mid-run."""
+    """The settings that depend on each other, checked whenever a `Config` is made (each field
+    alone was checked when its section was made): a bad value fails here, not mid-run."""
     validate_sample(cfg.sample)
     check_clip(cfg.data.frames, cfg.data.size)
     if cfg.data.time_mode == "fps":

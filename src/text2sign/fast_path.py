@@ -7,7 +7,6 @@ bf16 autocast is not here: accelerate's ``mixed_precision`` opens it around ever
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -81,17 +80,6 @@ def describe_kernels(seen: Counter, device: torch.device) -> str:
     """One line for a log: 'attention on cuda: flash x24, efficient x8'."""
     calls = ", ".join(f"{name} x{n}" for name, n in seen.most_common()) or "no attention calls"
     return f"attention on {device.type}: {calls}"
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """The most memory this process has held on ``device`` so far: CUDA's peak allocation, or
-    for a CPU (and MPS, whose unified memory is the process's) the peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource  # POSIX only: importing it at the top would break Windows
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, else KiB
 
 
 def check_distribution(distributed_type: str) -> None:

@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from text2sign.config import PRESETS, SAMPLERS, validate
+from text2sign.config import PRESETS, SAMPLERS
 from text2sign.console import add_quiet, shows_progress
 from text2sign.shipped import model_or_shipped
 
@@ -17,8 +17,9 @@ def _preset_names() -> list[str]:
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="small", choices=_preset_names(),
-                   help="named starting point (default: small, for CPUs and laptops)")
+    p.add_argument("--preset", choices=_preset_names(),
+                   help="named starting point (default: small, for CPUs and laptops; on "
+                   "--resume: the run's own config)")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML config (see `text2sign config`)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set train.lr=1e-4 (repeatable)")
@@ -83,10 +84,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_config)
 
 
-def _build(args: argparse.Namespace):
+def _build(args: argparse.Namespace, base=None):
+    """The command line's config; ``base``, a run's own config, is what it changes (--resume)."""
     from text2sign.build import build_config  # torch: imported when a command runs, not by --help
 
-    return build_config(args.preset, args.config, args.overrides)
+    preset = args.preset or (None if base is not None else "small")
+    return build_config(preset, args.config, args.overrides, base)
 
 
 def run_config(args: argparse.Namespace) -> int:
@@ -96,18 +99,20 @@ def run_config(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     # torch, accelerate: imported when the command runs, so `text2sign --help` stays fast
-    from text2sign.checkpoint import resume_config
+    from text2sign.checkpoint import read_run_config, resume_config
     from text2sign.training import train
 
     cfg = _build(args)
+    out = Path(args.out or f"runs/{cfg.model.arch}-{cfg.model.preset}")
+    run = read_run_config(out, args.resume) if args.resume else None
+    if run is not None:  # what the command line sets changes the run's config, not a preset's
+        cfg = _build(args, base=run)
     if args.data:  # set as data, never re-parsed: a folder named 2024 or yes stays a path
         cfg = replace(cfg, data=replace(cfg.data, path=str(args.data)))
     if args.minutes is not None:
         cfg = replace(cfg, train=replace(cfg.train, max_minutes=args.minutes))
     if args.init_from:
         cfg = replace(cfg, model=replace(cfg.model, init_from=args.init_from))
-    validate(cfg)
-    out = Path(args.out or f"runs/{cfg.model.arch}-{cfg.model.preset}")
     cfg = resume_config(cfg, out, args.resume, data=args.data)
     if not Path(cfg.data.path).exists():
         raise FileNotFoundError(

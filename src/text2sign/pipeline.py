@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from text2sign.build import build_conditioner, build_denoiser, diffusion_space, pick_device
+from text2sign.build import build_conditioner, build_denoiser, diffusion_space
 from text2sign.card import SAMPLE_FILE
 from text2sign.checkpoint import (
     check_fit,
@@ -23,6 +23,7 @@ from text2sign.checkpoint import (
 )
 from text2sign.config import Config, check_clip, validate_sample
 from text2sign.data.dataset import to_uint8
+from text2sign.device import pick_device
 from text2sign.diffusion import sample
 from text2sign.latent import load_autoencoder
 from text2sign.model_info import ModelInfo

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from text2sign import diffusion
-from text2sign.build import build_autoencoder, build_models, diffusion_space, pick_device
+from text2sign.build import build_autoencoder, build_models, diffusion_space
 from text2sign.checkpoint import (
     CHECKPOINT_PREFIX,
     list_checkpoints,
@@ -41,15 +41,14 @@ from text2sign.config import Config, TrainConfig
 from text2sign.data.dataset import ClipDataset, open_data
 from text2sign.data.fingerspelling import is_fingerspelling_corpus
 from text2sign.data.video_io import safe_names, write_gif
+from text2sign.device import cpu_has_bf16, describe_device, peak_memory_mb, pick_device
 from text2sign.evaluation import evaluate as evaluation
-from text2sign.evaluation.evaluate import describe_device
 from text2sign.fast_path import (
     adamw,
     check_distribution,
     compile_module,
     describe_kernels,
     enable_tf32,
-    peak_memory_mb,
     recorded_attention_kernels,
 )
 from text2sign.files import (
@@ -103,15 +102,6 @@ def expected_last_step(step: int, tc: TrainConfig, minutes: float,
 def derive_seed(*parts: int) -> int:
     """A well-mixed 63-bit seed from integers (no correlation between neighbouring steps)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(2, dtype=np.uint64)[0] >> 1)
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:  # not Linux: no way to tell
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def mixed_precision_for(requested: str, device_type: str) -> str:

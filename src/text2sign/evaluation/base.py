@@ -35,6 +35,15 @@ class FitSettings(Protocol):
     seed: int
 
 
+def conv_block(cin: int, cout: int, stride: tuple[int, int, int]) -> nn.Sequential:
+    """Conv3d + GroupNorm + SiLU, the block both recognizers stack (stride: time, height, width)."""
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False),
+        nn.GroupNorm(8, cout),
+        nn.SiLU(),
+    )
+
+
 def _frame_indices(num_in: int, num_out: int) -> torch.Tensor:
     """Uniformly spaced source frame indices (nearest), the same rule as the clip cache."""
     return torch.linspace(0, num_in - 1, num_out).round().long()

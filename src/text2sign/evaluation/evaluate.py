@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import platform
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from text2sign.data.video_io import (
     write_contact_sheet,
     write_gif,
 )
+from text2sign.device import describe_device
 from text2sign.evaluation.metrics import frechet_distance, topk_accuracy
 from text2sign.evaluation.recognizer import Recognizer, load_or_train_recognizer
 from text2sign.evaluation.report import (
@@ -60,24 +60,6 @@ CLASSIFIER_FRAMES = 32
 LONG_WORD = 9  # letters from which an unseen word counts as long (issue: 9-14 letters)
 REAL_BORDER = (40, 200, 40)  # the real clip on each contact-sheet row is framed in green
 COMPARE_ROWS = 12  # texts in compare.gif (real beside generated, animated), spread evenly
-
-
-def describe_device(device: torch.device | str) -> str:
-    """A human name for a torch device: the GPU model, or the CPU model and thread count."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    if device.type == "cpu":
-        name = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        return f"cpu ({name}, {torch.get_num_threads()} threads)"
-    return str(device)
 
 
 def _stratified_halves(texts: list[str], rng: np.random.Generator) -> tuple[list[int], list[int]]:
@@ -168,9 +150,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Evaluation of {report['model']}",
         "",
-        "| " + " | ".join(name for name, _ in rows) + " |",
-        "|" + "---|" * len(rows),
-        "| " + " | ".join(value for _, value in rows) + " |",
+        *markdown_table([[name for name, _ in rows], [value for _, value in rows]]),
         "",
         f"{report['per_text']} clips per text, sampler {report['sampler']}, {report['steps']} "
         f"steps, guidance {report['guidance']}, seed {report['seed']}, on {report['data']}.",
@@ -216,15 +196,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             "absolute difference in frames.",
             "",
         ]
-    lines += [
-        "## Per text",
-        "",
-        "| text | group | top-1 | most often recognized as | read back as |",
-        "|---|---|---|---|---|",
-    ]
-    for text, row in report["per_text_accuracy"].items():
-        cells = [text, row["group"], fmt_number(row["top1"], 2), row["predicted"], row["read"]]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    per_text = [[text, row["group"], fmt_number(row["top1"], 2), row["predicted"], row["read"]]
+                for text, row in report["per_text_accuracy"].items()]
+    lines += ["## Per text", "", *markdown_table(
+        [["text", "group", "top-1", "most often recognized as", "read back as"], *per_text])]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,6 @@
-"""Scores for generated clips: top-k recognition accuracy and the Frechet distance of features."""
+"""Scores for generated clips, as pure functions: top-k recognition accuracy, the Frechet distance
+of features, and for texts read back the edit distance, the character (or gloss) error rate and
+exact-text accuracy."""
 
 from __future__ import annotations
 
@@ -54,3 +56,41 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     value = float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b)
                   - 2.0 * np.trace(cross))
     return max(value, 0.0)  # rounding can push an exact match a hair below zero
+
+
+def text_units(text: str, units: str) -> list[str]:
+    """Characters (case-folded: fingerspelling has no case) or whitespace-separated glosses."""
+    if units == "chars":
+        return list(text.strip().casefold())
+    return text.split()
+
+
+def join_units(units_: list[str], units: str) -> str:
+    return "".join(units_) if units == "chars" else " ".join(units_)
+
+
+def edit_distance(a: list[str], b: list[str]) -> int:
+    """Levenshtein distance between two unit sequences (insertions, deletions, substitutions)."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def error_rate(references: list[str], hypotheses: list[str], units: str = "chars") -> float:
+    """Total edit distance over total reference length (CER for chars, WER-like for glosses)."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    edits = sum(edit_distance(text_units(r, units), text_units(h, units))
+                for r, h in zip(references, hypotheses, strict=True))
+    length = sum(len(text_units(r, units)) for r in references)
+    return edits / max(1, length)
+
+
+def exact_accuracy(references: list[str], hypotheses: list[str], units: str = "chars") -> float:
+    if not references:
+        return float("nan")
+    return float(np.mean([text_units(r, units) == text_units(h, units)
+                          for r, h in zip(references, hypotheses, strict=True)]))

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from text2sign.build import pick_device
 from text2sign.config import VAL_FRACTION
-from text2sign.evaluation.base import TrainedRecognizer, load_clips
+from text2sign.device import pick_device
+from text2sign.evaluation.base import TrainedRecognizer, conv_block, load_clips
 from text2sign.evaluation.metrics import topk_accuracy
 
 FORMAT_VERSION = 1
@@ -46,14 +46,6 @@ class TrainSettings:
     seed: int = 0
 
 
-def _block(cin: int, cout: int, stride: tuple[int, int, int]) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv3d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False),
-        nn.GroupNorm(8, cout),
-        nn.SiLU(),
-    )
-
-
 class RecognizerNet(nn.Module):
     """Four Conv3d+GroupNorm+SiLU blocks, global average pooling, a linear classifier."""
 
@@ -61,10 +53,10 @@ class RecognizerNet(nn.Module):
         super().__init__()
         w = config.width
         self.blocks = nn.Sequential(
-            _block(3, w, (1, 2, 2)),  # space first: hand shapes need spatial detail early
-            _block(w, 2 * w, (2, 2, 2)),
-            _block(2 * w, 4 * w, (2, 2, 2)),
-            _block(4 * w, config.feature_dim, (1, 1, 1)),
+            conv_block(3, w, (1, 2, 2)),  # space first: hand shapes need spatial detail early
+            conv_block(w, 2 * w, (2, 2, 2)),
+            conv_block(2 * w, 4 * w, (2, 2, 2)),
+            conv_block(4 * w, config.feature_dim, (1, 1, 1)),
         )
         self.dropout = nn.Dropout(0.2)
         self.head = nn.Linear(config.feature_dim, num_classes)

@@ -92,9 +92,9 @@ def duration_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 def markdown_table(rows: list[list[str]]) -> list[str]:
-    """Header + rows as Markdown table lines."""
-    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0]),
-            *["| " + " | ".join(row) + " |" for row in rows[1:]]]
+    """Header + rows as Markdown table lines; a "|" inside a cell (a text) is escaped."""
+    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return [lines[0], "|" + "---|" * len(rows[0]), *lines[1:]]
 
 
 def format_table(rows: list[list[str]]) -> str:

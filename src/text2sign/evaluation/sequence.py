@@ -21,10 +21,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from text2sign.build import pick_device
 from text2sign.config import VAL_FRACTION
 from text2sign.data.fingerspelling import is_fingerspelling_corpus
-from text2sign.evaluation.base import TrainedRecognizer, load_clips
+from text2sign.device import pick_device
+from text2sign.evaluation.base import TrainedRecognizer, conv_block, load_clips
+from text2sign.evaluation.metrics import (  # noqa: F401  (also imported from here)
+    edit_distance,
+    error_rate,
+    exact_accuracy,
+    join_units,
+    text_units,
+)
 
 UNITS = ("chars", "glosses")
 WEIGHTS_NAME = "sequence.safetensors"
@@ -51,60 +58,16 @@ class SequenceTrainSettings:
     seed: int = 0
 
 
-def text_units(text: str, units: str) -> list[str]:
-    """Characters (case-folded: fingerspelling has no case) or whitespace-separated glosses."""
-    if units == "chars":
-        return list(text.strip().casefold())
-    return text.split()
-
-
-def join_units(units_: list[str], units: str) -> str:
-    return "".join(units_) if units == "chars" else " ".join(units_)
-
-
-def edit_distance(a: list[str], b: list[str]) -> int:
-    """Levenshtein distance between two unit sequences (insertions, deletions, substitutions)."""
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
-    return row[-1]
-
-
-def error_rate(references: list[str], hypotheses: list[str], units: str = "chars") -> float:
-    """Total edit distance over total reference length (CER for chars, WER-like for glosses)."""
-    if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    edits = sum(edit_distance(text_units(r, units), text_units(h, units))
-                for r, h in zip(references, hypotheses, strict=True))
-    length = sum(len(text_units(r, units)) for r in references)
-    return edits / max(1, length)
-
-
-def exact_accuracy(references: list[str], hypotheses: list[str], units: str = "chars") -> float:
-    if not references:
-        return float("nan")
-    return float(np.mean([text_units(r, units) == text_units(h, units)
-                          for r, h in zip(references, hypotheses, strict=True)]))
-
-
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv3d(cin, cout, kernel_size=3, stride=(1, 2, 2), padding=1, bias=False),
-        nn.GroupNorm(8, cout),
-        nn.SiLU(),
-    )
-
-
 class SequenceNet(nn.Module):
     """Conv3d blocks that halve space and keep time, spatial pooling, a BiGRU, a CTC head."""
 
     def __init__(self, vocab_size: int, config: SequenceConfig):
         super().__init__()
         w = config.width
-        self.blocks = nn.Sequential(_block(3, w), _block(w, 2 * w), _block(2 * w, 4 * w),
-                                    _block(4 * w, 4 * w))
+        space = (1, 2, 2)  # halve space, keep time: one step per frame for CTC
+        self.blocks = nn.Sequential(conv_block(3, w, space), conv_block(w, 2 * w, space),
+                                    conv_block(2 * w, 4 * w, space),
+                                    conv_block(4 * w, 4 * w, space))
         self.rnn = nn.GRU(4 * w, config.hidden, batch_first=True, bidirectional=True)
         self.head = nn.Linear(2 * config.hidden, vocab_size + 1)  # index 0 is the CTC blank
 

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import uvicorn
 from PIL import Image
 from starlette.applications import Starlette
@@ -39,7 +38,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from text2sign.data.video_io import has_av, write_gif, write_mp4
-from text2sign.evaluation.evaluate import describe_device
+from text2sign.device import describe_device, rss_mb
 from text2sign.model_info import ModelInfo
 from text2sign.serve.corpus import Corpus, training_texts
 from text2sign.serve.worker import GenerateRequest, GenerationWorker, QueueFull
@@ -246,11 +245,6 @@ class Service:
         if clip is None:
             return None
         return {**self.store.put(key, clip), "frames_count": int(len(clip))}
-
-
-def rss_mb() -> float:
-    """Resident memory of this process in MiB (psutil comes with accelerate)."""
-    return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
 def _number(body: dict, name: str, default: Any, kind: type, lo: float, hi: float) -> Any:
