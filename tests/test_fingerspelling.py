@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
+import re
 
 import numpy as np
 import pytest
@@ -78,8 +82,11 @@ def test_words_are_fingerspelled_through_the_lookup(tmp_path):
     assert read_video(gifs[0])[0].shape == (4, 16, 16, 3)
 
 
-def test_spell_prefers_the_longest_letter():
+def test_spell_prefers_the_longest_letter_and_spells_phrases_word_by_word():
     assert fs.spell("Schach", ["S", "SCH", "C", "H", "A"], "sgg") == ["sch", "a", "c", "h"]
+    assert fs.spell("ab  ba", ["A", "B"]) == ["a", "b", "b", "a"]
+    with pytest.raises(ValueError, match="no recording for '1'"):
+        fs.spell("a1 b", ["A", "B"])
 
 
 def test_a_broken_recording_is_skipped_and_reported(tmp_path, monkeypatch):
@@ -151,3 +158,109 @@ def test_cli_writes_corpus_and_contact_sheet(tmp_path, capsys):
     args = parser.parse_args(["fingerspelling", "--list-languages"])
     assert args.func(args) == 0
     assert "ase  26  A B C" in capsys.readouterr().out
+
+
+def _longest_still_run(clip: np.ndarray) -> int:
+    """The most consecutive identical frames of a clip."""
+    best = run = 1
+    for a, b in zip(clip, clip[1:], strict=False):
+        run = run + 1 if np.array_equal(a, b) else 1
+        best = max(best, run)
+    return best
+
+
+def test_a_word_is_spelled_exactly_as_the_package_spells_it():
+    with contextlib.redirect_stdout(io.StringIO()):
+        pose = fs._fingerspelling_lookup().lookup("hello", "hello", "en", "ase").pose
+    theirs, ours = fs.pose_to_skeleton(pose), fs.lookup_word("hello", "en", "ase")
+    assert ours.xyz.shape == (77, fs.NUM_POINTS, 3)  # 3.08 s at 25 fps
+    assert np.array_equal(ours.xyz, theirs.xyz) and np.array_equal(ours.valid, theirs.valid)
+
+
+def test_a_phrase_holds_the_last_letter_of_each_word_but_the_last():
+    plain = fs.lookup_word("go go", "en", "ase", hold=0.0)
+    held = fs.lookup_word("go go", "en", "ase")
+    _, ends = fs._spell_words(["go", "go"], "en", "ase")
+    extra = round(fs.WORD_HOLD_SECONDS * 25)  # 9 frames at the recordings' 25 fps
+    assert (len(plain.xyz), len(held.xyz), ends) == (77, 77 + extra, [30, 68])
+    k = ends[0]  # the stillest frame of the first "o": shown 1 + extra times
+    assert np.array_equal(held.xyz[:k + 1], plain.xyz[:k + 1])
+    assert all(np.array_equal(f, plain.xyz[k]) for f in held.xyz[k:k + 1 + extra])
+    assert np.array_equal(held.xyz[k + 1 + extra:], plain.xyz[k + 1:])
+
+
+def test_hold_frames_repeats_the_given_frames():
+    skeleton = _synthetic(5)
+    skeleton.xyz[:, :, 0] += np.arange(5, dtype=np.float32)[:, None]
+    held = fs.hold_frames(skeleton, [1, 3], 2)
+    assert (held.xyz[:, 0, 0] - 150).tolist() == [0, 1, 1, 1, 2, 3, 3, 3, 4]
+    assert fs.hold_frames(skeleton, [], 2) is skeleton
+
+
+def test_fps_gives_each_clip_its_recordings_length_with_exact_gif_delays(tmp_path):
+    from PIL import Image
+
+    gifs = fs.build_fingerspelling_corpus(tmp_path, words=["go", "hello", "go go"], fps=12.5,
+                                          size=16, progress=False)
+    clips = {g.stem: read_video(g) for g in gifs}
+    # One frame every 2 of the 25 fps recordings: go 39 frames (1.56 s), hello 77 (3.08 s),
+    # "go go" 77 + 9 held (3.44 s).
+    assert {k: (len(v), fps) for k, (v, fps) in clips.items()} == {
+        "go": (20, 12.5), "hello": (39, 12.5), "go_go": (43, 12.5)}
+    assert _longest_still_run(clips["go_go"][0]) == 5  # the word-boundary hold
+    assert _longest_still_run(clips["hello"][0]) == 1
+    with Image.open(gifs[1]) as gif:
+        delays = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            delays.append(gif.info["duration"])
+    assert delays == [80] * 39  # 8 centiseconds each: 39 frames last 3.12 s
+    marker = json.loads((tmp_path / fs.MARKER).read_text())
+    assert marker["fps"] == 12.5 and "frames" not in marker
+    assert marker["word_hold_seconds"] == fs.WORD_HOLD_SECONDS
+
+
+def test_frame_times_follow_the_rate_and_the_length():
+    for n, expected in ((26, 13), (51, 26), (52, 26)):
+        times = fs.frame_times(_synthetic(n), fps=12.5)
+        assert len(times) == expected and np.allclose(np.diff(times), 2.0)
+    assert len(fs.frame_times(_synthetic(51), fps=25.0)) == 51
+    assert len(fs.frame_times(_synthetic(51), frames=7)) == 7
+
+
+@pytest.mark.parametrize("fps", [12.0, 30.0, 100.0, 0.0, -5.0])
+def test_a_rate_without_whole_centisecond_frames_is_refused(tmp_path, fps):
+    with pytest.raises(ValueError, match=rf"--fps {fps:g} gives .*12\.5"):
+        fs.build_fingerspelling_corpus(tmp_path, fps=fps, size=16, progress=False)
+    assert not list(tmp_path.rglob("*.gif"))
+    for ok in (50.0, 25.0, 12.5, 10.0, 6.25, 5.0):
+        assert fs.check_rate(ok) == ok
+
+
+def test_frames_and_fps_are_one_or_the_other(tmp_path):
+    parser = argparse.ArgumentParser()
+    fs.register(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["fingerspelling", str(tmp_path), "--frames", "4", "--fps", "25"])
+    with pytest.raises(ValueError, match="not both"):
+        fs.build_fingerspelling_corpus(tmp_path, frames=4, fps=25.0, progress=False)
+
+
+def test_builtin_lists_hold_long_words_and_short_phrases(tmp_path):
+    texts = fs.words_from("en,en-long,en-phrases")
+    long_words, phrases = fs.builtin_words("en-long"), fs.builtin_words("en-phrases")
+    assert (len(fs.builtin_words("en")), len(long_words), len(phrases)) == (2400, 300, 309)
+    assert len(texts) == len(set(texts)) == 2400 + 300 + 309
+    assert all(re.fullmatch("[a-z]{9,14}", w) for w in long_words)
+    for n in range(9, 15):
+        assert sum(len(w) == n for w in long_words) == 50
+    for phrase in phrases:
+        words = phrase.split(" ")
+        assert 2 <= len(words) <= 3 and all(re.fullmatch("[a-z]+", w) for w in words), phrase
+        assert sum(map(len, words)) <= 14, phrase
+    mine = tmp_path / "mine.txt"
+    mine.write_text("# names\nthank   you\n\nchristopher\nhello\n", encoding="utf-8")
+    assert fs.words_from(f"en-phrases,{mine}")[-2:] == ["christopher", "hello"]
+    assert fs.read_words(mine) == ["thank you", "christopher", "hello"]
+    with pytest.raises(FileNotFoundError, match="built-in lists: en, en-long, en-phrases"):
+        fs.words_from("en,nope")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 
+from text2sign import shipped
 from text2sign.config import Config
 from text2sign.data.cache import holdout_texts
 from text2sign.evaluation.evaluate import evaluate, text_groups
@@ -17,6 +19,7 @@ from text2sign.evaluation.sequence import (
     SequenceConfig,
     SequenceRecognizer,
     SequenceTrainSettings,
+    load_or_train_sequence_recognizer,
     read_clips,
     train_sequence_recognizer,
 )
@@ -194,3 +197,116 @@ def test_evaluate_reports_seen_and_unseen_back_translation(reader, tmp_path):
     assert "## Back-translation" in md and "| unseen texts | 3 | 6 |" in md
     assert "## Top-1 by group" in md and "| classifier | texts | clips | top-1 |" in md
     assert "| cba | unseen |" in md
+
+
+# --------------------------------------------------------------------------- own-length clips
+
+LETTER, GAP, SPACE = 4, 1, 3  # frames: a symbol, the blank after it, a word boundary
+
+
+def phrase_clip(text: str, rng: np.random.Generator) -> np.ndarray:
+    """Symbols as in `symbol_clip` but at a rate: 4 frames each plus a blank one, and 3 more
+    blank frames for a space, so a clip lasts as long as its text."""
+    parts = []
+    for ch in text:
+        if ch == " ":
+            parts.append(np.zeros((SPACE, SIZE, SIZE, 3), np.uint8))
+            continue
+        part = np.zeros((LETTER + GAP, SIZE, SIZE, 3), np.uint8)  # (T, H, W, 3)
+        a = symbol_clip(ch, rng)  # one symbol over 15 of 16 frames
+        part[:LETTER] = a[:LETTER]
+        parts.append(part)
+    return np.concatenate(parts)  # (T, H, W, 3)
+
+
+class PhraseCache(SymbolCache):
+    """Stand-in for a variable-length ClipCache: clips at their own length, `.lengths`."""
+
+    variable = True
+
+    def __init__(self, path, texts: list[str], per_text: int = 4, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.texts = [t for t in texts for _ in range(per_text)]
+        self.clips = [phrase_clip(t, rng) for t in self.texts]
+        self.lengths = [len(c) for c in self.clips]
+        self.path, self.size = path, SIZE
+        self.fingerprint = f"phrases{seed:03d}{len(self.texts):04d}"
+
+
+PHRASE_TEXTS = ["a", "b", "c", "ab", "ba", "ca", "bc", "abc", "cab", "a b", "b a", "ab c",
+                "c ab", "a bc", "ca b", "b c", "bc a"]
+OWN = dataclasses.replace(SEQ, frames=None)
+
+
+@pytest.fixture(scope="module")
+def phrase_reader(tmp_path_factory):
+    cache = PhraseCache(tmp_path_factory.mktemp("phrases"), PHRASE_TEXTS)
+    train, _ = cache.split(0.25)
+    return train_sequence_recognizer(cache, train, config=OWN, settings=SEQ_FAST, device="cpu",
+                                     progress=False)
+
+
+def test_own_length_recognizer_reads_phrases_with_their_spaces(phrase_reader):
+    assert phrase_reader.vocab == [" ", "a", "b", "c"]  # the word boundary is a unit
+    test = PhraseCache(None, ["a b", "ab c", "c b", "ba c", "abc", "c a b"], per_text=3, seed=5)
+    assert min(test.lengths) == 13 and max(test.lengths) == 21  # read at these lengths
+    hyps = read_clips(phrase_reader, test, list(range(len(test))))
+    assert error_rate(test.texts, hyps) < 0.1, list(zip(test.texts, hyps, strict=True))
+    assert exact_accuracy(test.texts, hyps) >= 0.7
+
+
+def test_own_length_keeps_every_frame_and_batches_by_length(phrase_reader):
+    rng = np.random.default_rng(3)
+    long_clip = np.concatenate([phrase_clip("abc ab", rng)] * 3)[:60]  # (60, H, W, 3)
+    with torch.no_grad():
+        steps = phrase_reader.net(phrase_reader.prepare(long_clip[None])).shape[1]
+        fixed = SequenceRecognizer(phrase_reader.net, phrase_reader.vocab, SEQ)  # frames=16
+        assert fixed.prepare(long_clip[None]).shape[2] == FRAMES
+    assert steps == 60  # one CTC step per frame, not resampled to a fixed count
+    clips = [long_clip, phrase_clip("ab", rng), long_clip[:30], phrase_clip("ba", rng)]
+    together = phrase_reader.read(clips, batch_size=2)
+    alone = [phrase_reader.read(c[None])[0] for c in clips]
+    assert [t for t, _ in together] == [t for t, _ in alone]
+    assert np.allclose([c for _, c in together], [c for _, c in alone], atol=1e-5)
+
+
+def test_a_lost_space_is_a_character_error():
+    assert error_rate(["thank you"], ["thankyou"]) == pytest.approx(1 / 9)
+    assert error_rate(["thank  you"], ["thank you"]) == 0.0  # a run of spaces is one boundary
+    assert exact_accuracy(["see you"], ["seeyou"]) == 0.0
+
+
+def test_load_or_train_reads_a_variable_cache_at_its_own_length(tmp_path):
+    cache = PhraseCache(tmp_path, PHRASE_TEXTS[:8], per_text=2)
+    cache.split_by_text = lambda val_fraction, holdout: (list(range(12)), [], [])
+    tiny = SequenceTrainSettings(steps=3, batch_size=4)
+    rec = load_or_train_sequence_recognizer(cache, units="chars", settings=tiny, device="cpu",
+                                            folder=tmp_path / "rec", progress=False)
+    assert rec.config.frames is None
+    assert rec.metrics["train_frames"] == {"min": 5, "median": 7.5, "max": 10}
+    again = SequenceRecognizer.load(tmp_path / "rec")
+    assert again.config.frames is None and again.vocab == rec.vocab
+
+    fixed = SymbolCache(tmp_path / "fixed", TRAIN_TEXTS[:4], per_text=2)
+    rec = load_or_train_sequence_recognizer(fixed, units="chars", settings=tiny, device="cpu",
+                                            progress=False)
+    assert rec.config.frames == FRAMES and "train_frames" not in rec.metrics
+
+
+def test_the_shipped_recognizer_reads_as_it_always_has():
+    rec = SequenceRecognizer.load(shipped.recognizer())
+    assert rec.config.frames == 28 and len(rec.vocab) == 26 and " " not in rec.vocab
+    clips = np.random.default_rng(0).integers(0, 256, (2, 40, 48, 48, 3), dtype=np.uint8)
+    clips[:, :, 16:32, 16:32] = 0
+    with torch.no_grad():
+        log_probs = rec.net(rec.prepare(clips))  # (2, 28, 27): resampled to 28 frames
+    assert log_probs.shape == (2, 28, 27)
+    # Computed before own-length reading existed (same weights, same input).
+    expected = torch.tensor([[-2.3392, -6.7782, -4.9172, -8.0862],
+                             [-0.0245, -8.6750, -7.8779, -11.5708],
+                             [-0.0007, -12.1547, -12.6643, -15.1787]])
+    assert torch.allclose(log_probs[0, :3, :4], expected, atol=1e-3)
+    readings = rec.read(clips)
+    assert [t for t, _ in readings] == ["w", "w"]
+    assert [round(c, 4) for _, c in readings] == [0.9837, 0.9862]
+    assert rec.read([clips[0], clips[1, :20]])[0] == readings[0]  # a list of two lengths

@@ -1,4 +1,5 @@
-"""Where the files shipped inside the package live: the demo model, its recognizer, word lists."""
+"""Where the files shipped inside the package live: the demo model, its recognizer, word and
+phrase lists."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def recognizer() -> Path:
 
 
 def word_list(name: str) -> Path:
-    """A built-in word list (``words-<name>.txt``)."""
+    """A built-in word list (``words-<name>.txt``: en, en-long, en-phrases)."""
     return ASSETS / f"words-{name}.txt"
 
 

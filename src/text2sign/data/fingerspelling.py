@@ -4,13 +4,17 @@ The PyPI package `spoken-to-signed` ships ~600 MediaPipe Holistic recordings of 
 of ~20 sign languages (`assets/fingerspelling_lexicon/index.csv` + `.pose` files, read with
 `pose-format`). This module draws them as skeleton clips in the user's folder format
 (`NAME.gif` + `NAME.txt`): letters by default, or words fingerspelled with the package's
-`FingerspellingPoseLookup`.
+`FingerspellingPoseLookup`. A text with spaces (a phrase) is spelled word by word, the last letter
+of each word held a moment: the pause signers make at a word boundary.
 
 Framing: at 64x64 a full-body frame leaves the hand ~8 px wide, so each clip is framed on the
 signing hand(s): a square of `zoom` shoulder widths centred on the median hand position over
 the clip. Hands are drawn bold with one colour per finger (nearest segments last), the arms
 and face outline faintly. Everything is drawn at 4x and box-filtered down (anti-aliasing).
 Clips are never mirrored: that would swap the dominant hand.
+
+Time: a clip has either a fixed number of frames spread over the recording (`frames`), or one
+frame every 1/`fps` seconds of it (`fps`), so a long word lasts longer than a short one.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ SUPERSAMPLE = 4  # draw at 4x, then box-filter down: cheap anti-aliasing
 DEFAULT_ZOOM = 0.8  # crop side in shoulder widths: a hand is 0.25-0.6 shoulder widths long
 SHEET_FRAMES = 8  # frame columns of a contact sheet
 MAX_GAP = 3  # fill landmark dropouts of at most this many frames by interpolation
+# Fingerspellers mark a word boundary by holding the word's last letter (or pausing) for a few
+# tenths of a second rather than by a sign for "space" (Wilcox 1992, "The Phonetics of
+# Fingerspelling"; Keane 2014): without it "thank you" and "thankyou" look the same.
+WORD_HOLD_SECONDS = 0.35
 
 # Landmark subsets drawn, by MediaPipe names (pose-format keeps them as point names).
 BODY_POINTS = ("LEFT_SHOULDER", "RIGHT_SHOULDER", "LEFT_ELBOW", "RIGHT_ELBOW",
@@ -143,7 +151,10 @@ def _check_languages(languages: Sequence[str], index: dict[str, Any]) -> list[st
 
 
 def spell(word: str, letters: Sequence[str], language: str = "?") -> list[str]:
-    """Split a word into lexicon letters, longest first (as `FingerspellingPoseLookup` does)."""
+    """Split a word into lexicon letters, longest first (as `FingerspellingPoseLookup` does);
+    a phrase's words one after the other (the spaces are word boundaries, not letters)."""
+    if len(word.split()) > 1:
+        return [key for part in word.split() for key in spell(part, letters, language)]
     keys = sorted({k.lower() for k in letters}, key=len, reverse=True)
     text, out, i = word.lower(), [], 0
     while i < len(text):
@@ -151,8 +162,8 @@ def spell(word: str, letters: Sequence[str], language: str = "?") -> list[str]:
         if key is None:
             raise ValueError(
                 f"cannot fingerspell {word!r} in {language}: no recording for {text[i]!r}; "
-                f"its letters are {' '.join(letters)} (spaces and digits are not letters; "
-                "put one word per line)"
+                f"its letters are {' '.join(letters)} (digits and punctuation are not letters; "
+                "a phrase is words separated by spaces)"
             )
         out.append(key)
         i += len(key)
@@ -204,11 +215,78 @@ def load_recording(path: str | Path) -> Skeleton:
     return pose_to_skeleton(Pose.read(Path(path).read_bytes()))
 
 
-def lookup_word(word: str, spoken_language: str, signed_language: str) -> Skeleton:
-    """A fingerspelled word: letters concatenated and smoothed by `FingerspellingPoseLookup`."""
+def lookup_word(text: str, spoken_language: str, signed_language: str,
+                hold: float = WORD_HOLD_SECONDS) -> Skeleton:
+    """A fingerspelled word, or a phrase spelled word by word with the last letter of every
+    word but the last held ``hold`` seconds longer at its stillest frame."""
+    skeleton, word_ends = _spell_words(text.split(), spoken_language, signed_language)
+    return hold_frames(skeleton, word_ends[:-1], round(hold * skeleton.fps))
+
+
+def _spell_words(words: Sequence[str], spoken_language: str, signed_language: str
+                 ) -> tuple[Skeleton, list[int]]:
+    """The letters of all words concatenated and smoothed as `FingerspellingPoseLookup.lookup`
+    does for one word (the same frames), and the stillest frame of each word's last letter."""
+    # ~0.5 s to import: not at `text2sign --help`, which loads this module
+    from pose_format.utils.generic import correct_wrists, normalize_pose_size, reduce_holistic
+    from spoken_to_signed.gloss_to_pose.concatenate import (
+        hide_lowered_hands,
+        normalize_pose,
+        process_sign,
+    )
+    from spoken_to_signed.gloss_to_pose.smoothing import smooth_concatenate_poses
+
+    lookup = _fingerspelling_lookup()
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints progress lines
-        result = _fingerspelling_lookup().lookup(word, word, spoken_language, signed_language)
-    return pose_to_skeleton(result.pose)
+        letters, last_letters = [], []
+        for word in words:
+            letters += lookup.characters_lookup(word.lower(), spoken_language, signed_language)
+            last_letters.append(len(letters) - 1)
+        if not letters:
+            raise ValueError(f"cannot fingerspell an empty text in {signed_language}")
+        letters[-1] = lookup.stretch_pose(letters[-1], 2)  # the package holds the last letter
+        # `concatenate_poses` step by step: smoothing trims every letter's pose in place, so
+        # afterwards their lengths say where each letter lies in the concatenated pose.
+        letters = [normalize_pose(reduce_holistic(p)) for p in letters]
+        letters = [process_sign(p, keep_onset=i == 0, keep_offset=i == len(letters) - 1,
+                                max_sign_seconds=0.8) for i, p in enumerate(letters)]
+        pose = smooth_concatenate_poses(letters)
+        edges = np.cumsum([0] + [len(p.body.data) for p in letters])  # (L + 1,) frame spans
+        pose = correct_wrists(pose)
+        normalize_pose_size(pose)
+        pose = hide_lowered_hands(pose)
+    skeleton = pose_to_skeleton(pose)
+    speed = _hand_speed(skeleton)  # (N,)
+    ends = []
+    for i in last_letters:
+        start, end = int(edges[i]), int(edges[i + 1])
+        window = speed[start:end]
+        still = int(np.argmin(window)) if np.isfinite(window).any() else (end - start) // 2
+        ends.append(start + still)
+    return skeleton, ends
+
+
+def _hand_speed(skeleton: Skeleton) -> np.ndarray:
+    """(N,) mean image-plane speed of the hand points seen in a frame and the one before
+    (inf where none is, and at frame 0)."""
+    xy, ok = skeleton.xyz[:, _L0:, :2], skeleton.valid[:, _L0:]  # (N, 42, 2), (N, 42)
+    both = ok[1:] & ok[:-1]  # (N - 1, 42)
+    step = np.linalg.norm(np.diff(xy, axis=0), axis=-1)  # (N - 1, 42)
+    speed = np.full(len(xy), np.inf)
+    seen = both.any(1)
+    speed[1:][seen] = (step * both).sum(1)[seen] / both.sum(1)[seen]
+    return speed
+
+
+def hold_frames(skeleton: Skeleton, at: Sequence[int], count: int) -> Skeleton:
+    """The skeleton with frame ``at[k]`` shown ``count`` more times for each k (a still hold)."""
+    if not len(at) or count <= 0:
+        return skeleton
+    order = np.arange(len(skeleton.xyz))
+    repeats = np.ones(len(order), int)
+    repeats[np.asarray(at, int)] += count
+    order = np.repeat(order, repeats)  # (N + len(at) * count,) source frame of each frame
+    return Skeleton(xyz=skeleton.xyz[order], valid=skeleton.valid[order], fps=skeleton.fps)
 
 
 @functools.cache
@@ -256,6 +334,31 @@ def time_window(skeleton: Skeleton, speed: float = 1.0) -> tuple[float, float]:
     length = min(n - 1, (n - 1) / speed)
     start = ((n - 1) - length) / 2
     return start, start + length
+
+
+def check_rate(fps: float) -> float:
+    """A frame rate whose GIF frame duration 100 / fps is a whole number (>= 2) of centiseconds,
+    so a clip of T frames lasts exactly T / fps seconds."""
+    ticks = 100.0 / fps if fps > 0 else 0.0
+    if not (fps > 0 and ticks >= 2 - 1e-9 and abs(ticks - round(ticks)) < 1e-6):
+        raise ValueError(
+            f"--fps {fps:g} gives GIF frames of {ticks:.3g} centiseconds; GIF delays are whole "
+            "centiseconds (at least 2), so choose 100/k for a whole k >= 2: 50, 25, 20, 12.5, "
+            "10, 6.25, 5, 4, ..."
+        )
+    return float(fps)
+
+
+def frame_times(skeleton: Skeleton, frames: int | None = None, fps: float | None = None,
+                speed: float = 1.0) -> np.ndarray:
+    """Source frame times of a clip: ``frames`` spread over the window, or one every 1/``fps``
+    seconds of it (the clip then lasts as long as the window, to within one frame)."""
+    start, end = time_window(skeleton, speed)
+    if fps is None:
+        return np.linspace(start, end, frames)
+    step = skeleton.fps / fps  # source frames per clip frame
+    count = int(np.floor((end - start) / step + 1e-6)) + 1
+    return start + step * np.arange(count)
 
 
 def _shoulder_width(skeleton: Skeleton) -> float:
@@ -341,23 +444,40 @@ def _draw_frame(draw, xy: np.ndarray, z: np.ndarray, ok: np.ndarray, unit: float
         dot(b_, color, width * 0.6)
 
 
+def _time_mode(frames: int | None, fps: float | None) -> tuple[int | None, float | None]:
+    """(frames, fps) with exactly one set: a frame count (default 16) or a checked rate."""
+    if frames is not None and fps is not None:
+        raise ValueError(f"give frames ({frames}) or fps ({fps}), not both: a fixed frame count "
+                         "or a frame rate over the recording's own duration")
+    if fps is not None:
+        return None, check_rate(fps)
+    frames = 16 if frames is None else frames
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    return frames, None
+
+
 def render_clip(
     skeleton: Skeleton | Any,
-    frames: int = 16,
+    frames: int | None = None,
     size: int = 64,
     jitter: Jitter | None = None,
     zoom: float = DEFAULT_ZOOM,
+    fps: float | None = None,
 ) -> np.ndarray:
-    """Draw a recording as a uint8 (frames, size, size, 3) clip framed on the signing hands."""
+    """Draw a recording as a uint8 (T, size, size, 3) clip framed on the signing hands: T is
+    ``frames`` (default 16), or the recording's duration times ``fps``."""
     from PIL import Image, ImageDraw  # not at `text2sign --help`, which loads this module
 
     if not isinstance(skeleton, Skeleton):
         skeleton = pose_to_skeleton(skeleton)
-    if frames < 1 or size < 8:
-        raise ValueError(f"render_clip needs frames >= 1 and size >= 8, got {frames}, {size}")
+    frames, fps = _time_mode(frames, fps)
+    if size < 8:
+        raise ValueError(f"render_clip needs size >= 8, got {size}")
     jitter = jitter or Jitter()
-    start, end = time_window(skeleton, jitter.speed)
-    xyz, ok = resample(skeleton, np.linspace(start, end, frames))  # (T, P, 3), (T, P)
+    times = frame_times(skeleton, frames, fps, jitter.speed)  # (T,)
+    frames = len(times)
+    xyz, ok = resample(skeleton, times)  # (T, P, 3), (T, P)
     cx, cy, side = frame_box(skeleton, zoom)
     side *= jitter.scale
     cx, cy = cx + jitter.shift_x * side, cy + jitter.shift_y * side
@@ -395,7 +515,8 @@ def _palette():
 
 
 def clip_fps(skeleton: Skeleton, frames: int, speed: float = 1.0) -> float:
-    """Playback rate that keeps the signer's real speed (frames over the window's duration)."""
+    """Playback rate that keeps the signer's real speed (frames over the window's duration);
+    a clip rendered at a rate plays at that rate."""
     start, end = time_window(skeleton, speed)
     seconds = max(end - start, 1.0) / skeleton.fps
     return float(min(50.0, max(1.0, frames / seconds)))
@@ -417,34 +538,50 @@ def _rng(seed: int, language: str, text: str, variant: int) -> np.random.Generat
     return np.random.default_rng([seed, zlib.crc32(f"{language}/{text}".encode()), variant])
 
 
-WORD_LISTS = ("en",)  # built-in lists (shipped.word_list)
+WORD_LISTS = ("en", "en-long", "en-phrases")  # built-in lists (shipped.word_list)
 MARKER = "fingerspelling.json"  # written in a corpus root: its texts are spelled letter by letter
 
 
 def builtin_words(name: str = "en") -> list[str]:
-    """A word list shipped with text2sign (`en`: 2,400 frequent English words of 2-8 letters)."""
+    """A word list shipped with text2sign (`en`: 2,400 frequent English words of 2-8 letters;
+    `en-long`: 300 of 9-14 letters; `en-phrases`: 309 phrases of 2-3 words)."""
     if name not in WORD_LISTS:
         raise ValueError(f"unknown built-in word list {name!r}; available: {sorted(WORD_LISTS)} "
-                         "(or pass a file with one word per line)")
+                         "(or pass a file with one word or phrase per line)")
     return read_words(shipped.word_list(name))
 
 
 def read_words(path: str | Path) -> list[str]:
-    """One word per line; blank lines and `#` comments skipped."""
+    """One word or phrase per line (runs of spaces read as one); blank lines and `#` comments
+    skipped."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--words file {path} not found; give one word per line, or "
-                                f"a built-in list: {', '.join(sorted(WORD_LISTS))}")
-    words = [w.strip() for w in path.read_text(encoding="utf-8").splitlines()]
+        raise FileNotFoundError(f"--words file {path} not found; give one word or phrase per "
+                                f"line, or built-in lists: {', '.join(sorted(WORD_LISTS))}")
+    words = [" ".join(w.split()) for w in path.read_text(encoding="utf-8").splitlines()]
     words = [w for w in words if w and not w.startswith("#")]
     if not words:
-        raise ValueError(f"--words file {path} has no words; give one word per line")
+        raise ValueError(f"--words file {path} has no words; give one word or phrase per line")
     return words
+
+
+def words_from(spec: str) -> list[str]:
+    """Texts of a comma-separated list of built-in list names and/or files, in order, each
+    text once (``en,en-long,my-names.txt``)."""
+    if Path(spec).is_file():
+        return read_words(spec)
+    texts = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        texts += (builtin_words(item) if item in WORD_LISTS and not Path(item).is_file()
+                  else read_words(item))
+    return list(dict.fromkeys(texts))
 
 
 def _render_job(job: tuple) -> list[tuple[str, Path]]:
     """Render every variant of one text; runs in a worker process. Returns (warning, path)s."""
-    out, lang, text, name, source, spoken, frames, size, variants, seed, reuse = job
+    out, lang, text, name, source, spoken, frames, fps, size, variants, seed, reuse = job
     paths = [Path(out) / lang / f"{name if variants == 1 else f'{name}-v{v:02d}'}.gif"
              for v in range(variants)]
     if reuse and all(p.is_file() and p.with_suffix(".txt").is_file() for p in paths):
@@ -461,8 +598,8 @@ def _render_job(job: tuple) -> list[tuple[str, Path]]:
     written = []
     for v, path in enumerate(paths):
         jitter = Jitter() if v == 0 else Jitter.sample(_rng(seed, lang, text, v))
-        clip = render_clip(skeleton, frames, size, jitter)
-        write_gif(path, clip, clip_fps(skeleton, frames, jitter.speed))
+        clip = render_clip(skeleton, frames, size, jitter, fps=fps)
+        write_gif(path, clip, fps or clip_fps(skeleton, frames, jitter.speed))
         path.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")  # last: the commit
         written.append(("", path))
     return written
@@ -472,26 +609,29 @@ def build_fingerspelling_corpus(
     out: str | Path,
     languages: Sequence[str] = ("ase",),
     words: Sequence[str] | None = None,
-    frames: int = 16,
+    frames: int | None = None,
     size: int = 64,
     variants: int = 1,
     seed: int = 0,
     progress: bool = True,
     letters: bool | None = None,
     workers: int = 1,
+    fps: float | None = None,
 ) -> list[Path]:
     """Write OUT/<lang>/<name>.gif + .txt for every letter and/or word; returns the GIF paths.
 
-    ``letters`` defaults to "only when no words are given". ``workers`` > 1 renders texts in
-    that many processes (the output is the same). A ``fingerspelling.json`` in OUT tells the
-    evaluation that the texts are spelled letter by letter.
+    ``letters`` defaults to "only when no words are given". A word may be a phrase (words
+    separated by spaces). Clips have ``frames`` frames (default 16) or, with ``fps``, one frame
+    every 1/fps seconds of the recording. ``workers`` > 1 renders texts in that many processes
+    (the output is the same). A ``fingerspelling.json`` in OUT tells the evaluation that the
+    texts are spelled letter by letter.
     """
     from tqdm.auto import tqdm  # not at `text2sign --help`, which loads this module
 
-    if variants < 1 or frames < 1 or size < 8 or workers < 1:
+    frames, fps = _time_mode(frames, fps)
+    if variants < 1 or size < 8 or workers < 1:
         raise ValueError(
-            f"need variants >= 1, frames >= 1, size >= 8 and workers >= 1, got {variants}, "
-            f"{frames}, {size}, {workers}"
+            f"need variants >= 1, size >= 8 and workers >= 1, got {variants}, {size}, {workers}"
         )
     letters = words is None if letters is None else letters
     index = read_index()
@@ -507,12 +647,15 @@ def build_fingerspelling_corpus(
         for word in words or ():
             spell(word, list(alphabet), lang)  # fail before rendering anything
             jobs.append((out, lang, word, _file_name(word, taken), None, spoken))
-    settings = {"kind": "fingerspelling", "languages": list(languages), "frames": frames,
+    settings = {"kind": "fingerspelling", "languages": list(languages),
+                **({"frames": frames} if fps is None else {"fps": fps}),
                 "size": size, "variants": variants, "seed": seed}
+    if any(len(word.split()) > 1 for word in words or ()):
+        settings["word_hold_seconds"] = WORD_HOLD_SECONDS
     marker = Path(out) / MARKER
     # Clips already written with the same settings (an interrupted build) are kept.
     reuse = marker.is_file() and json.loads(marker.read_text()) == settings
-    jobs = [(*job, frames, size, variants, seed, reuse) for job in jobs]
+    jobs = [(*job, frames, fps, size, variants, seed, reuse) for job in jobs]
     Path(out).mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(settings, indent=1))
     written: list[Path] = []
@@ -579,13 +722,20 @@ def register(subparsers) -> None:
                    help="comma-separated sign language codes (default: ase = ASL)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--letters", action="store_true", help="one clip per letter (default)")
-    what.add_argument("--words", metavar="FILE|en",
-                      help="words to spell: a text file, one word per line, or `en` for the "
-                      "built-in list of 2,400 frequent English words of 2-8 letters")
+    what.add_argument("--words", metavar="FILE|en,...",
+                      help="words or phrases to spell, comma-separated lists: text files (one "
+                      "word or phrase per line) or built-in lists: `en` (2,400 frequent English "
+                      "words of 2-8 letters), `en-long` (300 of 9-14 letters), `en-phrases` "
+                      "(309 phrases of 2-3 words)")
     p.add_argument("--with-letters", action="store_true",
                    help="with --words: also one clip per letter")
     p.add_argument("--workers", type=int, default=1, help="render in N processes")
-    p.add_argument("--frames", type=int, default=16)
+    time = p.add_mutually_exclusive_group()
+    time.add_argument("--frames", type=int, help="frames per clip, whatever its length "
+                      "(default: 16)")
+    time.add_argument("--fps", type=float, metavar="R",
+                      help="R frames per second of each recording instead: a clip lasts as long "
+                      "as the signer took (100/R must be whole centiseconds: 25, 12.5, 10, ...)")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--variants", type=int, default=1,
                    help="clips per text; variants after the first get scale/shift/speed jitter")
@@ -607,14 +757,14 @@ def handle(args: argparse.Namespace) -> int:
         raise ValueError("data fingerspelling needs an OUT folder, e.g. data/asl-letters")
     words = None
     if args.words:
-        words = (builtin_words(args.words) if args.words in WORD_LISTS
-                 and not Path(args.words).is_file() else read_words(args.words))
+        words = words_from(args.words)
     elif args.with_letters:
         raise ValueError("--with-letters goes with --words; letters alone are the default")
     gifs = build_fingerspelling_corpus(
         args.out, languages=args.languages.split(","), words=words, frames=args.frames,
-        size=args.size, variants=args.variants, seed=args.seed, progress=shows_progress(args),
-        letters=True if args.with_letters else None, workers=args.workers,
+        fps=args.fps, size=args.size, variants=args.variants, seed=args.seed,
+        progress=shows_progress(args), letters=True if args.with_letters else None,
+        workers=args.workers,
     )
     print(f"wrote {len(gifs)} clips to {args.out}")
     if args.sheet:

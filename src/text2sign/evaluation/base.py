@@ -23,7 +23,7 @@ from text2sign.lr_schedule import warmup_cosine
 
 
 class Geometry(Protocol):
-    frames: int  # clips are resampled to frames x size x size inside the network
+    frames: int | None  # clips are resampled to frames (None: kept) x size x size
     size: int
 
 
@@ -44,7 +44,7 @@ def conv_block(cin: int, cout: int, stride: tuple[int, int, int]) -> nn.Sequenti
     )
 
 
-def _frame_indices(num_in: int, num_out: int) -> torch.Tensor:
+def frame_indices(num_in: int, num_out: int) -> torch.Tensor:
     """Uniformly spaced source frame indices (nearest), the same rule as the clip cache."""
     return torch.linspace(0, num_in - 1, num_out).round().long()
 
@@ -82,17 +82,45 @@ def _to_float(videos: np.ndarray | torch.Tensor, device: torch.device) -> torch.
     raise ValueError(f"videos must be uint8 or float; got dtype {videos.dtype}")
 
 
-def prepare_clips(videos: np.ndarray | torch.Tensor, frames: int, size: int,
+def prepare_clips(videos: np.ndarray | torch.Tensor, frames: int | None, size: int,
                   device: torch.device) -> torch.Tensor:
     """Clips of any geometry -> float (N, 3, frames, size, size) on ``device``: frames picked
-    uniformly, space area-averaged (both recognizers' input)."""
+    uniformly (all of them when ``frames`` is None), space area-averaged (both recognizers'
+    input)."""
     x = _to_float(videos, device)  # (N, 3, T, H, W)
-    x = x[:, :, _frame_indices(x.shape[2], frames).to(x.device)]
+    if frames is not None:
+        x = x[:, :, frame_indices(x.shape[2], frames).to(x.device)]
     return _resize_space(x, size)  # (N, 3, frames, size, size)
 
 
-def load_clips(cache: Any, indices: list[int], size: int, progress: bool) -> torch.Tensor:
-    """Training clips downsampled in space (time kept for jitter): uint8 (N, T, S, S, 3).
+def clip_length(video: np.ndarray | torch.Tensor) -> int:
+    """Frames of one clip: uint8 (T, H, W, 3) or float (3, T, H, W)."""
+    is_uint8 = video.dtype == np.uint8 or video.dtype == torch.uint8
+    return int(video.shape[0] if is_uint8 else video.shape[1])
+
+
+def stack_clips(videos: Sequence[np.ndarray | torch.Tensor]) -> np.ndarray | torch.Tensor:
+    """Clips of one length as one batch (N, ...), numpy or torch as given."""
+    if isinstance(videos[0], torch.Tensor):
+        return torch.stack(list(videos))
+    return np.stack([np.asarray(v) for v in videos])
+
+
+def length_groups(videos: Any) -> list[list[int]]:
+    """Indices of the clips of each length, in order of first appearance: a batch (N, T, ...)
+    is one group, a list of clips of different lengths several."""
+    if isinstance(videos, (np.ndarray, torch.Tensor)):
+        return [list(range(len(videos)))]
+    groups: dict[int, list[int]] = {}
+    for i, video in enumerate(videos):
+        groups.setdefault(clip_length(video), []).append(i)
+    return list(groups.values())
+
+
+def load_clips(cache: Any, indices: list[int], size: int, progress: bool
+               ) -> torch.Tensor | list[torch.Tensor]:
+    """Training clips downsampled in space (time kept for jitter): uint8 (N, T, S, S, 3), or a
+    list of (T_i, S, S, 3) when their lengths differ.
 
     Held in memory: N * T * S * S * 3 bytes (208 clips at 16x32x32: 10 MB).
     """
@@ -102,6 +130,8 @@ def load_clips(cache: Any, indices: list[int], size: int, progress: bool) -> tor
         x = _resize_space(x, size)  # (1, 3, T, S, S)
         x = to_uint8(x)
         out.append(x[0].permute(1, 2, 3, 0))  # (T, S, S, 3)
+    if len({len(x) for x in out}) > 1:
+        return out
     return torch.stack(out)  # (N, T, S, S, 3)
 
 
@@ -178,6 +208,20 @@ class TrainedRecognizer:
         """Any clip geometry -> the network's (N, 3, frames, size, size) float input."""
         return prepare_clips(videos, self.config.frames, self.config.size, self.device)
 
+    def sample_batch(self, clips: torch.Tensor | list[torch.Tensor], batch_size: int,
+                     generator: torch.Generator, time_jitter: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices, augmented float batch (B, 3, frames, S, S)) of random training clips;
+        clips of different lengths are first picked to ``frames`` uniformly."""
+        batch = torch.randint(len(clips), (batch_size,), generator=generator)
+        if isinstance(clips, list):
+            frames = self.config.frames
+            chosen = torch.stack([clips[int(i)][frame_indices(len(clips[int(i)]), frames)]
+                                  for i in batch])  # (B, frames, S, S, 3)
+        else:
+            chosen = clips[batch]  # (B, T, S, S, 3)
+        return batch, augment(chosen, self.config.frames, generator, time_jitter=time_jitter)
+
     def meta(self) -> dict[str, Any]:
         """The head's part of the saved json: a format tag and the labels, written first."""
         raise NotImplementedError
@@ -218,12 +262,13 @@ class TrainedRecognizer:
         return cls(net, labels, config, meta.get("metrics"), meta.get("settings")).to(device)
 
     @classmethod
-    def train_new(cls: type[R], labels: list[str], config: Any, clips: torch.Tensor,
+    def train_new(cls: type[R], labels: list[str], config: Any,
+                  clips: torch.Tensor | list[torch.Tensor],
                   targets: Sequence[Any], settings: FitSettings, device: torch.device,
                   progress: bool, time_jitter: float) -> R:
-        """A fresh net trained on uint8 clips (N, T, S, S, 3), deterministic for a seed and
-        device. Init and dropout draw from the global RNG: it is forked, so training repeats
-        and leaves the caller's random state alone."""
+        """A fresh net trained on uint8 clips (N, T, S, S, 3) or a list of (T_i, S, S, 3),
+        deterministic for a seed and device. Init and dropout draw from the global RNG: it is
+        forked, so training repeats and leaves the caller's random state alone."""
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(settings.seed)
@@ -232,7 +277,8 @@ class TrainedRecognizer:
             recognizer._fit(clips, targets, settings, progress, time_jitter)
         return recognizer
 
-    def _fit(self, clips: torch.Tensor, targets: Sequence[Any], settings: FitSettings,
+    def _fit(self, clips: torch.Tensor | list[torch.Tensor], targets: Sequence[Any],
+             settings: FitSettings,
              progress: bool, time_jitter: float) -> None:
         """AdamW with linear warmup then cosine decay, on augmented batches (no flips)."""
         net, device = self.net, self.device
@@ -246,9 +292,8 @@ class TrainedRecognizer:
         bar = tqdm(range(settings.steps), desc=f"{self.kind}: training", disable=not progress,
                    leave=False)
         for _ in bar:
-            batch = torch.randint(len(clips), (settings.batch_size,), generator=generator)
-            x = augment(clips[batch], self.config.frames, generator,
-                        time_jitter=time_jitter).to(device)  # (B, 3, T, S, S)
+            batch, x = self.sample_batch(clips, settings.batch_size, generator, time_jitter)
+            x = x.to(device)  # (B, 3, T, S, S)
             loss = self.loss(x, [targets[int(i)] for i in batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -59,9 +59,10 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def text_units(text: str, units: str) -> list[str]:
-    """Characters (case-folded: fingerspelling has no case) or whitespace-separated glosses."""
+    """Characters (case-folded: fingerspelling has no case; a run of spaces between words is
+    one " " unit, the word boundary) or whitespace-separated glosses."""
     if units == "chars":
-        return list(text.strip().casefold())
+        return list(" ".join(text.split()).casefold())
     return text.split()
 
 

@@ -4,8 +4,12 @@ Sign language production is scored by translating generated clips back into text
 with the input (Saunders et al. 2020; SLRTP 2025 reports back-translation next to the score of
 real clips, the ceiling). Here a small video network emits one distribution over units per frame
 and is trained with CTC on the corpus's real training clips: characters where texts are spelled
-letter by letter (fingerspelling), whitespace-separated glosses otherwise. Greedy decoding gives
-the text; the character (or gloss) error rate and exact-text accuracy score it.
+letter by letter (fingerspelling), whitespace-separated glosses otherwise; for characters the
+space between the words of a phrase is a unit too, so a lost word boundary is an error. Greedy
+decoding gives the text; the character (or gloss) error rate and exact-text accuracy score it.
+
+Time: a recognizer either resamples every clip to `frames` (the fixed-count corpora) or, with
+`frames = None`, reads each clip at its own length, one CTC step per frame.
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from torch import nn
 from text2sign.config import VAL_FRACTION
 from text2sign.data.fingerspelling import is_fingerspelling_corpus
 from text2sign.device import pick_device
-from text2sign.evaluation.base import TrainedRecognizer, conv_block, load_clips
+from text2sign.evaluation.base import (
+    TrainedRecognizer,
+    augment,
+    conv_block,
+    frame_indices,
+    length_groups,
+    load_clips,
+    stack_clips,
+)
 from text2sign.evaluation.metrics import (  # noqa: F401  (also imported from here)
     edit_distance,
     error_rate,
@@ -37,11 +49,15 @@ UNITS = ("chars", "glosses")
 WEIGHTS_NAME = "sequence.safetensors"
 CONFIG_NAME = "sequence.json"
 FORMAT = "text2sign-sequence-recognizer"
+# A training batch holds clips within this fraction of one length, each stretched to that length
+# (a pace augmentation of at most 10%, next to the 5% time crop).
+BUCKET_TOLERANCE = 0.1
 
 
 @dataclass
 class SequenceConfig:
-    frames: int = 28  # clips are resampled to this many frames: the CTC time steps
+    frames: int | None = 28  # clips are resampled to this many frames, the CTC time steps;
+    # None: each clip keeps its own length (one CTC step per frame)
     size: int = 32  # and to size x size pixels (clips are framed on the hands)
     width: int = 16  # channels of the first block; doubled twice
     hidden: int = 96  # GRU width per direction
@@ -97,6 +113,9 @@ class SequenceRecognizer(TrainedRecognizer):
                  metrics: dict[str, Any] | None = None, settings: dict[str, Any] | None = None):
         if config.units not in UNITS:
             raise ValueError(f"units={config.units!r} is not one of {list(UNITS)}")
+        if config.frames is not None and config.frames < 1:
+            raise ValueError(f"frames={config.frames} must be >= 1, or None for each clip's "
+                             "own length")
         super().__init__(net, vocab, config, metrics, settings)
         self.vocab = list(vocab)
         self.index = {u: i + 1 for i, u in enumerate(self.vocab)}  # 0 is the CTC blank
@@ -113,11 +132,16 @@ class SequenceRecognizer(TrainedRecognizer):
         if meta.get("format") != FORMAT:
             raise ValueError(f"{str(path)!r} is not a {FORMAT} file")
 
+    @property
+    def own_length(self) -> bool:
+        """Whether clips are read at their own length (one CTC step per frame)."""
+        return self.config.frames is None
+
     def loss(self, x: torch.Tensor, targets: list[str]) -> torch.Tensor:
         """CTC loss of the texts (zero_infinity: a text longer than the frames is skipped)."""
         ids, lengths = self.encode_targets(targets)
         log_probs = self.net(x).transpose(0, 1)  # (T, B, V + 1)
-        input_lengths = torch.full((len(targets),), self.config.frames, dtype=torch.long)
+        input_lengths = torch.full((len(targets),), x.shape[2], dtype=torch.long)
         return F.ctc_loss(log_probs, ids.to(x.device), input_lengths, lengths,
                           zero_infinity=True)
 
@@ -149,14 +173,43 @@ class SequenceRecognizer(TrainedRecognizer):
             out.append((join_units(units, self.units), float(c)))
         return out
 
+    def sample_batch(self, clips: torch.Tensor | list[torch.Tensor], batch_size: int,
+                     generator: torch.Generator, time_jitter: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of clips of about one length, read at that length (own-length mode).
+
+        Buckets rather than padding: the temporal convolutions, the bidirectional GRU and the
+        per-clip standardization would all see padded frames, so a padded clip would train on
+        an input `read` never gives it; in a bucket every CTC input length is the batch's T.
+        """
+        if not self.own_length:
+            return super().sample_batch(clips, batch_size, generator, time_jitter)
+        lengths = torch.tensor([len(c) for c in clips])  # (N,)
+        anchor = int(torch.randint(len(clips), (1,), generator=generator))
+        t = int(lengths[anchor])
+        near = torch.nonzero((lengths - t).abs() <= BUCKET_TOLERANCE * t).flatten()  # (M,)
+        batch = near[torch.randint(len(near), (batch_size,), generator=generator)]
+        chosen = torch.stack([clips[int(i)][frame_indices(len(clips[int(i)]), t)]
+                              for i in batch])  # (B, t, S, S, 3)
+        return batch, augment(chosen, t, generator, time_jitter=time_jitter)
+
     @torch.no_grad()
-    def read(self, videos: np.ndarray | torch.Tensor, batch_size: int = 32
+    def read(self, videos: np.ndarray | torch.Tensor | list, batch_size: int = 32
              ) -> list[tuple[str, float]]:
-        """(text, confidence) for each clip, uint8 (N, T, H, W, 3) or float (N, 3, T, H, W)."""
+        """(text, confidence) for each clip: uint8 (N, T, H, W, 3), float (N, 3, T, H, W), or a
+        list of clips whose lengths differ (read in batches of one length, never padded)."""
         self.net.eval()
-        out = []
-        for start in range(0, len(videos), batch_size):
-            out += self.decode(self.net(self.prepare(videos[start:start + batch_size])))
+        out: list[tuple[str, float] | None] = [None] * len(videos)
+        for group in length_groups(videos):
+            for start in range(0, len(group), batch_size):
+                chunk = group[start:start + batch_size]
+                if isinstance(videos, (np.ndarray, torch.Tensor)):
+                    x = videos[chunk[0]:chunk[-1] + 1]  # the same slices as one batch
+                else:
+                    x = stack_clips([videos[i] for i in chunk])
+                for i, reading in zip(chunk, self.decode(self.net(self.prepare(x))),
+                                      strict=True):
+                    out[i] = reading
         return out
 
 
@@ -166,7 +219,8 @@ def train_sequence_recognizer(cache: Any, train_idx: list[int], *,
                               device: str | torch.device | None = None,
                               progress: bool = True) -> SequenceRecognizer:
     """Train on clips ``train_idx`` of a clip cache (anything with ``cache[i]`` and ``.texts``);
-    the vocabulary is every unit of those texts. Deterministic for a seed and device."""
+    the vocabulary is every unit of those texts (" " too when they hold phrases). Deterministic
+    for a seed and device. With ``config.frames = None`` the clips may differ in length."""
     config = config or SequenceConfig()
     settings = settings or SequenceTrainSettings()
     if config.units not in UNITS:
@@ -179,7 +233,13 @@ def train_sequence_recognizer(cache: Any, train_idx: list[int], *,
     vocab = sorted({u for t in texts for u in text_units(t, config.units)})
     if not vocab:
         raise ValueError("the training texts are all empty: nothing to recognize")
-    clips = load_clips(cache, train_idx, config.size, progress)  # (N, T, S, S, 3) uint8
+    clips = load_clips(cache, train_idx, config.size, progress)  # (N, T, S, S, 3) or list
+    if isinstance(clips, list) and config.frames is None:
+        short = [t for t, c in zip(texts, clips, strict=True)
+                 if len(c) < len(text_units(t, config.units))]
+        if short:  # CTC needs a step per unit: these would train on nothing
+            raise ValueError(f"{len(short)} training clips have fewer frames than their text has "
+                             f"units (e.g. {short[0]!r}); use a higher frame rate")
     return SequenceRecognizer.train_new(vocab, config, clips, texts, settings, device, progress,
                                         time_jitter=settings.time_jitter)
 
@@ -189,7 +249,7 @@ def read_clips(recognizer: SequenceRecognizer, cache: Any, indices: list[int],
     """The recognizer's reading of real clips ``indices`` of a cache."""
     out: list[str] = []
     for start in range(0, len(indices), batch_size):
-        chunk = np.stack([cache[int(i)] for i in indices[start:start + batch_size]])
+        chunk = [cache[int(i)] for i in indices[start:start + batch_size]]  # lengths may differ
         out += [text for text, _ in recognizer.read(chunk, batch_size)]
     return out
 
@@ -212,12 +272,16 @@ def load_or_train_sequence_recognizer(
     folder: str | Path | None = None, progress: bool = True,
 ) -> SequenceRecognizer:
     """The corpus's sequence recognizer, trained once on the training clips of its training
-    texts (the clips the generator learns from) and cached beside the clip cache."""
+    texts (the clips the generator learns from) and cached beside the clip cache. A cache of
+    clips of their own lengths (``cache.variable``) gets one that reads every clip at its own
+    length, unless ``frames`` says otherwise."""
     settings = settings or SequenceTrainSettings()
     if units is None:
         source = cache.index.get("source", cache.path) if hasattr(cache, "index") else cache.path
         units = default_units(source)
-    config = SequenceConfig(frames=frames or cache.clip_shape[0], units=units)
+    variable = getattr(cache, "variable", False)
+    config = SequenceConfig(frames=frames or (None if variable else cache.clip_shape[0]),
+                            units=units)
     device = pick_device(device)
     wanted = {**dataclasses.asdict(settings), "config": dataclasses.asdict(config),
               "val_fraction": val_fraction, "holdout": holdout,
@@ -231,8 +295,12 @@ def load_or_train_sequence_recognizer(
         recognizer = train_sequence_recognizer(cache, train_idx, config=config,
                                                settings=settings, device=device,
                                                progress=progress)
-        return recognizer, {"train_clips": len(train_idx),
-                            "train_seconds": round(time.perf_counter() - start, 1),
-                            "device": str(device)}
+        metrics = {"train_clips": len(train_idx),
+                   "train_seconds": round(time.perf_counter() - start, 1), "device": str(device)}
+        if variable:
+            lengths = [cache.lengths[i] for i in train_idx]
+            metrics["train_frames"] = {"min": min(lengths), "median": float(np.median(lengths)),
+                                       "max": max(lengths)}
+        return recognizer, metrics
 
     return SequenceRecognizer.load_or_train(folder, wanted, device, progress, train)
