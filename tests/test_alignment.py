@@ -156,6 +156,7 @@ BEFORE = {
 }
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("arch", sorted(BEFORE))
 def test_a_denoiser_without_the_setting_computes_what_it_did_before(arch):
     torch.manual_seed(0)
@@ -261,6 +262,7 @@ def train_toy(alignment: str, steps: int, context: bool = False, cue: bool = Fal
     return reads
 
 
+@pytest.mark.numerics
 def test_an_aligned_model_puts_the_right_colour_in_each_share_of_an_unseen_order(one_thread):
     """Unseen orders of seen letters, after 200 steps: the aligned model gets every frame
     right. (The same toy without alignment reads about half the frames right.)"""
@@ -270,6 +272,7 @@ def test_an_aligned_model_puts_the_right_colour_in_each_share_of_an_unseen_order
     assert reads == want
 
 
+@pytest.mark.numerics
 def test_frame_context_marks_where_a_doubled_letter_repeats(one_thread):
     """Toy words whose doubled letters start again with a dark frame (a real 'll' slides the
     hand between its two halves). With each frame's neighbours and phase, unseen orders get the
