@@ -156,6 +156,7 @@ BEFORE = {
 }
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("arch", sorted(BEFORE))
 def test_a_denoiser_without_the_setting_computes_what_it_did_before(arch):
     torch.manual_seed(0)
@@ -201,7 +202,7 @@ COLOURS = {"a": (1.0, -1.0, -1.0), "b": (-1.0, 1.0, -1.0), "c": (-1.0, -1.0, 1.0
 DARK = (-1.0, -1.0, -1.0)
 FRAMES, SIDE = 6, 8
 HELD_OUT = ["cab", "dba", "bd", "acd", "ca"]
-HELD_OUT_DOUBLES = ["bcc", "dda", "cc", "abb", "cab"]
+HELD_OUT_DOUBLES = ["bcc", "dda", "cc", "abb", "cab", "aac", "bdd", "ccb", "daa", "bba"]
 
 
 def toy_clip(word: str, cue: bool = False) -> torch.Tensor:
@@ -261,20 +262,36 @@ def train_toy(alignment: str, steps: int, context: bool = False, cue: bool = Fal
     return reads
 
 
+def frames_right(reads: list[str], want: list[str]) -> int:
+    return sum(a == b for r, w in zip(reads, want, strict=True) for a, b in zip(r, w, strict=True))
+
+
+@pytest.mark.numerics
 def test_an_aligned_model_puts_the_right_colour_in_each_share_of_an_unseen_order(one_thread):
-    """Unseen orders of seen letters, after 200 steps: the aligned model gets every frame
-    right. (The same toy without alignment reads about half the frames right.)"""
+    """Unseen orders of seen letters, after 200 steps: the aligned model reads at least 24 of
+    the 30 frames right. Measured under MKL's numeric paths (MKL_CBWR unset, AVX512, AVX2,
+    SSE4_2 and COMPATIBLE on an AMD EPYC; AVX512 on an Intel Xeon): 30 or 28 frames. The same
+    toy without alignment: 15 frames on the default path, 8 under COMPATIBLE (chance: 6)."""
     reads = train_toy("monotonic", 200)
     want = ["".join(w[int((t + 0.5) * len(w) / FRAMES)] for t in range(FRAMES))
             for w in HELD_OUT]
-    assert reads == want
+    assert frames_right(reads, want) >= 24, (reads, want)
 
 
+@pytest.mark.numerics
 def test_frame_context_marks_where_a_doubled_letter_repeats(one_thread):
     """Toy words whose doubled letters start again with a dark frame (a real 'll' slides the
     hand between its two halves). With each frame's neighbours and phase, unseen orders get the
-    dark frame in its place after 200 steps. (Without frame_context the same toy missed 2 of
-    the 5 words at 200 steps and 3 at 400: 'ddddaa' for 'dd-daa', 'cc-c-c' for 'ccc-cc'.)"""
+    dark frame in its place after 200 steps: at least 7 of the 9 dark frames, at most 2 dark
+    frames where none belongs, at least 6 of the 10 words exact. Measured with MKL_CBWR unset
+    and COMPATIBLE on an AMD EPYC (where AVX512, AVX2 and SSE4_2 take the unset path): 9 of 9,
+    none misplaced, 10 words. Without frame_context the same toy placed 2 of the 9 ('ddddaa'
+    for 'dd-daa'), put 1 where none belongs and spelled 2 words exactly, on both paths."""
     reads = train_toy("monotonic", 200, context=True, cue=True, held_out=HELD_OUT_DOUBLES)
-    assert reads == [toy_reading(w, cue=True) for w in HELD_OUT_DOUBLES]
-    assert reads[1] == "dd-daa"  # 'dda': d, then d again after a dark frame, then a
+    want = [toy_reading(w, cue=True) for w in HELD_OUT_DOUBLES]
+    pairs = [(a, b) for r, w in zip(reads, want, strict=True) for a, b in zip(r, w, strict=True)]
+    assert sum(w.count("-") for w in want) == 9
+    placed = sum(a == b == "-" for a, b in pairs)
+    misplaced = sum(a == "-" != b for a, b in pairs)
+    exact = sum(r == w for r, w in zip(reads, want, strict=True))
+    assert placed >= 7 and misplaced <= 2 and exact >= 6, (reads, want)

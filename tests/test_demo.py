@@ -112,6 +112,7 @@ def test_demo_config_needs_train(tmp_path, capsys):
     assert "--config applies to --train only" in capsys.readouterr().err
 
 
+@pytest.mark.numerics
 def test_shipped_model_fits_the_package_and_spells():
     """The shipped words model: 28 frames at 128x128 within 30 MB, text order aligned with time
     and each frame given its place in its letter, trained on words and letters in two stages;
@@ -138,6 +139,7 @@ def test_shipped_model_fits_the_package_and_spells():
     np.testing.assert_allclose(video[0].reshape(28, -1).mean(1), means, atol=0.05)
 
 
+@pytest.mark.numerics
 def test_letters_model_loads_and_samples_as_before():
     """The letters model, written before aligned conditioning existed (no alignment setting in
     its config.json), loads as alignment "none" and samples what it sampled when it shipped."""
@@ -163,6 +165,7 @@ def test_letters_model_loads_and_samples_as_before():
     np.testing.assert_allclose(video[0].reshape(pipe.frames, -1).mean(1), means, atol=0.05)
 
 
+@pytest.mark.numerics
 def test_shipped_recognizer_reads_real_clips_of_words(tmp_path):
     """The recognizer shipped for back-translation spells real clips of words, unseen ones too."""
     from text2sign.data.dataset import open_clips
@@ -180,6 +183,7 @@ def test_shipped_recognizer_reads_real_clips_of_words(tmp_path):
     assert sum(readings[w] == w for w in words) >= 3, readings
 
 
+@pytest.mark.numerics
 def test_shipped_recognizer_outputs_pinned():
     """The shipped recognizer's log-probabilities on seeded noise clips, pinned (atol 1e-4)."""
     import torch

@@ -129,6 +129,7 @@ def test_frechet_distance_matches_closed_form_for_shifted_gaussians():
         frechet_distance(a, c[:, :3])
 
 
+@pytest.mark.numerics
 def test_recognizer_learns_toy_corpus(trained):
     cache, recognizer, top1, top5 = trained
     assert recognizer.classes == sorted(KINDS)

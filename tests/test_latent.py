@@ -75,6 +75,7 @@ def test_reconstruction_loss_weights_strokes():
                                                                               frames)
 
 
+@pytest.mark.numerics
 def test_train_autoencoder_learns_and_round_trips(corpus, tmp_path):
     cache = open_clips(corpus, 4, 16, progress=False)
     cfg = LatentConfig(enabled=True, channels=4, factor=2, width=16, steps=150, batch_size=8,

@@ -254,6 +254,7 @@ UNALIGNED_SLICES = {  # alignment="none": pinned before alignment existed, so st
 ATOL = 1e-4  # fp32 on CPU: BLAS and thread counts move the last digits by ~1e-6
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("arch, overrides, expected", [
     *[(arch, {}, EXPECTED_SLICES[arch]) for arch in ARCHS],
     *[(arch, {"frame_context": False}, ALIGNED_SLICES[arch]) for arch in ALIGNED_SLICES],

@@ -101,6 +101,7 @@ def test_edit_distance_and_error_rates():
     assert error_rate(["thank you"], ["thank me"], "glosses") == 0.5
 
 
+@pytest.mark.numerics
 def test_sequence_recognizer_reads_toy_corpus_and_tells_orders_apart(reader):
     test = SymbolCache(None, ["ab", "ba", "abc", "cba", "bca", "aa", "c"], per_text=3, seed=7)
     hyps = read_clips(reader, test, list(range(len(test))))
@@ -157,6 +158,7 @@ class SymbolPipe:
         return np.stack([symbol_clip("ab" if self.wrong else t, rng) for t in texts])
 
 
+@pytest.mark.numerics
 def test_evaluate_reports_seen_and_unseen_back_translation(reader, tmp_path):
     texts = ["a", "b", "c", "ab", "ba", "abc", "cba", "bca"]
     cache = SymbolCache(tmp_path / "corpus", texts, per_text=4, seed=3)
