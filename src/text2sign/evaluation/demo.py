@@ -12,7 +12,7 @@ from text2sign.build import build_config
 from text2sign.checkpoint import read_model_info
 from text2sign.config import VAL_FRACTION
 from text2sign.data.cache import split_fraction
-from text2sign.data.dataset import open_clips
+from text2sign.data.dataset import open_data
 from text2sign.data.fingerspelling import _file_name, build_fingerspelling_corpus, builtin_words
 from text2sign.evaluation.evaluate import evaluate, print_report
 from text2sign.evaluation.sequence import SequenceRecognizer, load_or_train_sequence_recognizer
@@ -22,6 +22,9 @@ DEMO_VARIANTS = 8  # clips per text: held-out real clips for the ceilings (v00, 
 # words corpus's own clips, v02-v07 new renders no model or recognizer trained on)
 CORPUS_VARIANTS = 2  # clips per text of the words corpus `demo --train` trains on
 DEMO_WORDS = 12  # seen and unseen words the demo generates (the most frequent of each)
+# A model timed by its text also gets unseen long words (9-14 letters) and unseen phrases; the
+# clips are longer (40-70 frames against ~20 for a short word), so fewer of each.
+DEMO_LONG = 4
 
 
 def _shipped_config():
@@ -32,17 +35,25 @@ def _shipped_config():
     return None
 
 
-def ensure_corpus(folder: Path, frames: int, size: int, words: list[str] | None = None,
+def ensure_corpus(folder: Path, frames: int | None, size: int, words: list[str] | None = None,
                   variants: int = DEMO_VARIANTS, progress: bool = True,
-                  quiet: bool = False) -> Path:
-    """Letters (and words) as GIF + txt pairs; a build interrupted earlier resumes."""
+                  quiet: bool = False, fps: float | None = None) -> Path:
+    """Letters (and words) as GIF + txt pairs, ``frames`` frames each or at ``fps`` frames a
+    second of the recording; a build interrupted earlier resumes."""
     if not quiet and (not (folder / "fingerspelling.json").is_file()
                       or not any(folder.rglob("*.txt"))):
         what = f"26 letters and {len(words)} words" if words else "26 letters"
         print(f"building the ASL corpus in {folder} ({what}, {variants} clips each)")
     build_fingerspelling_corpus(folder, languages=("ase",), words=words or None, letters=True,
-                                frames=frames, size=size, variants=variants, progress=progress)
+                                frames=None if fps else frames, size=size, variants=variants,
+                                progress=progress, fps=fps)
     return folder
+
+
+def unseen_texts(training_texts: list[str], texts: list[str], count: int) -> list[str]:
+    """The first ``count`` of ``texts`` the model never trained on."""
+    trained = {t.casefold() for t in training_texts}
+    return [t for t in texts if t.casefold() not in trained][:count]
 
 
 def demo_words(training_texts: list[str], words: list[str], count: int = DEMO_WORDS,
@@ -84,6 +95,7 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     if per_text < 1:
         raise ValueError(f"per_text={per_text}: must be at least 1 clip per text")
     out = Path(out)
+    default_words = words is None
     words = list(words) if words is not None else builtin_words("en")
     started = time.perf_counter()
     training_cache = None
@@ -94,17 +106,19 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
         from text2sign.training import train as train_model
 
         cfg = config or _shipped_config() or build_config("small")
+        rate = cfg.data.fps if cfg.data.time_mode == "fps" else None
+        if rate is not None and default_words:  # timed by its text: long words and phrases too
+            words += builtin_words("en-long") + builtin_words("en-phrases")
         corpus = ensure_corpus(out / "data" / "asl-words", cfg.data.frames, cfg.data.size,
-                               words, variants=CORPUS_VARIANTS, progress=progress, quiet=quiet)
+                               words, variants=CORPUS_VARIANTS, progress=progress, quiet=quiet,
+                               fps=rate)
         cfg = replace(cfg, data=replace(cfg.data, path=str(corpus)),
                       train=replace(cfg.train, max_minutes=minutes))
         if not quiet:
             print(f"training {cfg.model.arch} for up to {minutes:g} minutes in {out}")
         run = out / time.strftime("train-%Y%m%d-%H%M%S")  # a new run each time, never over one
         folder = train_model(cfg, run, progress=progress, device=device)
-        dc = cfg.data
-        training_cache = open_clips(corpus, dc.frames, dc.size, dc.time_mode, dc.fit,
-                                    progress=progress)
+        training_cache = open_data(cfg.data, progress=progress, path=corpus)
     else:
         folder = Path(model) if model is not None else shipped.model()
         if not (folder / "config.json").is_file():
@@ -115,11 +129,16 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
             )
     pipe = Text2SignPipeline.from_pretrained(folder, device=device)
     dc = pipe.config.data
-    seen, unseen = demo_words(pipe.training_texts or [], words, val_fraction=dc.val_fraction)
-    corpus = ensure_corpus(out / "data" / f"asl-demo-f{pipe.frames}-s{pipe.size}",
-                           pipe.frames, pipe.size, seen + unseen, progress=progress,
-                           quiet=quiet)
-    cache = open_clips(corpus, pipe.frames, pipe.size, dc.time_mode, dc.fit, progress=progress)
+    short = [w for w in words if " " not in w and len(w) < 9]
+    seen, unseen = demo_words(pipe.training_texts or [], short, val_fraction=dc.val_fraction)
+    texts = seen + unseen
+    if pipe.fps is not None:  # timed by its text: unseen long words and phrases too
+        texts += unseen_texts(pipe.training_texts or [], builtin_words("en-long"), DEMO_LONG)
+        texts += unseen_texts(pipe.training_texts or [], builtin_words("en-phrases"), DEMO_LONG)
+    timing = f"r{pipe.fps:g}" if pipe.fps is not None else f"f{pipe.frames}"
+    corpus = ensure_corpus(out / "data" / f"asl-demo-{timing}-s{pipe.size}", pipe.frames,
+                           pipe.size, texts, progress=progress, quiet=quiet, fps=pipe.fps)
+    cache = open_data(dc, progress=progress, path=corpus)
 
     if recognizer is None and shipped.recognizer().is_dir():  # trained on the ASL words corpus
         recognizer = shipped.recognizer()
