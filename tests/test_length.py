@@ -253,3 +253,39 @@ def test_serve_refuses_bad_texts_and_shows_each_clip_its_length(corpus, tmp_path
     assert (clip["frames_count"], clip["fps"], clip["seconds"]) == (6, 4.0, 1.5)
     assert answer["real"]["frames_count"] == 6  # the real clip at its own length too
     assert service.describe()["model"]["fps"] == 4.0
+
+
+def test_evaluate_scores_a_model_timed_by_its_text(corpus, tmp_path):
+    from PIL import Image
+
+    from text2sign.data.cache import FixedCountView
+    from text2sign.data.dataset import open_data
+    from text2sign.evaluation.evaluate import evaluate
+    from text2sign.evaluation.recognizer import RecognizerConfig, TrainSettings, train_recognizer
+    from text2sign.evaluation.sequence import (
+        SequenceConfig,
+        SequenceTrainSettings,
+        train_sequence_recognizer,
+    )
+
+    run = tmp_path / "run"
+    train(fps_config(corpus, max_steps=1), run, progress=False, device="cpu")
+    pipe = Text2SignPipeline.from_pretrained(run, device="cpu")
+    cache = open_data(pipe.config.data, progress=False, path=corpus)
+    everything = list(range(len(cache)))
+    sequence = train_sequence_recognizer(
+        cache, everything, config=SequenceConfig(frames=None, size=16, width=8, hidden=16),
+        settings=SequenceTrainSettings(steps=5, batch_size=8), device="cpu", progress=False)
+    classifier = train_recognizer(
+        FixedCountView(cache, 8), everything, device="cpu", progress=False,
+        config=RecognizerConfig(frames=8, size=16, width=8, feature_dim=16),
+        settings=TrainSettings(steps=5, batch_size=8))
+    report = evaluate(pipe, cache, tmp_path / "eval", per_text=1, steps=1, recognizer=classifier,
+                      sequence_recognizer=sequence, progress=False)
+    seen = report["duration"]["groups"]["seen"]
+    assert seen["texts"] == 5 and seen["ratio"] == pytest.approx(1.0, abs=0.01)  # toy: exact
+    assert seen["frame_error"] == pytest.approx(0.0, abs=0.01)
+    assert set(report["back_translation"]["groups"]) == {"letters", "seen"}
+    assert "## Duration" in (tmp_path / "eval" / "report.md").read_text()
+    with Image.open(tmp_path / "eval" / "gifs" / "CAB-0.gif") as gif:
+        assert gif.n_frames == 6 and gif.info["duration"] == 250  # its own length, at 4 fps
