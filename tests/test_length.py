@@ -289,3 +289,9 @@ def test_evaluate_scores_a_model_timed_by_its_text(corpus, tmp_path):
     assert "## Duration" in (tmp_path / "eval" / "report.md").read_text()
     with Image.open(tmp_path / "eval" / "gifs" / "CAB-0.gif") as gif:
         assert gif.n_frames == 6 and gif.info["duration"] == 250  # its own length, at 4 fps
+    letters = evaluate(pipe, cache, tmp_path / "letters", per_text=1, steps=1,
+                       recognizer=classifier, sequence_recognizer=sequence, progress=False,
+                       only=["letters"], write_files=False)
+    assert letters["groups"] == {"letters": 3} and letters["clips"] == 3
+    with pytest.raises(ValueError, match=r"groups \['unseen-longs'\] are not among"):
+        evaluate(pipe, cache, tmp_path / "x", recognizer=classifier, only=["unseen-longs"])

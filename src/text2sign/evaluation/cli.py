@@ -35,8 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a sequence recognizer folder for the back-translation (default: the "
                    "corpus's own, trained on first use and cached)")
     p.add_argument("--max-texts", type=int, metavar="N",
-                   help="at most N texts of each group (letters, seen, unseen), picked by a "
-                   "stable hash (default: every text)")
+                   help="at most N texts of each group (letters, seen, unseen, unseen-long, "
+                   "unseen-phrases), picked by a stable hash (default: every text)")
+    p.add_argument("--groups", metavar="G,G",
+                   help="evaluate only these groups, comma-separated (default: all)")
     p.add_argument("--no-back-translation", action="store_true",
                    help="skip reading the clips back into text")
     p.add_argument("--card", action="store_true",
@@ -104,7 +106,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                       per_text=args.per_text, sampler=args.sampler, steps=args.steps,
                       guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
                       sequence_recognizer=sequence, back_translate=not args.no_back_translation,
-                      max_texts=args.max_texts, name=str(folder), progress=shows_progress(args))
+                      max_texts=args.max_texts, name=str(folder), progress=shows_progress(args),
+                      only=args.groups.split(",") if args.groups else None)
     print_report(report)
     if args.card:
         card = add_evaluation(folder, report, getattr(args, "command_line", None))

@@ -57,7 +57,8 @@ SHEET_FRAMES = 8  # frames shown per clip on the contact sheet
 # The classifier sees every clip at one frame count (it resamples to its own 16 inside): clips
 # that keep their lengths are first resampled to this many, which leaves room for its jitter.
 CLASSIFIER_FRAMES = 32
-LONG_WORD = 9  # letters from which an unseen word counts as long (issue: 9-14 letters)
+LONG_WORD = 9  # letters from which an unseen word counts as long
+GROUPS = ("letters", "seen", "unseen", "unseen-long", "unseen-phrases")
 REAL_BORDER = (40, 200, 40)  # the real clip on each contact-sheet row is framed in green
 COMPARE_ROWS = 12  # texts in compare.gif (real beside generated, animated), spread evenly
 
@@ -240,8 +241,7 @@ def text_groups(texts: list[str], training_texts: list[str] | None, holdout: flo
     else:
         held = holdout_texts(texts, holdout)
         is_seen = lambda t: t not in held  # noqa: E731
-    groups: dict[str, list[str]] = {"letters": [], "seen": [], "unseen": [], "unseen-long": [],
-                                    "unseen-phrases": []}
+    groups: dict[str, list[str]] = {g: [] for g in GROUPS}
     for text in sorted(set(texts)):
         if len(text.strip()) == 1:
             key = "letters"
@@ -522,6 +522,7 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
              recognizer: Recognizer | None = None,
              sequence_recognizer: SequenceRecognizer | None = None,
              back_translate: bool = True, max_texts: int | None = None,
+             only: list[str] | None = None,
              progress: bool = True, name: str = "model",
              write_files: bool = True) -> dict[str, Any]:
     """Generate `per_text` clips per distinct text of `cache`, score them, write the reports.
@@ -529,10 +530,10 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
     Sampler, steps and guidance default to the model's config. The recognizer defaults to
     the corpus's cached one (trained on first use), and so does the sequence recognizer of the
     back-translation (``back_translate``), which reads every generated clip back into text.
-    ``max_texts`` evaluates at most that many texts of each group (letters, seen, unseen;
-    `text_groups`). Writes report.json, report.md, contact.png and gifs/<text>-<k>.gif under
-    `out_dir` (only the numbers when `write_files` is False, e.g. during training); returns
-    report.json's content.
+    ``max_texts`` evaluates at most that many texts of each group (letters, seen, unseen,
+    unseen-long, unseen-phrases; `text_groups`), ``only`` just the groups it names. Writes
+    report.json, report.md, contact.png and gifs/<text>-<k>.gif under `out_dir` (only the
+    numbers when `write_files` is False, e.g. during training); returns report.json's content.
     """
     if per_text < 1:
         raise ValueError(f"per_text={per_text} must be >= 1 (clips generated per text)")
@@ -551,6 +552,13 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
         ceiling_autoencoded = autoencoded_ceiling(pipe.autoencoder, recognizer, cache, val_idx,
                                                   device)
     groups = text_groups(list(cache.texts), pipe.training_texts, dc.holdout_texts, max_texts)
+    if only is not None:
+        unknown = sorted(set(only) - set(GROUPS))
+        if unknown:
+            raise ValueError(f"groups {unknown} are not among {list(GROUPS)}")
+        groups = {g: v for g, v in groups.items() if g in only}
+        if not groups:
+            raise ValueError(f"the corpus has no texts in the groups {only}")
     texts = sorted(t for group in groups.values() for t in group)
     gen = generate(pipe, texts, groups, per_text, sampler or sc.sampler, int(steps or sc.steps),
                    float(guidance if guidance is not None else sc.guidance), seed, batch_size,
