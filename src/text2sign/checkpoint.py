@@ -16,7 +16,6 @@ from safetensors.torch import save_file
 
 from text2sign.card import CARD_FILE, SAMPLE_FILE, model_card
 from text2sign.config import RESUMABLE, Config, from_dict, load_config
-from text2sign.evaluation.report import json_safe
 from text2sign.files import (
     DamagedFile,
     atomic_dir,
@@ -29,6 +28,7 @@ from text2sign.files import (
 from text2sign.latent import write_autoencoder
 from text2sign.model_info import RETRAIN, ModelInfo
 from text2sign.models.duration import DurationModel
+from text2sign.report import json_safe
 
 TEXTS_FILE = "texts.txt"  # every training text, one per line: what the model has seen
 DURATION_FILE = "duration.json"  # how many frames a text lasts (a model trained at a frame rate)

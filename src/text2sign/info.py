@@ -15,9 +15,9 @@ from text2sign.checkpoint import (
     read_training_texts,
 )
 from text2sign.config import Config
-from text2sign.evaluation.report import format_table
 from text2sign.files import verify_digests
 from text2sign.pipeline import Text2SignPipeline
+from text2sign.report import format_table
 from text2sign.shipped import model_or_shipped
 
 

@@ -39,7 +39,7 @@ from text2sign.checkpoint import (
 )
 from text2sign.config import Config, TrainConfig
 from text2sign.data.dataset import ClipDataset, open_data
-from text2sign.data.fingerspelling import is_fingerspelling_corpus
+from text2sign.data.folder import is_fingerspelling_corpus
 from text2sign.data.video_io import safe_names, write_gif
 from text2sign.device import cpu_has_bf16, describe_device, peak_memory_mb, pick_device
 from text2sign.evaluation import evaluate as evaluation

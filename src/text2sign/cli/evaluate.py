@@ -116,7 +116,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     # torch: imported when the command runs, so `text2sign --help` stays fast
     from text2sign.build import build_config
     from text2sign.checkpoint import find_model_folder
-    from text2sign.evaluation.demo import run_demo
+    from text2sign.demo import run_demo
 
     config = None
     if args.config is not None:

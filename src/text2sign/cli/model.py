@@ -169,7 +169,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from text2sign.describe import describe  # torch: imported when the command runs, not by --help
+    from text2sign.info import describe  # torch: imported when the command runs, not by --help
 
     for line in describe(args.model, modules=args.modules):
         print(line)
