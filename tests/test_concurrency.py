@@ -41,7 +41,7 @@ while len(list(barrier.iterdir())) < 2 and time.time() < deadline:
     time.sleep(0.005)
 cache = cache_module.prepare_cache(corpus, 4, 16, progress=False, workers=1)
 if mode == "latent":
-    from text2sign.latent import latent_cache
+    from text2sign.data.latent_cache import latent_cache
     from text2sign.models.autoencoder import FrameAutoencoder
 
     torch.manual_seed(0)  # the same weights in both processes: one latent file

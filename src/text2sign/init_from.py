@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from text2sign import shipped
-from text2sign.checkpoint import find_model_folder, load_model_folder, read_model_info
 from text2sign.config import Config
 from text2sign.files import sha256
-from text2sign.latent import inflate_autoencoder, load_autoencoder
+from text2sign.model_folder.autoencoder import inflate_autoencoder, load_autoencoder
+from text2sign.model_folder.folder import find_model_folder, load_model_folder, read_model_info
 
 
 def load_fitting(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:

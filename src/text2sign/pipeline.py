@@ -12,8 +12,13 @@ from PIL import Image
 from torch import nn
 
 from text2sign.build import build_conditioner, build_denoiser, diffusion_space
-from text2sign.card import SAMPLE_FILE
-from text2sign.checkpoint import (
+from text2sign.config import Config, check_clip, validate_sample
+from text2sign.data.dataset import to_uint8
+from text2sign.device import pick_device
+from text2sign.diffusion import sample
+from text2sign.model_folder.autoencoder import load_autoencoder
+from text2sign.model_folder.card import SAMPLE_FILE
+from text2sign.model_folder.folder import (
     check_fit,
     find_model_folder,
     load_model_folder,
@@ -21,12 +26,7 @@ from text2sign.checkpoint import (
     read_training_texts,
     save_model_folder,
 )
-from text2sign.config import Config, check_clip, validate_sample
-from text2sign.data.dataset import to_uint8
-from text2sign.device import pick_device
-from text2sign.diffusion import sample
-from text2sign.latent import load_autoencoder
-from text2sign.model_info import ModelInfo
+from text2sign.model_folder.info import ModelInfo
 from text2sign.models.duration import DurationModel
 from text2sign.models.pretrained import check_reference, restore_denoiser
 

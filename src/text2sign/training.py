@@ -26,20 +26,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from text2sign import diffusion
+from text2sign.autoencoder_training import train_autoencoder
 from text2sign.build import build_autoencoder, build_models, diffusion_space
-from text2sign.checkpoint import (
-    CHECKPOINT_PREFIX,
-    list_checkpoints,
-    load_checkpoint_weights,
-    load_resume,
-    optimizer_from_tensors,
-    prune_checkpoints,
-    save_model_folder,
-    save_training_state,
-)
 from text2sign.config import Config, TrainConfig
 from text2sign.data.dataset import ClipDataset, open_data
 from text2sign.data.folder import is_fingerspelling_corpus
+from text2sign.data.latent_cache import LatentDataset, latent_cache
 from text2sign.data.video_io import safe_names, write_gif
 from text2sign.device import cpu_has_bf16, describe_device, peak_memory_mb, pick_device
 from text2sign.evaluation import evaluate as evaluation
@@ -62,19 +54,22 @@ from text2sign.files import (
     run_lock,
 )
 from text2sign.init_from import init_from_model, source_autoencoder
-from text2sign.latent import (
-    AUTOENCODER_INFO,
-    LatentDataset,
-    latent_cache,
-    load_autoencoder,
-    save_autoencoder,
-    train_autoencoder,
-)
 from text2sign.lr_schedule import warmup_cosine
-from text2sign.model_info import ModelInfo
+from text2sign.model_folder.autoencoder import AUTOENCODER_INFO, load_autoencoder, save_autoencoder
+from text2sign.model_folder.folder import save_model_folder
+from text2sign.model_folder.info import ModelInfo
 from text2sign.models.duration import DurationModel
 from text2sign.models.pretrained import init_from_pretrained, reference
 from text2sign.pipeline import Text2SignPipeline, trainable_state
+from text2sign.run_state import (
+    CHECKPOINT_PREFIX,
+    list_checkpoints,
+    load_checkpoint_weights,
+    load_resume,
+    optimizer_from_tensors,
+    prune_checkpoints,
+    save_training_state,
+)
 from text2sign.tracking import Trackers, accelerate_trackers, tracker_names
 
 
@@ -561,7 +556,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     always said. ``command``, the command
     line, goes into the model card.
 
-    ``cfg`` is used as given: on resume, decide it with `checkpoint.resume_config` first (the
+    ``cfg`` is used as given: on resume, decide it with `run_state.resume_config` first (the
     CLI does). The run folder is locked for the run; what a killed run left half-written is
     cleaned first.
     """

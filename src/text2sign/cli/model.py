@@ -9,7 +9,6 @@ from pathlib import Path
 
 from text2sign.config import PRESETS, SAMPLERS
 from text2sign.console import add_quiet, shows_progress
-from text2sign.shipped import model_or_shipped
 
 
 def _preset_names() -> list[str]:
@@ -99,7 +98,7 @@ def run_config(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     # torch, accelerate: imported when the command runs, so `text2sign --help` stays fast
-    from text2sign.checkpoint import read_run_config, resume_config
+    from text2sign.run_state import read_run_config, resume_config
     from text2sign.training import train
 
     cfg = _build(args)
@@ -133,6 +132,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     # torch (pipeline), PIL (video_io): imported when the command runs, so --help stays fast
     from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif, write_mp4
+    from text2sign.model_folder.folder import model_or_shipped
     from text2sign.pipeline import Text2SignPipeline
 
     if args.num < 1:

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from text2sign.config import ModelConfig
-from text2sign.model_info import ModelInfo
+from text2sign.model_folder.info import ModelInfo
 from text2sign.models.registry import preset_params
 from text2sign.report import (
     back_translation_rows,
