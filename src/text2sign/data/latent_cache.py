@@ -79,7 +79,8 @@ def latent_cache(ae: FrameAutoencoder, cache: Any, *, device: torch.device,
         shape = (sum(lengths), ae.latent_channels, side, side)
     if _finished(path, shape):  # published whole: no lock needed to read it
         return LatentCache(path, shape, lengths)
-    with write_lock(path.with_name(f".{path.name}.lock")):
+    with write_lock(path.with_name(f".{path.name}.lock"), waiting="waiting for another process "
+                    f"encoding the latent cache {str(path)!r}"):
         if _finished(path, shape):  # another process encoded it while this one waited
             return LatentCache(path, shape, lengths)
         _encode_all(ae, cache, path, shape, device=device, batch_size=batch_size,
