@@ -20,7 +20,6 @@ from text2sign.model_folder.autoencoder import load_autoencoder
 from text2sign.model_folder.card import SAMPLE_FILE
 from text2sign.model_folder.folder import (
     check_fit,
-    find_model_folder,
     load_model_folder,
     read_duration,
     read_training_texts,
@@ -173,12 +172,12 @@ class Text2SignPipeline:
         return self.config.data.size
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None
+    def from_pretrained(cls, folder: str | Path | None, device: str | torch.device | None = None
                         ) -> Text2SignPipeline:
-        """Load a model folder, a run folder holding ``model/``, or a Hugging Face Hub id
-        ('owner/name': downloaded unless ``HF_HUB_OFFLINE`` is set); reads no pickle."""
-        folder = find_model_folder(folder)
-        cfg, denoiser_state, text_state, info = load_model_folder(folder)
+        """Load a model folder, a run folder holding ``model/``, a Hugging Face Hub id
+        ('owner/name': downloaded unless ``HF_HUB_OFFLINE`` is set) or a shipped model
+        (``shipped:NAME``; None: the default one); reads no pickle."""
+        folder, cfg, denoiser_state, text_state, info = load_model_folder(folder)
         where = str(folder)
         text_ref = info.pretrained.get("text_encoder")
         if text_ref is not None:  # checked where the config says the encoder is

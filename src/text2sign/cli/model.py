@@ -132,15 +132,13 @@ def run_train(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     # torch (pipeline), PIL (video_io): imported when the command runs, so --help stays fast
     from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif, write_mp4
-    from text2sign.model_folder.folder import model_or_shipped
     from text2sign.pipeline import Text2SignPipeline
 
     if args.num < 1:
         raise ValueError(f"--num {args.num}: must be at least 1")
-    folder = model_or_shipped(args.model)
+    pipe = Text2SignPipeline.from_pretrained(args.model, device=args.device)  # found once
     if not args.quiet:
-        print(f"model: {folder}")
-    pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)
+        print(f"model: {pipe.folder}")
     pipe.check_texts(args.texts)
     for warning in pipe.text_warnings(args.texts):
         print(f"warning: {warning}", file=sys.stderr)

@@ -150,9 +150,12 @@ def model_or_shipped(name: str | Path | None) -> Path:
 
 def read_model_info(folder: str | Path) -> ModelInfo:
     """The config.json of a model folder (or of a run's, or a Hub id's: see find_model_folder)."""
-    path = find_model_folder(folder) / "config.json"
-    raw = read_json(path, RETRAIN)
-    return ModelInfo.from_json(raw, str(path))
+    return _read_info(find_model_folder(folder))
+
+
+def _read_info(found: Path) -> ModelInfo:
+    path = found / "config.json"
+    return ModelInfo.from_json(read_json(path, RETRAIN), str(path))
 
 
 EVALUATION_KEYS = ("data", "texts", "clips", "per_text", "sampler", "steps", "guidance", "seed",
@@ -179,15 +182,15 @@ def add_evaluation(folder: str | Path, report: dict[str, Any], command: str | No
     return folder / CARD_FILE
 
 
-def load_model_folder(folder: str | Path) -> tuple[Config, dict, dict, ModelInfo]:
-    """Return (config, denoiser_state, text_state, info) read from safetensors + JSON, after
-    checking the weights against the checksums recorded in config.json."""
-    folder = find_model_folder(folder)
-    info = read_model_info(folder)
+def load_model_folder(name: str | Path | None) -> tuple[Path, Config, dict, dict, ModelInfo]:
+    """Return (folder, config, denoiser_state, text_state, info) read from safetensors + JSON,
+    after checking the weights against the checksums recorded in config.json. ``name`` is what
+    `model_or_shipped` takes: the folder is found once, here."""
+    folder = model_or_shipped(name)
+    info = _read_info(folder)
     fix = RETRAIN
     verify_digests(folder, info.files, fix)
-    cfg = info.config
-    return (cfg, load_tensors(folder / "denoiser.safetensors", fix),
+    return (folder, info.config, load_tensors(folder / "denoiser.safetensors", fix),
             load_tensors(folder / "text.safetensors", fix), info)
 
 
