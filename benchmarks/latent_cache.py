@@ -71,8 +71,8 @@ def main() -> None:
 
     from text2sign.build import build_autoencoder, build_config
     from text2sign.data.dataset import ClipDataset
+    from text2sign.data.latent_cache import LatentDataset, latent_cache
     from text2sign.device import describe_device, pick_device
-    from text2sign.latent import LatentDataset, latent_cache
     from text2sign.training import init_training, make_accelerator
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from text2sign.device import describe_device
+    from text2sign.model_folder.folder import model_or_shipped
     from text2sign.pipeline import Text2SignPipeline
-    from text2sign.shipped import model_or_shipped
 
     args = parse_args(argv)
     pipe = Text2SignPipeline.from_pretrained(model_or_shipped(args.model), device=args.device)

@@ -70,7 +70,7 @@ def encode_corpus(args: argparse.Namespace, out: Path) -> int:
     from safetensors.torch import save_file
 
     from text2sign.data.dataset import open_clips
-    from text2sign.latent import load_autoencoder
+    from text2sign.model_folder.autoencoder import load_autoencoder
 
     cache = open_clips(args.data, args.frames, args.size, progress=False)
     ae = load_autoencoder(args.sd, None)

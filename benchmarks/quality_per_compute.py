@@ -79,11 +79,11 @@ def matched_params(arch: str, preset: str, target: float, text_dim: int, frames:
 
 def main(argv: list[str] | None = None) -> int:
     from text2sign.build import build_config, resolve
-    from text2sign.checkpoint import read_model_info
     from text2sign.config import from_dict, parse_value
     from text2sign.data.dataset import open_clips
     from text2sign.evaluation.evaluate import evaluate, fmt_number
     from text2sign.evaluation.recognizer import load_or_train_recognizer
+    from text2sign.model_folder.folder import read_model_info
     from text2sign.pipeline import Text2SignPipeline
     from text2sign.training import train
 

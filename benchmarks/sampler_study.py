@@ -40,10 +40,10 @@ def row(label: str, steps: int, guidance: float, report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from text2sign.checkpoint import find_model_folder
     from text2sign.data.dataset import open_clips
     from text2sign.evaluation.evaluate import evaluate, fmt_number
     from text2sign.evaluation.recognizer import load_or_train_recognizer
+    from text2sign.model_folder.folder import find_model_folder
     from text2sign.pipeline import Text2SignPipeline
 
     args = parse_args(argv)

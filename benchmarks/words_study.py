@@ -22,10 +22,11 @@ from pathlib import Path
 def checkpoint_pipeline(run: Path, checkpoint: Path, device):
     """A Text2SignPipeline carrying a checkpoint's EMA weights (the model folder's recipe)."""
     from text2sign.build import build_models
-    from text2sign.checkpoint import find_model_folder, load_training_state, read_training_texts
     from text2sign.config import load_config
-    from text2sign.latent import load_autoencoder
+    from text2sign.model_folder.autoencoder import load_autoencoder
+    from text2sign.model_folder.folder import find_model_folder, read_training_texts
     from text2sign.pipeline import Text2SignPipeline
+    from text2sign.run_state import load_training_state
     from text2sign.training import split_state
 
     cfg = load_config(run / "config.yaml")
@@ -75,11 +76,11 @@ HEADER = ("| unseen CER | unseen exact | ceiling CER | ceiling exact | letters C
 
 
 def main() -> None:
-    from text2sign.checkpoint import list_checkpoints
     from text2sign.data.dataset import open_clips
     from text2sign.device import pick_device
     from text2sign.evaluation.sequence import SequenceRecognizer
     from text2sign.pipeline import Text2SignPipeline
+    from text2sign.run_state import list_checkpoints
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, nargs="+", help="one or more run folders")

@@ -57,12 +57,20 @@ def test_info_modules_counts_parameters_per_block_and_part(run, capsys):
     assert "autoencoder" not in out.split("modules and their parameters:")[1]  # pixel model
 
 
-def test_info_sample_and_evaluate_default_to_the_shipped_model(tmp_path, capsys):
+def test_info_sample_and_evaluate_default_to_the_shipped_model(tmp_path, capsys, monkeypatch):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert f"model folder     {shipped_model()}" in out
     assert "latent, (C, T, h, w) = (8, 28, 16, 16)" in out
+    from text2sign.model_folder import folder as model_folder
+
+    finds = []  # every find_model_folder call asks is_hub_id first
+    is_hub_id = model_folder.is_hub_id
+    monkeypatch.setattr(model_folder, "is_hub_id", lambda name: finds.append(name)
+                        or is_hub_id(name))
     assert main(["sample", "A", "--steps", "1", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    assert len(finds) == 1  # one sample finds its model folder once
+    monkeypatch.undo()
     assert capsys.readouterr().out.startswith(f"model: {shipped_model()}\n")
     parser = build_parser()
     for command in ("sample", "evaluate", "serve", "info"):

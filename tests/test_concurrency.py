@@ -39,9 +39,13 @@ cache_module._decode = slowly(cache_module._decode)
 deadline = time.time() + 120
 while len(list(barrier.iterdir())) < 2 and time.time() < deadline:
     time.sleep(0.005)
+if mode == "late" and me == "1":  # arrive while the other one's first build is under way
+    while not [p for p in cache_module.default_cache_dir(corpus, 4, 16).glob("*")
+               if p.name != ".lock"] and time.time() < deadline:
+        time.sleep(0.005)
 cache = cache_module.prepare_cache(corpus, 4, 16, progress=False, workers=1)
 if mode == "latent":
-    from text2sign.latent import latent_cache
+    from text2sign.data.latent_cache import latent_cache
     from text2sign.models.autoencoder import FrameAutoencoder
 
     torch.manual_seed(0)  # the same weights in both processes: one latent file
@@ -65,7 +69,7 @@ def run_two(mode: str, corpus: Path, tmp_path: Path) -> list[dict]:
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        results.append({**json.loads(out.strip().splitlines()[-1]), "stderr": err})
     return results
 
 
@@ -78,6 +82,15 @@ def test_two_processes_prepare_one_new_cache(corpus, tmp_path):
     results = run_two("open", corpus, tmp_path)
     assert [r["clips"] for r in results] == [6, 6]
     assert sum(r["calls"] for r in results) == 6  # one process decoded, the other reused
+
+
+def test_a_process_arriving_during_the_first_build_waits_and_reuses_it(corpus, tmp_path):
+    """Two runs on a new corpus: the second finds the first's cache half built (shards, no
+    index yet), waits for it, says so, and reuses it."""
+    first, second = run_two("late", corpus, tmp_path)
+    assert first["clips"] == second["clips"] == 6
+    assert (first["calls"], second["calls"]) == (6, 0)
+    assert "waiting for another process" in second["stderr"]
 
 
 def test_opening_an_unchanged_cache_writes_nothing(corpus, tmp_path):

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from text2sign import shipped
+from text2sign import demo, shipped
 from text2sign.build import build_config
-from text2sign.evaluation import demo, recognizer
+from text2sign.evaluation import recognizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,10 +16,10 @@ import torch
 from conftest import losses, tiny_config
 from safetensors.torch import load_file, save_file
 
-from text2sign.checkpoint import resume_config
 from text2sign.cli import main
 from text2sign.files import DamagedFile, atomic_dir, clean_leftovers, run_lock
 from text2sign.pipeline import Text2SignPipeline
+from text2sign.run_state import resume_config
 from text2sign.training import train
 
 
@@ -330,7 +330,7 @@ def test_full_disk_names_the_folder_and_last_good_checkpoint(corpus, tmp_path, c
                                                             monkeypatch):
     from safetensors import SafetensorError
 
-    import text2sign.checkpoint as checkpoint
+    import text2sign.run_state as run_state
 
     calls = {"n": 0}
 
@@ -342,7 +342,7 @@ def test_full_disk_names_the_folder_and_last_good_checkpoint(corpus, tmp_path, c
                                   " (os error 28)")
         save_file(tensors, filename, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "save_file", filling)
+    monkeypatch.setattr(run_state, "save_file", filling)
     run = tmp_path / "run"
     code, err = cli(capsys, "train", "--data", corpus, "--out", run, "--no-progress",
                     "--device", "cpu", "--preset", "tiny", "--set", "data.val_fraction=0",

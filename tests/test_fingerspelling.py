@@ -11,7 +11,9 @@ import re
 import numpy as np
 import pytest
 
+from text2sign.cli import data as data_commands
 from text2sign.data import fingerspelling as fs
+from text2sign.data.folder import FINGERSPELLING_MARKER
 from text2sign.data.video_io import read_video
 
 TINY = {"frames": 4, "size": 16, "progress": False}
@@ -144,7 +146,7 @@ def test_resample_fills_short_gaps_only():
 
 def test_cli_writes_corpus_and_contact_sheet(tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    fs.register(parser.add_subparsers())
+    data_commands.register_fingerspelling(parser.add_subparsers())
     args = parser.parse_args(["fingerspelling", str(tmp_path / "corpus"), "--frames", "4",
                               "--size", "16", "--variants", "2",
                               "--sheet", str(tmp_path / "sheet.png")])
@@ -215,7 +217,7 @@ def test_fps_gives_each_clip_its_recordings_length_with_exact_gif_delays(tmp_pat
             gif.seek(i)
             delays.append(gif.info["duration"])
     assert delays == [80] * 39  # 8 centiseconds each: 39 frames last 3.12 s
-    marker = json.loads((tmp_path / fs.MARKER).read_text())
+    marker = json.loads((tmp_path / FINGERSPELLING_MARKER).read_text())
     assert marker["fps"] == 12.5 and "frames" not in marker
     assert marker["word_hold_seconds"] == fs.WORD_HOLD_SECONDS
 
@@ -239,7 +241,7 @@ def test_a_rate_without_whole_centisecond_frames_is_refused(tmp_path, fps):
 
 def test_frames_and_fps_are_one_or_the_other(tmp_path):
     parser = argparse.ArgumentParser()
-    fs.register(parser.add_subparsers())
+    data_commands.register_fingerspelling(parser.add_subparsers())
     with pytest.raises(SystemExit):
         parser.parse_args(["fingerspelling", str(tmp_path), "--frames", "4", "--fps", "25"])
     with pytest.raises(ValueError, match="not both"):

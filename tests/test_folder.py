@@ -67,7 +67,7 @@ def test_missing_and_empty_folders(tmp_path):
 def _run(argv: list[str]) -> int:
     import argparse
 
-    from text2sign.data import cli as commands
+    from text2sign.cli import data as commands
 
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from text2sign.build import build_config
 from text2sign.config import LatentConfig
-from text2sign.latent import inflate_autoencoder, load_autoencoder
+from text2sign.model_folder.autoencoder import inflate_autoencoder, load_autoencoder
 from text2sign.models.autoencoder import FrameAutoencoder
 from text2sign.pipeline import Text2SignPipeline
 from text2sign.training import train

@@ -12,15 +12,11 @@ import torch
 from conftest import losses, make_corpus
 from safetensors.torch import load_file
 
+from text2sign.autoencoder_training import train_autoencoder
 from text2sign.build import build_autoencoder, build_config
 from text2sign.config import LatentConfig
 from text2sign.data.dataset import open_clips
-from text2sign.latent import (
-    find_autoencoder,
-    load_autoencoder,
-    save_autoencoder,
-    train_autoencoder,
-)
+from text2sign.model_folder.autoencoder import find_autoencoder, load_autoencoder, save_autoencoder
 from text2sign.models.autoencoder import FrameAutoencoder, reconstruction_loss
 from text2sign.pipeline import Text2SignPipeline
 from text2sign.training import train
@@ -169,7 +165,7 @@ def test_latent_run_without_the_cache_encodes_every_step(tmp_path):
 
 
 def test_latent_cache_encodes_each_clip_once_and_is_reused(corpus, tmp_path):
-    from text2sign.latent import autoencoder_hash, latent_cache
+    from text2sign.data.latent_cache import autoencoder_hash, latent_cache
 
     cache = open_clips(corpus, 4, 16, progress=False)
     ae = FrameAutoencoder(2, 2, 8).eval()

@@ -1,4 +1,5 @@
-"""The package's layout: no import cycle, config is a leaf, models never import config."""
+"""The package's layout: folders are layers and imports only run down, no import cycle, config is
+a leaf, models never import config."""
 
 from __future__ import annotations
 
@@ -41,6 +42,38 @@ def imports(path: Path) -> set[str]:
 
 GRAPH = {name: imports(path) for name, path in MODULES.items()}
 
+# The layers, bottom up (STYLE.md habit 16; README "Layout"): a module may import its own layer
+# and those below, never one above. The longest matching prefix names a module's layer.
+LAYERS = {
+    1: ("config, files and other leaves", ["config", "files", "device", "console", "report",
+                                           "shipped", "fast_path"]),
+    2: ("models, diffusion, data", ["models", "diffusion", "lr_schedule", "data", "build"]),
+    3: ("model folder, run state", ["model_folder", "run_state", "pipeline"]),
+    4: ("training, evaluation", ["training", "autoencoder_training", "init_from", "tracking",
+                                 "evaluation"]),
+    5: ("applications", ["demo", "serve", "info"]),
+    6: ("command line", ["cli", "__main__", ""]),  # "": the package's face, text2sign/__init__
+}
+
+
+def layer(name: str) -> int:
+    """The layer of module ``name`` (text2sign.X.Y): its longest prefix in LAYERS."""
+    rest = name.removeprefix("text2sign").removeprefix(".")
+    best, found = -1, None
+    for number, (_, prefixes) in LAYERS.items():
+        for prefix in prefixes:
+            matches = rest == prefix or (prefix and rest.startswith(prefix + "."))
+            if matches and len(prefix) > best:
+                best, found = len(prefix), number
+    assert found is not None, f"{name} is in no layer: add it to LAYERS"
+    return found
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return [f"{name} (layer {layer(name)}) imports {dep} (layer {layer(dep)})"
+            for name, deps in sorted(graph.items()) for dep in sorted(deps)
+            if layer(dep) > layer(name)]
+
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     state: dict[str, int] = {}  # 1: on the current path, 2: done
@@ -67,6 +100,18 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_import_graph_has_no_cycle():
     assert len(GRAPH) > 40  # the walk found the package
     assert find_cycle(GRAPH) is None, " -> ".join(find_cycle(GRAPH))
+
+
+def test_every_module_has_a_layer_and_imports_only_run_down():
+    assert upward_imports(GRAPH) == []
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert layer("text2sign.data.cache") == 2 and layer("text2sign.cli.data") == 6
+    assert layer("text2sign") == 6 and layer("text2sign.report") == 1
+    assert upward_imports({"text2sign.model_folder.card": {"text2sign.evaluation.evaluate"}}) \
+        == ["text2sign.model_folder.card (layer 3) imports text2sign.evaluation.evaluate "
+            "(layer 4)"]
 
 
 def test_the_cycle_check_sees_local_imports():

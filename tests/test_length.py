@@ -202,7 +202,7 @@ def test_sample_cli_uses_the_model_rate(corpus, tmp_path, capsys):
 
 
 def test_latent_cache_of_clips_of_their_own_lengths(corpus, tmp_path):
-    from text2sign.latent import latent_cache
+    from text2sign.data.latent_cache import latent_cache
     from text2sign.models.autoencoder import FrameAutoencoder
 
     cache = prepare_cache(corpus, 12, 16, out=tmp_path / "c", time_mode="fps", fps=4.0,

@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import make_corpus, tiny_config
 
-from text2sign.card import CARD_FILE, SAMPLE_FILE, read_front_matter
-from text2sign.checkpoint import add_evaluation, is_hub_id, read_model_info
-from text2sign.model_info import ModelInfo
+from text2sign.model_folder.card import CARD_FILE, SAMPLE_FILE, read_front_matter
+from text2sign.model_folder.folder import add_evaluation, is_hub_id, read_model_info
+from text2sign.model_folder.info import ModelInfo
 from text2sign.pipeline import Text2SignPipeline
 from text2sign.shipped import model as shipped_model
 from text2sign.training import train

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from text2sign.build import build_config, build_models
 from text2sign.files import DamagedFile
-from text2sign.latent import load_autoencoder
+from text2sign.model_folder.autoencoder import load_autoencoder
 from text2sign.models.pretrained import (
     DiffusersAutoencoder,
     init_from_pretrained,

@@ -22,7 +22,7 @@ pytest.importorskip("uvicorn", reason="needs the [serve] extra: pip install -e '
 from text2sign.build import build_config  # noqa: E402
 from text2sign.data.video_io import read_video, write_gif  # noqa: E402
 from text2sign.evaluation.recognizer import RecognizerConfig, TrainSettings  # noqa: E402
-from text2sign.model_info import ModelInfo  # noqa: E402
+from text2sign.model_folder.info import ModelInfo  # noqa: E402
 from text2sign.pipeline import Text2SignPipeline  # noqa: E402
 from text2sign.serve.app import Limits, Service, create_app, serve_in_thread  # noqa: E402
 from text2sign.serve.browser import find_chromium, headless_chromium  # noqa: E402

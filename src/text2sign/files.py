@@ -187,14 +187,20 @@ def run_lock(folder: str | Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def write_lock(path: str | Path) -> Iterator[None]:
+def write_lock(path: str | Path, waiting: str | None = None) -> Iterator[None]:
     """Wait for, then hold, the lock file ``path``: one writer at a time for a file several
-    processes share (a clip cache, a latent cache); a second writer waits, then finds the
-    first one's work. The OS releases the lock when the holder dies, even by kill -9."""
+    processes share (a clip cache, a latent cache); a second writer waits, saying ``waiting``
+    on stderr, then finds the first one's work. The OS releases the lock when the holder dies,
+    even by kill -9."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
-        _lock(handle, wait=True)
+        try:
+            _lock(handle, wait=False)
+        except OSError:  # held by another process
+            if waiting:
+                print(waiting, file=sys.stderr, flush=True)
+            _lock(handle, wait=True)
         yield
 
 

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from text2sign import shipped
-from text2sign.checkpoint import find_model_folder, load_model_folder, read_model_info
 from text2sign.config import Config
 from text2sign.files import sha256
-from text2sign.latent import inflate_autoencoder, load_autoencoder
+from text2sign.model_folder.autoencoder import inflate_autoencoder, load_autoencoder
+from text2sign.model_folder.folder import find_model_folder, load_model_folder, read_model_info
 
 
 def load_fitting(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
@@ -54,8 +54,7 @@ def _case_fold_bytes(text_state: dict[str, torch.Tensor], source: Config, cfg: C
 def init_from_model(module: nn.Module, cfg: Config, log=None) -> dict[str, Any]:
     """Initialise ``module`` (a DiffusionTrainer: ``.denoiser`` + ``.conditioner``) from the
     model folder ``cfg.model.init_from``; returns its reference (path + sha256 of its weights)."""
-    folder = find_model_folder(shipped.resolve(cfg.model.init_from))
-    source, denoiser_state, text_state, _ = load_model_folder(folder)
+    folder, source, denoiser_state, text_state, _ = load_model_folder(cfg.model.init_from)
     if source.model.arch != cfg.model.arch:
         raise ValueError(
             f"model.init_from={cfg.model.init_from!r} is a {source.model.arch} model; this run "

@@ -12,21 +12,20 @@ from PIL import Image
 from torch import nn
 
 from text2sign.build import build_conditioner, build_denoiser, diffusion_space
-from text2sign.card import SAMPLE_FILE
-from text2sign.checkpoint import (
+from text2sign.config import Config, check_clip, validate_sample
+from text2sign.data.dataset import to_uint8
+from text2sign.device import pick_device
+from text2sign.diffusion import sample
+from text2sign.model_folder.autoencoder import load_autoencoder
+from text2sign.model_folder.card import SAMPLE_FILE
+from text2sign.model_folder.folder import (
     check_fit,
-    find_model_folder,
     load_model_folder,
     read_duration,
     read_training_texts,
     save_model_folder,
 )
-from text2sign.config import Config, check_clip, validate_sample
-from text2sign.data.dataset import to_uint8
-from text2sign.device import pick_device
-from text2sign.diffusion import sample
-from text2sign.latent import load_autoencoder
-from text2sign.model_info import ModelInfo
+from text2sign.model_folder.info import ModelInfo
 from text2sign.models.duration import DurationModel
 from text2sign.models.pretrained import check_reference, restore_denoiser
 
@@ -173,12 +172,12 @@ class Text2SignPipeline:
         return self.config.data.size
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None
+    def from_pretrained(cls, folder: str | Path | None, device: str | torch.device | None = None
                         ) -> Text2SignPipeline:
-        """Load a model folder, a run folder holding ``model/``, or a Hugging Face Hub id
-        ('owner/name': downloaded unless ``HF_HUB_OFFLINE`` is set); reads no pickle."""
-        folder = find_model_folder(folder)
-        cfg, denoiser_state, text_state, info = load_model_folder(folder)
+        """Load a model folder, a run folder holding ``model/``, a Hugging Face Hub id
+        ('owner/name': downloaded unless ``HF_HUB_OFFLINE`` is set) or a shipped model
+        (``shipped:NAME``; None: the default one); reads no pickle."""
+        folder, cfg, denoiser_state, text_state, info = load_model_folder(folder)
         where = str(folder)
         text_ref = info.pretrained.get("text_encoder")
         if text_ref is not None:  # checked where the config says the encoder is

@@ -46,12 +46,3 @@ def recognizer() -> Path:
 def word_list(name: str) -> Path:
     """A built-in word list (``words-<name>.txt``: en, en-long, en-phrases)."""
     return ASSETS / f"words-{name}.txt"
-
-
-def model_or_shipped(name: str | Path | None) -> Path:
-    """The model folder a command was given, or the shipped one when none was: one default
-    for sample, evaluate, info and serve."""
-    # checkpoint imports torch; this module loads with `text2sign --help` (via fingerspelling)
-    from text2sign.checkpoint import find_model_folder
-
-    return find_model_folder(model() if name is None else resolve(name))

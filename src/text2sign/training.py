@@ -13,7 +13,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,20 +26,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from text2sign import diffusion
+from text2sign.autoencoder_training import train_autoencoder
 from text2sign.build import build_autoencoder, build_models, diffusion_space
-from text2sign.checkpoint import (
-    CHECKPOINT_PREFIX,
-    list_checkpoints,
-    load_checkpoint_weights,
-    load_resume,
-    optimizer_from_tensors,
-    prune_checkpoints,
-    save_model_folder,
-    save_training_state,
-)
 from text2sign.config import Config, TrainConfig
 from text2sign.data.dataset import ClipDataset, open_data
-from text2sign.data.fingerspelling import is_fingerspelling_corpus
+from text2sign.data.folder import is_fingerspelling_corpus
+from text2sign.data.latent_cache import LatentDataset, latent_cache
 from text2sign.data.video_io import safe_names, write_gif
 from text2sign.device import cpu_has_bf16, describe_device, peak_memory_mb, pick_device
 from text2sign.evaluation import evaluate as evaluation
@@ -62,19 +54,22 @@ from text2sign.files import (
     run_lock,
 )
 from text2sign.init_from import init_from_model, source_autoencoder
-from text2sign.latent import (
-    AUTOENCODER_INFO,
-    LatentDataset,
-    latent_cache,
-    load_autoencoder,
-    save_autoencoder,
-    train_autoencoder,
-)
 from text2sign.lr_schedule import warmup_cosine
-from text2sign.model_info import ModelInfo
+from text2sign.model_folder.autoencoder import AUTOENCODER_INFO, load_autoencoder, save_autoencoder
+from text2sign.model_folder.folder import save_model_folder
+from text2sign.model_folder.info import ModelInfo
 from text2sign.models.duration import DurationModel
 from text2sign.models.pretrained import init_from_pretrained, reference
 from text2sign.pipeline import Text2SignPipeline, trainable_state
+from text2sign.run_state import (
+    CHECKPOINT_PREFIX,
+    list_checkpoints,
+    load_checkpoint_weights,
+    load_resume,
+    optimizer_from_tensors,
+    prune_checkpoints,
+    save_training_state,
+)
 from text2sign.tracking import Trackers, accelerate_trackers, tracker_names
 
 
@@ -397,11 +392,15 @@ def sample_and_log(pipe: Text2SignPipeline, out: Path, step: int, trackers: Trac
 
 
 def make_sampler(cache: Any, train_idx: list[int], tc: TrainConfig, world: int, rank: int,
-                 start: int) -> StepBatchSampler | LengthBucketSampler:
-    """Batches of the training clips: length buckets when clips keep their own lengths."""
+                 start: int, saved: dict[str, Any] | None = None
+                 ) -> StepBatchSampler | LengthBucketSampler:
+    """Batches of the training clips: length buckets when clips keep their own lengths (checked
+    against the ``saved`` data order of the checkpoint resumed from)."""
     if getattr(cache, "variable", False):
         sampler = LengthBucketSampler([cache.lengths[i] for i in train_idx], tc.batch_size,
                                       world, rank, tc.seed, start)
+        if saved is not None:
+            sampler.check_state(saved)
     else:
         sampler = StepBatchSampler(len(train_idx), tc.batch_size, world, rank, tc.seed, start)
     return sampler
@@ -561,7 +560,7 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     always said. ``command``, the command
     line, goes into the model card.
 
-    ``cfg`` is used as given: on resume, decide it with `checkpoint.resume_config` first (the
+    ``cfg`` is used as given: on resume, decide it with `run_state.resume_config` first (the
     CLI does). The run folder is locked for the run; what a killed run left half-written is
     cleaned first.
     """
@@ -588,6 +587,126 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
             ) from err
 
 
+def latent_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int],
+                       accelerator: Any, progress: bool, quiet: bool, log=None
+                       ) -> tuple[nn.Module | None, dict]:
+    """`prepare_autoencoder` on the main process first (the others then load what it saved);
+    (None, {}) for a run in pixel space."""
+    if not cfg.latent.enabled:
+        return None, {}
+    main = accelerator.is_main_process
+    with accelerator.main_process_first():
+        return prepare_autoencoder(cfg, out, cache, train_idx, accelerator.device,
+                                   progress=progress and main, quiet=quiet or not main, log=log)
+
+
+def prepare_models(cfg: Config, checkpoint: Path | None, state: dict | None,
+                   autoencoder: nn.Module | None, accelerator: Any, quiet: bool
+                   ) -> tuple[nn.Module, torch.optim.Optimizer, dict[str, torch.Tensor],
+                              dict[str, Any], dict[str, Any] | None]:
+    """`init_training` placed by ``accelerator``: the checkpoint's optimizer state restored after
+    `prepare`, the EMA on the training device."""
+    module, optimizer, ema, references, init_ref = init_training(
+        cfg, checkpoint, state, autoencoder, device=accelerator.device,
+        log=print if accelerator.is_main_process and not quiet else None)
+    module, optimizer = accelerator.prepare(module, optimizer)
+    if checkpoint is not None:
+        optimizer_from_tensors(optimizer, state["optimizer"], state["meta"]["optimizer"])
+    ema = {k: v.to(accelerator.device) for k, v in ema.items()}
+    return module, optimizer, ema, references, init_ref
+
+
+def open_training_data(cfg: Config, accelerator: Any, progress: bool
+                       ) -> tuple[Any, tuple[list[int], list[int], list[int]]]:
+    """The run's clips and their (train, val, unseen) split; only the main process decodes, the
+    others wait and open the cache."""
+    with accelerator.main_process_first():
+        cache = open_data(cfg.data, progress=progress and accelerator.is_main_process)
+    split = cache.split_by_text(cfg.data.val_fraction, cfg.data.holdout_texts)
+    if not split[0]:
+        raise ValueError(f"data.val_fraction={cfg.data.val_fraction} and data.holdout_texts="
+                         f"{cfg.data.holdout_texts} leave no training clips out of {len(cache)}; "
+                         "lower them")
+    return cache, split
+
+
+def make_batches(cfg: Config, cache: Any, train_idx: list[int], sampler: Any,
+                 autoencoder: nn.Module | None, accelerator: Any, progress: bool
+                 ) -> tuple[Iterator[dict], Any]:
+    """The training batches, and the encoder to apply to each (None: they are latents already,
+    or the run is in pixel space)."""
+    dataset = ClipDataset(cache, train_idx)
+    if autoencoder is not None and cfg.latent.cache:  # each clip encoded once, not every step
+        with accelerator.main_process_first():
+            latents = latent_cache(autoencoder, cache, device=accelerator.device,
+                                   progress=progress and accelerator.is_main_process)
+        dataset = LatentDataset(latents, cache.texts, train_idx)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+        pin_memory=accelerator.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
+        prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers > 0 else None,
+    )
+    encode = None  # without the latent cache, every batch is encoded on the fly
+    if autoencoder is not None and not isinstance(dataset, LatentDataset):
+        encode = autoencoder.encode
+    return iter(loader), encode
+
+
+def diverged(err: TrainingDiverged, step: int, last_saved: Path | None, tc: TrainConfig
+             ) -> TrainingDiverged:
+    """A diverged step, said with where the run stands and the fix."""
+    return TrainingDiverged(
+        f"{err} at step {step}; stopped without saving. Last good checkpoint: "
+        f"{last_saved or 'none'}. Lower train.lr (now {tc.lr}) or use "
+        "train.mixed_precision=no, then --resume.")
+
+
+class LossWindow:
+    """The steps since the last log line: their mean loss and throughput."""
+
+    def __init__(self, global_batch: int, device: torch.device):
+        self.global_batch, self.device = global_batch, device
+        self.loss, self.steps, self.start = 0.0, 0, time.time()
+
+    def add(self, loss: float) -> None:
+        self.loss += loss
+        self.steps += 1
+
+    def close(self, lr: float, grad_norm: float) -> dict[str, float]:
+        """The window's scalars; the next window starts now."""
+        elapsed = time.time() - self.start
+        scalars = {
+            "train/loss": self.loss / self.steps, "train/lr": lr, "train/grad_norm": grad_norm,
+            "train/clips_per_s": self.global_batch * self.steps / max(elapsed, 1e-9),
+            "train/peak_memory_mb": peak_memory_mb(self.device),
+        }
+        self.loss, self.steps, self.start = 0.0, 0, time.time()
+        return scalars
+
+
+def log_scalars(scalars: dict[str, float], step: int, trackers: Trackers, pbar: Any,
+                log_path: Path | None) -> None:
+    """One logging interval's numbers: trackers, the progress bar and (main process) log.jsonl."""
+    trackers.scalars(scalars, step)
+    pbar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
+                     clips_s=f"{scalars['train/clips_per_s']:.1f}")
+    if log_path is not None:
+        append_line(log_path, json.dumps({"step": step, **scalars}))
+
+
+def sample_and_evaluate(ema_pipe: Callable[[], Text2SignPipeline], tc: TrainConfig, cache: Any,
+                        out: Path, step: int, finishing: bool, trackers: Trackers,
+                        train_texts: list[str]) -> None:
+    """The previews and the evaluation due at ``step`` (main process), each on its own pipeline
+    over the EMA weights, built by ``ema_pipe`` only when due."""
+    if tc.sample_every and (step % tc.sample_every == 0 or finishing):
+        sample_and_log(ema_pipe(), out, step, trackers)
+    if tc.eval_every and step % tc.eval_every == 0:
+        pipe = ema_pipe()
+        pipe.training_texts = train_texts  # seen vs unseen in the back-translation
+        evaluate_and_log(pipe, cache, out, step, trackers)
+
+
 def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
            state: dict | None, progress: bool, quiet: bool, command: str | None) -> Path:
     tc = cfg.train
@@ -596,15 +715,7 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
     enable_tf32(accelerator.device)
     rank, world = accelerator.process_index, accelerator.num_processes
 
-    # --- data: only the main process decodes; the others wait and open the cache.
-    with accelerator.main_process_first():
-        cache = open_data(cfg.data, progress=progress and main)
-    train_idx, val_idx, unseen_idx = cache.split_by_text(cfg.data.val_fraction,
-                                                         cfg.data.holdout_texts)
-    if not train_idx:
-        raise ValueError(f"data.val_fraction={cfg.data.val_fraction} and data.holdout_texts="
-                         f"{cfg.data.holdout_texts} leave no training clips out of {len(cache)}; "
-                         "lower them")
+    cache, (train_idx, val_idx, unseen_idx) = open_training_data(cfg, accelerator, progress)
     train_texts = sorted({cache.texts[i] for i in train_idx})
     duration = fit_duration(cache, train_idx, cfg)
     if main:
@@ -614,62 +725,35 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
     trackers = Trackers(accelerator, tracker_names(tc.report_to), out)
 
     # --- the frame autoencoder of a latent run: trained once by the main process, then frozen
-    autoencoder, ae_meta = None, {}
-    if cfg.latent.enabled:
-        with accelerator.main_process_first():
-            autoencoder, ae_meta = prepare_autoencoder(
-                cfg, out, cache, train_idx, accelerator.device, progress=progress and main,
-                quiet=quiet or not main, log=trackers.scalars)
+    autoencoder, ae_meta = latent_autoencoder(cfg, out, cache, train_idx, accelerator, progress,
+                                              quiet, log=trackers.scalars)
 
     # --- models, optimizer, EMA: fresh, or the checkpoint's
-    module, optimizer, ema, references, init_ref = init_training(
-        cfg, checkpoint, state, autoencoder, device=accelerator.device,
-        log=print if main and not quiet else None)
-    step, minutes_before = 0, ae_meta.get("minutes_this_run", 0.0)
-    if checkpoint is not None:
-        step = state["meta"]["step"]
-        minutes_before = state["meta"].get("minutes", 0.0)
-    module, optimizer = accelerator.prepare(module, optimizer)
-    if checkpoint is not None:
-        optimizer_from_tensors(optimizer, state["optimizer"], state["meta"]["optimizer"])
-    ema = {k: v.to(accelerator.device) for k, v in ema.items()}
+    module, optimizer, ema, references, init_ref = prepare_models(
+        cfg, checkpoint, state, autoencoder, accelerator, quiet)
     raw = accelerator.unwrap_model(module)
     live = trainable_state(raw)
+    step, minutes_before = (0, ae_meta.get("minutes_this_run", 0.0)) if state is None else (
+        state["meta"]["step"], state["meta"].get("minutes", 0.0))
 
-    sampler = make_sampler(cache, train_idx, tc, world, rank, start=step * tc.grad_accum)
-    if checkpoint is not None and isinstance(sampler, LengthBucketSampler):
-        sampler.check_state(state["meta"].get("data_order"))
+    sampler = make_sampler(cache, train_idx, tc, world, rank, start=step * tc.grad_accum,
+                           saved=state["meta"].get("data_order") if state else None)
     data_order = sampler.state() if isinstance(sampler, LengthBucketSampler) else None
     check_lengths(raw.denoiser, cache, train_idx, cfg)
-    dataset = ClipDataset(cache, train_idx)
-    if autoencoder is not None and cfg.latent.cache:  # each clip encoded once, not every step
-        with accelerator.main_process_first():
-            latents = latent_cache(autoencoder, cache, device=accelerator.device,
-                                   progress=progress and main)
-        dataset = LatentDataset(latents, cache.texts, train_idx)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-        pin_memory=accelerator.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
-        prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers > 0 else None,
-    )
-    batches = iter(loader)
-    encode = None  # without the latent cache, every batch is encoded on the fly
-    if autoencoder is not None and not isinstance(dataset, LatentDataset):
-        encode = autoencoder.encode
+    batches, encode = make_batches(cfg, cache, train_idx, sampler, autoencoder, accelerator,
+                                   progress)
     facts = model_facts(raw, cache, train_idx, val_idx, unseen_idx, cfg, ae_meta)
     facts = replace(facts, command=command, device=describe_device(accelerator.device),
                     pretrained=references or {}, init_from=init_ref or None)
 
     # --- the loop
-    last_saved = checkpoint
-    log_path = out / "log.jsonl"
+    last_saved, log_path = checkpoint, out / "log.jsonl"
     if main:
         keep_log(log_path, step if checkpoint is not None else 0)
     pbar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and main),
                 unit="step", dynamic_ncols=True)
     started, first_step = time.time(), step
-    window_loss, window_steps, window_start = 0.0, 0, time.time()
-    global_batch = tc.batch_size * world * tc.grad_accum
+    window = LossWindow(tc.batch_size * world * tc.grad_accum, accelerator.device)
     probe_attention = not tc.compile  # dynamo would trace the probe; eager code only
     with StopRequest() as stop:
         while step < tc.max_steps:
@@ -686,36 +770,20 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                                         ema_decay=ema_decay_at(step, tc.ema_decay))
             except TrainingDiverged as err:
                 pbar.close()
-                raise TrainingDiverged(
-                    f"{err} at step {step}; stopped without saving. Last good checkpoint: "
-                    f"{last_saved or 'none'}. Lower train.lr (now {tc.lr}) or use "
-                    "train.mixed_precision=no, then --resume.") from None
-            if probe_attention:
-                probe_attention = False
-                if main and not quiet:
-                    pbar.write(describe_kernels(kernels, accelerator.device))
-            window_loss += result.loss
+                raise diverged(err, step, last_saved, tc) from None
+            if probe_attention and main and not quiet:
+                pbar.write(describe_kernels(kernels, accelerator.device))
+            probe_attention = False
+            window.add(result.loss)
             step += 1
-            window_steps += 1
             minutes = minutes_before + (time.time() - started) / 60
             pbar.total = expected_last_step(step, tc, minutes,
                                             (step - first_step) / max(minutes - minutes_before,
                                                                       1e-9))
             pbar.update(1)
             if (tc.log_every and step % tc.log_every == 0) or step == tc.max_steps:
-                elapsed = time.time() - window_start
-                scalars = {
-                    "train/loss": window_loss / window_steps, "train/lr": lr,
-                    "train/grad_norm": result.grad_norm,
-                    "train/clips_per_s": global_batch * window_steps / max(elapsed, 1e-9),
-                    "train/peak_memory_mb": peak_memory_mb(accelerator.device),
-                }
-                trackers.scalars(scalars, step)
-                pbar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
-                                 clips_s=f"{scalars['train/clips_per_s']:.1f}")
-                if main:
-                    append_line(log_path, json.dumps({"step": step, **scalars}))
-                window_loss, window_steps, window_start = 0.0, 0, time.time()
+                log_scalars(window.close(lr, result.grad_norm), step, trackers, pbar,
+                            log_path if main else None)
             out_of_time = tc.max_minutes is not None and minutes >= tc.max_minutes
             finishing = step == tc.max_steps or out_of_time or stop.requested
             # Save before sampling: a sampling or evaluation failure must not lose the step.
@@ -725,13 +793,9 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                                                  minutes, facts, autoencoder, train_texts,
                                                  data_order=data_order, duration=duration)
                 accelerator.wait_for_everyone()
-            if main and tc.sample_every and (step % tc.sample_every == 0 or finishing):
-                sample_and_log(ema_pipeline(raw, ema, cfg, autoencoder, duration), out, step,
-                               trackers)
-            if main and tc.eval_every and step % tc.eval_every == 0:
-                pipe = ema_pipeline(raw, ema, cfg, autoencoder, duration)
-                pipe.training_texts = train_texts  # seen vs unseen in the back-translation
-                evaluate_and_log(pipe, cache, out, step, trackers)
+            if main:
+                sample_and_evaluate(lambda: ema_pipeline(raw, ema, cfg, autoencoder, duration),
+                                    tc, cache, out, step, finishing, trackers, train_texts)
             if out_of_time or stop.requested:
                 reason = "time budget reached" if out_of_time else "stopped by Ctrl-C"
                 if main:

@@ -321,15 +321,18 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
            else default_cache_dir(source, frames, size, time_mode, fit, fps))
     if out.exists() and not out.is_dir():
         raise ValueError(f"cache path {str(out)!r} is a file; pass a folder to --out")
-    if (out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not is_cache(out)
-            and not (out / INDEX).exists()):
-        raise ValueError(f"cache path {str(out)!r} is a non-empty folder that is not a clip "
-                         "cache; pass an empty or new folder to --out")
     settings = {"format": FORMAT, "frames": frames, "size": size, "time_mode": time_mode,
                 "fit": fit}
     if time_mode == "fps":
         settings["fps"] = fps
-    with write_lock(out / LOCK):  # a second process waits here, then finds nothing to do
+    # A second process waits here, then finds nothing to do. The folder is looked at only under
+    # the lock: before it, another process's first build is a folder of shards without an index.
+    with write_lock(out / LOCK, waiting=f"waiting for another process building the clip cache "
+                    f"{str(out)!r}"):
+        if (any(p.name != LOCK for p in out.iterdir()) and not is_cache(out)
+                and not (out / INDEX).exists()):
+            raise ValueError(f"cache path {str(out)!r} is a non-empty folder that is not a clip "
+                             "cache; pass an empty or new folder to --out")
         return _prepare(source, out, settings, progress, workers)
 
 

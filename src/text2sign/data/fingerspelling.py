@@ -19,7 +19,6 @@ frame every 1/`fps` seconds of it (`fps`), so a long word lasts longer than a sh
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import functools
@@ -37,7 +36,7 @@ import numpy as np
 import spoken_to_signed
 
 from text2sign import shipped
-from text2sign.console import add_quiet, shows_progress
+from text2sign.data.folder import FINGERSPELLING_MARKER
 
 SUPERSAMPLE = 4  # draw at 4x, then box-filter down: cheap anti-aliasing
 DEFAULT_ZOOM = 0.8  # crop side in shoulder widths: a hand is 0.25-0.6 shoulder widths long
@@ -539,7 +538,6 @@ def _rng(seed: int, language: str, text: str, variant: int) -> np.random.Generat
 
 
 WORD_LISTS = ("en", "en-long", "en-phrases")  # built-in lists (shipped.word_list)
-MARKER = "fingerspelling.json"  # written in a corpus root: its texts are spelled letter by letter
 
 
 def builtin_words(name: str = "en") -> list[str]:
@@ -652,7 +650,7 @@ def build_fingerspelling_corpus(
                 "size": size, "variants": variants, "seed": seed}
     if any(len(word.split()) > 1 for word in words or ()):
         settings["word_hold_seconds"] = WORD_HOLD_SECONDS
-    marker = Path(out) / MARKER
+    marker = Path(out) / FINGERSPELLING_MARKER
     # Clips already written with the same settings (an interrupted build) are kept.
     reuse = marker.is_file() and json.loads(marker.read_text()) == settings
     jobs = [(*job, frames, fps, size, variants, seed, reuse) for job in jobs]
@@ -681,11 +679,6 @@ def build_fingerspelling_corpus(
     return written
 
 
-def is_fingerspelling_corpus(path: str | Path) -> bool:
-    """Whether ``path`` (a corpus folder) was written by `build_fingerspelling_corpus`."""
-    return (Path(path) / MARKER).is_file()
-
-
 # --------------------------------------------------------------------------- contact sheet
 
 def write_sheet_from_corpus(path: str | Path, gifs: Sequence[Path]) -> Path:
@@ -705,68 +698,3 @@ def write_sheet_from_corpus(path: str | Path, gifs: Sequence[Path]) -> Path:
     if not videos:
         raise ValueError(f"no clips to put on the contact sheet {path}")
     return write_contact_sheet(path, videos, labels, max_frames=SHEET_FRAMES)
-
-
-# --------------------------------------------------------------------------- CLI
-
-def register(subparsers) -> None:
-    """Add `text2sign data fingerspelling`."""
-    p = subparsers.add_parser(
-        "fingerspelling",
-        help="build a demo corpus (GIF + txt) from real fingerspelling recordings",
-        description="Render the fingerspelling recordings shipped in `spoken-to-signed` into "
-        "OUT/<lang>/NAME.gif + NAME.txt pairs: letters by default, or words from a file.",
-    )
-    p.add_argument("out", nargs="?", help="output folder")
-    p.add_argument("--languages", default="ase",
-                   help="comma-separated sign language codes (default: ase = ASL)")
-    what = p.add_mutually_exclusive_group()
-    what.add_argument("--letters", action="store_true", help="one clip per letter (default)")
-    what.add_argument("--words", metavar="FILE|en,...",
-                      help="words or phrases to spell, comma-separated lists: text files (one "
-                      "word or phrase per line) or built-in lists: `en` (2,400 frequent English "
-                      "words of 2-8 letters), `en-long` (300 of 9-14 letters), `en-phrases` "
-                      "(309 phrases of 2-3 words)")
-    p.add_argument("--with-letters", action="store_true",
-                   help="with --words: also one clip per letter")
-    p.add_argument("--workers", type=int, default=1, help="render in N processes")
-    time = p.add_mutually_exclusive_group()
-    time.add_argument("--frames", type=int, help="frames per clip, whatever its length "
-                      "(default: 16)")
-    time.add_argument("--fps", type=float, metavar="R",
-                      help="R frames per second of each recording instead: a clip lasts as long "
-                      "as the signer took (100/R must be whole centiseconds: 25, 12.5, 10, ...)")
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--variants", type=int, default=1,
-                   help="clips per text; variants after the first get scale/shift/speed jitter")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sheet", metavar="PNG", help="also write a contact sheet, one row per text")
-    p.add_argument("--list-languages", action="store_true",
-                   help="list the available languages and their letters, then exit")
-    add_quiet(p)
-    p.set_defaults(func=handle)
-
-
-def handle(args: argparse.Namespace) -> int:
-    """Build the corpus (or list languages) from parsed arguments."""
-    if args.list_languages:
-        for lang, letters in list_languages().items():
-            print(f"{lang}  {len(letters):2d}  {' '.join(letters)}")
-        return 0
-    if not args.out:
-        raise ValueError("data fingerspelling needs an OUT folder, e.g. data/asl-letters")
-    words = None
-    if args.words:
-        words = words_from(args.words)
-    elif args.with_letters:
-        raise ValueError("--with-letters goes with --words; letters alone are the default")
-    gifs = build_fingerspelling_corpus(
-        args.out, languages=args.languages.split(","), words=words, frames=args.frames,
-        fps=args.fps, size=args.size, variants=args.variants, seed=args.seed,
-        progress=shows_progress(args), letters=True if args.with_letters else None,
-        workers=args.workers,
-    )
-    print(f"wrote {len(gifs)} clips to {args.out}")
-    if args.sheet:
-        print(f"wrote contact sheet {write_sheet_from_corpus(args.sheet, gifs)}")
-    return 0

@@ -18,6 +18,14 @@ from tqdm.auto import tqdm
 
 from text2sign.data.video_io import VIDEO_SUFFIXES, VideoReadError, read_video, supported_suffixes
 
+# Written in a corpus root by `data.fingerspelling`: its texts are spelled letter by letter.
+FINGERSPELLING_MARKER = "fingerspelling.json"
+
+
+def is_fingerspelling_corpus(path: str | Path) -> bool:
+    """Whether ``path`` (a corpus folder) was written by `build_fingerspelling_corpus`."""
+    return (Path(path) / FINGERSPELLING_MARKER).is_file()
+
 
 @dataclass
 class Pair:

@@ -33,16 +33,6 @@ from text2sign.data.video_io import (
 from text2sign.device import describe_device
 from text2sign.evaluation.metrics import frechet_distance, topk_accuracy
 from text2sign.evaluation.recognizer import Recognizer, load_or_train_recognizer
-from text2sign.evaluation.report import (
-    back_translation_rows,
-    duration_rows,
-    fmt_number,
-    format_table,
-    group_top1_rows,
-    json_safe,
-    markdown_table,
-    summary_rows,
-)
 from text2sign.evaluation.sequence import (
     SequenceRecognizer,
     error_rate,
@@ -52,6 +42,16 @@ from text2sign.evaluation.sequence import (
 )
 from text2sign.models.autoencoder import FrameAutoencoder
 from text2sign.pipeline import Text2SignPipeline, videos_to_uint8
+from text2sign.report import (
+    back_translation_rows,
+    duration_rows,
+    fmt_number,
+    format_table,
+    group_top1_rows,
+    json_safe,
+    markdown_table,
+    summary_rows,
+)
 
 SHEET_FRAMES = 8  # frames shown per clip on the contact sheet
 # The classifier sees every clip at one frame count (it resamples to its own 16 inside): clips

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from text2sign.config import VAL_FRACTION
-from text2sign.data.fingerspelling import is_fingerspelling_corpus
+from text2sign.data.folder import is_fingerspelling_corpus
 from text2sign.device import pick_device
 from text2sign.evaluation.base import (
     TrainedRecognizer,

@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from text2sign.data.video_io import has_av, write_gif, write_mp4
 from text2sign.device import describe_device, rss_mb
-from text2sign.model_info import ModelInfo
+from text2sign.model_folder.info import ModelInfo
 from text2sign.serve.corpus import Corpus, training_texts
 from text2sign.serve.worker import GenerateRequest, GenerationWorker, QueueFull
 

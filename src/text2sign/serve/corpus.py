@@ -11,7 +11,7 @@ from text2sign.data.cache import ClipCache, default_cache_dir, is_cache
 from text2sign.data.clips import shape_clip
 from text2sign.data.folder import scan_folder
 from text2sign.data.video_io import VideoReadError, read_video
-from text2sign.model_info import ModelInfo
+from text2sign.model_folder.info import ModelInfo
 
 
 class Corpus:

@@ -9,13 +9,13 @@ from typing import Any
 
 from text2sign import shipped
 from text2sign.build import build_config
-from text2sign.checkpoint import read_model_info
 from text2sign.config import VAL_FRACTION
 from text2sign.data.cache import split_fraction
 from text2sign.data.dataset import open_data
 from text2sign.data.fingerspelling import _file_name, build_fingerspelling_corpus, builtin_words
 from text2sign.evaluation.evaluate import evaluate, print_report
 from text2sign.evaluation.sequence import SequenceRecognizer, load_or_train_sequence_recognizer
+from text2sign.model_folder.folder import read_model_info
 from text2sign.pipeline import Text2SignPipeline
 
 DEMO_VARIANTS = 8  # clips per text: held-out real clips for the ceilings (v00, v01 are the

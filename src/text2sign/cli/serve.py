@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from text2sign.console import add_quiet
-from text2sign.shipped import model_or_shipped
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_service(args: argparse.Namespace):
     """The model, corpus and recognizer that `args` name, wrapped in a serve Service."""
     # torch (pipeline, reader), PIL (corpus), the [serve] extra (app): imported here, not by --help
+    from text2sign.model_folder.folder import model_or_shipped
     from text2sign.pipeline import Text2SignPipeline
     from text2sign.serve.app import Limits, Service
     from text2sign.serve.corpus import Corpus

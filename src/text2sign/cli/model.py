@@ -9,7 +9,6 @@ from pathlib import Path
 
 from text2sign.config import PRESETS, SAMPLERS
 from text2sign.console import add_quiet, shows_progress
-from text2sign.shipped import model_or_shipped
 
 
 def _preset_names() -> list[str]:
@@ -99,7 +98,7 @@ def run_config(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     # torch, accelerate: imported when the command runs, so `text2sign --help` stays fast
-    from text2sign.checkpoint import read_run_config, resume_config
+    from text2sign.run_state import read_run_config, resume_config
     from text2sign.training import train
 
     cfg = _build(args)
@@ -137,10 +136,9 @@ def run_sample(args: argparse.Namespace) -> int:
 
     if args.num < 1:
         raise ValueError(f"--num {args.num}: must be at least 1")
-    folder = model_or_shipped(args.model)
+    pipe = Text2SignPipeline.from_pretrained(args.model, device=args.device)  # found once
     if not args.quiet:
-        print(f"model: {folder}")
-    pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)
+        print(f"model: {pipe.folder}")
     pipe.check_texts(args.texts)
     for warning in pipe.text_warnings(args.texts):
         print(f"warning: {warning}", file=sys.stderr)
@@ -169,7 +167,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from text2sign.describe import describe  # torch: imported when the command runs, not by --help
+    from text2sign.info import describe  # torch: imported when the command runs, not by --help
 
     for line in describe(args.model, modules=args.modules):
         print(line)

@@ -9,14 +9,14 @@ from typing import Any
 import yaml
 
 from text2sign.config import ModelConfig
-from text2sign.evaluation.report import (
+from text2sign.model_folder.info import ModelInfo
+from text2sign.models.registry import preset_params
+from text2sign.report import (
     back_translation_rows,
     group_top1_rows,
     markdown_table,
     summary_rows,
 )
-from text2sign.model_info import ModelInfo
-from text2sign.models.registry import preset_params
 
 CARD_FILE = "README.md"
 SAMPLE_FILE = "sample.gif"  # real clips beside generated ones, written by `evaluate --card`

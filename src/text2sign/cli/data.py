@@ -1,4 +1,5 @@
-"""`text2sign data check` and `data prepare`: exit 0 all good, 1 some bad, 2 usage error."""
+"""`text2sign data check`, `data prepare` (exit 0 all good, 1 some bad, 2 usage error) and
+`data fingerspelling`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from text2sign.console import add_quiet, shows_progress
 
 
 def register(subparsers) -> None:
-    """Add `data check` and `data prepare` (heavy imports stay inside the handlers)."""
+    """Add `data check`, `data prepare` and `data fingerspelling` (heavy imports stay inside
+    the handlers)."""
     check = subparsers.add_parser(
         "check", help="list every unusable clip pair with a reason",
         description="Decode every NAME.gif/.mp4/.webm + NAME.txt pair under DIR (recursively) "
@@ -50,6 +52,7 @@ def register(subparsers) -> None:
                          help="decoding processes (default: up to 8 cores for >= 64 new clips)")
     add_quiet(prepare)
     prepare.set_defaults(func=prepare_command)
+    register_fingerspelling(subparsers)
 
 
 def check_command(args: argparse.Namespace) -> int:
@@ -109,3 +112,74 @@ def prepare_command(args: argparse.Namespace) -> int:
     print(f"split at the default data.val_fraction={val_fraction:g}: {len(train)} train, "
           f"{len(val)} val (training sets it: --set data.val_fraction=F)")
     return 1 if cache.bad else 0
+
+
+def register_fingerspelling(subparsers) -> None:
+    """Add `text2sign data fingerspelling`."""
+    p = subparsers.add_parser(
+        "fingerspelling",
+        help="build a demo corpus (GIF + txt) from real fingerspelling recordings",
+        description="Render the fingerspelling recordings shipped in `spoken-to-signed` into "
+        "OUT/<lang>/NAME.gif + NAME.txt pairs: letters by default, or words from a file.",
+    )
+    p.add_argument("out", nargs="?", help="output folder")
+    p.add_argument("--languages", default="ase",
+                   help="comma-separated sign language codes (default: ase = ASL)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--letters", action="store_true", help="one clip per letter (default)")
+    what.add_argument("--words", metavar="FILE|en,...",
+                      help="words or phrases to spell, comma-separated lists: text files (one "
+                      "word or phrase per line) or built-in lists: `en` (2,400 frequent English "
+                      "words of 2-8 letters), `en-long` (300 of 9-14 letters), `en-phrases` "
+                      "(309 phrases of 2-3 words)")
+    p.add_argument("--with-letters", action="store_true",
+                   help="with --words: also one clip per letter")
+    p.add_argument("--workers", type=int, default=1, help="render in N processes")
+    time = p.add_mutually_exclusive_group()
+    time.add_argument("--frames", type=int, help="frames per clip, whatever its length "
+                      "(default: 16)")
+    time.add_argument("--fps", type=float, metavar="R",
+                      help="R frames per second of each recording instead: a clip lasts as long "
+                      "as the signer took (100/R must be whole centiseconds: 25, 12.5, 10, ...)")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--variants", type=int, default=1,
+                   help="clips per text; variants after the first get scale/shift/speed jitter")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sheet", metavar="PNG", help="also write a contact sheet, one row per text")
+    p.add_argument("--list-languages", action="store_true",
+                   help="list the available languages and their letters, then exit")
+    add_quiet(p)
+    p.set_defaults(func=fingerspelling_command)
+
+
+def fingerspelling_command(args: argparse.Namespace) -> int:
+    """Build the corpus (or list languages) from parsed arguments."""
+    # spoken-to-signed, pose-format, PIL: imported when the command runs, so --help stays fast
+    from text2sign.data.fingerspelling import (
+        build_fingerspelling_corpus,
+        list_languages,
+        words_from,
+        write_sheet_from_corpus,
+    )
+
+    if args.list_languages:
+        for lang, letters in list_languages().items():
+            print(f"{lang}  {len(letters):2d}  {' '.join(letters)}")
+        return 0
+    if not args.out:
+        raise ValueError("data fingerspelling needs an OUT folder, e.g. data/asl-letters")
+    words = None
+    if args.words:
+        words = words_from(args.words)
+    elif args.with_letters:
+        raise ValueError("--with-letters goes with --words; letters alone are the default")
+    gifs = build_fingerspelling_corpus(
+        args.out, languages=args.languages.split(","), words=words, frames=args.frames,
+        fps=args.fps, size=args.size, variants=args.variants, seed=args.seed,
+        progress=shows_progress(args), letters=True if args.with_letters else None,
+        workers=args.workers,
+    )
+    print(f"wrote {len(gifs)} clips to {args.out}")
+    if args.sheet:
+        print(f"wrote contact sheet {write_sheet_from_corpus(args.sheet, gifs)}")
+    return 0

@@ -1,7 +1,8 @@
 """The `text2sign` command line: thin parsing over library functions.
 
-Each command group lives beside the code it drives and registers itself here through a
-`register(subparsers)` function; handlers import heavy libraries lazily so `--help` is fast.
+Each command group is a module of this package (`data`, `model`, `evaluate`, `serve`) that
+registers itself here through a `register(subparsers)` function; handlers parse, call the library
+and print, and import heavy libraries lazily so `--help` is fast.
 """
 
 from __future__ import annotations
@@ -10,12 +11,9 @@ import argparse
 import shlex
 import sys
 
-from text2sign import __version__, model_cli
-from text2sign.data import cli as data_cli
-from text2sign.data import fingerspelling
-from text2sign.evaluation import cli as eval_cli
+from text2sign import __version__
+from text2sign.cli import data, evaluate, model, serve
 from text2sign.files import RunStopped
-from text2sign.serve import cli as serve_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,14 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"text2sign {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    data = sub.add_parser("data", help="check, cache and build clip folders")
-    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    data_cli.register(data_sub)
-    fingerspelling.register(data_sub)
-
-    model_cli.register(sub)
-    eval_cli.register(sub)
-    serve_cli.register(sub)
+    data_parser = sub.add_parser("data", help="check, cache and build clip folders")
+    data.register(data_parser.add_subparsers(dest="data_command", required=True,
+                                             metavar="SUBCOMMAND"))
+    model.register(sub)
+    evaluate.register(sub)
+    serve.register(sub)
     return parser
 
 

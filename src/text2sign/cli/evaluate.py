@@ -7,7 +7,6 @@ from pathlib import Path
 
 from text2sign.config import SAMPLERS
 from text2sign.console import add_quiet, shows_progress
-from text2sign.shipped import model_or_shipped
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,10 +80,10 @@ def default_out(model_folder: Path) -> Path:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     # torch: imported when the command runs, so `text2sign --help` stays fast
-    from text2sign.checkpoint import add_evaluation
     from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import evaluate, print_report
     from text2sign.evaluation.sequence import SequenceRecognizer
+    from text2sign.model_folder.folder import add_evaluation, model_or_shipped
     from text2sign.pipeline import Text2SignPipeline
 
     if args.per_text < 1:
@@ -118,8 +117,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_demo_command(args: argparse.Namespace) -> int:
     # torch: imported when the command runs, so `text2sign --help` stays fast
     from text2sign.build import build_config
-    from text2sign.checkpoint import find_model_folder
-    from text2sign.evaluation.demo import run_demo
+    from text2sign.demo import run_demo
+    from text2sign.model_folder.folder import find_model_folder
 
     config = None
     if args.config is not None:

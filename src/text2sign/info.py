@@ -7,18 +7,18 @@ from pathlib import Path
 
 from torch import nn
 
-from text2sign.card import or_unknown, preset_label
-from text2sign.checkpoint import (
+from text2sign.config import Config
+from text2sign.files import verify_digests
+from text2sign.model_folder.card import or_unknown, preset_label
+from text2sign.model_folder.folder import (
     TEXTS_FILE,
-    list_checkpoints,
+    model_or_shipped,
     read_model_info,
     read_training_texts,
 )
-from text2sign.config import Config
-from text2sign.evaluation.report import format_table
-from text2sign.files import verify_digests
 from text2sign.pipeline import Text2SignPipeline
-from text2sign.shipped import model_or_shipped
+from text2sign.report import format_table
+from text2sign.run_state import list_checkpoints
 
 
 def describe(name: str | Path | None, modules: bool = False) -> list[str]:
