@@ -12,6 +12,7 @@ from text2sign.build import build_config
 from text2sign.config import VAL_FRACTION
 from text2sign.data.cache import split_fraction
 from text2sign.data.dataset import open_data
+from text2sign.data.folder import default_workers
 from text2sign.data.fingerspelling import _file_name, build_fingerspelling_corpus, builtin_words
 from text2sign.evaluation.evaluate import evaluate, print_report
 from text2sign.evaluation.sequence import SequenceRecognizer, load_or_train_sequence_recognizer
@@ -44,9 +45,10 @@ def ensure_corpus(folder: Path, frames: int | None, size: int, words: list[str] 
                       or not any(folder.rglob("*.txt"))):
         what = f"26 letters and {len(words)} words" if words else "26 letters"
         print(f"building the ASL corpus in {folder} ({what}, {variants} clips each)")
+    clips = (26 + len(words or [])) * variants  # rendered in parallel when there are many
     build_fingerspelling_corpus(folder, languages=("ase",), words=words or None, letters=True,
                                 frames=None if fps else frames, size=size, variants=variants,
-                                progress=progress, fps=fps)
+                                progress=progress, fps=fps, workers=default_workers(clips))
     return folder
 
 
