@@ -12,8 +12,8 @@ from text2sign.build import build_config
 from text2sign.config import VAL_FRACTION
 from text2sign.data.cache import split_fraction
 from text2sign.data.dataset import open_data
-from text2sign.data.folder import default_workers
 from text2sign.data.fingerspelling import _file_name, build_fingerspelling_corpus, builtin_words
+from text2sign.data.folder import default_workers
 from text2sign.evaluation.evaluate import evaluate, print_report
 from text2sign.evaluation.sequence import SequenceRecognizer, load_or_train_sequence_recognizer
 from text2sign.model_folder.folder import read_model_info
