@@ -40,7 +40,7 @@ def row(label: str, steps: int, guidance: float, report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from text2sign.data.dataset import open_clips
+    from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import evaluate, fmt_number
     from text2sign.evaluation.recognizer import load_or_train_recognizer
     from text2sign.model_folder.folder import find_model_folder
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = find_model_folder(args.model)
     pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)
     dc = pipe.config.data
-    cache = open_clips(args.data, pipe.frames, pipe.size, dc.time_mode, dc.fit, progress=False)
+    cache = open_data(dc, progress=False, path=args.data)
     recognizer, ceiling1, ceiling5 = load_or_train_recognizer(
         cache, dc.val_fraction, device=pipe.device, progress=sys.stderr.isatty())
     default_guidance = pipe.config.sample.guidance

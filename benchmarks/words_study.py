@@ -76,7 +76,7 @@ HEADER = ("| unseen CER | unseen exact | ceiling CER | ceiling exact | letters C
 
 
 def main() -> None:
-    from text2sign.data.dataset import open_clips
+    from text2sign.data.dataset import open_data
     from text2sign.device import pick_device
     from text2sign.evaluation.sequence import SequenceRecognizer
     from text2sign.pipeline import Text2SignPipeline
@@ -108,9 +108,7 @@ def main() -> None:
             if args.at and meta["step"] not in args.at:
                 continue
             if cache is None:
-                dc = pipe.config.data
-                cache = open_clips(args.data, dc.frames, dc.size, dc.time_mode, dc.fit,
-                                   progress=False)
+                cache = open_data(pipe.config.data, progress=False, path=args.data)
             groups = score(pipe, cache, sequence, args.max_texts, args.steps,
                            letters=not args.no_letters)
             lines.append(row(f"{run.name} | {meta['step']} | {meta.get('minutes', 0):.0f}",
@@ -123,10 +121,8 @@ def main() -> None:
         for item in [f"{args.run[0]}:{args.data}", *args.compare]:
             folder, data = item.split(":", 1)
             pipe = Text2SignPipeline.from_pretrained(folder, device=device)
-            dc = pipe.config.data
-            groups = score(pipe, open_clips(data, dc.frames, dc.size, dc.time_mode, dc.fit,
-                                            progress=False), sequence, args.max_texts,
-                           args.steps)
+            groups = score(pipe, open_data(pipe.config.data, progress=False, path=data),
+                           sequence, args.max_texts, args.steps)
             lines.append(row(f"{folder} | {pipe.frames}", groups))
         print("\n### Unseen words vs clip length\n")
         print("\n".join(lines))

@@ -20,7 +20,7 @@ import numpy as np
 
 
 def main() -> None:
-    from text2sign.data.dataset import open_clips
+    from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import write_comparison
     from text2sign.pipeline import Text2SignPipeline
     from text2sign.shipped import model_or_shipped
@@ -36,8 +36,7 @@ def main() -> None:
     args = p.parse_args()
 
     pipe = Text2SignPipeline.from_pretrained(model_or_shipped(args.model), device=args.device)
-    dc = pipe.config.data
-    cache = open_clips(args.data, pipe.frames, pipe.size, dc.time_mode, dc.fit, progress=False)
+    cache = open_data(pipe.config.data, progress=False, path=args.data)
     first = {}
     for i, text in enumerate(cache.texts):
         first.setdefault(text, i)
@@ -45,11 +44,11 @@ def main() -> None:
     if missing:
         raise SystemExit(f"no real clip of {missing} in {args.data}")
     prompts = [t for t in args.texts for _ in range(args.per_text)]
-    videos = pipe(prompts, seed=args.seed)  # (N, T, H, W, 3)
+    videos = pipe(prompts, seed=args.seed)  # (T_i, H, W, 3) each: a text's own length
     generated = [list(videos[i * args.per_text:(i + 1) * args.per_text])
                  for i in range(len(args.texts))]
     real = [np.asarray(cache[first[t]]) for t in args.texts]
-    path = write_comparison(args.out, args.texts, real, generated)
+    path = write_comparison(args.out, args.texts, real, generated, pipe.gif_fps)
     print(f"{path}: {Path(path).stat().st_size / 1024:.0f} KB")
 
 
