@@ -98,7 +98,7 @@ def main() -> None:
     if args.recognizer is None:
         from text2sign import shipped
 
-        args.recognizer = str(shipped.recognizer())
+        args.recognizer = str(shipped.fixed_recognizer())  # the 28-frame words models
     sequence = SequenceRecognizer.load(args.recognizer, device)
     lines = ["| run | step | minutes " + HEADER, "|---|---|---" + "|---" * 6 + "|"]
     cache = None

@@ -176,7 +176,7 @@ def test_shipped_recognizer_reads_real_clips_of_words(tmp_path):
     build_fingerspelling_corpus(tmp_path, words=words, letters=False, frames=28, size=128,
                                 progress=False)
     cache = open_clips(tmp_path, 28, 128, progress=False)
-    rec = SequenceRecognizer.load(shipped.recognizer())
+    rec = SequenceRecognizer.load(shipped.fixed_recognizer())
     assert rec.units == "chars" and len(rec.vocab) == 26
     readings = dict(zip(cache.texts, read_clips(rec, cache, list(range(len(cache)))),
                         strict=True))
@@ -190,7 +190,7 @@ def test_shipped_recognizer_outputs_pinned():
 
     from text2sign.evaluation.sequence import SequenceRecognizer
 
-    rec = SequenceRecognizer.load(shipped.recognizer())
+    rec = SequenceRecognizer.load(shipped.fixed_recognizer())
     g = torch.Generator().manual_seed(0)
     clips = torch.randint(0, 256, (2, 28, 48, 48, 3), generator=g, dtype=torch.uint8)
     with torch.no_grad():
@@ -203,3 +203,45 @@ def test_shipped_recognizer_outputs_pinned():
     torch.testing.assert_close(log_probs[0, :2, :6], expected_first, atol=1e-4, rtol=0)
     torch.testing.assert_close(log_probs[1, -1, -4:], expected_last, atol=1e-4, rtol=0)
     assert [text for text, _ in rec.read(clips)] == ["a", "hv"]
+
+
+@pytest.mark.numerics
+def test_shipped_recognizer_reads_words_and_phrases_at_their_own_length(tmp_path):
+    """The recognizer shipped beside the model reads real clips at 6.25 fps, each its own
+    length, spaces included ("across" is held out of its training)."""
+    from text2sign.data.dataset import open_clips
+    from text2sign.data.fingerspelling import build_fingerspelling_corpus
+    from text2sign.evaluation.sequence import SequenceRecognizer, read_clips
+
+    rec = SequenceRecognizer.load(shipped.recognizer())
+    assert rec.config.frames is None and " " in rec.vocab and len(rec.vocab) == 27
+    words = ["hello", "thank you", "across", "good morning", "information"]
+    build_fingerspelling_corpus(tmp_path, words=words, letters=False, fps=6.25, size=128,
+                                progress=False)
+    cache = open_clips(tmp_path, 80, 128, "fps", progress=False, fps=6.25)
+    readings = dict(zip(cache.texts, read_clips(rec, cache, list(range(len(cache)))),
+                        strict=True))
+    assert sum(readings[w] == w for w in words) >= 4, readings
+    assert dict(zip(cache.texts, cache.lengths, strict=True))["thank you"] == 36
+
+
+@pytest.mark.numerics
+def test_shipped_recognizer_reads_at_own_length_outputs_pinned():
+    """Its log-probabilities on seeded noise clips of 40 frames: 40 CTC steps (atol 1e-4)."""
+    import torch
+
+    from text2sign.evaluation.sequence import SequenceRecognizer
+
+    rec = SequenceRecognizer.load(shipped.recognizer())
+    g = torch.Generator().manual_seed(0)
+    clips = torch.randint(0, 256, (2, 40, 48, 48, 3), generator=g, dtype=torch.uint8)
+    with torch.no_grad():
+        log_probs = rec.net(rec.prepare(clips))  # (2, 40, 28)
+    assert log_probs.shape == (2, 40, 28)
+    expected_first = torch.tensor([
+        [-0.148544, -4.665431, -9.330921, -9.596909, -11.280603, -7.003642],
+        [-1.149051, -3.467365, -13.058074, -12.396395, -9.268440, -9.378694],
+    ])
+    expected_last = torch.tensor([-6.661584, -6.705795, -6.523874, -11.909387])
+    torch.testing.assert_close(log_probs[0, :2, :6], expected_first, atol=1e-4, rtol=0)
+    torch.testing.assert_close(log_probs[1, -1, -4:], expected_last, atol=1e-4, rtol=0)

@@ -142,8 +142,10 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
                            pipe.size, texts, progress=progress, quiet=quiet, fps=pipe.fps)
     cache = open_data(dc, progress=progress, path=corpus)
 
-    if recognizer is None and shipped.recognizer().is_dir():  # trained on the ASL words corpus
-        recognizer = shipped.recognizer()
+    # Shipped, trained on the ASL corpus: at the data rate, or at 28 frames for such models.
+    own = shipped.recognizer() if pipe.fps is not None else shipped.fixed_recognizer()
+    if recognizer is None and own.is_dir():
+        recognizer = own
     if recognizer is not None:
         sequence = SequenceRecognizer.load(recognizer, pipe.device)
     else:  # trained once on the training corpus's training clips (or the demo corpus's)

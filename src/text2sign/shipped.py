@@ -39,8 +39,15 @@ def resolve(name: str | Path) -> Path:
 
 
 def recognizer() -> Path:
-    """The sequence recognizer shipped beside it, trained on the ASL words corpus."""
+    """The sequence recognizer shipped beside it: trained on the ASL phrases corpus (letters,
+    words, long words, phrases) at 6.25 fps, reading each clip at its own length."""
     return ASSETS / "recognizer"
+
+
+def fixed_recognizer() -> Path:
+    """The sequence recognizer of models made at 28 frames: trained on the ASL words corpus,
+    reading every clip resampled to 28 frames."""
+    return ASSETS / "recognizer-28f"
 
 
 def word_list(name: str) -> Path:

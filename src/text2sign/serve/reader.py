@@ -69,7 +69,7 @@ def find_reader_folder(model_folder: Path, corpus_cache: Path | None) -> Path | 
     (sequence recognizers first, newest first), else None."""
     candidates = [model_folder / "recognizer"]
     if model_folder.resolve() == shipped.model().resolve():
-        candidates.append(shipped.recognizer())
+        candidates += [shipped.recognizer(), shipped.fixed_recognizer()]
     if corpus_cache is not None and corpus_cache.is_dir():
         for pattern in ("sequence-*", "recognizer-*"):
             found = [p for p in corpus_cache.glob(pattern) if p.is_dir()]
