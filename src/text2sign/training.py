@@ -29,13 +29,7 @@ from text2sign import diffusion
 from text2sign.autoencoder_training import train_autoencoder
 from text2sign.build import build_autoencoder, build_models, diffusion_space
 from text2sign.config import Config, TrainConfig
-from text2sign.data.dataset import ClipDataset, open_data
-from text2sign.data.folder import is_fingerspelling_corpus
-from text2sign.data.latent_cache import LatentDataset, latent_cache
-from text2sign.data.video_io import safe_names, write_gif
-from text2sign.device import cpu_has_bf16, describe_device, peak_memory_mb, pick_device
-from text2sign.evaluation import evaluate as evaluation
-from text2sign.fast_path import (
+from text2sign.cuda import (
     adamw,
     check_distribution,
     compile_module,
@@ -43,6 +37,12 @@ from text2sign.fast_path import (
     enable_tf32,
     recorded_attention_kernels,
 )
+from text2sign.data.dataset import ClipDataset, open_data
+from text2sign.data.folder import is_fingerspelling_corpus
+from text2sign.data.latent_cache import LatentDataset, latent_cache
+from text2sign.data.video_io import safe_names, write_gif
+from text2sign.device import cpu_has_bf16, describe_device, peak_memory_mb, pick_device
+from text2sign.evaluation import evaluate as evaluation
 from text2sign.files import (
     DiskFull,
     RunStopped,
