@@ -145,7 +145,7 @@ def find_model_folder(path: str | Path) -> Path:
 def model_or_shipped(name: str | Path | None) -> Path:
     """The model folder a command was given, or the shipped one when none was: one default
     for sample, evaluate, info and serve."""
-    return find_model_folder(shipped.model() if name is None else shipped.resolve(name))
+    return find_model_folder(shipped.model() if name is None else shipped.model_path(name))
 
 
 def read_model_info(folder: str | Path) -> ModelInfo:
