@@ -43,16 +43,7 @@ from text2sign.data.latent_cache import LatentDataset, latent_cache
 from text2sign.data.video_io import safe_names, write_gif
 from text2sign.device import cpu_has_bf16, describe_device, peak_memory_mb, pick_device
 from text2sign.evaluation import evaluate as evaluation
-from text2sign.files import (
-    DiskFull,
-    RunStopped,
-    StopRequest,
-    append_line,
-    clean_leftovers,
-    is_disk_full,
-    keep_log,
-    run_lock,
-)
+from text2sign.files import append_line, clean_leftovers, keep_log
 from text2sign.init_from import init_from_model, source_autoencoder
 from text2sign.lr_schedule import warmup_cosine
 from text2sign.model_folder.autoencoder import AUTOENCODER_INFO, load_autoencoder, save_autoencoder
@@ -61,6 +52,7 @@ from text2sign.model_folder.info import ModelInfo
 from text2sign.models.duration import DurationModel
 from text2sign.models.pretrained import init_from_pretrained, reference
 from text2sign.pipeline import Text2SignPipeline, trainable_state
+from text2sign.run_control import DiskFull, RunStopped, StopRequest, is_disk_full, run_lock
 from text2sign.run_state import (
     CHECKPOINT_PREFIX,
     list_checkpoints,
