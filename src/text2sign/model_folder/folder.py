@@ -209,15 +209,16 @@ def add_evaluation(folder: str | Path, report: dict[str, Any], command: str | No
     """Record an evaluation in a model folder: its numbers in config.json (so a re-written card
     keeps them), its compare.gif as sample.gif, and the card re-written with both."""
     folder = find_model_folder(folder)
+    path = folder / "config.json"
+    raw = read_json(path, RETRAIN)  # read once: checked as ModelInfo, written back as it was
     kept = {k: report[k] for k in EVALUATION_KEYS if k in report}
-    info = replace(read_model_info(folder), evaluation=json_safe({**kept, "command": command}))
-    # The rest of config.json is written back as it was (its config not normalized).
-    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    raw["evaluation"] = info.evaluation
+    info = replace(ModelInfo.from_json(raw, str(path)),
+                   evaluation=json_safe({**kept, "command": command}))
+    raw["evaluation"] = info.evaluation  # the rest of config.json as it was (not normalized)
     if report.get("compare_gif"):
         shutil.copyfile(report["compare_gif"], folder / SAMPLE_FILE)
     # config.json keeps its recorded checksums: they cover the weights, which do not change.
-    write_text_atomic(folder / "config.json", json.dumps(raw, indent=2))
+    write_text_atomic(path, json.dumps(raw, indent=2))
     card = model_card(info, folder, read_training_texts(folder), (folder / SAMPLE_FILE).is_file())
     write_text_atomic(folder / CARD_FILE, card)
     return folder / CARD_FILE
