@@ -39,11 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from text2sign.device import describe_device
-    from text2sign.model_folder.folder import model_or_shipped
     from text2sign.pipeline import Text2SignPipeline
 
     args = parse_args(argv)
-    pipe = Text2SignPipeline.from_pretrained(model_or_shipped(args.model), device=args.device)
+    pipe = Text2SignPipeline.from_pretrained(args.model, device=args.device)
     sc = pipe.config.sample
     steps = args.steps or sc.steps
     pipe(["A"], num_frames=min(args.frames), steps=1)  # warm-up: kernels, allocator

@@ -43,15 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     from text2sign.device import describe_device
     from text2sign.evaluation.evaluate import evaluate
     from text2sign.evaluation.sequence import SequenceRecognizer
-    from text2sign.model_folder.folder import model_or_shipped
     from text2sign.pipeline import Text2SignPipeline
     from text2sign.report import GROUP_NAMES, fmt_number
 
     args = parse_args(argv)
     rows, device = [], None
     for k, (name, recognizer) in enumerate(zip(args.model, args.recognizer, strict=True)):
-        folder = model_or_shipped(None if name == "shipped" else name)
-        pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)
+        pipe = Text2SignPipeline.from_pretrained(None if name == "shipped" else name,
+                                                 device=args.device)
+        folder = pipe.folder
         cache = open_data(pipe.config.data, progress=False, path=args.data)
         sequence = SequenceRecognizer.load(recognizer, pipe.device)
         report = evaluate(pipe, cache, Path(args.out) / f"{k}-{folder.parent.name}",

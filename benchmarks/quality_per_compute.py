@@ -78,7 +78,7 @@ def matched_params(arch: str, preset: str, target: float, text_dim: int, frames:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from text2sign.build import build_config, resolve
+    from text2sign.build import build_config, resolve_config
     from text2sign.config import from_dict, parse_value
     from text2sign.data.dataset import open_clips
     from text2sign.evaluation.evaluate import evaluate, fmt_number
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         raw["data"]["path"] = str(args.data)
         raw["train"].update(max_minutes=args.minutes, sample_every=0, checkpoint_every=0,
                             eval_every=0)
-        cfg = resolve(from_dict(raw))
+        cfg = resolve_config(from_dict(raw))
         out = Path(args.out) / arch
         print(f"{arch}: {n / 1e6:.2f} M parameters, training {args.minutes:g} min in {out}",
               file=sys.stderr)

@@ -92,7 +92,7 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from text2sign.fast_path import (
+    from text2sign.cuda import (
         adamw,
         compile_module,
         describe_kernels,

@@ -47,9 +47,10 @@ def score(pipe, cache, sequence, max_texts: int, steps: int, seed: int = 0,
           letters: bool = True) -> dict:
     """Back-translation of one clip per letter and per picked unseen word."""
     from text2sign.evaluation.evaluate import back_translation, text_groups
+    from text2sign.model_folder.folder import training_texts
 
-    groups = text_groups(list(cache.texts), pipe.training_texts,
-                         pipe.config.data.holdout_texts, max_texts)
+    trained = training_texts(pipe.info, pipe.training_texts, cache.texts)
+    groups = text_groups(list(cache.texts), trained, max_texts)
     keep = ("letters", "unseen") if letters else ("unseen",)
     groups = {k: v for k, v in groups.items() if k in keep}
     prompts = [t for v in groups.values() for t in v]

@@ -79,6 +79,37 @@ def test_info_sample_and_evaluate_default_to_the_shipped_model(tmp_path, capsys,
         assert args.model is None  # none required: the shipped one
 
 
+def counted_finds(monkeypatch) -> list[str]:
+    """The names find_model_folder is called with, from now on (it asks is_hub_id first)."""
+    from text2sign.model_folder import folder as model_folder
+
+    finds, is_hub_id = [], model_folder.is_hub_id
+    monkeypatch.setattr(model_folder, "is_hub_id", lambda name: finds.append(name)
+                        or is_hub_id(name))
+    return finds
+
+
+def test_evaluate_and_serve_find_their_model_folder_once(corpus, run, tmp_path, capsys,
+                                                          monkeypatch):
+    import text2sign.evaluation.evaluate as evaluation
+
+    monkeypatch.setattr(evaluation, "evaluate", lambda pipe, cache, out, **kwargs: {})
+    monkeypatch.setattr(evaluation, "print_report", lambda report: None)
+    finds = counted_finds(monkeypatch)
+    assert main(["evaluate", "--model", str(run), "--data", str(corpus), "--device", "cpu",
+                 "--out", str(tmp_path / "eval"), "--quiet"]) == 0
+    assert len(finds) == 1
+    pytest.importorskip("starlette")  # the [serve] extra
+    from text2sign.cli.serve import load_service
+
+    finds.clear()
+    args = build_parser().parse_args(["serve", "--model", str(run), "--device", "cpu",
+                                      "--no-recognizer", "--data", str(corpus)])
+    service = load_service(args)
+    service.store.close()  # the worker starts with the app, which is not started here
+    assert len(finds) == 1 and service.model_name == str(run / "model")
+
+
 def leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     """Every parser that runs a command (``data check``, ``train``, ...), depth first."""
     groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

@@ -105,6 +105,24 @@ def test_demo_without_shipped_model_says_how_to_get_one(tmp_path, monkeypatch):
         demo.run_demo(tmp_path / "out", progress=False)
 
 
+def test_demo_words_ask_the_models_training_texts():
+    from text2sign.data.cache import split_fraction
+    from text2sign.data.fingerspelling import clip_paths
+    from text2sign.model_folder.folder import training_texts
+    from text2sign.model_folder.info import ModelInfo
+
+    words = ["cat", "dog", "sun", "ant", "owl", "bee", "A"]
+    trained = training_texts(ModelInfo(build_config("tiny")), ["CAT", "dog", "sun", "a"])
+    seen, unseen = demo.demo_words(trained, words, count=2, val_fraction=0.05)
+    assert unseen == ["ant", "owl"]  # never trained on; letters are not words
+    # trained on, with one of its 8 clips under the split's 0.05 (dog's v06: 0.04; cat's and
+    # sun's lowest are 0.18 and 0.07)
+    assert seen == ["dog"]
+    assert min(split_fraction(p) for p in clip_paths("sun", demo.DEMO_VARIANTS)) > 0.05
+    assert clip_paths("cat", 2) == ["ase/cat-v00.gif", "ase/cat-v01.gif"]
+    assert demo.unseen_texts(trained, ["Cat", "hello world"], 5) == ["hello world"]
+
+
 def test_demo_config_needs_train(tmp_path, capsys):
     from text2sign.cli import main
 

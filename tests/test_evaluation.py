@@ -25,6 +25,7 @@ from text2sign.evaluation.recognizer import (
     score_clips,
     train_recognizer,
 )
+from text2sign.model_folder.info import ModelInfo
 
 TOY = RecognizerConfig(frames=8, size=16, width=8, feature_dim=32)
 FAST = TrainSettings(steps=60, batch_size=16)
@@ -72,6 +73,7 @@ class FakePipe:
         self.noise, self.frames, self.size, self.wrong = noise, frames, size, wrong
         self.device = torch.device("cpu")
         self.config, self.autoencoder, self.training_texts = Config(), None, None
+        self.info = ModelInfo(self.config)
         self.calls = []
         self.fps, self.gif_fps = None, 8.0  # a fixed frame count, played at 8 fps
 

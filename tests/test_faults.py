@@ -17,8 +17,9 @@ from conftest import losses, tiny_config
 from safetensors.torch import load_file, save_file
 
 from text2sign.cli import main
-from text2sign.files import DamagedFile, atomic_dir, clean_leftovers, run_lock
+from text2sign.files import DamagedFile, atomic_dir, clean_leftovers
 from text2sign.pipeline import Text2SignPipeline
+from text2sign.run_control import run_lock
 from text2sign.run_state import resume_config
 from text2sign.training import train
 

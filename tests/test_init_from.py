@@ -130,11 +130,11 @@ def test_case_folding_starts_lower_case_letters_from_upper_case(source, corpora,
 def test_shipped_models_by_name():
     from text2sign import shipped
 
-    assert shipped.resolve("shipped:letters") == shipped.letters_model()
-    assert shipped.resolve("shipped:demo") == shipped.model()
-    assert shipped.resolve("runs/x/model") == Path("runs/x/model")
+    assert shipped.model_path("shipped:letters") == shipped.letters_model()
+    assert shipped.model_path("shipped:demo") == shipped.model()
+    assert shipped.model_path("runs/x/model") == Path("runs/x/model")
     with pytest.raises(ValueError, match="'shipped:nope' is not a shipped model"):
-        shipped.resolve("shipped:nope")
+        shipped.model_path("shipped:nope")
 
 
 def test_init_from_errors_name_the_problem(source, corpora, tmp_path):

@@ -46,7 +46,7 @@ GRAPH = {name: imports(path) for name, path in MODULES.items()}
 # and those below, never one above. The longest matching prefix names a module's layer.
 LAYERS = {
     1: ("config, files and other leaves", ["config", "files", "device", "console", "report",
-                                           "shipped", "fast_path"]),
+                                           "shipped", "cuda", "run_control"]),
     2: ("models, diffusion, data", ["models", "diffusion", "lr_schedule", "data", "build"]),
     3: ("model folder, run state", ["model_folder", "run_state", "pipeline"]),
     4: ("training, evaluation", ["training", "autoencoder_training", "init_from", "tracking",

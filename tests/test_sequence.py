@@ -23,6 +23,8 @@ from text2sign.evaluation.sequence import (
     read_clips,
     train_sequence_recognizer,
 )
+from text2sign.model_folder.folder import training_texts
+from text2sign.model_folder.info import ModelInfo
 
 FRAMES, SIZE = 16, 16
 SEQ = SequenceConfig(frames=FRAMES, size=SIZE, width=8, hidden=32, units="chars")
@@ -137,10 +139,12 @@ def test_holdout_split_never_puts_a_text_on_both_sides(tmp_path):
 
 def test_text_groups_follow_the_models_training_texts():
     texts = ["A", "B", "cat", "dog", "ant", "hello"]
-    groups = text_groups(texts, ["a", "b", "cat", "hello"])
+    info = ModelInfo(Config())
+    groups = text_groups(texts, training_texts(info, ["a", "b", "cat", "hello"]))
     assert groups == {"letters": ["A", "B"], "seen": ["cat", "hello"], "unseen": ["ant", "dog"]}
-    assert text_groups(texts, ["cat"], max_texts=1)["seen"] == ["cat"]
-    assert len(text_groups(texts, None, max_texts=1)["seen"]) == 1
+    assert text_groups(texts, training_texts(info, ["cat"]), max_texts=1)["seen"] == ["cat"]
+    # an older folder without texts.txt: the corpus's texts that data.holdout_texts keeps
+    assert len(text_groups(texts, training_texts(info, None, texts), max_texts=1)["seen"]) == 1
 
 
 class SymbolPipe:
@@ -151,6 +155,7 @@ class SymbolPipe:
         self.device = torch.device("cpu")
         self.training_texts = training_texts
         self.config, self.autoencoder = Config(), None
+        self.info = ModelInfo(self.config)
         self.fps, self.gif_fps = None, 8.0  # a fixed frame count, played at 8 fps
 
     def __call__(self, texts, *, steps=25, sampler="dpm++", guidance=3.0, seed=0, batch_size=16):

@@ -22,11 +22,12 @@ pytest.importorskip("uvicorn", reason="needs the [serve] extra: pip install -e '
 from text2sign.build import build_config  # noqa: E402
 from text2sign.data.video_io import read_video, write_gif  # noqa: E402
 from text2sign.evaluation.recognizer import RecognizerConfig, TrainSettings  # noqa: E402
+from text2sign.model_folder.folder import TrainingTexts, training_texts  # noqa: E402
 from text2sign.model_folder.info import ModelInfo  # noqa: E402
 from text2sign.pipeline import Text2SignPipeline  # noqa: E402
 from text2sign.serve.app import Limits, Service, create_app, serve_in_thread  # noqa: E402
 from text2sign.serve.browser import find_chromium, headless_chromium  # noqa: E402
-from text2sign.serve.corpus import Corpus, training_texts  # noqa: E402
+from text2sign.serve.corpus import Corpus  # noqa: E402
 from text2sign.serve.reader import load_reader  # noqa: E402
 
 TEXTS = {"A": ((1, 0), (255, 0, 0)), "B": ((0, 1), (0, 255, 0)), "C": ((1, 1), (0, 0, 255))}
@@ -286,13 +287,18 @@ def test_old_clips_are_deleted_past_keep_clips(pipe, model):
 
 def test_training_texts_sources(pipe):
     corpus = Corpus(pipe.config.data.path)
+    listed = training_texts(ModelInfo(pipe.config), ["A", "b"])
+    assert listed.texts == {"a", "b"} and "texts.txt" in listed.source
+    assert listed.seen("B") and not listed.seen("C")
     full = ModelInfo(pipe.config, data={"texts": 2, "examples": ["A", "B"]})
-    assert training_texts(full, None) == ({"A", "B"}, "the model's list of training texts")
+    assert training_texts(full, None) == TrainingTexts(frozenset({"a", "b"}),
+                                                      "the model's list of training texts")
     partial = ModelInfo(pipe.config, data={"texts": 80, "examples": ["A", "B"]})
-    texts, source = training_texts(partial, corpus)
-    assert texts == {"A", "B", "C"} and "corpus" in source
-    texts, source = training_texts(partial, None)
-    assert texts is None and "lists 2 of its 80" in source and "--data" in source
+    known = training_texts(partial, None, corpus.texts, f"the corpus {corpus.path}")
+    assert known.texts == {"a", "b", "c"} and "corpus" in known.source
+    unknown = training_texts(partial, None)
+    assert unknown.seen("A") is None
+    assert "lists 2 of its 80" in unknown.source and "--data" in unknown.source
 
 
 def test_cli_serve_runs_the_page_and_refuses_a_taken_port(model, capsys):

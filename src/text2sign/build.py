@@ -23,10 +23,10 @@ from text2sign.models.text import TextConditioner, TextEncoder, build_text_encod
 def build_config(preset: str | None = "small", config_file: str | Path | None = None,
                  overrides: list[str] | None = None, base: Config | None = None) -> Config:
     """Preset, then YAML file, then ``--set`` overrides (`config.compose`), resolved."""
-    return resolve(compose(preset, config_file, overrides, base))
+    return resolve_config(compose(preset, config_file, overrides, base))
 
 
-def resolve(cfg: Config) -> Config:
+def resolve_config(cfg: Config) -> Config:
     """A copy with ``model.params`` filled from the architecture preset under any explicit values,
     and what pretrained files decide (reads their configs and headers, never their weights)."""
     model = replace(cfg.model, params={**preset_params(cfg.model.arch, cfg.model.preset),

@@ -369,7 +369,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 def compose(preset: str | None = "small", config_file: str | Path | None = None,
             overrides: list[str] | None = None, base: Config | None = None) -> Config:
-    """Preset, then YAML file, then ``--set`` overrides, validated; `build.resolve` (which
+    """Preset, then YAML file, then ``--set`` overrides, validated; `build.resolve_config` (which
     `build.build_config` applies) then fills in the architecture's parameters. ``base``, a run's
     own config, is what they change on ``--resume`` (no preset: None)."""
     if preset is not None and preset not in PRESETS:

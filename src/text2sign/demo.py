@@ -12,11 +12,11 @@ from text2sign.build import build_config
 from text2sign.config import VAL_FRACTION
 from text2sign.data.cache import split_fraction
 from text2sign.data.dataset import open_data
-from text2sign.data.fingerspelling import _file_name, build_fingerspelling_corpus, builtin_words
+from text2sign.data.fingerspelling import build_fingerspelling_corpus, builtin_words, clip_paths
 from text2sign.data.folder import default_workers
 from text2sign.evaluation.evaluate import evaluate, print_report
 from text2sign.evaluation.sequence import SequenceRecognizer, load_or_train_sequence_recognizer
-from text2sign.model_folder.folder import read_model_info
+from text2sign.model_folder.folder import TrainingTexts, read_model_info, training_texts
 from text2sign.pipeline import Text2SignPipeline
 
 DEMO_VARIANTS = 8  # clips per text: held-out real clips for the ceilings (v00, v01 are the
@@ -52,30 +52,26 @@ def ensure_corpus(folder: Path, frames: int | None, size: int, words: list[str] 
     return folder
 
 
-def unseen_texts(training_texts: list[str], texts: list[str], count: int) -> list[str]:
+def unseen_texts(trained: TrainingTexts, texts: list[str], count: int) -> list[str]:
     """The first ``count`` of ``texts`` the model never trained on."""
-    trained = {t.casefold() for t in training_texts}
-    return [t for t in texts if t.casefold() not in trained][:count]
+    return [t for t in texts if not trained.seen(t)][:count]
 
 
-def demo_words(training_texts: list[str], words: list[str], count: int = DEMO_WORDS,
+def demo_words(trained: TrainingTexts, words: list[str], count: int = DEMO_WORDS,
                val_fraction: float = VAL_FRACTION) -> tuple[list[str], list[str]]:
     """The first ``count`` words of ``words`` the model trained on (only those with a held-out
     clip, so the ceiling has real clips the recognizer never saw), and the first ``count`` it
     never trained on."""
-    trained = {t.casefold() for t in training_texts}
     seen, unseen = [], []
     for word in words:
         if len(word) < 2:
             continue
-        if word.casefold() not in trained:
+        if not trained.seen(word):
             if len(unseen) < count:
                 unseen.append(word)
             continue
-        name = _file_name(word, set())
-        if len(seen) < count and any(
-                split_fraction(f"ase/{name}-v{v:02d}.gif") < val_fraction
-                for v in range(DEMO_VARIANTS)):
+        if len(seen) < count and any(split_fraction(path) < val_fraction
+                                     for path in clip_paths(word, DEMO_VARIANTS)):
             seen.append(word)
     return seen, unseen
 
@@ -132,11 +128,12 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     pipe = Text2SignPipeline.from_pretrained(folder, device=device)
     dc = pipe.config.data
     short = [w for w in words if " " not in w and len(w) < 9]
-    seen, unseen = demo_words(pipe.training_texts or [], short, val_fraction=dc.val_fraction)
+    trained = training_texts(pipe.info, pipe.training_texts)
+    seen, unseen = demo_words(trained, short, val_fraction=dc.val_fraction)
     texts = seen + unseen
     if pipe.fps is not None:  # timed by its text: unseen long words and phrases too
-        texts += unseen_texts(pipe.training_texts or [], builtin_words("en-long"), DEMO_LONG)
-        texts += unseen_texts(pipe.training_texts or [], builtin_words("en-phrases"), DEMO_LONG)
+        texts += unseen_texts(trained, builtin_words("en-long"), DEMO_LONG)
+        texts += unseen_texts(trained, builtin_words("en-phrases"), DEMO_LONG)
     timing = f"r{pipe.fps:g}" if pipe.fps is not None else f"f{pipe.frames}"
     corpus = ensure_corpus(out / "data" / f"asl-demo-{timing}-s{pipe.size}", pipe.frames,
                            pipe.size, texts, progress=progress, quiet=quiet, fps=pipe.fps)

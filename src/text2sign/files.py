@@ -11,13 +11,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import functools
 import hashlib
 import json
 import os
 import shutil
-import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,21 +27,6 @@ TMP_MARK, OLD_MARK = ".tmp-", ".old-"
 
 class DamagedFile(ValueError):
     """A file of ours that cannot be read as written (truncated, corrupted, wrong content)."""
-
-
-class RunStopped(RuntimeError):
-    """A run stopped for a reason its message names; everything it saved before stays valid."""
-
-
-class DiskFull(RunStopped):
-    """A write failed for lack of space."""
-
-
-def is_disk_full(err: BaseException) -> bool:
-    """ENOSPC from Python, or from a library that reports it in its message (safetensors)."""
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return "os error 28" in str(err) or "No space left on device" in str(err)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -148,7 +131,7 @@ def clean_leftovers(folder: str | Path) -> list[str]:
     return done
 
 
-def _lock(handle: Any, wait: bool) -> None:
+def os_lock(handle: Any, wait: bool) -> None:
     """An exclusive OS lock on an open file (released when it closes or the process dies)."""
     if os.name == "nt":
         import msvcrt  # Windows only
@@ -161,32 +144,6 @@ def _lock(handle: Any, wait: bool) -> None:
 
 
 @contextlib.contextmanager
-def run_lock(folder: str | Path) -> Iterator[None]:
-    """Hold ``folder/.lock`` for the lifetime of a run; a second run into the same folder is
-    refused. The OS releases the lock when the process dies, even by kill -9."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ".lock"
-    handle = open(path, "a+")  # noqa: SIM115 (held for the whole run)
-    try:
-        try:
-            _lock(handle, wait=False)
-        except OSError as err:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise ValueError(
-                f"run folder {str(folder)!r} is in use by another training ({holder}, lock "
-                f"{str(path)!r}); wait for it to finish or pass another --out") from err
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        yield
-    finally:
-        handle.close()
-
-
-@contextlib.contextmanager
 def write_lock(path: str | Path, waiting: str | None = None) -> Iterator[None]:
     """Wait for, then hold, the lock file ``path``: one writer at a time for a file several
     processes share (a clip cache, a latent cache); a second writer waits, saying ``waiting``
@@ -196,11 +153,11 @@ def write_lock(path: str | Path, waiting: str | None = None) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         try:
-            _lock(handle, wait=False)
+            os_lock(handle, wait=False)
         except OSError:  # held by another process
             if waiting:
                 print(waiting, file=sys.stderr, flush=True)
-            _lock(handle, wait=True)
+            os_lock(handle, wait=True)
         yield
 
 
@@ -298,28 +255,3 @@ def append_line(path: Path, line: str) -> None:
     """One log line in one write call, so a kill leaves whole lines (plus at most one cut)."""
     with path.open("a", encoding="utf-8") as f:
         f.write(line + "\n")
-
-
-class StopRequest:
-    """First Ctrl-C asks the loop to save and stop at the end of the step; a second one aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> StopRequest:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nCtrl-C: saving a checkpoint at the end of this step (Ctrl-C again to abort)")
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)

@@ -90,7 +90,7 @@ def source_autoencoder(cfg: Config) -> tuple[nn.Module, bool]:
     """The autoencoder a latent run starts from when ``model.init_from`` names a latent model:
     (autoencoder, needs_training). Same latent settings: the folder's own, frozen. Twice the
     frame size: the inflated one, whose decoder is still to be fitted."""
-    folder = find_model_folder(shipped.resolve(cfg.model.init_from))
+    folder = find_model_folder(shipped.model_path(cfg.model.init_from))
     source = read_model_info(folder).config  # the config alone: the weights load once, later
     if not source.latent.enabled:
         raise ValueError(

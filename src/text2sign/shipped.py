@@ -26,7 +26,7 @@ def letters_model() -> Path:
 MODELS = {"demo": model, "words": model, "letters": letters_model}
 
 
-def resolve(name: str | Path) -> Path:
+def model_path(name: str | Path) -> Path:
     """A model path as given, or ``shipped:demo`` / ``shipped:words`` / ``shipped:letters``."""
     text = str(name)
     if not text.startswith(SHIPPED):

@@ -13,7 +13,7 @@ import sys
 
 from text2sign import __version__
 from text2sign.cli import data, evaluate, model, serve
-from text2sign.files import RunStopped
+from text2sign.run_control import RunStopped
 
 
 def build_parser() -> argparse.ArgumentParser:

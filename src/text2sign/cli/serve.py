@@ -35,7 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_service(args: argparse.Namespace):
     """The model, corpus and recognizer that `args` name, wrapped in a serve Service."""
     # torch (pipeline, reader), PIL (corpus), the [serve] extra (app): imported here, not by --help
-    from text2sign.model_folder.folder import model_or_shipped
     from text2sign.pipeline import Text2SignPipeline
     from text2sign.serve.app import Limits, Service
     from text2sign.serve.corpus import Corpus
@@ -47,8 +46,8 @@ def load_service(args: argparse.Namespace):
         raise ValueError(f"--max-chars {args.max_chars}: must be at least 1")
     if args.recognizer and args.no_recognizer:
         raise ValueError("--recognizer and --no-recognizer contradict each other; drop one")
-    folder = model_or_shipped(args.model)
-    pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)
+    pipe = Text2SignPipeline.from_pretrained(args.model, device=args.device)  # found once
+    folder = pipe.folder
     dc = pipe.config.data
 
     corpus = None

@@ -533,6 +533,14 @@ def _file_name(text: str, taken: set[str]) -> str:
     return name
 
 
+def clip_paths(text: str, variants: int, language: str = "ase") -> list[str]:
+    """The relative paths (as a clip cache keys them) of the clips of ``text`` in a corpus
+    `build_fingerspelling_corpus` writes, when no other text takes its file name first."""
+    name = _file_name(text, set())
+    return [f"{language}/{name if variants == 1 else f'{name}-v{v:02d}'}.gif"
+            for v in range(variants)]
+
+
 def _rng(seed: int, language: str, text: str, variant: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(f"{language}/{text}".encode()), variant])
 

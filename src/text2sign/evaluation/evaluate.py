@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from text2sign.data.cache import ClipCache, FixedCountView, holdout_texts, split_fraction
+from text2sign.data.cache import ClipCache, FixedCountView, split_fraction
 from text2sign.data.clips import fit_time
 from text2sign.data.dataset import to_unit
 from text2sign.data.video_io import (
@@ -40,6 +40,7 @@ from text2sign.evaluation.sequence import (
     load_or_train_sequence_recognizer,
     read_clips,
 )
+from text2sign.model_folder.folder import TrainingTexts, training_texts
 from text2sign.models.autoencoder import FrameAutoencoder
 from text2sign.pipeline import Text2SignPipeline, videos_to_uint8
 from text2sign.report import (
@@ -225,27 +226,19 @@ def autoencoded_ceiling(autoencoder: FrameAutoencoder, recognizer: Recognizer, c
     return topk_accuracy(logits, recognizer.labels([cache.texts[i] for i in keep]), 1)
 
 
-def text_groups(texts: list[str], training_texts: list[str] | None, holdout: float = 0.0,
+def text_groups(texts: list[str], trained: TrainingTexts,
                 max_texts: int | None = None) -> dict[str, list[str]]:
-    """Split texts into letters (one character), seen and unseen (never trained on); unseen
-    texts with a space are "unseen-phrases", unseen words of `LONG_WORD` or more characters
-    "unseen-long".
-
-    Seen means listed in the model's texts.txt; for an older model folder without one, every
-    text not held out by ``data.holdout_texts``. ``max_texts`` keeps at most that many texts of
-    each group, picked by a stable hash of the text (the same picks on every machine).
+    """Split texts into letters (one character), seen and unseen (never trained on, as
+    ``trained`` tells: `model_folder.folder.training_texts`); unseen texts with a space are
+    "unseen-phrases", unseen words of `LONG_WORD` or more characters "unseen-long".
+    ``max_texts`` keeps at most that many texts of each group, picked by a stable hash of the
+    text (the same picks on every machine).
     """
-    if training_texts is not None:
-        seen_set = {t.casefold() for t in training_texts}
-        is_seen = lambda t: t.casefold() in seen_set  # noqa: E731 - casefold: "A" == "a"
-    else:
-        held = holdout_texts(texts, holdout)
-        is_seen = lambda t: t not in held  # noqa: E731
     groups: dict[str, list[str]] = {g: [] for g in GROUPS}
     for text in sorted(set(texts)):
         if len(text.strip()) == 1:
             key = "letters"
-        elif is_seen(text):
+        elif trained.seen(text):
             key = "seen"
         elif " " in text.strip():
             key = "unseen-phrases"
@@ -551,7 +544,9 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
     if pipe.autoencoder is not None:
         ceiling_autoencoded = autoencoded_ceiling(pipe.autoencoder, recognizer, cache, val_idx,
                                                   device)
-    groups = text_groups(list(cache.texts), pipe.training_texts, dc.holdout_texts, max_texts)
+    trained = training_texts(pipe.info, pipe.training_texts, cache.texts,
+                             f"the corpus {cache.path}")
+    groups = text_groups(list(cache.texts), trained, max_texts)
     if only is not None:
         unknown = sorted(set(only) - set(GROUPS))
         if unknown:

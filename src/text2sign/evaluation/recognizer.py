@@ -20,8 +20,8 @@ from torch import nn
 
 from text2sign.config import VAL_FRACTION
 from text2sign.device import pick_device
-from text2sign.evaluation.base import TrainedRecognizer, conv_block, load_clips
 from text2sign.evaluation.metrics import topk_accuracy
+from text2sign.evaluation.recognizer_base import TrainedRecognizer, conv_block, load_clips
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "recognizer.safetensors"

@@ -28,7 +28,14 @@ from torch import nn
 from text2sign.config import VAL_FRACTION
 from text2sign.data.folder import is_fingerspelling_corpus
 from text2sign.device import pick_device
-from text2sign.evaluation.base import (
+from text2sign.evaluation.metrics import (  # noqa: F401  (also imported from here)
+    edit_distance,
+    error_rate,
+    exact_accuracy,
+    join_units,
+    text_units,
+)
+from text2sign.evaluation.recognizer_base import (
     TrainedRecognizer,
     augment,
     conv_block,
@@ -36,13 +43,6 @@ from text2sign.evaluation.base import (
     length_groups,
     load_clips,
     stack_clips,
-)
-from text2sign.evaluation.metrics import (  # noqa: F401  (also imported from here)
-    edit_distance,
-    error_rate,
-    exact_accuracy,
-    join_units,
-    text_units,
 )
 
 UNITS = ("chars", "glosses")

@@ -7,7 +7,8 @@ import json
 import os
 import re
 import shutil
-from dataclasses import replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from safetensors.torch import save_file
 
 from text2sign import shipped
 from text2sign.config import Config
+from text2sign.data.cache import holdout_texts
 from text2sign.files import (
     atomic_dir,
     digests,
@@ -83,6 +85,45 @@ def read_training_texts(folder: str | Path) -> list[str] | None:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+@dataclass(frozen=True)
+class TrainingTexts:
+    """Which texts a model trained on and how that is known: the one answer to "seen or
+    unseen?" for evaluation, the demo and the web page. Case-insensitive ("A" is "a")."""
+
+    texts: frozenset[str] | None  # casefolded; None: nothing at hand tells
+    source: str  # where the answer comes from, for a reader
+
+    def seen(self, text: str) -> bool | None:
+        """Whether the model trained on ``text``; None when nothing tells."""
+        return None if self.texts is None else text.casefold() in self.texts
+
+
+def training_texts(info: ModelInfo, listed: list[str] | None,
+                   corpus_texts: Iterable[str] | None = None,
+                   corpus: str = "the corpus") -> TrainingTexts:
+    """The texts the model of ``info`` trained on: its texts.txt (``listed``, as
+    `read_training_texts` gives it).
+
+    Older folders have no texts.txt. Their config.json lists up to 50 training texts: all of
+    them when the model had at most 50. Past that only the training corpus can tell
+    (``corpus_texts``, named ``corpus``): its texts less those ``data.holdout_texts`` held out.
+    """
+    if listed is not None:
+        return TrainingTexts(frozenset(t.casefold() for t in listed),
+                             "the model's list of training texts (texts.txt)")
+    examples, count = info.data.get("examples"), info.data.get("texts")
+    if examples is not None and count is not None and len(examples) >= count:
+        return TrainingTexts(frozenset(t.casefold() for t in examples),
+                             "the model's list of training texts")
+    if corpus_texts is not None:
+        texts = set(corpus_texts)
+        held = holdout_texts(texts, info.config.data.holdout_texts)
+        return TrainingTexts(frozenset(t.casefold() for t in texts - held),
+                             f"the texts of {corpus} not held out")
+    return TrainingTexts(None, f"unknown: the model lists {len(examples or [])} of its "
+                               f"{count or '?'} training texts; pass --data CORPUS to tell")
+
+
 def read_duration(folder: str | Path) -> DurationModel | None:
     """The duration model of a model folder, or None (a model trained at a frame count)."""
     path = Path(folder) / DURATION_FILE
@@ -145,7 +186,7 @@ def find_model_folder(path: str | Path) -> Path:
 def model_or_shipped(name: str | Path | None) -> Path:
     """The model folder a command was given, or the shipped one when none was: one default
     for sample, evaluate, info and serve."""
-    return find_model_folder(shipped.model() if name is None else shipped.resolve(name))
+    return find_model_folder(shipped.model() if name is None else shipped.model_path(name))
 
 
 def read_model_info(folder: str | Path) -> ModelInfo:
@@ -168,15 +209,16 @@ def add_evaluation(folder: str | Path, report: dict[str, Any], command: str | No
     """Record an evaluation in a model folder: its numbers in config.json (so a re-written card
     keeps them), its compare.gif as sample.gif, and the card re-written with both."""
     folder = find_model_folder(folder)
+    path = folder / "config.json"
+    raw = read_json(path, RETRAIN)  # read once: checked as ModelInfo, written back as it was
     kept = {k: report[k] for k in EVALUATION_KEYS if k in report}
-    info = replace(read_model_info(folder), evaluation=json_safe({**kept, "command": command}))
-    # The rest of config.json is written back as it was (its config not normalized).
-    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    raw["evaluation"] = info.evaluation
+    info = replace(ModelInfo.from_json(raw, str(path)),
+                   evaluation=json_safe({**kept, "command": command}))
+    raw["evaluation"] = info.evaluation  # the rest of config.json as it was (not normalized)
     if report.get("compare_gif"):
         shutil.copyfile(report["compare_gif"], folder / SAMPLE_FILE)
     # config.json keeps its recorded checksums: they cover the weights, which do not change.
-    write_text_atomic(folder / "config.json", json.dumps(raw, indent=2))
+    write_text_atomic(path, json.dumps(raw, indent=2))
     card = model_card(info, folder, read_training_texts(folder), (folder / SAMPLE_FILE).is_file())
     write_text_atomic(folder / CARD_FILE, card)
     return folder / CARD_FILE

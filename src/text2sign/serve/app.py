@@ -39,8 +39,9 @@ from starlette.routing import Route
 
 from text2sign.data.video_io import has_av, write_gif, write_mp4
 from text2sign.device import describe_device, rss_mb
+from text2sign.model_folder.folder import training_texts
 from text2sign.model_folder.info import ModelInfo
-from text2sign.serve.corpus import Corpus, training_texts
+from text2sign.serve.corpus import Corpus
 from text2sign.serve.worker import GenerateRequest, GenerationWorker, QueueFull
 
 MAX_BODY_BYTES = 16 * 1024
@@ -137,8 +138,10 @@ class Service:
         self.worker = GenerationWorker(self.pipe, self.reader, self.limits.max_queue)
         self.fps = self.limits.fps or self.pipe.gif_fps
         self.store = ClipStore(self.limits.keep_clips, self.fps)
-        self.seen, self.seen_source = training_texts(
-            self.info, self.corpus, getattr(self.pipe, "training_texts", None))
+        corpus = self.corpus
+        self.trained = training_texts(  # seen or unseen, for each answer
+            self.info, getattr(self.pipe, "training_texts", None),
+            None if corpus is None else corpus.texts, f"the corpus {getattr(corpus, 'path', '')}")
         text = self.pipe.config.text
         # The byte-level encoder reads at most max_length bytes: longer texts would be cut.
         self.max_bytes = text.max_length if text.encoder == "bytes" else None
@@ -159,7 +162,7 @@ class Service:
             "recognizer": self.reader_name,
             "corpus": ({"path": str(self.corpus.path), "clips": len(self.corpus),
                         "texts": len(self.corpus.texts)} if self.corpus is not None else None),
-            "seen_source": self.seen_source,
+            "seen_source": self.trained.source,
             "mp4": self.store.mp4,
             "queue": {"pending": self.worker.pending, "max_waiting": self.limits.max_queue},
             "memory_mb": rss_mb(),
@@ -220,8 +223,8 @@ class Service:
             "reading": ({"text": reading.text, "confidence": round(reading.confidence, 4)}
                         if reading is not None else None),
             "recognizer": self.reader_name,
-            "seen": None if self.seen is None else request.text in self.seen,
-            "seen_source": self.seen_source,
+            "seen": self.trained.seen(request.text),
+            "seen_source": self.trained.source,
             "real": await run_in_threadpool(self.real_clip, request.text),
             "timing": {"queued_s": round(result.queued_seconds, 3),
                        "generate_s": round(result.generate_seconds, 3),

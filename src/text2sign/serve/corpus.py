@@ -11,7 +11,6 @@ from text2sign.data.cache import ClipCache, default_cache_dir, is_cache
 from text2sign.data.clips import shape_clip
 from text2sign.data.folder import scan_folder
 from text2sign.data.video_io import VideoReadError, read_video
-from text2sign.model_folder.info import ModelInfo
 
 
 class Corpus:
@@ -59,23 +58,3 @@ class Corpus:
             return shape_clip(clip, frames, size, time_mode, fit, source_fps=source_fps, fps=fps)
         return None
 
-
-def training_texts(info: ModelInfo, corpus: Corpus | None,
-                   listed_texts: list[str] | None = None) -> tuple[set[str] | None, str]:
-    """The texts the model trained on, and where that knowledge comes from.
-
-    A model folder's texts.txt (``listed_texts``) lists them all. Older folders list up to 50
-    in config.json; past that only the corpus can tell, and then the answer is "in the corpus"
-    (which also counts clips and texts held out of training).
-    """
-    if listed_texts is not None:
-        return set(listed_texts), "the model's list of training texts (texts.txt)"
-    data = info.data
-    listed = data.get("examples")
-    count = data.get("texts")
-    if listed is not None and count is not None and len(listed) >= count:
-        return set(listed), "the model's list of training texts"
-    if corpus is not None:
-        return corpus.texts, f"the texts of the corpus {corpus.path}"
-    return None, (f"unknown: the model lists {len(listed or [])} of its {count or '?'} "
-                  "training texts; pass --data CORPUS to tell")

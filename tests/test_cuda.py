@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import losses, make_corpus, tiny_config
 from safetensors.torch import load_file
 
-from text2sign import fast_path
+from text2sign import cuda
 from text2sign.build import build_config
 from text2sign.models.registry import build_denoiser, preset_params
 from text2sign.models.text import TextEmbedding
@@ -26,21 +26,21 @@ def test_attention_kernels_are_asked_of_the_dispatcher(arch):
     mask = torch.tensor([[True] * 5, [True, True, False, False, False]])  # (B, L), padding
     x, t = torch.randn(2, 3, 4, 16, 16), torch.tensor([10, 500])  # (B, C, T, H, W), (B,)
     original = F.scaled_dot_product_attention
-    with torch.no_grad(), fast_path.recorded_attention_kernels() as seen:
+    with torch.no_grad(), cuda.recorded_attention_kernels() as seen:
         out = model(x, t, TextEmbedding(tokens, mask, tokens.mean(1)))
     assert F.scaled_dot_product_attention is original  # restored
     assert torch.isfinite(out).all()
     assert sum(seen.values()) > 0 and set(seen) <= {"flash", "math"}, seen  # CPU kernels
-    line = fast_path.describe_kernels(seen, x.device)
+    line = cuda.describe_kernels(seen, x.device)
     assert line.startswith("attention on cpu: ") and "x" in line
 
 
 def test_adamw_fuses_only_cuda_parameters_and_tf32_only_on_cuda():
     params = [torch.nn.Parameter(torch.randn(3))]
-    opt = fast_path.adamw(params, lr=1e-3, weight_decay=0.0)
+    opt = cuda.adamw(params, lr=1e-3, weight_decay=0.0)
     assert not opt.defaults["fused"]  # CPU parameters: the default for-each implementation
     before = torch.get_float32_matmul_precision()
-    assert fast_path.enable_tf32(torch.device("cpu")) is False
+    assert cuda.enable_tf32(torch.device("cpu")) is False
     assert torch.get_float32_matmul_precision() == before
 
 
@@ -55,7 +55,7 @@ def test_config_validates_loader_settings():
 def test_compiled_training_matches_eager_and_resumes_exactly(tmp_path, monkeypatch):
     """Dynamo's graph capture and guards around the denoiser, as train.compile=true runs it; the
     inductor code generation it uses on a GPU is left out (minutes of C++ compiling on a CPU)."""
-    monkeypatch.setattr(fast_path, "COMPILE_BACKEND", "eager")
+    monkeypatch.setattr(cuda, "COMPILE_BACKEND", "eager")
     torch._dynamo.reset()
     corpus = make_corpus(tmp_path / "corpus")
     sets = dict(max_steps=3, checkpoint_every=2, keep_checkpoints=5)
@@ -84,10 +84,10 @@ def test_accelerate_configs_load_and_sharded_ones_are_refused(name, kind):
     cfg = load_config_from_file(str(path))  # unknown keys would raise here
     assert cfg.distributed_type.value == kind and cfg.mixed_precision == "bf16"
     if kind == "MULTI_GPU":
-        fast_path.check_distribution(cfg.distributed_type)  # data parallel: supported
+        cuda.check_distribution(cfg.distributed_type)  # data parallel: supported
     else:
         with pytest.raises(ValueError, match=f"{kind}.*ddp.yaml"):
-            fast_path.check_distribution(cfg.distributed_type)
+            cuda.check_distribution(cfg.distributed_type)
 
 
 def test_loader_workers_keep_the_data_order(tmp_path):
