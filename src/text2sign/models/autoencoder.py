@@ -23,6 +23,7 @@ from torch import nn
 
 from text2sign.models.layers import group_norm
 
+DECODE_FRAMES = 64  # frames the decoder takes at once
 
 class ResBlock2d(nn.Module):
     """Pre-norm residual block of two 3x3 convolutions."""
@@ -124,7 +125,10 @@ class FrameAutoencoder(nn.Module):
         b = latents.shape[0]
         shift, scale = self._stats(latents)
         z = rearrange(latents * scale + shift, "b c t h w -> (b t) c h w")  # (B*T, C, h, w)
-        return rearrange(self.decoder(z), "(b t) c h w -> b c t h w", b=b)  # (B, 3, T, H, W)
+        # Frames are decoded DECODE_FRAMES at a time: a batch of long clips at 128 x 128 would
+        # otherwise hold gigabytes of full-size activations at once (each frame is its own).
+        frames = torch.cat([self.decoder(chunk) for chunk in z.split(DECODE_FRAMES)])
+        return rearrange(frames, "(b t) c h w -> b c t h w", b=b)  # (B, 3, T, H, W)
 
     @torch.no_grad()
     def fit_normalization(self, frames: torch.Tensor) -> None:
