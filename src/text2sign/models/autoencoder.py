@@ -25,6 +25,7 @@ from text2sign.models.layers import group_norm
 
 DECODE_FRAMES = 64  # frames the decoder takes at once
 
+
 class ResBlock2d(nn.Module):
     """Pre-norm residual block of two 3x3 convolutions."""
 
