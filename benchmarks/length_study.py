@@ -15,6 +15,7 @@ Markdown to stdout, the machine below the table; each report is kept under ``--o
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -25,7 +26,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="model folder, or 'shipped'; repeat for each model")
     p.add_argument("--recognizer", action="append", required=True,
                    help="sequence recognizer folder for the model of the same position")
-    p.add_argument("--groups", default="unseen,unseen-long,unseen-phrases")
+    p.add_argument("--groups", action="append",
+                   help="comma-separated groups; once for every model, or once per model "
+                   "(default: unseen,unseen-long,unseen-phrases)")
+    p.add_argument("--card", action="store_true",
+                   help="record the first model's evaluation in its model folder's card")
     p.add_argument("--max-texts", type=int, default=40)
     p.add_argument("--per-text", type=int, default=1)
     p.add_argument("--guidance", type=float, help="default: each model's own")
@@ -35,6 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if len(args.model) != len(args.recognizer):
         p.error("give one --recognizer per --model")
+    args.groups = args.groups or ["unseen,unseen-long,unseen-phrases"]
+    if len(args.groups) == 1:
+        args.groups *= len(args.model)
+    if len(args.groups) != len(args.model):
+        p.error("give --groups once, or once per --model")
     return args
 
 
@@ -43,12 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     from text2sign.device import describe_device
     from text2sign.evaluation.evaluate import evaluate
     from text2sign.evaluation.sequence import SequenceRecognizer
+    from text2sign.model_folder.folder import add_evaluation
     from text2sign.pipeline import Text2SignPipeline
     from text2sign.report import GROUP_NAMES, fmt_number
 
     args = parse_args(argv)
     rows, device = [], None
-    for k, (name, recognizer) in enumerate(zip(args.model, args.recognizer, strict=True)):
+    for k, (name, recognizer, groups) in enumerate(zip(args.model, args.recognizer, args.groups,
+                                                       strict=True)):
         pipe = Text2SignPipeline.from_pretrained(None if name == "shipped" else name,
                                                  device=args.device)
         folder = pipe.folder
@@ -57,12 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(pipe, cache, Path(args.out) / f"{k}-{folder.parent.name}",
                           per_text=args.per_text, guidance=args.guidance, seed=args.seed,
                           sequence_recognizer=sequence, max_texts=args.max_texts,
-                          only=args.groups.split(","), progress=False, name=str(folder))
+                          only=groups.split(","), progress=False, name=str(folder))
+        if args.card and k == 0:
+            add_evaluation(folder, report, "python benchmarks/length_study.py " +
+                           " ".join(argv if argv is not None else sys.argv[1:]))
         timing = (f"{pipe.fps:g} fps" if pipe.fps else f"{pipe.frames} frames")
         duration = (report.get("duration") or {}).get("groups", {})
         for group, g in report["back_translation"]["groups"].items():
             d = duration.get(group, {})
+            c = report["group_top1"][group]
             rows.append([name, timing, GROUP_NAMES.get(group, group), str(g["texts"]),
+                         fmt_number(c["top1"]), fmt_number(c["ceiling_top1"]),
                          fmt_number(g["cer"]), fmt_number(g["ceiling_cer"]),
                          fmt_number(g["exact"]), fmt_number(g["ceiling_exact"]),
                          fmt_number(d.get("ratio")), fmt_number(d.get("frame_error"), 2),
@@ -70,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         device = describe_device(pipe.device)
         guidance = args.guidance if args.guidance is not None else pipe.config.sample.guidance
         print(f"{name}: done (guidance {guidance:g})", flush=True)
-    header = ["model", "clips", "group", "texts", "CER", "ceiling CER", "exact",
+    header = ["model", "clips", "group", "texts", "top-1", "ceiling top-1", "CER",
+              "ceiling CER", "exact",
               "ceiling exact", "duration gen/real", "frame error", "s/clip"]
     print()
     print("| " + " | ".join(header) + " |")
