@@ -13,6 +13,7 @@ from text2sign.model_folder.info import ModelInfo
 from text2sign.models.registry import preset_params
 from text2sign.report import (
     back_translation_rows,
+    duration_rows,
     group_top1_rows,
     markdown_table,
     summary_rows,
@@ -51,6 +52,14 @@ def front_matter(info: ModelInfo) -> dict[str, Any]:
     return meta
 
 
+def clip_length(dc: Any) -> str:
+    """How long its clips are: a frame count, or a rate and a limit."""
+    if dc.time_mode == "fps":
+        return (f"clips as long as the text at {dc.fps:g} frames a second (at most "
+                f"{dc.max_frames} frames)")
+    return f"{dc.frames} frames"
+
+
 def _evaluation(info: ModelInfo, folder: str) -> list[str]:
     report = info.evaluation
     if not report:
@@ -58,7 +67,8 @@ def _evaluation(info: ModelInfo, folder: str) -> list[str]:
                 "--card` adds the scores and an animated sample here."]
     lines = [f"`{report['command']}`" if report.get("command") else "", "",
              *markdown_table([["measure", "value"], *map(list, summary_rows(report))])]
-    for rows in (group_top1_rows(report), back_translation_rows(report)):
+    for rows in (group_top1_rows(report), back_translation_rows(report),
+                 duration_rows(report)):
         if rows:
             lines += ["", *markdown_table(rows)]
     lines += ["", "top-1 / top-5: a 3D-CNN recognizer trained on the corpus's real clips names "
@@ -70,16 +80,16 @@ def _evaluation(info: ModelInfo, folder: str) -> list[str]:
 
 def _limitations(info: ModelInfo, texts: list[str] | None) -> list[str]:
     cfg, data = info.config, info.data
-    out = [f"- It makes {cfg.data.frames} frames at {cfg.data.size}x{cfg.data.size} only, "
+    out = [f"- It makes {clip_length(cfg.data)} at {cfg.data.size}x{cfg.data.size} only, "
            "and only signs like those of its corpus."]
     if texts:
         chars = sorted({c for t in texts for c in t})
         longest = max(len(t) for t in texts)
         out.append(f"- It has seen {len(texts)} distinct texts (the longest {longest} "
                    f"character{'s' if longest > 1 else ''}) "
-                   f"made of {len(chars)} characters: `{''.join(chars)}`. Other characters, "
-                   "longer texts and words it never saw are unlikely to come out right; "
-                   "`text2sign sample` warns about them.")
+                   f"made of {len(chars)} characters: `{''.join(chars)}`. `text2sign sample` "
+                   "refuses other characters and warns about longer texts; words it never "
+                   "saw may come out wrong.")
     if data.get("held_out_texts"):
         out.append(f"- {data['held_out_texts']} texts of its corpus were held out, never "
                    "trained on: the evaluation reports them apart as unseen.")
@@ -108,7 +118,7 @@ def model_card(info: ModelInfo, folder: str | Path, texts: list[str] | None = No
              f"{preset_label(cfg.model)}"
              + (f", {params / 1e6:.2f} M parameters," if params else ",")
              + f" {space}, conditioned on the `{cfg.text.encoder}` text encoder, making "
-             f"{cfg.data.frames} frames at {cfg.data.size}x{cfg.data.size}.",
+             f"{clip_length(cfg.data)} at {cfg.data.size}x{cfg.data.size}.",
              "", "## Use", "", "```python", "from text2sign import Text2SignPipeline", "",
              f'pipe = Text2SignPipeline.from_pretrained("{folder}")',
              'videos = pipe(["A"], seed=0)  # uint8 (1, T, H, W, 3)', "```", "",

@@ -202,7 +202,7 @@ def _read_info(found: Path) -> ModelInfo:
 EVALUATION_KEYS = ("data", "texts", "clips", "per_text", "sampler", "steps", "guidance", "seed",
                    "top1", "top5", "ceiling_top1", "ceiling_top5", "ceiling_top1_autoencoded",
                    "chance_top1", "fd", "fd_floor", "seconds_per_clip", "device",
-                   "back_translation")
+                   "back_translation", "group_top1", "duration")
 
 
 def add_evaluation(folder: str | Path, report: dict[str, Any], command: str | None) -> Path:
