@@ -20,6 +20,7 @@ from text2sign import shipped
 from text2sign.config import Config
 from text2sign.files import sha256
 from text2sign.model_folder.autoencoder import inflate_autoencoder, load_autoencoder
+from text2sign.model_folder.card import shown_path
 from text2sign.model_folder.folder import find_model_folder, load_model_folder, read_model_info
 
 
@@ -73,7 +74,8 @@ def init_from_model(module: nn.Module, cfg: Config, log=None) -> dict[str, Any]:
                 f"{_names(r['reshaped'])}")
         for note in notes:
             log(f"init from {folder}: {note}")
-    return {"given": str(cfg.model.init_from), "path": str(folder.resolve()),
+    # relative to the working directory when inside it: no machine path in a shared folder
+    return {"given": str(cfg.model.init_from), "path": shown_path(folder.resolve()),
             "sha256": sha256(folder / "denoiser.safetensors"),
             "loaded": {part: len(r["loaded"]) for part, r in report.items()},
             "new": {part: len(r["new"]) for part, r in report.items()}}
