@@ -132,29 +132,33 @@ def test_demo_config_needs_train(tmp_path, capsys):
 
 @pytest.mark.numerics
 def test_shipped_model_fits_the_package_and_spells():
-    """The shipped words model: 28 frames at 128x128 within 30 MB, text order aligned with time
-    and each frame given its place in its letter, trained on words and letters in two stages;
-    pinned output of 2 DPM-Solver++ steps from seed 0 at its own guidance (7)."""
+    """The shipped model: clips as long as the text at 6.25 fps (its duration model in the
+    folder), 128x128 within 30 MB, text order aligned with time and each frame given its place
+    in its letter, fine-tuned from the 28-frame words model on letters, words, long words and
+    phrases; pinned output of 2 DPM-Solver++ steps from seed 0 at its own guidance (7)."""
     from text2sign.pipeline import Text2SignPipeline
 
     folder = shipped.model()
     assert sum(f.stat().st_size for f in folder.iterdir()) <= 30 * 2**20
     pipe = Text2SignPipeline.from_pretrained(folder, device="cpu")
-    assert (pipe.frames, pipe.size) == (28, 128)
+    assert (pipe.fps, pipe.size, pipe.config.data.max_frames) == (6.25, 128, 80)
     assert pipe.denoiser.config["alignment"] == "monotonic"
     assert pipe.denoiser.config["frame_context"] is True
-    assert {"A", "hello", "thank"} <= set(pipe.training_texts) and len(pipe.training_texts) > 2000
-    assert pipe.info.init_from["given"] == "runs/asl-words/model"  # the first stage's model
+    assert {"A", "hello", "thank you"} <= set(pipe.training_texts)
+    assert len(pipe.training_texts) > 2500
+    assert pipe.info.init_from["given"] == "shipped:demo"  # the 28-frame words model
+    assert "/work" not in (folder / "config.json").read_text()  # no machine paths
+    assert pipe.lengths(["hello", "thank you", "christopher"]) == [21, 34, 43]
     video = pipe(["hello"], steps=2, seed=0)
-    assert video.shape == (1, 28, 128, 128, 3)
-    expected = [[68, 200, 31], [80, 207, 33], [87, 220, 32], [104, 217, 38], [90, 190, 37],
-                [93, 157, 42], [74, 108, 43], [53, 71, 35]]
-    got = video[0, 14, 64, 60:68].astype(int)
+    assert video.shape == (1, 21, 128, 128, 3)
+    expected = [[44, 126, 24], [60, 141, 30], [72, 171, 34], [85, 191, 35], [78, 195, 30],
+                [83, 187, 30], [89, 179, 44], [79, 147, 35]]
+    got = video[0, 10, 64, 60:68].astype(int)
     assert np.abs(got - np.array(expected)).max() <= 2, got.tolist()
-    means = [16.679, 18.937, 18.615, 18.53, 17.693, 15.024, 14.847, 15.065, 14.732, 14.766,
-             13.724, 13.758, 17.37, 16.846, 16.795, 17.638, 17.846, 17.52, 17.246, 17.634,
-             17.463, 13.855, 15.618, 18.632, 19.414, 19.85, 18.56, 13.166]
-    np.testing.assert_allclose(video[0].reshape(28, -1).mean(1), means, atol=0.05)
+    means = [18.666, 18.253, 18.546, 16.513, 15.039, 15.014, 14.791, 14.29, 14.727, 15.256,
+             16.801, 17.279, 17.097, 17.729, 16.956, 15.657, 13.071, 18.699, 19.503, 19.359,
+             15.114]
+    np.testing.assert_allclose(video[0].reshape(21, -1).mean(1), means, atol=0.05)
 
 
 @pytest.mark.numerics
