@@ -1,0 +1,108 @@
+"""Back-translation of unseen texts per group, for models side by side, without the classifier.
+
+    python benchmarks/length_readback.py --data data/asl-phrases --max-texts 20 \
+        --model shipped --recognizer src/text2sign/assets/recognizer \
+        --groups unseen,unseen-long,unseen-phrases \
+        --model OLD_28_FRAME_MODEL --recognizer src/text2sign/assets/recognizer-28f \
+        --groups unseen,unseen-long
+
+For each model: the first ``--max-texts`` texts of each group (`evaluate.text_groups`, a stable
+pick), one clip each at the model's own sampler settings, read back by the sequence recognizer
+given with it; the ceiling is the same recognizer on the corpus's real clips of the same texts,
+at that model's clip length. A model timed by its text also gets its duration against the real
+clips'. Lighter than `text2sign evaluate` (no classifier, no FD): the quick check of a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", action="append", required=True, help="a model folder or 'shipped'")
+    p.add_argument("--recognizer", action="append", required=True)
+    p.add_argument("--groups", action="append", required=True, help="comma-separated, per model")
+    p.add_argument("--max-texts", type=int, default=20)
+    p.add_argument("--json", help="also write the numbers here")
+    args = p.parse_args(argv)
+    if not len(args.model) == len(args.recognizer) == len(args.groups):
+        p.error("give --recognizer and --groups once per --model")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    import numpy as np
+
+    from text2sign.data.dataset import open_data
+    from text2sign.device import describe_device
+    from text2sign.evaluation.evaluate import text_groups
+    from text2sign.evaluation.metrics import error_rate, exact_accuracy
+    from text2sign.evaluation.sequence import SequenceRecognizer, read_clips
+    from text2sign.model_folder.folder import training_texts
+    from text2sign.pipeline import Text2SignPipeline
+    from text2sign.report import GROUP_NAMES, fmt_number
+
+    args = parse_args(argv)
+    rows, out, device = [], {}, ""
+    for name, rec_dir, groups in zip(args.model, args.recognizer, args.groups, strict=True):
+        pipe = Text2SignPipeline.from_pretrained(None if name == "shipped" else name,
+                                                 device="cpu")
+        device = describe_device(pipe.device)
+        cache = open_data(pipe.config.data, progress=False, path=args.data)
+        rec = SequenceRecognizer.load(rec_dir)
+        picked = text_groups(list(cache.texts), training_texts(pipe.info, pipe.training_texts),
+                             args.max_texts)
+        for group in groups.split(","):
+            texts = picked.get(group, [])
+            if not texts:
+                continue
+            start, clips = time.perf_counter(), []
+            for i in range(0, len(texts), 4):
+                clips += list(pipe(texts[i:i + 4], seed=i, batch_size=4))
+            seconds = (time.perf_counter() - start) / len(texts)
+            same = len({len(c) for c in clips}) == 1
+            hyps = [r for r, _ in rec.read(np.stack(clips) if same else clips, batch_size=8)]
+            real = [i for i, t in enumerate(cache.texts) if t in set(texts)]
+            real_hyps = read_clips(rec, cache, real, batch_size=8)
+            real_refs = [cache.texts[i] for i in real]
+            row = {"texts": len(texts), "cer": error_rate(texts, hyps),
+                   "exact": exact_accuracy(texts, hyps),
+                   "ceiling_cer": error_rate(real_refs, real_hyps),
+                   "ceiling_exact": exact_accuracy(real_refs, real_hyps),
+                   "ceiling_clips": len(real), "seconds_per_clip": seconds,
+                   "readings": dict(zip(texts, hyps, strict=True))}
+            if pipe.fps is not None:
+                lengths: dict[str, list[int]] = {}
+                for i in real:
+                    lengths.setdefault(cache.texts[i], []).append(cache.lengths[i])
+                made = [len(c) / np.mean(lengths[t]) for t, c in zip(texts, clips, strict=True)]
+                error = [abs(len(c) - np.mean(lengths[t]))
+                         for t, c in zip(texts, clips, strict=True)]
+                row["duration_ratio"], row["frame_error"] = float(np.mean(made)), float(
+                    np.mean(error))
+            out[f"{name} | {group}"] = row
+            timing = f"{pipe.fps:g} fps" if pipe.fps else f"{pipe.frames} frames"
+            rows.append([name, timing, GROUP_NAMES.get(group, group), str(len(texts)),
+                         fmt_number(row["cer"]), fmt_number(row["ceiling_cer"]),
+                         fmt_number(row["exact"]), fmt_number(row["ceiling_exact"]),
+                         fmt_number(row.get("duration_ratio")),
+                         fmt_number(row.get("frame_error"), 2), f"{seconds:.2f}"])
+            print(" | ".join(rows[-1]), flush=True)
+    header = ["model", "clips", "group", "texts", "CER", "ceiling CER", "exact",
+              "ceiling exact", "duration gen/real", "frame error", "s/clip"]
+    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print(f"\none clip per text, {device}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
