@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 
@@ -28,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--groups", action="append", required=True, help="comma-separated, per model")
     p.add_argument("--max-texts", type=int, default=20)
     p.add_argument("--json", help="also write the numbers here")
+    p.add_argument("--card", action="store_true",
+                   help="record the first model's back-translation and duration in its card")
     args = p.parse_args(argv)
     if not len(args.model) == len(args.recognizer) == len(args.groups):
         p.error("give --recognizer and --groups once per --model")
@@ -48,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     rows, out, device = [], {}, ""
-    for name, rec_dir, groups in zip(args.model, args.recognizer, args.groups, strict=True):
+    for k, (name, rec_dir, groups) in enumerate(zip(args.model, args.recognizer, args.groups,
+                                                    strict=True)):
+        report: dict = {"back_translation": {"units": "chars", "groups": {}},
+                        "duration": {"groups": {}}}
         pipe = Text2SignPipeline.from_pretrained(None if name == "shipped" else name,
                                                  device="cpu")
         device = describe_device(pipe.device)
@@ -85,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
                 row["duration_ratio"], row["frame_error"] = float(np.mean(made)), float(
                     np.mean(error))
             out[f"{name} | {group}"] = row
+            report["back_translation"]["groups"][group] = {
+                key: row[key] for key in ("texts", "cer", "exact", "ceiling_cer",
+                                          "ceiling_exact", "ceiling_clips")} | {"clips": len(texts)}
+            if "duration_ratio" in row:
+                report["duration"]["groups"][group] = {
+                    "texts": len(texts), "ratio": row["duration_ratio"],
+                    "frame_error": row["frame_error"], "real_frames": float(np.mean(
+                        [np.mean(lengths[t]) for t in texts]))}
             timing = f"{pipe.fps:g} fps" if pipe.fps else f"{pipe.frames} frames"
             rows.append([name, timing, GROUP_NAMES.get(group, group), str(len(texts)),
                          fmt_number(row["cer"]), fmt_number(row["ceiling_cer"]),
@@ -92,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
                          fmt_number(row.get("duration_ratio")),
                          fmt_number(row.get("frame_error"), 2), f"{seconds:.2f}"])
             print(" | ".join(rows[-1]), flush=True)
+        if args.card and k == 0:
+            from text2sign.model_folder.folder import add_evaluation
+
+            report["device"] = device
+            add_evaluation(pipe.folder, report, "python benchmarks/length_readback.py " +
+                           " ".join(sys.argv[1:] if argv is None else argv))
     header = ["model", "clips", "group", "texts", "CER", "ceiling CER", "exact",
               "ceiling exact", "duration gen/real", "frame error", "s/clip"]
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))

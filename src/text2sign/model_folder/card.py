@@ -65,8 +65,9 @@ def _evaluation(info: ModelInfo, folder: str) -> list[str]:
     if not report:
         return ["Not evaluated yet. `text2sign evaluate --model " + folder + " --data CORPUS "
                 "--card` adds the scores and an animated sample here."]
-    lines = [f"`{report['command']}`" if report.get("command") else "", "",
-             *markdown_table([["measure", "value"], *map(list, summary_rows(report))])]
+    lines = [f"`{report['command']}`" if report.get("command") else ""]
+    if "top1" in report:  # a full `evaluate`; a back-translation alone has no classifier
+        lines += ["", *markdown_table([["measure", "value"], *map(list, summary_rows(report))])]
     for rows in (group_top1_rows(report), back_translation_rows(report),
                  duration_rows(report)):
         if rows:
