@@ -7,6 +7,7 @@ returning the prediction (epsilon or v) in the shape of ``x_t``; nothing here is
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -34,7 +35,7 @@ def make_scheduler(cfg: DiffusionConfig, sampler: str = "ddpm") -> Any:
     latents); the pipeline clamps pixels once, after decoding.
     """
     # diffusers takes seconds to import: loading a model (`text2sign info --modules`) skips it
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler
 
     common = dict(
         num_train_timesteps=cfg.num_train_timesteps,
@@ -53,7 +54,24 @@ def make_scheduler(cfg: DiffusionConfig, sampler: str = "ddpm") -> Any:
         return scheduler
     if sampler == "dpm++":  # DPM-Solver++(2M), Lu et al. 2022
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+    if sampler == "lcm":  # a consistency student's multistep sampler (Luo et al. 2023, alg. 1)
+        return LCMScheduler(**common, clip_sample=False, timestep_scaling=TIMESTEP_SCALING,
+                            original_inference_steps=len(consistency_grid(cfg)))
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+
+
+# LCM's skipping-step grid (Luo et al. 2023, sec. 4.2): the student learns the consistency
+# function on 50 timesteps k = N // 50 apart (k = 20 of 1000), the grid its sampler picks from.
+CONSISTENCY_GRID = 50
+TIMESTEP_SCALING = 10.0  # LCM's c_skip / c_out at timestep * 10 (diffusers' default)
+
+
+def consistency_grid(cfg: DiffusionConfig) -> Tensor:
+    """The timesteps a consistency student is trained and sampled at: (n,) int64, ascending,
+    ending at N - 1."""
+    n = min(CONSISTENCY_GRID, cfg.num_train_timesteps)
+    stride = cfg.num_train_timesteps // n
+    return torch.arange(1, n + 1) * stride - 1  # (n,)
 
 
 def set_timesteps(scheduler: Any, steps: int, device: torch.device | str | None = None) -> None:
@@ -135,7 +153,8 @@ def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: Diffu
             f"steps={steps} must be between 1 and num_train_timesteps={cfg.num_train_timesteps}")
     if eta != 0.0 and sampler != "ddim":
         raise ValueError(f"eta={eta} only applies to sampler 'ddim', not {sampler!r}; set eta=0")
-    guided = guidance != 1.0
+    folded = sampler == "lcm"  # guidance is the student's input: one evaluation a step
+    guided = guidance != 1.0 and not folded
     if guided and uncond is None:
         raise ValueError(
             f"guidance={guidance} needs the unconditional embedding: pass uncond= "
@@ -146,6 +165,8 @@ def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: Diffu
     scheduler = make_scheduler(cfg, sampler)
     set_timesteps(scheduler, steps, device)
     text = pad_and_cat([cond, uncond]) if guided else cond
+    if folded:
+        text = replace(text, guidance=torch.full((batch,), float(guidance)))  # (B,)
     text = text.to(device)
 
     gen_device = generator.device if generator is not None else device
@@ -164,3 +185,65 @@ def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: Diffu
             out = out_uncond + guidance * (out_cond - out_uncond)
         x = scheduler.step(out, t, x, **step_kwargs).prev_sample
     return x
+
+
+# ----------------------------------------------------------------------------- distillation
+
+
+def _at(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
+    """values[t] (B,) broadcast against ``like`` (B, C, T, H, W), in its dtype."""
+    return values.to(t.device)[t].to(like.dtype).reshape(-1, *[1] * (like.ndim - 1))
+
+
+def x0_and_eps(out: Tensor, x_t: Tensor, t: Tensor, scheduler: Any) -> tuple[Tensor, Tensor]:
+    """The clean sample and the noise a denoiser's output (epsilon or v) implies at ``t``."""
+    ab = _at(scheduler.alphas_cumprod, t, x_t)  # (B, 1, 1, 1, 1)
+    a, s = ab.sqrt(), (1 - ab).sqrt()
+    if scheduler.config.prediction_type == "epsilon":
+        return (x_t - s * out) / a, out
+    return a * x_t - s * out, a * out + s * x_t  # v-prediction, Salimans & Ho 2022, sec. 4
+
+
+def consistency_output(out: Tensor, x_t: Tensor, t: Tensor, scheduler: Any) -> Tensor:
+    """f(x_t, t) = c_skip x_t + c_out x0: the boundary condition f(x, 0) = x (LCM, eq. 5)."""
+    c_skip, c_out = scheduler.get_scalings_for_boundary_condition_discrete(t.to(x_t.dtype))
+    shape = (-1, *[1] * (x_t.ndim - 1))
+    return c_skip.reshape(shape) * x_t + c_out.reshape(shape) * x0_and_eps(out, x_t, t,
+                                                                           scheduler)[0]
+
+
+def consistency_distillation_loss(student: Model, teacher: Model, target: Model, x0: Tensor,
+                                  cond: TextEmbedding, uncond: TextEmbedding,
+                                  cfg: DiffusionConfig, guidance: tuple[float, float],
+                                  generator: torch.Generator, scheduler: Any) -> Tensor:
+    """Latent consistency distillation with guidance folded in (Luo et al. 2023, alg. 2).
+
+    x_{t_{n+k}} = add_noise(x0); the teacher's guided DDIM step at scale w ~ U(guidance) gives
+    x_{t_n}; the student's consistency function at (x_{t_{n+k}}, w) is pulled towards the
+    target network's (the student's EMA, no gradient) at (x_{t_n}, w). ``scheduler`` is
+    `make_scheduler(cfg, "lcm")`. MSE, fp32.
+    """
+    grid = consistency_grid(cfg).to(x0.device)  # (n,)
+    k = int(grid[0]) + 1  # the skipping step
+    batch = x0.shape[0]
+    gen_device = generator.device
+    index = torch.randint(0, len(grid), (batch,), generator=generator, device=gen_device)
+    t = grid[index.to(x0.device)]  # (B,) t_{n+k}
+    t_prev = (t - k).clamp(min=0)  # (B,) t_n; LCM clamps the first step to 0
+    noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype)
+    x_t = scheduler.add_noise(x0, noise.to(x0.device), t)  # (B, C, T, H, W)
+    low, high = guidance
+    w = low + (high - low) * torch.rand(batch, generator=generator, device=gen_device)  # (B,)
+    folded = replace(cond, guidance=w.to(x0.device))
+
+    pred = consistency_output(student(x_t, t, folded), x_t, t, scheduler)
+    with torch.no_grad():
+        both = teacher(torch.cat([x_t, x_t]), torch.cat([t, t]), pad_and_cat([cond, uncond]))
+        out_cond, out_uncond = both.float().chunk(2)  # (B, C, T, H, W) each
+        wb = w.to(x0.device).reshape(-1, *[1] * (x0.ndim - 1))
+        x0_hat, eps_hat = x0_and_eps(out_uncond + wb * (out_cond - out_uncond), x_t, t, scheduler)
+        ab_prev = _at(scheduler.alphas_cumprod, t_prev, x_t)
+        x_prev = ab_prev.sqrt() * x0_hat + (1 - ab_prev).sqrt() * eps_hat  # DDIM, eta 0
+        goal = consistency_output(target(x_prev, t_prev, folded).float(), x_prev, t_prev,
+                                  scheduler)
+    return (pred.float() - goal).pow(2).mean()
