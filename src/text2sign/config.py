@@ -216,6 +216,9 @@ class DistillConfig(Section):
     guidance_max: float = field(default=6.0, metadata=limits(0, 100, "a guidance scale"))
     # the teacher's ODE solver step: "ddim" (Song et al. 2021), as the LCM paper
     solver: Literal["ddim"] = "ddim"
+    # LCM's skipping-step grid: the student learns on this many timesteps N // grid apart (50:
+    # k = 20 of 1000, the paper's); fewer, longer teacher steps propagate in fewer steps
+    grid: int = field(default=50, metadata=limits(1, 1000, "1 to 1000 timesteps"))
 
 
 def _every(default: int, what: str) -> Any:
@@ -494,6 +497,9 @@ def validate(cfg: Config) -> None:
     dc = cfg.distill
     if dc.steps is not None and dc.steps not in DISTILL_STEPS:
         raise ValueError(f"distill.steps={dc.steps} is not one of {list(DISTILL_STEPS)}")
+    if dc.steps is not None and dc.steps > dc.grid:
+        raise ValueError(f"distill.steps={dc.steps} needs distill.grid >= {dc.steps} (now "
+                         f"{dc.grid}); raise the grid")
     if dc.guidance_min > dc.guidance_max:
         raise ValueError(f"distill.guidance_min={dc.guidance_min} is above distill.guidance_max="
                          f"{dc.guidance_max}; swap them")

@@ -26,8 +26,9 @@ _BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2",
 _BETA_RANGES = {"scaled_linear": {"beta_start": 0.00085, "beta_end": 0.012}}
 
 
-def make_scheduler(cfg: DiffusionConfig, sampler: str = "ddpm") -> Any:
-    """A fresh diffusers scheduler for ``sampler`` ("ddpm", "ddim" or "dpm++"); cheap, no state.
+def make_scheduler(cfg: DiffusionConfig, sampler: str = "ddpm", grid: int = 50) -> Any:
+    """A fresh diffusers scheduler for ``sampler`` ("ddpm", "ddim", "dpm++" or "lcm", whose
+    timesteps come from a ``grid`` of that many, `consistency_grid`); cheap, no state.
 
     Timesteps are spaced "trailing" so the first step starts from t = N-1, pure noise for the
     cosine schedule (Lin et al. 2023, "Common Diffusion Noise Schedules ... are Flawed", sec. 3.3).
@@ -56,20 +57,18 @@ def make_scheduler(cfg: DiffusionConfig, sampler: str = "ddpm") -> Any:
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
     if sampler == "lcm":  # a consistency student's multistep sampler (Luo et al. 2023, alg. 1)
         return LCMScheduler(**common, clip_sample=False, timestep_scaling=TIMESTEP_SCALING,
-                            original_inference_steps=len(consistency_grid(cfg)))
+                            original_inference_steps=len(consistency_grid(cfg, grid)))
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
 
 
-# LCM's skipping-step grid (Luo et al. 2023, sec. 4.2): the student learns the consistency
-# function on 50 timesteps k = N // 50 apart (k = 20 of 1000), the grid its sampler picks from.
-CONSISTENCY_GRID = 50
 TIMESTEP_SCALING = 10.0  # LCM's c_skip / c_out at timestep * 10 (diffusers' default)
 
 
-def consistency_grid(cfg: DiffusionConfig) -> Tensor:
-    """The timesteps a consistency student is trained and sampled at: (n,) int64, ascending,
-    ending at N - 1."""
-    n = min(CONSISTENCY_GRID, cfg.num_train_timesteps)
+def consistency_grid(cfg: DiffusionConfig, grid: int) -> Tensor:
+    """LCM's skipping-step grid (Luo et al. 2023, sec. 4.2): the ``grid`` timesteps, k = N // grid
+    apart, a consistency student is trained and sampled at; (n,) int64, ascending, ending at
+    N - 1."""
+    n = min(grid, cfg.num_train_timesteps)
     stride = cfg.num_train_timesteps // n
     return torch.arange(1, n + 1) * stride - 1  # (n,)
 
@@ -138,10 +137,13 @@ def training_loss(model: Model, x0: Tensor, cond: TextEmbedding, cfg: DiffusionC
 def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: DiffusionConfig, *,
            uncond: TextEmbedding | None = None, sampler: str = "dpm++", steps: int = 25,
            guidance: float = 1.0, eta: float = 0.0, generator: torch.Generator | None = None,
-           device: torch.device | str | None = None, progress: bool = False) -> Tensor:
+           device: torch.device | str | None = None, progress: bool = False,
+           grid: int = 50) -> Tensor:
     """Generate (B, C, T, H, W) from noise (pixels, roughly in [-1, 1], or latents; unclamped);
     classifier-free guidance when
     ``guidance != 1`` (Ho & Salimans 2022): cond and uncond go through ONE batched model call.
+    Sampler "lcm" (a distilled student, its consistency ``grid``) folds guidance into the
+    conditioning instead: one call a step, no unconditional pass.
     """
     if len(shape) != 5:
         raise ValueError(f"shape must be (B, C, T, H, W), got {tuple(shape)}")
@@ -162,7 +164,7 @@ def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: Diffu
     if guided and len(uncond) != batch:
         raise ValueError(f"uncond has batch {len(uncond)} but cond has {batch}")
     device = torch.device(device) if device is not None else cond.tokens.device
-    scheduler = make_scheduler(cfg, sampler)
+    scheduler = make_scheduler(cfg, sampler, grid)
     set_timesteps(scheduler, steps, device)
     text = pad_and_cat([cond, uncond]) if guided else cond
     if folded:
@@ -215,20 +217,21 @@ def consistency_output(out: Tensor, x_t: Tensor, t: Tensor, scheduler: Any) -> T
 def consistency_distillation_loss(student: Model, teacher: Model, target: Model, x0: Tensor,
                                   cond: TextEmbedding, uncond: TextEmbedding,
                                   cfg: DiffusionConfig, guidance: tuple[float, float],
-                                  generator: torch.Generator, scheduler: Any) -> Tensor:
+                                  generator: torch.Generator, scheduler: Any, grid: int
+                                  ) -> Tensor:
     """Latent consistency distillation with guidance folded in (Luo et al. 2023, alg. 2).
 
     x_{t_{n+k}} = add_noise(x0); the teacher's guided DDIM step at scale w ~ U(guidance) gives
     x_{t_n}; the student's consistency function at (x_{t_{n+k}}, w) is pulled towards the
-    target network's (the student's EMA, no gradient) at (x_{t_n}, w). ``scheduler`` is
-    `make_scheduler(cfg, "lcm")`. MSE, fp32.
+    target network's (the student's EMA, no gradient) at (x_{t_n}, w), t on the consistency
+    ``grid``. ``scheduler`` is `make_scheduler(cfg, "lcm", grid)`. MSE, fp32.
     """
-    grid = consistency_grid(cfg).to(x0.device)  # (n,)
-    k = int(grid[0]) + 1  # the skipping step
+    timesteps = consistency_grid(cfg, grid).to(x0.device)  # (n,)
+    k = int(timesteps[0]) + 1  # the skipping step
     batch = x0.shape[0]
     gen_device = generator.device
-    index = torch.randint(0, len(grid), (batch,), generator=generator, device=gen_device)
-    t = grid[index.to(x0.device)]  # (B,) t_{n+k}
+    index = torch.randint(0, len(timesteps), (batch,), generator=generator, device=gen_device)
+    t = timesteps[index.to(x0.device)]  # (B,) t_{n+k}
     t_prev = (t - k).clamp(min=0)  # (B,) t_n; LCM clamps the first step to 0
     noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype)
     x_t = scheduler.add_noise(x0, noise.to(x0.device), t)  # (B, C, T, H, W)

@@ -111,7 +111,8 @@ class DistillTrainer(nn.Module):
         self.conditioner = conditioner.requires_grad_(False)
         self.diffusion = cfg.diffusion
         self.guidance = (cfg.distill.guidance_min, cfg.distill.guidance_max)
-        self.scheduler = diffusion.make_scheduler(cfg.diffusion, "lcm")
+        self.grid = cfg.distill.grid
+        self.scheduler = diffusion.make_scheduler(cfg.diffusion, "lcm", self.grid)
 
     def train(self, mode: bool = True) -> DistillTrainer:
         super().train(mode)
@@ -126,7 +127,7 @@ class DistillTrainer(nn.Module):
             uncond = self.conditioner.null(len(texts))
         return diffusion.consistency_distillation_loss(
             self.denoiser, self.teacher, self.target, videos, cond, uncond, self.diffusion,
-            self.guidance, generator, self.scheduler)
+            self.guidance, generator, self.scheduler, self.grid)
 
 
 @torch.no_grad()

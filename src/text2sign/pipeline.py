@@ -270,7 +270,8 @@ class Text2SignPipeline:
                 shape = (len(chunk), channels, frames, side, side)
                 x = sample(self.denoiser, cond, shape, self.config.diffusion, uncond=uncond,
                            sampler=sampler, steps=steps, guidance=guidance, eta=eta,
-                           generator=chunk_generator, device=self.device, progress=progress)
+                           generator=chunk_generator, device=self.device, progress=progress,
+                           grid=self.config.distill.grid)
                 if self.autoencoder is not None:
                     x = self.autoencoder.decode(x)  # (B, 3, T, H, W)
                 for i, video in zip(chunk_at, videos_to_uint8(x), strict=True):
