@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     from text2sign.device import describe_device
     from text2sign.evaluation.evaluate import evaluate
     from text2sign.evaluation.sequence import SequenceRecognizer
+    from text2sign.model_folder.folder import model_or_shipped
     from text2sign.pipeline import Text2SignPipeline
     from text2sign.report import GROUP_NAMES, fmt_number
-    from text2sign.shipped import model_or_shipped
 
     args = parse_args(argv)
     rows, device = [], None
