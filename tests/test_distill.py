@@ -63,7 +63,8 @@ def test_a_fresh_student_is_its_teacher(teacher):
 
 def test_one_step_student_is_close_to_the_guided_teacher(teacher, student):
     """From the same noise, the 1-step student lands nearer the teacher's 25-step guided DDIM
-    clip than the teacher's own single step does (measured: about 0.065 against 0.094)."""
+    clip than the teacher's own single step does (measured: 0.063 against 0.094
+    after 300 steps; asserted below 0.8x after 250)."""
     t = Text2SignPipeline.from_pretrained(teacher)
     s = Text2SignPipeline.from_pretrained(student)
     goal = clips(t, sampler="ddim", steps=25, guidance=3.0)
