@@ -74,12 +74,19 @@ def test_one_step_student_is_close_to_the_guided_teacher(teacher, student):
     assert one_step_student < 0.8 * one_step_teacher
 
 
-def test_guidance_is_an_input_of_the_student(student):
-    """The student reads w: its guidance embedding left zero and its clips differ with w."""
+def test_guidance_moves_the_student_as_it_moves_the_teacher(teacher, student):
+    """Guidance folded in: from the same noise, raising w from 1 to 6 moves the 1-step
+    student's clip in the direction it moves the teacher's 25-step guided clip (cosine of the
+    two changes; unrelated directions give ~0, a student blind to w no change at all).
+    Measured: 0.57 after 250 steps (0.61 after 300)."""
+    t = Text2SignPipeline.from_pretrained(teacher)
     s = Text2SignPipeline.from_pretrained(student)
-    last = s.denoiser.guidance_embed.mlp[-1].weight
-    assert float(last.detach().abs().max()) > 1e-4
-    assert mse(clips(s, steps=1, guidance=1.0), clips(s, steps=1, guidance=6.0)) > 1e-5
+    moved_teacher = (clips(t, sampler="ddim", steps=25, guidance=6.0)
+                     - clips(t, sampler="ddim", steps=25, guidance=1.0)).flatten()
+    moved_student = (clips(s, steps=1, guidance=6.0) - clips(s, steps=1, guidance=1.0)).flatten()
+    cosine = float(torch.nn.functional.cosine_similarity(moved_teacher, moved_student, dim=0))
+    print(f"guidance direction cosine {cosine:.3f}")
+    assert cosine > 0.35
 
 
 def test_student_folder_round_trips_and_names_its_teacher(teacher, student, tmp_path):
