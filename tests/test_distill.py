@@ -160,3 +160,18 @@ def test_distill_refusals_are_one_line(teacher, tmp_path, capsys):
     student_cfg = student_config(cfg, teacher, 1)
     with pytest.raises(ValueError, match="already a student"):
         check_teacher(student_cfg, info, "m")
+
+
+def test_cli_distill_then_resume_keeps_the_runs_settings(teacher, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    sets = ["--set", "train.max_steps=2", "--set", "train.report_to=none"]
+    assert main(["distill", "--model", str(teacher), "--out", out, "--steps", "1", *sets,
+                 "--quiet"]) == 0
+    # Resumed with no --model or --steps: the run's teacher and steps, a new step limit.
+    assert main(["distill", "--out", out, "--resume", "--set", "train.max_steps=3",
+                 "--quiet"]) == 0
+    student = Text2SignPipeline.from_pretrained(out)
+    assert student.info.step == 3 and student.config.distill.steps == 1
+    assert student.config.train.lr == 1e-4  # the student's own, not the teacher's
+    assert main(["distill", "--out", out, "--resume", "--steps", "2", "--quiet"]) == 2
+    assert "--steps 2 differs from the run" in capsys.readouterr().err

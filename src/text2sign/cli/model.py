@@ -50,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="the teacher: model folder, run folder or Hugging Face Hub id "
                    "(on --resume: the run's own)")
     p.add_argument("--out", required=True, help="run folder; its model/ is the student")
-    p.add_argument("--steps", type=int, default=4,
-                   help="the student's sampler steps: 1, 2 or 4 (default 4)")
+    p.add_argument("--steps", type=int,
+                   help="the student's sampler steps: 1, 2 or 4 (default 4; on --resume: the "
+                   "run's own)")
     p.add_argument("--data", help="clip folder or cache (default: the teacher's data.path)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set train.max_steps=4000 (repeatable)")
@@ -151,6 +152,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_distill(args: argparse.Namespace) -> int:
     # torch, accelerate: imported when the command runs, so `text2sign --help` stays fast
+    from text2sign.config import apply_overrides
     from text2sign.distillation import distill, student_config
     from text2sign.model_folder.folder import find_model_folder, read_model_info
     from text2sign.run_state import read_run_config, resume_config
@@ -164,8 +166,15 @@ def run_distill(args: argparse.Namespace) -> int:
             run.distill.teacher).resolve():
         raise ValueError(f"--model {args.model!r} is not the teacher of the run in {str(out)!r} "
                          f"({run.distill.teacher!r}); drop --model, or start a new --out")
-    cfg = student_config(read_model_info(teacher).config, teacher, args.steps, args.overrides,
-                         data=args.data)
+    if run is None:
+        cfg = student_config(read_model_info(teacher).config, teacher,
+                             4 if args.steps is None else args.steps, args.overrides,
+                             data=args.data)
+    elif args.steps is not None and args.steps != run.distill.steps:
+        raise ValueError(f"--steps {args.steps} differs from the run in {str(out)!r} (distilled "
+                         f"for {run.distill.steps}); drop --steps, or start a new --out")
+    else:  # the command line changes the run's own config
+        cfg = apply_overrides(run, args.overrides) if args.overrides else run
     if args.minutes is not None:
         cfg = replace(cfg, train=replace(cfg.train, max_minutes=args.minutes))
     cfg = resume_config(cfg, out, args.resume, data=args.data)
