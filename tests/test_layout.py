@@ -49,8 +49,8 @@ LAYERS = {
                                            "shipped", "cuda", "run_control"]),
     2: ("models, diffusion, data", ["models", "diffusion", "lr_schedule", "data", "build"]),
     3: ("model folder, run state", ["model_folder", "run_state", "pipeline"]),
-    4: ("training, evaluation", ["training", "autoencoder_training", "init_from", "tracking",
-                                 "evaluation"]),
+    4: ("training, evaluation", ["training", "distillation", "autoencoder_training", "init_from",
+                                 "tracking", "evaluation"]),
     5: ("applications", ["demo", "serve", "info"]),
     6: ("command line", ["cli", "__main__", ""]),  # "": the package's face, text2sign/__init__
 }

@@ -13,7 +13,8 @@ import yaml
 
 from text2sign.files import DamagedFile, write_text_atomic
 
-Sampler = Literal["ddpm", "ddim", "dpm++"]
+# "lcm": the few-step sampler of a distilled student (text2sign distill), one evaluation a step
+Sampler = Literal["ddpm", "ddim", "dpm++", "lcm"]
 SAMPLERS = get_args(Sampler)
 VAL_FRACTION = 0.1  # held-out clips per corpus: training, recognizers and evaluation agree
 MAX_FRAMES = 1024
@@ -197,6 +198,29 @@ class SampleConfig(Section):
     prompts: list[str] = field(default_factory=lambda: ["A", "B", "L", "Y"])
 
 
+DISTILL_STEPS = (1, 2, 4)  # the few-step counts a student may be distilled for
+
+
+@dataclass
+class DistillConfig(Section):
+    """A student distilled from a teacher model folder (text2sign distill): latent consistency
+    distillation with guidance folded in (Luo et al. 2023, LCM; Meng et al. 2023)."""
+
+    name: ClassVar[str] = "distill"
+    # the student's sampler steps (1, 2 or 4); null: an ordinary model, not a student
+    steps: int | None = None
+    teacher: str | None = None  # the teacher model folder
+    method: Literal["lcm"] = "lcm"
+    # the classifier-free guidance scales the student learns, drawn uniformly per clip
+    guidance_min: float = field(default=1.0, metadata=limits(0, 100, "a guidance scale"))
+    guidance_max: float = field(default=6.0, metadata=limits(0, 100, "a guidance scale"))
+    # the teacher's ODE solver step: "ddim" (Song et al. 2021), as the LCM paper
+    solver: Literal["ddim"] = "ddim"
+    # LCM's skipping-step grid: the student learns on this many timesteps N // grid apart (50:
+    # k = 20 of 1000, the paper's); fewer, longer teacher steps propagate in fewer steps
+    grid: int = field(default=50, metadata=limits(1, 1000, "1 to 1000 timesteps"))
+
+
 def _every(default: int, what: str) -> Any:
     return field(default=default, metadata=limits(0, None, what))
 
@@ -251,6 +275,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         validate(self)  # also for copies made by dataclasses.replace
@@ -333,7 +358,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
     sections = {
         "data": DataConfig, "text": TextConfig, "model": ModelConfig,
         "latent": LatentConfig, "diffusion": DiffusionConfig, "sample": SampleConfig,
-        "train": TrainConfig,
+        "train": TrainConfig, "distill": DistillConfig,
     }
     return Config(**{name: cls(**merged[name]) for name, cls in sections.items()})
 
@@ -448,10 +473,36 @@ def validate_sample(sc: SampleConfig) -> None:
                          f"{sc.sampler!r}; set sample.sampler=ddim or sample.eta=0")
 
 
+def validate_student(sc: SampleConfig, dc: DistillConfig) -> None:
+    """A student samples with "lcm" in at most the steps it was distilled for; a model that is no
+    student cannot use "lcm"."""
+    if dc.steps is None:
+        if sc.sampler == "lcm":
+            raise ValueError("sampler 'lcm' samples a distilled student; this model is not one: "
+                             "use ddpm, ddim or dpm++, or distil it with `text2sign distill`")
+        return
+    if sc.sampler != "lcm":
+        raise ValueError(f"sampler {sc.sampler!r} does not fit a student distilled for 'lcm' "
+                         f"sampling; use sampler lcm, or sample its teacher {dc.teacher!r}")
+    if sc.steps > dc.steps:
+        raise ValueError(f"steps={sc.steps}: this student was distilled for {dc.steps} step(s); "
+                         f"use 1 to {dc.steps}, or sample its teacher {dc.teacher!r} for more")
+
+
 def validate(cfg: Config) -> None:
     """The settings that depend on each other, checked whenever a `Config` is made (each field
     alone was checked when its section was made): a bad value fails here, not mid-run."""
     validate_sample(cfg.sample)
+    validate_student(cfg.sample, cfg.distill)
+    dc = cfg.distill
+    if dc.steps is not None and dc.steps not in DISTILL_STEPS:
+        raise ValueError(f"distill.steps={dc.steps} is not one of {list(DISTILL_STEPS)}")
+    if dc.steps is not None and dc.steps > dc.grid:
+        raise ValueError(f"distill.steps={dc.steps} needs distill.grid >= {dc.steps} (now "
+                         f"{dc.grid}); raise the grid")
+    if dc.guidance_min > dc.guidance_max:
+        raise ValueError(f"distill.guidance_min={dc.guidance_min} is above distill.guidance_max="
+                         f"{dc.guidance_max}; swap them")
     check_clip(cfg.data.frames, cfg.data.size)
     if cfg.data.time_mode == "fps":
         check_clip(cfg.data.max_frames, cfg.data.size, "data.max_frames")

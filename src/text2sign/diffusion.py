@@ -7,6 +7,7 @@ returning the prediction (epsilon or v) in the shape of ``x_t``; nothing here is
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -25,8 +26,9 @@ _BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2",
 _BETA_RANGES = {"scaled_linear": {"beta_start": 0.00085, "beta_end": 0.012}}
 
 
-def make_scheduler(cfg: DiffusionConfig, sampler: str = "ddpm") -> Any:
-    """A fresh diffusers scheduler for ``sampler`` ("ddpm", "ddim" or "dpm++"); cheap, no state.
+def make_scheduler(cfg: DiffusionConfig, sampler: str = "ddpm", grid: int = 50) -> Any:
+    """A fresh diffusers scheduler for ``sampler`` ("ddpm", "ddim", "dpm++" or "lcm", whose
+    timesteps come from a ``grid`` of that many, `consistency_grid`); cheap, no state.
 
     Timesteps are spaced "trailing" so the first step starts from t = N-1, pure noise for the
     cosine schedule (Lin et al. 2023, "Common Diffusion Noise Schedules ... are Flawed", sec. 3.3).
@@ -34,7 +36,7 @@ def make_scheduler(cfg: DiffusionConfig, sampler: str = "ddpm") -> Any:
     latents); the pipeline clamps pixels once, after decoding.
     """
     # diffusers takes seconds to import: loading a model (`text2sign info --modules`) skips it
-    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler
 
     common = dict(
         num_train_timesteps=cfg.num_train_timesteps,
@@ -53,7 +55,22 @@ def make_scheduler(cfg: DiffusionConfig, sampler: str = "ddpm") -> Any:
         return scheduler
     if sampler == "dpm++":  # DPM-Solver++(2M), Lu et al. 2022
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+    if sampler == "lcm":  # a consistency student's multistep sampler (Luo et al. 2023, alg. 1)
+        return LCMScheduler(**common, clip_sample=False, timestep_scaling=TIMESTEP_SCALING,
+                            original_inference_steps=len(consistency_grid(cfg, grid)))
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+
+
+TIMESTEP_SCALING = 10.0  # LCM's c_skip / c_out at timestep * 10 (diffusers' default)
+
+
+def consistency_grid(cfg: DiffusionConfig, grid: int) -> Tensor:
+    """LCM's skipping-step grid (Luo et al. 2023, sec. 4.2): the ``grid`` timesteps, k = N // grid
+    apart, a consistency student is trained and sampled at; (n,) int64, ascending, ending at
+    N - 1."""
+    n = min(grid, cfg.num_train_timesteps)
+    stride = cfg.num_train_timesteps // n
+    return torch.arange(1, n + 1) * stride - 1  # (n,)
 
 
 def set_timesteps(scheduler: Any, steps: int, device: torch.device | str | None = None) -> None:
@@ -120,10 +137,13 @@ def training_loss(model: Model, x0: Tensor, cond: TextEmbedding, cfg: DiffusionC
 def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: DiffusionConfig, *,
            uncond: TextEmbedding | None = None, sampler: str = "dpm++", steps: int = 25,
            guidance: float = 1.0, eta: float = 0.0, generator: torch.Generator | None = None,
-           device: torch.device | str | None = None, progress: bool = False) -> Tensor:
+           device: torch.device | str | None = None, progress: bool = False,
+           grid: int = 50) -> Tensor:
     """Generate (B, C, T, H, W) from noise (pixels, roughly in [-1, 1], or latents; unclamped);
     classifier-free guidance when
     ``guidance != 1`` (Ho & Salimans 2022): cond and uncond go through ONE batched model call.
+    Sampler "lcm" (a distilled student, its consistency ``grid``) folds guidance into the
+    conditioning instead: one call a step, no unconditional pass.
     """
     if len(shape) != 5:
         raise ValueError(f"shape must be (B, C, T, H, W), got {tuple(shape)}")
@@ -135,7 +155,8 @@ def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: Diffu
             f"steps={steps} must be between 1 and num_train_timesteps={cfg.num_train_timesteps}")
     if eta != 0.0 and sampler != "ddim":
         raise ValueError(f"eta={eta} only applies to sampler 'ddim', not {sampler!r}; set eta=0")
-    guided = guidance != 1.0
+    folded = sampler == "lcm"  # guidance is the student's input: one evaluation a step
+    guided = guidance != 1.0 and not folded
     if guided and uncond is None:
         raise ValueError(
             f"guidance={guidance} needs the unconditional embedding: pass uncond= "
@@ -143,9 +164,11 @@ def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: Diffu
     if guided and len(uncond) != batch:
         raise ValueError(f"uncond has batch {len(uncond)} but cond has {batch}")
     device = torch.device(device) if device is not None else cond.tokens.device
-    scheduler = make_scheduler(cfg, sampler)
+    scheduler = make_scheduler(cfg, sampler, grid)
     set_timesteps(scheduler, steps, device)
     text = pad_and_cat([cond, uncond]) if guided else cond
+    if folded:
+        text = replace(text, guidance=torch.full((batch,), float(guidance)))  # (B,)
     text = text.to(device)
 
     gen_device = generator.device if generator is not None else device
@@ -164,3 +187,66 @@ def sample(model: Model, cond: TextEmbedding, shape: tuple[int, ...], cfg: Diffu
             out = out_uncond + guidance * (out_cond - out_uncond)
         x = scheduler.step(out, t, x, **step_kwargs).prev_sample
     return x
+
+
+# ----------------------------------------------------------------------------- distillation
+
+
+def _at(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
+    """values[t] (B,) broadcast against ``like`` (B, C, T, H, W), in its dtype."""
+    return values.to(t.device)[t].to(like.dtype).reshape(-1, *[1] * (like.ndim - 1))
+
+
+def x0_and_eps(out: Tensor, x_t: Tensor, t: Tensor, scheduler: Any) -> tuple[Tensor, Tensor]:
+    """The clean sample and the noise a denoiser's output (epsilon or v) implies at ``t``."""
+    ab = _at(scheduler.alphas_cumprod, t, x_t)  # (B, 1, 1, 1, 1)
+    a, s = ab.sqrt(), (1 - ab).sqrt()
+    if scheduler.config.prediction_type == "epsilon":
+        return (x_t - s * out) / a, out
+    return a * x_t - s * out, a * out + s * x_t  # v-prediction, Salimans & Ho 2022, sec. 4
+
+
+def consistency_output(out: Tensor, x_t: Tensor, t: Tensor, scheduler: Any) -> Tensor:
+    """f(x_t, t) = c_skip x_t + c_out x0: the boundary condition f(x, 0) = x (LCM, eq. 5)."""
+    c_skip, c_out = scheduler.get_scalings_for_boundary_condition_discrete(t.to(x_t.dtype))
+    shape = (-1, *[1] * (x_t.ndim - 1))
+    return c_skip.reshape(shape) * x_t + c_out.reshape(shape) * x0_and_eps(out, x_t, t,
+                                                                           scheduler)[0]
+
+
+def consistency_distillation_loss(student: Model, teacher: Model, target: Model, x0: Tensor,
+                                  cond: TextEmbedding, uncond: TextEmbedding,
+                                  cfg: DiffusionConfig, guidance: tuple[float, float],
+                                  generator: torch.Generator, scheduler: Any, grid: int
+                                  ) -> Tensor:
+    """Latent consistency distillation with guidance folded in (Luo et al. 2023, alg. 2).
+
+    x_{t_{n+k}} = add_noise(x0); the teacher's guided DDIM step at scale w ~ U(guidance) gives
+    x_{t_n}; the student's consistency function at (x_{t_{n+k}}, w) is pulled towards the
+    target network's (the student's EMA, no gradient) at (x_{t_n}, w), t on the consistency
+    ``grid``. ``scheduler`` is `make_scheduler(cfg, "lcm", grid)`. MSE, fp32.
+    """
+    timesteps = consistency_grid(cfg, grid).to(x0.device)  # (n,)
+    k = int(timesteps[0]) + 1  # the skipping step
+    batch = x0.shape[0]
+    gen_device = generator.device
+    index = torch.randint(0, len(timesteps), (batch,), generator=generator, device=gen_device)
+    t = timesteps[index.to(x0.device)]  # (B,) t_{n+k}
+    t_prev = (t - k).clamp(min=0)  # (B,) t_n; LCM clamps the first step to 0
+    noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype)
+    x_t = scheduler.add_noise(x0, noise.to(x0.device), t)  # (B, C, T, H, W)
+    low, high = guidance
+    w = low + (high - low) * torch.rand(batch, generator=generator, device=gen_device)  # (B,)
+    folded = replace(cond, guidance=w.to(x0.device))
+
+    pred = consistency_output(student(x_t, t, folded), x_t, t, scheduler)
+    with torch.no_grad():
+        both = teacher(torch.cat([x_t, x_t]), torch.cat([t, t]), pad_and_cat([cond, uncond]))
+        out_cond, out_uncond = both.float().chunk(2)  # (B, C, T, H, W) each
+        wb = w.to(x0.device).reshape(-1, *[1] * (x0.ndim - 1))
+        x0_hat, eps_hat = x0_and_eps(out_uncond + wb * (out_cond - out_uncond), x_t, t, scheduler)
+        ab_prev = _at(scheduler.alphas_cumprod, t_prev, x_t)
+        x_prev = ab_prev.sqrt() * x0_hat + (1 - ab_prev).sqrt() * eps_hat  # DDIM, eta 0
+        goal = consistency_output(target(x_prev, t_prev, folded).float(), x_prev, t_prev,
+                                  scheduler)
+    return (pred.float() - goal).pow(2).mean()

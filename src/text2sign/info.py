@@ -9,7 +9,7 @@ from torch import nn
 
 from text2sign.config import Config
 from text2sign.files import verify_digests
-from text2sign.model_folder.card import or_unknown, preset_label
+from text2sign.model_folder.card import or_unknown, preset_label, student_line
 from text2sign.model_folder.folder import (
     TEXTS_FILE,
     model_or_shipped,
@@ -130,6 +130,7 @@ def model_rows(folder: Path) -> list[tuple[str, str]]:
         ("sampling", f"{cfg.sample.sampler} {cfg.sample.steps} steps, guidance "
                      f"{cfg.sample.guidance}"),
         ("training", f"step {or_unknown(info.step)}, {or_unknown(info.minutes)} minutes"),
+        *([("teacher", student_line(cfg))] if cfg.distill.steps is not None else []),
         ("data", f"{data.get('path', '?')}: {data.get('clips', '?')} clips, "
                  f"{data.get('texts', '?')} distinct texts"),
     ]

@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from text2sign.build import build_conditioner, build_denoiser, diffusion_space
-from text2sign.config import Config, check_clip, validate_sample
+from text2sign.config import Config, check_clip, validate_sample, validate_student
 from text2sign.data.dataset import to_uint8
 from text2sign.device import pick_device
 from text2sign.diffusion import sample
@@ -248,6 +248,7 @@ class Text2SignPipeline:
         if sampler is not None and sampler != "ddim" and eta is None:
             sc = replace(sc, eta=0.0)  # the model's DDIM eta does not carry over to another sampler
         validate_sample(sc)
+        validate_student(sc, self.config.distill)
         sampler, steps, guidance, eta = sc.sampler, sc.steps, sc.guidance, sc.eta
         lengths = self.lengths(texts, num_frames, seconds)
         channels, side = diffusion_space(self.config)
@@ -264,11 +265,13 @@ class Text2SignPipeline:
                 chunk = [texts[i] for i in chunk_at]
                 chunk_generator = generator or torch.Generator().manual_seed(seed + chunk_at[0])
                 cond = self.conditioner(chunk)
-                uncond = self.conditioner.null(len(chunk)) if guidance != 1.0 else None
+                unguided = guidance == 1.0 or sampler == "lcm"  # lcm: guidance is an input
+                uncond = None if unguided else self.conditioner.null(len(chunk))
                 shape = (len(chunk), channels, frames, side, side)
                 x = sample(self.denoiser, cond, shape, self.config.diffusion, uncond=uncond,
                            sampler=sampler, steps=steps, guidance=guidance, eta=eta,
-                           generator=chunk_generator, device=self.device, progress=progress)
+                           generator=chunk_generator, device=self.device, progress=progress,
+                           grid=self.config.distill.grid)
                 if self.autoencoder is not None:
                     x = self.autoencoder.decode(x)  # (B, 3, T, H, W)
                 for i, video in zip(chunk_at, videos_to_uint8(x), strict=True):

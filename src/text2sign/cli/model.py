@@ -42,6 +42,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_quiet(p)
     p.set_defaults(func=run_train)
 
+    p = sub.add_parser("distill", help="distil a model into a few-step student (guidance "
+                       "folded in)", description="Latent consistency distillation of a text2sign "
+                       "model folder (the teacher) into a student that samples in --steps steps, "
+                       "one denoiser evaluation each, on the teacher's training data. The "
+                       "student is OUT/model, an ordinary model folder.")
+    p.add_argument("--model", help="the teacher: model folder, run folder or Hugging Face Hub id "
+                   "(on --resume: the run's own)")
+    p.add_argument("--out", required=True, help="run folder; its model/ is the student")
+    p.add_argument("--steps", type=int,
+                   help="the student's sampler steps: 1, 2 or 4 (default 4; on --resume: the "
+                   "run's own)")
+    p.add_argument("--data", help="clip folder or cache (default: the teacher's data.path)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set train.max_steps=4000 (repeatable)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                   help="continue the run in --out from its latest checkpoint (or the one given)")
+    p.add_argument("--minutes", type=float, help="stop and save after this many minutes")
+    p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
+    add_quiet(p)
+    p.set_defaults(func=run_distill)
+
     p = sub.add_parser("sample", help="generate clips from text with a trained model")
     p.add_argument("texts", nargs="+", metavar="TEXT", help='what to sign, e.g. "hello" A B')
     p.add_argument("--model", help="model folder, run folder or Hugging Face Hub id (default: "
@@ -126,6 +147,45 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     print(f"model: {model}\nsample: text2sign sample --model {model} \"A\"\n"
           f"watch:  tensorboard --logdir {out}")
+    return 0
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    # torch, accelerate: imported when the command runs, so `text2sign --help` stays fast
+    from text2sign.config import apply_overrides
+    from text2sign.distillation import distill, student_config
+    from text2sign.model_folder.folder import find_model_folder, read_model_info
+    from text2sign.run_state import read_run_config, resume_config
+
+    out = Path(args.out)
+    run = read_run_config(out, args.resume) if args.resume else None
+    if run is None and args.model is None:
+        raise ValueError("--model is missing: name the teacher model folder to distil")
+    teacher = find_model_folder(args.model) if args.model else Path(run.distill.teacher)
+    if run is not None and args.model and teacher.resolve() != Path(
+            run.distill.teacher).resolve():
+        raise ValueError(f"--model {args.model!r} is not the teacher of the run in {str(out)!r} "
+                         f"({run.distill.teacher!r}); drop --model, or start a new --out")
+    if run is None:
+        cfg = student_config(read_model_info(teacher).config, teacher,
+                             4 if args.steps is None else args.steps, args.overrides,
+                             data=args.data)
+    elif args.steps is not None and args.steps != run.distill.steps:
+        raise ValueError(f"--steps {args.steps} differs from the run in {str(out)!r} (distilled "
+                         f"for {run.distill.steps}); drop --steps, or start a new --out")
+    else:  # the command line changes the run's own config
+        cfg = apply_overrides(run, args.overrides) if args.overrides else run
+    if args.minutes is not None:
+        cfg = replace(cfg, train=replace(cfg.train, max_minutes=args.minutes))
+    cfg = resume_config(cfg, out, args.resume, data=args.data)
+    if not Path(cfg.data.path).exists():
+        raise FileNotFoundError(f"the teacher's data {cfg.data.path!r} does not exist; pass "
+                                "--data DIR, the clips the teacher was trained on")
+    model = distill(cfg, out, resume=args.resume, progress=shows_progress(args),
+                    device=args.device, quiet=args.quiet,
+                    command=getattr(args, "command_line", None))
+    print(model if args.quiet else f"student: {model}\nsample: text2sign sample --model {model} "
+          f"\"A\"\nwatch:  tensorboard --logdir {out}")
     return 0
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from text2sign.config import ModelConfig
+from text2sign.config import Config, ModelConfig
 from text2sign.model_folder.info import ModelInfo
 from text2sign.models.registry import preset_params
 from text2sign.report import (
@@ -138,12 +138,22 @@ def model_card(info: ModelInfo, folder: str | Path, texts: list[str] | None = No
     lines.append(f"- diffusion: {diff.prediction_type}, {diff.beta_schedule} betas; "
                  f"sampling {sampling.sampler} {sampling.steps} steps, guidance "
                  f"{sampling.guidance}")
+    if cfg.distill.steps is not None:
+        lines.append(f"- {student_line(cfg)}")
     lines += ["", "## Evaluation", "", *_evaluation(info, folder), ""]
     if sample:
         lines += ["## Sample", "", f"![real and generated clips]({SAMPLE_FILE})", "",
                   "Each row: a real clip (green frame), then clips generated from its text.", ""]
     lines += ["## Limitations", "", *_limitations(info, texts), ""]
     return "\n".join(lines)
+
+
+def student_line(cfg: Config) -> str:
+    """What a distilled student is: its teacher, method and steps."""
+    dc = cfg.distill
+    return (f"distilled from teacher `{dc.teacher}` by {dc.method} (latent consistency "
+            f"distillation, guidance {dc.guidance_min:g}-{dc.guidance_max:g} folded in) for "
+            f"{dc.steps} step(s), one denoiser evaluation each")
 
 
 def or_unknown(value: Any) -> Any:

@@ -54,7 +54,8 @@ class ModelInfo:
                 f"text2sign reads ({MODEL_VERSION} or older); upgrade text2sign"
             )
         config = raw.get("config")
-        missing = [k for k in Config().to_dict() if not isinstance(config, dict) or k not in config]
+        sections = [k for k in Config().to_dict() if k != "distill"]  # older folders lack it
+        missing = [k for k in sections if not isinstance(config, dict) or k not in config]
         if missing:
             raise DamagedFile(f"{where!r} has no {missing} section(s) in its config; {RETRAIN}")
         try:

@@ -18,6 +18,7 @@ from text2sign.models.layers import (
     FRAME_CONTEXT_FEATURES,
     Attention,
     FeedForward,
+    GuidanceEmbedding,
     MonotonicAlignment,
     TimestepEmbedding,
     check_frame_context,
@@ -25,6 +26,7 @@ from text2sign.models.layers import (
     checkpointed,
     frame_context,
     frame_text,
+    guidance_of,
     inverse_softplus,
     modulate,
     sincos_1d,
@@ -125,6 +127,7 @@ class DiT3D(nn.Module):
         positions: str = "input",
         alignment: str = "none",
         frame_context: bool = False,
+        guidance_embed: bool = False,
     ) -> None:
         super().__init__()
         if alignment not in ("none", "monotonic"):
@@ -144,12 +147,16 @@ class DiT3D(nn.Module):
         }
         if frame_context:  # folders written before it existed have none
             self.config["frame_context"] = True
+        if guidance_embed:  # a distilled student: the guidance scale is an input
+            self.config["guidance_embed"] = True
         self.in_channels = in_channels
         self.gradient_checkpointing = False
         cube = (tubelet, patch_size, patch_size)
         self.x_embed = nn.Conv3d(in_channels, hidden_size, cube, stride=cube)
         self.t_embed = TimestepEmbedding(hidden_size)
         self.y_embed = nn.Linear(text_dim, hidden_size)  # pooled text joins the timestep signal
+        if guidance_embed:
+            self.guidance_embed = GuidanceEmbedding(hidden_size)
         self.blocks = nn.ModuleList(
             DiTBlock(hidden_size, num_heads, text_dim, mlp_ratio, temporal=i % 2 == 1,
                      cross_attention=cross_attention, aligned=alignment == "monotonic")
@@ -191,6 +198,9 @@ class DiT3D(nn.Module):
         if self.config.get("frame_context"):
             nn.init.zeros_(self.frame_context[-1].weight)
             nn.init.zeros_(self.frame_context[-1].bias)
+        if self.config.get("guidance_embed"):  # the student starts as its teacher
+            nn.init.zeros_(self.guidance_embed.mlp[-1].weight)
+            nn.init.zeros_(self.guidance_embed.mlp[-1].bias)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute block activations in backward: less memory, ~30% more compute."""
@@ -222,6 +232,8 @@ class DiT3D(nn.Module):
             h = h + (pos_t + sincos_2d(nh, nw, d, x.device)[None]).to(h.dtype)  # (B,T',H'W',D)
             pos_block = None
         c_emb = self.t_embed(t.expand(b) if t.ndim == 0 else t) + self.y_embed(text.pooled)
+        if self.config.get("guidance_embed"):
+            c_emb = c_emb + self.guidance_embed(guidance_of(text, b))
         if self.config["alignment"] == "monotonic":
             shares = frame_text(text.tokens, text.order, nt, self.frame_strength)  # (B, T', D)
             c_emb = c_emb[:, None] + self.frame_text(shares)  # (B, T', D)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +71,31 @@ class TimestepEmbedding(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         freqs = sinusoidal_embedding(t, self.freq_dim)  # (B, freq_dim) fp32
         return self.mlp(freqs.to(self.mlp[0].weight.dtype))  # (B, out_dim)
+
+
+class GuidanceEmbedding(nn.Module):
+    """Guidance scale w (B,) -> (B, out_dim), added to the timestep signal of a student with
+    guidance folded in (Meng et al. 2023, sec. 4.1; LCM's w-embedding, Luo et al. 2023, sec. 4.3).
+    Its last layer starts at zero, so a fresh student is exactly its teacher."""
+
+    def __init__(self, out_dim: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(freq_dim, out_dim), nn.SiLU(), zero_module(nn.Linear(out_dim, out_dim))
+        )
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        freqs = sinusoidal_embedding(w * 1000.0, self.freq_dim)  # (B, freq_dim) fp32, as LCM
+        return self.mlp(freqs.to(self.mlp[0].weight.dtype))  # (B, out_dim)
+
+
+def guidance_of(text: Any, batch: int) -> torch.Tensor:
+    """The (B,) guidance scales a guidance-folded student reads from its conditioning."""
+    if text.guidance is None:
+        raise ValueError("this denoiser has guidance folded in (a distilled student) and needs a "
+                         "guidance scale: sample it with sampler 'lcm'")
+    return text.guidance.expand(batch) if text.guidance.ndim == 0 else text.guidance
 
 
 class Attention(nn.Module):

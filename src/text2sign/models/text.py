@@ -23,6 +23,8 @@ class TextEmbedding:
     # CLS, special tokens, padding and the null condition. Aligned conditioning maps content
     # order onto time order; None (or all zeros) means "no order": nothing is aligned.
     order: torch.Tensor | None = None
+    # (B,) float: the guidance scale a student with guidance folded in reads (None otherwise)
+    guidance: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.order is None:
@@ -34,8 +36,9 @@ class TextEmbedding:
     def to(self, *args: Any, **kwargs: Any) -> TextEmbedding:
         """Move tokens and pooled like ``Tensor.to``; mask and order only change device."""
         tokens = self.tokens.to(*args, **kwargs)
+        guidance = self.guidance.to(tokens.device) if self.guidance is not None else None
         return TextEmbedding(tokens, self.mask.to(tokens.device), self.pooled.to(*args, **kwargs),
-                             self.order.to(tokens.device))
+                             self.order.to(tokens.device), guidance)
 
 
 def content_order(content: torch.Tensor) -> torch.Tensor:
@@ -52,18 +55,21 @@ def pad_to(emb: TextEmbedding, length: int) -> TextEmbedding:
     tokens = F.pad(emb.tokens, (0, 0, 0, length - current))  # (B, length, D)
     mask = F.pad(emb.mask, (0, length - current), value=False)  # (B, length)
     order = F.pad(emb.order, (0, length - current), value=0)  # (B, length)
-    return TextEmbedding(tokens, mask, emb.pooled, order)
+    return TextEmbedding(tokens, mask, emb.pooled, order, emb.guidance)
 
 
 def pad_and_cat(embs: list[TextEmbedding]) -> TextEmbedding:
     """Concatenate embeddings along the batch, padding to a shared length (CFG batching)."""
     length = max(e.tokens.shape[1] for e in embs)
     padded = [pad_to(e, length) for e in embs]
+    guided = [e.guidance is not None for e in embs]
+    assert all(guided) or not any(guided), "guidance scales on some embeddings only"
     return TextEmbedding(
         torch.cat([e.tokens for e in padded]),  # (sum B, L, D)
         torch.cat([e.mask for e in padded]),  # (sum B, L)
         torch.cat([e.pooled for e in padded]),  # (sum B, D)
         torch.cat([e.order for e in padded]),  # (sum B, L)
+        torch.cat([e.guidance for e in embs]) if all(guided) else None,  # (sum B,)
     )
 
 

@@ -20,6 +20,7 @@ from text2sign.models.layers import (
     FRAME_CONTEXT_FEATURES,
     Attention,
     FeedForward,
+    GuidanceEmbedding,
     MonotonicAlignment,
     TimestepEmbedding,
     check_frame_context,
@@ -28,6 +29,7 @@ from text2sign.models.layers import (
     frame_context,
     frame_text,
     group_norm,
+    guidance_of,
     inverse_softplus,
     sincos_1d,
     zero_module,
@@ -210,6 +212,7 @@ class UNet3D(nn.Module):
         dropout: float = 0.0,
         alignment: str = "none",
         frame_context: bool = False,
+        guidance_embed: bool = False,
     ) -> None:
         super().__init__()
         levels = len(channel_mult)
@@ -241,6 +244,8 @@ class UNet3D(nn.Module):
         }
         if frame_context:  # folders written before it existed have none
             self.config["frame_context"] = True
+        if guidance_embed:  # a distilled student: the guidance scale is an input
+            self.config["guidance_embed"] = True
         cfg = self.config
         self.in_channels = in_channels
         self.gradient_checkpointing = False
@@ -249,6 +254,8 @@ class UNet3D(nn.Module):
 
         self.time_embed = TimestepEmbedding(emb_dim)
         self.text_embed = nn.Linear(text_dim, emb_dim)  # pooled text joins the timestep signal
+        if guidance_embed:
+            self.guidance_embed = GuidanceEmbedding(emb_dim)
         if alignment == "monotonic":
             # Each frame's tokens join its own timestep signal (zero: starts as a no-op).
             self.frame_text = zero_module(nn.Linear(text_dim, emb_dim))
@@ -306,6 +313,8 @@ class UNet3D(nn.Module):
         s = self.config["stem"]
         ckpt = self.gradient_checkpointing
         emb = self.time_embed(t.expand(b) if t.ndim == 0 else t) + self.text_embed(text.pooled)
+        if self.config.get("guidance_embed"):
+            emb = emb + self.guidance_embed(guidance_of(text, b))
         if self.config["alignment"] == "monotonic":
             shares = frame_text(text.tokens, text.order, frames, self.frame_strength)  # (B,T,D)
             emb = emb[:, None] + self.frame_text(shares)  # (B, T, E)

@@ -156,7 +156,7 @@ class Service:
                       "sampler": cfg.sample.sampler, "steps": cfg.sample.steps,
                       "guidance": cfg.sample.guidance, "device": describe_device(self.pipe.device)},
             "limits": {"max_chars": self.limits.max_chars, "max_bytes": self.max_bytes,
-                       "max_steps": self.limits.max_steps,
+                       "max_steps": cfg.distill.steps or self.limits.max_steps,
                        "max_guidance": self.limits.max_guidance,
                        "max_queue": self.limits.max_queue},
             "recognizer": self.reader_name,
@@ -197,7 +197,9 @@ class Service:
             self.pipe.lengths([text])
         except ValueError as err:
             raise ApiError(400, str(err)[:300]) from None
-        steps = _number(body, "steps", cfg.steps, int, 1, lim.max_steps)
+        # a distilled student samples in at most the steps it was distilled for
+        max_steps = self.pipe.config.distill.steps or lim.max_steps
+        steps = _number(body, "steps", cfg.steps, int, 1, max_steps)
         guidance = _number(body, "guidance", cfg.guidance, float, 0.0, lim.max_guidance)
         seed = _number(body, "seed", 0, int, 0, 2**31 - 1)
         return GenerateRequest(text, int(steps), float(guidance), int(seed))
