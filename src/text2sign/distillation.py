@@ -10,9 +10,7 @@ with the "lcm" sampler in ``distill.steps`` steps, one denoiser evaluation a ste
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,14 +25,13 @@ from text2sign.build import build_denoiser
 from text2sign.config import DISTILL_STEPS, Config, DistillConfig, apply_overrides
 from text2sign.cuda import adamw
 from text2sign.device import describe_device
-from text2sign.files import clean_leftovers, keep_log
+from text2sign.files import keep_log
 from text2sign.model_folder.folder import check_fit, save_model_folder
 from text2sign.model_folder.info import ModelInfo
 from text2sign.pipeline import Text2SignPipeline, trainable_state
-from text2sign.run_control import StopRequest, run_lock
+from text2sign.run_control import StopRequest
 from text2sign.run_state import (
     CHECKPOINT_PREFIX,
-    load_resume,
     optimizer_from_tensors,
     prune_checkpoints,
     save_training_state,
@@ -49,13 +46,13 @@ from text2sign.training import (
     flat_hparams,
     log_scalars,
     lr_at,
-    make_accelerator,
     make_batches,
     make_sampler,
     micro_batches,
     open_training_data,
     sample_and_evaluate,
     split_state,
+    started_run,
     train_step,
 )
 
@@ -209,16 +206,7 @@ def distill(cfg: Config, out: str | Path, resume: bool | str | Path = False,
     run's own on resume); returns the model folder ``out/model``."""
     out = Path(out)
     teacher, text_state = load_teacher(cfg.distill.teacher)
-    checkpoint, state = load_resume(out, resume)
-    tracker_names(cfg.train.report_to)  # a missing W&B fails before any work
-    accelerator = make_accelerator(cfg.train, out, device,
-                                   resume_step=state["meta"]["step"] if state else 0)
-    main = accelerator.is_main_process
-    quiet = not progress if quiet is None else quiet
-    with run_lock(out) if main else contextlib.nullcontext():
-        if main:
-            for line in clean_leftovers(out) + clean_leftovers(out / "checkpoints"):
-                print(line, file=sys.stderr)
+    with started_run(cfg, out, resume, device) as (accelerator, checkpoint, state):
         return _distill(cfg, out, accelerator, checkpoint, state, teacher, text_state, progress,
                         command)
 

@@ -542,6 +542,23 @@ def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int]
     return ae.eval(), {"facts": facts, "minutes_this_run": facts["seconds"] / 60}
 
 
+@contextlib.contextmanager
+def started_run(cfg: Config, out: Path, resume: bool | str | Path, device: str | None
+                ) -> Iterator[tuple[Any, Path | None, dict | None]]:
+    """(accelerator, checkpoint, state) of a run starting or resuming in ``out``, with the run
+    folder locked and what a killed run left half-written cleaned (training and distillation)."""
+    checkpoint, state = load_resume(out, resume)
+    tracker_names(cfg.train.report_to)  # a missing W&B fails before any work
+    accelerator = make_accelerator(cfg.train, out, device,
+                                   resume_step=state["meta"]["step"] if state else 0)
+    main = accelerator.is_main_process
+    with run_lock(out) if main else contextlib.nullcontext():
+        if main:
+            for line in clean_leftovers(out) + clean_leftovers(out / "checkpoints"):
+                print(line, file=sys.stderr)
+        yield accelerator, checkpoint, state
+
+
 def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progress: bool = True,
           device: str | None = None, quiet: bool | None = None,
           command: str | None = None) -> Path:
@@ -557,16 +574,8 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     cleaned first.
     """
     out = Path(out)
-    checkpoint, state = load_resume(out, resume)
-    tracker_names(cfg.train.report_to)  # a missing W&B fails before any work
-    accelerator = make_accelerator(cfg.train, out, device,
-                                   resume_step=state["meta"]["step"] if state else 0)
-    main = accelerator.is_main_process
     quiet = not progress if quiet is None else quiet
-    with run_lock(out) if main else contextlib.nullcontext():
-        if main:
-            for line in clean_leftovers(out) + clean_leftovers(out / "checkpoints"):
-                print(line, file=sys.stderr)
+    with started_run(cfg, out, resume, device) as (accelerator, checkpoint, state):
         try:
             return _train(cfg, out, accelerator, checkpoint, state, progress, quiet, command)
         except Exception as err:
