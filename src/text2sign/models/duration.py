@@ -17,7 +17,7 @@ UNITS = ("chars", "words")
 RIDGE = 1e-3  # keeps rare units near the mean instead of fitting one clip's noise
 
 
-def text_units(text: str, units: str) -> list[str]:
+def duration_units(text: str, units: str) -> list[str]:
     """The units a text is timed by: its characters (spaces too: a word boundary is a hold),
     or its whitespace-separated words."""
     if units not in UNITS:
@@ -47,12 +47,12 @@ class DurationModel:
         if len(texts) != len(lengths) or not texts:
             raise ValueError(f"duration fit needs one length per text, got {len(texts)} texts "
                              f"and {len(lengths)} lengths")
-        vocab = sorted({u for t in texts for u in text_units(t, units)})
+        vocab = sorted({u for t in texts for u in duration_units(t, units)})
         column = {u: k + 1 for k, u in enumerate(vocab)}
         counts = np.zeros((len(texts), len(vocab) + 1))  # (N, 1 + V): a constant, then counts
         counts[:, 0] = 1.0
         for row, text in enumerate(texts):
-            for u in text_units(text, units):
+            for u in duration_units(text, units):
                 counts[row, column[u]] += 1
         y = np.asarray(lengths, np.float64)  # (N,)
         ridge = RIDGE * len(texts) * np.eye(len(vocab) + 1)
@@ -66,7 +66,7 @@ class DurationModel:
         """The predicted frame count of ``text``, at least 1 (it may exceed ``max_frames``:
         the caller decides what to do then)."""
         total = self.base + sum(self.per_unit.get(u, self.unknown)
-                                for u in text_units(text, self.units))
+                                for u in duration_units(text, self.units))
         return max(1, round(total))
 
     def seconds(self, text: str) -> float:
@@ -87,5 +87,5 @@ class DurationModel:
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{where} is not a duration model ({err}); the model folder is "
                              "damaged: copy it again or retrain it") from None
-        text_units("", model.units)  # refuses unknown units
+        duration_units("", model.units)  # refuses unknown units
         return model
