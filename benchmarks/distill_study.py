@@ -1,39 +1,43 @@
 """A distilled student beside its teacher: denoiser evaluations, seconds and back-translation.
 
-    python benchmarks/distill_study.py --teacher shipped --student runs/distill-4/model \
-        --data data/asl-words --recognizer src/text2sign/assets/recognizer \
-        [--groups unseen] [--max-texts 40] [--seed 0]
+    python benchmarks/distill_study.py --teacher shipped:demo --student shipped:student \
+        --data data/asl-phrases --recognizer src/text2sign/assets/recognizer \
+        [--groups unseen,unseen-long,unseen-phrases] [--max-texts 20] [--card]
 
-Rows: the teacher at 25 DPM-Solver++ steps with its guidance (its default), at 4 and 8 steps,
-and the student at 1, 2 and 4 steps (those it was distilled for). Each is evaluated with
-`text2sign.evaluation.evaluate` on the same texts (``--groups``, ``--max-texts``) and seed, read
-back by the same sequence recognizer (its ceiling: the recognizer on real clips of those texts).
-Denoiser evaluations are counted, not computed: every call of the denoiser's forward, per clip.
-Markdown to stdout, the machine below the table; each report is kept under ``--out``.
+Rows: the teacher at its own sampler (DPM-Solver++ 25 steps with guidance), at 8 and 4 steps,
+and the student at 1, 2 and 4 steps (those it was distilled for), at the teacher's guidance
+scale. Every row generates the same texts (the first ``--max-texts`` of each group,
+`evaluate.text_groups`) with the same noise (a call of 4 texts is seeded by the index of its
+first text), each as long as the teacher's duration model says, read back by the same sequence
+recognizer; the ceiling is that recognizer on the corpus's real clips of those texts. Denoiser
+evaluations are counted, not computed: every clip a denoiser's forward is called on, per clip
+made. Markdown to stdout, the machine below the table. ``--card`` records the student's row at
+its own steps in its card (a student folder must not be the shipped one unless meant).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-TEACHER_STEPS = (25, 4, 8)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from length_readback import ceiling, read_back  # noqa: E402 (a sibling benchmark)
+
+TEACHER_STEPS = (25, 8, 4)
 STUDENT_STEPS = (1, 2, 4)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--teacher", required=True, help="teacher model folder, or 'shipped'")
-    p.add_argument("--student", required=True, help="the student's model folder")
+    p.add_argument("--teacher", required=True, help="teacher model folder or shipped:NAME")
+    p.add_argument("--student", required=True, help="the student's model folder or shipped:NAME")
     p.add_argument("--data", help="clip folder (default: the teacher's data.path)")
-    p.add_argument("--recognizer", help="sequence recognizer folder (default: the corpus's "
-                   "own, trained on first use)")
-    p.add_argument("--groups", default="unseen")
-    p.add_argument("--max-texts", type=int, default=40)
-    p.add_argument("--per-text", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/distill-study")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--recognizer", required=True, help="sequence recognizer folder")
+    p.add_argument("--groups", default="unseen,unseen-long,unseen-phrases")
+    p.add_argument("--max-texts", type=int, default=20)
+    p.add_argument("--card", action="store_true",
+                   help="record the student's back-translation at its own steps in its card")
     return p.parse_args(argv)
 
 
@@ -42,6 +46,7 @@ class CountCalls:
 
     def __init__(self, denoiser) -> None:
         self.clips = 0
+        self.denoiser = denoiser
         self.forward = denoiser.forward
         denoiser.forward = self
 
@@ -49,54 +54,77 @@ class CountCalls:
         self.clips += x.shape[0]
         return self.forward(x, t, text)
 
+    def restore(self) -> None:
+        self.denoiser.forward = self.forward
+
 
 def main(argv: list[str] | None = None) -> int:
     from text2sign.data.dataset import open_data
     from text2sign.device import describe_device
-    from text2sign.evaluation.evaluate import evaluate
+    from text2sign.evaluation.evaluate import text_groups
     from text2sign.evaluation.sequence import SequenceRecognizer
-    from text2sign.model_folder.folder import model_or_shipped
+    from text2sign.model_folder.folder import training_texts
     from text2sign.pipeline import Text2SignPipeline
-    from text2sign.report import fmt_number
+    from text2sign.report import GROUP_NAMES, fmt_number
 
     args = parse_args(argv)
-    teacher = Text2SignPipeline.from_pretrained(
-        model_or_shipped(None if args.teacher == "shipped" else args.teacher), device=args.device)
-    student = Text2SignPipeline.from_pretrained(args.student, device=args.device)
+    teacher = Text2SignPipeline.from_pretrained(args.teacher, device="cpu")
+    student = Text2SignPipeline.from_pretrained(args.student, device="cpu")
+    if student.config.distill.steps is None:
+        raise ValueError(f"--student {args.student!r} is not a distilled student (no "
+                         "distill.steps in its config); distil one with `text2sign distill`")
     cache = open_data(teacher.config.data, progress=False, path=args.data)
-    sequence = (SequenceRecognizer.load(args.recognizer, teacher.device) if args.recognizer
-                else None)
-    runs = [("teacher", teacher, "dpm++", k, teacher.config.sample.guidance)
-            for k in TEACHER_STEPS]
-    runs += [("student", student, "lcm", k, student.config.sample.guidance)
-             for k in STUDENT_STEPS if k <= student.config.distill.steps]
-    rows = []
-    for name, pipe, sampler, steps, guidance in runs:
-        counter = CountCalls(pipe.denoiser)
-        report = evaluate(pipe, cache, Path(args.out) / f"{name}-{sampler}-{steps}",
-                          per_text=args.per_text, sampler=sampler, steps=steps,
-                          guidance=guidance, seed=args.seed, sequence_recognizer=sequence,
-                          max_texts=args.max_texts, only=args.groups.split(","),
-                          progress=False, name=f"{name} {steps} steps")
-        pipe.denoiser.forward = counter.forward
-        groups = report["back_translation"]["groups"]
-        clips = sum(g["texts"] for g in groups.values()) * args.per_text
-        for group, g in groups.items():
-            rows.append([name, f"{sampler} {steps}", f"{guidance:g}", group, str(g["texts"]),
-                         fmt_number(counter.clips / max(clips, 1), 1),
-                         fmt_number(report["seconds_per_clip"], 2),
-                         fmt_number(g["cer"]), fmt_number(g["ceiling_cer"]),
-                         fmt_number(g["exact"]), fmt_number(g["ceiling_exact"])])
-        print(f"{name} {sampler} {steps}: done", flush=True)
+    rec = SequenceRecognizer.load(args.recognizer)
+    picked = text_groups(list(cache.texts), training_texts(teacher.info, teacher.training_texts),
+                         args.max_texts)
+    groups = {g: picked[g] for g in args.groups.split(",") if picked.get(g)}
+    if not groups:
+        raise ValueError(f"the corpus has no texts in the groups {args.groups!r}")
+    ceilings = {g: ceiling(rec, cache, texts) for g, texts in groups.items()}
+    guidance = teacher.config.sample.guidance
+    runs = [("teacher", teacher, "dpm++", k) for k in TEACHER_STEPS]
+    runs += [("student", student, "lcm", k) for k in STUDENT_STEPS
+             if k <= student.config.distill.steps]
+    rows, report = [], {"back_translation": {"units": "chars", "groups": {}},
+                        "duration": {"groups": {}}}
+    for name, pipe, sampler, steps in runs:
+        for group, texts in groups.items():
+            counter = CountCalls(pipe.denoiser)
+            row = read_back(pipe, cache, rec, texts, sampler=sampler, steps=steps,
+                            guidance=guidance) | ceilings[group]
+            counter.restore()
+            rows.append([name, f"{sampler} {steps}", f"{guidance:g}",
+                         GROUP_NAMES.get(group, group), str(len(texts)),
+                         fmt_number(counter.clips / len(texts), 0),
+                         fmt_number(row["seconds_per_clip"], 2),
+                         fmt_number(row["cer"]), fmt_number(row["ceiling_cer"]),
+                         fmt_number(row["exact"]), fmt_number(row["ceiling_exact"])])
+            print(" | ".join(rows[-1]), flush=True)
+            if name == "student" and steps == student.config.distill.steps:
+                report["back_translation"]["groups"][group] = {
+                    key: row[key] for key in ("texts", "cer", "exact", "ceiling_cer",
+                                              "ceiling_exact", "ceiling_clips")
+                } | {"clips": len(texts)}
+                if "duration_ratio" in row:
+                    report["duration"]["groups"][group] = {
+                        "texts": len(texts), "ratio": row["duration_ratio"],
+                        "frame_error": row["frame_error"], "real_frames": row["real_frames"]}
     header = ["model", "sampler", "guidance", "group", "texts", "evaluations/clip", "s/clip",
               "CER", "ceiling CER", "exact", "ceiling exact"]
-    print()
-    print("| " + " | ".join(header) + " |")
+    print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print(f"\n{args.per_text} clip per text, seed {args.seed}, teacher {teacher.folder}, "
-          f"student {student.folder}, {describe_device(teacher.device)}")
+    device = describe_device(teacher.device)
+    print(f"\none clip per text (calls of 4 texts), teacher {args.teacher}, student "
+          f"{args.student}, {device}")
+    if args.card:
+        from text2sign.model_folder.folder import add_evaluation
+
+        report.update(device=device, sampler="lcm", steps=student.config.distill.steps,
+                      guidance=guidance)
+        add_evaluation(student.folder, report, "python benchmarks/distill_study.py " +
+                       " ".join(sys.argv[1:] if argv is None else argv))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Back-translation of unseen texts per group, for models side by side, without the classifier.
 
     python benchmarks/length_readback.py --data data/asl-phrases --max-texts 20 \
-        --model shipped --recognizer src/text2sign/assets/recognizer \
+        --model shipped:demo --recognizer src/text2sign/assets/recognizer \
         --groups unseen,unseen-long,unseen-phrases \
         --model OLD_28_FRAME_MODEL --recognizer src/text2sign/assets/recognizer-28f \
         --groups unseen,unseen-long
@@ -24,7 +24,8 @@ import time
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True)
-    p.add_argument("--model", action="append", required=True, help="a model folder or 'shipped'")
+    p.add_argument("--model", action="append", required=True,
+                   help="a model folder, shipped:NAME, or 'shipped' (the default model)")
     p.add_argument("--recognizer", action="append", required=True)
     p.add_argument("--groups", action="append", required=True, help="comma-separated, per model")
     p.add_argument("--max-texts", type=int, default=20)
@@ -37,14 +38,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def real_clips(cache, texts: list[str]) -> list[int]:
+    """The corpus's clips of ``texts`` (the ceiling's)."""
+    wanted = set(texts)
+    return [i for i, t in enumerate(cache.texts) if t in wanted]
+
+
+def ceiling(rec, cache, texts: list[str]) -> dict:
+    """The recognizer on the corpus's real clips of ``texts``: CER, exact, how many clips."""
+    from text2sign.evaluation.metrics import error_rate, exact_accuracy
+    from text2sign.evaluation.sequence import read_clips
+
+    real = real_clips(cache, texts)
+    hyps = read_clips(rec, cache, real, batch_size=8)
+    refs = [cache.texts[i] for i in real]
+    return {"ceiling_cer": error_rate(refs, hyps), "ceiling_exact": exact_accuracy(refs, hyps),
+            "ceiling_clips": len(real)}
+
+
+def read_back(pipe, cache, rec, texts: list[str], batch: int = 4, **sampling) -> dict:
+    """One clip per text, ``batch`` texts a call (a call's seed: the index of its first text,
+    so every model gets the same noise per text), read back by ``rec``; CER, exact, seconds per
+    clip, the readings, and for a model timed by its text the generated / real duration and the
+    mean absolute frame error. ``sampling``: sampler, steps, guidance (default: the model's)."""
     import numpy as np
 
+    from text2sign.evaluation.metrics import error_rate, exact_accuracy
+
+    start, clips = time.perf_counter(), []
+    for i in range(0, len(texts), batch):
+        clips += list(pipe(texts[i:i + batch], seed=i, batch_size=batch, **sampling))
+    seconds = (time.perf_counter() - start) / len(texts)
+    same = len({len(c) for c in clips}) == 1
+    hyps = [r for r, _ in rec.read(np.stack(clips) if same else clips, batch_size=8)]
+    row = {"texts": len(texts), "cer": error_rate(texts, hyps),
+           "exact": exact_accuracy(texts, hyps), "seconds_per_clip": seconds,
+           "readings": dict(zip(texts, hyps, strict=True))}
+    if pipe.fps is not None:
+        lengths: dict[str, list[int]] = {}
+        for i in real_clips(cache, texts):
+            lengths.setdefault(cache.texts[i], []).append(cache.lengths[i])
+        real = [float(np.mean(lengths[t])) for t in texts]
+        row["duration_ratio"] = float(np.mean([len(c) / r for c, r in zip(clips, real,
+                                                                            strict=True)]))
+        row["frame_error"] = float(np.mean([abs(len(c) - r) for c, r in zip(clips, real,
+                                                                           strict=True)]))
+        row["real_frames"] = float(np.mean(real))
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
     from text2sign.data.dataset import open_data
     from text2sign.device import describe_device
     from text2sign.evaluation.evaluate import text_groups
-    from text2sign.evaluation.metrics import error_rate, exact_accuracy
-    from text2sign.evaluation.sequence import SequenceRecognizer, read_clips
+    from text2sign.evaluation.sequence import SequenceRecognizer
     from text2sign.model_folder.folder import training_texts
     from text2sign.pipeline import Text2SignPipeline
     from text2sign.report import GROUP_NAMES, fmt_number
@@ -66,30 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             texts = picked.get(group, [])
             if not texts:
                 continue
-            start, clips = time.perf_counter(), []
-            for i in range(0, len(texts), 4):
-                clips += list(pipe(texts[i:i + 4], seed=i, batch_size=4))
-            seconds = (time.perf_counter() - start) / len(texts)
-            same = len({len(c) for c in clips}) == 1
-            hyps = [r for r, _ in rec.read(np.stack(clips) if same else clips, batch_size=8)]
-            real = [i for i, t in enumerate(cache.texts) if t in set(texts)]
-            real_hyps = read_clips(rec, cache, real, batch_size=8)
-            real_refs = [cache.texts[i] for i in real]
-            row = {"texts": len(texts), "cer": error_rate(texts, hyps),
-                   "exact": exact_accuracy(texts, hyps),
-                   "ceiling_cer": error_rate(real_refs, real_hyps),
-                   "ceiling_exact": exact_accuracy(real_refs, real_hyps),
-                   "ceiling_clips": len(real), "seconds_per_clip": seconds,
-                   "readings": dict(zip(texts, hyps, strict=True))}
-            if pipe.fps is not None:
-                lengths: dict[str, list[int]] = {}
-                for i in real:
-                    lengths.setdefault(cache.texts[i], []).append(cache.lengths[i])
-                made = [len(c) / np.mean(lengths[t]) for t, c in zip(texts, clips, strict=True)]
-                error = [abs(len(c) - np.mean(lengths[t]))
-                         for t, c in zip(texts, clips, strict=True)]
-                row["duration_ratio"], row["frame_error"] = float(np.mean(made)), float(
-                    np.mean(error))
+            row = read_back(pipe, cache, rec, texts) | ceiling(rec, cache, texts)
             out[f"{name} | {group}"] = row
             report["back_translation"]["groups"][group] = {
                 key: row[key] for key in ("texts", "cer", "exact", "ceiling_cer",
@@ -97,14 +121,14 @@ def main(argv: list[str] | None = None) -> int:
             if "duration_ratio" in row:
                 report["duration"]["groups"][group] = {
                     "texts": len(texts), "ratio": row["duration_ratio"],
-                    "frame_error": row["frame_error"], "real_frames": float(np.mean(
-                        [np.mean(lengths[t]) for t in texts]))}
+                    "frame_error": row["frame_error"], "real_frames": row["real_frames"]}
             timing = f"{pipe.fps:g} fps" if pipe.fps else f"{pipe.frames} frames"
             rows.append([name, timing, GROUP_NAMES.get(group, group), str(len(texts)),
                          fmt_number(row["cer"]), fmt_number(row["ceiling_cer"]),
                          fmt_number(row["exact"]), fmt_number(row["ceiling_exact"]),
                          fmt_number(row.get("duration_ratio")),
-                         fmt_number(row.get("frame_error"), 2), f"{seconds:.2f}"])
+                         fmt_number(row.get("frame_error"), 2),
+                         f"{row['seconds_per_clip']:.2f}"])
             print(" | ".join(rows[-1]), flush=True)
         if args.card and k == 0:
             from text2sign.model_folder.folder import add_evaluation

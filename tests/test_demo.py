@@ -101,6 +101,7 @@ def test_demo_with_a_given_model_and_recognizer_reuses_them(trained_demo, capsys
 
 def test_demo_without_shipped_model_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.setattr(shipped, "model", lambda: tmp_path / "missing")
+    monkeypatch.setattr(shipped, "student", lambda: tmp_path / "missing-student")
     with pytest.raises(FileNotFoundError, match="demo --train"):
         demo.run_demo(tmp_path / "out", progress=False)
 

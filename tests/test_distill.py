@@ -4,6 +4,7 @@ and the refusals."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -153,7 +154,6 @@ def test_distill_refusals_are_one_line(teacher, tmp_path, capsys):
     cfg = Text2SignPipeline.from_pretrained(teacher).config
     info = Text2SignPipeline.from_pretrained(teacher).info
     other = tiny_config(cfg.data.path, max_steps=1)
-    from dataclasses import replace
     other = replace(other, model=replace(other.model, arch="diffusers-unet3d"))
     with pytest.raises(ValueError, match="has denoiser 'diffusers-unet3d'.*unet3d or dit3d"):
         check_teacher(other, info, "m")
@@ -175,3 +175,38 @@ def test_cli_distill_then_resume_keeps_the_runs_settings(teacher, tmp_path, caps
     assert student.config.train.lr == 1e-4  # the student's own, not the teacher's
     assert main(["distill", "--out", out, "--resume", "--steps", "2", "--quiet"]) == 2
     assert "--steps 2 differs from the run" in capsys.readouterr().err
+
+
+def test_student_refuses_a_guidance_it_was_not_taught(student):
+    s = Text2SignPipeline.from_pretrained(student)
+    dc = s.config.distill
+    assert (dc.guidance_min, dc.guidance_max) == (1.0, 6.0)
+    with pytest.raises(ValueError, match="guidance=9: this student was taught guidance 1 to 6"):
+        s(["A"], guidance=9.0)
+
+
+def test_student_is_taught_its_teachers_own_guidance(teacher):
+    cfg = Text2SignPipeline.from_pretrained(teacher).config
+    strong = replace(cfg, sample=replace(cfg.sample, guidance=7.0))
+    dc = student_config(strong, teacher, 4).distill
+    assert (dc.guidance_min, dc.guidance_max) == (1.0, 7.0)
+    dc = student_config(strong, teacher, 4, ["distill.guidance_min=4",
+                                             "distill.guidance_max=8"]).distill
+    assert (dc.guidance_min, dc.guidance_max) == (4.0, 8.0)
+
+
+def test_the_default_model_is_the_shipped_student_unless_asked_for_more(
+        teacher, student, monkeypatch):
+    from text2sign import shipped
+    from text2sign.model_folder.folder import model_or_shipped
+
+    monkeypatch.setattr(shipped, "student", lambda: student)
+    monkeypatch.setattr(shipped, "model", lambda: teacher)
+    assert model_or_shipped(None) == student
+    assert model_or_shipped(None, steps=2, guidance=3.0) == student
+    assert model_or_shipped(None, steps=25) == teacher  # beyond its 4 steps: the teacher
+    assert model_or_shipped(None, sampler="dpm++") == teacher
+    assert model_or_shipped(None, guidance=9.0) == teacher  # a scale it was not taught
+    assert model_or_shipped(str(teacher), steps=1) == teacher  # a named model is never swapped
+    monkeypatch.setattr(shipped, "student", lambda: teacher.parent / "absent")
+    assert model_or_shipped(None) == teacher  # installed without a student

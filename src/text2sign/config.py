@@ -487,6 +487,10 @@ def validate_student(sc: SampleConfig, dc: DistillConfig) -> None:
     if sc.steps > dc.steps:
         raise ValueError(f"steps={sc.steps}: this student was distilled for {dc.steps} step(s); "
                          f"use 1 to {dc.steps}, or sample its teacher {dc.teacher!r} for more")
+    if not dc.guidance_min <= sc.guidance <= dc.guidance_max:
+        raise ValueError(f"guidance={sc.guidance:g}: this student was taught guidance "
+                         f"{dc.guidance_min:g} to {dc.guidance_max:g}; choose a scale in that "
+                         f"range, or sample its teacher {dc.teacher!r}")
 
 
 def validate(cfg: Config) -> None:

@@ -118,7 +118,7 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
         folder = train_model(cfg, run, progress=progress, device=device)
         training_cache = open_data(cfg.data, progress=progress, path=corpus)
     else:
-        folder = Path(model) if model is not None else shipped.model()
+        folder = Path(model) if model is not None else shipped.default_model()
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(
                 f"no demo model at {str(folder)!r} (this text2sign was installed without it); "

@@ -80,7 +80,8 @@ def check_teacher(cfg: Config, info: ModelInfo, where: str) -> None:
 def student_config(teacher: Config, teacher_folder: str | Path, steps: int,
                    overrides: list[str] | None = None, data: str | Path | None = None) -> Config:
     """The teacher's config made a student's: the guidance embedding in the denoiser, the "lcm"
-    sampler at ``steps`` steps, `STUDENT_TRAIN`, then the ``--set`` overrides."""
+    sampler at ``steps`` steps, `STUDENT_TRAIN`, the guidance range widened to take the
+    teacher's own scale, then the ``--set`` overrides."""
     if steps not in DISTILL_STEPS:
         raise ValueError(f"--steps {steps}: the lcm student samples in "
                          f"{', '.join(map(str, DISTILL_STEPS))} steps; choose one of them")
@@ -91,7 +92,10 @@ def student_config(teacher: Config, teacher_folder: str | Path, steps: int,
         data=replace(teacher.data, path=str(data)) if data is not None else teacher.data,
         sample=replace(teacher.sample, sampler="lcm", steps=steps, eta=0.0),
         train=replace(teacher.train, **STUDENT_TRAIN, max_minutes=None),
-        distill=DistillConfig(steps=steps, teacher=str(teacher_folder)))
+        distill=DistillConfig(
+            steps=steps, teacher=str(teacher_folder),
+            guidance_min=min(DistillConfig.guidance_min, teacher.sample.guidance),
+            guidance_max=max(DistillConfig.guidance_max, teacher.sample.guidance)))
     return apply_overrides(cfg, overrides) if overrides else cfg
 
 

@@ -12,9 +12,16 @@ SHIPPED = "shipped:"  # a model named shipped:NAME is one of these, wherever tex
 
 
 def model() -> Path:
-    """The demo model (ASL letters and words, 28 frames at 128x128, latent unet3d with text
-    order aligned to time) inside the installed package."""
+    """The demo model (ASL letters, words, long words and phrases at 6.25 frames a second,
+    128x128, latent unet3d with text order aligned to time) inside the installed package: the
+    full sampler, and the teacher of `student`."""
     return ASSETS / "demo-model"
+
+
+def student() -> Path:
+    """The demo model distilled into a few-step student (guidance folded in): what every command
+    samples with when no model is named and the sampler settings asked fit it."""
+    return ASSETS / "demo-student"
 
 
 def letters_model() -> Path:
@@ -23,11 +30,24 @@ def letters_model() -> Path:
     return ASSETS / "letters-model"
 
 
-MODELS = {"demo": model, "words": model, "letters": letters_model}
+def default_model() -> Path:
+    """The model every command samples with when none is named: the student when this install
+    has it, else the demo model."""
+    return student() if (student() / "config.json").is_file() else model()
+
+
+MODELS = {"demo": model, "words": model, "student": student, "letters": letters_model}
+
+
+def is_shipped(folder: str | Path) -> bool:
+    """Whether a model folder is the demo model or its student (they share a recognizer)."""
+    where = Path(folder).resolve()
+    return where in (model().resolve(), student().resolve())
 
 
 def model_path(name: str | Path) -> Path:
-    """A model path as given, or ``shipped:demo`` / ``shipped:words`` / ``shipped:letters``."""
+    """A model path as given, or ``shipped:demo`` / ``shipped:words`` / ``shipped:student`` /
+    ``shipped:letters``."""
     text = str(name)
     if not text.startswith(SHIPPED):
         return Path(name)

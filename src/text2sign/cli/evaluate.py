@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate clips for every distinct text of a corpus and score them with a "
         "recognizer trained on the corpus's real clips (trained once, cached next to the clip "
         "cache). Writes report.json, report.md, contact.png and gifs/.")
-    p.add_argument("--model", help="model folder, run folder or Hugging Face Hub id (default: "
-                   "the ASL words model shipped with text2sign)")
+    p.add_argument("--model", help="model folder, run folder, Hugging Face Hub id or "
+                   "shipped:NAME (default: the shipped ASL model's few-step student, or its "
+                   "teacher shipped:demo when --sampler, --steps or --guidance ask for more)")
     p.add_argument("--data", required=True, metavar="DIR|CACHE",
                    help="the clip folder (NAME.gif + NAME.txt) or a prepared cache")
     p.add_argument("--per-text", type=int, default=4, metavar="K",
@@ -83,7 +84,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import evaluate, print_report
     from text2sign.evaluation.sequence import SequenceRecognizer
-    from text2sign.model_folder.folder import add_evaluation
+    from text2sign.model_folder.folder import add_evaluation, model_or_shipped
     from text2sign.pipeline import Text2SignPipeline
 
     if args.per_text < 1:
@@ -92,7 +93,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.max_texts is not None and args.max_texts < 1:
         raise ValueError(f"--max-texts {args.max_texts}: must be at least 1")
-    pipe = Text2SignPipeline.from_pretrained(args.model, device=args.device)  # found once
+    folder = model_or_shipped(args.model, args.sampler, args.steps, args.guidance)
+    pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)  # found once
     folder = pipe.folder
     if not args.quiet:
         print(f"model: {folder}")
@@ -118,7 +120,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     # torch: imported when the command runs, so `text2sign --help` stays fast
     from text2sign.build import build_config
     from text2sign.demo import run_demo
-    from text2sign.model_folder.folder import find_model_folder
+    from text2sign.model_folder.folder import model_or_shipped
 
     config = None
     if args.config is not None:
@@ -130,7 +132,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
                          "train a new one")
     model = None
     if args.model is not None:
-        model = find_model_folder(args.model)
+        model = model_or_shipped(args.model)
     run_demo(args.out, train=args.train, minutes=args.minutes, per_text=args.per_text,
              device=args.device, config=config, model=model, recognizer=args.recognizer,
              progress=shows_progress(args), quiet=args.quiet)

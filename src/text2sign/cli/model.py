@@ -65,8 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("sample", help="generate clips from text with a trained model")
     p.add_argument("texts", nargs="+", metavar="TEXT", help='what to sign, e.g. "hello" A B')
-    p.add_argument("--model", help="model folder, run folder or Hugging Face Hub id (default: "
-                   "the ASL words model shipped with text2sign)")
+    p.add_argument("--model", help="model folder, run folder, Hugging Face Hub id or "
+                   "shipped:NAME (default: the shipped ASL model's few-step student, or its "
+                   "teacher shipped:demo when --sampler, --steps or --guidance ask for more)")
     p.add_argument("--num", type=int, default=1, help="clips per text (default 1)")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's config)")
     p.add_argument("--sampler", choices=SAMPLERS, help="default: the model's config (dpm++)")
@@ -91,8 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "checkpoints", description="Describe a model folder; for a run folder "
                        "also list its checkpoints (step, minutes, last logged loss, size).")
     p.add_argument("model", nargs="?", metavar="MODEL|RUN",
-                   help="model folder, run folder or Hugging Face Hub id (default: the letters "
-                   "model shipped with text2sign)")
+                   help="model folder, run folder, Hugging Face Hub id or shipped:NAME (default: "
+                   "the shipped ASL model's few-step student)")
     p.add_argument("--modules", action="store_true",
                    help="also print the module tree with parameter counts per block and part")
     add_quiet(p)
@@ -154,20 +155,22 @@ def run_distill(args: argparse.Namespace) -> int:
     # torch, accelerate: imported when the command runs, so `text2sign --help` stays fast
     from text2sign.config import apply_overrides
     from text2sign.distillation import distill, student_config
-    from text2sign.model_folder.folder import find_model_folder, read_model_info
+    from text2sign.model_folder.folder import model_or_shipped, read_model_info
     from text2sign.run_state import read_run_config, resume_config
+    from text2sign.shipped import SHIPPED
 
     out = Path(args.out)
     run = read_run_config(out, args.resume) if args.resume else None
     if run is None and args.model is None:
         raise ValueError("--model is missing: name the teacher model folder to distil")
-    teacher = find_model_folder(args.model) if args.model else Path(run.distill.teacher)
-    if run is not None and args.model and teacher.resolve() != Path(
+    teacher = model_or_shipped(args.model or run.distill.teacher)
+    if run is not None and args.model and teacher.resolve() != model_or_shipped(
             run.distill.teacher).resolve():
         raise ValueError(f"--model {args.model!r} is not the teacher of the run in {str(out)!r} "
                          f"({run.distill.teacher!r}); drop --model, or start a new --out")
-    if run is None:
-        cfg = student_config(read_model_info(teacher).config, teacher,
+    if run is None:  # a shipped teacher keeps its name: the student works wherever it is copied
+        named = args.model if str(args.model).startswith(SHIPPED) else teacher
+        cfg = student_config(read_model_info(teacher).config, named,
                              4 if args.steps is None else args.steps, args.overrides,
                              data=args.data)
     elif args.steps is not None and args.steps != run.distill.steps:
@@ -192,11 +195,13 @@ def run_distill(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     # torch (pipeline), PIL (video_io): imported when the command runs, so --help stays fast
     from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif, write_mp4
+    from text2sign.model_folder.folder import model_or_shipped
     from text2sign.pipeline import Text2SignPipeline
 
     if args.num < 1:
         raise ValueError(f"--num {args.num}: must be at least 1")
-    pipe = Text2SignPipeline.from_pretrained(args.model, device=args.device)  # found once
+    folder = model_or_shipped(args.model, args.sampler, args.steps, args.guidance)
+    pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)  # found once
     if not args.quiet:
         print(f"model: {pipe.folder}")
     pipe.check_texts(args.texts)

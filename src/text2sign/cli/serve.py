@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Serve a page where you type a text, generate its clip and watch it beside "
         "a real clip and what a recognizer reads back. Needs: pip install 'text2sign[serve]'.")
     p.add_argument("--model", help="model folder (or run folder with model/); default: the "
-                   "demo model shipped with text2sign")
+                   "shipped ASL model's few-step student")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")

@@ -68,7 +68,7 @@ def find_reader_folder(model_folder: Path, corpus_cache: Path | None) -> Path | 
     the shipped model, else one `evaluate` and `demo` trained next to the corpus's clip cache
     (sequence recognizers first, newest first), else None."""
     candidates = [model_folder / "recognizer"]
-    if model_folder.resolve() == shipped.model().resolve():
+    if shipped.is_shipped(model_folder):
         candidates += [shipped.recognizer(), shipped.fixed_recognizer()]
     if corpus_cache is not None and corpus_cache.is_dir():
         for pattern in ("sequence-*", "recognizer-*"):
