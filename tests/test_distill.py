@@ -210,3 +210,21 @@ def test_the_default_model_is_the_shipped_student_unless_asked_for_more(
     assert model_or_shipped(str(teacher), steps=1) == teacher  # a named model is never swapped
     monkeypatch.setattr(shipped, "student", lambda: teacher.parent / "absent")
     assert model_or_shipped(None) == teacher  # installed without a student
+
+
+def test_serve_asks_a_student_only_what_it_was_taught(student):
+    from text2sign.serve.app import ApiError, Limits, Service
+
+    pipe = Text2SignPipeline.from_pretrained(student, device="cpu")
+    service = Service(pipe, str(student), pipe.info, None, None, None, Limits())
+    try:
+        limits = service.describe()["limits"]
+        assert (limits["max_steps"], limits["min_guidance"], limits["max_guidance"]) == (4, 1, 6)
+        for body, why in (({"text": "A", "steps": 8}, "steps"),
+                          ({"text": "A", "guidance": 9}, "guidance")):
+            with pytest.raises(ApiError, match=why) as err:
+                service.parse(body)
+            assert err.value.status_code == 400
+        assert service.parse({"text": "A", "guidance": 3}).guidance == 3.0
+    finally:
+        service.store.close()

@@ -157,7 +157,8 @@ class Service:
                       "guidance": cfg.sample.guidance, "device": describe_device(self.pipe.device)},
             "limits": {"max_chars": self.limits.max_chars, "max_bytes": self.max_bytes,
                        "max_steps": cfg.distill.steps or self.limits.max_steps,
-                       "max_guidance": self.limits.max_guidance,
+                       "min_guidance": self.guidance_range[0],
+                       "max_guidance": self.guidance_range[1],
                        "max_queue": self.limits.max_queue},
             "recognizer": self.reader_name,
             "corpus": ({"path": str(self.corpus.path), "clips": len(self.corpus),
@@ -167,6 +168,14 @@ class Service:
             "queue": {"pending": self.worker.pending, "max_waiting": self.limits.max_queue},
             "memory_mb": rss_mb(),
         }
+
+    @property
+    def guidance_range(self) -> tuple[float, float]:
+        """The guidance scales a request may ask: a student's, the ones it was taught."""
+        dc = self.pipe.config.distill
+        if dc.steps is not None:
+            return dc.guidance_min, min(dc.guidance_max, self.limits.max_guidance)
+        return 0.0, self.limits.max_guidance
 
     def parse(self, body: Any) -> GenerateRequest:
         """A GenerateRequest from the JSON body, or ApiError(400) naming the bad field."""
@@ -200,7 +209,7 @@ class Service:
         # a distilled student samples in at most the steps it was distilled for
         max_steps = self.pipe.config.distill.steps or lim.max_steps
         steps = _number(body, "steps", cfg.steps, int, 1, max_steps)
-        guidance = _number(body, "guidance", cfg.guidance, float, 0.0, lim.max_guidance)
+        guidance = _number(body, "guidance", cfg.guidance, float, *self.guidance_range)
         seed = _number(body, "seed", 0, int, 0, 2**31 - 1)
         return GenerateRequest(text, int(steps), float(guidance), int(seed))
 
