@@ -150,6 +150,7 @@ def test_shipped_model_fits_the_package_and_spells():
     assert pipe.info.init_from["given"] == "shipped:demo"  # the 28-frame words model
     assert "/work" not in (folder / "config.json").read_text()  # no machine paths
     assert pipe.lengths(["hello", "thank you", "christopher"]) == [21, 34, 43]
+    assert pipe.lengths(["A", "go"]) == [7, 10]  # a letter alone is held (real: ~6.6 frames)
     video = pipe(["hello"], steps=2, seed=0)
     assert video.shape == (1, 21, 128, 128, 3)
     expected = [[44, 126, 24], [60, 141, 30], [72, 171, 34], [85, 191, 35], [78, 195, 30],
@@ -159,6 +160,38 @@ def test_shipped_model_fits_the_package_and_spells():
     means = [18.666, 18.253, 18.546, 16.513, 15.039, 15.014, 14.791, 14.29, 14.727, 15.256,
              16.801, 17.279, 17.097, 17.729, 16.956, 15.657, 13.071, 18.699, 19.503, 19.359,
              15.114]
+    np.testing.assert_allclose(video[0].reshape(21, -1).mean(1), means, atol=0.05)
+
+
+@pytest.mark.numerics
+def test_shipped_student_is_the_default_and_samples_in_four_evaluations():
+    """The shipped student: the demo model distilled for 4 lcm steps with guidance 4-8 folded
+    in, every command's default, timed by its teacher's duration model; one denoiser evaluation
+    a step; pinned output of its own 4 steps from seed 0 at its default guidance (7)."""
+    from text2sign.model_folder.folder import model_or_shipped
+    from text2sign.pipeline import Text2SignPipeline
+
+    folder = shipped.student()
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 30 * 2**20
+    assert model_or_shipped(None) == folder
+    assert model_or_shipped(None, steps=25) == shipped.model()  # the full sampler: its teacher
+    pipe = Text2SignPipeline.from_pretrained(None, device="cpu")
+    dc, sc = pipe.config.distill, pipe.config.sample
+    assert (dc.steps, dc.teacher, dc.guidance_min, dc.guidance_max) == (4, "shipped:demo", 4, 8)
+    assert (sc.sampler, sc.steps, sc.guidance) == ("lcm", 4, 7.0)
+    assert "/work" not in (folder / "config.json").read_text()  # no machine paths
+    assert pipe.lengths(["A", "hello", "thank you", "christopher"]) == [7, 21, 34, 43]
+    calls = []
+    forward = pipe.denoiser.forward
+    pipe.denoiser.forward = lambda x, t, text: calls.append(len(x)) or forward(x, t, text)
+    video = pipe(["hello"], seed=0)
+    assert calls == [1, 1, 1, 1] and video.shape == (1, 21, 128, 128, 3)
+    expected = [[101, 102, 40], [116, 145, 57], [123, 169, 59], [128, 195, 57], [152, 212, 61],
+                [156, 214, 64], [126, 165, 57], [59, 80, 28]]
+    got = video[0, 10, 64, 60:68].astype(int)
+    assert np.abs(got - np.array(expected)).max() <= 2, got.tolist()
+    means = [15.396, 15.61, 15.497, 14.817, 13.372, 13.098, 13.166, 12.875, 12.246, 13.93, 14.161,
+             14.209, 13.86, 13.828, 14.045, 13.794, 11.908, 13.663, 13.554, 13.332, 13.335]
     np.testing.assert_allclose(video[0].reshape(21, -1).mean(1), means, atol=0.05)
 
 
