@@ -10,7 +10,8 @@ import pytest
 from test_demo import tiny_settings
 
 from text2sign.cli import build_parser, main
-from text2sign.shipped import model as shipped_model
+from text2sign.shipped import default_model as shipped_model
+from text2sign.shipped import model as shipped_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -71,7 +72,9 @@ def test_info_sample_and_evaluate_default_to_the_shipped_model(tmp_path, capsys,
     assert main(["sample", "A", "--steps", "1", "--out", str(tmp_path), "--device", "cpu"]) == 0
     assert len(finds) == 1  # one sample finds its model folder once
     monkeypatch.undo()
-    assert capsys.readouterr().out.startswith(f"model: {shipped_model()}\n")
+    assert capsys.readouterr().out.startswith(f"model: {shipped_model()}\n")  # the student
+    assert main(["sample", "A", "--steps", "25", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith(f"model: {shipped_teacher()}\n")  # the full sampler
     parser = build_parser()
     for command in ("sample", "evaluate", "serve", "info"):
         args = parser.parse_args([command, *(["A"] if command == "sample" else []),

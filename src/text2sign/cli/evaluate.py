@@ -84,7 +84,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import evaluate, print_report
     from text2sign.evaluation.sequence import SequenceRecognizer
-    from text2sign.model_folder.folder import add_evaluation, model_or_shipped
+    from text2sign.model_folder.folder import add_evaluation, shipped_default
     from text2sign.pipeline import Text2SignPipeline
 
     if args.per_text < 1:
@@ -93,8 +93,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.max_texts is not None and args.max_texts < 1:
         raise ValueError(f"--max-texts {args.max_texts}: must be at least 1")
-    folder = model_or_shipped(args.model, args.sampler, args.steps, args.guidance)
-    pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)  # found once
+    named = args.model or shipped_default(args.sampler, args.steps, args.guidance)
+    pipe = Text2SignPipeline.from_pretrained(named, device=args.device)  # found once
     folder = pipe.folder
     if not args.quiet:
         print(f"model: {folder}")

@@ -195,13 +195,13 @@ def run_distill(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     # torch (pipeline), PIL (video_io): imported when the command runs, so --help stays fast
     from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif, write_mp4
-    from text2sign.model_folder.folder import model_or_shipped
+    from text2sign.model_folder.folder import shipped_default
     from text2sign.pipeline import Text2SignPipeline
 
     if args.num < 1:
         raise ValueError(f"--num {args.num}: must be at least 1")
-    folder = model_or_shipped(args.model, args.sampler, args.steps, args.guidance)
-    pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)  # found once
+    named = args.model or shipped_default(args.sampler, args.steps, args.guidance)
+    pipe = Text2SignPipeline.from_pretrained(named, device=args.device)  # found once
     if not args.quiet:
         print(f"model: {pipe.folder}")
     pipe.check_texts(args.texts)

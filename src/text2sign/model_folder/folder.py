@@ -183,21 +183,28 @@ def find_model_folder(path: str | Path) -> Path:
     )
 
 
-def model_or_shipped(name: str | Path | None, sampler: str | None = None,
-                     steps: int | None = None, guidance: float | None = None) -> Path:
-    """The model folder a command was given, or the shipped one when none was: one default
-    for sample, evaluate, info and serve. The default is the shipped student (a few lcm steps)
-    unless the sampler settings asked are beyond it (another sampler, more steps than it was
-    distilled for, a guidance scale it was not taught): then the demo model, its teacher."""
-    if name is not None:
-        return find_model_folder(shipped.model_path(name))
+def shipped_default(sampler: str | None = None, steps: int | None = None,
+                    guidance: float | None = None) -> Path:
+    """The shipped folder a command samples with when no model is named: the student (a few
+    lcm steps) unless the sampler settings asked are beyond it (another sampler, more steps than
+    it was distilled for, a guidance scale it was not taught): then the demo model, its
+    teacher."""
     student = shipped.default_model()
     dc = _read_info(student).config.distill
     if dc.steps is None:  # installed without the student
-        return find_model_folder(student)
+        return student
     fits = (sampler in (None, "lcm") and (steps is None or steps <= dc.steps)
             and (guidance is None or dc.guidance_min <= guidance <= dc.guidance_max))
-    return find_model_folder(student if fits else shipped.model())
+    return student if fits else shipped.model()
+
+
+def model_or_shipped(name: str | Path | None, sampler: str | None = None,
+                     steps: int | None = None, guidance: float | None = None) -> Path:
+    """The model folder a command was given, or the shipped one when none was (`shipped_default`
+    of the sampler settings asked): one default for sample, evaluate, info and serve."""
+    if name is None:
+        return find_model_folder(shipped_default(sampler, steps, guidance))
+    return find_model_folder(shipped.model_path(name))
 
 
 def read_model_info(folder: str | Path) -> ModelInfo:
