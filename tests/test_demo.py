@@ -168,13 +168,13 @@ def test_shipped_student_is_the_default_and_samples_in_four_evaluations():
     """The shipped student: the demo model distilled for 4 lcm steps with guidance 4-8 folded
     in, every command's default, timed by its teacher's duration model; one denoiser evaluation
     a step; pinned output of its own 4 steps from seed 0 at its default guidance (7)."""
-    from text2sign.model_folder.folder import model_or_shipped
+    from text2sign.model_folder.folder import model_or_shipped, shipped_default
     from text2sign.pipeline import Text2SignPipeline
 
     folder = shipped.student()
     assert sum(f.stat().st_size for f in folder.iterdir()) <= 30 * 2**20
     assert model_or_shipped(None) == folder
-    assert model_or_shipped(None, steps=25) == shipped.model()  # the full sampler: its teacher
+    assert shipped_default(steps=25) == shipped.model()  # the full sampler: its teacher
     pipe = Text2SignPipeline.from_pretrained(None, device="cpu")
     dc, sc = pipe.config.distill, pipe.config.sample
     assert (dc.steps, dc.teacher, dc.guidance_min, dc.guidance_max) == (4, "shipped:demo", 4, 8)
@@ -239,18 +239,26 @@ def test_shipped_recognizer_reads_real_clips_of_words(tmp_path):
     assert sum(readings[w] == w for w in words) >= 3, readings
 
 
+def recognizer_on_noise(folder, frames: int):
+    """A shipped recognizer, two seeded uint8 noise clips of ``frames`` frames at 48x48, and its
+    log-probabilities on them (2, frames, units + 1)."""
+    import torch
+
+    from text2sign.evaluation.sequence import SequenceRecognizer
+
+    rec = SequenceRecognizer.load(folder)
+    g = torch.Generator().manual_seed(0)
+    clips = torch.randint(0, 256, (2, frames, 48, 48, 3), generator=g, dtype=torch.uint8)
+    with torch.no_grad():
+        return rec, clips, rec.net(rec.prepare(clips))
+
+
 @pytest.mark.numerics
 def test_shipped_recognizer_outputs_pinned():
     """The shipped recognizer's log-probabilities on seeded noise clips, pinned (atol 1e-4)."""
     import torch
 
-    from text2sign.evaluation.sequence import SequenceRecognizer
-
-    rec = SequenceRecognizer.load(shipped.fixed_recognizer())
-    g = torch.Generator().manual_seed(0)
-    clips = torch.randint(0, 256, (2, 28, 48, 48, 3), generator=g, dtype=torch.uint8)
-    with torch.no_grad():
-        log_probs = rec.net(rec.prepare(clips))  # (2, 28, 27)
+    rec, clips, log_probs = recognizer_on_noise(shipped.fixed_recognizer(), 28)  # (2, 28, 27)
     expected_first = torch.tensor([
         [-2.167388e-01, -3.935353e+00, -3.061214e+00, -9.316812e+00, -9.455524e+00, -6.788571e+00],
         [-4.524470e-03, -7.308082e+00, -8.634629e+00, -1.415714e+01, -1.447164e+01, -9.089075e+00],
@@ -286,13 +294,7 @@ def test_shipped_recognizer_reads_at_own_length_outputs_pinned():
     """Its log-probabilities on seeded noise clips of 40 frames: 40 CTC steps (atol 1e-4)."""
     import torch
 
-    from text2sign.evaluation.sequence import SequenceRecognizer
-
-    rec = SequenceRecognizer.load(shipped.recognizer())
-    g = torch.Generator().manual_seed(0)
-    clips = torch.randint(0, 256, (2, 40, 48, 48, 3), generator=g, dtype=torch.uint8)
-    with torch.no_grad():
-        log_probs = rec.net(rec.prepare(clips))  # (2, 40, 28)
+    _, _, log_probs = recognizer_on_noise(shipped.recognizer(), 40)  # (2, 40, 28)
     assert log_probs.shape == (2, 40, 28)
     expected_first = torch.tensor([
         [-0.148544, -4.665431, -9.330921, -9.596909, -11.280603, -7.003642],

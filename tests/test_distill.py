@@ -198,16 +198,16 @@ def test_student_is_taught_its_teachers_own_guidance(teacher):
 def test_the_default_model_is_the_shipped_student_unless_asked_for_more(
         teacher, student, monkeypatch):
     from text2sign import shipped
-    from text2sign.model_folder.folder import model_or_shipped
+    from text2sign.model_folder.folder import model_or_shipped, shipped_default
 
     monkeypatch.setattr(shipped, "student", lambda: student)
     monkeypatch.setattr(shipped, "model", lambda: teacher)
     assert model_or_shipped(None) == student
-    assert model_or_shipped(None, steps=2, guidance=3.0) == student
-    assert model_or_shipped(None, steps=25) == teacher  # beyond its 4 steps: the teacher
-    assert model_or_shipped(None, sampler="dpm++") == teacher
-    assert model_or_shipped(None, guidance=9.0) == teacher  # a scale it was not taught
-    assert model_or_shipped(str(teacher), steps=1) == teacher  # a named model is never swapped
+    assert shipped_default(steps=2, guidance=3.0) == student
+    assert shipped_default(steps=25) == teacher  # beyond its 4 steps: the teacher
+    assert shipped_default(sampler="dpm++") == teacher
+    assert shipped_default(guidance=9.0) == teacher  # a scale it was not taught
+    assert model_or_shipped(str(teacher)) == teacher  # a named model is never swapped
     monkeypatch.setattr(shipped, "student", lambda: teacher.parent / "absent")
     assert model_or_shipped(None) == teacher  # installed without a student
 

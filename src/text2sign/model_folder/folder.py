@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from text2sign import shipped
-from text2sign.config import Config
+from text2sign.config import Config, validate_student
 from text2sign.data.cache import holdout_texts
 from text2sign.files import (
     atomic_dir,
@@ -186,25 +186,24 @@ def find_model_folder(path: str | Path) -> Path:
 def shipped_default(sampler: str | None = None, steps: int | None = None,
                     guidance: float | None = None) -> Path:
     """The shipped folder a command samples with when no model is named: the student (a few
-    lcm steps) unless the sampler settings asked are beyond it (another sampler, more steps than
-    it was distilled for, a guidance scale it was not taught): then the demo model, its
-    teacher."""
+    lcm steps) unless it would refuse the sampler settings asked (`validate_student`: another
+    sampler, more steps than it was distilled for, a guidance scale it was not taught): then
+    the demo model, its teacher."""
     student = shipped.default_model()
-    dc = _read_info(student).config.distill
-    if dc.steps is None:  # installed without the student
-        return student
-    fits = (sampler in (None, "lcm") and (steps is None or steps <= dc.steps)
-            and (guidance is None or dc.guidance_min <= guidance <= dc.guidance_max))
-    return student if fits else shipped.model()
+    cfg = _read_info(student).config
+    asked = {"sampler": sampler, "steps": steps, "guidance": guidance}
+    try:
+        validate_student(replace(cfg.sample, **{k: v for k, v in asked.items() if v is not None}),
+                         cfg.distill)
+    except ValueError:  # beyond the student (or not valid at all: the teacher says why)
+        return shipped.model()
+    return student
 
 
-def model_or_shipped(name: str | Path | None, sampler: str | None = None,
-                     steps: int | None = None, guidance: float | None = None) -> Path:
-    """The model folder a command was given, or the shipped one when none was (`shipped_default`
-    of the sampler settings asked): one default for sample, evaluate, info and serve."""
-    if name is None:
-        return find_model_folder(shipped_default(sampler, steps, guidance))
-    return find_model_folder(shipped.model_path(name))
+def model_or_shipped(name: str | Path | None) -> Path:
+    """The model folder a command was given, or the shipped default when none was: one default
+    for sample, evaluate, info and serve."""
+    return find_model_folder(shipped_default() if name is None else shipped.model_path(name))
 
 
 def read_model_info(folder: str | Path) -> ModelInfo:
