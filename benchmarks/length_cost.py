@@ -18,7 +18,8 @@ import time
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", help="model folder (default: the shipped model)")
+    p.add_argument("--model", help="model folder or shipped:NAME (default: the shipped "
+                   "default, its few-step student)")
     p.add_argument("--frames", type=int, nargs="+", default=[8, 16, 32, 48, 64, 80])
     p.add_argument("--clips", type=int, default=2, help="clips per frame count (one call)")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
