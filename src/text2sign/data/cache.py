@@ -24,6 +24,7 @@ Memmaps are opened lazily per process, so a ClipCache can be handed to DataLoade
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -41,7 +42,14 @@ from tqdm.auto import tqdm
 from text2sign.data.clips import FITS, TIME_MODES, fit_time, rate_length, shape_clip
 from text2sign.data.folder import BadPair, default_workers, scan_folder
 from text2sign.data.video_io import VideoReadError, read_video
-from text2sign.files import DamagedFile, read_json, write_lock, write_text_atomic
+from text2sign.files import (
+    DamagedFile,
+    DiskFull,
+    is_disk_full,
+    read_json,
+    write_lock,
+    write_text_atomic,
+)
 
 FORMAT = "text2sign-clip-cache"
 VERSION = 1  # fixed frame count per clip
@@ -263,10 +271,12 @@ class _Writer:
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
+        """Sync and close the open shard; a second call (after a failed one) does nothing."""
         if self._file is not None:
-            self.sync()
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            with file:
+                file.flush()
+                os.fsync(file.fileno())
 
 
 def _load_previous(out: Path, settings: dict) -> dict | None:
@@ -397,6 +407,15 @@ def _prepare(source: Path, out: Path, settings: dict, progress: bool,
                 "decoded": decoded}
 
     last_save = time.monotonic()
+    committed = len(previous["clips"]) if previous else 0  # clips the index on disk holds
+
+    def full(err: BaseException) -> DiskFull:
+        state = (f"its index.json holds the {committed} clips committed before (of "
+                 f"{len(scan.good)}) and is usable" if committed
+                 else "no clips were committed, nothing is usable yet")
+        return DiskFull(f"disk full while writing the clip cache {str(out)!r}; {state}: free "
+                        "space, then run the same prepare again to resume from there")
+
     try:
         for n, pair in enumerate(tqdm(scan.good, desc="prepare", unit="clip",
                                       disable=not progress)):
@@ -435,7 +454,15 @@ def _prepare(source: Path, out: Path, settings: dict, progress: bool,
                                            for p in scan.good[n + 1:]
                                            if scan.relative(p.video) in reusable]
                 _commit(out, index_of(entries, rest))
+                committed = len(entries) + len(rest)
                 last_save = time.monotonic()
+        writer.close()  # flushed and synced: may fail for lack of space too
+    except OSError as err:
+        with contextlib.suppress(OSError):  # the uncommitted tail is dropped either way
+            writer.close()
+        if is_disk_full(err):
+            raise full(err) from err
+        raise
     finally:
         writer.close()
         if pool is not None:
@@ -452,7 +479,12 @@ def _prepare(source: Path, out: Path, settings: dict, progress: bool,
         previous.get(k) == index[k] for k in ("source", "shards", "clips", "bad"))
     if unchanged:  # nothing to write: readers of this cache see no change at all
         return ClipCache(out, {**previous, "decoded": 0})
-    _commit(out, index)
+    try:
+        _commit(out, index)
+    except OSError as err:
+        if is_disk_full(err):
+            raise full(err) from err
+        raise
     for stale in out.iterdir():
         if _SHARD_RE.match(stale.name) and stale.name not in shards:
             stale.unlink()
