@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+LONG_WORD = 9  # letters from which a word counts as long (names, compounds)
+
 
 def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Whether each row's label is among its k highest logits (k is capped at the classes):
