@@ -9,9 +9,10 @@ grows, not pixels/s; 4 clips per text, 6-16 frames at 12.5 fps) and runs, each a
 process the way a user would: `data check`, `data prepare` at a fixed count (--frames 8) and at
 a rate (--fps 6.25, the shipped model's), opening the index, the latent cache (a small frame
 autoencoder encoding every clip), `train` (tiny preset at the rate: start-up to the first step,
-then 50 steps), the readers' training (the classifier and the sequence recognizer `evaluate`
-trains on first use) and `evaluate --max-texts 40`. Peak memory is the resident memory of the
-process and its children (decoding workers), sampled every 50 ms; disk is what the stage adds.
+then 50 steps), the classifier `evaluate` trains on first use, `reader train` (the conv-gru
+reader, ``--reader-steps``) and `evaluate --max-texts 40` with that reader. Peak memory is the
+resident memory of the process and its children (decoding workers), sampled every 50 ms; disk
+is what the stage adds.
 A table per N, then the growth exponent of each stage's time and memory between the smallest
 and the largest N (cost ~ N^k: k = 1 is linear, 0 is flat).
 
@@ -48,6 +49,7 @@ class Stage:
     name: str
     seconds: float
     peak_mb: float  # resident memory of the process tree, sampled
+    anon_mb: float  # its anonymous part (heap, tensors): what runs out
     disk_mb: float  # what the stage added on disk
     rc: int
     note: str = ""
@@ -81,8 +83,9 @@ def make_corpus(root: Path, count: int, size: int, frames: int | None = None) ->
     return time.perf_counter() - start
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and every descendant, from /proc."""
+def tree_rss_mb(pid: int) -> tuple[float, float]:
+    """(resident, anonymous resident) memory of ``pid`` and every descendant, from /proc;
+    anonymous leaves out file pages (libraries, memory-mapped files), which the kernel can drop."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -96,15 +99,17 @@ def tree_rss_mb(pid: int) -> float:
         more = {p for p, parent in parents.items() if parent in family} - family
         family |= more
         grew = bool(more)
-    total = 0
+    rss = anon = 0
     for p in family:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+                    rss += int(line.split()[1])
+                elif line.startswith("RssAnon:"):
+                    anon += int(line.split()[1])
         except OSError:
             continue
-    return total / 1024
+    return rss / 1024, anon / 1024
 
 
 def disk_mb(*paths: Path) -> float:
@@ -130,9 +135,10 @@ def run(name: str, cmd: list[str], disk_of: list[Path], *, watch=None) -> Stage:
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
-    peak, note = 0.0, ""
+    peak, anon, note = 0.0, 0.0, ""
     while proc.poll() is None:
-        peak = max(peak, tree_rss_mb(proc.pid))
+        rss, anon_now = tree_rss_mb(proc.pid)
+        peak, anon = max(peak, rss), max(anon, anon_now)
         if watch is not None and not note:
             note = watch(time.perf_counter() - start) or ""
         time.sleep(0.05)
@@ -141,7 +147,7 @@ def run(name: str, cmd: list[str], disk_of: list[Path], *, watch=None) -> Stage:
     if proc.returncode not in (0, 1):
         print(f"  {name} exited {proc.returncode}: {err.strip().splitlines()[-3:]}",
               file=sys.stderr)
-    return Stage(name, seconds, peak, disk_mb(*disk_of) - before, proc.returncode, note)
+    return Stage(name, seconds, peak, anon, disk_mb(*disk_of) - before, proc.returncode, note)
 
 
 def t2s(*args) -> list[str]:
@@ -152,10 +158,11 @@ def py(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def scale_stages(work: Path, count: int, size: int) -> list[Stage]:
+def scale_stages(work: Path, count: int, size: int, reader_steps: int | None) -> list[Stage]:
     src = work / "clips"
     made = make_corpus(src, count, size)
-    stages = [Stage("write the corpus (this script)", made, float("nan"), disk_mb(src), 0)]
+    stages = [Stage("write the corpus (this script)", made, float("nan"), float("nan"),
+                    disk_mb(src), 0)]
     cache_root = src / ".text2sign-cache"
     rate_dir = cache_root / f"r{FPS:g}-m{MAX_FRAMES}-s{size}-fps-crop"
     stages.append(run("data check", t2s("data", "check", src, "--quiet"), [src]))
@@ -190,19 +197,23 @@ def scale_stages(work: Path, count: int, size: int) -> list[Stage]:
                     "--quiet", *[a for s in sets for a in ("--set", s)]),
                 [runs], watch=first_step)
     stages.append(train)
-    stages.append(run("readers' training", py(
+    stages.append(run("classifier's training", py(
         "from text2sign.data.cache import ClipCache, FixedCountView\n"
         "from text2sign.evaluation.evaluate import CLASSIFIER_FRAMES\n"
         "from text2sign.evaluation.recognizer import load_or_train_recognizer\n"
-        "from text2sign.evaluation.sequence import load_or_train_sequence_recognizer\n"
         f"c = ClipCache.open({str(rate_dir)!r})\n"
         "load_or_train_recognizer(FixedCountView(c, CLASSIFIER_FRAMES), 0.1, device='cpu', "
-        "progress=False)\n"
-        "load_or_train_sequence_recognizer(c, 0.1, 0.1, device='cpu', progress=False)\n"),
-        [rate_dir]))
+        "progress=False)\n"), [rate_dir]))
+    reader = work / "reader"
+    steps = ["--steps", reader_steps] if reader_steps else []
+    stages.append(run(f"reader train --arch conv-gru{f' --steps {reader_steps}' * bool(steps)}",
+                      t2s("reader", "train", src, "--out", reader, "--arch", "conv-gru", *steps,
+                          "--fps", FPS, "--max-frames", MAX_FRAMES, "--size", size,
+                          "--val-fraction", 0.1, "--holdout", 0.1, "--device", "cpu", "--quiet"),
+                      [reader]))
     stages.append(run("evaluate --max-texts 40", t2s(
         "evaluate", "--model", runs, "--data", src, "--max-texts", 40, "--out", work / "eval",
-        "--device", "cpu", "--quiet"), [work / "eval", rate_dir]))
+        "--recognizer", reader, "--device", "cpu", "--quiet"), [work / "eval", rate_dir]))
     return stages
 
 
@@ -215,11 +226,12 @@ def start_up(stage: Stage) -> float:
 
 def print_table(count: int, stages: list[Stage]) -> None:
     print(f"\n### N = {count:,} clips\n")
-    print("| stage | seconds | peak RSS MB | disk MB | note |")
-    print("|---|---|---|---|---|")
+    print("| stage | seconds | peak RSS MB | of it anonymous MB | disk MB | note |")
+    print("|---|---|---|---|---|---|")
     for s in stages:
         note = s.note + (f" (exit {s.rc})" if s.rc else "")
-        print(f"| {s.name} | {s.seconds:.1f} | {s.peak_mb:.0f} | {s.disk_mb:.1f} | {note} |")
+        print(f"| {s.name} | {s.seconds:.1f} | {s.peak_mb:.0f} | {s.anon_mb:.0f} | "
+              f"{s.disk_mb:.1f} | {note} |")
     sys.stdout.flush()
 
 
@@ -386,6 +398,9 @@ def main() -> None:
                         help="corpus sizes, comma-separated (default 1000,10000)")
     parser.add_argument("--size", type=int, default=16, help="frame side of the synthetic clips")
     parser.add_argument("--out", help="work folder (default: a temporary one, removed after)")
+    parser.add_argument("--reader-steps", type=int,
+                        help="steps of the reader's training (default: the arch's); its cost "
+                        "per step does not depend on N")
     parser.add_argument("--loader", action="store_true", help="loader throughput only")
     parser.add_argument("--clips", type=int, default=192, help="--loader: clips in the cache")
     parser.add_argument("--faults", type=int, metavar="N", help="the fault trials at N clips")
@@ -403,7 +418,8 @@ def main() -> None:
             return
         results = {}
         for count in (int(s) for s in args.sizes.split(",")):
-            results[count] = scale_stages(work_root / f"n{count}", count, args.size)
+            results[count] = scale_stages(work_root / f"n{count}", count, args.size,
+                                          args.reader_steps)
             print_table(count, results[count])
         if len(results) > 1:
             print_growth(results)

@@ -1,4 +1,4 @@
-"""A decoded clip cache: append-only raw uint8 shards read through np.memmap, plus index.json.
+"""A decoded clip cache: append-only raw uint8 shards, read a clip at a time, plus index.json.
 
 Layout of a cache folder::
 
@@ -19,7 +19,7 @@ are dead, the next prepare rewrites the live ones into fresh shards (compaction)
 also commits the clips done so far every `SAVE_EVERY_S` seconds, so an interrupted one resumes
 where it stopped.
 
-Memmaps are opened lazily per process, so a ClipCache can be handed to DataLoader workers.
+Shards are opened lazily per process, so a ClipCache can be handed to DataLoader workers.
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ import multiprocessing
 import os
 import re
 import sys
+import threading
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -121,8 +123,9 @@ class ClipCache:
         self.bad: list[dict] = index.get("bad", [])
         self._where = [(c["shard"], c["offset"] if self.variable else c["slot"]) for c in clips]
         self._crc = [c.get("crc32") for c in clips]  # None in caches written before checksums
-        self._maps: dict[str, np.memmap] = {}
+        self._files: dict[str, BinaryIO] = {}
         self._pid = os.getpid()
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, path: str | Path) -> ClipCache:
@@ -167,19 +170,25 @@ class ClipCache:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def _shard(self, name: str) -> np.memmap:
+    def _shard(self, name: str) -> BinaryIO:
+        """Shard ``name`` opened for reading in this process, checked to hold what the index
+        says it holds."""
         if self._pid != os.getpid():  # forked worker: never share file handles across processes
-            self._maps, self._pid = {}, os.getpid()
-        if name not in self._maps:
+            self._files, self._pid = {}, os.getpid()
+        if name not in self._files:
             count = self.index["shards"][name]  # clips, or frames in a variable cache
-            shape = (count, *self.frame_shape) if self.variable else (count, *self.clip_shape)
+            unit = np.prod(self.frame_shape if self.variable else self.clip_shape)
             try:
-                self._maps[name] = np.memmap(self.path / name, np.uint8, mode="r",
-                                             shape=shape)  # (F, S, S, 3) or (n, T, S, S, 3)
-            except (OSError, ValueError) as err:  # missing, or shorter than the index says
-                raise DamagedFile(f"cache shard {str(self.path / name)!r} is missing or "
-                                  f"truncated; {self.repair}") from err
-        return self._maps[name]
+                file = open(self.path / name, "rb", buffering=0)  # noqa: SIM115 (kept open)
+            except OSError as err:
+                raise DamagedFile(f"cache shard {str(self.path / name)!r} is missing; "
+                                  f"{self.repair}") from err
+            if os.fstat(file.fileno()).st_size < count * unit:
+                file.close()
+                raise DamagedFile(f"cache shard {str(self.path / name)!r} is truncated; "
+                                  f"{self.repair}")
+            self._files[name] = file
+        return self._files[name]
 
     @property
     def repair(self) -> str:
@@ -193,9 +202,20 @@ class ClipCache:
     def __getitem__(self, i: int) -> np.ndarray:
         shard, slot = self._where[i]
         if self.variable:  # slot is the clip's first frame in the shard
-            clip = np.array(self._shard(shard)[slot:slot + self.lengths[i]])  # (T_i, S, S, 3)
+            shape = (self.lengths[i], *self.frame_shape)  # (T_i, S, S, 3)
         else:
-            clip = np.array(self._shard(shard)[slot])  # (T, S, S, 3), copied off the memmap
+            shape = self.clip_shape  # (T, S, S, 3)
+        unit = np.prod(shape[1:]) if self.variable else np.prod(shape)
+        # Read (not memory-mapped): a map would count every page ever read in the process's
+        # resident memory, up to the whole cache (7 GB for the phrases corpus) over an epoch.
+        clip = np.empty(shape, np.uint8)
+        file = self._shard(shard)
+        with self._lock:  # one file position per shard, shared by this process's threads
+            file.seek(int(slot * unit))
+            got = file.readinto(memoryview(clip).cast("B"))
+        if got != clip.nbytes:
+            raise DamagedFile(f"clip {self.paths[i]!r} in cache shard "
+                              f"{str(self.path / shard)!r} is cut short; {self.repair}")
         if self._crc[i] is not None and zlib.crc32(clip) != self._crc[i]:
             raise DamagedFile(f"clip {self.paths[i]!r} in cache shard "
                               f"{str(self.path / shard)!r} is damaged (checksum mismatch); "
@@ -213,7 +233,10 @@ class ClipCache:
         return problems
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_maps": {}}
+        return {**self.__dict__, "_files": {}, "_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def split(self, val_fraction: float) -> tuple[list[int], list[int]]:
         """Deterministic (train, val) indices by a hash of each relative path; at least one
