@@ -259,7 +259,8 @@ def print_growth(results: dict[int, list[Stage]]) -> None:
 # ----------------------------------------------------------------------------- loader
 def loader_throughput(clips: int, frames: int, size: int, batch: int, batches: int) -> None:
     """Clips/s the training DataLoader delivers from a clip cache (uint8 pixels) and from a
-    latent cache at the shipped model's latent shape, with 0, 2 and 4 workers."""
+    latent cache at the shipped model's latent shape, with 0, 2 and 4 workers, and the CPU time
+    a clip costs (the rate one core sustains)."""
     import torch
 
     from text2sign.data.cache import prepare_cache
@@ -284,8 +285,9 @@ def loader_throughput(clips: int, frames: int, size: int, batch: int, batches: i
         print(f"\n### Loader throughput: batch {batch}, {clips} clips at {frames} x {size} x "
               f"{size} (latents 8 x {frames} x {size // 8} x {size // 8}), {os.cpu_count()} "
               "cores\n")
-        print("| dataset | workers | clips/s | MB/s |")
-        print("|---|---|---|---|")
+        print("| dataset | workers | clips/s (wall) | CPU ms a clip, all processes | clips/s a "
+              "core |")
+        print("|---|---|---|---|---|")
         for label, dataset in sets.items():
             for workers in (0, 2, 4):
                 sampler = StepBatchSampler(clips, batch, 1, 0, 0, 0)
@@ -295,15 +297,27 @@ def loader_throughput(clips: int, frames: int, size: int, batch: int, batches: i
                 it = iter(loader)
                 for _ in range(3):  # warm-up: workers started, page cache filled
                     next(it)
-                start = time.perf_counter()
-                nbytes = 0
+                pids = [w.pid for w in getattr(it, "_workers", [])]
+                start, cpu = time.perf_counter(), cpu_seconds(pids)
                 for _ in range(batches):
-                    nbytes += next(it)["video"].numel() * 4  # float32 as delivered
-                seconds = time.perf_counter() - start
-                print(f"| {label} | {workers} | {batches * batch / seconds:.0f} | "
-                      f"{nbytes / seconds / 2**20:.0f} |")
+                    next(it)
+                seconds, cpu = time.perf_counter() - start, cpu_seconds(pids) - cpu
+                n = batches * batch
+                print(f"| {label} | {workers} | {n / seconds:.0f} | {cpu / n * 1e3:.2f} | "
+                      f"{n / cpu:.0f} |")
                 sys.stdout.flush()
                 del it, loader
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of this process and of ``pids`` (DataLoader workers), from /proc: on a shared
+    machine wall time says how busy the others are, CPU time what loading costs."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = time.process_time()
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 # ----------------------------------------------------------------------------- faults
