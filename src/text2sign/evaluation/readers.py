@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from text2sign.core.files import ASSETS
+from text2sign.core.report import MET_SHARE
 from text2sign.evaluation.metrics import LONG_WORD, error_rate, exact_accuracy, text_units
 from text2sign.evaluation.sequence import (
     SequenceConfig,
@@ -30,7 +32,6 @@ from text2sign.evaluation.transformer_reader import (
     TransformerReaderConfig,
     TransformerReaderSettings,
 )
-from text2sign.report import MET_SHARE
 
 # name -> (class, config class, settings class): the order is the order reports list them.
 ARCHS: dict[str, tuple[type[SequenceRecognizer], type, type]] = {
@@ -74,11 +75,9 @@ def load_reader(folder: str | Path, device: str | torch.device = "cpu") -> Seque
 
 def shipped_reader_folders() -> dict[str, Path]:
     """The shipped readers that are installed, by architecture."""
-    from text2sign import shipped
-
     found = {}
     for arch, name in SHIPPED.items():
-        folder = shipped.asset(name)
+        folder = ASSETS / name
         if folder.is_dir() and is_reader_folder(folder):
             found[arch] = folder
     return found
