@@ -161,10 +161,14 @@ REAL_GROUPS = ("letters", "unseen", "unseen-long", "unseen-phrases")
 
 
 def real_groups(cache: Any, val_fraction: float, holdout: float,
-                max_clips: int | None = None) -> dict[str, list[int]]:
+                max_clips: int | None = None, every: bool = False) -> dict[str, list[int]]:
     """Clip indices of each of REAL_GROUPS: held-out clips of one-character texts, and the
-    clips of held-out texts by kind (the split `load_or_train_reader` trains on)."""
-    _, val, unseen = cache.split_by_text(val_fraction, holdout)
+    clips of held-out texts by kind (the split `load_or_train_reader` trains on); with
+    ``every``, all the corpus's clips by kind (a test corpus no reader trained on)."""
+    if every:
+        val, unseen = [], list(range(len(cache.texts)))
+    else:
+        _, val, unseen = cache.split_by_text(val_fraction, holdout)
     groups: dict[str, list[int]] = {g: [] for g in REAL_GROUPS}
     for i in val:
         if len(cache.texts[i].strip()) == 1:
