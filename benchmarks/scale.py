@@ -266,7 +266,7 @@ def loader_throughput(clips: int, frames: int, size: int, batch: int, batches: i
     from text2sign.data.cache import prepare_cache
     from text2sign.data.dataset import ClipDataset
     from text2sign.data.latent_cache import LatentCache, LatentDataset
-    from text2sign.training import StepBatchSampler
+    from text2sign.training.loop import StepBatchSampler
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "clips"
@@ -384,7 +384,7 @@ def faults(work: Path, count: int, size: int) -> None:
             "import torch\nfrom text2sign.data.cache import ClipCache\n"
             "from text2sign.data.latent_cache import latent_cache\n"
             "from text2sign.models.autoencoder import FrameAutoencoder\n"
-            "from text2sign.files import DiskFull\n"
+            "from text2sign.core.files import DiskFull\n"
             "ae = FrameAutoencoder(32, 2, 16).eval()\n"  # big latents: more than the room left
             "try:\n"
             f"    latent_cache(ae, ClipCache.open({str(mnt / 'cache')!r}), "

@@ -12,9 +12,9 @@ import shlex
 import sys
 
 from text2sign import __version__
-from text2sign.cli import data, evaluate, model, serve
-from text2sign.files import DiskFull
-from text2sign.run_control import RunStopped
+from text2sign.cli import data, evaluation, model, serve
+from text2sign.core.files import DiskFull
+from text2sign.core.run_control import RunStopped
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(data_parser.add_subparsers(dest="data_command", required=True,
                                              metavar="SUBCOMMAND"))
     model.register(sub)
-    evaluate.register(sub)
-    evaluate.register_reader(sub)
+    evaluation.register(sub)
+    evaluation.register_reader(sub)
     serve.register(sub)
     return parser
 

@@ -9,8 +9,8 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from text2sign import files
-from text2sign.files import is_disk_full, os_lock  # noqa: F401  (is_disk_full: imported from here)
+from text2sign.core import files
+from text2sign.core.files import is_disk_full, os_lock  # noqa: F401  (is_disk_full: imported from here)
 
 
 class RunStopped(RuntimeError):
