@@ -524,8 +524,11 @@ class FixedCountView:
     ``frames`` frames (uint8 (frames, S, S, 3)); everything else is the cache's. For readers
     built for one clip shape (the classifier) over a cache whose clips keep their lengths."""
 
+    variable = False  # every clip is ``frames`` long, whatever the cache's clips are
+
     def __init__(self, cache: ClipCache, frames: int):
         self.cache, self.frames = cache, int(frames)
+        self.lengths = [self.frames] * len(cache)
 
     def __getattr__(self, name: str):
         return getattr(self.cache, name)
