@@ -374,10 +374,13 @@ def faults(work: Path, count: int, size: int) -> None:
         print(f"- prepare into a disk of half the cache's size: exit {proc.returncode}, "
               f"{len(lines)} line: `{lines[-1] if lines else proc.stderr.strip()[-300:]}`; "
               f"`data check` of what it left: exit {check.returncode} "
-              f"({check.stdout.strip().splitlines()[-1] if check.stdout.strip() else ''})")
+              f"({(check.stdout.strip() or check.stderr.strip()).splitlines()[-1][:200]})")
         subprocess.run(["mount", "-o", f"remount,size={int(need * 1.2) + 2}m", str(mnt)],
                        check=True)
         again = run("resume after freeing space", t2s(*prep, mnt / "cache"), [mnt])
+        if again.rc != 0:
+            print(f"- after freeing space the same prepare failed: exit {again.rc}")
+            return
         index = json.loads((mnt / "cache" / "index.json").read_text())
         print(f"- after freeing space the same prepare resumed: exit {again.rc}, decoded "
               f"{index['decoded']:,} in {again.seconds:.1f} s; same clips as the uninterrupted "
