@@ -311,11 +311,11 @@ def test_evaluate_scored_in_batches_equals_one_piece(trained, tmp_path):
     for text in texts:
         groups.setdefault(streamed["per_text_accuracy"][text]["group"], []).append(text)
     prompts = [t for _ in range(3) for t in texts]
-    whole = ClipScores(recognizer, reader, prompts, None)
+    whole = ClipScores(recognizer, {"conv-gru": reader}, prompts, None)
     whole.add(0, made)  # every clip at once
     gen = Generation(texts, groups, prompts, whole.lengths, streamed["seconds_total"], 3,
                      streamed["sampler"], streamed["steps"], streamed["guidance"], 0)
-    one_piece = score(gen, whole, cache, recognizer, reader, cache.split(0.1)[1], None,
+    one_piece = score(gen, whole, cache, recognizer, cache.split(0.1)[1], None,
                       streamed["model"], streamed["device"]).as_dict()
     files = {"gifs", "contact_sheet", "contact_sheet_texts", "compare_gif", "report_md"}
     assert_same_report({k: v for k, v in streamed.items() if k not in files}, one_piece)

@@ -317,3 +317,34 @@ def test_the_shipped_recognizer_reads_as_it_always_has():
     assert [t for t, _ in readings] == ["w", "w"]
     assert [round(c, 4) for _, c in readings] == [0.9837, 0.9862]
     assert rec.read([clips[0], clips[1, :20]])[0] == readings[0]  # a list of two lengths
+
+
+@pytest.mark.numerics
+def test_evaluate_reports_each_reader_and_their_agreement(reader, tmp_path):
+    """Two readers of one corpus, the second made to read "a" as "b" and "b" as "a": they agree
+    on the clips without an a or a b, and report.json keeps each one's groups."""
+    texts = ["a", "b", "c", "ab", "ba", "cc"]
+    cache = SymbolCache(tmp_path / "corpus", texts, per_text=4, seed=3)
+    classifier = train_recognizer(cache, cache.split(0.25)[0],
+                                  config=RecognizerConfig(frames=8, size=16, width=8,
+                                                          feature_dim=16),
+                                  settings=TrainSettings(steps=5), device="cpu", progress=False)
+    swapped = SequenceRecognizer(reader.net, ["b", "a", "c"], reader.config)
+    report = evaluate(SymbolPipe(texts), cache, tmp_path / "two", per_text=2,
+                      recognizer=classifier, readers={"first": reader, "swapped": swapped},
+                      progress=False)
+    bt = json.loads((tmp_path / "two" / "report.json").read_text())["back_translation"]
+    assert set(bt["readers"]) == {"first", "swapped"}
+    first = bt["readers"]["first"]["groups"]
+    assert first["letters"]["exact"] == 1.0 and first["seen"]["exact"] == 1.0
+    swapped_letters = bt["readers"]["swapped"]["groups"]["letters"]
+    assert swapped_letters["exact"] == pytest.approx(1 / 3)  # only "c" reads right
+    assert swapped_letters["ceiling_exact"] == pytest.approx(1 / 3, abs=0.2)
+    # letters a, b, c: the readers agree on c's 2 clips of 6; seen ab, ba, cc: on cc's 2 of 6
+    assert bt["agreement"]["letters"] == {"clips": 6, "same": pytest.approx(1 / 3),
+                                          "same_right": pytest.approx(1 / 3)}
+    assert bt["agreement"]["seen"]["same"] == pytest.approx(1 / 3)
+    assert bt["reader"] == "first" and bt["groups"] == bt["readers"]["first"]["groups"]
+    assert bt["met"]["letters"] is True  # swapped: 1/3 >= 0.7 * its own ceiling of ~1/3
+    assert "readers agree" in (tmp_path / "two" / "report.md").read_text()
+    assert report["back_translation"]["agreement"] == bt["agreement"]

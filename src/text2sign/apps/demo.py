@@ -13,7 +13,7 @@ from text2sign.data.dataset import open_data
 from text2sign.data.fingerspelling import build_fingerspelling_corpus, builtin_words, clip_paths
 from text2sign.data.folder import default_workers
 from text2sign.evaluation.evaluate import evaluate, print_report
-from text2sign.evaluation.sequence import SequenceRecognizer, load_or_train_sequence_recognizer
+from text2sign.evaluation.readers import pick_readers
 from text2sign.model_folder import shipped
 from text2sign.model_folder.build import build_config
 from text2sign.model_folder.folder_io import TrainingTexts, read_model_info, training_texts
@@ -79,16 +79,17 @@ def demo_words(trained: TrainingTexts, words: list[str], count: int = DEMO_WORDS
 def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float = 30.0,
              per_text: int = 1, device: str | None = None, *, model: str | Path | None = None,
              config: Any = None, words: list[str] | None = None,
-             recognizer: str | Path | None = None, progress: bool = True,
+             recognizers: list[str | Path] | None = None, progress: bool = True,
              quiet: bool = False) -> dict[str, Any]:
     """Letters and words -> shipped (or freshly trained) model -> generated clips -> reports.
 
     With ``train``, the model is trained for ``minutes`` on the full corpus (letters and
     ``words``, default the built-in list) with ``config`` (default: the shipped model's).
     The demo then generates every letter and `DEMO_WORDS` seen and unseen words, scores them
-    with the classifier (top-1, FD) and reads them back with the sequence recognizer (the one
-    shipped with text2sign, trained on the ASL words corpus; else one trained on the training
-    corpus), which is left in ``out/recognizer``. ``quiet`` prints the results only.
+    with the classifier (top-1, FD) and reads them back with two readers of different
+    architectures (``recognizers``, default: the ones shipped with text2sign for a model timed
+    by its text, the 28-frame reader for a 28-frame model; else a pair trained on the training
+    corpus), which are left in ``out/readers/NAME``. ``quiet`` prints the results only.
     """
     if per_text < 1:
         raise ValueError(f"per_text={per_text}: must be at least 1 clip per text")
@@ -140,22 +141,20 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     cache = open_data(dc, progress=progress, path=corpus)
 
     # Shipped, trained on the ASL corpus: at the data rate, or at 28 frames for such models.
-    own = shipped.recognizer() if pipe.fps is not None else shipped.fixed_recognizer()
-    if recognizer is None and own.is_dir():
-        recognizer = own
-    if recognizer is not None:
-        sequence = SequenceRecognizer.load(recognizer, pipe.device)
-    else:  # trained once on the training corpus's training clips (or the demo corpus's)
-        sequence = load_or_train_sequence_recognizer(
-            training_cache or cache, dc.val_fraction, dc.holdout_texts, device=pipe.device,
-            progress=progress)
-    sequence.save(out / "recognizer")
+    if recognizers is None and not train:
+        own = ["shipped"] if pipe.fps is not None else [shipped.fixed_recognizer()]
+        recognizers = own if pipe.fps is None or shipped.recognizer().is_dir() else None
+    readers = pick_readers(recognizers, training_cache or cache, val_fraction=dc.val_fraction,
+                           holdout=dc.holdout_texts, device=pipe.device, progress=progress)
+    for name, reader in readers.items():
+        reader.save(out / "readers" / name)
     report = evaluate(pipe, cache, out / "eval", per_text=per_text, progress=progress,
-                      sequence_recognizer=sequence, name=str(folder))
-    report["recognizer"] = str(out / "recognizer")
+                      readers=readers, name=str(folder))
+    report["readers"] = {name: str(out / "readers" / name) for name in readers}
     report["demo_seconds"] = time.perf_counter() - started
     print_report(report)
-    print(f"recognizer:    {out / 'recognizer'}")
+    for name in readers:
+        print(f"reader {name + ':':<12}{out / 'readers' / name}")
     print(f"demo took {report['demo_seconds']:.0f} s")
     return report
 

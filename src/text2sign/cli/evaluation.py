@@ -31,9 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "folder, else runs/eval)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--recognizer", metavar="DIR",
-                   help="a sequence recognizer folder for the back-translation (default: the "
-                   "corpus's own, trained on first use and cached)")
+    p.add_argument("--recognizer", metavar="DIR", action="append",
+                   help="a reader folder for the back-translation; give it again for another "
+                   "reader, or `shipped` for the shipped readers (default: one reader of each "
+                   "architecture trained on the corpus on first use and cached)")
     p.add_argument("--max-texts", type=int, metavar="N",
                    help="at most N texts of each group (letters, seen, unseen, unseen-long, "
                    "unseen-phrases), picked by a stable hash (default: every text)")
@@ -66,9 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "model's, configs/asl-demo.yaml)")
     p.add_argument("--per-text", type=int, default=1, metavar="K",
                    help="clips generated per text (default 1)")
-    p.add_argument("--recognizer", metavar="DIR",
-                   help="sequence recognizer folder for the back-translation (default: the "
-                   "one shipped with the model)")
+    p.add_argument("--recognizer", metavar="DIR", action="append",
+                   help="a reader folder for the back-translation, repeatable (default: the "
+                   "two shipped readers)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
     add_quiet(p)
     p.set_defaults(func=run_demo_command)
@@ -186,7 +187,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # torch: imported when the command runs, so `text2sign --help` stays fast
     from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import evaluate, print_report
-    from text2sign.evaluation.sequence import SequenceRecognizer
+    from text2sign.evaluation.readers import pick_readers
     from text2sign.model_folder.folder_io import add_evaluation, shipped_default
     from text2sign.model_folder.pipeline import Text2SignPipeline
 
@@ -201,15 +202,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     folder = pipe.folder
     if not args.quiet:
         print(f"model: {folder}")
-    sequence = None
-    if args.recognizer:
-        sequence = SequenceRecognizer.load(args.recognizer, pipe.device)
     dc = pipe.config.data
     cache = open_data(dc, progress=shows_progress(args), path=args.data)
+    readers = None  # evaluate trains (or finds cached) one of each kind on the corpus
+    if args.recognizer and not args.no_back_translation:
+        readers = pick_readers(args.recognizer, cache, device=pipe.device)
     report = evaluate(pipe, cache, Path(args.out) if args.out else default_out(folder),
                       per_text=args.per_text, sampler=args.sampler, steps=args.steps,
                       guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-                      sequence_recognizer=sequence, back_translate=not args.no_back_translation,
+                      readers=readers, back_translate=not args.no_back_translation,
                       max_texts=args.max_texts, name=str(folder), progress=shows_progress(args),
                       only=args.groups.split(",") if args.groups else None)
     print_report(report)
@@ -237,6 +238,6 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if args.model is not None:
         model = model_or_shipped(args.model)
     run_demo(args.out, train=args.train, minutes=args.minutes, per_text=args.per_text,
-             device=args.device, config=config, model=model, recognizer=args.recognizer,
+             device=args.device, config=config, model=model, recognizers=args.recognizer,
              progress=shows_progress(args), quiet=args.quiet)
     return 0
