@@ -73,3 +73,9 @@ def fixed_recognizer() -> Path:
 def word_list(name: str) -> Path:
     """A built-in word list (``words-<name>.txt``: en, en-long, en-phrases)."""
     return ASSETS / f"words-{name}.txt"
+
+
+def asset(name: str) -> Path:
+    """A file or folder shipped inside the package, by name (``recognizer``,
+    ``reader-transformer``)."""
+    return ASSETS / name
