@@ -405,6 +405,16 @@ def test_which_readers_a_model_gets(tmp_path, monkeypatch):
         resolve_folders(["shipped"])
 
 
+def test_the_corpus_names_the_cache_the_data_pipeline_makes(pipe):
+    """Readers trained by evaluate are looked for beside this cache, for either time mode."""
+    from text2sign.data.dataset import open_clips
+
+    corpus = Corpus(pipe.config.data.path)
+    for frames, mode, fps in ((4, "resample", None), (8, "fps", 4.0)):
+        made = open_clips(corpus.path, frames, 16, mode, progress=False, fps=fps)
+        assert corpus.cache_dir(frames, 16, mode, "crop", fps) == Path(made.path)
+
+
 def test_cli_serve_takes_recognizer_more_than_once(model, two_readers, capsys):
     from text2sign.cli import build_parser, main
     from text2sign.cli.serve import load_service

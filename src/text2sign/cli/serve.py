@@ -72,7 +72,10 @@ def load_service(args: argparse.Namespace):
 
     readers, reader_folders = {}, {}
     if not args.no_recognizer:
-        cache = corpus.cache_dir(pipe.frames, pipe.size, dc.time_mode, dc.fit) if corpus else None
+        rate = dc.time_mode == "fps"
+        cache = (corpus.cache_dir(dc.max_frames if rate else pipe.frames, pipe.size,
+                                  dc.time_mode, dc.fit, dc.fps if rate else None)
+                 if corpus else None)
         found = (resolve_folders(args.recognizer) if args.recognizer
                  else find_reader_folders(folder, cache))
         if found:
