@@ -387,6 +387,7 @@ def test_which_readers_a_model_gets(tmp_path, monkeypatch):
                         lambda: {"conv-gru": old, "transformer": transformer})
     assert find_reader_folders(model, cache) == [old, transformer]  # the shipped model's
     assert resolve_folders(["shipped", str(new), str(old)]) == [old, transformer, new]
+    assert resolve_folders([str(new), str(cache / ".." / "cache" / new.name)]) == [new]
 
     # the model's own readers come first, either architecture in MODEL/recognizer
     own = random_transformer(model / "recognizer")

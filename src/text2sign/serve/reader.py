@@ -68,17 +68,18 @@ def is_reader_folder(folder: Path) -> bool:
 
 def resolve_folders(names: Sequence[str | Path]) -> list[Path]:
     """Reader folders from what a user typed: folders, or `shipped` for the shipped readers."""
-    folders: list[Path] = []
+    folders: dict[Path, Path] = {}  # each folder once, as first spelled
     for name in names:
         if str(name) != SHIPPED:
-            folders.append(Path(name))
+            folders.setdefault(Path(name).resolve(), Path(name))
             continue
         found = readers.shipped_reader_folders()
         if not found:
             raise FileNotFoundError("--recognizer shipped: no shipped reader is installed with "
                                     "this text2sign; name a reader folder instead")
-        folders += found.values()
-    return list(dict.fromkeys(folders))
+        for folder in found.values():
+            folders.setdefault(folder.resolve(), folder)
+    return list(folders.values())
 
 
 def load_readers(folders: Sequence[Path], device: str = "cpu",
