@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              metavar="SUBCOMMAND"))
     model.register(sub)
     evaluate.register(sub)
+    evaluate.register_reader(sub)
     serve.register(sub)
     return parser
 
