@@ -39,11 +39,7 @@ from text2sign.pipeline import Text2SignPipeline  # noqa: E402
 from text2sign.serve.app import Limits, Service, create_app, serve_in_thread  # noqa: E402
 from text2sign.serve.browser import find_chromium, headless_chromium  # noqa: E402
 from text2sign.serve.corpus import Corpus  # noqa: E402
-from text2sign.serve.reader import (  # noqa: E402
-    find_reader_folders,
-    load_readers,
-    resolve_folders,
-)
+from text2sign.serve.reader import find_reader_folders, load_readers  # noqa: E402
 
 TEXTS = {"A": ((1, 0), (255, 0, 0)), "B": ((0, 1), (0, 255, 0)), "C": ((1, 1), (0, 0, 255))}
 
@@ -368,6 +364,7 @@ def touch_reader(folder: Path, cls) -> Path:
 
 def test_which_readers_a_model_gets(tmp_path, monkeypatch):
     import text2sign.serve.reader as serve_reader
+    from text2sign.evaluation.readers import resolve_readers
     from text2sign.evaluation.recognizer import Recognizer
 
     model, cache = tmp_path / "model", tmp_path / "cache"
@@ -386,8 +383,8 @@ def test_which_readers_a_model_gets(tmp_path, monkeypatch):
     monkeypatch.setattr(serve_reader.readers, "shipped_reader_folders",
                         lambda: {"conv-gru": old, "transformer": transformer})
     assert find_reader_folders(model, cache) == [old, transformer]  # the shipped model's
-    assert resolve_folders(["shipped", str(new), str(old)]) == [old, transformer, new]
-    assert resolve_folders([str(new), str(cache / ".." / "cache" / new.name)]) == [new]
+    # --recognizer shipped DIR, as evaluate takes it
+    assert resolve_readers(["shipped", str(new), str(old)]) == [old, transformer, new]
 
     # the model's own readers come first, either architecture in MODEL/recognizer
     own = random_transformer(model / "recognizer")
@@ -403,7 +400,7 @@ def test_which_readers_a_model_gets(tmp_path, monkeypatch):
 
     monkeypatch.setattr(serve_reader.readers, "shipped_reader_folders", lambda: {})
     with pytest.raises(FileNotFoundError, match="no shipped reader is installed"):
-        resolve_folders(["shipped"])
+        resolve_readers(["shipped"])
 
 
 def test_the_corpus_names_the_cache_the_data_pipeline_makes(pipe):

@@ -38,10 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_service(args: argparse.Namespace):
     """The model, corpus and readers that `args` name, wrapped in a serve Service."""
     # torch (pipeline, reader), PIL (corpus), the [serve] extra (app): imported here, not by --help
+    from text2sign.evaluation.readers import resolve_readers
     from text2sign.pipeline import Text2SignPipeline
     from text2sign.serve.app import Limits, Service
     from text2sign.serve.corpus import Corpus
-    from text2sign.serve.reader import find_reader_folders, load_readers, resolve_folders
+    from text2sign.serve.reader import find_reader_folders, load_readers
 
     if args.max_queue < 1:
         raise ValueError(f"--max-queue {args.max_queue}: must be at least 1")
@@ -76,7 +77,7 @@ def load_service(args: argparse.Namespace):
         cache = (corpus.cache_dir(dc.max_frames if rate else pipe.frames, pipe.size,
                                   dc.time_mode, dc.fit, dc.fps if rate else None)
                  if corpus else None)
-        found = (resolve_folders(args.recognizer) if args.recognizer
+        found = (resolve_readers(args.recognizer) if args.recognizer
                  else find_reader_folders(folder, cache))
         if found:
             readers, reader_folders = load_readers(found, str(pipe.device),

@@ -27,7 +27,6 @@ class Reading(NamedTuple):
 
 Reader = Callable[[np.ndarray], "tuple[str, float]"]  # a Reading or any (text, confidence)
 
-SHIPPED = "shipped"  # a --recognizer value: every shipped reader that is installed
 MODEL_READERS = ("recognizer", "reader-transformer")  # a model folder's own readers
 
 
@@ -64,22 +63,6 @@ def is_reader_folder(folder: Path) -> bool:
     classifier = ((folder / Recognizer.config_name).is_file()
                   and (folder / Recognizer.weights_name).is_file())
     return readers.is_reader_folder(folder) or classifier
-
-
-def resolve_folders(names: Sequence[str | Path]) -> list[Path]:
-    """Reader folders from what a user typed: folders, or `shipped` for the shipped readers."""
-    folders: dict[Path, Path] = {}  # each folder once, as first spelled
-    for name in names:
-        if str(name) != SHIPPED:
-            folders.setdefault(Path(name).resolve(), Path(name))
-            continue
-        found = readers.shipped_reader_folders()
-        if not found:
-            raise FileNotFoundError("--recognizer shipped: no shipped reader is installed with "
-                                    "this text2sign; name a reader folder instead")
-        for folder in found.values():
-            folders.setdefault(folder.resolve(), folder)
-    return list(folders.values())
 
 
 def load_readers(folders: Sequence[Path], device: str = "cpu",
