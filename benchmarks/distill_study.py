@@ -59,13 +59,13 @@ class CountCalls:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from text2sign.core.device import describe_device
+    from text2sign.core.report import GROUP_NAMES, fmt_number
     from text2sign.data.dataset import open_data
-    from text2sign.device import describe_device
     from text2sign.evaluation.evaluate import text_groups
     from text2sign.evaluation.readers import load_reader, reader_name
-    from text2sign.model_folder.folder import training_texts
-    from text2sign.pipeline import Text2SignPipeline
-    from text2sign.report import GROUP_NAMES, fmt_number
+    from text2sign.model_folder.folder_io import training_texts
+    from text2sign.model_folder.pipeline import Text2SignPipeline
 
     args = parse_args(argv)
     teacher = Text2SignPipeline.from_pretrained(args.teacher, device="cpu")
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\none clip per text (calls of 4 texts), teacher {args.teacher}, student "
           f"{args.student}, {device}")
     if args.card:
-        from text2sign.model_folder.folder import add_evaluation
+        from text2sign.model_folder.folder_io import add_evaluation
 
         report.update(device=device, sampler="lcm", steps=student.config.distill.steps,
                       guidance=guidance)

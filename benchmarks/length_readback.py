@@ -95,13 +95,13 @@ def read_back(pipe, cache, readers: dict, texts: list[str], batch: int = 4, **sa
 
 
 def main(argv: list[str] | None = None) -> int:
+    from text2sign.core.device import describe_device
+    from text2sign.core.report import GROUP_NAMES, fmt_number
     from text2sign.data.dataset import open_data
-    from text2sign.device import describe_device
     from text2sign.evaluation.evaluate import text_groups
     from text2sign.evaluation.readers import combine, load_reader, reader_name, resolve_readers
-    from text2sign.model_folder.folder import training_texts
-    from text2sign.pipeline import Text2SignPipeline
-    from text2sign.report import GROUP_NAMES, fmt_number
+    from text2sign.model_folder.folder_io import training_texts
+    from text2sign.model_folder.pipeline import Text2SignPipeline
 
     args = parse_args(argv)
     rows, out, device = [], {}, ""
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(" | ".join(rows[-1]), flush=True)
         report["back_translation"] = combine(per_reader, agreements)
         if args.card and k == 0:
-            from text2sign.model_folder.folder import add_evaluation
+            from text2sign.model_folder.folder_io import add_evaluation
 
             report["device"] = device
             add_evaluation(pipe.folder, report, "python benchmarks/length_readback.py " +

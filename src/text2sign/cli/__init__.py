@@ -12,8 +12,9 @@ import shlex
 import sys
 
 from text2sign import __version__
-from text2sign.cli import data, evaluate, model, serve
-from text2sign.run_control import RunStopped
+from text2sign.cli import data, evaluation, model, serve
+from text2sign.core.files import DiskFull
+from text2sign.core.run_control import RunStopped
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(data_parser.add_subparsers(dest="data_command", required=True,
                                              metavar="SUBCOMMAND"))
     model.register(sub)
-    evaluate.register(sub)
-    evaluate.register_reader(sub)
+    evaluation.register(sub)
+    evaluation.register_reader(sub)
     serve.register(sub)
     return parser
 
@@ -46,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         # User-input errors and damaged files: one clear line, no traceback.
         print(f"text2sign {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except RunStopped as err:
-        # A run that stopped for a reason it names (NaN loss, full disk): its saved state is good.
+    except (RunStopped, DiskFull) as err:
+        # A run or a write that stopped for a reason it names (NaN loss, full disk): what it
+        # committed before is good, and the message says what that is.
         print(f"text2sign {args.command}: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

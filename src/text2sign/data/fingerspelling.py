@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import spoken_to_signed
 
-from text2sign import shipped
+from text2sign.core.files import ASSETS
 from text2sign.data.folder import FINGERSPELLING_MARKER
 
 SUPERSAMPLE = 4  # draw at 4x, then box-filter down: cheap anti-aliasing
@@ -593,7 +593,7 @@ def _rng(seed: int, language: str, text: str, variant: int) -> np.random.Generat
     return np.random.default_rng([seed, zlib.crc32(f"{language}/{text}".encode()), variant])
 
 
-WORD_LISTS = ("en", "en-long", "en-phrases")  # built-in lists (shipped.word_list)
+WORD_LISTS = ("en", "en-long", "en-phrases")  # built-in lists: ASSETS/words-NAME.txt
 
 
 def builtin_words(name: str = "en") -> list[str]:
@@ -602,7 +602,7 @@ def builtin_words(name: str = "en") -> list[str]:
     if name not in WORD_LISTS:
         raise ValueError(f"unknown built-in word list {name!r}; available: {sorted(WORD_LISTS)} "
                          "(or pass a file with one word or phrase per line)")
-    return read_words(shipped.word_list(name))
+    return read_words(ASSETS / f"words-{name}.txt")
 
 
 def read_words(path: str | Path) -> list[str]:

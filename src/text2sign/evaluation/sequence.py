@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from text2sign.config import VAL_FRACTION
+from text2sign.core.config import VAL_FRACTION
+from text2sign.core.device import pick_device
 from text2sign.data.folder import is_fingerspelling_corpus
-from text2sign.device import pick_device
 from text2sign.evaluation.metrics import (  # noqa: F401  (also imported from here)
     edit_distance,
     error_rate,

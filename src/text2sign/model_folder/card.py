@@ -8,10 +8,8 @@ from typing import Any
 
 import yaml
 
-from text2sign.config import Config, ModelConfig
-from text2sign.model_folder.info import ModelInfo
-from text2sign.models.registry import preset_params
-from text2sign.report import (
+from text2sign.core.config import Config, ModelConfig
+from text2sign.core.report import (
     agreement_rows,
     back_translation_rows,
     duration_rows,
@@ -19,6 +17,8 @@ from text2sign.report import (
     markdown_table,
     summary_rows,
 )
+from text2sign.model_folder.model_info import ModelInfo
+from text2sign.models.registry import preset_params
 
 CARD_FILE = "README.md"
 SAMPLE_FILE = "sample.gif"  # real clips beside generated ones, written by `evaluate --card`

@@ -14,10 +14,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from text2sign import shipped
 from text2sign.evaluation import readers
 from text2sign.evaluation.metrics import text_units
 from text2sign.evaluation.recognizer import Recognizer
+from text2sign.model_folder import shipped
 
 
 class Reading(NamedTuple):

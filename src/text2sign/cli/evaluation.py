@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from text2sign.config import SAMPLERS
-from text2sign.console import add_quiet, shows_progress
+from text2sign.core.config import SAMPLERS
+from text2sign.core.console import add_quiet, shows_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -111,6 +111,10 @@ def register_reader(sub: argparse._SubParsersAction) -> None:
                        "0.1: the shipped models' data.holdout_texts)")
         q.add_argument("--max-clips", type=int, metavar="N",
                        help="score at most N real clips per group")
+        if name == "score":
+            q.add_argument("--all", action="store_true",
+                           help="score every clip of DATA (a test corpus no reader trained on), "
+                           "not only the held-out ones")
         q.add_argument("--device", default="auto")
         add_quiet(q)
         q.set_defaults(func=run_reader)
@@ -118,8 +122,9 @@ def register_reader(sub: argparse._SubParsersAction) -> None:
 
 def run_reader(args: argparse.Namespace) -> int:
     # torch: imported when the command runs, so `text2sign --help` stays fast
+    from text2sign.core.device import pick_device
+    from text2sign.core.report import format_table
     from text2sign.data.dataset import open_clips
-    from text2sign.device import pick_device
     from text2sign.evaluation.readers import (
         load_or_train_reader,
         load_reader,
@@ -128,7 +133,6 @@ def run_reader(args: argparse.Namespace) -> int:
         real_groups,
         resolve_readers,
     )
-    from text2sign.report import format_table
 
     mode = "fps" if args.frames is None else "resample"
     cache = open_clips(args.data, args.max_frames if mode == "fps" else args.frames, args.size,
@@ -154,7 +158,8 @@ def run_reader(args: argparse.Namespace) -> int:
         for folder in resolve_readers(args.readers):
             reader = load_reader(folder, device)
             readers[reader_name(reader, set(readers))] = reader
-    groups = real_groups(cache, args.val_fraction, args.holdout, args.max_clips)
+    groups = real_groups(cache, args.val_fraction, args.holdout, args.max_clips,
+                         every=getattr(args, "all", False))
     scores = read_real(readers, cache, groups)
     rows = []
     for group, score in scores.items():
@@ -182,8 +187,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import evaluate, print_report
     from text2sign.evaluation.sequence import SequenceRecognizer
-    from text2sign.model_folder.folder import add_evaluation, shipped_default
-    from text2sign.pipeline import Text2SignPipeline
+    from text2sign.model_folder.folder_io import add_evaluation, shipped_default
+    from text2sign.model_folder.pipeline import Text2SignPipeline
 
     if args.per_text < 1:
         raise ValueError(f"--per-text {args.per_text}: must be at least 1")
@@ -216,9 +221,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_demo_command(args: argparse.Namespace) -> int:
     # torch: imported when the command runs, so `text2sign --help` stays fast
-    from text2sign.build import build_config
-    from text2sign.demo import run_demo
-    from text2sign.model_folder.folder import model_or_shipped
+    from text2sign.apps.demo import run_demo
+    from text2sign.model_folder.build import build_config
+    from text2sign.model_folder.folder_io import model_or_shipped
 
     config = None
     if args.config is not None:
