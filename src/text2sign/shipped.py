@@ -71,5 +71,11 @@ def fixed_recognizer() -> Path:
 
 
 def word_list(name: str) -> Path:
-    """A built-in word list (``words-<name>.txt``: en, en-long, en-phrases)."""
+    """A built-in word list (``words-<name>.txt``: en, en-long, en-phrases, and per sign
+    language CODE, CODE-long, CODE-names)."""
     return ASSETS / f"words-{name}.txt"
+
+
+def word_lists() -> list[str]:
+    """The names of the built-in word lists."""
+    return sorted(p.name[len("words-"):-len(".txt")] for p in ASSETS.glob("words-*.txt"))
