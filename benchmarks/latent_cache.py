@@ -43,8 +43,8 @@ def time_steps(module, optimizer, ema, accelerator, batches, encode, steps: int,
     """Seconds per training step (`train_step`, the loop's own), after `warmup` untimed steps."""
     import torch
 
-    from text2sign.pipeline import trainable_state
-    from text2sign.training import train_step
+    from text2sign.model_folder.pipeline import trainable_state
+    from text2sign.training.loop import train_step
 
     device = accelerator.device
     live = trainable_state(accelerator.unwrap_model(module))
@@ -69,11 +69,11 @@ def time_steps(module, optimizer, ema, accelerator, batches, encode, steps: int,
 def main() -> None:
     import torch
 
-    from text2sign.build import build_autoencoder, build_config
+    from text2sign.core.device import describe_device, pick_device
     from text2sign.data.dataset import ClipDataset
     from text2sign.data.latent_cache import LatentDataset, latent_cache
-    from text2sign.device import describe_device, pick_device
-    from text2sign.training import init_training, make_accelerator
+    from text2sign.model_folder.build import build_autoencoder, build_config
+    from text2sign.training.loop import init_training, make_accelerator
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="configs/asl-words.yaml")

@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from text2sign.device import describe_device
-    from text2sign.pipeline import Text2SignPipeline
+    from text2sign.core.device import describe_device
+    from text2sign.model_folder.pipeline import Text2SignPipeline
 
     args = parse_args(argv)
     pipe = Text2SignPipeline.from_pretrained(args.model, device=args.device)

@@ -49,13 +49,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from text2sign.core.device import describe_device
+    from text2sign.core.report import GROUP_NAMES, fmt_number
     from text2sign.data.dataset import open_data
-    from text2sign.device import describe_device
     from text2sign.evaluation.evaluate import evaluate
     from text2sign.evaluation.sequence import SequenceRecognizer
-    from text2sign.model_folder.folder import add_evaluation
-    from text2sign.pipeline import Text2SignPipeline
-    from text2sign.report import GROUP_NAMES, fmt_number
+    from text2sign.model_folder.folder_io import add_evaluation
+    from text2sign.model_folder.pipeline import Text2SignPipeline
 
     args = parse_args(argv)
     rows, device = [], None

@@ -52,7 +52,7 @@ def make_files(root: Path) -> tuple[Path, Path]:
 
 
 def config(args: argparse.Namespace, arch: str, train_only: str):
-    from text2sign.build import build_config
+    from text2sign.model_folder.build import build_config
 
     sd = Path(args.sd)
     return build_config("small", overrides=[
@@ -70,7 +70,7 @@ def encode_corpus(args: argparse.Namespace, out: Path) -> int:
     from safetensors.torch import save_file
 
     from text2sign.data.dataset import open_clips
-    from text2sign.model_folder.autoencoder import load_autoencoder
+    from text2sign.model_folder.autoencoder_io import load_autoencoder
 
     cache = open_clips(args.data, args.frames, args.size, progress=False)
     ae = load_autoencoder(args.sd, None)
@@ -86,8 +86,8 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from text2sign.pipeline import trainable_state
-    from text2sign.training import init_training, make_accelerator, train_step
+    from text2sign.model_folder.pipeline import trainable_state
+    from text2sign.training.loop import init_training, make_accelerator, train_step
 
     arch, train_only = args.worker.split(":")
     cfg = config(args, arch, train_only)

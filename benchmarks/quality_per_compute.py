@@ -78,14 +78,14 @@ def matched_params(arch: str, preset: str, target: float, text_dim: int, frames:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from text2sign.build import build_config, resolve_config
-    from text2sign.config import from_dict, parse_value
+    from text2sign.core.config import from_dict, parse_value
     from text2sign.data.dataset import open_clips
     from text2sign.evaluation.evaluate import evaluate, fmt_number
     from text2sign.evaluation.recognizer import load_or_train_recognizer
-    from text2sign.model_folder.folder import read_model_info
-    from text2sign.pipeline import Text2SignPipeline
-    from text2sign.training import train
+    from text2sign.model_folder.build import build_config, resolve_config
+    from text2sign.model_folder.folder_io import read_model_info
+    from text2sign.model_folder.pipeline import Text2SignPipeline
+    from text2sign.training.loop import train
 
     args = parse_args(argv)
     arch_sets: dict[str, dict] = {}
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--arch-set {item!r}: expected ARCH.KEY=VALUE with ARCH in {ARCHS}")
         arch_sets.setdefault(arch, {})[name] = parse_value(value)
     base = build_config(args.preset, args.config, args.overrides)
-    from text2sign.build import diffusion_space
+    from text2sign.model_folder.build import diffusion_space
 
     channels, side = diffusion_space(base)  # pixels, or the latents of a latent config
     frames, size, text_dim = base.data.frames, base.data.size, base.text.dim

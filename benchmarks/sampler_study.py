@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import evaluate, fmt_number
     from text2sign.evaluation.recognizer import load_or_train_recognizer
-    from text2sign.model_folder.folder import find_model_folder
-    from text2sign.pipeline import Text2SignPipeline
+    from text2sign.model_folder.folder_io import find_model_folder
+    from text2sign.model_folder.pipeline import Text2SignPipeline
 
     args = parse_args(argv)
     folder = find_model_folder(args.model)

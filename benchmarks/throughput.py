@@ -22,7 +22,7 @@ FLOPs of one training step (forward + backward) are counted by torch.utils.flop_
 .FlopCounterMode (matmuls, convolutions and attention, a multiply-add is 2 FLOPs); MFU = FLOPs
 per step x steps / seconds / the device's dense bf16 peak from PEAK_FLOPS (unknown device: n/a,
 or give --peak-tflops). Tokens are latent (or pixel) positions, frames x height x width per clip.
-Sampling is `text2sign.diffusion.sample` (DPM-Solver++, guidance 3, so the network sees a
+Sampling is `text2sign.diffusion.process.sample` (DPM-Solver++, guidance 3, so the network sees a
 CFG-doubled batch). Prints a markdown table and the machine it ran on.
 """
 
@@ -92,7 +92,7 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from text2sign.cuda import (
+    from text2sign.core.cuda import (
         adamw,
         compile_module,
         describe_kernels,
@@ -165,8 +165,8 @@ def worker(args: argparse.Namespace) -> dict:
     peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
                else peak_rss_mb())
 
-    from text2sign.config import DiffusionConfig
-    from text2sign.diffusion import sample
+    from text2sign.core.config import DiffusionConfig
+    from text2sign.diffusion.process import sample
 
     model.eval()
     n = args.sample_batch
@@ -205,7 +205,7 @@ def latent_shape(args: argparse.Namespace) -> tuple[int, int]:
 
 def text_dim_of(preset: str | None) -> int:
     """The text width the run preset of that name pairs with the denoiser (e.g. 512 for large)."""
-    from text2sign.config import PRESETS
+    from text2sign.core.config import PRESETS
 
     return PRESETS.get(preset or "", {}).get("text", {}).get("dim", TEXT_DIM)
 

@@ -21,13 +21,13 @@ from pathlib import Path
 
 def checkpoint_pipeline(run: Path, checkpoint: Path, device):
     """A Text2SignPipeline carrying a checkpoint's EMA weights (the model folder's recipe)."""
-    from text2sign.build import build_models
-    from text2sign.config import load_config
-    from text2sign.model_folder.autoencoder import load_autoencoder
-    from text2sign.model_folder.folder import find_model_folder, read_training_texts
-    from text2sign.pipeline import Text2SignPipeline
-    from text2sign.run_state import load_training_state
-    from text2sign.training import split_state
+    from text2sign.core.config import load_config
+    from text2sign.model_folder.autoencoder_io import load_autoencoder
+    from text2sign.model_folder.build import build_models
+    from text2sign.model_folder.folder_io import find_model_folder, read_training_texts
+    from text2sign.model_folder.pipeline import Text2SignPipeline
+    from text2sign.training.loop import split_state
+    from text2sign.training.run_state import load_training_state
 
     cfg = load_config(run / "config.yaml")
     state = load_training_state(checkpoint)
@@ -47,7 +47,7 @@ def score(pipe, cache, sequence, max_texts: int, steps: int, seed: int = 0,
           letters: bool = True) -> dict:
     """Back-translation of one clip per letter and per picked unseen word."""
     from text2sign.evaluation.evaluate import back_translation, text_groups
-    from text2sign.model_folder.folder import training_texts
+    from text2sign.model_folder.folder_io import training_texts
 
     trained = training_texts(pipe.info, pipe.training_texts, cache.texts)
     groups = text_groups(list(cache.texts), trained, max_texts)
@@ -77,11 +77,11 @@ HEADER = ("| unseen CER | unseen exact | ceiling CER | ceiling exact | letters C
 
 
 def main() -> None:
+    from text2sign.core.device import pick_device
     from text2sign.data.dataset import open_data
-    from text2sign.device import pick_device
     from text2sign.evaluation.sequence import SequenceRecognizer
-    from text2sign.pipeline import Text2SignPipeline
-    from text2sign.run_state import list_checkpoints
+    from text2sign.model_folder.pipeline import Text2SignPipeline
+    from text2sign.training.run_state import list_checkpoints
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, nargs="+", help="one or more run folders")
@@ -97,7 +97,7 @@ def main() -> None:
 
     device = pick_device(args.device)
     if args.recognizer is None:
-        from text2sign import shipped
+        from text2sign.model_folder import shipped
 
         args.recognizer = str(shipped.fixed_recognizer())  # the 28-frame words models
     sequence = SequenceRecognizer.load(args.recognizer, device)

@@ -21,9 +21,9 @@ from collections import Counter
 from importlib.metadata import version
 from pathlib import Path
 
-from text2sign import shipped
+from text2sign.core import units
+from text2sign.core.files import ASSETS
 from text2sign.data import fingerspelling as fs
-from text2sign.data import units
 
 # sign language -> (wordfreq language or None where wordfreq has none, Faker locale of names)
 SOURCES = {
@@ -90,7 +90,7 @@ def names(locale: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default=str(shipped.ASSETS), help="folder to write the lists to")
+    p.add_argument("--out", default=str(ASSETS), help="folder to write the lists to")
     args = p.parse_args(argv)
     import wordfreq
 

@@ -22,8 +22,8 @@ import numpy as np
 def main() -> None:
     from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import write_comparison
-    from text2sign.model_folder.folder import model_or_shipped
-    from text2sign.pipeline import Text2SignPipeline
+    from text2sign.model_folder.folder_io import model_or_shipped
+    from text2sign.model_folder.pipeline import Text2SignPipeline
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="model folder (default: the shipped one)")

@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 
 from text2sign.data.dataset import open_data
-from text2sign.model_folder.folder import (
+from text2sign.model_folder.folder_io import (
     DURATION_FILE,
     find_model_folder,
     read_duration,
     read_model_info,
 )
-from text2sign.training import fit_duration
+from text2sign.training.loop import fit_duration
 
 SHOWN = ("A", "go", "hello", "thank you", "christopher")
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from text2sign.build import build_config
 from text2sign.data.video_io import write_gif
+from text2sign.model_folder.build import build_config
 
 
 @pytest.fixture(scope="module")

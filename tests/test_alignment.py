@@ -7,8 +7,8 @@ import itertools
 import pytest
 import torch
 
-from text2sign import diffusion
-from text2sign.config import DiffusionConfig
+from text2sign.core.config import DiffusionConfig
+from text2sign.diffusion import process as diffusion
 from text2sign.models.layers import (
     Attention,
     MonotonicAlignment,

@@ -10,8 +10,8 @@ import pytest
 from test_demo import tiny_settings
 
 from text2sign.cli import build_parser, main
-from text2sign.shipped import default_model as shipped_model
-from text2sign.shipped import model as shipped_teacher
+from text2sign.model_folder.shipped import default_model as shipped_model
+from text2sign.model_folder.shipped import model as shipped_teacher
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,7 +49,7 @@ def test_info_modules_counts_parameters_per_block_and_part(run, capsys):
     capsys.readouterr()
     assert main(["info", str(run / "model"), "--modules"]) == 0
     out = capsys.readouterr().out
-    from text2sign.pipeline import Text2SignPipeline
+    from text2sign.model_folder.pipeline import Text2SignPipeline
 
     pipe = Text2SignPipeline.from_pretrained(run, device="cpu")
     total = sum(p.numel() for p in pipe.denoiser.parameters())
@@ -63,7 +63,7 @@ def test_info_sample_and_evaluate_default_to_the_shipped_model(tmp_path, capsys,
     out = capsys.readouterr().out
     assert f"model folder     {shipped_model()}" in out
     assert "latent, (C, T, h, w) = (8, 28, 16, 16)" in out
-    from text2sign.model_folder import folder as model_folder
+    from text2sign.model_folder import folder_io as model_folder
 
     finds = []  # every find_model_folder call asks is_hub_id first
     is_hub_id = model_folder.is_hub_id
@@ -84,7 +84,7 @@ def test_info_sample_and_evaluate_default_to_the_shipped_model(tmp_path, capsys,
 
 def counted_finds(monkeypatch) -> list[str]:
     """The names find_model_folder is called with, from now on (it asks is_hub_id first)."""
-    from text2sign.model_folder import folder as model_folder
+    from text2sign.model_folder import folder_io as model_folder
 
     finds, is_hub_id = [], model_folder.is_hub_id
     monkeypatch.setattr(model_folder, "is_hub_id", lambda name: finds.append(name)

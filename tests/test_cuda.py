@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from conftest import losses, make_corpus, tiny_config
 from safetensors.torch import load_file
 
-from text2sign import cuda
-from text2sign.build import build_config
+from text2sign.core import cuda
+from text2sign.model_folder.build import build_config
 from text2sign.models.registry import build_denoiser, preset_params
 from text2sign.models.text import TextEmbedding
-from text2sign.training import train
+from text2sign.training.loop import train
 
 
 @pytest.mark.parametrize("arch", ["diffusers-unet3d", "dit3d", "unet3d"])  # built from scratch

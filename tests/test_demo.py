@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from text2sign import demo, shipped
-from text2sign.build import build_config
+from text2sign.apps import demo
 from text2sign.evaluation import recognizer
+from text2sign.model_folder import shipped
+from text2sign.model_folder.build import build_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,8 +110,8 @@ def test_demo_without_shipped_model_says_how_to_get_one(tmp_path, monkeypatch):
 def test_demo_words_ask_the_models_training_texts():
     from text2sign.data.cache import split_fraction
     from text2sign.data.fingerspelling import clip_paths
-    from text2sign.model_folder.folder import training_texts
-    from text2sign.model_folder.info import ModelInfo
+    from text2sign.model_folder.folder_io import training_texts
+    from text2sign.model_folder.model_info import ModelInfo
 
     words = ["cat", "dog", "sun", "ant", "owl", "bee", "A"]
     trained = training_texts(ModelInfo(build_config("tiny")), ["CAT", "dog", "sun", "a"])
@@ -137,7 +138,7 @@ def test_shipped_model_fits_the_package_and_spells():
     folder), 128x128 within 30 MB, text order aligned with time and each frame given its place
     in its letter, fine-tuned from the 28-frame words model on letters, words, long words and
     phrases; pinned output of 2 DPM-Solver++ steps from seed 0 at its own guidance (7)."""
-    from text2sign.pipeline import Text2SignPipeline
+    from text2sign.model_folder.pipeline import Text2SignPipeline
 
     folder = shipped.model()
     assert sum(f.stat().st_size for f in folder.iterdir()) <= 30 * 2**20
@@ -168,8 +169,8 @@ def test_shipped_student_is_the_default_and_samples_in_four_evaluations():
     """The shipped student: the demo model distilled for 4 lcm steps with guidance 4-8 folded
     in, every command's default, timed by its teacher's duration model; one denoiser evaluation
     a step; pinned output of its own 4 steps from seed 0 at its default guidance (7)."""
-    from text2sign.model_folder.folder import model_or_shipped, shipped_default
-    from text2sign.pipeline import Text2SignPipeline
+    from text2sign.model_folder.folder_io import model_or_shipped, shipped_default
+    from text2sign.model_folder.pipeline import Text2SignPipeline
 
     folder = shipped.student()
     assert sum(f.stat().st_size for f in folder.iterdir()) <= 30 * 2**20
@@ -199,7 +200,7 @@ def test_shipped_student_is_the_default_and_samples_in_four_evaluations():
 def test_letters_model_loads_and_samples_as_before():
     """The letters model, written before aligned conditioning existed (no alignment setting in
     its config.json), loads as alignment "none" and samples what it sampled when it shipped."""
-    from text2sign.pipeline import Text2SignPipeline
+    from text2sign.model_folder.pipeline import Text2SignPipeline
 
     folder = shipped.letters_model()
     assert sum(f.stat().st_size for f in folder.iterdir()) <= 30 * 2**20

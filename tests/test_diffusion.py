@@ -6,8 +6,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from text2sign.config import DiffusionConfig
-from text2sign.diffusion import (
+from text2sign.core.config import DiffusionConfig
+from text2sign.diffusion.process import (
     make_scheduler,
     min_snr_weight,
     sample,

@@ -11,11 +11,11 @@ import torch
 from conftest import losses, make_corpus, tiny_config
 from safetensors.torch import load_file
 
+from text2sign.apps.info import describe
 from text2sign.cli import main
-from text2sign.distillation import check_teacher, distill, make_student, student_config
-from text2sign.info import describe
-from text2sign.pipeline import Text2SignPipeline
-from text2sign.training import train
+from text2sign.model_folder.pipeline import Text2SignPipeline
+from text2sign.training.distillation import check_teacher, distill, make_student, student_config
+from text2sign.training.loop import train
 
 TEXTS = ["A", "B", "C"] * 2
 # A grid of 4 (teacher steps of 250 timesteps) propagates consistency in a few hundred steps.
@@ -197,8 +197,8 @@ def test_student_is_taught_its_teachers_own_guidance(teacher):
 
 def test_the_default_model_is_the_shipped_student_unless_asked_for_more(
         teacher, student, monkeypatch):
-    from text2sign import shipped
-    from text2sign.model_folder.folder import model_or_shipped, shipped_default
+    from text2sign.model_folder import shipped
+    from text2sign.model_folder.folder_io import model_or_shipped, shipped_default
 
     monkeypatch.setattr(shipped, "student", lambda: student)
     monkeypatch.setattr(shipped, "model", lambda: teacher)

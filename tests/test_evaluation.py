@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from text2sign.config import Config
+from text2sign.core.config import Config
 from text2sign.data.video_io import safe_names
 from text2sign.evaluation.evaluate import (
     autoencoded_ceiling,
@@ -25,7 +25,7 @@ from text2sign.evaluation.recognizer import (
     score_clips,
     train_recognizer,
 )
-from text2sign.model_folder.info import ModelInfo
+from text2sign.model_folder.model_info import ModelInfo
 
 TOY = RecognizerConfig(frames=8, size=16, width=8, feature_dim=32)
 FAST = TrainSettings(steps=60, batch_size=16)

@@ -17,11 +17,11 @@ from conftest import losses, tiny_config
 from safetensors.torch import load_file, save_file
 
 from text2sign.cli import main
-from text2sign.files import DamagedFile, atomic_dir, clean_leftovers
-from text2sign.pipeline import Text2SignPipeline
-from text2sign.run_control import run_lock
-from text2sign.run_state import resume_config
-from text2sign.training import train
+from text2sign.core.files import DamagedFile, atomic_dir, clean_leftovers
+from text2sign.core.run_control import run_lock
+from text2sign.model_folder.pipeline import Text2SignPipeline
+from text2sign.training.loop import train
+from text2sign.training.run_state import resume_config
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +259,7 @@ def test_text_encoder_folder_with_pickle_weights_is_refused(tmp_path):
 
 
 def test_model_folder_exists_at_every_instant_of_a_swap(tmp_path, monkeypatch):
-    from text2sign.files import _exchange
+    from text2sign.core.files import _exchange
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -331,7 +331,7 @@ def test_full_disk_names_the_folder_and_last_good_checkpoint(corpus, tmp_path, c
                                                             monkeypatch):
     from safetensors import SafetensorError
 
-    import text2sign.run_state as run_state
+    import text2sign.training.run_state as run_state
 
     calls = {"n": 0}
 
@@ -356,7 +356,7 @@ def test_full_disk_names_the_folder_and_last_good_checkpoint(corpus, tmp_path, c
 
 
 def test_config_yaml_is_written_atomically(tmp_path, monkeypatch):
-    from text2sign.build import build_config
+    from text2sign.model_folder.build import build_config
 
     cfg = build_config("tiny")
     path = tmp_path / "config.yaml"

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from conftest import make_corpus
 from safetensors.torch import load_file
 
-from text2sign.build import build_config
-from text2sign.config import LatentConfig
-from text2sign.model_folder.autoencoder import inflate_autoencoder, load_autoencoder
+from text2sign.core.config import LatentConfig
+from text2sign.model_folder.autoencoder_io import inflate_autoencoder, load_autoencoder
+from text2sign.model_folder.build import build_config
+from text2sign.model_folder.pipeline import Text2SignPipeline
 from text2sign.models.autoencoder import FrameAutoencoder
-from text2sign.pipeline import Text2SignPipeline
-from text2sign.training import train
+from text2sign.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_case_folding_starts_lower_case_letters_from_upper_case(source, corpora,
 
 
 def test_shipped_models_by_name():
-    from text2sign import shipped
+    from text2sign.model_folder import shipped
 
     assert shipped.model_path("shipped:letters") == shipped.letters_model()
     assert shipped.model_path("shipped:demo") == shipped.model()

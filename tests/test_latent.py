@@ -12,14 +12,18 @@ import torch
 from conftest import losses, make_corpus
 from safetensors.torch import load_file
 
-from text2sign.autoencoder_training import train_autoencoder
-from text2sign.build import build_autoencoder, build_config
-from text2sign.config import LatentConfig
+from text2sign.core.config import LatentConfig
 from text2sign.data.dataset import open_clips
-from text2sign.model_folder.autoencoder import find_autoencoder, load_autoencoder, save_autoencoder
+from text2sign.model_folder.autoencoder_io import (
+    find_autoencoder,
+    load_autoencoder,
+    save_autoencoder,
+)
+from text2sign.model_folder.build import build_autoencoder, build_config
+from text2sign.model_folder.pipeline import Text2SignPipeline
 from text2sign.models.autoencoder import FrameAutoencoder, reconstruction_loss
-from text2sign.pipeline import Text2SignPipeline
-from text2sign.training import train
+from text2sign.training.autoencoder_training import train_autoencoder
+from text2sign.training.loop import train
 
 
 def latent_config(data: Path, *sets: str):
@@ -147,7 +151,7 @@ def test_latent_run_can_reuse_an_autoencoder(corpus, tmp_path):
 
 
 def test_pipeline_needs_the_autoencoder_of_a_latent_model(corpus):
-    from text2sign.build import build_models
+    from text2sign.model_folder.build import build_models
 
     cfg = latent_config(corpus)
     denoiser, conditioner = build_models(cfg)

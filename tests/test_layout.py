@@ -42,31 +42,29 @@ def imports(path: Path) -> set[str]:
 
 GRAPH = {name: imports(path) for name, path in MODULES.items()}
 
-# The layers, bottom up (STYLE.md habit 16; README "Layout"): a module may import its own layer
-# and those below, never one above. The longest matching prefix names a module's layer.
+# The layers, bottom up (STYLE.md habit 16; README "Layout"): each folder of the package is in
+# one layer, and a module may import its own layer and those below, never one above. The package's
+# face (text2sign/__init__.py) and __main__ stand on top; nothing else lies loose in text2sign/.
 LAYERS = {
-    1: ("config, files and other leaves", ["config", "files", "device", "console", "report",
-                                           "shipped", "cuda", "run_control"]),
-    2: ("models, diffusion, data", ["models", "diffusion", "lr_schedule", "data", "build"]),
-    3: ("model folder, run state", ["model_folder", "run_state", "pipeline"]),
-    4: ("training, evaluation", ["training", "distillation", "autoencoder_training", "init_from",
-                                 "tracking", "evaluation"]),
-    5: ("applications", ["demo", "serve", "info"]),
+    1: ("the base", ["core"]),
+    2: ("models, the diffusion process, data", ["models", "diffusion", "data"]),
+    3: ("the model folder", ["model_folder"]),
+    4: ("training, evaluation", ["training", "evaluation"]),
+    5: ("applications", ["apps", "serve"]),
     6: ("command line", ["cli", "__main__", ""]),  # "": the package's face, text2sign/__init__
 }
+FOLDERS = {folder: number for number, (_, folders) in LAYERS.items() for folder in folders}
+
+
+def folder(name: str) -> str:
+    """The top folder of module ``name`` (text2sign.X.Y -> X; a loose module is its own)."""
+    return name.removeprefix("text2sign").removeprefix(".").partition(".")[0]
 
 
 def layer(name: str) -> int:
-    """The layer of module ``name`` (text2sign.X.Y): its longest prefix in LAYERS."""
-    rest = name.removeprefix("text2sign").removeprefix(".")
-    best, found = -1, None
-    for number, (_, prefixes) in LAYERS.items():
-        for prefix in prefixes:
-            matches = rest == prefix or (prefix and rest.startswith(prefix + "."))
-            if matches and len(prefix) > best:
-                best, found = len(prefix), number
-    assert found is not None, f"{name} is in no layer: add it to LAYERS"
-    return found
+    """The layer of module ``name``: the layer of its folder."""
+    assert folder(name) in FOLDERS, f"{name} lies in no folder of LAYERS: move it into one"
+    return FOLDERS[folder(name)]
 
 
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
@@ -108,10 +106,43 @@ def test_every_module_has_a_layer_and_imports_only_run_down():
 
 def test_the_layer_check_sees_an_upward_import():
     assert layer("text2sign.data.cache") == 2 and layer("text2sign.cli.data") == 6
-    assert layer("text2sign") == 6 and layer("text2sign.report") == 1
+    assert layer("text2sign") == 6 and layer("text2sign.core.report") == 1
     assert upward_imports({"text2sign.model_folder.card": {"text2sign.evaluation.evaluate"}}) \
         == ["text2sign.model_folder.card (layer 3) imports text2sign.evaluation.evaluate "
             "(layer 4)"]
+
+
+def test_every_folder_is_a_layer_and_nothing_lies_loose():
+    """The folders are the layers: each package folder is in LAYERS (and each of LAYERS exists),
+    and text2sign/ itself holds only its face and __main__."""
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert folders == set(FOLDERS) - {"", "__main__"}
+    loose = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert loose == ["__init__.py", "__main__.py"]
+
+
+def test_every_folder_says_what_it_is_and_what_it_may_import():
+    for name in set(FOLDERS) - {"", "__main__"}:
+        doc = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text()))
+        assert doc and ("import" in doc), f"{name}/__init__.py: say what it is and may import"
+
+
+def test_no_two_files_share_a_name():
+    names: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name != "__init__.py":
+            names.setdefault(path.name, []).append(str(path.relative_to(PACKAGE)))
+    assert {n: p for n, p in names.items() if len(p) > 1} == {}
+
+
+def test_no_two_folders_import_each_other():
+    """Folders on one layer (training and evaluation; apps and serve) import one way only: the
+    folders' graph has no cycle either."""
+    folders: dict[str, set[str]] = {}
+    for name, deps in GRAPH.items():
+        folders.setdefault(folder(name), set()).update(folder(d) for d in deps)
+    folders = {f: deps - {f} for f, deps in folders.items()}
+    assert find_cycle(folders) is None, " -> ".join(find_cycle(folders))
 
 
 def test_the_cycle_check_sees_local_imports():
@@ -119,19 +150,23 @@ def test_the_cycle_check_sees_local_imports():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+LEAVES = {"text2sign.core.files", "text2sign.core.units"}
+
+
 def test_config_is_a_leaf_and_models_never_import_config():
-    assert GRAPH["text2sign.config"] <= {"text2sign.files"}
+    assert GRAPH["text2sign.core.config"] <= {"text2sign.core.files"}
     for name, deps in GRAPH.items():
         if name.startswith("text2sign.models"):
-            assert not deps & {"text2sign.config", "text2sign.build"}, name
-            # models import models, and files (the stdlib-only leaf: hashes, atomic writes)
-            assert all(d.startswith("text2sign.models") or d == "text2sign.files"
-                       for d in deps), (name, deps)
+            assert not deps & {"text2sign.core.config", "text2sign.model_folder.build"}, name
+            # models import models, and the stdlib-only leaves: files (hashes, atomic writes)
+            # and units (what a text is made of, which the duration model times)
+            assert all(d.startswith("text2sign.models") or d in LEAVES for d in deps), (name, deps)
+    assert all(GRAPH[leaf] == set() for leaf in LEAVES)
 
 
 def test_device_is_a_leaf():
     """The one home of device choice and memory figures, importable from any layer."""
-    assert GRAPH["text2sign.device"] == set()
+    assert GRAPH["text2sign.core.device"] == set()
 
 
 def test_every_module_imports_first_in_a_fresh_interpreter():
@@ -145,7 +180,7 @@ for name in {sorted(set(MODULES) - {"text2sign.__main__"})!r}:
     __import__(name)
 for loaded in [m for m in sys.modules if m.startswith(("text2sign", "torch"))]:
     del sys.modules[loaded]
-import text2sign.config
+import text2sign.core.config
 assert "torch" not in sys.modules, "config imports torch"
 assert not [m for m in sys.modules if m.startswith("text2sign.models")], "config imports models"
 """

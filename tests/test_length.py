@@ -12,14 +12,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from text2sign.build import build_config
 from text2sign.data import cache as cache_module
 from text2sign.data.cache import ClipCache, prepare_cache
 from text2sign.data.clips import fit_rate, fit_space, rate_length
 from text2sign.data.video_io import write_gif
+from text2sign.model_folder.build import build_config
+from text2sign.model_folder.pipeline import Text2SignPipeline
 from text2sign.models.duration import DurationModel
-from text2sign.pipeline import Text2SignPipeline
-from text2sign.training import LengthBucketSampler, train
+from text2sign.training.loop import LengthBucketSampler, train
 
 COLOURS = {"A": (255, 0, 0), "B": (0, 255, 0), "C": (0, 0, 255), "D": (255, 255, 0)}
 SOURCE_FPS = 8.0

@@ -12,11 +12,11 @@ import torch
 from conftest import make_corpus, tiny_config
 
 from text2sign.model_folder.card import CARD_FILE, SAMPLE_FILE, read_front_matter
-from text2sign.model_folder.folder import add_evaluation, is_hub_id, read_model_info
-from text2sign.model_folder.info import ModelInfo
-from text2sign.pipeline import Text2SignPipeline
-from text2sign.shipped import model as shipped_model
-from text2sign.training import train
+from text2sign.model_folder.folder_io import add_evaluation, is_hub_id, read_model_info
+from text2sign.model_folder.model_info import ModelInfo
+from text2sign.model_folder.pipeline import Text2SignPipeline
+from text2sign.model_folder.shipped import model as shipped_model
+from text2sign.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,7 +45,7 @@ def test_save_pretrained_round_trip_gives_identical_clips(tmp_path):
 def test_model_info_reads_the_shipped_folder_and_writes_it_back():
     """The letters model's folder predates several keys (files, pretrained, held-out counts):
     every fact it has comes back unchanged, and a key a newer text2sign writes survives."""
-    from text2sign.shipped import letters_model
+    from text2sign.model_folder.shipped import letters_model
 
     raw = json.loads((letters_model() / "config.json").read_text())
     info = read_model_info(letters_model())

@@ -218,8 +218,8 @@ def test_registry_errors_name_the_bad_value():
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_run_presets_sizes_fit_the_model_presets(arch):
-    from text2sign.config import PRESETS as RUN_PRESETS
-    from text2sign.config import DataConfig
+    from text2sign.core.config import PRESETS as RUN_PRESETS
+    from text2sign.core.config import DataConfig
 
     for run in RUN_PRESETS.values():
         data = {**DataConfig().__dict__, **run.get("data", {})}

@@ -13,17 +13,17 @@ import torch
 from pretrained_folders import random_image_dit, write_sd_folder
 from safetensors.torch import load_file, save_file
 
-from text2sign.build import build_config, build_models
-from text2sign.files import DamagedFile
-from text2sign.model_folder.autoencoder import load_autoencoder
+from text2sign.core.files import DamagedFile
+from text2sign.model_folder.autoencoder_io import load_autoencoder
+from text2sign.model_folder.build import build_config, build_models
+from text2sign.model_folder.pipeline import Text2SignPipeline
 from text2sign.models.pretrained import (
     DiffusersAutoencoder,
     init_from_pretrained,
     load_diffusers_autoencoder,
     read_state_dict,
 )
-from text2sign.pipeline import Text2SignPipeline
-from text2sign.training import DiffusionTrainer, train
+from text2sign.training.loop import DiffusionTrainer, train
 
 
 @pytest.fixture(scope="module")
@@ -315,8 +315,8 @@ def test_load_diffusers_autoencoder_ignores_other_folders(tmp_path):
 def test_scaled_linear_is_stable_diffusions_schedule():
     from diffusers import DDPMScheduler
 
-    from text2sign.config import DiffusionConfig
-    from text2sign.diffusion import make_scheduler
+    from text2sign.core.config import DiffusionConfig
+    from text2sign.diffusion.process import make_scheduler
 
     ours = make_scheduler(DiffusionConfig(beta_schedule="scaled_linear"))
     sd15 = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")

@@ -11,6 +11,7 @@ from text2sign.evaluation.metrics import error_rate, exact_accuracy
 from text2sign.evaluation.readers import (
     agreement,
     check_fits,
+    combine,
     load_reader,
     reader_name,
     train_reader,
@@ -172,3 +173,40 @@ def test_the_first_reader_trains_from_the_registry_too(tmp_path):
     assert reader_name(rec) == "conv-gru" and rec.vocab == ["a", "b", "c", "d"]
     with pytest.raises(ValueError, match="not one of"):
         train_reader(cache, [0], "lstm")
+
+
+def test_combined_back_translation_keeps_the_better_reader_and_says_what_is_met():
+    def group(exact, ceiling):
+        return {"texts": 2, "clips": 2, "cer": 0.1, "exact": exact, "ceiling_clips": 4,
+                "ceiling_cer": 0.0, "ceiling_exact": ceiling}
+
+    per_reader = {
+        "conv-gru": {"units": "chars", "groups": {"unseen": group(0.9, 1.0),
+                                                  "unseen-phrases": group(0.15, 0.2)}},
+        "transformer": {"units": "chars", "groups": {"unseen": group(0.5, 1.0),
+                                                     "unseen-phrases": group(0.8, 0.9)}},
+    }
+    agree = {"unseen": {"clips": 2, "same": 0.5, "same_right": 0.5}}
+    bt = combine(per_reader, agree)
+    assert bt["reader"] == "transformer"  # mean ceiling 0.95 against 0.6
+    assert bt["groups"] is per_reader["transformer"]["groups"]  # older scripts read this
+    assert set(bt["readers"]) == {"conv-gru", "transformer"} and bt["agreement"] == agree
+    # unseen: the transformer reads 0.5 of a 1.0 ceiling (< 70%); phrases: 0.15 >= 0.7 * 0.2
+    # and 0.8 >= 0.7 * 0.9
+    assert bt["met"] == {"unseen": False, "unseen-phrases": True}
+    one = combine({"conv-gru": per_reader["conv-gru"]}, {})
+    assert "agreement" not in one and one["met"] == {"unseen": True, "unseen-phrases": True}
+
+
+def test_a_gloss_corpus_gets_a_transformer_reader_of_glosses(tmp_path):
+    cache = ColourCache(tmp_path, ["a b", "c d", "a", "b c d", "d a"], per_text=2)
+    config = TransformerReaderConfig(size=SIZE, width=8, dim=32, layers=1, heads=2,
+                                     decoder_layers=1, units="glosses")
+    rec = train_reader(cache, list(range(len(cache))), "transformer", config=config,
+                       settings=TransformerReaderSettings(steps=3, batch_size=4, splice=1.0),
+                       device="cpu", progress=False)
+    assert rec.vocab == ["a", "b", "c", "d"]  # glosses: the space is no unit
+    (text, _), = rec.read([colour_clip("a b", np.random.default_rng(0))])
+    assert set(text.split()) <= {"a", "b", "c", "d"}
+    with pytest.raises(ValueError, match="reads glosses but .* is scored in chars"):
+        check_fits(rec, ["ab"], "chars")

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from text2sign import shipped
-from text2sign.config import Config
+from text2sign.core.config import Config
 from text2sign.data.cache import holdout_texts
 from text2sign.evaluation.evaluate import evaluate, text_groups
 from text2sign.evaluation.metrics import edit_distance, error_rate, exact_accuracy
@@ -23,8 +22,9 @@ from text2sign.evaluation.sequence import (
     read_clips,
     train_sequence_recognizer,
 )
-from text2sign.model_folder.folder import training_texts
-from text2sign.model_folder.info import ModelInfo
+from text2sign.model_folder import shipped
+from text2sign.model_folder.folder_io import training_texts
+from text2sign.model_folder.model_info import ModelInfo
 
 FRAMES, SIZE = 16, 16
 SEQ = SequenceConfig(frames=FRAMES, size=SIZE, width=8, hidden=32, units="chars")

@@ -19,12 +19,12 @@ import pytest
 pytest.importorskip("starlette", reason="needs the [serve] extra: pip install -e '.[serve]'")
 pytest.importorskip("uvicorn", reason="needs the [serve] extra: pip install -e '.[serve]'")
 
-from text2sign.build import build_config  # noqa: E402
 from text2sign.data.video_io import read_video, write_gif  # noqa: E402
 from text2sign.evaluation.recognizer import RecognizerConfig, TrainSettings  # noqa: E402
-from text2sign.model_folder.folder import TrainingTexts, training_texts  # noqa: E402
-from text2sign.model_folder.info import ModelInfo  # noqa: E402
-from text2sign.pipeline import Text2SignPipeline  # noqa: E402
+from text2sign.model_folder.build import build_config  # noqa: E402
+from text2sign.model_folder.folder_io import TrainingTexts, training_texts  # noqa: E402
+from text2sign.model_folder.model_info import ModelInfo  # noqa: E402
+from text2sign.model_folder.pipeline import Text2SignPipeline  # noqa: E402
 from text2sign.serve.app import Limits, Service, create_app, serve_in_thread  # noqa: E402
 from text2sign.serve.browser import find_chromium, headless_chromium  # noqa: E402
 from text2sign.serve.corpus import Corpus  # noqa: E402
@@ -43,7 +43,7 @@ def model(tmp_path_factory) -> Path:
     from text2sign.data.cache import ClipCache
     from text2sign.data.dataset import open_clips
     from text2sign.evaluation.recognizer import train_recognizer
-    from text2sign.training import train
+    from text2sign.training.loop import train
 
     root = tmp_path_factory.mktemp("serve")
     corpus = root / "corpus"

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from text2sign.config import DiffusionConfig
+from text2sign.core.config import DiffusionConfig
 from text2sign.models.text import (
     ByteTextEncoder,
     PretrainedTextEncoder,

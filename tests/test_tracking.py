@@ -14,9 +14,9 @@ import pytest
 from conftest import tiny_config
 from test_latent import latent_config
 
-from text2sign import training
-from text2sign.build import build_config
-from text2sign.training import expected_last_step, train
+from text2sign.model_folder.build import build_config
+from text2sign.training import loop as training
+from text2sign.training.loop import expected_last_step, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

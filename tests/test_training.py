@@ -15,10 +15,10 @@ import torch
 from conftest import losses, tiny_config
 from safetensors.torch import load_file
 
-from text2sign.build import build_config, build_models
-from text2sign.config import load_config
-from text2sign.pipeline import Text2SignPipeline
-from text2sign.training import StepBatchSampler, TrainingDiverged, lr_at, train
+from text2sign.core.config import load_config
+from text2sign.model_folder.build import build_config, build_models
+from text2sign.model_folder.pipeline import Text2SignPipeline
+from text2sign.training.loop import StepBatchSampler, TrainingDiverged, lr_at, train
 
 
 def test_config_yaml_round_trip(tmp_path):
@@ -119,7 +119,7 @@ def test_ema_moves_and_lags(corpus, tmp_path):
 
 
 def test_non_finite_loss_stops_with_last_checkpoint(corpus, tmp_path, monkeypatch):
-    import text2sign.diffusion as diffusion
+    import text2sign.diffusion.process as diffusion
 
     real = diffusion.training_loss
     calls = {"n": 0}
@@ -215,7 +215,7 @@ def test_prompts_must_be_texts_yaml_booleans_are_refused(tmp_path):
 
 
 def test_a_failing_sample_at_the_end_does_not_lose_the_checkpoint(corpus, tmp_path, monkeypatch):
-    from text2sign import training
+    from text2sign.training import loop as training
 
     def broken(*args, **kwargs):
         raise RuntimeError("sampling failed")
@@ -231,8 +231,8 @@ def test_train_step_is_one_optimizer_step_with_ema(corpus):
     """The loop's step, shared by the benchmarks: weights move, the EMA follows, NaN stops."""
     from accelerate import Accelerator
 
-    from text2sign.pipeline import trainable_state
-    from text2sign.training import init_training, train_step
+    from text2sign.model_folder.pipeline import trainable_state
+    from text2sign.training.loop import init_training, train_step
 
     cfg = tiny_config(corpus)
     module, optimizer, ema, _, _ = init_training(cfg, None, None)

@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import losses, tiny_config
 
-from text2sign.build import build_config, build_models
-from text2sign.pipeline import Text2SignPipeline
-from text2sign.training import ema_decay_at, train, update_ema
+from text2sign.model_folder.build import build_config, build_models
+from text2sign.model_folder.pipeline import Text2SignPipeline
+from text2sign.training.loop import ema_decay_at, train, update_ema
 
 
 def test_ema_arithmetic_and_warmup():
@@ -38,7 +38,7 @@ def test_minutes_budget_stops_and_saves(corpus, tmp_path, capsys):
 
 
 def test_ctrl_c_saves_at_the_end_of_the_step(corpus, tmp_path, monkeypatch, capsys):
-    import text2sign.diffusion as diffusion
+    import text2sign.diffusion.process as diffusion
 
     real, calls = diffusion.training_loss, {"n": 0}
 
@@ -111,7 +111,7 @@ def test_golden_slice_of_a_seeded_tiny_pipeline():
 
 def test_tensorboard_gif_keeps_every_frame():
     from text2sign.data.video_io import _read_gif
-    from text2sign.tracking import gif_summary
+    from text2sign.training.tracking import gif_summary
 
     videos = np.zeros((2, 6, 8, 8, 3), np.uint8)
     videos[:, :3, 2:5, 2:5] = 200  # frames 3..5 repeat: a padded clip

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from text2sign.cli import data as data_commands
+from text2sign.core import units
 from text2sign.data import fingerspelling as fs
-from text2sign.data import units
 from text2sign.data.video_io import read_video
 from text2sign.evaluation.metrics import error_rate, join_units, text_units
 from text2sign.models.duration import DurationModel

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import make_corpus, tiny_config
 
-from text2sign.build import build_config
 from text2sign.cli import main
+from text2sign.model_folder.build import build_config
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -66,7 +66,7 @@ def test_good_edge_settings_pass():
 
 
 def test_log_every_zero_trains(corpus, tmp_path):
-    from text2sign.training import train
+    from text2sign.training.loop import train
 
     cfg = tiny_config(corpus, max_steps=3, log_every=0, checkpoint_every=0)
     model = train(cfg, tmp_path / "run", progress=False, device="cpu")
@@ -106,7 +106,7 @@ def test_train_on_an_absent_device_fails(corpus, tmp_path, capsys):
 
 
 def test_train_device_is_passed_to_accelerate(tmp_path):
-    from text2sign.training import make_accelerator
+    from text2sign.training.loop import make_accelerator
 
     tc = build_config("tiny").train
     assert make_accelerator(tc, tmp_path, "cpu").device.type == "cpu"
@@ -114,7 +114,7 @@ def test_train_device_is_passed_to_accelerate(tmp_path):
 
 @pytest.fixture(scope="module")
 def model(corpus, tmp_path_factory):
-    from text2sign.training import train
+    from text2sign.training.loop import train
 
     run = tmp_path_factory.mktemp("run") / "run"
     train(tiny_config(corpus, max_steps=2), run, progress=False, device="cpu")
@@ -141,7 +141,7 @@ def test_cli_sample_refuses_bad_flags(model, tmp_path, capsys, flags, message):
 
 
 def test_sample_flags_are_used_not_replaced_by_defaults(model):
-    from text2sign.pipeline import Text2SignPipeline
+    from text2sign.model_folder.pipeline import Text2SignPipeline
 
     pipe = Text2SignPipeline.from_pretrained(model, device="cpu")
     assert pipe(["A"], num_frames=2, steps=1).shape[1] == 2
@@ -163,7 +163,7 @@ def test_resume_without_data_uses_the_runs_data(corpus, model, tmp_path, capsys,
 
 def test_eval_every_runs_without_sampling(corpus, tmp_path, monkeypatch):
     import text2sign.evaluation.evaluate as evaluation
-    from text2sign.training import train
+    from text2sign.training.loop import train
 
     calls = []
 
@@ -184,7 +184,7 @@ def test_prepare_has_no_val_fraction_knob(corpus, capsys):
 
 
 def test_info_says_custom_when_params_leave_the_preset(corpus, tmp_path, capsys):
-    from text2sign.training import train
+    from text2sign.training.loop import train
 
     cfg = build_config("tiny", overrides=[f"data.path={corpus}", "data.val_fraction=0",
                                           "train.max_steps=1", "model.params.stem=1"])
@@ -217,7 +217,7 @@ def test_cli_train_takes_any_data_folder_name(corpus, tmp_path, capsys, monkeypa
 def test_set_keeps_text_settings_as_text():
     """YAML reads no, yes and 2024 as a boolean and a number; a --set of a text setting keeps
     the text (the error message itself suggests train.mixed_precision=no)."""
-    from text2sign.build import build_config
+    from text2sign.model_folder.build import build_config
 
     cfg = build_config("tiny", overrides=["train.mixed_precision=no", "data.path=2024",
                                           "sample.sampler=ddim"])

@@ -10,7 +10,7 @@ __all__ = ["Text2SignPipeline", "__version__"]
 def __getattr__(name: str):
     # Lazy (the pipeline imports torch) so that `import text2sign` and the CLI's --help stay fast.
     if name == "Text2SignPipeline":
-        from text2sign.pipeline import Text2SignPipeline
+        from text2sign.model_folder.pipeline import Text2SignPipeline
 
         return Text2SignPipeline
     raise AttributeError(name)

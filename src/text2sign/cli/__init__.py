@@ -12,8 +12,8 @@ import shlex
 import sys
 
 from text2sign import __version__
-from text2sign.cli import data, evaluate, model, serve
-from text2sign.run_control import RunStopped
+from text2sign.cli import data, evaluation, model, serve
+from text2sign.core.run_control import RunStopped
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(data_parser.add_subparsers(dest="data_command", required=True,
                                              metavar="SUBCOMMAND"))
     model.register(sub)
-    evaluate.register(sub)
+    evaluation.register(sub)
+    evaluation.register_reader(sub)
     serve.register(sub)
     return parser
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from text2sign.config import VAL_FRACTION
-from text2sign.console import add_quiet, shows_progress
+from text2sign.core.config import VAL_FRACTION
+from text2sign.core.console import add_quiet, shows_progress
 
 
 def register(subparsers) -> None:

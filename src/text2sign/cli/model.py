@@ -7,8 +7,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from text2sign.config import PRESETS, SAMPLERS
-from text2sign.console import add_quiet, shows_progress
+from text2sign.core.config import PRESETS, SAMPLERS
+from text2sign.core.console import add_quiet, shows_progress
 
 
 def _preset_names() -> list[str]:
@@ -107,7 +107,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace, base=None):
     """The command line's config; ``base``, a run's own config, is what it changes (--resume)."""
-    from text2sign.build import build_config  # torch: imported when a command runs, not by --help
+    from text2sign.model_folder.build import (
+        build_config,  # torch: imported when a command runs, not by --help
+    )
 
     preset = args.preset or (None if base is not None else "small")
     return build_config(preset, args.config, args.overrides, base)
@@ -120,8 +122,8 @@ def run_config(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     # torch, accelerate: imported when the command runs, so `text2sign --help` stays fast
-    from text2sign.run_state import read_run_config, resume_config
-    from text2sign.training import train
+    from text2sign.training.loop import train
+    from text2sign.training.run_state import read_run_config, resume_config
 
     cfg = _build(args)
     out = Path(args.out or f"runs/{cfg.model.arch}-{cfg.model.preset}")
@@ -153,11 +155,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_distill(args: argparse.Namespace) -> int:
     # torch, accelerate: imported when the command runs, so `text2sign --help` stays fast
-    from text2sign.config import apply_overrides
-    from text2sign.distillation import distill, student_config
-    from text2sign.model_folder.folder import model_or_shipped, read_model_info
-    from text2sign.run_state import read_run_config, resume_config
-    from text2sign.shipped import SHIPPED
+    from text2sign.core.config import apply_overrides
+    from text2sign.model_folder.folder_io import model_or_shipped, read_model_info
+    from text2sign.model_folder.shipped import SHIPPED
+    from text2sign.training.distillation import distill, student_config
+    from text2sign.training.run_state import read_run_config, resume_config
 
     out = Path(args.out)
     run = read_run_config(out, args.resume) if args.resume else None
@@ -195,8 +197,8 @@ def run_distill(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     # torch (pipeline), PIL (video_io): imported when the command runs, so --help stays fast
     from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif, write_mp4
-    from text2sign.model_folder.folder import shipped_default
-    from text2sign.pipeline import Text2SignPipeline
+    from text2sign.model_folder.folder_io import shipped_default
+    from text2sign.model_folder.pipeline import Text2SignPipeline
 
     if args.num < 1:
         raise ValueError(f"--num {args.num}: must be at least 1")
@@ -232,7 +234,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from text2sign.info import describe  # torch: imported when the command runs, not by --help
+    from text2sign.apps.info import describe  # torch: imported when the command runs, not by --help
 
     for line in describe(args.model, modules=args.modules):
         print(line)

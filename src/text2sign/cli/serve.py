@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from text2sign.console import add_quiet
+from text2sign.core.console import add_quiet
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_service(args: argparse.Namespace):
     """The model, corpus and recognizer that `args` name, wrapped in a serve Service."""
     # torch (pipeline, reader), PIL (corpus), the [serve] extra (app): imported here, not by --help
-    from text2sign.pipeline import Text2SignPipeline
+    from text2sign.model_folder.pipeline import Text2SignPipeline
     from text2sign.serve.app import Limits, Service
     from text2sign.serve.corpus import Corpus
     from text2sign.serve.reader import find_reader_folder, load_reader

@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from text2sign.core.files import DamagedFile, read_json, write_lock, write_text_atomic
 from text2sign.data.clips import FITS, TIME_MODES, fit_time, rate_length, shape_clip
 from text2sign.data.folder import BadPair, default_workers, scan_folder
 from text2sign.data.video_io import VideoReadError, read_video
-from text2sign.files import DamagedFile, read_json, write_lock, write_text_atomic
 
 FORMAT = "text2sign-clip-cache"
 VERSION = 1  # fixed frame count per clip

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from text2sign.config import DataConfig
+from text2sign.core.config import DataConfig
 from text2sign.data.cache import ClipCache, is_cache, prepare_cache
 
 

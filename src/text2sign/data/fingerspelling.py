@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import spoken_to_signed
 
-from text2sign import shipped
-from text2sign.data import units
+from text2sign.core import units
+from text2sign.core.files import ASSETS
 from text2sign.data.folder import FINGERSPELLING_MARKER
 
 SUPERSAMPLE = 4  # draw at 4x, then box-filter down: cheap anti-aliasing
@@ -671,7 +671,9 @@ def _rng(seed: int, language: str, text: str, variant: int) -> np.random.Generat
     return np.random.default_rng([seed, zlib.crc32(f"{language}/{text}".encode()), variant])
 
 
-WORD_LISTS = tuple(shipped.word_lists())  # built-in lists: en, en-long, en-phrases, CODE-long ...
+# built-in lists, ASSETS/words-NAME.txt: en, en-long, en-phrases, CODE, CODE-long, CODE-names
+WORD_LISTS = tuple(sorted(p.name[len("words-"):-len(".txt")]
+                         for p in ASSETS.glob("words-*.txt")))
 # Each language's own built-in list, by kind: ASL's are the English lists.
 OWN_LISTS = {"words": "", "long": "-long", "names": "-names"}
 
@@ -694,7 +696,7 @@ def builtin_words(name: str = "en") -> list[str]:
                          f"{', '.join(sorted(OWN_LISTS))} (each language's own), "
                          f"{', '.join(WORD_LISTS)} (or pass a file with one word or phrase per "
                          "line)")
-    return read_words(shipped.word_list(name))
+    return read_words(ASSETS / f"words-{name}.txt")
 
 
 def read_words(path: str | Path) -> list[str]:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from text2sign.core.files import TMP_MARK, write_lock, write_text_atomic
 from text2sign.data.dataset import to_unit
-from text2sign.files import TMP_MARK, write_lock, write_text_atomic
 from text2sign.models.autoencoder import FrameAutoencoder
 
 LATENT_CACHE_FORMAT = "text2sign-latent-cache"

@@ -1,1 +1,5 @@
-"""Does a generated clip show the right sign? Recognizer, metrics and reports."""
+"""Does a generated clip show the right sign? Recognizer, metrics and reports.
+
+Beside training/: may import model_folder/ (the pipeline it scores), models/, diffusion/, data/
+and core/; never training/, apps/, serve/ or cli/.
+"""

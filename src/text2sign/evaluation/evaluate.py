@@ -21,29 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from text2sign.data.cache import ClipCache, FixedCountView, split_fraction
-from text2sign.data.clips import fit_time
-from text2sign.data.dataset import to_unit
-from text2sign.data.video_io import (
-    safe_names,
-    write_animated_sheet,
-    write_contact_sheet,
-    write_gif,
-)
-from text2sign.device import describe_device
-from text2sign.evaluation.metrics import frechet_distance, topk_accuracy
-from text2sign.evaluation.recognizer import Recognizer, load_or_train_recognizer
-from text2sign.evaluation.sequence import (
-    SequenceRecognizer,
-    error_rate,
-    exact_accuracy,
-    load_or_train_sequence_recognizer,
-    read_clips,
-)
-from text2sign.model_folder.folder import TrainingTexts, training_texts
-from text2sign.models.autoencoder import FrameAutoencoder
-from text2sign.pipeline import Text2SignPipeline, videos_to_uint8
-from text2sign.report import (
+from text2sign.core.device import describe_device
+from text2sign.core.report import (
     back_translation_rows,
     duration_rows,
     fmt_number,
@@ -53,12 +32,32 @@ from text2sign.report import (
     markdown_table,
     summary_rows,
 )
+from text2sign.data.cache import ClipCache, FixedCountView, split_fraction
+from text2sign.data.clips import fit_time
+from text2sign.data.dataset import to_unit
+from text2sign.data.video_io import (
+    safe_names,
+    write_animated_sheet,
+    write_contact_sheet,
+    write_gif,
+)
+from text2sign.evaluation.metrics import LONG_WORD, frechet_distance, topk_accuracy
+from text2sign.evaluation.recognizer import Recognizer, load_or_train_recognizer
+from text2sign.evaluation.sequence import (
+    SequenceRecognizer,
+    error_rate,
+    exact_accuracy,
+    load_or_train_sequence_recognizer,
+    read_clips,
+)
+from text2sign.model_folder.folder_io import TrainingTexts, training_texts
+from text2sign.model_folder.pipeline import Text2SignPipeline, videos_to_uint8
+from text2sign.models.autoencoder import FrameAutoencoder
 
 SHEET_FRAMES = 8  # frames shown per clip on the contact sheet
 # The classifier sees every clip at one frame count (it resamples to its own 16 inside): clips
 # that keep their lengths are first resampled to this many, which leaves room for its jitter.
 CLASSIFIER_FRAMES = 32
-LONG_WORD = 9  # letters from which an unseen word counts as long
 GROUPS = ("letters", "seen", "unseen", "unseen-long", "unseen-phrases")
 REAL_BORDER = (40, 200, 40)  # the real clip on each contact-sheet row is framed in green
 COMPARE_ROWS = 12  # texts in compare.gif (real beside generated, animated), spread evenly

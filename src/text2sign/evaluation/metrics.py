@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from text2sign.data.units import DEFAULT_LANGUAGE, join
-from text2sign.data.units import split as split_units
+from text2sign.core.units import DEFAULT_LANGUAGE, join
+from text2sign.core.units import split as split_units
+
+LONG_WORD = 9  # letters from which a word counts as long (names, compounds)
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -64,7 +66,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def text_units(text: str, units: str, language: str = DEFAULT_LANGUAGE) -> list[str]:
     """Letters (case-folded: fingerspelling has no case; a multi-character letter one unit; a
     run of spaces between words one " " unit, the word boundary) or whitespace-separated
-    glosses: `text2sign.data.units.split`."""
+    glosses: `text2sign.core.units.split`."""
     return split_units(text, "chars" if units == "chars" else "glosses", language)
 
 

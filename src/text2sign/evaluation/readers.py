@@ -16,13 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from text2sign.data.units import fold
-from text2sign.evaluation.metrics import text_units
+from text2sign.core.files import ASSETS
+from text2sign.core.report import MET_SHARE
+from text2sign.core.units import fold
+from text2sign.evaluation.metrics import LONG_WORD, error_rate, exact_accuracy, text_units
 from text2sign.evaluation.sequence import (
     SequenceConfig,
     SequenceRecognizer,
     SequenceTrainSettings,
     load_or_train_sequence_recognizer,
+    read_clips,
     train_sequence_recognizer,
 )
 from text2sign.evaluation.transformer_reader import (
@@ -73,14 +76,26 @@ def load_reader(folder: str | Path, device: str | torch.device = "cpu") -> Seque
 
 def shipped_reader_folders() -> dict[str, Path]:
     """The shipped readers that are installed, by architecture."""
-    from text2sign import shipped
-
     found = {}
     for arch, name in SHIPPED.items():
-        folder = shipped.asset(name)
+        folder = ASSETS / name
         if folder.is_dir() and is_reader_folder(folder):
             found[arch] = folder
     return found
+
+
+def resolve_readers(names: Sequence[str | Path]) -> list[Path]:
+    """Reader folders from what a user typed: folders, or `shipped` for every shipped reader."""
+    folders: list[Path] = []
+    for name in names:
+        if str(name) == "shipped":
+            shipped = shipped_reader_folders()
+            if not shipped:
+                raise FileNotFoundError("no shipped reader is installed; name a reader folder")
+            folders += list(shipped.values())
+        else:
+            folders.append(Path(name))
+    return list(dict.fromkeys(folders))
 
 
 def reader_name(reader: SequenceRecognizer, names: set[str] | None = None) -> str:
@@ -139,3 +154,95 @@ def load_or_train_reader(cache: Any, arch: str = "transformer", *args: Any, **kw
     cache (`load_or_train_sequence_recognizer`'s arguments)."""
     return load_or_train_sequence_recognizer(cache, *args,
                                              reader_class=ARCHS[check_arch(arch)][0], **kwargs)
+
+
+# Groups of real held-out clips a reader is scored on: lone letters (held-out clips of the
+# letters), and texts no reader or model trained on: short words, long words, phrases.
+REAL_GROUPS = ("letters", "unseen", "unseen-long", "unseen-phrases")
+
+
+def real_groups(cache: Any, val_fraction: float, holdout: float,
+                max_clips: int | None = None, every: bool = False) -> dict[str, list[int]]:
+    """Clip indices of each of REAL_GROUPS: held-out clips of one-character texts, and the
+    clips of held-out texts by kind (the split `load_or_train_reader` trains on); with
+    ``every``, all the corpus's clips by kind (a test corpus no reader trained on)."""
+    if every:
+        val, unseen = [], list(range(len(cache.texts)))
+    else:
+        _, val, unseen = cache.split_by_text(val_fraction, holdout)
+    groups: dict[str, list[int]] = {g: [] for g in REAL_GROUPS}
+    for i in val:
+        if len(cache.texts[i].strip()) == 1:
+            groups["letters"].append(i)
+    for i in unseen:
+        text = cache.texts[i].strip()
+        if len(text) == 1:
+            groups["letters"].append(i)
+        elif " " in text:
+            groups["unseen-phrases"].append(i)
+        else:
+            groups["unseen-long" if len(text) >= LONG_WORD else "unseen"].append(i)
+    if max_clips is not None:
+        groups = {g: v[:max_clips] for g, v in groups.items()}
+    return {g: sorted(v) for g, v in groups.items() if v}
+
+
+def score_readings(texts: Sequence[str], readings: dict[str, Sequence[str]], units: str
+                   ) -> dict[str, Any]:
+    """Per reader {texts, clips, cer, exact} of readings of clips whose texts are ``texts``,
+    and the readers' agreement on them."""
+    out: dict[str, Any] = {"readers": {}, "agreement": agreement(readings, texts)}
+    for name, hyps in readings.items():
+        out["readers"][name] = {"texts": len(set(texts)), "clips": len(texts),
+                                "cer": error_rate(list(texts), list(hyps), units),
+                                "exact": exact_accuracy(list(texts), list(hyps), units)}
+    return out
+
+
+def read_real(readers: dict[str, SequenceRecognizer], cache: Any,
+              groups: dict[str, list[int]], batch_size: int = 32) -> dict[str, Any]:
+    """Every reader on the real clips of each group, side by side: {group: score_readings}."""
+    out = {}
+    for group, idx in groups.items():
+        texts = [cache.texts[i] for i in idx]
+        readings = {name: read_clips(r, cache, idx, batch_size) for name, r in readers.items()}
+        units = next(iter(readers.values())).units
+        out[group] = score_readings(texts, readings, units)
+    return out
+
+
+def better_reader(per_reader: dict[str, dict[str, Any]]) -> str:
+    """The reader whose ceilings (exact, on real clips) are higher on average over its groups:
+    the one whose table `back_translation.groups` keeps for older scripts."""
+    def mean_ceiling(name: str) -> float:
+        values = [g["ceiling_exact"] for g in per_reader[name]["groups"].values()
+                  if g.get("ceiling_exact") is not None and not np.isnan(g["ceiling_exact"])]
+        return float(np.mean(values)) if values else -1.0
+
+    return max(per_reader, key=mean_ceiling)  # the first of equals: ARCHS order
+
+
+def combine(per_reader: dict[str, dict[str, Any]], agreements: dict[str, dict[str, Any]],
+            share: float = MET_SHARE) -> dict[str, Any]:
+    """report.json's back_translation from each reader's {units, groups}: `groups` (the better
+    reader's), `reader` (its name), `readers` ({name: {groups}}), `agreement` (per group) and
+    `met` (per group: every reader reads >= ``share`` of its ceiling's exact accuracy; None
+    where a ceiling is missing)."""
+    best = better_reader(per_reader)
+    met: dict[str, bool | None] = {}
+    for group in per_reader[best]["groups"]:
+        verdicts = []
+        for r in per_reader.values():
+            g = r["groups"].get(group)
+            ceiling = None if g is None else g.get("ceiling_exact")
+            if ceiling is None or np.isnan(ceiling):
+                verdicts.append(None)
+            else:
+                verdicts.append(bool(g["exact"] >= share * ceiling))
+        met[group] = None if None in verdicts else all(verdicts)
+    out = {"units": per_reader[best]["units"], "groups": per_reader[best]["groups"],
+           "reader": best, "readers": {k: {"groups": v["groups"]} for k, v in per_reader.items()},
+           "met": met}
+    if len(per_reader) > 1:
+        out["agreement"] = agreements
+    return out

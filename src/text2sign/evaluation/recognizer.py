@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from text2sign.config import VAL_FRACTION
-from text2sign.device import pick_device
+from text2sign.core.config import VAL_FRACTION
+from text2sign.core.device import pick_device
 from text2sign.evaluation.metrics import topk_accuracy
 from text2sign.evaluation.recognizer_base import TrainedRecognizer, conv_block, load_clips
 

@@ -17,9 +17,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from text2sign.core.files import atomic_dir
+from text2sign.core.lr_schedule import warmup_cosine
 from text2sign.data.dataset import to_uint8, to_unit
-from text2sign.files import atomic_dir
-from text2sign.lr_schedule import warmup_cosine
 
 
 class Geometry(Protocol):

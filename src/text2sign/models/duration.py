@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from text2sign.data.units import DEFAULT_LANGUAGE, split
+from text2sign.core.units import DEFAULT_LANGUAGE, split
 
 UNITS = ("chars", "words")
 RIDGE = 1e-3  # keeps rare units near the mean instead of fitting one clip's noise
 
 
 def duration_units(text: str, units: str, language: str = DEFAULT_LANGUAGE) -> list[str]:
-    """The units a text is timed by (`text2sign.data.units.split`): its letters (a
+    """The units a text is timed by (`text2sign.core.units.split`): its letters (a
     multi-character letter is one sign; spaces too: a word boundary is a hold), or its
     whitespace-separated words."""
     if units not in UNITS:

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from text2sign.files import sha256, verify_digests
+from text2sign.core.files import sha256, verify_digests
 
 UNET_ARCH = "unet-motion"
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from text2sign.data.units import fold
+from text2sign.core.units import fold
 
 logger = logging.getLogger(__name__)
 

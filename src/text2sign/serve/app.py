@@ -37,10 +37,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.routing import Route
 
+from text2sign.core.device import describe_device, rss_mb
 from text2sign.data.video_io import has_av, write_gif, write_mp4
-from text2sign.device import describe_device, rss_mb
-from text2sign.model_folder.folder import training_texts
-from text2sign.model_folder.info import ModelInfo
+from text2sign.model_folder.folder_io import training_texts
+from text2sign.model_folder.model_info import ModelInfo
 from text2sign.serve.corpus import Corpus
 from text2sign.serve.worker import GenerateRequest, GenerationWorker, QueueFull
 

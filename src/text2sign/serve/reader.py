@@ -14,9 +14,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from text2sign import shipped
 from text2sign.evaluation.recognizer import Recognizer
 from text2sign.evaluation.sequence import SequenceRecognizer
+from text2sign.model_folder import shipped
 
 
 class Reading(NamedTuple):

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from text2sign.files import DamagedFile, write_text_atomic
+from text2sign.core.files import DamagedFile, write_text_atomic
 
 # "lcm": the few-step sampler of a distilled student (text2sign distill), one evaluation a step
 Sampler = Literal["ddpm", "ddim", "dpm++", "lcm"]

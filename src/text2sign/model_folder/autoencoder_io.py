@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from text2sign.build import build_autoencoder
-from text2sign.config import LatentConfig
-from text2sign.files import atomic_dir
+from text2sign.core.config import LatentConfig
+from text2sign.core.files import atomic_dir
+from text2sign.model_folder.build import build_autoencoder
 from text2sign.models.autoencoder import FrameAutoencoder
 from text2sign.models.pretrained import load_diffusers_autoencoder
 

@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from text2sign.config import Config, from_dict
-from text2sign.files import DamagedFile
+from text2sign.core.config import Config, from_dict
+from text2sign.core.files import DamagedFile
 
 MODEL_FORMAT = "text2sign-model"
 MODEL_VERSION = 1

@@ -1,12 +1,11 @@
-"""Where the files shipped inside the package live: the demo model, its recognizer, word and
-phrase lists."""
+"""Where the models shipped inside the package live: the demo model, its student, the letters
+model and the recognizers that read them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-
+from text2sign.core.files import ASSETS
 
 SHIPPED = "shipped:"  # a model named shipped:NAME is one of these, wherever text2sign is installed
 
@@ -69,13 +68,3 @@ def fixed_recognizer() -> Path:
     reading every clip resampled to 28 frames."""
     return ASSETS / "recognizer-28f"
 
-
-def word_list(name: str) -> Path:
-    """A built-in word list (``words-<name>.txt``: en, en-long, en-phrases, and per sign
-    language CODE, CODE-long, CODE-names)."""
-    return ASSETS / f"words-{name}.txt"
-
-
-def word_lists() -> list[str]:
-    """The names of the built-in word lists."""
-    return sorted(p.name[len("words-"):-len(".txt")] for p in ASSETS.glob("words-*.txt"))

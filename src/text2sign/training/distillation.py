@@ -20,24 +20,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from text2sign import diffusion
-from text2sign.build import build_denoiser
-from text2sign.config import DISTILL_STEPS, Config, DistillConfig, apply_overrides
-from text2sign.cuda import adamw
-from text2sign.device import describe_device
-from text2sign.files import keep_log
-from text2sign.model_folder.folder import check_fit, save_model_folder
-from text2sign.model_folder.info import ModelInfo
-from text2sign.pipeline import Text2SignPipeline, trainable_state
-from text2sign.run_control import StopRequest
-from text2sign.run_state import (
-    CHECKPOINT_PREFIX,
-    optimizer_from_tensors,
-    prune_checkpoints,
-    save_training_state,
-)
-from text2sign.tracking import Trackers, tracker_names
-from text2sign.training import (
+from text2sign.core.config import DISTILL_STEPS, Config, DistillConfig, apply_overrides
+from text2sign.core.cuda import adamw
+from text2sign.core.device import describe_device
+from text2sign.core.files import keep_log
+from text2sign.core.run_control import StopRequest
+from text2sign.diffusion import process as diffusion
+from text2sign.model_folder.build import build_denoiser
+from text2sign.model_folder.folder_io import check_fit, save_model_folder
+from text2sign.model_folder.model_info import ModelInfo
+from text2sign.model_folder.pipeline import Text2SignPipeline, trainable_state
+from text2sign.training.loop import (
     LossWindow,
     TrainingDiverged,
     diverged,
@@ -55,6 +48,13 @@ from text2sign.training import (
     started_run,
     train_step,
 )
+from text2sign.training.run_state import (
+    CHECKPOINT_PREFIX,
+    optimizer_from_tensors,
+    prune_checkpoints,
+    save_training_state,
+)
+from text2sign.training.tracking import Trackers, tracker_names
 
 DISTILLABLE = ("unet3d", "dit3d")  # denoisers with a timestep signal a guidance embedding joins
 # What a student's run changes in its teacher's training settings (LCM trains its target

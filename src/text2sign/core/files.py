@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 TMP_MARK, OLD_MARK = ".tmp-", ".old-"
+# The files shipped inside the installed package: models, recognizers, word lists.
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 class DamagedFile(ValueError):

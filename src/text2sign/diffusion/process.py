@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from text2sign.config import SAMPLERS, DiffusionConfig
+from text2sign.core.config import SAMPLERS, DiffusionConfig
 from text2sign.models.text import TextEmbedding, pad_and_cat
 
 Model = Callable[[Tensor, Tensor, TextEmbedding], Tensor]

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from text2sign.config import LatentConfig
+from text2sign.core.config import LatentConfig
+from text2sign.core.lr_schedule import warmup_cosine
 from text2sign.data.dataset import to_unit
-from text2sign.lr_schedule import warmup_cosine
 from text2sign.models.autoencoder import FrameAutoencoder, reconstruction_loss
 
 

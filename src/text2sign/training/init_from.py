@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from text2sign import shipped
-from text2sign.config import Config
-from text2sign.files import sha256
-from text2sign.model_folder.autoencoder import inflate_autoencoder, load_autoencoder
+from text2sign.core.config import Config
+from text2sign.core.files import sha256
+from text2sign.model_folder import shipped
+from text2sign.model_folder.autoencoder_io import inflate_autoencoder, load_autoencoder
 from text2sign.model_folder.card import shown_path
-from text2sign.model_folder.folder import find_model_folder, load_model_folder, read_model_info
+from text2sign.model_folder.folder_io import find_model_folder, load_model_folder, read_model_info
 
 
 def load_fitting(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:

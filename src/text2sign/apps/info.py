@@ -7,18 +7,18 @@ from pathlib import Path
 
 from torch import nn
 
-from text2sign.config import Config
-from text2sign.files import verify_digests
+from text2sign.core.config import Config
+from text2sign.core.files import verify_digests
+from text2sign.core.report import format_table
 from text2sign.model_folder.card import or_unknown, preset_label, student_line
-from text2sign.model_folder.folder import (
+from text2sign.model_folder.folder_io import (
     TEXTS_FILE,
     model_or_shipped,
     read_model_info,
     read_training_texts,
 )
-from text2sign.pipeline import Text2SignPipeline
-from text2sign.report import format_table
-from text2sign.run_state import list_checkpoints
+from text2sign.model_folder.pipeline import Text2SignPipeline
+from text2sign.training.run_state import list_checkpoints
 
 
 def describe(name: str | Path | None, modules: bool = False) -> list[str]:

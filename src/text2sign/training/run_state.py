@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from text2sign.config import RESUMABLE, Config, from_dict, load_config
-from text2sign.files import (
+from text2sign.core.config import RESUMABLE, Config, from_dict, load_config
+from text2sign.core.files import (
     DamagedFile,
     atomic_dir,
     digests,
@@ -21,7 +21,7 @@ from text2sign.files import (
     read_json,
     verify_digests,
 )
-from text2sign.model_folder.folder import check_fit, cpu_contiguous
+from text2sign.model_folder.folder_io import check_fit, cpu_contiguous
 
 CHECKPOINT_PREFIX = "step-"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
-from text2sign.config import Config, LatentConfig, compose
+from text2sign.core.config import Config, LatentConfig, compose
 from text2sign.models import pretrained
 from text2sign.models.autoencoder import FrameAutoencoder
 from text2sign.models.registry import build_denoiser as build_arch

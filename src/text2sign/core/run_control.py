@@ -10,7 +10,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from text2sign.files import os_lock
+from text2sign.core.files import os_lock
 
 
 class RunStopped(RuntimeError):

@@ -15,11 +15,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from text2sign import shipped
-from text2sign.config import Config, validate_student
-from text2sign.data.cache import holdout_texts
-from text2sign.data.units import fold
-from text2sign.files import (
+from text2sign.core.config import Config, validate_student
+from text2sign.core.files import (
     atomic_dir,
     digests,
     load_tensors,
@@ -27,11 +24,14 @@ from text2sign.files import (
     verify_digests,
     write_text_atomic,
 )
-from text2sign.model_folder.autoencoder import write_autoencoder
+from text2sign.core.report import json_safe
+from text2sign.core.units import fold
+from text2sign.data.cache import holdout_texts
+from text2sign.model_folder import shipped
+from text2sign.model_folder.autoencoder_io import write_autoencoder
 from text2sign.model_folder.card import CARD_FILE, SAMPLE_FILE, model_card
-from text2sign.model_folder.info import RETRAIN, ModelInfo
+from text2sign.model_folder.model_info import RETRAIN, ModelInfo
 from text2sign.models.duration import DurationModel
-from text2sign.report import json_safe
 
 TEXTS_FILE = "texts.txt"  # every training text, one per line: what the model has seen
 DURATION_FILE = "duration.json"  # how many frames a text lasts (a model trained at a frame rate)

@@ -11,22 +11,22 @@ import torch
 from PIL import Image
 from torch import nn
 
-from text2sign.build import build_conditioner, build_denoiser, diffusion_space
-from text2sign.config import Config, check_clip, validate_sample, validate_student
-from text2sign.data import units
+from text2sign.core import units
+from text2sign.core.config import Config, check_clip, validate_sample, validate_student
+from text2sign.core.device import pick_device
 from text2sign.data.dataset import to_uint8
-from text2sign.device import pick_device
-from text2sign.diffusion import sample
-from text2sign.model_folder.autoencoder import load_autoencoder
+from text2sign.diffusion.process import sample
+from text2sign.model_folder.autoencoder_io import load_autoencoder
+from text2sign.model_folder.build import build_conditioner, build_denoiser, diffusion_space
 from text2sign.model_folder.card import SAMPLE_FILE
-from text2sign.model_folder.folder import (
+from text2sign.model_folder.folder_io import (
     check_fit,
     load_model_folder,
     read_duration,
     read_training_texts,
     save_model_folder,
 )
-from text2sign.model_folder.info import ModelInfo
+from text2sign.model_folder.model_info import ModelInfo
 from text2sign.models.duration import DurationModel
 from text2sign.models.pretrained import check_reference, restore_denoiser
 

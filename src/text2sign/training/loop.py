@@ -25,11 +25,8 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch import nn
 from tqdm.auto import tqdm
 
-from text2sign import diffusion
-from text2sign.autoencoder_training import train_autoencoder
-from text2sign.build import build_autoencoder, build_models, diffusion_space
-from text2sign.config import Config, TrainConfig
-from text2sign.cuda import (
+from text2sign.core.config import Config, TrainConfig
+from text2sign.core.cuda import (
     adamw,
     check_distribution,
     compile_module,
@@ -37,23 +34,30 @@ from text2sign.cuda import (
     enable_tf32,
     recorded_attention_kernels,
 )
+from text2sign.core.device import cpu_has_bf16, describe_device, peak_memory_mb, pick_device
+from text2sign.core.files import append_line, clean_leftovers, keep_log
+from text2sign.core.lr_schedule import warmup_cosine
+from text2sign.core.run_control import DiskFull, RunStopped, StopRequest, is_disk_full, run_lock
 from text2sign.data.dataset import ClipDataset, open_data
 from text2sign.data.folder import is_fingerspelling_corpus
 from text2sign.data.latent_cache import LatentDataset, latent_cache
 from text2sign.data.video_io import safe_names, write_gif
-from text2sign.device import cpu_has_bf16, describe_device, peak_memory_mb, pick_device
+from text2sign.diffusion import process as diffusion
 from text2sign.evaluation import evaluate as evaluation
-from text2sign.files import append_line, clean_leftovers, keep_log
-from text2sign.init_from import init_from_model, source_autoencoder
-from text2sign.lr_schedule import warmup_cosine
-from text2sign.model_folder.autoencoder import AUTOENCODER_INFO, load_autoencoder, save_autoencoder
-from text2sign.model_folder.folder import save_model_folder
-from text2sign.model_folder.info import ModelInfo
+from text2sign.model_folder.autoencoder_io import (
+    AUTOENCODER_INFO,
+    load_autoencoder,
+    save_autoencoder,
+)
+from text2sign.model_folder.build import build_autoencoder, build_models, diffusion_space
+from text2sign.model_folder.folder_io import save_model_folder
+from text2sign.model_folder.model_info import ModelInfo
+from text2sign.model_folder.pipeline import Text2SignPipeline, trainable_state
 from text2sign.models.duration import DurationModel
 from text2sign.models.pretrained import init_from_pretrained, reference
-from text2sign.pipeline import Text2SignPipeline, trainable_state
-from text2sign.run_control import DiskFull, RunStopped, StopRequest, is_disk_full, run_lock
-from text2sign.run_state import (
+from text2sign.training.autoencoder_training import train_autoencoder
+from text2sign.training.init_from import init_from_model, source_autoencoder
+from text2sign.training.run_state import (
     CHECKPOINT_PREFIX,
     list_checkpoints,
     load_checkpoint_weights,
@@ -62,7 +66,7 @@ from text2sign.run_state import (
     prune_checkpoints,
     save_training_state,
 )
-from text2sign.tracking import Trackers, accelerate_trackers, tracker_names
+from text2sign.training.tracking import Trackers, accelerate_trackers, tracker_names
 
 
 class TrainingDiverged(RunStopped):

@@ -7,17 +7,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from text2sign import shipped
-from text2sign.build import build_config
-from text2sign.config import VAL_FRACTION
+from text2sign.core.config import VAL_FRACTION
 from text2sign.data.cache import split_fraction
 from text2sign.data.dataset import open_data
 from text2sign.data.fingerspelling import build_fingerspelling_corpus, builtin_words, clip_paths
 from text2sign.data.folder import default_workers
 from text2sign.evaluation.evaluate import evaluate, print_report
 from text2sign.evaluation.sequence import SequenceRecognizer, load_or_train_sequence_recognizer
-from text2sign.model_folder.folder import TrainingTexts, read_model_info, training_texts
-from text2sign.pipeline import Text2SignPipeline
+from text2sign.model_folder import shipped
+from text2sign.model_folder.build import build_config
+from text2sign.model_folder.folder_io import TrainingTexts, read_model_info, training_texts
+from text2sign.model_folder.pipeline import Text2SignPipeline
 
 DEMO_VARIANTS = 8  # clips per text: held-out real clips for the ceilings (v00, v01 are the
 # words corpus's own clips, v02-v07 new renders no model or recognizer trained on)
@@ -101,7 +101,7 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
         if minutes <= 0:
             raise ValueError(f"minutes={minutes}: the training budget must be positive")
         # accelerate, TensorBoard (~0.7 s more): only `demo --train` needs the training loop
-        from text2sign.training import train as train_model
+        from text2sign.training.loop import train as train_model
 
         cfg = config or _shipped_config() or build_config("small")
         rate = cfg.data.fps if cfg.data.time_mode == "fps" else None
