@@ -20,6 +20,7 @@ from text2sign.core.config import VAL_FRACTION
 from text2sign.core.device import pick_device
 from text2sign.core.files import ASSETS
 from text2sign.core.report import MET_SHARE
+from text2sign.core.units import fold
 from text2sign.evaluation.metrics import LONG_WORD, error_rate, exact_accuracy, text_units
 from text2sign.evaluation.sequence import (
     SequenceConfig,
@@ -136,7 +137,7 @@ def agreement(readings: dict[str, Sequence[str]], texts: Sequence[str]) -> dict[
     if n == 0 or len(names) < 2:
         return {"clips": n, "same": float("nan"), "same_right": float("nan")}
     norm = {k: [" ".join(r.split()) for r in v] for k, v in readings.items()}
-    truth = [" ".join(t.casefold().split()) for t in texts]
+    truth = [" ".join(fold(t).split()) for t in texts]
     same = [len({norm[k][i] for k in names}) == 1 for i in range(n)]
     right = [s and norm[names[0]][i] == truth[i] for i, s in enumerate(same)]
     return {"clips": n, "same": float(np.mean(same)), "same_right": float(np.mean(right))}

@@ -25,6 +25,7 @@ from text2sign.core.files import (
     write_text_atomic,
 )
 from text2sign.core.report import json_safe
+from text2sign.core.units import fold
 from text2sign.data.cache import holdout_texts
 from text2sign.model_folder import shipped
 from text2sign.model_folder.autoencoder_io import write_autoencoder
@@ -90,12 +91,12 @@ class TrainingTexts:
     """Which texts a model trained on and how that is known: the one answer to "seen or
     unseen?" for evaluation, the demo and the web page. Case-insensitive ("A" is "a")."""
 
-    texts: frozenset[str] | None  # casefolded; None: nothing at hand tells
+    texts: frozenset[str] | None  # folded (`units.fold`); None: nothing at hand tells
     source: str  # where the answer comes from, for a reader
 
     def seen(self, text: str) -> bool | None:
         """Whether the model trained on ``text``; None when nothing tells."""
-        return None if self.texts is None else text.casefold() in self.texts
+        return None if self.texts is None else fold(text) in self.texts
 
 
 def training_texts(info: ModelInfo, listed: list[str] | None,
@@ -109,16 +110,16 @@ def training_texts(info: ModelInfo, listed: list[str] | None,
     (``corpus_texts``, named ``corpus``): its texts less those ``data.holdout_texts`` held out.
     """
     if listed is not None:
-        return TrainingTexts(frozenset(t.casefold() for t in listed),
+        return TrainingTexts(frozenset(fold(t) for t in listed),
                              "the model's list of training texts (texts.txt)")
     examples, count = info.data.get("examples"), info.data.get("texts")
     if examples is not None and count is not None and len(examples) >= count:
-        return TrainingTexts(frozenset(t.casefold() for t in examples),
+        return TrainingTexts(frozenset(fold(t) for t in examples),
                              "the model's list of training texts")
     if corpus_texts is not None:
         texts = set(corpus_texts)
         held = holdout_texts(texts, info.config.data.holdout_texts)
-        return TrainingTexts(frozenset(t.casefold() for t in texts - held),
+        return TrainingTexts(frozenset(fold(t) for t in texts - held),
                              f"the texts of {corpus} not held out")
     return TrainingTexts(None, f"unknown: the model lists {len(examples or [])} of its "
                                f"{count or '?'} training texts; pass --data CORPUS to tell")

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from text2sign.core import units
 from text2sign.core.config import Config, check_clip, validate_sample, validate_student
 from text2sign.core.device import pick_device
 from text2sign.data.dataset import to_uint8
@@ -87,14 +88,16 @@ class Text2SignPipeline:
                                  sample=sample if sample is not None and sample.is_file()
                                  else None, duration=self.duration)
 
-    def _fold(self, text: str) -> str:
-        return text.lower() if self.config.text.lowercase else text
+    def _letters(self, text: str) -> list[str]:
+        """What a text is checked by: its text units when the model folds case (fingerspelling
+        has none), else its characters as typed."""
+        return units.split(text, "chars") if self.config.text.lowercase else list(text)
 
     def check_texts(self, texts: list[str], unseen: bool = True) -> None:
         """Refuse, in one line, a text the model cannot sign: empty, with control characters,
         or (``unseen``) with characters it never saw in training. A library caller (evaluation
         of any corpus) may pass ``unseen=False`` and get a clip anyway."""
-        known = ({c for t in self.training_texts for c in self._fold(t)}
+        known = ({c for t in self.training_texts for c in self._letters(t)}
                  if unseen and self.training_texts else None)
         for text in texts:
             if not isinstance(text, str) or not text.strip():
@@ -104,7 +107,7 @@ class Text2SignPipeline:
                 raise ValueError(f"text {text!r} has control characters "
                                  f"{' '.join(map(repr, control))}; remove them")
             if known is not None:
-                new = sorted({c for c in self._fold(text) if c not in known})
+                new = sorted({c for c in self._letters(text) if c not in known})
                 if new:
                     allowed = "".join(sorted(known))
                     raise ValueError(
@@ -153,7 +156,7 @@ class Text2SignPipeline:
         limit = self.config.data.max_frames
         out = []
         for text in texts:
-            frames = self.duration.frames(self._fold(text))
+            frames = self.duration.frames(text)  # it folds the text as it was fitted
             if frames > limit:
                 raise ValueError(
                     f"text {text!r} would last {frames} frames ({frames / self.duration.fps:.1f}"

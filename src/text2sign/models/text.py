@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from text2sign.core.units import fold
+
 logger = logging.getLogger(__name__)
 
 
@@ -308,7 +310,7 @@ class TextConditioner(nn.Module):
             raise ValueError(f"drop_prob={drop_prob} must be a probability in [0, 1]")
         if isinstance(texts, str):
             raise ValueError(f"texts must be a list of strings, got the string {texts!r}")
-        texts = [t.lower() for t in texts] if self.lowercase else list(texts)
+        texts = [fold(t) for t in texts] if self.lowercase else list(texts)  # `units.fold`
         if drop_prob == 0.0:
             return self.encoder(texts)
         gen_device = generator.device if generator is not None else "cpu"

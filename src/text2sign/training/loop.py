@@ -421,8 +421,7 @@ def fit_duration(cache: Any, train_idx: list[int], cfg: Config) -> DurationModel
     if not getattr(cache, "variable", False):
         return None
     units = "chars" if cfg.text.encoder == "bytes" or cfg.text.lowercase else "words"
-    fold = cfg.text.lowercase
-    texts = [cache.texts[i].lower() if fold else cache.texts[i] for i in train_idx]
+    texts = [cache.texts[i] for i in train_idx]  # the model folds letters (`units.split`)
     return DurationModel.fit(texts, [cache.lengths[i] for i in train_idx], units=units,
                              fps=cfg.data.fps, max_frames=cfg.data.max_frames)
 
