@@ -158,7 +158,8 @@ def py(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def scale_stages(work: Path, count: int, size: int, reader_steps: int | None) -> list[Stage]:
+def scale_stages(work: Path, count: int, size: int, reader_steps: int | None,
+                 quick: bool = False) -> list[Stage]:
     src = work / "clips"
     made = make_corpus(src, count, size)
     stages = [Stage("write the corpus (this script)", made, float("nan"), float("nan"),
@@ -190,13 +191,15 @@ def scale_stages(work: Path, count: int, size: int, reader_steps: int | None) ->
 
     sets = ["data.time_mode=fps", f"data.fps={FPS}", f"data.max_frames={MAX_FRAMES}",
             f"data.size={size}", "data.val_fraction=0.1", "data.holdout_texts=0.1",
-            "train.max_steps=50", "train.batch_size=8", "train.log_every=1",
-            "train.checkpoint_every=50", "train.sample_every=0"]
-    train = run("train: start-up + 50 steps",
+            f"train.max_steps={1 if quick else 50}", "train.batch_size=8", "train.log_every=1",
+            f"train.checkpoint_every={1 if quick else 50}", "train.sample_every=0"]
+    train = run(f"train: start-up + {1 if quick else 50} steps",
                 t2s("train", "--data", src, "--preset", "tiny", "--out", runs, "--device", "cpu",
                     "--quiet", *[a for s in sets for a in ("--set", s)]),
                 [runs], watch=first_step)
     stages.append(train)
+    if quick:
+        return stages
     stages.append(run("classifier's training", py(
         "from text2sign.data.cache import ClipCache, FixedCountView\n"
         "from text2sign.evaluation.evaluate import CLASSIFIER_FRAMES\n"
@@ -371,10 +374,13 @@ def faults(work: Path, count: int, size: int) -> None:
         print(f"- prepare into a disk of half the cache's size: exit {proc.returncode}, "
               f"{len(lines)} line: `{lines[-1] if lines else proc.stderr.strip()[-300:]}`; "
               f"`data check` of what it left: exit {check.returncode} "
-              f"({check.stdout.strip().splitlines()[-1] if check.stdout.strip() else ''})")
+              f"({(check.stdout.strip() or check.stderr.strip()).splitlines()[-1][:200]})")
         subprocess.run(["mount", "-o", f"remount,size={int(need * 1.2) + 2}m", str(mnt)],
                        check=True)
         again = run("resume after freeing space", t2s(*prep, mnt / "cache"), [mnt])
+        if again.rc != 0:
+            print(f"- after freeing space the same prepare failed: exit {again.rc}")
+            return
         index = json.loads((mnt / "cache" / "index.json").read_text())
         print(f"- after freeing space the same prepare resumed: exit {again.rc}, decoded "
               f"{index['decoded']:,} in {again.seconds:.1f} s; same clips as the uninterrupted "
@@ -415,6 +421,9 @@ def main() -> None:
     parser.add_argument("--reader-steps", type=int,
                         help="steps of the reader's training (default: the arch's); its cost "
                         "per step does not depend on N")
+    parser.add_argument("--quick", action="store_true",
+                        help="the stages whose cost depends on N only: data check, prepare, the "
+                        "index, the latent cache and train start-up (one step)")
     parser.add_argument("--loader", action="store_true", help="loader throughput only")
     parser.add_argument("--clips", type=int, default=192, help="--loader: clips in the cache")
     parser.add_argument("--faults", type=int, metavar="N", help="the fault trials at N clips")
@@ -433,7 +442,7 @@ def main() -> None:
         results = {}
         for count in (int(s) for s in args.sizes.split(",")):
             results[count] = scale_stages(work_root / f"n{count}", count, args.size,
-                                          args.reader_steps)
+                                          args.reader_steps, args.quick)
             print_table(count, results[count])
         if len(results) > 1:
             print_growth(results)

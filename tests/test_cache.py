@@ -146,3 +146,23 @@ def test_open_clips_and_dataset_items(tmp_path):
     torch.testing.assert_close(item["video"], expected)
     batch = next(iter(torch.utils.data.DataLoader(data, batch_size=2)))
     assert batch["video"].shape == (2, 3, 3, 8, 8)
+
+
+def test_fixed_count_view_of_a_rate_cache_is_one_length(tmp_path):
+    """A reader trained on the view sees its lengths, not the cache's (a 33-frame clip read
+    through a 32-frame view was indexed out of bounds)."""
+    from text2sign.data.cache import FixedCountView
+    from text2sign.evaluation.recognizer_base import ClipSource
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, t in enumerate((5, 7, 9)):
+        write_gif(src / f"c{i}.gif", _clip(i, t), fps=10)
+        (src / f"c{i}.txt").write_text(f"text {i}")
+    cache = prepare_cache(src, 12, 8, time_mode="fps", fps=10.0, progress=False, workers=1)
+    assert cache.variable and cache.lengths == [5, 7, 9]
+    view = FixedCountView(cache, 6)
+    assert not view.variable and view.lengths == [6, 6, 6]
+    assert [view[i].shape for i in range(3)] == [(6, 8, 8, 3)] * 3
+    assert ClipSource(view, [0, 2], 4).lengths == [6, 6]
+    assert view.texts == cache.texts and view.fingerprint == cache.fingerprint

@@ -536,3 +536,29 @@ def test_full_disk_during_the_latent_cache_writes_nothing_and_says_so(tmp_path, 
     assert cache[5].shape == (4, 16, 16, 3)
     monkeypatch.undo()  # space freed
     assert len(latent_cache(ae, cache, device=torch.device("cpu"), progress=False)) == 6
+
+
+def test_full_disk_before_the_first_commit_leaves_nothing_and_the_rerun_starts_over(
+        tmp_path, capsys, monkeypatch):
+    import errno
+
+    from text2sign.data import cache as cache_module
+    from text2sign.data.cache import prepare_cache
+
+    src, out = clip_folder(tmp_path / "src", 8), tmp_path / "cache"
+    real_add = cache_module._Writer.add
+
+    def filling(self, clip):
+        if sum(self.shards.values()) >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_add(self, clip)
+
+    monkeypatch.setattr(cache_module._Writer, "add", filling)
+    code, err = cli(capsys, "data", "prepare", src, "--frames", "4", "--size", "8", "--out", out,
+                    "--quiet")
+    assert code == 1 and "no clips were committed, nothing is usable yet" in one_line(err)
+    assert any(p.name.startswith("shard-") for p in out.iterdir())  # shards, no index
+    monkeypatch.setattr(cache_module._Writer, "add", real_add)  # space freed
+    again = prepare_cache(src, 4, 8, out=out, progress=False)
+    same_cache(again, prepare_cache(src, 4, 8, out=tmp_path / "fresh", progress=False))
+    assert sorted(p.name for p in out.glob("shard-*")) == sorted(again.index["shards"])

@@ -3,6 +3,9 @@ natively, and how much memory this process holds."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import platform
 import sys
 from pathlib import Path
@@ -73,3 +76,22 @@ def peak_memory_mb(device: torch.device) -> float:
 def rss_mb() -> float:
     """Resident memory of this process in MiB now (psutil comes with accelerate)."""
     return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
+def release_freed_memory() -> None:
+    """Give memory the process has freed back to the OS (glibc ``malloc_trim``; a no-op
+    elsewhere). Loops over clips allocate megabytes of temporaries beside small arrays they keep:
+    glibc serves blocks up to 32 MB from its heap, where the survivors pin them, so resident
+    memory grew by ~4 MB a clip read (763 MB over 180 clips of 128 x 128 where 18 MB were live)
+    until this is called between batches."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")  # runs ldconfig: looked up once
+    return ctypes.CDLL(name) if name else None

@@ -42,6 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from text2sign.core.files import (
+    TMP_MARK,
     DamagedFile,
     DiskFull,
     is_disk_full,
@@ -362,11 +363,18 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
     # the lock: before it, another process's first build is a folder of shards without an index.
     with write_lock(out / LOCK, waiting=f"waiting for another process building the clip cache "
                     f"{str(out)!r}"):
-        if (any(p.name != LOCK for p in out.iterdir()) and not is_cache(out)
+        # Shards (and a temporary index) without an index are a first prepare that stopped
+        # before its first commit (killed, disk full): its own leftovers, written over.
+        if (any(not _leftover(p.name) for p in out.iterdir()) and not is_cache(out)
                 and not (out / INDEX).exists()):
             raise ValueError(f"cache path {str(out)!r} is a non-empty folder that is not a clip "
                              "cache; pass an empty or new folder to --out")
         return _prepare(source, out, settings, progress, workers)
+
+
+def _leftover(name: str) -> bool:
+    """Whether a file in a cache folder is the lock, a shard or a temporary index."""
+    return name == LOCK or bool(_SHARD_RE.match(name)) or name.startswith(f".{INDEX}{TMP_MARK}")
 
 
 def _commit(out: Path, index: dict) -> None:
@@ -524,8 +532,11 @@ class FixedCountView:
     ``frames`` frames (uint8 (frames, S, S, 3)); everything else is the cache's. For readers
     built for one clip shape (the classifier) over a cache whose clips keep their lengths."""
 
+    variable = False  # every clip is ``frames`` long, whatever the cache's clips are
+
     def __init__(self, cache: ClipCache, frames: int):
         self.cache, self.frames = cache, int(frames)
+        self.lengths = [self.frames] * len(cache)
 
     def __getattr__(self, name: str):
         return getattr(self.cache, name)

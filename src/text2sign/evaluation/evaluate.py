@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from text2sign.core.device import describe_device
+from text2sign.core.device import describe_device, release_freed_memory
 from text2sign.core.report import (
     agreement_rows,
     back_translation_rows,
@@ -243,6 +243,7 @@ def autoencoded_ceiling(autoencoder: FrameAutoencoder, recognizer: Recognizer, c
             recon = videos_to_uint8(autoencoder.decode(autoencoder.encode(x)))
         logits = recognizer.predict_logits(recon)
         hits.append(topk_hits(logits, recognizer.labels([cache.texts[i] for i in chunk]), 1))
+        release_freed_memory()
     return float(np.concatenate(hits).mean())
 
 
@@ -459,6 +460,8 @@ def generate(pipe: Text2SignPipeline, texts: list[str], groups: dict[str, list[s
         for consume in consumers:
             consume(start, videos)
         lengths += [len(v) for v in videos]
+        del videos
+        release_freed_memory()  # else the heap keeps what the batch's temporaries took
         bar.update(len(chunk))
     bar.close()
     return Generation(texts, groups, prompts, lengths, seconds, per_text, sampler, steps,
@@ -499,6 +502,7 @@ def _real_scores(recognizer: Recognizer, cache: ClipCache, indices: list[int],
         f, logits = recognizer.features_and_logits(np.stack([fixed[i] for i in chunk]))
         feats.append(f)
         hits.append(topk_hits(logits, recognizer.labels([cache.texts[i] for i in chunk]), 1))
+        release_freed_memory()
     return np.concatenate(feats), np.concatenate(hits)
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from text2sign.core.config import VAL_FRACTION
-from text2sign.core.device import pick_device
+from text2sign.core.device import pick_device, release_freed_memory
 from text2sign.data.folder import is_fingerspelling_corpus
 from text2sign.evaluation.metrics import (  # noqa: F401  (also imported from here)
     edit_distance,
@@ -270,6 +270,7 @@ def read_clips(recognizer: SequenceRecognizer, cache: Any, indices: list[int],
     for start in range(0, len(indices), batch_size):
         chunk = [cache[int(i)] for i in indices[start:start + batch_size]]  # lengths may differ
         out += [text for text, _ in recognizer.read(chunk, batch_size)]
+        release_freed_memory()  # the batch's temporaries, not kept by the heap (a text a clip is)
     return out
 
 
