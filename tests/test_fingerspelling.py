@@ -179,16 +179,40 @@ def test_a_word_is_spelled_exactly_as_the_package_spells_it():
     assert np.array_equal(ours.xyz, theirs.xyz) and np.array_equal(ours.valid, theirs.valid)
 
 
-def test_a_phrase_holds_the_last_letter_of_each_word_but_the_last():
-    plain = fs.lookup_word("go go", "en", "ase", hold=0.0)
-    held = fs.lookup_word("go go", "en", "ase")
+def test_a_phrase_pauses_after_each_word_but_the_last():
+    plain = fs.lookup_word("go go", "en", "ase", seconds=0.0)
+    held = fs.lookup_word("go go", "en", "ase", boundary="hold")
     _, ends = fs._spell_words(["go", "go"], "en", "ase")
-    extra = round(fs.WORD_HOLD_SECONDS * 25)  # 9 frames at the recordings' 25 fps
+    extra = round(fs.WORD_BOUNDARY_SECONDS * 25)  # 12 frames at the recordings' 25 fps
     assert (len(plain.xyz), len(held.xyz), ends) == (77, 77 + extra, [30, 68])
     k = ends[0]  # the stillest frame of the first "o": shown 1 + extra times
     assert np.array_equal(held.xyz[:k + 1], plain.xyz[:k + 1])
     assert all(np.array_equal(f, plain.xyz[k]) for f in held.xyz[k:k + 1 + extra])
     assert np.array_equal(held.xyz[k + 1 + extra:], plain.xyz[k + 1:])
+
+
+def test_a_word_boundary_moves_the_hand_on_keeping_its_shape():
+    plain = fs.lookup_word("go go", "en", "ase", seconds=0.0)
+    moved = fs.lookup_word("go go", "en", "ase")  # the default: the hand dips and moves on
+    extra, k = round(fs.WORD_BOUNDARY_SECONDS * 25), 30
+    assert len(moved.xyz) == 77 + extra
+    assert np.array_equal(moved.xyz[:k + 1], plain.xyz[:k + 1])
+    assert np.array_equal(moved.xyz[k + 1 + extra:], plain.xyz[k + 1:])
+    right = slice(fs._R0, fs._R0 + fs.HAND_POINTS)
+    ok = plain.valid[k, right]
+    assert ok.sum() == fs.HAND_POINTS  # the right hand signs ASL
+    dip = moved.xyz[k + 1:k + 1 + extra, right][:, ok, :2] - plain.xyz[k, right][ok, :2]
+    shape = dip - dip[:, :1]  # (extra, 21, 2) each point relative to the wrist
+    assert np.abs(shape).max() < 1e-4  # the hand shape is held
+    sw = fs._shoulder_width(plain)
+    drop = dip[:, 0, 1] / sw  # (extra,) down is +y, in shoulder widths
+    assert drop.max() == pytest.approx(fs.BOUNDARY_DROP, abs=0.01) and drop.min() > 0
+    assert np.argmax(drop) in (extra // 2 - 1, extra // 2)  # down, then back
+    face = slice(fs._F0, fs._L0)
+    assert np.array_equal(moved.xyz[k + 1:k + 1 + extra, face],
+                          np.repeat(plain.xyz[k:k + 1, face], extra, axis=0))  # only hands move
+    with pytest.raises(ValueError, match="boundary='pause' is not one of"):
+        fs.lookup_word("go go", "en", "ase", boundary="pause")
 
 
 def test_hold_frames_repeats_the_given_frames():
@@ -206,11 +230,14 @@ def test_fps_gives_each_clip_its_recordings_length_with_exact_gif_delays(tmp_pat
                                           size=16, progress=False)
     clips = {g.stem: read_video(g) for g in gifs}
     # One frame every 2 of the 25 fps recordings: go 39 frames (1.56 s), hello 77 (3.08 s),
-    # "go go" 77 + 9 held (3.44 s).
+    # "go go" 77 + 12 at the word boundary (3.56 s).
     assert {k: (len(v), fps) for k, (v, fps) in clips.items()} == {
-        "go": (20, 12.5), "hello": (39, 12.5), "go_go": (43, 12.5)}
-    assert _longest_still_run(clips["go_go"][0]) == 5  # the word-boundary hold
+        "go": (20, 12.5), "hello": (39, 12.5), "go_go": (45, 12.5)}
+    assert _longest_still_run(clips["go_go"][0]) == 1  # the hand moves on: no still hold
     assert _longest_still_run(clips["hello"][0]) == 1
+    held = fs.build_fingerspelling_corpus(tmp_path / "held", words=["go go"], fps=12.5, size=16,
+                                          progress=False, boundary="hold")
+    assert _longest_still_run(read_video(held[0])[0]) == 7  # the last letter held still
     with Image.open(gifs[1]) as gif:
         delays = []
         for i in range(gif.n_frames):
@@ -219,7 +246,7 @@ def test_fps_gives_each_clip_its_recordings_length_with_exact_gif_delays(tmp_pat
     assert delays == [80] * 39  # 8 centiseconds each: 39 frames last 3.12 s
     marker = json.loads((tmp_path / FINGERSPELLING_MARKER).read_text())
     assert marker["fps"] == 12.5 and "frames" not in marker
-    assert marker["word_hold_seconds"] == fs.WORD_HOLD_SECONDS
+    assert marker["word_boundary"] == {"style": "move", "seconds": fs.WORD_BOUNDARY_SECONDS}
 
 
 def test_frame_times_follow_the_rate_and_the_length():

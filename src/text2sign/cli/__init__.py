@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              metavar="SUBCOMMAND"))
     model.register(sub)
     evaluation.register(sub)
+    evaluation.register_reader(sub)
     serve.register(sub)
     return parser
 

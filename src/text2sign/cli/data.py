@@ -142,6 +142,9 @@ def register_fingerspelling(subparsers) -> None:
                       help="R frames per second of each recording instead: a clip lasts as long "
                       "as the signer took (100/R must be whole centiseconds: 25, 12.5, 10, ...)")
     p.add_argument("--size", type=int, default=64)
+    p.add_argument("--boundary", choices=("move", "hold"), default="move",
+                   help="a phrase's word boundary: the hand dips and moves on (default), or the "
+                   "last letter held still (reads like a doubled letter)")
     p.add_argument("--variants", type=int, default=1,
                    help="clips per text; variants after the first get scale/shift/speed jitter")
     p.add_argument("--seed", type=int, default=0)
@@ -177,7 +180,7 @@ def fingerspelling_command(args: argparse.Namespace) -> int:
         args.out, languages=args.languages.split(","), words=words, frames=args.frames,
         fps=args.fps, size=args.size, variants=args.variants, seed=args.seed,
         progress=shows_progress(args), letters=True if args.with_letters else None,
-        workers=args.workers,
+        workers=args.workers, boundary=args.boundary,
     )
     print(f"wrote {len(gifs)} clips to {args.out}")
     if args.sheet:

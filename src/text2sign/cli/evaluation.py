@@ -74,6 +74,104 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_demo_command)
 
 
+def register_reader(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reader", help="train a reader (clip -> text) on a corpus, or score readers on it",
+        description="`reader train DATA --out DIR` trains a reader on the corpus's training "
+        "texts (the same split `evaluate` scores against) and prints its readings of the real "
+        "held-out clips per group; `reader score DATA READER [READER ...]` prints those of "
+        "saved readers side by side, with their agreement.")
+    rsub = p.add_subparsers(dest="reader_command", required=True, metavar="SUBCOMMAND")
+    for name in ("train", "score"):
+        q = rsub.add_parser(name, help="train one reader" if name == "train"
+                            else "score saved readers on a corpus's held-out real clips")
+        q.add_argument("data", metavar="DIR|CACHE",
+                       help="the clip folder (NAME.gif + NAME.txt) or a prepared cache")
+        if name == "train":
+            q.add_argument("--out", required=True, help="the reader folder to write")
+            q.add_argument("--arch", choices=("transformer", "conv-gru"), default="transformer",
+                           help="transformer: per-frame CNN + transformer, CTC + attention "
+                           "decoder (default); conv-gru: Conv3d + BiGRU + CTC")
+            q.add_argument("--steps", type=int, help="training steps (default: the arch's)")
+            q.add_argument("--units", choices=("chars", "glosses"),
+                           help="default: chars for a `data fingerspelling` corpus, else glosses")
+        else:
+            q.add_argument("readers", nargs="+", metavar="READER",
+                           help="reader folders, or `shipped` for the shipped readers")
+        timing = q.add_mutually_exclusive_group()
+        timing.add_argument("--fps", type=float, default=6.25,
+                            help="read clips at their own length at this rate (default 6.25)")
+        timing.add_argument("--frames", type=int, help="resample every clip to N frames instead")
+        q.add_argument("--max-frames", type=int, default=80,
+                       help="with --fps: the most frames a clip gets (default 80)")
+        q.add_argument("--size", type=int, default=128, help="frame size of the cache")
+        q.add_argument("--val-fraction", type=float, default=0.1)
+        q.add_argument("--holdout", type=float, default=0.1,
+                       help="share of texts never trained on, by a hash of the text (default "
+                       "0.1: the shipped models' data.holdout_texts)")
+        q.add_argument("--max-clips", type=int, metavar="N",
+                       help="score at most N real clips per group")
+        q.add_argument("--device", default="auto")
+        add_quiet(q)
+        q.set_defaults(func=run_reader)
+
+
+def run_reader(args: argparse.Namespace) -> int:
+    # torch: imported when the command runs, so `text2sign --help` stays fast
+    from text2sign.core.device import pick_device
+    from text2sign.core.report import format_table
+    from text2sign.data.dataset import open_clips
+    from text2sign.evaluation.readers import (
+        load_or_train_reader,
+        load_reader,
+        read_real,
+        reader_name,
+        real_groups,
+        resolve_readers,
+    )
+
+    mode = "fps" if args.frames is None else "resample"
+    cache = open_clips(args.data, args.max_frames if mode == "fps" else args.frames, args.size,
+                       mode, progress=shows_progress(args),
+                       fps=args.fps if mode == "fps" else None)
+    device = pick_device(args.device)
+    if args.reader_command == "train":
+        from text2sign.evaluation.readers import ARCHS
+
+        settings = ARCHS[args.arch][2]()
+        if args.steps is not None:
+            if args.steps < 1:
+                raise ValueError(f"--steps {args.steps}: must be at least 1")
+            settings.steps = args.steps
+        reader = load_or_train_reader(cache, args.arch, args.val_fraction, args.holdout,
+                                      units=args.units, settings=settings, device=device,
+                                      folder=args.out, progress=shows_progress(args))
+        readers = {reader_name(reader): reader}
+        print(f"reader: {args.out} ({reader.metrics.get('train_seconds', 0):.0f} s of training "
+              f"on {reader.metrics.get('train_clips', 0)} clips)")
+    else:
+        readers = {}
+        for folder in resolve_readers(args.readers):
+            reader = load_reader(folder, device)
+            readers[reader_name(reader, set(readers))] = reader
+    groups = real_groups(cache, args.val_fraction, args.holdout, args.max_clips)
+    scores = read_real(readers, cache, groups)
+    rows = []
+    for group, score in scores.items():
+        agree = score["agreement"]
+        for name, s in score["readers"].items():
+            rows.append([group, name, str(s["clips"]), f"{s['cer']:.3f}", f"{s['exact']:.3f}",
+                         "" if len(readers) < 2 else f"{agree['same']:.3f}",
+                         "" if len(readers) < 2 else f"{agree['same_right']:.3f}"])
+    print(format_table([["real held-out clips", "reader", "clips", "CER", "exact",
+                         "both same", "both right"], *rows]))
+    if args.reader_command == "train":
+        reader.metrics["real"] = {g: s["readers"][next(iter(readers))]
+                                  for g, s in scores.items()}
+        reader.save(args.out)
+    return 0
+
+
 def default_out(model_folder: Path) -> Path:
     """runs/NAME/model -> runs/NAME/eval; any other model folder -> runs/eval."""
     return model_folder.parent / "eval" if model_folder.name == "model" else Path("runs/eval")

@@ -44,6 +44,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+MET_SHARE = 0.7  # a group is read well when every reader reads >= 70% of its ceiling exact
+
 GROUP_NAMES = {"letters": "letters", "seen": "seen texts", "unseen": "unseen texts",
                "unseen-long": "unseen long words", "unseen-phrases": "unseen phrases"}
 
@@ -64,17 +66,43 @@ def group_top1_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 def back_translation_rows(report: dict[str, Any]) -> list[list[str]]:
-    """Header + one row per group: the back-translation table."""
+    """Header + one row per group (and reader, when several read): the back-translation
+    table, each reader beside its own ceiling."""
     bt = report.get("back_translation")
     if not bt:
         return []
     unit = "CER" if bt["units"] == "chars" else "gloss ER"
-    rows = [["back-translation", "texts", "clips", unit, f"ceiling {unit}", "exact",
-             "ceiling exact", "ceiling clips"]]
-    for group, g in bt["groups"].items():
-        rows.append([GROUP_NAMES.get(group, group), str(g["texts"]), str(g["clips"]),
-                     fmt_number(g["cer"]), fmt_number(g["ceiling_cer"]), fmt_number(g["exact"]),
-                     fmt_number(g["ceiling_exact"]), str(g["ceiling_clips"])])
+    readers = bt.get("readers") or {bt.get("reader", "reader"): {"groups": bt["groups"]}}
+    several = len(readers) > 1
+    rows = [["back-translation", *(["reader"] if several else []), "texts", "clips", unit,
+             f"ceiling {unit}", "exact", "ceiling exact", "ceiling clips"]]
+    for group in bt["groups"]:
+        for name, r in readers.items():
+            g = r["groups"].get(group)
+            if g is None:
+                continue
+            rows.append([GROUP_NAMES.get(group, group), *([name] if several else []),
+                         str(g["texts"]), str(g["clips"]), fmt_number(g["cer"]),
+                         fmt_number(g["ceiling_cer"]), fmt_number(g["exact"]),
+                         fmt_number(g["ceiling_exact"]), str(g["ceiling_clips"])])
+    return rows
+
+
+def agreement_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Header + one row per group: how often the readers read a generated clip the same, the
+    same and right, and whether every reader puts the group at >= MET_SHARE of its ceiling's
+    exact accuracy. Reports with one reader have none: []."""
+    bt = report.get("back_translation") or {}
+    agreement = bt.get("agreement")
+    if not agreement:
+        return []
+    rows = [["readers agree", "clips", "same reading", "same and right",
+             f"met (every reader >= {MET_SHARE:.0%} of its ceiling)"]]
+    for group, a in agreement.items():
+        met = bt.get("met", {}).get(group)
+        rows.append([GROUP_NAMES.get(group, group), str(a["clips"]), fmt_number(a["same"]),
+                     fmt_number(a["same_right"]),
+                     "n/a" if met is None else ("yes" if met else "no")])
     return rows
 
 

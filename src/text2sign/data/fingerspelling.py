@@ -5,7 +5,7 @@ of ~20 sign languages (`assets/fingerspelling_lexicon/index.csv` + `.pose` files
 `pose-format`). This module draws them as skeleton clips in the user's folder format
 (`NAME.gif` + `NAME.txt`): letters by default, or words fingerspelled with the package's
 `FingerspellingPoseLookup`. A text with spaces (a phrase) is spelled word by word, the last letter
-of each word held a moment: the pause signers make at a word boundary.
+of each word held while the hand drops and moves on: the pause signers make at a word boundary.
 
 Framing: at 64x64 a full-body frame leaves the hand ~8 px wide, so each clip is framed on the
 signing hand(s): a square of `zoom` shoulder widths centred on the median hand position over
@@ -42,10 +42,16 @@ SUPERSAMPLE = 4  # draw at 4x, then box-filter down: cheap anti-aliasing
 DEFAULT_ZOOM = 0.8  # crop side in shoulder widths: a hand is 0.25-0.6 shoulder widths long
 SHEET_FRAMES = 8  # frame columns of a contact sheet
 MAX_GAP = 3  # fill landmark dropouts of at most this many frames by interpolation
-# Fingerspellers mark a word boundary by holding the word's last letter (or pausing) for a few
-# tenths of a second rather than by a sign for "space" (Wilcox 1992, "The Phonetics of
+# Fingerspellers mark a word boundary by a pause of a few tenths of a second, the hand dropping
+# or moving on, rather than by a sign for "space" (Wilcox 1992, "The Phonetics of
 # Fingerspelling"; Keane 2014): without it "thank you" and "thankyou" look the same.
-WORD_HOLD_SECONDS = 0.35
+# "move": the last letter's hand shape is kept while the hand dips down and out and comes back
+# (a letter held in place reads as a doubled letter); "hold": that frame held still.
+WORD_BOUNDARY_SECONDS = 0.5
+BOUNDARIES = ("move", "hold")
+# How far the hand dips at a boundary, in shoulder widths (a hand is 0.25-0.6 long).
+BOUNDARY_DROP = 0.25
+BOUNDARY_OUT = 0.1
 
 # Landmark subsets drawn, by MediaPipe names (pose-format keeps them as point names).
 BODY_POINTS = ("LEFT_SHOULDER", "RIGHT_SHOULDER", "LEFT_ELBOW", "RIGHT_ELBOW",
@@ -215,11 +221,17 @@ def load_recording(path: str | Path) -> Skeleton:
 
 
 def lookup_word(text: str, spoken_language: str, signed_language: str,
-                hold: float = WORD_HOLD_SECONDS) -> Skeleton:
-    """A fingerspelled word, or a phrase spelled word by word with the last letter of every
-    word but the last held ``hold`` seconds longer at its stillest frame."""
+                boundary: str = "move", seconds: float = WORD_BOUNDARY_SECONDS) -> Skeleton:
+    """A fingerspelled word, or a phrase spelled word by word with a ``seconds`` pause after
+    every word but the last at its last letter's stillest frame: the hand moving on
+    (``boundary="move"``) or held still (``"hold"``)."""
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary={boundary!r} is not one of {list(BOUNDARIES)}")
     skeleton, word_ends = _spell_words(text.split(), spoken_language, signed_language)
-    return hold_frames(skeleton, word_ends[:-1], round(hold * skeleton.fps))
+    count = round(seconds * skeleton.fps)
+    if boundary == "hold":
+        return hold_frames(skeleton, word_ends[:-1], count)
+    return move_on(skeleton, word_ends[:-1], count)
 
 
 def _spell_words(words: Sequence[str], spoken_language: str, signed_language: str
@@ -286,6 +298,42 @@ def hold_frames(skeleton: Skeleton, at: Sequence[int], count: int) -> Skeleton:
     repeats[np.asarray(at, int)] += count
     order = np.repeat(order, repeats)  # (N + len(at) * count,) source frame of each frame
     return Skeleton(xyz=skeleton.xyz[order], valid=skeleton.valid[order], fps=skeleton.fps)
+
+
+def move_on(skeleton: Skeleton, at: Sequence[int], count: int) -> Skeleton:
+    """The skeleton with ``count`` frames inserted after frame ``at[k]`` for each k, showing
+    that frame's hand shape while the hands (wrists, and elbows half as far) dip down and out
+    and come back, a half sine: a word boundary that no letter of the alphabet looks like."""
+    if not len(at) or count <= 0:
+        return skeleton
+    sw = _shoulder_width(skeleton)
+    bump = np.sin(np.pi * np.arange(1, count + 1) / (count + 1))  # (count,) 0 -> 1 -> 0
+    left_sh, right_sh = (_B0 + BODY_POINTS.index(n) for n in ("LEFT_SHOULDER", "RIGHT_SHOULDER"))
+    parts, valid, start = [], [], 0
+    for frame in sorted(int(a) for a in at):
+        parts.append(skeleton.xyz[start:frame + 1])
+        valid.append(skeleton.valid[start:frame + 1])
+        pose, ok = skeleton.xyz[frame], skeleton.valid[frame]  # (P, 3), (P,)
+        mid = (pose[left_sh, 0] + pose[right_sh, 0]) / 2 if ok[[left_sh, right_sh]].all() else None
+        moved = np.repeat(pose[None], count, axis=0)  # (count, P, 3)
+        for side, hand0 in (("LEFT", _L0), ("RIGHT", _R0)):
+            hand = slice(hand0, hand0 + HAND_POINTS)
+            seen = ok[hand]
+            wrist = _B0 + BODY_POINTS.index(f"{side}_WRIST")
+            elbow = _B0 + BODY_POINTS.index(f"{side}_ELBOW")
+            x = pose[hand][seen, 0].mean() if seen.any() else pose[wrist, 0]
+            out = np.sign(x - mid) if mid is not None else 0.0  # away from the body's middle
+            shift = sw * np.stack([BOUNDARY_OUT * out * bump, BOUNDARY_DROP * bump], -1)  # (c, 2)
+            moved[:, hand, :2] += shift[:, None]
+            moved[:, wrist, :2] += shift
+            moved[:, elbow, :2] += shift / 2
+        parts.append(moved)
+        valid.append(np.repeat(ok[None], count, axis=0))
+        start = frame + 1
+    parts.append(skeleton.xyz[start:])
+    valid.append(skeleton.valid[start:])
+    return Skeleton(xyz=np.concatenate(parts).astype(np.float32), valid=np.concatenate(valid),
+                    fps=skeleton.fps)
 
 
 @functools.cache
@@ -587,7 +635,7 @@ def words_from(spec: str) -> list[str]:
 
 def _render_job(job: tuple) -> list[tuple[str, Path]]:
     """Render every variant of one text; runs in a worker process. Returns (warning, path)s."""
-    out, lang, text, name, source, spoken, frames, fps, size, variants, seed, reuse = job
+    out, lang, text, name, source, spoken, frames, fps, size, variants, seed, boundary, reuse = job
     paths = [Path(out) / lang / f"{name if variants == 1 else f'{name}-v{v:02d}'}.gif"
              for v in range(variants)]
     if reuse and all(p.is_file() and p.with_suffix(".txt").is_file() for p in paths):
@@ -596,7 +644,7 @@ def _render_job(job: tuple) -> list[tuple[str, Path]]:
         if source is not None:
             skeleton = load_recording(lexicon_dir() / source)
         else:
-            skeleton = lookup_word(text, spoken, lang)
+            skeleton = lookup_word(text, spoken, lang, boundary)
     except Exception as err:  # a broken recording must not stop the corpus
         return [(f"skipped {lang} {text!r}: {type(err).__name__}: {err}", None)]
     from text2sign.data.video_io import write_gif  # PIL: not at `text2sign --help`
@@ -623,14 +671,16 @@ def build_fingerspelling_corpus(
     letters: bool | None = None,
     workers: int = 1,
     fps: float | None = None,
+    boundary: str = "move",
 ) -> list[Path]:
     """Write OUT/<lang>/<name>.gif + .txt for every letter and/or word; returns the GIF paths.
 
     ``letters`` defaults to "only when no words are given". A word may be a phrase (words
     separated by spaces). Clips have ``frames`` frames (default 16) or, with ``fps``, one frame
     every 1/fps seconds of the recording. ``workers`` > 1 renders texts in that many processes
-    (the output is the same). A ``fingerspelling.json`` in OUT tells the evaluation that the
-    texts are spelled letter by letter.
+    (the output is the same). A phrase pauses at each word boundary, the hand moving on
+    (``boundary="move"``) or held still (``"hold"``). A ``fingerspelling.json`` in OUT tells the
+    evaluation that the texts are spelled letter by letter.
     """
     from tqdm.auto import tqdm  # not at `text2sign --help`, which loads this module
 
@@ -640,6 +690,8 @@ def build_fingerspelling_corpus(
             f"need variants >= 1, size >= 8 and workers >= 1, got {variants}, {size}, {workers}"
         )
     letters = words is None if letters is None else letters
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary={boundary!r} is not one of {list(BOUNDARIES)}")
     index = read_index()
     languages = _check_languages(languages, index)
     jobs = []
@@ -657,11 +709,11 @@ def build_fingerspelling_corpus(
                 **({"frames": frames} if fps is None else {"fps": fps}),
                 "size": size, "variants": variants, "seed": seed}
     if any(len(word.split()) > 1 for word in words or ()):
-        settings["word_hold_seconds"] = WORD_HOLD_SECONDS
+        settings["word_boundary"] = {"style": boundary, "seconds": WORD_BOUNDARY_SECONDS}
     marker = Path(out) / FINGERSPELLING_MARKER
     # Clips already written with the same settings (an interrupted build) are kept.
     reuse = marker.is_file() and json.loads(marker.read_text()) == settings
-    jobs = [(*job, frames, fps, size, variants, seed, reuse) for job in jobs]
+    jobs = [(*job, frames, fps, size, variants, seed, boundary, reuse) for job in jobs]
     Path(out).mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(settings, indent=1))
     written: list[Path] = []

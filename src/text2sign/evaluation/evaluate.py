@@ -41,7 +41,7 @@ from text2sign.data.video_io import (
     write_contact_sheet,
     write_gif,
 )
-from text2sign.evaluation.metrics import frechet_distance, topk_accuracy
+from text2sign.evaluation.metrics import LONG_WORD, frechet_distance, topk_accuracy
 from text2sign.evaluation.recognizer import Recognizer, load_or_train_recognizer
 from text2sign.evaluation.sequence import (
     SequenceRecognizer,
@@ -58,7 +58,6 @@ SHEET_FRAMES = 8  # frames shown per clip on the contact sheet
 # The classifier sees every clip at one frame count (it resamples to its own 16 inside): clips
 # that keep their lengths are first resampled to this many, which leaves room for its jitter.
 CLASSIFIER_FRAMES = 32
-LONG_WORD = 9  # letters from which an unseen word counts as long
 GROUPS = ("letters", "seen", "unseen", "unseen-long", "unseen-phrases")
 REAL_BORDER = (40, 200, 40)  # the real clip on each contact-sheet row is framed in green
 COMPARE_ROWS = 12  # texts in compare.gif (real beside generated, animated), spread evenly

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+LONG_WORD = 9  # letters from which a word counts as long (names, compounds)
+
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Fraction of rows whose label is among the k highest logits (k is capped at the classes)."""

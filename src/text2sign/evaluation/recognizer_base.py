@@ -117,22 +117,52 @@ def length_groups(videos: Any) -> list[list[int]]:
     return list(groups.values())
 
 
-def load_clips(cache: Any, indices: list[int], size: int, progress: bool
-               ) -> torch.Tensor | list[torch.Tensor]:
-    """Training clips downsampled in space (time kept for jitter): uint8 (N, T, S, S, 3), or a
-    list of (T_i, S, S, 3) when their lengths differ.
+class ClipSource:
+    """Training clips of a cache, read and shrunk in space when a batch asks for them: memory
+    is a batch, not the corpus (70,000 clips at 28 x 96 x 96 would be 54 GB held).
 
-    Held in memory: N * T * S * S * 3 bytes (208 clips at 16x32x32: 10 MB).
+    ``source[i]`` is clip ``indices[i]`` as uint8 (T, S, S, 3); ``source[tensor]`` stacks clips
+    of one length (B, T, S, S, 3); ``lengths`` come from the cache's index, no clip read.
     """
-    out = []
-    for i in tqdm(indices, desc="recognizer: loading clips", disable=not progress, leave=False):
-        x = _to_float(np.asarray(cache[int(i)])[None], torch.device("cpu"))  # (1, 3, T, H, W)
-        x = _resize_space(x, size)  # (1, 3, T, S, S)
-        x = to_uint8(x)
-        out.append(x[0].permute(1, 2, 3, 0))  # (T, S, S, 3)
-    if len({len(x) for x in out}) > 1:
-        return out
-    return torch.stack(out)  # (N, T, S, S, 3)
+
+    def __init__(self, cache: Any, indices: Sequence[int], size: int):
+        self.cache, self.indices, self.size = cache, [int(i) for i in indices], size
+        if getattr(cache, "variable", False):
+            self.lengths = [int(cache.lengths[i]) for i in self.indices]
+        elif hasattr(cache, "clip_shape"):
+            self.lengths = [int(cache.clip_shape[0])] * len(self.indices)
+        else:  # anything with cache[i] (a list of clips): read each once for its length
+            self.lengths = [len(cache[i]) for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every clip has one length (then a batch is a plain slice of frames)."""
+        return len(set(self.lengths)) <= 1
+
+    def clip(self, i: int) -> torch.Tensor:
+        x = _to_float(np.asarray(self.cache[self.indices[i]])[None], torch.device("cpu"))
+        return to_uint8(_resize_space(x, self.size))[0].permute(1, 2, 3, 0)  # (T, S, S, 3)
+
+    def __getitem__(self, i: int | torch.Tensor) -> torch.Tensor:
+        if isinstance(i, torch.Tensor) and i.ndim == 1:
+            return torch.stack([self.clip(int(k)) for k in i])  # (B, T, S, S, 3)
+        return self.clip(int(i))
+
+
+def clip_lengths(clips: ClipSource | torch.Tensor | Sequence[torch.Tensor]) -> list[int]:
+    """Frames of every training clip, without reading a ClipSource's clips."""
+    if isinstance(clips, ClipSource):
+        return clips.lengths
+    return [len(c) for c in clips]
+
+
+def load_clips(cache: Any, indices: list[int], size: int, progress: bool = False) -> ClipSource:
+    """Training clips ``indices`` of a cache, read lazily at ``size`` x ``size`` (``progress``
+    is kept for callers; nothing is loaded up front)."""
+    return ClipSource(cache, indices, size)
 
 
 def augment(clips: torch.Tensor, frames: int, generator: torch.Generator,
@@ -208,19 +238,20 @@ class TrainedRecognizer:
         """Any clip geometry -> the network's (N, 3, frames, size, size) float input."""
         return prepare_clips(videos, self.config.frames, self.config.size, self.device)
 
-    def sample_batch(self, clips: torch.Tensor | list[torch.Tensor], batch_size: int,
-                     generator: torch.Generator, time_jitter: float
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(indices, augmented float batch (B, 3, frames, S, S)) of random training clips;
+    def sample_batch(self, clips: ClipSource | torch.Tensor, targets: Sequence[Any],
+                     batch_size: int, generator: torch.Generator, time_jitter: float
+                     ) -> tuple[list[Any], torch.Tensor]:
+        """(targets, augmented float batch (B, 3, frames, S, S)) of random training clips;
         clips of different lengths are first picked to ``frames`` uniformly."""
         batch = torch.randint(len(clips), (batch_size,), generator=generator)
-        if isinstance(clips, list):
+        if isinstance(clips, ClipSource) and not clips.uniform:
             frames = self.config.frames
-            chosen = torch.stack([clips[int(i)][frame_indices(len(clips[int(i)]), frames)]
+            chosen = torch.stack([clips[int(i)][frame_indices(clips.lengths[int(i)], frames)]
                                   for i in batch])  # (B, frames, S, S, 3)
         else:
             chosen = clips[batch]  # (B, T, S, S, 3)
-        return batch, augment(chosen, self.config.frames, generator, time_jitter=time_jitter)
+        x = augment(chosen, self.config.frames, generator, time_jitter=time_jitter)
+        return [targets[int(i)] for i in batch], x
 
     def meta(self) -> dict[str, Any]:
         """The head's part of the saved json: a format tag and the labels, written first."""
@@ -263,10 +294,10 @@ class TrainedRecognizer:
 
     @classmethod
     def train_new(cls: type[R], labels: list[str], config: Any,
-                  clips: torch.Tensor | list[torch.Tensor],
+                  clips: ClipSource | torch.Tensor,
                   targets: Sequence[Any], settings: FitSettings, device: torch.device,
                   progress: bool, time_jitter: float) -> R:
-        """A fresh net trained on uint8 clips (N, T, S, S, 3) or a list of (T_i, S, S, 3),
+        """A fresh net trained on uint8 clips (N, T, S, S, 3) or a ClipSource,
         deterministic for a seed and device. Init and dropout draw from the global RNG: it is
         forked, so training repeats and leaves the caller's random state alone."""
         cuda = [device.index or 0] if device.type == "cuda" else []
@@ -277,7 +308,7 @@ class TrainedRecognizer:
             recognizer._fit(clips, targets, settings, progress, time_jitter)
         return recognizer
 
-    def _fit(self, clips: torch.Tensor | list[torch.Tensor], targets: Sequence[Any],
+    def _fit(self, clips: ClipSource | torch.Tensor, targets: Sequence[Any],
              settings: FitSettings,
              progress: bool, time_jitter: float) -> None:
         """AdamW with linear warmup then cosine decay, on augmented batches (no flips)."""
@@ -292,9 +323,10 @@ class TrainedRecognizer:
         bar = tqdm(range(settings.steps), desc=f"{self.kind}: training", disable=not progress,
                    leave=False)
         for _ in bar:
-            batch, x = self.sample_batch(clips, settings.batch_size, generator, time_jitter)
+            batch_targets, x = self.sample_batch(clips, targets, settings.batch_size, generator,
+                                                 time_jitter)
             x = x.to(device)  # (B, 3, T, S, S)
-            loss = self.loss(x, [targets[int(i)] for i in batch])
+            loss = self.loss(x, batch_targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.max_grad_norm is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,11 @@ from text2sign.evaluation.metrics import (  # noqa: F401  (also imported from he
     text_units,
 )
 from text2sign.evaluation.recognizer_base import (
+    ClipSource,
     TrainedRecognizer,
     augment,
+    clip_length,
+    clip_lengths,
     conv_block,
     frame_indices,
     length_groups,
@@ -106,8 +110,10 @@ class SequenceRecognizer(TrainedRecognizer):
     labels_key = "vocab"
     how_to_train = "leave --recognizer out to train one on the corpus"
     config_class = SequenceConfig
+    settings_class = SequenceTrainSettings
     net_class = SequenceNet
     max_grad_norm = 1.0
+    cache_prefix = "sequence"  # its folder beside a clip cache: sequence-<fingerprint>
 
     def __init__(self, net: SequenceNet, vocab: list[str], config: SequenceConfig,
                  metrics: dict[str, Any] | None = None, settings: dict[str, Any] | None = None):
@@ -173,9 +179,9 @@ class SequenceRecognizer(TrainedRecognizer):
             out.append((join_units(units, self.units), float(c)))
         return out
 
-    def sample_batch(self, clips: torch.Tensor | list[torch.Tensor], batch_size: int,
-                     generator: torch.Generator, time_jitter: float
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_batch(self, clips: ClipSource | torch.Tensor, targets: Sequence[Any],
+                     batch_size: int, generator: torch.Generator, time_jitter: float
+                     ) -> tuple[list[Any], torch.Tensor]:
         """A batch of clips of about one length, read at that length (own-length mode).
 
         Buckets rather than padding: the temporal convolutions, the bidirectional GRU and the
@@ -183,15 +189,16 @@ class SequenceRecognizer(TrainedRecognizer):
         an input `read` never gives it; in a bucket every CTC input length is the batch's T.
         """
         if not self.own_length:
-            return super().sample_batch(clips, batch_size, generator, time_jitter)
-        lengths = torch.tensor([len(c) for c in clips])  # (N,)
+            return super().sample_batch(clips, targets, batch_size, generator, time_jitter)
+        lengths = torch.tensor(clip_lengths(clips))  # (N,)
         anchor = int(torch.randint(len(clips), (1,), generator=generator))
         t = int(lengths[anchor])
         near = torch.nonzero((lengths - t).abs() <= BUCKET_TOLERANCE * t).flatten()  # (M,)
         batch = near[torch.randint(len(near), (batch_size,), generator=generator)]
-        chosen = torch.stack([clips[int(i)][frame_indices(len(clips[int(i)]), t)]
+        chosen = torch.stack([clips[int(i)][frame_indices(int(lengths[int(i)]), t)]
                               for i in batch])  # (B, t, S, S, 3)
-        return batch, augment(chosen, t, generator, time_jitter=time_jitter)
+        x = augment(chosen, t, generator, time_jitter=time_jitter)
+        return [targets[int(i)] for i in batch], x
 
     @torch.no_grad()
     def read(self, videos: np.ndarray | torch.Tensor | list, batch_size: int = 32
@@ -207,22 +214,32 @@ class SequenceRecognizer(TrainedRecognizer):
                     x = videos[chunk[0]:chunk[-1] + 1]  # the same slices as one batch
                 else:
                     x = stack_clips([videos[i] for i in chunk])
-                for i, reading in zip(chunk, self.decode(self.net(self.prepare(x))),
-                                      strict=True):
+                if clip_length(x[0]) == 0:  # nothing to read: an empty reading, not a crash
+                    readings = [("", 0.0)] * len(chunk)
+                else:
+                    readings = self.read_batch(self.prepare(x))
+                for i, reading in zip(chunk, readings, strict=True):
                     out[i] = reading
         return out
 
+    def read_batch(self, x: torch.Tensor) -> list[tuple[str, float]]:
+        """Readings of a prepared batch (B, 3, T, S, S) of one length."""
+        return self.decode(self.net(x))
+
 
 def train_sequence_recognizer(cache: Any, train_idx: list[int], *,
-                              config: SequenceConfig | None = None,
-                              settings: SequenceTrainSettings | None = None,
+                              config: Any = None, settings: Any = None,
                               device: str | torch.device | None = None,
-                              progress: bool = True) -> SequenceRecognizer:
-    """Train on clips ``train_idx`` of a clip cache (anything with ``cache[i]`` and ``.texts``);
-    the vocabulary is every unit of those texts (" " too when they hold phrases). Deterministic
+                              progress: bool = True,
+                              reader_class: type[SequenceRecognizer] | None = None
+                              ) -> SequenceRecognizer:
+    """Train a reader (``reader_class``, this module's by default) on clips ``train_idx`` of a
+    clip cache (anything with ``cache[i]`` and ``.texts``), read a batch at a time; the
+    vocabulary is every unit of those texts (" " too when they hold phrases). Deterministic
     for a seed and device. With ``config.frames = None`` the clips may differ in length."""
-    config = config or SequenceConfig()
-    settings = settings or SequenceTrainSettings()
+    cls = reader_class or SequenceRecognizer
+    config = config or cls.config_class()
+    settings = settings or cls.settings_class()
     if config.units not in UNITS:
         raise ValueError(f"units={config.units!r} is not one of {list(UNITS)}")
     device = pick_device(device)
@@ -233,15 +250,15 @@ def train_sequence_recognizer(cache: Any, train_idx: list[int], *,
     vocab = sorted({u for t in texts for u in text_units(t, config.units)})
     if not vocab:
         raise ValueError("the training texts are all empty: nothing to recognize")
-    clips = load_clips(cache, train_idx, config.size, progress)  # (N, T, S, S, 3) or list
-    if isinstance(clips, list) and config.frames is None:
-        short = [t for t, c in zip(texts, clips, strict=True)
-                 if len(c) < len(text_units(t, config.units))]
+    clips = load_clips(cache, train_idx, config.size)  # read a batch at a time
+    if config.frames is None:
+        short = [t for t, n in zip(texts, clips.lengths, strict=True)
+                 if n < len(text_units(t, config.units))]
         if short:  # CTC needs a step per unit: these would train on nothing
             raise ValueError(f"{len(short)} training clips have fewer frames than their text has "
                              f"units (e.g. {short[0]!r}); use a higher frame rate")
-    return SequenceRecognizer.train_new(vocab, config, clips, texts, settings, device, progress,
-                                        time_jitter=settings.time_jitter)
+    return cls.train_new(vocab, config, clips, texts, settings, device, progress,
+                         time_jitter=settings.time_jitter)
 
 
 def read_clips(recognizer: SequenceRecognizer, cache: Any, indices: list[int],
@@ -268,39 +285,42 @@ def default_units(data_path: str | Path) -> str:
 def load_or_train_sequence_recognizer(
     cache: Any, val_fraction: float = VAL_FRACTION, holdout: float = 0.0, *,
     units: str | None = None, frames: int | None = None,
-    settings: SequenceTrainSettings | None = None, device: str | torch.device | None = None,
+    settings: Any = None, device: str | torch.device | None = None,
     folder: str | Path | None = None, progress: bool = True,
+    reader_class: type[SequenceRecognizer] | None = None,
 ) -> SequenceRecognizer:
-    """The corpus's sequence recognizer, trained once on the training clips of its training
-    texts (the clips the generator learns from) and cached beside the clip cache. A cache of
-    clips of their own lengths (``cache.variable``) gets one that reads every clip at its own
-    length, unless ``frames`` says otherwise."""
-    settings = settings or SequenceTrainSettings()
+    """The corpus's reader (``reader_class``, this module's by default), trained once on the
+    training clips of its training texts (the clips the generator learns from) and cached
+    beside the clip cache. A cache of clips of their own lengths (``cache.variable``) gets one
+    that reads every clip at its own length, unless ``frames`` says otherwise."""
+    cls = reader_class or SequenceRecognizer
+    settings = settings or cls.settings_class()
     if units is None:
         source = cache.index.get("source", cache.path) if hasattr(cache, "index") else cache.path
         units = default_units(source)
     variable = getattr(cache, "variable", False)
-    config = SequenceConfig(frames=frames or (None if variable else cache.clip_shape[0]),
-                            units=units)
+    config = cls.config_class(frames=frames or (None if variable else cache.clip_shape[0]),
+                              units=units)
     device = pick_device(device)
     wanted = {**dataclasses.asdict(settings), "config": dataclasses.asdict(config),
               "val_fraction": val_fraction, "holdout": holdout,
               "fingerprint": cache.fingerprint}
     folder = (Path(folder) if folder is not None
-              else Path(cache.path) / f"sequence-{cache.fingerprint[:12]}")
+              else Path(cache.path) / f"{cls.cache_prefix}-{cache.fingerprint[:12]}")
 
     def train() -> tuple[SequenceRecognizer, dict[str, Any]]:
         train_idx, _, _ = cache.split_by_text(val_fraction, holdout)
         start = time.perf_counter()
         recognizer = train_sequence_recognizer(cache, train_idx, config=config,
                                                settings=settings, device=device,
-                                               progress=progress)
+                                               progress=progress, reader_class=cls)
         metrics = {"train_clips": len(train_idx),
-                   "train_seconds": round(time.perf_counter() - start, 1), "device": str(device)}
+                   "train_seconds": round(time.perf_counter() - start, 1), "device": str(device),
+                   "threads": torch.get_num_threads()}
         if variable:
             lengths = [cache.lengths[i] for i in train_idx]
             metrics["train_frames"] = {"min": min(lengths), "median": float(np.median(lengths)),
                                        "max": max(lengths)}
         return recognizer, metrics
 
-    return SequenceRecognizer.load_or_train(folder, wanted, device, progress, train)
+    return cls.load_or_train(folder, wanted, device, progress, train)

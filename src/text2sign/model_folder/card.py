@@ -10,6 +10,7 @@ import yaml
 
 from text2sign.core.config import Config, ModelConfig
 from text2sign.core.report import (
+    agreement_rows,
     back_translation_rows,
     duration_rows,
     group_top1_rows,
@@ -69,13 +70,15 @@ def _evaluation(info: ModelInfo, folder: str) -> list[str]:
     if "top1" in report:  # a full `evaluate`; a back-translation alone has no classifier
         lines += ["", *markdown_table([["measure", "value"], *map(list, summary_rows(report))])]
     for rows in (group_top1_rows(report), back_translation_rows(report),
-                 duration_rows(report)):
+                 agreement_rows(report), duration_rows(report)):
         if rows:
             lines += ["", *markdown_table(rows)]
     lines += ["", "top-1 / top-5: a 3D-CNN recognizer trained on the corpus's real clips names "
               "the generated clip's text; ceiling: the same recognizer on held-out real clips. "
               "FD: Frechet distance in its feature space, floor: real vs real. Back-translation: "
-              "a sequence recognizer reads each clip back into text (CER, exact match)."]
+              "each reader reads each clip back into text (CER, exact match), beside its own "
+              "ceiling on real clips; readers agree: the share of clips every reader reads the "
+              "same (and right)."]
     return lines
 
 
