@@ -8,6 +8,14 @@ from pathlib import Path
 
 from text2sign.core.config import VAL_FRACTION
 from text2sign.core.console import add_quiet, shows_progress
+from text2sign.data.cache import ClipCache, is_cache, prepare_cache
+from text2sign.data.fingerspelling import (
+    build_fingerspelling_corpus,
+    list_languages,
+    words_from,
+    write_sheet_from_corpus,
+)
+from text2sign.data.folder import scan_folder
 
 
 def register(subparsers) -> None:
@@ -57,10 +65,6 @@ def register(subparsers) -> None:
 
 def check_command(args: argparse.Namespace) -> int:
     """Every pair of a clip folder, then every clip of its caches (or of a cache given)."""
-    # PIL, tqdm (the clip readers): imported when the command runs, so --help stays fast
-    from text2sign.data.cache import ClipCache, is_cache
-    from text2sign.data.folder import scan_folder
-
     root = Path(args.dir)
     bad_count = 0
     if not is_cache(root):
@@ -84,8 +88,6 @@ def check_command(args: argparse.Namespace) -> int:
 
 
 def prepare_command(args: argparse.Namespace) -> int:
-    from text2sign.data.cache import prepare_cache  # PIL, tqdm: imported here, not by --help
-
     if args.fps is not None:
         frames, time_mode = args.max_frames, "fps"
         if frames < 1:
@@ -157,14 +159,6 @@ def register_fingerspelling(subparsers) -> None:
 
 def fingerspelling_command(args: argparse.Namespace) -> int:
     """Build the corpus (or list languages) from parsed arguments."""
-    # spoken-to-signed, pose-format, PIL: imported when the command runs, so --help stays fast
-    from text2sign.data.fingerspelling import (
-        build_fingerspelling_corpus,
-        list_languages,
-        words_from,
-        write_sheet_from_corpus,
-    )
-
     if args.list_languages:
         for lang, letters in list_languages().items():
             print(f"{lang}  {len(letters):2d}  {' '.join(letters)}")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from text2sign.core.console import add_quiet
+from text2sign.serve.corpus import Corpus
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,10 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_service(args: argparse.Namespace):
     """The model, corpus and recognizer that `args` name, wrapped in a serve Service."""
-    # torch (pipeline, reader), PIL (corpus), the [serve] extra (app): imported here, not by --help
+    # torch (pipeline, reader), the [serve] extra (app): imported here, not by --help
     from text2sign.model_folder.pipeline import Text2SignPipeline
+    from text2sign.model_folder.resolve import resolve_model
     from text2sign.serve.app import Limits, Service
-    from text2sign.serve.corpus import Corpus
     from text2sign.serve.reader import find_reader_folder, load_reader
 
     if args.max_queue < 1:
@@ -46,7 +47,8 @@ def load_service(args: argparse.Namespace):
         raise ValueError(f"--max-chars {args.max_chars}: must be at least 1")
     if args.recognizer and args.no_recognizer:
         raise ValueError("--recognizer and --no-recognizer contradict each other; drop one")
-    pipe = Text2SignPipeline.from_pretrained(args.model, device=args.device)  # found once
+    model = resolve_model(args.model)
+    pipe = Text2SignPipeline.from_pretrained(model, device=args.device)
     folder = pipe.folder
     dc = pipe.config.data
 
@@ -80,7 +82,7 @@ def load_service(args: argparse.Namespace):
                   f"next to the corpus): the page will not read clips back; {hint}",
                   file=sys.stderr)
     limits = Limits(max_chars=args.max_chars, max_queue=args.max_queue)
-    return Service(pipe, str(folder), pipe.info, reader, reader_name, corpus, limits)
+    return Service(pipe, model.name, pipe.info, reader, reader_name, corpus, limits)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -99,7 +101,7 @@ def run_serve(args: argparse.Namespace) -> int:
         sock.close()
         raise
     if not args.quiet:
-        print(f"model:      {service.model_name}")
+        print(f"model:      {service.model_name} ({service.pipe.folder})")
         print(f"recognizer: {service.reader_name or 'none'}")
         print(f"corpus:     {service.corpus.path if service.corpus else 'none'}")
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -31,6 +31,7 @@ from text2sign.evaluation.transformer_reader import (
     TransformerReaderConfig,
     TransformerReaderSettings,
 )
+from text2sign.model_folder import shipped
 
 # name -> (class, config class, settings class): the order is the order reports list them.
 ARCHS: dict[str, tuple[type[SequenceRecognizer], type, type]] = {
@@ -74,8 +75,6 @@ def load_reader(folder: str | Path, device: str | torch.device = "cpu") -> Seque
 
 def shipped_reader_folders() -> dict[str, Path]:
     """The shipped readers that are installed, by architecture."""
-    from text2sign.model_folder import shipped
-
     found = {}
     for arch, name in SHIPPED.items():
         folder = shipped.asset(name)
@@ -89,10 +88,10 @@ def resolve_readers(names: Sequence[str | Path]) -> list[Path]:
     folders: list[Path] = []
     for name in names:
         if str(name) == "shipped":
-            shipped = shipped_reader_folders()
-            if not shipped:
+            installed = shipped_reader_folders()
+            if not installed:
                 raise FileNotFoundError("no shipped reader is installed; name a reader folder")
-            folders += list(shipped.values())
+            folders += list(installed.values())
         else:
             folders.append(Path(name))
     return list(dict.fromkeys(folders))
