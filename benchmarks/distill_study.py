@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from text2sign.core.report import GROUP_NAMES, fmt_number
     from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import text_groups
-    from text2sign.evaluation.sequence import SequenceRecognizer
+    from text2sign.evaluation.readers import load_reader, reader_name
     from text2sign.model_folder.folder_io import training_texts
     from text2sign.model_folder.pipeline import Text2SignPipeline
 
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--student {args.student!r} is not a distilled student (no "
                          "distill.steps in its config); distil one with `text2sign distill`")
     cache = open_data(teacher.config.data, progress=False, path=args.data)
-    rec = SequenceRecognizer.load(args.recognizer)
+    rec = load_reader(args.recognizer)
+    rec_name = reader_name(rec)
     picked = text_groups(list(cache.texts), training_texts(teacher.info, teacher.training_texts),
                          args.max_texts)
     groups = {g: picked[g] for g in args.groups.split(",") if picked.get(g)}
@@ -90,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, pipe, sampler, steps in runs:
         for group, texts in groups.items():
             counter = CountCalls(pipe.denoiser)
-            row = read_back(pipe, cache, rec, texts, sampler=sampler, steps=steps,
-                            guidance=guidance) | ceilings[group]
+            row = read_back(pipe, cache, {rec_name: rec}, texts, sampler=sampler, steps=steps,
+                            guidance=guidance)
+            row |= row["readers"][rec_name] | ceilings[group]
             counter.restore()
             rows.append([name, f"{sampler} {steps}", f"{guidance:g}",
                          GROUP_NAMES.get(group, group), str(len(texts)),

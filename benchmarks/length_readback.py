@@ -1,16 +1,18 @@
 """Back-translation of unseen texts per group, for models side by side, without the classifier.
 
     python benchmarks/length_readback.py --data data/asl-phrases --max-texts 20 \
-        --model shipped:demo --recognizer src/text2sign/assets/recognizer \
+        --model shipped:demo --recognizer shipped \
         --groups unseen,unseen-long,unseen-phrases \
         --model OLD_28_FRAME_MODEL --recognizer src/text2sign/assets/recognizer-28f \
         --groups unseen,unseen-long
 
 For each model: the first ``--max-texts`` texts of each group (`evaluate.text_groups`, a stable
-pick), one clip each at the model's own sampler settings, read back by the sequence recognizer
-given with it; the ceiling is the same recognizer on the corpus's real clips of the same texts,
-at that model's clip length. A model timed by its text also gets its duration against the real
-clips'. Lighter than `text2sign evaluate` (no classifier, no FD): the quick check of a run.
+pick), one clip each at the model's own sampler settings, read back by each reader given with it
+(comma-separated folders, or `shipped` for both shipped readers); a reader's ceiling is the
+same reader on the corpus's real clips of the same texts, at that model's clip length, and the
+readers' agreement is the share of generated clips they all read the same (and right). A model
+timed by its text also gets its duration against the real clips'. Lighter than `text2sign
+evaluate` (no classifier, no FD): the quick check of a run.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True)
     p.add_argument("--model", action="append", required=True,
                    help="a model folder, shipped:NAME, or 'shipped' (the default model)")
-    p.add_argument("--recognizer", action="append", required=True)
+    p.add_argument("--recognizer", action="append", required=True,
+                   help="reader folders, comma-separated, or `shipped` (both shipped readers)")
     p.add_argument("--groups", action="append", required=True, help="comma-separated, per model")
     p.add_argument("--max-texts", type=int, default=20)
     p.add_argument("--json", help="also write the numbers here")
@@ -56,24 +59,28 @@ def ceiling(rec, cache, texts: list[str]) -> dict:
             "ceiling_clips": len(real)}
 
 
-def read_back(pipe, cache, rec, texts: list[str], batch: int = 4, **sampling) -> dict:
+def read_back(pipe, cache, readers: dict, texts: list[str], batch: int = 4, **sampling) -> dict:
     """One clip per text, ``batch`` texts a call (a call's seed: the index of its first text,
-    so every model gets the same noise per text), read back by ``rec``; CER, exact, seconds per
-    clip, the readings, and for a model timed by its text the generated / real duration and the
-    mean absolute frame error. ``sampling``: sampler, steps, guidance (default: the model's)."""
+    so every model gets the same noise per text), read back by each reader: per reader CER,
+    exact and the readings, their agreement, seconds per clip, and for a model timed by its
+    text the generated / real duration and the mean absolute frame error. ``sampling``:
+    sampler, steps, guidance (default: the model's)."""
     import numpy as np
 
-    from text2sign.evaluation.metrics import error_rate, exact_accuracy
+    from text2sign.evaluation.readers import score_readings
 
     start, clips = time.perf_counter(), []
     for i in range(0, len(texts), batch):
         clips += list(pipe(texts[i:i + batch], seed=i, batch_size=batch, **sampling))
     seconds = (time.perf_counter() - start) / len(texts)
     same = len({len(c) for c in clips}) == 1
-    hyps = [r for r, _ in rec.read(np.stack(clips) if same else clips, batch_size=8)]
-    row = {"texts": len(texts), "cer": error_rate(texts, hyps),
-           "exact": exact_accuracy(texts, hyps), "seconds_per_clip": seconds,
-           "readings": dict(zip(texts, hyps, strict=True))}
+    readings = {name: [r for r, _ in rec.read(np.stack(clips) if same else clips, batch_size=8)]
+                for name, rec in readers.items()}
+    scored = score_readings(texts, readings, next(iter(readers.values())).units)
+    row = {"readers": {name: {**scored["readers"][name],
+                              "readings": dict(zip(texts, readings[name], strict=True))}
+                       for name in readers},
+           "agreement": scored["agreement"], "texts": len(texts), "seconds_per_clip": seconds}
     if pipe.fps is not None:
         lengths: dict[str, list[int]] = {}
         for i in real_clips(cache, texts):
@@ -92,52 +99,67 @@ def main(argv: list[str] | None = None) -> int:
     from text2sign.core.report import GROUP_NAMES, fmt_number
     from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import text_groups
-    from text2sign.evaluation.sequence import SequenceRecognizer
+    from text2sign.evaluation.readers import combine, load_reader, reader_name, resolve_readers
     from text2sign.model_folder.folder_io import training_texts
     from text2sign.model_folder.pipeline import Text2SignPipeline
 
     args = parse_args(argv)
     rows, out, device = [], {}, ""
-    for k, (name, rec_dir, groups) in enumerate(zip(args.model, args.recognizer, args.groups,
-                                                    strict=True)):
-        report: dict = {"back_translation": {"units": "chars", "groups": {}},
-                        "duration": {"groups": {}}}
+    for k, (name, rec_spec, groups) in enumerate(zip(args.model, args.recognizer, args.groups,
+                                                     strict=True)):
+        per_reader: dict = {}
+        agreements: dict = {}
+        report: dict = {"duration": {"groups": {}}}
         pipe = Text2SignPipeline.from_pretrained(None if name == "shipped" else name,
                                                  device="cpu")
         device = describe_device(pipe.device)
         cache = open_data(pipe.config.data, progress=False, path=args.data)
-        rec = SequenceRecognizer.load(rec_dir)
+        readers: dict = {}
+        for folder in resolve_readers(rec_spec.split(",")):
+            reader = load_reader(folder)
+            readers[reader_name(reader, set(readers))] = reader
         picked = text_groups(list(cache.texts), training_texts(pipe.info, pipe.training_texts),
                              args.max_texts)
         for group in groups.split(","):
             texts = picked.get(group, [])
             if not texts:
                 continue
-            row = read_back(pipe, cache, rec, texts) | ceiling(rec, cache, texts)
+            row = read_back(pipe, cache, readers, texts)
+            for rname, rec in readers.items():
+                row["readers"][rname] |= ceiling(rec, cache, texts)
             out[f"{name} | {group}"] = row
-            report["back_translation"]["groups"][group] = {
-                key: row[key] for key in ("texts", "cer", "exact", "ceiling_cer",
-                                          "ceiling_exact", "ceiling_clips")} | {"clips": len(texts)}
+            agreements[group] = row["agreement"]
+            for rname, r in row["readers"].items():
+                per_reader.setdefault(rname, {"units": rec.units, "groups": {}})
+                per_reader[rname]["groups"][group] = {
+                    key: r[key] for key in ("texts", "cer", "exact", "ceiling_cer",
+                                            "ceiling_exact", "ceiling_clips")
+                } | {"clips": len(texts)}
             if "duration_ratio" in row:
                 report["duration"]["groups"][group] = {
                     "texts": len(texts), "ratio": row["duration_ratio"],
                     "frame_error": row["frame_error"], "real_frames": row["real_frames"]}
             timing = f"{pipe.fps:g} fps" if pipe.fps else f"{pipe.frames} frames"
-            rows.append([name, timing, GROUP_NAMES.get(group, group), str(len(texts)),
-                         fmt_number(row["cer"]), fmt_number(row["ceiling_cer"]),
-                         fmt_number(row["exact"]), fmt_number(row["ceiling_exact"]),
-                         fmt_number(row.get("duration_ratio")),
-                         fmt_number(row.get("frame_error"), 2),
-                         f"{row['seconds_per_clip']:.2f}"])
-            print(" | ".join(rows[-1]), flush=True)
+            agree = row["agreement"]
+            for rname, r in row["readers"].items():
+                rows.append([name, timing, GROUP_NAMES.get(group, group), rname,
+                             str(len(texts)), fmt_number(r["cer"]), fmt_number(r["ceiling_cer"]),
+                             fmt_number(r["exact"]), fmt_number(r["ceiling_exact"]),
+                             fmt_number(agree["same"]), fmt_number(agree["same_right"]),
+                             fmt_number(row.get("duration_ratio")),
+                             fmt_number(row.get("frame_error"), 2),
+                             f"{row['seconds_per_clip']:.2f}"])
+                print(" | ".join(rows[-1]), flush=True)
+        report["back_translation"] = combine(per_reader, agreements)
         if args.card and k == 0:
             from text2sign.model_folder.folder_io import add_evaluation
 
             report["device"] = device
             add_evaluation(pipe.folder, report, "python benchmarks/length_readback.py " +
                            " ".join(sys.argv[1:] if argv is None else argv))
-    header = ["model", "clips", "group", "texts", "CER", "ceiling CER", "exact",
-              "ceiling exact", "duration gen/real", "frame error", "s/clip"]
+    header = ["model", "clips", "group", "reader", "texts", "CER", "ceiling CER", "exact",
+              "ceiling exact", "readers same", "same and right", "duration gen/real",
+              "frame error", "s/clip"]
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -12,20 +13,25 @@ from conftest import ListCache
 from text2sign.core.config import Config
 from text2sign.data.video_io import safe_names
 from text2sign.evaluation.evaluate import (
+    ClipScores,
+    Generation,
     autoencoded_ceiling,
     evaluate,
     format_summary,
+    score,
     tensorboard_scalars,
 )
 from text2sign.evaluation.metrics import frechet_distance, topk_accuracy
 from text2sign.evaluation.recognizer import (
     Recognizer,
     RecognizerConfig,
+    RecognizerNet,
     TrainSettings,
     load_or_train_recognizer,
     score_clips,
     train_recognizer,
 )
+from text2sign.evaluation.sequence import SequenceConfig, SequenceNet, SequenceRecognizer
 from text2sign.model_folder.model_info import ModelInfo
 
 TOY = RecognizerConfig(frames=8, size=16, width=8, feature_dim=32)
@@ -246,3 +252,109 @@ def test_autoencoded_ceiling_reported_for_latent_models(trained, tmp_path):
                       back_translate=False, progress=False, write_files=False)
     assert report["ceiling_top1_autoencoded"] == pytest.approx(top1)
     assert "ceiling top-1 (autoencoded)" in format_summary(report)
+
+
+# ----------------------------------------------------------------------------- streamed scoring
+TOY_READER = SequenceConfig(frames=8, size=16, width=8, hidden=16)
+
+
+def untrained_reader(texts) -> SequenceRecognizer:
+    """A seeded, untrained sequence recognizer: its readings are arbitrary but repeatable."""
+    torch.manual_seed(0)
+    vocab = sorted({c for t in texts for c in t})
+    return SequenceRecognizer(SequenceNet(len(vocab), TOY_READER), vocab, TOY_READER)
+
+
+def assert_same_report(a, b, rel=1e-5, where="report"):
+    """Equal keys, equal strings and counts, floats within ``rel`` (batch sizes may change the
+    last bits of a convolution)."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for key in a:
+            assert_same_report(a[key], b[key], rel, f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_report(x, y, rel, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=rel, abs=1e-6, nan_ok=True), where
+    else:
+        assert a == b, where
+
+
+def test_evaluate_scored_in_batches_equals_one_piece(trained, tmp_path):
+    cache, recognizer, _, _ = trained
+    reader = untrained_reader(KINDS)
+    made = []
+
+    class Recording(FakePipe):
+        def __call__(self, texts, **kwargs):
+            out = super().__call__(texts, **kwargs)
+            made.extend(out)
+            return out
+
+    streamed = evaluate(Recording(noise=0.3), cache, tmp_path, per_text=3, batch_size=2,
+                        recognizer=recognizer, sequence_recognizer=reader, progress=False)
+    assert len(made) == 9 and streamed["clips"] == 9  # 5 batches of at most 2 clips
+
+    texts = sorted(KINDS)
+    groups = {}
+    for text in texts:
+        groups.setdefault(streamed["per_text_accuracy"][text]["group"], []).append(text)
+    prompts = [t for _ in range(3) for t in texts]
+    whole = ClipScores(recognizer, reader, prompts, None)
+    whole.add(0, made)  # every clip at once
+    gen = Generation(texts, groups, prompts, whole.lengths, streamed["seconds_total"], 3,
+                     streamed["sampler"], streamed["steps"], streamed["guidance"], 0)
+    one_piece = score(gen, whole, cache, recognizer, reader, cache.split(0.1)[1], None,
+                      streamed["model"], streamed["device"]).as_dict()
+    files = {"gifs", "contact_sheet", "contact_sheet_texts", "compare_gif", "report_md"}
+    assert_same_report({k: v for k, v in streamed.items() if k not in files}, one_piece)
+    assert streamed["back_translation"]["groups"]  # the readings were scored too
+    assert len(list((tmp_path / "gifs").iterdir())) == 9  # every clip written as it was made
+
+
+class ManyTextCache(ToyCache):
+    """``count`` distinct texts, two real clips each, drawn when read (nothing held)."""
+
+    def __init__(self, path, count: int, size: int = 48):
+        self.texts = [f"t{n:04d}" for n in range(count) for _ in range(2)]
+        self.frames, self.size, self.path = 8, size, path
+        self.fingerprint = f"many{count:06d}abcdef"
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return toy_clip(KINDS[i % 3], np.random.default_rng(i), self.frames, self.size)
+
+
+class ManyTextPipe(FakePipe):
+    def __call__(self, texts, **kwargs):
+        rng = np.random.default_rng(1000 + kwargs.get("seed", 0))
+        return np.stack([toy_clip(KINDS[int(t[1:]) % 3], rng, self.frames, self.size)
+                         for t in texts])  # (N, T, H, W, 3)
+
+
+def test_evaluate_memory_does_not_grow_with_the_texts(tmp_path):
+    """tracemalloc's peak (numpy arrays included) of evaluate, files written, over 48 and 480
+    texts (both fill contact.png's 48 rows): the clips are scored and written as made, so 10x
+    the texts stays within 1.2x the memory (holding every generated clip, as evaluate once
+    did, adds ~2 copies of the 432 extra clips: ~50 MB on a ~30 MB peak)."""
+    peaks = {}
+    for count in (48, 480):
+        cache = ManyTextCache(tmp_path / f"c{count}", count)
+        classes = sorted(set(cache.texts))
+        torch.manual_seed(0)
+        recognizer = Recognizer(RecognizerNet(len(classes), TOY), classes, TOY)
+        reader = untrained_reader(classes)
+        pipe = ManyTextPipe(frames=8, size=48)
+        tracemalloc.start()
+        report = evaluate(pipe, cache, tmp_path / f"out{count}", per_text=1, batch_size=8,
+                          recognizer=recognizer, sequence_recognizer=reader, progress=False)
+        peaks[count] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert report["clips"] == count and report["contact_sheet_texts"] == 48
+    added_clips = (480 - 48) * 8 * 48 * 48 * 3  # bytes
+    assert peaks[480] - peaks[48] < added_clips / 4, peaks
+    assert peaks[480] <= 1.2 * peaks[48], peaks

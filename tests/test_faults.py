@@ -434,3 +434,117 @@ def test_interrupted_model_write_is_named_by_sample(finished, tmp_path, capsys):
     code, err = cli(capsys, "sample", "--model", run, "A", "--out", tmp_path / "o")
     line = one_line(err)
     assert code == 2 and "was interrupted" in line and ".model.old-00000000" in line
+
+
+# ----------------------------------------------------------------------------- prepare at scale
+def clip_folder(root: Path, count: int, size: int = 12) -> Path:
+    """``count`` small GIF + text pairs of random colour blocks."""
+    from text2sign.data.video_io import write_gif
+
+    root.mkdir(parents=True)
+    for i in range(count):
+        rng = np.random.default_rng(i)
+        colors = rng.integers(0, 255, (4, 3), dtype=np.uint8)
+        write_gif(root / f"c{i:03d}.gif", colors[rng.integers(0, 4, (5, size, size))], fps=10)
+        (root / f"c{i:03d}.txt").write_text(f"text {i % 7}")
+    return root
+
+
+def same_cache(a, b) -> None:
+    assert a.paths == b.paths and a.texts == b.texts
+    assert all(np.array_equal(a[i], b[i]) for i in range(len(a)))
+
+
+def test_prepare_killed_after_its_first_commit_resumes_to_the_same_cache(tmp_path):
+    """kill -9 of a real `prepare` process once it has committed some clips; the next prepare
+    decodes only the rest and ends with the cache a prepare that was never killed makes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import text2sign
+    from text2sign.data.cache import ClipCache, prepare_cache
+
+    src, out = clip_folder(tmp_path / "src", 40), tmp_path / "cache"
+    slow = ("import sys, time\nimport text2sign.data.cache as c\nc.SAVE_EVERY_S = 0.0\n"
+            "real = c._decode\n"
+            "def slow(job):\n    time.sleep(0.05)\n    return real(job)\n"
+            "c._decode = slow\n"
+            "c.prepare_cache(sys.argv[1], 4, 8, out=sys.argv[2], progress=False, workers=1)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(text2sign.__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", slow, str(src), str(out)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "index.json").is_file() and len(ClipCache.open(out)) >= 5:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    partial = ClipCache.open(out)
+    committed = len(partial)
+    assert 5 <= committed < 40, committed  # killed half-way, after a commit
+    assert all(partial[i].shape == (4, 8, 8, 3) for i in range(committed))  # usable as it is
+    resumed = prepare_cache(src, 4, 8, out=out, progress=False, workers=1)
+    assert resumed.index["decoded"] == 40 - committed  # the committed clips were not decoded
+    same_cache(resumed, prepare_cache(src, 4, 8, out=tmp_path / "fresh", progress=False))
+
+
+def test_full_disk_during_prepare_keeps_the_last_commit_and_says_so(tmp_path, capsys,
+                                                                  monkeypatch):
+    import errno
+
+    from text2sign.data import cache as cache_module
+    from text2sign.data.cache import ClipCache, prepare_cache
+
+    src, out = clip_folder(tmp_path / "src", 12), tmp_path / "cache"
+    monkeypatch.setattr(cache_module, "SAVE_EVERY_S", 0.0)  # a commit after every clip
+    real_add = cache_module._Writer.add
+
+    def filling(self, clip):
+        if sum(self.shards.values()) >= 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_add(self, clip)
+
+    monkeypatch.setattr(cache_module._Writer, "add", filling)
+    code, err = cli(capsys, "data", "prepare", src, "--frames", "4", "--size", "8", "--out", out,
+                    "--quiet")
+    line = one_line(err)
+    assert code == 1 and "disk full" in line and str(out) in line
+    assert "5 clips committed before (of 12) and is usable" in line and "resume" in line
+    kept = ClipCache.open(out)
+    assert len(kept) == 5 and all(kept[i].shape == (4, 8, 8, 3) for i in range(5))
+    monkeypatch.setattr(cache_module._Writer, "add", real_add)  # space freed
+    resumed = prepare_cache(src, 4, 8, out=out, progress=False)
+    assert resumed.index["decoded"] == 7
+    same_cache(resumed, prepare_cache(src, 4, 8, out=tmp_path / "fresh", progress=False))
+
+
+def test_full_disk_during_the_latent_cache_writes_nothing_and_says_so(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from text2sign.core.files import DiskFull
+    from text2sign.data.cache import prepare_cache
+    from text2sign.data.latent_cache import latent_cache
+    from text2sign.models.autoencoder import FrameAutoencoder
+
+    cache = prepare_cache(clip_folder(tmp_path / "src", 6), 4, 16, out=tmp_path / "cache",
+                          progress=False)
+    ae = FrameAutoencoder(latent_channels=2, factor=4, width=8)
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
+    with pytest.raises(DiskFull, match=r"disk full: the latent cache .* needs .* GB; nothing was "
+                       "written and the clip cache is unchanged"):
+        latent_cache(ae, cache, device=torch.device("cpu"), progress=False)
+    assert [p.name for p in cache.path.iterdir()
+            if ".f16" in p.name and not p.name.endswith(".lock")] == []
+    assert cache[5].shape == (4, 16, 16, 3)
+    monkeypatch.undo()  # space freed
+    assert len(latent_cache(ae, cache, device=torch.device("cpu"), progress=False)) == 6

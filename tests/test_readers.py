@@ -196,3 +196,17 @@ def test_combined_back_translation_keeps_the_better_reader_and_says_what_is_met(
     assert bt["met"] == {"unseen": False, "unseen-phrases": True}
     one = combine({"conv-gru": per_reader["conv-gru"]}, {})
     assert "agreement" not in one and one["met"] == {"unseen": True, "unseen-phrases": True}
+
+
+def test_a_gloss_corpus_gets_a_transformer_reader_of_glosses(tmp_path):
+    cache = ColourCache(tmp_path, ["a b", "c d", "a", "b c d", "d a"], per_text=2)
+    config = TransformerReaderConfig(size=SIZE, width=8, dim=32, layers=1, heads=2,
+                                     decoder_layers=1, units="glosses")
+    rec = train_reader(cache, list(range(len(cache))), "transformer", config=config,
+                       settings=TransformerReaderSettings(steps=3, batch_size=4, splice=1.0),
+                       device="cpu", progress=False)
+    assert rec.vocab == ["a", "b", "c", "d"]  # glosses: the space is no unit
+    (text, _), = rec.read([colour_clip("a b", np.random.default_rng(0))])
+    assert set(text.split()) <= {"a", "b", "c", "d"}
+    with pytest.raises(ValueError, match="reads glosses but .* is scored in chars"):
+        check_fits(rec, ["ab"], "chars")

@@ -13,6 +13,7 @@ import sys
 
 from text2sign import __version__
 from text2sign.cli import data, evaluation, model, serve
+from text2sign.core.files import DiskFull
 from text2sign.core.run_control import RunStopped
 
 
@@ -46,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         # User-input errors and damaged files: one clear line, no traceback.
         print(f"text2sign {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except RunStopped as err:
-        # A run that stopped for a reason it names (NaN loss, full disk): its saved state is good.
+    except (RunStopped, DiskFull) as err:
+        # A run or a write that stopped for a reason it names (NaN loss, full disk): what it
+        # committed before is good, and the message says what that is.
         print(f"text2sign {args.command}: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -112,6 +112,10 @@ def register_reader(sub: argparse._SubParsersAction) -> None:
                        "0.1: the shipped models' data.holdout_texts)")
         q.add_argument("--max-clips", type=int, metavar="N",
                        help="score at most N real clips per group")
+        if name == "score":
+            q.add_argument("--all", action="store_true",
+                           help="score every clip of DATA (a test corpus no reader trained on), "
+                           "not only the held-out ones")
         q.add_argument("--device", default="auto")
         add_quiet(q)
         q.set_defaults(func=run_reader)
@@ -153,7 +157,8 @@ def run_reader(args: argparse.Namespace) -> int:
         for folder in resolve_readers(args.readers):
             reader = load_reader(folder, device)
             readers[reader_name(reader, set(readers))] = reader
-    groups = real_groups(cache, args.val_fraction, args.holdout, args.max_clips)
+    groups = real_groups(cache, args.val_fraction, args.holdout, args.max_clips,
+                         every=getattr(args, "all", False))
     scores = read_real(readers, cache, groups)
     rows = []
     for group, score in scores.items():

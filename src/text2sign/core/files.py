@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import functools
 import hashlib
 import json
@@ -29,6 +30,18 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 class DamagedFile(ValueError):
     """A file of ours that cannot be read as written (truncated, corrupted, wrong content)."""
+
+
+class DiskFull(RuntimeError):
+    """A write failed for lack of space; the message names what was committed before it, which
+    stays valid, and how to go on."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC from Python, or from a library that reports it in its message (safetensors)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "os error 28" in str(err) or "No space left on device" in str(err)
 
 
 def _fsync_dir(folder: Path) -> None:

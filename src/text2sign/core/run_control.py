@@ -4,28 +4,21 @@ a run with everything saved before still valid."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from text2sign.core.files import os_lock
+from text2sign.core import files
+from text2sign.core.files import is_disk_full, os_lock  # noqa: F401  (is_disk_full: imported from here)
 
 
 class RunStopped(RuntimeError):
     """A run stopped for a reason its message names; everything it saved before stays valid."""
 
 
-class DiskFull(RunStopped):
-    """A write failed for lack of space."""
-
-
-def is_disk_full(err: BaseException) -> bool:
-    """ENOSPC from Python, or from a library that reports it in its message (safetensors)."""
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return "os error 28" in str(err) or "No space left on device" in str(err)
+class DiskFull(RunStopped, files.DiskFull):
+    """A write of a run failed for lack of space."""
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""A decoded clip cache: append-only raw uint8 shards read through np.memmap, plus index.json.
+"""A decoded clip cache: append-only raw uint8 shards, read a clip at a time, plus index.json.
 
 Layout of a cache folder::
 
@@ -19,26 +19,36 @@ are dead, the next prepare rewrites the live ones into fresh shards (compaction)
 also commits the clips done so far every `SAVE_EVERY_S` seconds, so an interrupted one resumes
 where it stopped.
 
-Memmaps are opened lazily per process, so a ClipCache can be handed to DataLoader workers.
+Shards are opened lazily per process, so a ClipCache can be handed to DataLoader workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import re
 import sys
+import threading
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from text2sign.core.files import DamagedFile, read_json, write_lock, write_text_atomic
+from text2sign.core.files import (
+    DamagedFile,
+    DiskFull,
+    is_disk_full,
+    read_json,
+    write_lock,
+    write_text_atomic,
+)
 from text2sign.data.clips import FITS, TIME_MODES, fit_time, rate_length, shape_clip
 from text2sign.data.folder import BadPair, default_workers, scan_folder
 from text2sign.data.video_io import VideoReadError, read_video
@@ -113,8 +123,9 @@ class ClipCache:
         self.bad: list[dict] = index.get("bad", [])
         self._where = [(c["shard"], c["offset"] if self.variable else c["slot"]) for c in clips]
         self._crc = [c.get("crc32") for c in clips]  # None in caches written before checksums
-        self._maps: dict[str, np.memmap] = {}
+        self._files: dict[str, BinaryIO] = {}
         self._pid = os.getpid()
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, path: str | Path) -> ClipCache:
@@ -159,19 +170,25 @@ class ClipCache:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def _shard(self, name: str) -> np.memmap:
+    def _shard(self, name: str) -> BinaryIO:
+        """Shard ``name`` opened for reading in this process, checked to hold what the index
+        says it holds."""
         if self._pid != os.getpid():  # forked worker: never share file handles across processes
-            self._maps, self._pid = {}, os.getpid()
-        if name not in self._maps:
+            self._files, self._pid = {}, os.getpid()
+        if name not in self._files:
             count = self.index["shards"][name]  # clips, or frames in a variable cache
-            shape = (count, *self.frame_shape) if self.variable else (count, *self.clip_shape)
+            unit = np.prod(self.frame_shape if self.variable else self.clip_shape)
             try:
-                self._maps[name] = np.memmap(self.path / name, np.uint8, mode="r",
-                                             shape=shape)  # (F, S, S, 3) or (n, T, S, S, 3)
-            except (OSError, ValueError) as err:  # missing, or shorter than the index says
-                raise DamagedFile(f"cache shard {str(self.path / name)!r} is missing or "
-                                  f"truncated; {self.repair}") from err
-        return self._maps[name]
+                file = open(self.path / name, "rb", buffering=0)  # noqa: SIM115 (kept open)
+            except OSError as err:
+                raise DamagedFile(f"cache shard {str(self.path / name)!r} is missing; "
+                                  f"{self.repair}") from err
+            if os.fstat(file.fileno()).st_size < count * unit:
+                file.close()
+                raise DamagedFile(f"cache shard {str(self.path / name)!r} is truncated; "
+                                  f"{self.repair}")
+            self._files[name] = file
+        return self._files[name]
 
     @property
     def repair(self) -> str:
@@ -185,9 +202,20 @@ class ClipCache:
     def __getitem__(self, i: int) -> np.ndarray:
         shard, slot = self._where[i]
         if self.variable:  # slot is the clip's first frame in the shard
-            clip = np.array(self._shard(shard)[slot:slot + self.lengths[i]])  # (T_i, S, S, 3)
+            shape = (self.lengths[i], *self.frame_shape)  # (T_i, S, S, 3)
         else:
-            clip = np.array(self._shard(shard)[slot])  # (T, S, S, 3), copied off the memmap
+            shape = self.clip_shape  # (T, S, S, 3)
+        unit = np.prod(shape[1:]) if self.variable else np.prod(shape)
+        # Read (not memory-mapped): a map would count every page ever read in the process's
+        # resident memory, up to the whole cache (7 GB for the phrases corpus) over an epoch.
+        clip = np.empty(shape, np.uint8)
+        file = self._shard(shard)
+        with self._lock:  # one file position per shard, shared by this process's threads
+            file.seek(int(slot * unit))
+            got = file.readinto(memoryview(clip).cast("B"))
+        if got != clip.nbytes:
+            raise DamagedFile(f"clip {self.paths[i]!r} in cache shard "
+                              f"{str(self.path / shard)!r} is cut short; {self.repair}")
         if self._crc[i] is not None and zlib.crc32(clip) != self._crc[i]:
             raise DamagedFile(f"clip {self.paths[i]!r} in cache shard "
                               f"{str(self.path / shard)!r} is damaged (checksum mismatch); "
@@ -205,7 +233,10 @@ class ClipCache:
         return problems
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_maps": {}}
+        return {**self.__dict__, "_files": {}, "_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def split(self, val_fraction: float) -> tuple[list[int], list[int]]:
         """Deterministic (train, val) indices by a hash of each relative path; at least one
@@ -263,10 +294,12 @@ class _Writer:
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
+        """Sync and close the open shard; a second call (after a failed one) does nothing."""
         if self._file is not None:
-            self.sync()
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            with file:
+                file.flush()
+                os.fsync(file.fileno())
 
 
 def _load_previous(out: Path, settings: dict) -> dict | None:
@@ -397,6 +430,15 @@ def _prepare(source: Path, out: Path, settings: dict, progress: bool,
                 "decoded": decoded}
 
     last_save = time.monotonic()
+    committed = len(previous["clips"]) if previous else 0  # clips the index on disk holds
+
+    def full(err: BaseException) -> DiskFull:
+        state = (f"its index.json holds the {committed} clips committed before (of "
+                 f"{len(scan.good)}) and is usable" if committed
+                 else "no clips were committed, nothing is usable yet")
+        return DiskFull(f"disk full while writing the clip cache {str(out)!r}; {state}: free "
+                        "space, then run the same prepare again to resume from there")
+
     try:
         for n, pair in enumerate(tqdm(scan.good, desc="prepare", unit="clip",
                                       disable=not progress)):
@@ -435,7 +477,15 @@ def _prepare(source: Path, out: Path, settings: dict, progress: bool,
                                            for p in scan.good[n + 1:]
                                            if scan.relative(p.video) in reusable]
                 _commit(out, index_of(entries, rest))
+                committed = len(entries) + len(rest)
                 last_save = time.monotonic()
+        writer.close()  # flushed and synced: may fail for lack of space too
+    except OSError as err:
+        with contextlib.suppress(OSError):  # the uncommitted tail is dropped either way
+            writer.close()
+        if is_disk_full(err):
+            raise full(err) from err
+        raise
     finally:
         writer.close()
         if pool is not None:
@@ -452,7 +502,12 @@ def _prepare(source: Path, out: Path, settings: dict, progress: bool,
         previous.get(k) == index[k] for k in ("source", "shards", "clips", "bad"))
     if unchanged:  # nothing to write: readers of this cache see no change at all
         return ClipCache(out, {**previous, "decoded": 0})
-    _commit(out, index)
+    try:
+        _commit(out, index)
+    except OSError as err:
+        if is_disk_full(err):
+            raise full(err) from err
+        raise
     for stale in out.iterdir():
         if _SHARD_RE.match(stale.name) and stale.name not in shards:
             stale.unlink()

@@ -7,6 +7,7 @@ a float16 memory map named by the autoencoder's weights, so runs sharing one reu
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from text2sign.core.files import TMP_MARK, write_lock, write_text_atomic
+from text2sign.core.files import TMP_MARK, DiskFull, is_disk_full, write_lock, write_text_atomic
 from text2sign.data.dataset import to_unit
 from text2sign.models.autoencoder import FrameAutoencoder
 
@@ -102,8 +103,18 @@ def _encode_all(ae: FrameAutoencoder, cache: Any, path: Path, shape: tuple[int, 
     """Encode every clip into a temporary file of this process, then publish it: the data by
     one rename, then its .json (atomically), so a reader sees both or neither."""
     tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    nbytes = int(np.prod(shape)) * 2  # float16
     try:
-        out = np.memmap(tmp, np.float16, mode="w+", shape=shape)
+        _reserve(tmp, nbytes)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if not is_disk_full(err):
+            raise
+        raise DiskFull(f"disk full: the latent cache {str(path)!r} needs {nbytes / 1e9:.2f} GB; "
+                       "nothing was written and the clip cache is unchanged: free space, then "
+                       "start again (the latents are encoded then)") from err
+    try:
+        out = np.memmap(tmp, np.float16, mode="r+", shape=shape)
         ae = ae.to(device).eval()
         started = time.time()
         variable = getattr(cache, "variable", False)
@@ -132,6 +143,18 @@ def _encode_all(ae: FrameAutoencoder, cache: Any, path: Path, shape: tuple[int, 
         "format": LATENT_CACHE_FORMAT, "shape": list(shape), "clips": len(cache),
         **({"lengths": list(cache.lengths)} if getattr(cache, "variable", False) else {}),
         "seconds": round(time.time() - started, 1)}))
+
+
+def _reserve(path: Path, nbytes: int) -> None:
+    """Create ``path`` with ``nbytes`` of disk allocated now: a memory map written on a full
+    disk dies of SIGBUS at some page, with no message, where this raises ENOSPC up front."""
+    with open(path, "wb") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, max(nbytes, 1))
+        except (AttributeError, OSError) as err:  # no fallocate here (macOS, some filesystems)
+            if isinstance(err, OSError) and err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            f.truncate(nbytes)
 
 
 class LatentDataset(torch.utils.data.Dataset):

@@ -13,6 +13,7 @@ import json
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from text2sign.data.video_io import (
     write_contact_sheet,
     write_gif,
 )
-from text2sign.evaluation.metrics import LONG_WORD, frechet_distance, topk_accuracy
+from text2sign.evaluation.metrics import LONG_WORD, frechet_distance, topk_hits
 from text2sign.evaluation.recognizer import Recognizer, load_or_train_recognizer
 from text2sign.evaluation.sequence import (
     SequenceRecognizer,
@@ -61,6 +62,10 @@ CLASSIFIER_FRAMES = 32
 GROUPS = ("letters", "seen", "unseen", "unseen-long", "unseen-phrases")
 REAL_BORDER = (40, 200, 40)  # the real clip on each contact-sheet row is framed in green
 COMPARE_ROWS = 12  # texts in compare.gif (real beside generated, animated), spread evenly
+COMPARE_CLIPS = 3  # generated clips of each of them
+# Texts on contact.png, spread evenly, one row each: a row of every text of a 3,000-text corpus
+# would be a 384,000-pixel-tall sheet (~6 GB of frames at 128 x 128).
+CONTACT_ROWS = 48
 
 
 def _stratified_halves(texts: list[str], rng: np.random.Generator) -> tuple[list[int], list[int]]:
@@ -197,6 +202,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             "absolute difference in frames.",
             "",
         ]
+    shown = report.get("contact_sheet_texts")
+    if shown is not None and shown < report["texts"]:
+        lines += [f"contact.png and compare.gif show {shown} and {COMPARE_ROWS} or fewer of the "
+                  f"{report['texts']} texts, spread evenly; every clip is in gifs/.", ""]
     per_text = [[text, row["group"], fmt_number(row["top1"], 2), row["predicted"], row["read"]]
                 for text, row in report["per_text_accuracy"].items()]
     lines += ["## Per text", "", *markdown_table(
@@ -217,14 +226,16 @@ def autoencoded_ceiling(autoencoder: FrameAutoencoder, recognizer: Recognizer, c
         return float("nan")
     if getattr(cache, "variable", False):
         cache = FixedCountView(cache, CLASSIFIER_FRAMES)
-    recon = []
+    hits = []  # scored a batch at a time: the decoded clips are never held together
     for s in range(0, len(keep), batch_size):
-        clips = np.stack([cache[i] for i in keep[s:s + batch_size]])  # (B, T, H, W, 3) uint8
+        chunk = keep[s:s + batch_size]
+        clips = np.stack([cache[i] for i in chunk])  # (B, T, H, W, 3) uint8
         x = to_unit(torch.from_numpy(clips).to(device).permute(0, 4, 1, 2, 3))  # (B,3,T,H,W)
         with torch.no_grad():
-            recon.append(videos_to_uint8(autoencoder.decode(autoencoder.encode(x))))
-    logits = recognizer.predict_logits(np.concatenate(recon))
-    return topk_accuracy(logits, recognizer.labels([cache.texts[i] for i in keep]), 1)
+            recon = videos_to_uint8(autoencoder.decode(autoencoder.encode(x)))
+        logits = recognizer.predict_logits(recon)
+        hits.append(topk_hits(logits, recognizer.labels([cache.texts[i] for i in chunk]), 1))
+    return float(np.concatenate(hits).mean())
 
 
 def text_groups(texts: list[str], trained: TrainingTexts,
@@ -280,13 +291,14 @@ def back_translation(readings: list[str], prompts: list[str], sequence: Sequence
 
 @dataclass
 class Generation:
-    """What `generate` made: per_text clips of each text, in k-major order (the first
-    len(texts) clips hold one of each text, and so on), and how."""
+    """How `generate` made per_text clips of each text, in k-major order (the first len(texts)
+    clips hold one of each text, and so on). The clips themselves are not kept: each batch is
+    scored (`ClipScores`) and written (`ClipWriter`) as it is made."""
 
     texts: list[str]
     groups: dict[str, list[str]]  # letters, seen, unseen... (`text_groups`)
     prompts: list[str]
-    videos: list[np.ndarray]  # uint8 (T_i, H, W, 3): one length, or each text its own
+    lengths: list[int]  # frames of each generated clip: one length, or each text its own
     seconds: float  # generation time, synced
     per_text: int
     sampler: str
@@ -297,7 +309,7 @@ class Generation:
 
     @property
     def variable(self) -> bool:
-        return len({len(v) for v in self.videos}) > 1
+        return len(set(self.lengths)) > 1
 
 
 @dataclass
@@ -339,13 +351,91 @@ class Report:
                 if not (k in optional and v is None)}
 
 
+def _as_batch(videos: list[np.ndarray], frames: int | None) -> np.ndarray:
+    """Clips as one uint8 (N, T, H, W, 3) batch: as they are (``frames`` None, one length), or
+    each resampled uniformly to ``frames`` (for the classifier, which resamples anyway)."""
+    if frames is None:
+        return np.stack(videos)
+    return np.stack([fit_time(v, frames) for v in videos])
+
+
+class ClipScores:
+    """What scoring keeps of each generated clip, taken a batch at a time as the clips are made:
+    the classifier's pooled features (for the FD), its prediction and top-1 / top-5 hits, and
+    the reader's text. A few hundred bytes a clip; the clips themselves are never held."""
+
+    def __init__(self, recognizer: Recognizer, reader: SequenceRecognizer | None,
+                 prompts: list[str], frames: int | None):
+        self.recognizer, self.reader, self.prompts = recognizer, reader, prompts
+        self.frames = frames  # every clip resampled to this count for the classifier, or kept
+        self.features: list[np.ndarray] = []  # (B, D) per batch
+        self.predicted: list[np.ndarray] = []  # (B,) class indices
+        self.top1: list[np.ndarray] = []  # (B,) bool
+        self.top5: list[np.ndarray] = []
+        self.readings: list[str] = []  # the reader's text of each clip ("" without a reader)
+        self.lengths: list[int] = []
+
+    def add(self, start: int, videos: list[np.ndarray]) -> None:
+        """Score clips ``start`` .. ``start + len(videos)`` of the prompts, uint8 (T_i, H, W, 3)."""
+        assert start == len(self.lengths), "clips must be added in order"
+        labels = self.recognizer.labels(self.prompts[start:start + len(videos)])
+        feats, logits = self.recognizer.features_and_logits(_as_batch(videos, self.frames))
+        self.features.append(feats)
+        self.predicted.append(np.argmax(logits, axis=1))
+        self.top1.append(topk_hits(logits, labels, 1))
+        self.top5.append(topk_hits(logits, labels, 5))
+        if self.reader is not None:  # a list: clips of different lengths are read apart
+            self.readings += [text for text, _ in self.reader.read(list(videos))]
+        else:
+            self.readings += [""] * len(videos)
+        self.lengths += [len(v) for v in videos]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(features (N, D), predicted (N,), top-1 hits (N,), top-5 hits (N,)) of every clip."""
+        if not self.features:
+            raise ValueError("no generated clips were scored")
+        return (np.concatenate(self.features), np.concatenate(self.predicted),
+                np.concatenate(self.top1), np.concatenate(self.top5))
+
+
+def _spread(texts: list[str], rows: int) -> list[str]:
+    """At most about ``rows`` texts, spread evenly over ``texts``."""
+    return texts[:: max(1, math.ceil(len(texts) / rows))]
+
+
+class ClipWriter:
+    """Writes each generated clip to gifs/<text>-<k>.gif as it is made and keeps only what the
+    sheets show: `SHEET_FRAMES` frames of each clip of the contact sheet's texts (at most
+    `CONTACT_ROWS`) and the first clips of compare.gif's (`COMPARE_ROWS`)."""
+
+    def __init__(self, out_dir: str | Path, texts: list[str], fps: float):
+        self.out_dir, self.texts, self.fps = Path(out_dir), texts, fps
+        self.gif_dir = self.out_dir / "gifs"
+        self.gif_dir.mkdir(parents=True, exist_ok=True)
+        self.names = safe_names(texts)
+        self.sheet: dict[str, list[np.ndarray]] = {t: [] for t in _spread(texts, CONTACT_ROWS)}
+        self.compare: dict[str, list[np.ndarray]] = {t: [] for t in _spread(texts, COMPARE_ROWS)}
+
+    def add(self, start: int, videos: list[np.ndarray]) -> None:
+        for i, clip in enumerate(videos, start):
+            k, j = divmod(i, len(self.texts))  # prompts are k-major
+            text = self.texts[j]
+            write_gif(self.gif_dir / f"{self.names[text]}-{k}.gif", clip, self.fps)
+            if text in self.sheet:
+                self.sheet[text].append(_pick_frames(clip, SHEET_FRAMES))  # (8, H, W, 3)
+            if text in self.compare and k < COMPARE_CLIPS:
+                self.compare[text].append(clip)
+
+
 def generate(pipe: Text2SignPipeline, texts: list[str], groups: dict[str, list[str]],
              per_text: int, sampler: str, steps: int, guidance: float, seed: int,
-             batch_size: int, progress: bool) -> Generation:
-    """per_text clips of each text, timed on the pipe's device."""
+             batch_size: int, progress: bool,
+             consumers: list[Callable[[int, list[np.ndarray]], None]]) -> Generation:
+    """per_text clips of each text, timed on the pipe's device; each batch is handed to every
+    consumer (``consumer(start, clips)``, e.g. `ClipScores.add`, `ClipWriter.add`) and dropped."""
     device = pipe.device
     prompts = [text for _ in range(per_text) for text in texts]  # k-major
-    videos: list[np.ndarray] = []
+    lengths: list[int] = []
     seconds = 0.0
     bar = tqdm(total=len(prompts), desc="evaluate: generating", unit="clip",
                disable=not progress)
@@ -355,21 +445,16 @@ def generate(pipe: Text2SignPipeline, texts: list[str], groups: dict[str, list[s
             torch.cuda.synchronize(device)
         tick = time.perf_counter()
         # seed + start: the same clips as one pipe(prompts, seed=seed, batch_size=...) call.
-        videos += list(pipe(chunk, steps=steps, sampler=sampler, guidance=guidance,
-                            seed=seed + start, batch_size=batch_size))
+        videos = list(pipe(chunk, steps=steps, sampler=sampler, guidance=guidance,
+                           seed=seed + start, batch_size=batch_size))
         seconds += time.perf_counter() - tick  # the pipe returns numpy: already synced
+        for consume in consumers:
+            consume(start, videos)
+        lengths += [len(v) for v in videos]
         bar.update(len(chunk))
     bar.close()
-    return Generation(texts, groups, prompts, videos, seconds, per_text, sampler, steps,
+    return Generation(texts, groups, prompts, lengths, seconds, per_text, sampler, steps,
                       guidance, seed, pipe.gif_fps)
-
-
-def _as_batch(videos: list[np.ndarray], frames: int = CLASSIFIER_FRAMES) -> np.ndarray:
-    """Clips as one uint8 (N, T, H, W, 3) batch: as they are when of one length, else each
-    resampled uniformly to ``frames`` (for the classifier, which resamples anyway)."""
-    if len({len(v) for v in videos}) <= 1:
-        return np.stack(videos)
-    return np.stack([fit_time(v, frames) for v in videos])
 
 
 def duration_scores(gen: Generation, cache: ClipCache) -> dict[str, Any] | None:
@@ -381,7 +466,7 @@ def duration_scores(gen: Generation, cache: ClipCache) -> dict[str, Any] | None:
     real: dict[str, list[int]] = {}
     for text, length in zip(cache.texts, cache.lengths, strict=True):
         real.setdefault(text, []).append(length)
-    made = {p: len(v) for p, v in zip(gen.prompts, gen.videos, strict=True)}
+    made = dict(zip(gen.prompts, gen.lengths, strict=True))
     out: dict[str, Any] = {"fps": cache.data_fps, "groups": {}}
     for group, texts in gen.groups.items():
         pairs = [(made[t], float(np.mean(real[t]))) for t in texts if t in real]
@@ -396,36 +481,41 @@ def duration_scores(gen: Generation, cache: ClipCache) -> dict[str, Any] | None:
     return out
 
 
-def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
+def _real_scores(recognizer: Recognizer, cache: ClipCache, indices: list[int],
+                 batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(features (M, D), top-1 hits (M,)) of real clips ``indices``, read a batch at a time."""
+    fixed = FixedCountView(cache, CLASSIFIER_FRAMES) if getattr(cache, "variable", False) else cache
+    feats, hits = [np.zeros((0, recognizer.config.feature_dim), np.float32)], [np.zeros(0, bool)]
+    for s in range(0, len(indices), batch_size):
+        chunk = indices[s:s + batch_size]
+        f, logits = recognizer.features_and_logits(np.stack([fixed[i] for i in chunk]))
+        feats.append(f)
+        hits.append(topk_hits(logits, recognizer.labels([cache.texts[i] for i in chunk]), 1))
+    return np.concatenate(feats), np.concatenate(hits)
+
+
+def score(gen: Generation, clips: ClipScores, cache: ClipCache, recognizer: Recognizer,
           sequence: SequenceRecognizer | None, val_idx: list[int],
           ceiling_autoencoded: float | None, name: str, device: str) -> Report:
     """Recognition, Frechet distance and (with a sequence recognizer) back-translation of the
-    generated clips against the corpus's real clips of the same texts; writes nothing."""
+    generated clips (what `ClipScores` kept of them) against the corpus's real clips of the same
+    texts, read a batch at a time; writes nothing."""
     texts, prompts, groups = gen.texts, gen.prompts, gen.groups
     chosen = set(texts)
     real_idx = [i for i, t in enumerate(cache.texts) if t in chosen]
     real_texts = [cache.texts[i] for i in real_idx]
-    gen_feats, gen_logits = recognizer.features_and_logits(_as_batch(gen.videos))
-    labels = recognizer.labels(prompts)
-    fixed = FixedCountView(cache, CLASSIFIER_FRAMES) if getattr(cache, "variable", False) else cache
-    parts = [recognizer.features_and_logits(np.stack([fixed[i] for i in real_idx[s:s + 64]]))
-             for s in range(0, len(real_idx), 64)]
-    real_feats = np.concatenate([f for f, _ in parts])  # (M, D)
-    real_logits = np.concatenate([lg for _, lg in parts])  # (M, classes)
+    gen_feats, predicted, top1_hits, top5_hits = clips.arrays()
+    real_feats, real_hits = _real_scores(recognizer, cache, real_idx)
     fd = _fd_scores(gen_feats, real_feats, real_texts, gen.seed)
-    readings = [""] * len(prompts)
+    readings = clips.readings
     bt = None
     held_out = set(val_idx)
     if sequence is not None:
-        clips = list(gen.videos) if gen.variable else np.stack(gen.videos)
-        readings = [text for text, _ in sequence.read(clips)]
         group_of = {t: g for g, group in groups.items() for t in group}
         ceiling_idx = {g: [i for i in real_idx if group_of[cache.texts[i]] == g
                            and (g.startswith("unseen") or i in held_out)] for g in groups}
         bt = back_translation(readings, prompts, sequence, cache, groups, ceiling_idx)
 
-    top1_hits = np.argmax(gen_logits, axis=1) == labels  # (N,)
-    real_hits = np.argmax(real_logits, axis=1) == recognizer.labels(real_texts)  # (M,)
     group_top1 = {}
     for group, members in groups.items():
         chosen_g = set(members)
@@ -438,7 +528,6 @@ def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
             "ceiling_top1": float(real_hits[real_rows].mean()) if real_rows else float("nan"),
             "ceiling_clips": len(real_rows),
         }
-    predicted = np.argmax(gen_logits, axis=1)
     per_text_accuracy = {}
     for j, text in enumerate(texts):
         rows = np.arange(j, len(prompts), len(texts))
@@ -450,8 +539,7 @@ def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
     return Report(
         model=name, data=str(cache.path), texts=len(texts), clips=len(prompts),
         per_text=gen.per_text, sampler=gen.sampler, steps=gen.steps, guidance=gen.guidance,
-        seed=gen.seed,
-        top1=topk_accuracy(gen_logits, labels, 1), top5=topk_accuracy(gen_logits, labels, 5),
+        seed=gen.seed, top1=float(top1_hits.mean()), top5=float(top5_hits.mean()),
         ceiling_top1=recognizer.metrics.get("val_top1", float("nan")),
         ceiling_top5=recognizer.metrics.get("val_top5", float("nan")),
         ceiling_clips=recognizer.metrics.get("val_clips", 0),
@@ -466,42 +554,34 @@ def score(gen: Generation, cache: ClipCache, recognizer: Recognizer,
     )
 
 
-def write_report(report: Report, gen: Generation, cache: ClipCache,
+def write_report(report: Report, gen: Generation, written: ClipWriter, cache: ClipCache,
                  out_dir: str | Path) -> dict[str, Any]:
-    """report.json, report.md, contact.png, compare.gif (real beside generated clips, animated)
-    and gifs/<text>-<k>.gif under `out_dir`; returns report.json's content (the report with
-    where its files are)."""
-    texts = gen.texts
+    """report.json, report.md, contact.png and compare.gif (real beside generated clips,
+    animated) under `out_dir`, beside the gifs/ `written` wrote as the clips were made; returns
+    report.json's content (the report with where its files are)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = safe_names(texts)
+    shown = set(written.sheet) | set(written.compare)
     first_real: dict[str, int] = {}
     for i, text in enumerate(cache.texts):
-        if text in report.per_text_accuracy:
+        if text in shown:
             first_real.setdefault(text, i)
-    gif_dir = out_dir / "gifs"
-    gif_dir.mkdir(exist_ok=True)
-    rows_out = []
-    for j, text in enumerate(texts):
-        row = [_frame(_pick_frames(np.asarray(cache[first_real[text]]), SHEET_FRAMES),
-                      REAL_BORDER)]
-        for k in range(gen.per_text):
-            clip = gen.videos[k * len(texts) + j]
-            write_gif(gif_dir / f"{names[text]}-{k}.gif", clip, gen.fps)
-            row.append(_pick_frames(clip, SHEET_FRAMES))
-        rows_out.append(np.concatenate(row))  # (SHEET_FRAMES * (1 + per_text), H, W, 3)
     accuracy = report.per_text_accuracy
-    sheet = write_contact_sheet(out_dir / "contact.png", rows_out,
+    sheet_texts = list(written.sheet)
+    rows = [np.concatenate([_frame(_pick_frames(np.asarray(cache[first_real[t]]), SHEET_FRAMES),
+                                   REAL_BORDER), *written.sheet[t]])
+            for t in sheet_texts]  # each (SHEET_FRAMES * (1 + per_text), H, W, 3)
+    sheet = write_contact_sheet(out_dir / "contact.png", rows,
                                 labels=[f"{text} ({fmt_number(accuracy[text]['top1'], 2)})"
-                                        for text in texts])
-    shown = texts[:: max(1, math.ceil(len(texts) / COMPARE_ROWS))]  # spread over the texts
-    compare = write_comparison(
-        out_dir / "compare.gif", shown, [np.asarray(cache[first_real[t]]) for t in shown],
-        [[gen.videos[k * len(texts) + texts.index(t)] for k in range(min(gen.per_text, 3))]
-         for t in shown], gen.fps)
+                                        for text in sheet_texts])
+    compare_texts = list(written.compare)
+    compare = write_comparison(out_dir / "compare.gif", compare_texts,
+                               [np.asarray(cache[first_real[t]]) for t in compare_texts],
+                               [written.compare[t] for t in compare_texts], gen.fps)
     out = report.as_dict()
-    out["gifs"] = str(gif_dir)
+    out["gifs"] = str(written.gif_dir)
     out["contact_sheet"] = str(sheet)
+    out["contact_sheet_texts"] = len(sheet_texts)
     out["compare_gif"] = str(compare)
     out["report_md"] = str(out_dir / "report.md")
     (out_dir / "report.json").write_text(json.dumps(json_safe(out), indent=2,
@@ -528,6 +608,9 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
     unseen-long, unseen-phrases; `text_groups`), ``only`` just the groups it names. Writes
     report.json, report.md, contact.png and gifs/<text>-<k>.gif under `out_dir` (only the
     numbers when `write_files` is False, e.g. during training); returns report.json's content.
+
+    Memory is bounded by the batch, not the corpus: each batch of generated clips is scored
+    and written as it is made, and real clips are read ``batch_size``-ish at a time.
     """
     if per_text < 1:
         raise ValueError(f"per_text={per_text} must be >= 1 (clips generated per text)")
@@ -556,19 +639,24 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
         if not groups:
             raise ValueError(f"the corpus has no texts in the groups {only}")
     texts = sorted(t for group in groups.values() for t in group)
-    gen = generate(pipe, texts, groups, per_text, sampler or sc.sampler, int(steps or sc.steps),
-                   float(guidance if guidance is not None else sc.guidance), seed, batch_size,
-                   progress)
     if back_translate and sequence_recognizer is None:
         sequence_recognizer = load_or_train_sequence_recognizer(
             cache, dc.val_fraction, dc.holdout_texts, device=device, progress=progress)
-    if back_translate:
-        sequence_recognizer.to(device)
-    report = score(gen, cache, recognizer, sequence_recognizer if back_translate else None,
-                   val_idx, ceiling_autoencoded, name, describe_device(device))
-    if not write_files:
+    reader = sequence_recognizer.to(device) if back_translate else None
+    prompts = [text for _ in range(per_text) for text in texts]  # generate's order
+    # A model timed by its text makes clips of many lengths: the classifier sees each at one
+    # count, whatever batch it came in, so scores do not depend on how the clips were batched.
+    clips = ClipScores(recognizer, reader, prompts,
+                       CLASSIFIER_FRAMES if pipe.fps is not None else None)
+    writer = ClipWriter(out_dir, texts, pipe.gif_fps) if write_files else None
+    gen = generate(pipe, texts, groups, per_text, sampler or sc.sampler, int(steps or sc.steps),
+                   float(guidance if guidance is not None else sc.guidance), seed, batch_size,
+                   progress, [clips.add] + ([writer.add] if writer else []))
+    report = score(gen, clips, cache, recognizer, reader, val_idx, ceiling_autoencoded, name,
+                   describe_device(device))
+    if writer is None:
         return report.as_dict()
-    return write_report(report, gen, cache, out_dir)
+    return write_report(report, gen, writer, cache, out_dir)
 
 
 def check_clips_fit(pipe: Text2SignPipeline, cache: ClipCache) -> None:

@@ -9,20 +9,25 @@ import numpy as np
 LONG_WORD = 9  # letters from which a word counts as long (names, compounds)
 
 
-def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Fraction of rows whose label is among the k highest logits (k is capped at the classes)."""
+def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Whether each row's label is among its k highest logits (k is capped at the classes):
+    bool (N,), so scores of clips taken a batch at a time add up to the same accuracy."""
     logits = np.asarray(logits)
     labels = np.asarray(labels)
     if logits.ndim != 2 or labels.shape != (logits.shape[0],):
         raise ValueError(
-            f"topk_accuracy needs logits (N, C) and labels (N,); got {logits.shape} and "
+            f"top-k scores need logits (N, C) and labels (N,); got {logits.shape} and "
             f"{labels.shape}"
         )
-    if len(labels) == 0:
-        return float("nan")
     k = max(1, min(k, logits.shape[1]))
     top = np.argsort(-logits, axis=1, kind="stable")[:, :k]  # (N, k)
-    return float((top == labels[:, None]).any(axis=1).mean())
+    return (top == labels[:, None]).any(axis=1)
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Fraction of rows whose label is among the k highest logits (k is capped at the classes)."""
+    hits = topk_hits(logits, labels, k)
+    return float(hits.mean()) if len(hits) else float("nan")
 
 
 def _sqrtm_psd(matrix: np.ndarray) -> np.ndarray:

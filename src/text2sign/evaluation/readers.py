@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from text2sign.core.files import ASSETS
 from text2sign.core.report import MET_SHARE
 from text2sign.evaluation.metrics import LONG_WORD, error_rate, exact_accuracy, text_units
 from text2sign.evaluation.sequence import (
@@ -31,7 +32,6 @@ from text2sign.evaluation.transformer_reader import (
     TransformerReaderConfig,
     TransformerReaderSettings,
 )
-from text2sign.model_folder import shipped
 
 # name -> (class, config class, settings class): the order is the order reports list them.
 ARCHS: dict[str, tuple[type[SequenceRecognizer], type, type]] = {
@@ -77,7 +77,7 @@ def shipped_reader_folders() -> dict[str, Path]:
     """The shipped readers that are installed, by architecture."""
     found = {}
     for arch, name in SHIPPED.items():
-        folder = shipped.asset(name)
+        folder = ASSETS / name
         if folder.is_dir() and is_reader_folder(folder):
             found[arch] = folder
     return found
@@ -161,10 +161,14 @@ REAL_GROUPS = ("letters", "unseen", "unseen-long", "unseen-phrases")
 
 
 def real_groups(cache: Any, val_fraction: float, holdout: float,
-                max_clips: int | None = None) -> dict[str, list[int]]:
+                max_clips: int | None = None, every: bool = False) -> dict[str, list[int]]:
     """Clip indices of each of REAL_GROUPS: held-out clips of one-character texts, and the
-    clips of held-out texts by kind (the split `load_or_train_reader` trains on)."""
-    _, val, unseen = cache.split_by_text(val_fraction, holdout)
+    clips of held-out texts by kind (the split `load_or_train_reader` trains on); with
+    ``every``, all the corpus's clips by kind (a test corpus no reader trained on)."""
+    if every:
+        val, unseen = [], list(range(len(cache.texts)))
+    else:
+        _, val, unseen = cache.split_by_text(val_fraction, holdout)
     groups: dict[str, list[int]] = {g: [] for g in REAL_GROUPS}
     for i in val:
         if len(cache.texts[i].strip()) == 1:

@@ -310,13 +310,14 @@ def load_or_train_sequence_recognizer(
 
     def train() -> tuple[SequenceRecognizer, dict[str, Any]]:
         train_idx, _, _ = cache.split_by_text(val_fraction, holdout)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         recognizer = train_sequence_recognizer(cache, train_idx, config=config,
                                                settings=settings, device=device,
                                                progress=progress, reader_class=cls)
         metrics = {"train_clips": len(train_idx),
                    "train_seconds": round(time.perf_counter() - start, 1), "device": str(device),
-                   "threads": torch.get_num_threads()}
+                   "threads": torch.get_num_threads(),
+                   "cpu_seconds": round(time.process_time() - cpu, 1)}  # all threads
         if variable:
             lengths = [cache.lengths[i] for i in train_idx]
             metrics["train_frames"] = {"min": min(lengths), "median": float(np.median(lengths)),
