@@ -125,6 +125,25 @@ def test_output_type_generator_and_to(run):
         pipe(["A"], output_type="gif")
 
 
+def test_resolve_reads_a_folder_once_with_its_name_and_languages(run, tmp_path):
+    """One ModelFolder: a run folder by the run's name, ASL unless config.json names its
+    languages; a languages value that is not a list of codes is refused naming it."""
+    from text2sign.model_folder.resolve import resolve_model
+
+    model = resolve_model(run)
+    assert (model.path, model.name, model.languages) == (run / "model", "run", ("ase",))
+    assert model.training_texts == ["A", "B", "C"] and model.card == run / "model" / CARD_FILE
+    copy = tmp_path / "copy"
+    shutil.copytree(run / "model", copy)
+    raw = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**raw, "languages": ["ase", "bfi"]}))
+    again = resolve_model(copy)
+    assert (again.name, again.languages) == ("copy", ("ase", "bfi"))
+    (copy / "config.json").write_text(json.dumps({**raw, "languages": "ase"}))
+    with pytest.raises(ValueError, match="languages 'ase' is not a list of language codes"):
+        resolve_model(copy)
+
+
 def test_hub_id_offline_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
