@@ -183,13 +183,14 @@ def test_shipped_student_is_the_default_and_samples_in_four_evaluations():
     """The shipped student: the demo model distilled for 4 lcm steps with guidance 4-8 folded
     in, every command's default, timed by its teacher's duration model; one denoiser evaluation
     a step; pinned output of its own 4 steps from seed 0 at its default guidance (7)."""
-    from text2sign.model_folder.folder_io import model_or_shipped, shipped_default
     from text2sign.model_folder.pipeline import Text2SignPipeline
+    from text2sign.model_folder.resolve import resolve_model
 
     folder = shipped.student()
     assert sum(f.stat().st_size for f in folder.iterdir()) <= 30 * 2**20
-    assert model_or_shipped(None) == folder
-    assert shipped_default(steps=25) == shipped.model()  # the full sampler: its teacher
+    assert resolve_model().path == folder and resolve_model().name == "shipped:student"
+    teacher = resolve_model(steps=25)  # the full sampler: its teacher
+    assert (teacher.path, teacher.name) == (shipped.model(), "shipped:demo")
     pipe = Text2SignPipeline.from_pretrained(None, device="cpu")
     dc, sc = pipe.config.distill, pipe.config.sample
     assert (dc.steps, dc.teacher, dc.guidance_min, dc.guidance_max) == (4, "shipped:demo", 4, 8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -273,6 +274,33 @@ def test_a_failing_generation_is_a_500_line_and_the_worker_goes_on(pipe, model):
         assert post(url, {"text": "A", "steps": 1})[0] == 200
 
 
+def test_a_client_that_leaves_mid_upload_leaves_no_traceback(pipe, model):
+    """The app answers a body cut short by a disconnect instead of raising ClientDisconnect
+    (which the server would log as an ASGI exception, with its traceback)."""
+    service = make_service(pipe, model, reader=False)
+    messages = iter([{"type": "http.request", "body": b'{"text": "A', "more_body": True},
+                     {"type": "http.disconnect"}])
+    sent = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/api/generate", "raw_path": b"",
+             "root_path": "", "query_string": b"", "server": ("127.0.0.1", 80),
+             "client": ("127.0.0.1", 1), "headers": [(b"content-type", b"application/json"),
+                                                    (b"content-length", b"100")]}
+    try:
+        asyncio.run(create_app(service)(scope, receive, send))
+    finally:
+        service.store.close()
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+    assert service.worker.pending == 0  # nothing was queued
+
+
 def test_any_function_of_a_clip_is_a_reader(pipe):
     """The interface a sequence recognizer plugs into: uint8 (T, H, W, 3) -> (text, confidence)."""
     seen = []
@@ -477,7 +505,8 @@ def test_cli_serve_runs_the_page_and_refuses_a_taken_port(model, capsys):
         url = lines[-1].split()[1].rstrip("/")
         assert f"reader:     classifier {model / 'recognizer'}" in "".join(lines)
         status, body = get(url + "/api/info")
-        assert status == 200 and json.loads(body)["model"]["name"] == str(model)
+        # the model by its name (here its run's), never the server's absolute path
+        assert status == 200 and json.loads(body)["model"]["name"] == model.parent.name
         port = int(url.rsplit(":", 1)[1])
         assert main(["serve", "--model", str(model), "--port", str(port)]) == 2
         assert main(["serve", "--model", str(model), "--port", "0", "--data",

@@ -16,8 +16,10 @@ from text2sign.evaluation.evaluate import evaluate, print_report
 from text2sign.evaluation.readers import pick_readers
 from text2sign.model_folder import shipped
 from text2sign.model_folder.build import build_config
-from text2sign.model_folder.folder_io import TrainingTexts, read_model_info, training_texts
+from text2sign.model_folder.folder_io import TrainingTexts, training_texts
 from text2sign.model_folder.pipeline import Text2SignPipeline
+from text2sign.model_folder.resolve import ModelFolder, resolve_model
+from text2sign.training.loop import train as train_model
 
 DEMO_VARIANTS = 8  # clips per text: held-out real clips for the ceilings (v00, v01 are the
 # words corpus's own clips, v02-v07 new renders no model or recognizer trained on)
@@ -32,7 +34,7 @@ def _shipped_config():
     """The shipped model's run config, the starting point of `demo --train`, or None."""
     folder = shipped.model()
     if (folder / "config.json").is_file():
-        return read_model_info(folder).config
+        return resolve_model(folder).config
     return None
 
 
@@ -77,7 +79,8 @@ def demo_words(trained: TrainingTexts, words: list[str], count: int = DEMO_WORDS
 
 
 def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float = 30.0,
-             per_text: int = 1, device: str | None = None, *, model: str | Path | None = None,
+             per_text: int = 1, device: str | None = None, *,
+             model: str | Path | ModelFolder | None = None,
              config: Any = None, words: list[str] | None = None,
              recognizers: list[str | Path] | None = None, progress: bool = True,
              quiet: bool = False) -> dict[str, Any]:
@@ -101,9 +104,6 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     if train:
         if minutes <= 0:
             raise ValueError(f"minutes={minutes}: the training budget must be positive")
-        # accelerate, TensorBoard (~0.7 s more): only `demo --train` needs the training loop
-        from text2sign.training.loop import train as train_model
-
         cfg = config or _shipped_config() or build_config("small")
         rate = cfg.data.fps if cfg.data.time_mode == "fps" else None
         if rate is not None and default_words:  # timed by its text: long words and phrases too
@@ -119,13 +119,7 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
         folder = train_model(cfg, run, progress=progress, device=device)
         training_cache = open_data(cfg.data, progress=progress, path=corpus)
     else:
-        folder = Path(model) if model is not None else shipped.default_model()
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(
-                f"no demo model at {str(folder)!r} (this text2sign was installed without it); "
-                "train one with `text2sign demo --train --minutes 30`, or evaluate your own "
-                "with `text2sign evaluate --model FOLDER --data DIR`"
-            )
+        folder = model if isinstance(model, ModelFolder) else resolve_model(model)
     pipe = Text2SignPipeline.from_pretrained(folder, device=device)
     dc = pipe.config.data
     short = [w for w in words if " " not in w and len(w) < 9]
@@ -149,7 +143,7 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     for name, reader in readers.items():
         reader.save(out / "readers" / name)
     report = evaluate(pipe, cache, out / "eval", per_text=per_text, progress=progress,
-                      readers=readers, name=str(folder))
+                      readers=readers, name=str(pipe.folder))
     report["readers"] = {name: str(out / "readers" / name) for name in readers}
     report["demo_seconds"] = time.perf_counter() - started
     print_report(report)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from text2sign.core.config import VAL_FRACTION
 from text2sign.core.console import add_quiet, shows_progress
+from text2sign.data.cache import ClipCache, is_cache, prepare_cache
+from text2sign.data.folder import scan_folder
 
 
 def register(subparsers) -> None:
@@ -57,10 +59,6 @@ def register(subparsers) -> None:
 
 def check_command(args: argparse.Namespace) -> int:
     """Every pair of a clip folder, then every clip of its caches (or of a cache given)."""
-    # PIL, tqdm (the clip readers): imported when the command runs, so --help stays fast
-    from text2sign.data.cache import ClipCache, is_cache
-    from text2sign.data.folder import scan_folder
-
     root = Path(args.dir)
     bad_count = 0
     if not is_cache(root):
@@ -84,8 +82,6 @@ def check_command(args: argparse.Namespace) -> int:
 
 
 def prepare_command(args: argparse.Namespace) -> int:
-    from text2sign.data.cache import prepare_cache  # PIL, tqdm: imported here, not by --help
-
     if args.fps is not None:
         frames, time_mode = args.max_frames, "fps"
         if frames < 1:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from text2sign.core.config import SAMPLERS
 from text2sign.core.console import add_quiet, shows_progress
+from text2sign.core.report import format_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -124,9 +125,9 @@ def register_reader(sub: argparse._SubParsersAction) -> None:
 def run_reader(args: argparse.Namespace) -> int:
     # torch: imported when the command runs, so `text2sign --help` stays fast
     from text2sign.core.device import pick_device
-    from text2sign.core.report import format_table
     from text2sign.data.dataset import open_clips
     from text2sign.evaluation.readers import (
+        ARCHS,
         load_or_train_reader,
         load_reader,
         read_real,
@@ -141,8 +142,6 @@ def run_reader(args: argparse.Namespace) -> int:
                        fps=args.fps if mode == "fps" else None)
     device = pick_device(args.device)
     if args.reader_command == "train":
-        from text2sign.evaluation.readers import ARCHS
-
         settings = ARCHS[args.arch][2]()
         if args.steps is not None:
             if args.steps < 1:
@@ -188,8 +187,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import evaluate, print_report
     from text2sign.evaluation.readers import pick_readers
-    from text2sign.model_folder.folder_io import add_evaluation, shipped_default
+    from text2sign.model_folder.folder_io import add_evaluation
     from text2sign.model_folder.pipeline import Text2SignPipeline
+    from text2sign.model_folder.resolve import resolve_model
 
     if args.per_text < 1:
         raise ValueError(f"--per-text {args.per_text}: must be at least 1")
@@ -197,8 +197,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.max_texts is not None and args.max_texts < 1:
         raise ValueError(f"--max-texts {args.max_texts}: must be at least 1")
-    named = args.model or shipped_default(args.sampler, args.steps, args.guidance)
-    pipe = Text2SignPipeline.from_pretrained(named, device=args.device)  # found once
+    model = resolve_model(args.model, sampler=args.sampler, steps=args.steps,
+                          guidance=args.guidance)
+    pipe = Text2SignPipeline.from_pretrained(model, device=args.device)
     folder = pipe.folder
     if not args.quiet:
         print(f"model: {folder}")
@@ -224,7 +225,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     # torch: imported when the command runs, so `text2sign --help` stays fast
     from text2sign.apps.demo import run_demo
     from text2sign.model_folder.build import build_config
-    from text2sign.model_folder.folder_io import model_or_shipped
+    from text2sign.model_folder.resolve import resolve_model
 
     config = None
     if args.config is not None:
@@ -236,7 +237,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
                          "train a new one")
     model = None
     if args.model is not None:
-        model = model_or_shipped(args.model)
+        model = resolve_model(args.model)
     run_demo(args.out, train=args.train, minutes=args.minutes, per_text=args.per_text,
              device=args.device, config=config, model=model, recognizers=args.recognizer,
              progress=shows_progress(args), quiet=args.quiet)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from text2sign.core.console import add_quiet
+from text2sign.serve.corpus import Corpus
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,8 +41,8 @@ def load_service(args: argparse.Namespace):
     # torch (pipeline, reader), PIL (corpus), the [serve] extra (app): imported here, not by --help
     from text2sign.evaluation.readers import resolve_readers
     from text2sign.model_folder.pipeline import Text2SignPipeline
+    from text2sign.model_folder.resolve import resolve_model
     from text2sign.serve.app import Limits, Service
-    from text2sign.serve.corpus import Corpus
     from text2sign.serve.reader import find_reader_folders, load_readers
 
     if args.max_queue < 1:
@@ -50,7 +51,8 @@ def load_service(args: argparse.Namespace):
         raise ValueError(f"--max-chars {args.max_chars}: must be at least 1")
     if args.recognizer and args.no_recognizer:
         raise ValueError("--recognizer and --no-recognizer contradict each other; drop one")
-    pipe = Text2SignPipeline.from_pretrained(args.model, device=args.device)  # found once
+    model = resolve_model(args.model)
+    pipe = Text2SignPipeline.from_pretrained(model, device=args.device)
     folder = pipe.folder
     dc = pipe.config.data
 
@@ -88,7 +90,7 @@ def load_service(args: argparse.Namespace):
             print("no reader found (MODEL/recognizer, or one `text2sign evaluate` cached next "
                   f"to the corpus): the page will not read clips back; {hint}", file=sys.stderr)
     limits = Limits(max_chars=args.max_chars, max_queue=args.max_queue)
-    return Service(pipe, str(folder), pipe.info, readers, reader_folders, corpus, limits)
+    return Service(pipe, model.name, pipe.info, readers, reader_folders, corpus, limits)
 
 
 def run_serve(args: argparse.Namespace) -> int:

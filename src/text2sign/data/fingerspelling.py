@@ -38,6 +38,7 @@ import spoken_to_signed
 from text2sign.core import units
 from text2sign.core.files import ASSETS
 from text2sign.data.folder import FINGERSPELLING_MARKER
+from text2sign.data.video_io import read_video, write_contact_sheet, write_gif
 
 SUPERSAMPLE = 4  # draw at 4x, then box-filter down: cheap anti-aliasing
 DEFAULT_ZOOM = 0.8  # crop side in shoulder widths: a hand is 0.25-0.6 shoulder widths long
@@ -760,8 +761,6 @@ def _render_job(job: tuple) -> list[tuple[str, Path]]:
             skeleton = lookup_word(text, spoken, lang, boundary)
     except Exception as err:  # a broken recording must not stop the corpus
         return [(f"skipped {lang} {text!r}: {type(err).__name__}: {err}", None)]
-    from text2sign.data.video_io import write_gif  # PIL: not at `text2sign --help`
-
     written = []
     for v, path in enumerate(paths):
         jitter = Jitter() if v == 0 else Jitter.sample(_rng(seed, lang, text, v))
@@ -865,8 +864,6 @@ def build_fingerspelling_corpus(
 
 def write_sheet_from_corpus(path: str | Path, gifs: Sequence[Path]) -> Path:
     """Contact sheet of the first variant of every text in a freshly written corpus."""
-    from text2sign.data.video_io import read_video, write_contact_sheet  # PIL: not at --help
-
     videos, labels, seen = [], [], set()
     for gif in gifs:
         text = gif.with_suffix(".txt").read_text(encoding="utf-8").strip()

@@ -92,10 +92,10 @@ def resolve_readers(names: Sequence[str | Path]) -> list[Path]:
     folders: list[Path] = []
     for name in names:
         if str(name) == "shipped":
-            shipped = shipped_reader_folders()
-            if not shipped:
+            installed = shipped_reader_folders()
+            if not installed:
                 raise FileNotFoundError("no shipped reader is installed; name a reader folder")
-            folders += list(shipped.values())
+            folders += list(installed.values())
         else:
             folders.append(Path(name))
     return list(dict.fromkeys(folders))

@@ -19,14 +19,9 @@ from text2sign.diffusion.process import sample
 from text2sign.model_folder.autoencoder_io import load_autoencoder
 from text2sign.model_folder.build import build_conditioner, build_denoiser, diffusion_space
 from text2sign.model_folder.card import SAMPLE_FILE
-from text2sign.model_folder.folder_io import (
-    check_fit,
-    load_model_folder,
-    read_duration,
-    read_training_texts,
-    save_model_folder,
-)
+from text2sign.model_folder.folder_io import check_fit, save_model_folder
 from text2sign.model_folder.model_info import ModelInfo
+from text2sign.model_folder.resolve import ModelFolder, resolve_model
 from text2sign.models.duration import DurationModel
 from text2sign.models.pretrained import check_reference, restore_denoiser
 
@@ -64,6 +59,7 @@ class Text2SignPipeline:
         # how many frames a text lasts (duration.json of a model trained at a frame rate)
         self.duration: DurationModel | None = None
         self.folder: Path | None = None  # the model folder it was loaded from, if any
+        self.name: str | None = None  # what names that folder: shipped:NAME, a Hub id, its name
         self._saved_keys: set[str] | None = None  # denoiser weights that folder holds
 
     def to(self, device: str | torch.device) -> Text2SignPipeline:
@@ -175,12 +171,15 @@ class Text2SignPipeline:
         return self.config.data.size
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path | None, device: str | torch.device | None = None
-                        ) -> Text2SignPipeline:
+    def from_pretrained(cls, model: str | Path | ModelFolder | None,
+                        device: str | torch.device | None = None) -> Text2SignPipeline:
         """Load a model folder, a run folder holding ``model/``, a Hugging Face Hub id
-        ('owner/name': downloaded unless ``HF_HUB_OFFLINE`` is set) or a shipped model
-        (``shipped:NAME``; None: the default one); reads no pickle."""
-        folder, cfg, denoiser_state, text_state, info = load_model_folder(folder)
+        ('owner/name': downloaded unless ``HF_HUB_OFFLINE`` is set), a shipped model
+        (``shipped:NAME``; None: the default one) or a `ModelFolder` already resolved (see
+        `resolve_model`); reads no pickle."""
+        model = model if isinstance(model, ModelFolder) else resolve_model(model)
+        folder, cfg, info = model.path, model.config, model.info
+        denoiser_state, text_state = model.weights()
         where = str(folder)
         text_ref = info.pretrained.get("text_encoder")
         if text_ref is not None:  # checked where the config says the encoder is
@@ -215,9 +214,8 @@ class Text2SignPipeline:
             denoiser.load_state_dict(denoiser_state)
         conditioner.load_state_dict(text_state, strict=False)
         pipe = cls(denoiser, conditioner, cfg, device, info, autoencoder)
-        pipe.training_texts = read_training_texts(folder)
-        pipe.duration = read_duration(folder)
-        pipe.folder, pipe._saved_keys = folder, set(denoiser_state)
+        pipe.training_texts, pipe.duration = model.training_texts, model.duration
+        pipe.folder, pipe.name, pipe._saved_keys = folder, model.name, set(denoiser_state)
         return pipe
 
     @torch.no_grad()

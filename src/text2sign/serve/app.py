@@ -34,7 +34,7 @@ from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.routing import Route
 
@@ -324,7 +324,12 @@ def create_app(service: Service) -> Starlette:
         return JSONResponse(service.describe())
 
     async def generate(request: Request) -> JSONResponse:
-        parsed = service.parse(await _read_json(request))
+        try:
+            body = await _read_json(request)
+        except ClientDisconnect:  # it left mid-upload: nobody reads the answer, nothing failed
+            return JSONResponse({"error": "the client disconnected before its body arrived"},
+                                status_code=400)
+        parsed = service.parse(body)
         return JSONResponse(await service.generate(parsed))
 
     async def clip(request: Request) -> FileResponse:
