@@ -148,7 +148,7 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     report["demo_seconds"] = time.perf_counter() - started
     print_report(report)
     for name in readers:
-        print(f"reader {name + ':':<12}{out / 'readers' / name}")
+        print(f"reader {name}: {out / 'readers' / name}")
     print(f"demo took {report['demo_seconds']:.0f} s")
     return report
 
