@@ -83,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     from text2sign.evaluation.evaluate import evaluate, fmt_number
     from text2sign.evaluation.recognizer import load_or_train_recognizer
     from text2sign.model_folder.build import build_config, resolve_config
-    from text2sign.model_folder.folder_io import read_model_info
     from text2sign.model_folder.pipeline import Text2SignPipeline
     from text2sign.training.loop import train
 
@@ -127,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     device=pipe.device, progress=progress)
         report = evaluate(pipe, cache, out / "eval", per_text=args.per_text,
                           recognizer=recognizer, progress=progress, name=arch)
-        rows.append((arch, n, read_model_info(folder).step, report))
+        rows.append((arch, n, pipe.info.step, report))
 
     lines = ["| model | params | steps reached | top-1 | top-5 | FD | s/clip |",
              "|---|---|---|---|---|---|---|"]

@@ -43,12 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import evaluate, fmt_number
     from text2sign.evaluation.recognizer import load_or_train_recognizer
-    from text2sign.model_folder.folder_io import find_model_folder
     from text2sign.model_folder.pipeline import Text2SignPipeline
 
     args = parse_args(argv)
-    folder = find_model_folder(args.model)
-    pipe = Text2SignPipeline.from_pretrained(folder, device=args.device)
+    pipe = Text2SignPipeline.from_pretrained(args.model, device=args.device)
+    folder = pipe.folder
     dc = pipe.config.data
     cache = open_data(dc, progress=False, path=args.data)
     recognizer, ceiling1, ceiling5 = load_or_train_recognizer(

@@ -4,7 +4,7 @@
         [--out docs/serve.png]
 
 Starts `text2sign serve` on a free localhost port (run it where the model's corpus and its
-recognizer are at hand, e.g. after `text2sign demo`), types the text, generates with the
+readers are at hand, e.g. after `text2sign demo`), types the text, generates with the
 model's default sampler settings, stops both players at one frame and saves the page.
 """
 

@@ -24,8 +24,8 @@ def checkpoint_pipeline(run: Path, checkpoint: Path, device):
     from text2sign.core.config import load_config
     from text2sign.model_folder.autoencoder_io import load_autoencoder
     from text2sign.model_folder.build import build_models
-    from text2sign.model_folder.folder_io import find_model_folder, read_training_texts
     from text2sign.model_folder.pipeline import Text2SignPipeline
+    from text2sign.model_folder.resolve import resolve_model
     from text2sign.training.loop import split_state
     from text2sign.training.run_state import load_training_state
 
@@ -36,10 +36,10 @@ def checkpoint_pipeline(run: Path, checkpoint: Path, device):
     conditioner.load_state_dict(split_state(state["ema"], "conditioner."), strict=False)
     # The model folder carries the autoencoder wherever it came from (trained in the run,
     # latent.autoencoder, or inflated from model.init_from).
-    autoencoder = (load_autoencoder(find_model_folder(run), cfg.latent) if cfg.latent.enabled
-                   else None)
+    model = resolve_model(run)
+    autoencoder = load_autoencoder(model.path, cfg.latent) if cfg.latent.enabled else None
     pipe = Text2SignPipeline(denoiser, conditioner, cfg, device, autoencoder=autoencoder)
-    pipe.training_texts = read_training_texts(run / "model")
+    pipe.training_texts = model.training_texts
     return pipe, state["meta"]
 
 

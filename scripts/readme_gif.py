@@ -22,7 +22,6 @@ import numpy as np
 def main() -> None:
     from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import write_comparison
-    from text2sign.model_folder.folder_io import model_or_shipped
     from text2sign.model_folder.pipeline import Text2SignPipeline
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -35,7 +34,7 @@ def main() -> None:
     p.add_argument("--out", default="docs/demo.gif")
     args = p.parse_args()
 
-    pipe = Text2SignPipeline.from_pretrained(model_or_shipped(args.model), device=args.device)
+    pipe = Text2SignPipeline.from_pretrained(args.model, device=args.device)
     cache = open_data(pipe.config.data, progress=False, path=args.data)
     first = {}
     for i, text in enumerate(cache.texts):

@@ -13,12 +13,8 @@ from __future__ import annotations
 import argparse
 
 from text2sign.data.dataset import open_data
-from text2sign.model_folder.folder_io import (
-    DURATION_FILE,
-    find_model_folder,
-    read_duration,
-    read_model_info,
-)
+from text2sign.model_folder.folder_io import DURATION_FILE
+from text2sign.model_folder.resolve import resolve_model
 from text2sign.training.loop import fit_duration
 
 SHOWN = ("A", "go", "hello", "thank you", "christopher")
@@ -29,9 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", help="model folder")
     p.add_argument("--data", help="clip folder (default: the model's data.path)")
     args = p.parse_args(argv)
-    folder = find_model_folder(args.model)
-    cfg = read_model_info(folder).config
-    old = read_duration(folder)
+    model = resolve_model(args.model)
+    folder, cfg, old = model.path, model.config, model.duration
     if old is None:
         raise ValueError(f"{str(folder)!r} has no {DURATION_FILE}: it was trained at a frame "
                          "count, not a frame rate; there is nothing to refit")

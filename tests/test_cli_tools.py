@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
+from pathlib import Path
 
 import pytest
 from test_demo import tiny_settings
 
 from text2sign.cli import build_parser, main
-from text2sign.model_folder.shipped import default_model as shipped_model
 from text2sign.model_folder.shipped import model as shipped_teacher
+from text2sign.model_folder.shipped import student as shipped_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -63,14 +65,11 @@ def test_info_sample_and_evaluate_default_to_the_shipped_model(tmp_path, capsys,
     out = capsys.readouterr().out
     assert f"model folder     {shipped_model()}" in out
     assert "latent, (C, T, h, w) = (8, 28, 16, 16)" in out
-    from text2sign.model_folder import folder_io as model_folder
-
-    finds = []  # every find_model_folder call asks is_hub_id first
-    is_hub_id = model_folder.is_hub_id
-    monkeypatch.setattr(model_folder, "is_hub_id", lambda name: finds.append(name)
-                        or is_hub_id(name))
+    reads = counted_reads(monkeypatch)
     assert main(["sample", "A", "--steps", "1", "--out", str(tmp_path), "--device", "cpu"]) == 0
-    assert len(finds) == 1  # one sample finds its model folder once
+    # one sample reads its model folder's config.json once and hashes each weight file once
+    assert reads == {"config.json": 1, "autoencoder.safetensors": 1, "denoiser.safetensors": 1,
+                     "text.safetensors": 1}
     monkeypatch.undo()
     assert capsys.readouterr().out.startswith(f"model: {shipped_model()}\n")  # the student
     assert main(["sample", "A", "--steps", "25", "--out", str(tmp_path), "--device", "cpu"]) == 0
@@ -82,14 +81,22 @@ def test_info_sample_and_evaluate_default_to_the_shipped_model(tmp_path, capsys,
         assert args.model is None  # none required: the shipped one
 
 
-def counted_finds(monkeypatch) -> list[str]:
-    """The names find_model_folder is called with, from now on (it asks is_hub_id first)."""
-    from text2sign.model_folder import folder_io as model_folder
+def counted_reads(monkeypatch) -> Counter:
+    """From now on, by file name: how often a config.json is read and a file hashed."""
+    from text2sign.core import files
 
-    finds, is_hub_id = [], model_folder.is_hub_id
-    monkeypatch.setattr(model_folder, "is_hub_id", lambda name: finds.append(name)
-                        or is_hub_id(name))
-    return finds
+    counts: Counter = Counter()
+    read_text, sha256 = Path.read_text, files.sha256
+
+    def counted_read_text(path, *args, **kwargs):
+        if path.name == "config.json":
+            counts[path.name] += 1
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted_read_text)
+    monkeypatch.setattr(files, "sha256", lambda path: counts.update([Path(path).name])
+                        or sha256(path))
+    return counts
 
 
 def test_evaluate_and_serve_find_their_model_folder_once(corpus, run, tmp_path, capsys,
@@ -98,19 +105,23 @@ def test_evaluate_and_serve_find_their_model_folder_once(corpus, run, tmp_path, 
 
     monkeypatch.setattr(evaluation, "evaluate", lambda pipe, cache, out, **kwargs: {})
     monkeypatch.setattr(evaluation, "print_report", lambda report: None)
-    finds = counted_finds(monkeypatch)
+    reads = counted_reads(monkeypatch)
+    once = {"config.json": 1, "denoiser.safetensors": 1, "text.safetensors": 1}
     assert main(["evaluate", "--model", str(run), "--data", str(corpus), "--device", "cpu",
                  "--out", str(tmp_path / "eval"), "--quiet"]) == 0
-    assert len(finds) == 1
+    assert reads == once
     pytest.importorskip("starlette")  # the [serve] extra
     from text2sign.cli.serve import load_service
 
-    finds.clear()
+    reads.clear()
     args = build_parser().parse_args(["serve", "--model", str(run), "--device", "cpu",
                                       "--no-recognizer", "--data", str(corpus)])
     service = load_service(args)
     service.store.close()  # the worker starts with the app, which is not started here
-    assert len(finds) == 1 and service.model_name == str(run / "model")
+    assert reads == once and service.model_name == run.name  # the run's name, not a path
+    reads.clear()
+    assert main(["info", str(run), "--modules", "--quiet"]) == 0
+    assert reads == once
 
 
 def leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:

@@ -20,18 +20,25 @@ WORDS = ["at", "in", "it", "on", "up", "we", "go", "no"]
 
 
 def tiny_settings(patch):
-    """A 20-step classifier and a 30-step sequence recognizer at toy sizes."""
-    from text2sign.evaluation import sequence
+    """A 20-step classifier and 30-step readers at toy sizes."""
+    from text2sign.evaluation import sequence, transformer_reader
 
     patch.setattr(recognizer, "TrainSettings",
                   functools.partial(recognizer.TrainSettings, steps=20))
     patch.setattr(recognizer, "RecognizerConfig",
                   functools.partial(recognizer.RecognizerConfig, frames=4, size=16, width=8,
                                     feature_dim=32))
-    patch.setattr(sequence, "SequenceTrainSettings",
+    patch.setattr(sequence.SequenceRecognizer, "settings_class",
                   functools.partial(sequence.SequenceTrainSettings, steps=30))
-    patch.setattr(sequence, "SequenceConfig",
+    patch.setattr(sequence.SequenceRecognizer, "config_class",
                   functools.partial(sequence.SequenceConfig, size=16, width=8, hidden=16))
+    reader = transformer_reader.TransformerReader
+    patch.setattr(reader, "settings_class",
+                  functools.partial(transformer_reader.TransformerReaderSettings, steps=30,
+                                    batch_size=8))
+    patch.setattr(reader, "config_class",
+                  functools.partial(transformer_reader.TransformerReaderConfig, size=16, width=8,
+                                    dim=32, layers=1, heads=2, decoder_layers=1))
 
 
 @pytest.fixture(scope="module")
@@ -79,24 +86,31 @@ def test_demo_train_builds_corpus_trains_and_reports(trained_demo):
     assert saved["back_translation"]["groups"]["unseen"]["clips"] == len(held)
     assert "## Back-translation" in (out / "eval" / "report.md").read_text()
     assert (out / "eval" / "contact.png").is_file()
-    assert (out / "recognizer" / "sequence.safetensors").is_file()  # left for reuse
+    assert (out / "readers" / "conv-gru" / "sequence.safetensors").is_file()  # left for reuse
+    assert (out / "readers" / "transformer" / "transformer.safetensors").is_file()
+    bt = report["back_translation"]
+    assert set(bt["readers"]) == {"conv-gru", "transformer"} and bt["reader"] in bt["readers"]
+    assert set(bt["agreement"]) == set(bt["groups"]) == set(bt["met"])
 
 
 def test_demo_with_a_given_model_and_recognizer_reuses_them(trained_demo, capsys, monkeypatch):
     out, first = trained_demo
     tiny_settings(monkeypatch)
     [run] = out.glob("train-*")
-    stamp = (out / "recognizer" / "sequence.safetensors").stat().st_mtime_ns
+    saved = out / "readers" / "conv-gru" / "sequence.safetensors"
+    stamp = saved.stat().st_mtime_ns
     again = out / "again"
     report = demo.run_demo(again, model=run / "model", per_text=1, device="cpu",
-                           recognizer=out / "recognizer", words=WORDS, progress=False)
-    assert (out / "recognizer" / "sequence.safetensors").stat().st_mtime_ns == stamp
+                           recognizers=[out / "readers" / "conv-gru",
+                                        out / "readers" / "transformer"],
+                           words=WORDS, progress=False)
+    assert saved.stat().st_mtime_ns == stamp
     bt, bt_first = report["back_translation"]["groups"], first["back_translation"]["groups"]
     assert bt["unseen"]["cer"] == pytest.approx(bt_first["unseen"]["cer"])
     assert bt["letters"]["ceiling_cer"] == pytest.approx(bt_first["letters"]["ceiling_cer"])
     printed = capsys.readouterr().out
-    for word in ("top-1", "FD floor", "s/clip", "device", "contact sheet:", "recognizer:",
-                 "unseen texts", "ceiling CER"):
+    for word in ("top-1", "FD floor", "s/clip", "device", "contact sheet:", "reader conv-gru:",
+                 "reader transformer:", "unseen texts", "ceiling CER", "readers agree"):
         assert word in printed
 
 
@@ -169,13 +183,14 @@ def test_shipped_student_is_the_default_and_samples_in_four_evaluations():
     """The shipped student: the demo model distilled for 4 lcm steps with guidance 4-8 folded
     in, every command's default, timed by its teacher's duration model; one denoiser evaluation
     a step; pinned output of its own 4 steps from seed 0 at its default guidance (7)."""
-    from text2sign.model_folder.folder_io import model_or_shipped, shipped_default
     from text2sign.model_folder.pipeline import Text2SignPipeline
+    from text2sign.model_folder.resolve import resolve_model
 
     folder = shipped.student()
     assert sum(f.stat().st_size for f in folder.iterdir()) <= 30 * 2**20
-    assert model_or_shipped(None) == folder
-    assert shipped_default(steps=25) == shipped.model()  # the full sampler: its teacher
+    assert resolve_model().path == folder and resolve_model().name == "shipped:student"
+    teacher = resolve_model(steps=25)  # the full sampler: its teacher
+    assert (teacher.path, teacher.name) == (shipped.model(), "shipped:demo")
     pipe = Text2SignPipeline.from_pretrained(None, device="cpu")
     dc, sc = pipe.config.distill, pipe.config.sample
     assert (dc.steps, dc.teacher, dc.guidance_min, dc.guidance_max) == (4, "shipped:demo", 4, 8)
@@ -269,38 +284,3 @@ def test_shipped_recognizer_outputs_pinned():
     torch.testing.assert_close(log_probs[1, -1, -4:], expected_last, atol=1e-4, rtol=0)
     assert [text for text, _ in rec.read(clips)] == ["a", "hv"]
 
-
-@pytest.mark.numerics
-def test_shipped_recognizer_reads_words_and_phrases_at_their_own_length(tmp_path):
-    """The recognizer shipped beside the model reads real clips at 6.25 fps, each its own
-    length, spaces included ("across" is held out of its training)."""
-    from text2sign.data.dataset import open_clips
-    from text2sign.data.fingerspelling import build_fingerspelling_corpus
-    from text2sign.evaluation.sequence import SequenceRecognizer, read_clips
-
-    rec = SequenceRecognizer.load(shipped.recognizer())
-    assert rec.config.frames is None and " " in rec.vocab and len(rec.vocab) == 27
-    words = ["hello", "thank you", "across", "good morning", "information"]
-    build_fingerspelling_corpus(tmp_path, words=words, letters=False, fps=6.25, size=128,
-                                progress=False)
-    cache = open_clips(tmp_path, 80, 128, "fps", progress=False, fps=6.25)
-    readings = dict(zip(cache.texts, read_clips(rec, cache, list(range(len(cache)))),
-                        strict=True))
-    assert sum(readings[w] == w for w in words) >= 4, readings
-    assert dict(zip(cache.texts, cache.lengths, strict=True))["thank you"] == 36
-
-
-@pytest.mark.numerics
-def test_shipped_recognizer_reads_at_own_length_outputs_pinned():
-    """Its log-probabilities on seeded noise clips of 40 frames: 40 CTC steps (atol 1e-4)."""
-    import torch
-
-    _, _, log_probs = recognizer_on_noise(shipped.recognizer(), 40)  # (2, 40, 28)
-    assert log_probs.shape == (2, 40, 28)
-    expected_first = torch.tensor([
-        [-0.148544, -4.665431, -9.330921, -9.596909, -11.280603, -7.003642],
-        [-1.149051, -3.467365, -13.058074, -12.396395, -9.268440, -9.378694],
-    ])
-    expected_last = torch.tensor([-6.661584, -6.705795, -6.523874, -11.909387])
-    torch.testing.assert_close(log_probs[0, :2, :6], expected_first, atol=1e-4, rtol=0)
-    torch.testing.assert_close(log_probs[1, -1, -4:], expected_last, atol=1e-4, rtol=0)

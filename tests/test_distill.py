@@ -3,13 +3,12 @@ and the refusals."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import losses, make_corpus, tiny_config
-from safetensors.torch import load_file
+from conftest import killed_after, losses, make_corpus, same_tensors, tiny_config
 
 from text2sign.apps.info import describe
 from text2sign.cli import main
@@ -130,16 +129,12 @@ def test_distill_resume_continues_exactly(teacher, tmp_path):
                           "train.keep_checkpoints=5", "train.report_to=none"])
     full = tmp_path / "full"
     distill(cfg, full, progress=False, device="cpu")
-    # The run as a kill after step 2 left it, continued.
-    part = tmp_path / "part"
-    shutil.copytree(full / "checkpoints" / "step-000002", part / "checkpoints" / "step-000002")
-    shutil.copy(full / "config.yaml", part / "config.yaml")
+    part = killed_after(full, 2, tmp_path / "part")
     distill(cfg, part, resume=True, progress=False, device="cpu")
     assert losses(part) == losses(full)[2:]
     for name in ("ema", "model"):
-        a = load_file(full / "checkpoints" / "step-000006" / f"{name}.safetensors")
-        b = load_file(part / "checkpoints" / "step-000006" / f"{name}.safetensors")
-        assert all(torch.equal(a[k], b[k]) for k in a)
+        saved = Path("checkpoints") / "step-000006" / f"{name}.safetensors"
+        assert same_tensors(full / saved, part / saved)
 
 
 def test_distill_refusals_are_one_line(teacher, tmp_path, capsys):
@@ -198,18 +193,19 @@ def test_student_is_taught_its_teachers_own_guidance(teacher):
 def test_the_default_model_is_the_shipped_student_unless_asked_for_more(
         teacher, student, monkeypatch):
     from text2sign.model_folder import shipped
-    from text2sign.model_folder.folder_io import model_or_shipped, shipped_default
+    from text2sign.model_folder.resolve import resolve_model
 
     monkeypatch.setattr(shipped, "student", lambda: student)
     monkeypatch.setattr(shipped, "model", lambda: teacher)
-    assert model_or_shipped(None) == student
-    assert shipped_default(steps=2, guidance=3.0) == student
-    assert shipped_default(steps=25) == teacher  # beyond its 4 steps: the teacher
-    assert shipped_default(sampler="dpm++") == teacher
-    assert shipped_default(guidance=9.0) == teacher  # a scale it was not taught
-    assert model_or_shipped(str(teacher)) == teacher  # a named model is never swapped
+    assert resolve_model().path == student
+    assert resolve_model(steps=2, guidance=3.0).path == student
+    assert resolve_model(steps=25).path == teacher  # beyond its 4 steps: the teacher
+    assert resolve_model(sampler="dpm++").path == teacher
+    assert resolve_model(guidance=9.0).path == teacher  # a scale it was not taught
+    # a named model is never swapped
+    assert resolve_model(str(teacher), steps=2, guidance=3.0).path == teacher
     monkeypatch.setattr(shipped, "student", lambda: teacher.parent / "absent")
-    assert model_or_shipped(None) == teacher  # installed without a student
+    assert resolve_model().path == teacher  # installed without a student
 
 
 def test_serve_asks_a_student_only_what_it_was_taught(student):

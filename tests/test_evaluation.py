@@ -8,6 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
+from conftest import ListCache
 
 from text2sign.core.config import Config
 from text2sign.data.video_io import safe_names
@@ -51,25 +52,15 @@ def toy_clip(kind: str, rng: np.random.Generator, frames: int = 8, size: int = 2
     return video
 
 
-class ToyCache:
-    """Stand-in for data.cache.ClipCache: indexable uint8 clips, texts, split, fingerprint."""
+class ToyCache(ListCache):
+    """Squares moving right, down or left, ``per_kind`` clips each."""
 
     def __init__(self, path, per_kind: int = 8, seed: int = 0, frames: int = 8, size: int = 24):
         rng = np.random.default_rng(seed)
-        self.clips = [toy_clip(k, rng, frames, size) for k in KINDS for _ in range(per_kind)]
-        self.texts = [k for k in KINDS for _ in range(per_kind)]
-        self.frames, self.size, self.path = frames, size, path
-        self.fingerprint = f"toy{seed:03d}{per_kind:03d}abcdef"
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.clips[i]
-
-    def split(self, val_fraction: float) -> tuple[list[int], list[int]]:
-        val = [i for i in range(len(self)) if i % 4 == 0] if val_fraction > 0 else []
-        return [i for i in range(len(self)) if i not in val], val
+        super().__init__(path, [k for k in KINDS for _ in range(per_kind)],
+                         [toy_clip(k, rng, frames, size) for k in KINDS for _ in range(per_kind)],
+                         f"toy{seed:03d}{per_kind:03d}abcdef")
+        self.frames, self.size = frames, size
 
 
 class FakePipe:
@@ -311,11 +302,11 @@ def test_evaluate_scored_in_batches_equals_one_piece(trained, tmp_path):
     for text in texts:
         groups.setdefault(streamed["per_text_accuracy"][text]["group"], []).append(text)
     prompts = [t for _ in range(3) for t in texts]
-    whole = ClipScores(recognizer, reader, prompts, None)
+    whole = ClipScores(recognizer, {"conv-gru": reader}, prompts, None)
     whole.add(0, made)  # every clip at once
     gen = Generation(texts, groups, prompts, whole.lengths, streamed["seconds_total"], 3,
                      streamed["sampler"], streamed["steps"], streamed["guidance"], 0)
-    one_piece = score(gen, whole, cache, recognizer, reader, cache.split(0.1)[1], None,
+    one_piece = score(gen, whole, cache, recognizer, cache.split(0.1)[1], None,
                       streamed["model"], streamed["device"]).as_dict()
     files = {"gifs", "contact_sheet", "contact_sheet_texts", "compare_gif", "report_md"}
     assert_same_report({k: v for k, v in streamed.items() if k not in files}, one_piece)

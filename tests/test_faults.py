@@ -159,6 +159,18 @@ def test_resume_refuses_settings_that_change_model_or_data(finished, tmp_path, c
     assert [s for s, _ in losses(run)][-1] == 6  # nothing trained
 
 
+def test_resume_refusal_names_each_differing_parameter_with_both_values(finished, tmp_path,
+                                                                        capsys):
+    """A change inside model.params is named entry by entry, each with the run's value."""
+    run = copy_run(finished, tmp_path)
+    code, err = cli(capsys, "train", "--out", run, "--resume", "--no-progress", "--device",
+                    "cpu", "--set", "model.params.channels=24", "--set", "model.params.head_dim=4")
+    line = one_line(err)
+    assert code == 2, err
+    assert "model.params.channels=24 (run: 16), model.params.head_dim=4 (run: 8)" in line, line
+    assert [s for s, _ in losses(run)][-1] == 6  # nothing trained
+
+
 def test_resume_without_a_checkpoint_starts_the_run(corpus, tmp_path, capsys):
     run = tmp_path / "run"
     tiny_config(corpus, max_steps=2).save(run / "config.yaml")  # killed before checkpoint 1

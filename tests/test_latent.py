@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import losses, make_corpus
+from conftest import killed_after, losses, make_corpus, same_tensors
 from safetensors.torch import load_file
 
 from text2sign.core.config import LatentConfig
@@ -128,15 +127,11 @@ def test_latent_run_trains_saves_samples_and_resumes(corpus, tmp_path):
     assert videos.shape == (2, 4, 16, 16, 3) and videos.dtype == np.uint8
 
     # Resume reuses the run's autoencoder (not retrained) and continues exactly.
-    part = tmp_path / "part"
-    shutil.copytree(run / "checkpoints" / "step-000002", part / "checkpoints" / "step-000002")
-    shutil.copytree(run / "autoencoder", part / "autoencoder")
-    shutil.copy(run / "config.yaml", part / "config.yaml")
+    part = killed_after(run, 2, tmp_path / "part", "autoencoder")
     train(cfg, part, resume=True, progress=False, device="cpu")
     assert losses(part) == losses(run)[2:]
-    a = load_file(run / "model" / "denoiser.safetensors")
-    b = load_file(part / "model" / "denoiser.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    denoiser = Path("model") / "denoiser.safetensors"
+    assert same_tensors(run / denoiser, part / denoiser)
 
 
 def test_latent_run_can_reuse_an_autoencoder(corpus, tmp_path):

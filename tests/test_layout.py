@@ -150,14 +150,19 @@ def test_the_cycle_check_sees_local_imports():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+LEAVES = {"text2sign.core.files", "text2sign.core.units", "text2sign.core.hub"}
+
+
 def test_config_is_a_leaf_and_models_never_import_config():
     assert GRAPH["text2sign.core.config"] <= {"text2sign.core.files"}
     for name, deps in GRAPH.items():
         if name.startswith("text2sign.models"):
             assert not deps & {"text2sign.core.config", "text2sign.model_folder.build"}, name
-            # models import models, and files (the stdlib-only leaf: hashes, atomic writes)
-            assert all(d.startswith("text2sign.models") or d == "text2sign.core.files"
-                       for d in deps), (name, deps)
+            # models import models, and the stdlib-only leaves: files (hashes, atomic writes),
+            # units (what a text is made of, which the duration model times) and hub (what a
+            # Hub id is, whether to go online)
+            assert all(d.startswith("text2sign.models") or d in LEAVES for d in deps), (name, deps)
+    assert all(GRAPH[leaf] == set() for leaf in LEAVES)
 
 
 def test_device_is_a_leaf():

@@ -4,13 +4,12 @@ the duration model, and training and sampling at a frame rate, on toy corpora ma
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from conftest import killed_after, losses, same_tensors
 
 from text2sign.data import cache as cache_module
 from text2sign.data.cache import ClipCache, prepare_cache
@@ -169,24 +168,16 @@ def fps_config(data: Path, **train):
     return build_config("tiny", overrides=sets)
 
 
-def losses(run: Path) -> list[tuple[int, float]]:
-    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    return [(r["step"], r["train/loss"]) for r in rows]
-
-
 def test_training_at_a_frame_rate_resumes_exactly_and_samples_each_text_its_length(
         corpus, tmp_path):
     cfg = fps_config(corpus, max_steps=8, checkpoint_every=3, keep_checkpoints=5, batch_size=4)
     full = tmp_path / "full"
     train(cfg, full, progress=False, device="cpu")  # 16 clips in 6 buckets: past one epoch
-    part = tmp_path / "part"
-    shutil.copytree(full / "checkpoints" / "step-000003", part / "checkpoints" / "step-000003")
-    shutil.copy(full / "config.yaml", part / "config.yaml")
+    part = killed_after(full, 3, tmp_path / "part")
     train(cfg, part, resume=True, progress=False, device="cpu")
     assert losses(part) == losses(full)[3:]
-    a = load_file(full / "checkpoints" / "step-000008" / "ema.safetensors")
-    b = load_file(part / "checkpoints" / "step-000008" / "ema.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    ema = Path("checkpoints") / "step-000008" / "ema.safetensors"
+    assert same_tensors(full / ema, part / ema)
     state = json.loads((full / "checkpoints" / "step-000008" / "state.json").read_text())
     assert state["data_order"]["sampler"] == "length-buckets"
 

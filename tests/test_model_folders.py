@@ -11,10 +11,12 @@ import pytest
 import torch
 from conftest import make_corpus, tiny_config
 
+from text2sign.core.hub import is_hub_id
 from text2sign.model_folder.card import CARD_FILE, SAMPLE_FILE, read_front_matter
-from text2sign.model_folder.folder_io import add_evaluation, is_hub_id, read_model_info
+from text2sign.model_folder.folder_io import add_evaluation
 from text2sign.model_folder.model_info import ModelInfo
 from text2sign.model_folder.pipeline import Text2SignPipeline
+from text2sign.model_folder.resolve import read_info
 from text2sign.model_folder.shipped import model as shipped_model
 from text2sign.training.loop import train
 
@@ -48,7 +50,7 @@ def test_model_info_reads_the_shipped_folder_and_writes_it_back():
     from text2sign.model_folder.shipped import letters_model
 
     raw = json.loads((letters_model() / "config.json").read_text())
-    info = read_model_info(letters_model())
+    info = read_info(letters_model())
     assert info.step == raw["step"] and info.data["texts"] == 26 and info.files == {}
     assert info.config.latent.enabled and info.evaluation["top1"] == raw["evaluation"]["top1"]
     written = info.to_json()
@@ -96,7 +98,7 @@ def test_evaluation_goes_into_the_card_and_survives_save_pretrained(run, tmp_pat
     report = {"texts": 3, "clips": 3, "top1": 0.5, "top5": 1.0, "ceiling_top1": 1.0,
               "ceiling_top5": 1.0, "chance_top1": 1 / 3, "fd": float("nan"), "fd_floor": 2.0,
               "seconds_per_clip": 0.1, "device": "cpu (test)", "compare_gif": str(gif)}
-    add_evaluation(run, report, "text2sign evaluate --model RUN --data CORPUS --card")
+    add_evaluation(run / "model", report, "text2sign evaluate --model RUN --data CORPUS --card")
     card = (run / "model" / CARD_FILE).read_text()
     assert "| top-1 | 0.500 |" in card and "| FD | n/a |" in card
     assert f"]({SAMPLE_FILE})" in card and (run / "model" / SAMPLE_FILE).is_file()
@@ -121,6 +123,25 @@ def test_output_type_generator_and_to(run):
     assert np.array_equal(a, b)
     with pytest.raises(ValueError, match="output_type='gif'; use one of np, pt, pil"):
         pipe(["A"], output_type="gif")
+
+
+def test_resolve_reads_a_folder_once_with_its_name_and_languages(run, tmp_path):
+    """One ModelFolder: a run folder by the run's name, ASL unless config.json names its
+    languages; a languages value that is not a list of codes is refused naming it."""
+    from text2sign.model_folder.resolve import resolve_model
+
+    model = resolve_model(run)
+    assert (model.path, model.name, model.languages) == (run / "model", "run", ("ase",))
+    assert model.training_texts == ["A", "B", "C"] and model.card == run / "model" / CARD_FILE
+    copy = tmp_path / "copy"
+    shutil.copytree(run / "model", copy)
+    raw = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**raw, "languages": ["ase", "bfi"]}))
+    again = resolve_model(copy)
+    assert (again.name, again.languages) == ("copy", ("ase", "bfi"))
+    (copy / "config.json").write_text(json.dumps({**raw, "languages": "ase"}))
+    with pytest.raises(ValueError, match="languages 'ase' is not a list of language codes"):
+        resolve_model(copy)
 
 
 def test_hub_id_offline_says_so(tmp_path, monkeypatch):

@@ -324,9 +324,7 @@ def test_scaled_linear_is_stable_diffusions_schedule():
 
 
 def test_dit3d_temporal_run_resumes_exactly_and_refuses_changed_weights(corpus, sd, tmp_path):
-    import shutil
-
-    from conftest import losses
+    from conftest import killed_after, losses, same_tensors
 
     path = tmp_path / "dit.safetensors"
     image_dit = random_image_dit(input_size=8, patch_size=2, in_channels=4, hidden_size=32,
@@ -336,14 +334,11 @@ def test_dit3d_temporal_run_resumes_exactly_and_refuses_changed_weights(corpus, 
                      "train.keep_checkpoints=5")
     run = tmp_path / "run"
     train(cfg, run, progress=False, device="cpu")
-    part = tmp_path / "part"
-    shutil.copytree(run / "checkpoints" / "step-000002", part / "checkpoints" / "step-000002")
-    shutil.copy(run / "config.yaml", part / "config.yaml")
+    part = killed_after(run, 2, tmp_path / "part")
     train(cfg, part, resume=True, progress=False, device="cpu")
     assert losses(part) == losses(run)[2:]
-    a = load_file(run / "model" / "denoiser.safetensors")
-    b = load_file(part / "model" / "denoiser.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert same_tensors(run / "model" / "denoiser.safetensors",
+                        part / "model" / "denoiser.safetensors")
 
     state = image_dit.state_dict()
     state["blocks.0.mlp.fc1.bias"] += 1.0

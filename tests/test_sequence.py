@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import ListCache
 
 from text2sign.core.config import Config
 from text2sign.data.cache import holdout_texts
@@ -50,33 +51,16 @@ def symbol_clip(text: str, rng: np.random.Generator) -> np.ndarray:
     return clip
 
 
-class SymbolCache:
-    """Stand-in for ClipCache: texts of 1-3 symbols, several clips each."""
+class SymbolCache(ListCache):
+    """Texts of 1-3 symbols, several clips each."""
 
     def __init__(self, path, texts: list[str], per_text: int = 4, seed: int = 0):
         rng = np.random.default_rng(seed)
-        self.texts = [t for t in texts for _ in range(per_text)]
-        self.clips = [symbol_clip(t, rng) for t in self.texts]
-        self.frames, self.size, self.path = FRAMES, SIZE, path
+        texts = [t for t in texts for _ in range(per_text)]
+        super().__init__(path, texts, [symbol_clip(t, rng) for t in texts],
+                         f"symbols{seed:03d}{len(texts):04d}")
+        self.frames, self.size = FRAMES, SIZE
         self.clip_shape = (FRAMES, SIZE, SIZE, 3)
-        self.fingerprint = f"symbols{seed:03d}{len(self.texts):04d}"
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.clips[i]
-
-    def split(self, val_fraction: float) -> tuple[list[int], list[int]]:
-        val = [i for i in range(len(self)) if i % 4 == 0] if val_fraction > 0 else []
-        return [i for i in range(len(self)) if i not in val], val
-
-    def split_by_text(self, val_fraction, holdout):
-        held = holdout_texts(self.texts, holdout)
-        train, val = self.split(val_fraction)
-        return ([i for i in train if self.texts[i] not in held],
-                [i for i in val if self.texts[i] not in held],
-                [i for i, t in enumerate(self.texts) if t in held])
 
 
 TRAIN_TEXTS = ["a", "b", "c", "ab", "ba", "ac", "ca", "bc", "cb", "abc", "cab", "bca", "aab",
@@ -233,11 +217,11 @@ class PhraseCache(SymbolCache):
 
     def __init__(self, path, texts: list[str], per_text: int = 4, seed: int = 0):
         rng = np.random.default_rng(seed)
-        self.texts = [t for t in texts for _ in range(per_text)]
-        self.clips = [phrase_clip(t, rng) for t in self.texts]
+        texts = [t for t in texts for _ in range(per_text)]
+        ListCache.__init__(self, path, texts, [phrase_clip(t, rng) for t in texts],
+                           f"phrases{seed:03d}{len(texts):04d}")
         self.lengths = [len(c) for c in self.clips]
-        self.path, self.size = path, SIZE
-        self.fingerprint = f"phrases{seed:03d}{len(self.texts):04d}"
+        self.size = SIZE
 
 
 PHRASE_TEXTS = ["a", "b", "c", "ab", "ba", "ca", "bc", "abc", "cab", "a b", "b a", "ab c",
@@ -300,6 +284,7 @@ def test_load_or_train_reads_a_variable_cache_at_its_own_length(tmp_path):
     assert rec.config.frames == FRAMES and "train_frames" not in rec.metrics
 
 
+@pytest.mark.numerics
 def test_the_shipped_recognizer_reads_as_it_always_has():
     rec = SequenceRecognizer.load(shipped.fixed_recognizer())
     assert rec.config.frames == 28 and len(rec.vocab) == 26 and " " not in rec.vocab
@@ -317,3 +302,34 @@ def test_the_shipped_recognizer_reads_as_it_always_has():
     assert [t for t, _ in readings] == ["w", "w"]
     assert [round(c, 4) for _, c in readings] == [0.9837, 0.9862]
     assert rec.read([clips[0], clips[1, :20]])[0] == readings[0]  # a list of two lengths
+
+
+@pytest.mark.numerics
+def test_evaluate_reports_each_reader_and_their_agreement(reader, tmp_path):
+    """Two readers of one corpus, the second made to read "a" as "b" and "b" as "a": they agree
+    on the clips without an a or a b, and report.json keeps each one's groups."""
+    texts = ["a", "b", "c", "ab", "ba", "cc"]
+    cache = SymbolCache(tmp_path / "corpus", texts, per_text=4, seed=3)
+    classifier = train_recognizer(cache, cache.split(0.25)[0],
+                                  config=RecognizerConfig(frames=8, size=16, width=8,
+                                                          feature_dim=16),
+                                  settings=TrainSettings(steps=5), device="cpu", progress=False)
+    swapped = SequenceRecognizer(reader.net, ["b", "a", "c"], reader.config)
+    report = evaluate(SymbolPipe(texts), cache, tmp_path / "two", per_text=2,
+                      recognizer=classifier, readers={"first": reader, "swapped": swapped},
+                      progress=False)
+    bt = json.loads((tmp_path / "two" / "report.json").read_text())["back_translation"]
+    assert set(bt["readers"]) == {"first", "swapped"}
+    first = bt["readers"]["first"]["groups"]
+    assert first["letters"]["exact"] == 1.0 and first["seen"]["exact"] == 1.0
+    swapped_letters = bt["readers"]["swapped"]["groups"]["letters"]
+    assert swapped_letters["exact"] == pytest.approx(1 / 3)  # only "c" reads right
+    assert swapped_letters["ceiling_exact"] == pytest.approx(1 / 3, abs=0.2)
+    # letters a, b, c: the readers agree on c's 2 clips of 6; seen ab, ba, cc: on cc's 2 of 6
+    assert bt["agreement"]["letters"] == {"clips": 6, "same": pytest.approx(1 / 3),
+                                          "same_right": pytest.approx(1 / 3)}
+    assert bt["agreement"]["seen"]["same"] == pytest.approx(1 / 3)
+    assert bt["reader"] == "first" and bt["groups"] == bt["readers"]["first"]["groups"]
+    assert bt["met"]["letters"] is True  # swapped: 1/3 >= 0.7 * its own ceiling of ~1/3
+    assert "readers agree" in (tmp_path / "two" / "report.md").read_text()
+    assert report["back_translation"]["agreement"] == bt["agreement"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -15,12 +16,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("starlette", reason="needs the [serve] extra: pip install -e '.[serve]'")
 pytest.importorskip("uvicorn", reason="needs the [serve] extra: pip install -e '.[serve]'")
 
 from text2sign.data.video_io import read_video, write_gif  # noqa: E402
 from text2sign.evaluation.recognizer import RecognizerConfig, TrainSettings  # noqa: E402
+from text2sign.evaluation.sequence import (  # noqa: E402
+    SequenceConfig,
+    SequenceNet,
+    SequenceRecognizer,
+)
+from text2sign.evaluation.transformer_reader import (  # noqa: E402
+    TransformerReader,
+    TransformerReaderConfig,
+    TransformerReaderNet,
+)
 from text2sign.model_folder.build import build_config  # noqa: E402
 from text2sign.model_folder.folder_io import TrainingTexts, training_texts  # noqa: E402
 from text2sign.model_folder.model_info import ModelInfo  # noqa: E402
@@ -28,7 +40,7 @@ from text2sign.model_folder.pipeline import Text2SignPipeline  # noqa: E402
 from text2sign.serve.app import Limits, Service, create_app, serve_in_thread  # noqa: E402
 from text2sign.serve.browser import find_chromium, headless_chromium  # noqa: E402
 from text2sign.serve.corpus import Corpus  # noqa: E402
-from text2sign.serve.reader import load_reader  # noqa: E402
+from text2sign.serve.reader import find_reader_folders, load_readers  # noqa: E402
 
 TEXTS = {"A": ((1, 0), (255, 0, 0)), "B": ((0, 1), (0, 255, 0)), "C": ((1, 1), (0, 0, 255))}
 
@@ -75,9 +87,8 @@ def pipe(model):
 
 def make_service(pipe, model: Path, reader=True, **limits) -> Service:
     corpus = Corpus(pipe.config.data.path)
-    read = load_reader(model / "recognizer") if reader else None
-    return Service(pipe, str(model), pipe.info, read, "tiny" if reader else None, corpus,
-                   Limits(**limits))
+    read, folders = load_readers([model / "recognizer"]) if reader else (None, None)
+    return Service(pipe, str(model), pipe.info, read, folders, corpus, Limits(**limits))
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +137,8 @@ def test_generate_returns_the_pipelines_clip_reading_real_clip_and_timing(server
     status, mp4 = get(server + r["clip"]["mp4"])
     assert status == 200 and mp4[4:8] == b"ftyp"
     assert r["reading"]["text"] in TEXTS and 0.0 <= r["reading"]["confidence"] <= 1.0
+    assert r["readings"] == {"classifier": {**r["reading"], "matches": r["reading"]["text"] == "A"}}
+    assert r["agree"] is None  # one reader
     assert r["seen"] is True and "training texts" in r["seen_source"]
     status, real = get(server + r["real"]["frames"])
     assert status == 200 and png_frames(real, 4).shape == (4, 16, 16, 3)
@@ -200,7 +213,8 @@ def test_page_and_info(server, model):
     status, body = get(server + "/api/info")
     info = json.loads(body)
     assert info["model"]["name"] == str(model) and info["model"]["frames"] == 4
-    assert info["recognizer"] == "tiny" and info["corpus"]["texts"] == 3
+    assert info["readers"] == [{"name": "classifier", "folder": str(model / "recognizer")}]
+    assert info["recognizer"] == str(model / "recognizer") and info["corpus"]["texts"] == 3
     assert info["limits"]["max_bytes"] == 16 and info["memory_mb"] > 0
 
 
@@ -245,7 +259,9 @@ def test_full_queue_answers_503_then_serves_the_queued(pipe, model):
         first.join(60)
         second.join(60)
         assert results["running"][0] == 200 and results["waiting"][0] == 200
-        assert results["running"][1]["reading"] is None  # no recognizer: no reading
+        answer = results["running"][1]
+        assert answer["reading"] is None and answer["readings"] == {}  # no reader: no reading
+        assert answer["agree"] is None
 
 
 def test_a_failing_generation_is_a_500_line_and_the_worker_goes_on(pipe, model):
@@ -258,6 +274,33 @@ def test_a_failing_generation_is_a_500_line_and_the_worker_goes_on(pipe, model):
         assert post(url, {"text": "A", "steps": 1})[0] == 200
 
 
+def test_a_client_that_leaves_mid_upload_leaves_no_traceback(pipe, model):
+    """The app answers a body cut short by a disconnect instead of raising ClientDisconnect
+    (which the server would log as an ASGI exception, with its traceback)."""
+    service = make_service(pipe, model, reader=False)
+    messages = iter([{"type": "http.request", "body": b'{"text": "A', "more_body": True},
+                     {"type": "http.disconnect"}])
+    sent = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/api/generate", "raw_path": b"",
+             "root_path": "", "query_string": b"", "server": ("127.0.0.1", 80),
+             "client": ("127.0.0.1", 1), "headers": [(b"content-type", b"application/json"),
+                                                    (b"content-length", b"100")]}
+    try:
+        asyncio.run(create_app(service)(scope, receive, send))
+    finally:
+        service.store.close()
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+    assert service.worker.pending == 0  # nothing was queued
+
+
 def test_any_function_of_a_clip_is_a_reader(pipe):
     """The interface a sequence recognizer plugs into: uint8 (T, H, W, 3) -> (text, confidence)."""
     seen = []
@@ -266,12 +309,154 @@ def test_any_function_of_a_clip_is_a_reader(pipe):
         seen.append((clip.dtype, clip.shape))
         return "hello", 0.25
 
-    service = Service(pipe, "tiny", pipe.info, read, "a function")
+    service = Service(pipe, "tiny", pipe.info, {"a function": read})
     with serve_in_thread(create_app(service)) as url:
         status, r, _ = post(url, {"text": "A", "steps": 1})
     assert status == 200 and r["reading"] == {"text": "hello", "confidence": 0.25}
+    assert r["readings"] == {"a function": {"text": "hello", "confidence": 0.25,
+                                            "matches": False}}
     assert seen == [(np.uint8, (4, 16, 16, 3))]
     assert r["real"] is None and r["seen"] is True  # no corpus; the model lists its texts
+
+
+# ------------------------------------------------------------------- readers side by side
+
+VOCAB = ["a", "b", "c"]  # the units of the tiny corpus's texts A, B, C
+
+
+def fixed_reader(vocab: list[str], folder: Path) -> Path:
+    """A conv-gru reader saved to `folder` whose CTC head says its first unit at every frame,
+    whatever the clip: it reads every clip as vocab[0], with confidence 1."""
+    config = SequenceConfig(frames=None, size=16, width=8, hidden=8, units="chars")
+    net = SequenceNet(len(vocab), config)
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.fill_(-20.0)
+        net.head.bias[1] = 20.0  # output 0 is the CTC blank, 1 is vocab[0]
+    return SequenceRecognizer(net, vocab, config).save(folder)
+
+
+def random_transformer(folder: Path) -> Path:
+    """A transformer reader of the tiny corpus's letters with random weights."""
+    config = TransformerReaderConfig(size=16, width=8, dim=16, layers=1, heads=2,
+                                     decoder_layers=1, max_units=4)
+    return TransformerReader(TransformerReaderNet(len(VOCAB), config), VOCAB, config).save(folder)
+
+
+@pytest.fixture(scope="module")
+def two_readers(tmp_path_factory) -> list[Path]:
+    """The second is the first with a and b swapped: one reads every clip "a", the other "b"."""
+    root = tmp_path_factory.mktemp("readers")
+    return [fixed_reader(VOCAB, root / "reads-a"), fixed_reader(["b", "a", "c"], root / "reads-b")]
+
+
+def test_two_readers_read_each_clip_side_by_side_and_say_if_they_agree(pipe, two_readers):
+    corpus = Corpus(pipe.config.data.path)
+    read, folders = load_readers(two_readers, texts=corpus.texts)
+    service = Service(pipe, "tiny", pipe.info, read, folders, corpus)
+    with serve_in_thread(create_app(service)) as url:
+        info = json.loads(get(url + "/api/info")[1])
+        status, r, _ = post(url, {"text": "A", "steps": 1})
+    assert info["readers"] == [{"name": "conv-gru", "folder": str(two_readers[0])},
+                               {"name": "conv-gru-2", "folder": str(two_readers[1])}]
+    assert status == 200
+    assert r["readings"] == {"conv-gru": {"text": "a", "confidence": 1.0, "matches": True},
+                             "conv-gru-2": {"text": "b", "confidence": 1.0, "matches": False}}
+    assert r["agree"] is False
+    # the fields of one reader stay, the first reader's, for older clients
+    assert r["reading"] == {"text": "a", "confidence": 1.0}
+    assert r["recognizer"] == info["recognizer"] == str(two_readers[0])
+
+    read, folders = load_readers([two_readers[0], two_readers[0]])
+    with serve_in_thread(create_app(Service(pipe, "tiny", pipe.info, read, folders))) as url:
+        right = post(url, {"text": "A", "steps": 1})[1]
+        wrong = post(url, {"text": "B", "steps": 1})[1]
+    assert list(right["readings"]) == ["conv-gru", "conv-gru-2"]
+    assert right["agree"] is True and all(x["matches"] for x in right["readings"].values())
+    assert wrong["agree"] is True and not any(x["matches"] for x in wrong["readings"].values())
+
+
+def test_a_reader_without_the_corpus_letters_is_refused_naming_it(pipe, tmp_path):
+    no_c = fixed_reader(["a", "b"], tmp_path / "no-c")
+    with pytest.raises(ValueError, match=r"reader '.*no-c': .*no output for 1 unit\(s\).*'c'"):
+        load_readers([no_c], texts=Corpus(pipe.config.data.path).texts)
+
+
+def touch_reader(folder: Path, cls) -> Path:
+    """A folder that looks like a reader of class `cls` (finding does not load it)."""
+    folder.mkdir(parents=True)
+    (folder / cls.config_name).write_text("{}")
+    (folder / cls.weights_name).write_bytes(b"")
+    return folder
+
+
+def test_which_readers_a_model_gets(tmp_path, monkeypatch):
+    import text2sign.serve.reader as serve_reader
+    from text2sign.evaluation.readers import resolve_readers
+    from text2sign.evaluation.recognizer import Recognizer
+
+    model, cache = tmp_path / "model", tmp_path / "cache"
+    model.mkdir()
+    assert find_reader_folders(model, None) == find_reader_folders(model, cache) == []
+    classifier = touch_reader(cache / "recognizer-1", Recognizer)
+    assert find_reader_folders(model, cache) == [classifier]  # the fallback
+    old = touch_reader(cache / "sequence-old", SequenceRecognizer)
+    new = touch_reader(cache / "sequence-new", SequenceRecognizer)
+    os.utime(old, (1e9, 1e9))
+    transformer = touch_reader(cache / "reader-transformer-1", TransformerReader)
+    # evaluate's and demo's readers beside the cache: the newest of each architecture
+    assert find_reader_folders(model, cache) == [new, transformer]
+
+    monkeypatch.setattr(serve_reader.shipped, "is_shipped", lambda folder: True)
+    monkeypatch.setattr(serve_reader.readers, "shipped_reader_folders",
+                        lambda: {"conv-gru": old, "transformer": transformer})
+    assert find_reader_folders(model, cache) == [old, transformer]  # the shipped model's
+    # --recognizer shipped DIR, as evaluate takes it
+    assert resolve_readers(["shipped", str(new), str(old)]) == [old, transformer, new]
+
+    # the model's own readers come first, either architecture in MODEL/recognizer
+    own = random_transformer(model / "recognizer")
+    assert find_reader_folders(model, cache) == [own]
+    second = fixed_reader(VOCAB, model / "reader-transformer")
+    assert find_reader_folders(model, cache) == [own, second]
+    read, folders = load_readers(find_reader_folders(model, cache))
+    assert folders == {"transformer": str(own), "conv-gru": str(second)}
+    clip = np.zeros((5, 16, 16, 3), np.uint8)
+    text, confidence = read["transformer"](clip)
+    assert isinstance(text, str) and 0.0 <= confidence <= 1.0
+    assert read["conv-gru"](clip) == ("a", 1.0)
+
+    monkeypatch.setattr(serve_reader.readers, "shipped_reader_folders", lambda: {})
+    with pytest.raises(FileNotFoundError, match="no shipped reader is installed"):
+        resolve_readers(["shipped"])
+
+
+def test_the_corpus_names_the_cache_the_data_pipeline_makes(pipe):
+    """Readers trained by evaluate are looked for beside this cache, for either time mode."""
+    from text2sign.data.dataset import open_clips
+
+    corpus = Corpus(pipe.config.data.path)
+    for frames, mode, fps in ((4, "resample", None), (8, "fps", 4.0)):
+        made = open_clips(corpus.path, frames, 16, mode, progress=False, fps=fps)
+        assert corpus.cache_dir(frames, 16, mode, "crop", fps) == Path(made.path)
+
+
+def test_cli_serve_takes_recognizer_more_than_once(model, two_readers, capsys):
+    from text2sign.cli import build_parser, main
+    from text2sign.cli.serve import load_service
+
+    args = build_parser().parse_args(["serve", "--model", str(model), "--device", "cpu",
+                                      "--recognizer", str(two_readers[0]),
+                                      "--recognizer", str(two_readers[1])])
+    service = load_service(args)
+    try:
+        assert service.reader_folders == {"conv-gru": str(two_readers[0]),
+                                          "conv-gru-2": str(two_readers[1])}
+    finally:
+        service.store.close()
+    no_c = fixed_reader(["a", "b"], two_readers[0].parent / "no-c")
+    assert main(["serve", "--model", str(model), "--port", "0", "--recognizer", str(no_c)]) == 2
+    assert "no output for 1 unit(s)" in capsys.readouterr().err
 
 
 def test_old_clips_are_deleted_past_keep_clips(pipe, model):
@@ -318,9 +503,10 @@ def test_cli_serve_runs_the_page_and_refuses_a_taken_port(model, capsys):
                 break
         assert lines and lines[-1].startswith("open http://127.0.0.1:"), "".join(lines)
         url = lines[-1].split()[1].rstrip("/")
-        assert f"recognizer: {model / 'recognizer'}" in "".join(lines)
+        assert f"reader:     classifier {model / 'recognizer'}" in "".join(lines)
         status, body = get(url + "/api/info")
-        assert status == 200 and json.loads(body)["model"]["name"] == str(model)
+        # the model by its name (here its run's), never the server's absolute path
+        assert status == 200 and json.loads(body)["model"]["name"] == model.parent.name
         port = int(url.rsplit(":", 1)[1])
         assert main(["serve", "--model", str(model), "--port", str(port)]) == 2
         assert main(["serve", "--model", str(model), "--port", "0", "--data",
@@ -345,40 +531,49 @@ def test_cli_serve_without_the_extra_says_how_to_install_it(monkeypatch, capsys)
 
 @pytest.mark.skipif(find_chromium() is None, reason="no Chromium: install Debian's chromium and "
                     "chromium-driver (apt-get install chromium chromium-driver); .ci/run does")
-def test_page_in_headless_chromium_plays_a_generated_clip(server):
+def test_page_in_headless_chromium_plays_a_clip_two_readers_read(pipe, two_readers):
     pytest.importorskip("selenium", reason="needs selenium: pip install -e '.[dev]'")
     from PIL import Image
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver = headless_chromium()
-    try:
-        driver.get(server + "/")
-        wait = WebDriverWait(driver, 60)
-        wait.until(lambda d: "model" in d.find_element(By.ID, "model").text
-                   and "tiny" in d.find_element(By.ID, "model").text)
+    read, folders = load_readers(two_readers)
+    service = Service(pipe, "tiny", pipe.info, read, folders, Corpus(pipe.config.data.path))
+    with serve_in_thread(create_app(service)) as server:
+        driver = headless_chromium()
+        try:
+            driver.get(server + "/")
+            wait = WebDriverWait(driver, 60)
+            wait.until(lambda d: "Read back by: conv-gru, conv-gru-2."
+                       in d.find_element(By.ID, "model").text)
 
-        driver.find_element(By.ID, "generate").click()  # nothing typed: the API's 400 shows
-        wait.until(lambda d: d.find_element(By.ID, "status").get_attribute("class") == "error")
-        assert '"text" is empty' in driver.find_element(By.ID, "status").text
+            driver.find_element(By.ID, "generate").click()  # nothing typed: the API's 400 shows
+            wait.until(lambda d: d.find_element(By.ID, "status").get_attribute("class")
+                       == "error")
+            assert '"text" is empty' in driver.find_element(By.ID, "status").text
 
-        driver.find_element(By.ID, "text").send_keys("AB")
-        driver.find_element(By.ID, "steps").send_keys("2")
-        driver.find_element(By.ID, "generate").click()
-        wait.until(lambda d: d.find_element(By.ID, "result").get_attribute("data-shown"))
-        assert driver.find_element(By.ID, "status").text == ""
-        assert "confidence" in driver.find_element(By.ID, "reading").text
-        assert driver.find_element(By.ID, "seen").text.startswith("no")
-        gif = driver.find_element(By.LINK_TEXT, "GIF")
-        assert gif.get_attribute("download") == "AB-seed0.gif"
+            driver.find_element(By.ID, "text").send_keys("AB")
+            driver.find_element(By.ID, "steps").send_keys("2")
+            driver.find_element(By.ID, "generate").click()
+            wait.until(lambda d: d.find_element(By.ID, "result").get_attribute("data-shown"))
+            assert driver.find_element(By.ID, "status").text == ""
+            # beside the generated clip: each reader's reading, then whether they agree
+            rows = driver.find_elements(By.CSS_SELECTOR, "#reading [data-reader]")
+            assert [row.text for row in rows] == [
+                'conv-gru reads "a" 100% sure, not the text asked',
+                'conv-gru-2 reads "b" 100% sure, not the text asked']
+            assert driver.find_element(By.ID, "agree").text == "The readers disagree."
+            assert driver.find_element(By.ID, "seen").text.startswith("no")
+            gif = driver.find_element(By.LINK_TEXT, "GIF")
+            assert gif.get_attribute("download") == "AB-seed0.gif"
 
-        # What the page shows changes over time: several different frames of the clip.
-        canvas = driver.find_element(By.ID, "clip")
-        shots = []
-        for _ in range(16):
-            image = Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB")
-            shots.append(np.asarray(image).tobytes())
-            time.sleep(0.07)
-        assert len(set(shots)) >= 3, f"the clip showed {len(set(shots))} distinct frames"
-    finally:
-        driver.quit()
+            # What the page shows changes over time: several different frames of the clip.
+            canvas = driver.find_element(By.ID, "clip")
+            shots = []
+            for _ in range(16):
+                image = Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB")
+                shots.append(np.asarray(image).tobytes())
+                time.sleep(0.07)
+            assert len(set(shots)) >= 3, f"the clip showed {len(set(shots))} distinct frames"
+        finally:
+            driver.quit()

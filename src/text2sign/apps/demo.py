@@ -13,11 +13,13 @@ from text2sign.data.dataset import open_data
 from text2sign.data.fingerspelling import build_fingerspelling_corpus, builtin_words, clip_paths
 from text2sign.data.folder import default_workers
 from text2sign.evaluation.evaluate import evaluate, print_report
-from text2sign.evaluation.sequence import SequenceRecognizer, load_or_train_sequence_recognizer
+from text2sign.evaluation.readers import pick_readers
 from text2sign.model_folder import shipped
 from text2sign.model_folder.build import build_config
-from text2sign.model_folder.folder_io import TrainingTexts, read_model_info, training_texts
+from text2sign.model_folder.folder_io import TrainingTexts, training_texts
 from text2sign.model_folder.pipeline import Text2SignPipeline
+from text2sign.model_folder.resolve import ModelFolder, resolve_model
+from text2sign.training.loop import train as train_model
 
 DEMO_VARIANTS = 8  # clips per text: held-out real clips for the ceilings (v00, v01 are the
 # words corpus's own clips, v02-v07 new renders no model or recognizer trained on)
@@ -32,7 +34,7 @@ def _shipped_config():
     """The shipped model's run config, the starting point of `demo --train`, or None."""
     folder = shipped.model()
     if (folder / "config.json").is_file():
-        return read_model_info(folder).config
+        return resolve_model(folder).config
     return None
 
 
@@ -77,18 +79,20 @@ def demo_words(trained: TrainingTexts, words: list[str], count: int = DEMO_WORDS
 
 
 def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float = 30.0,
-             per_text: int = 1, device: str | None = None, *, model: str | Path | None = None,
+             per_text: int = 1, device: str | None = None, *,
+             model: str | Path | ModelFolder | None = None,
              config: Any = None, words: list[str] | None = None,
-             recognizer: str | Path | None = None, progress: bool = True,
+             recognizers: list[str | Path] | None = None, progress: bool = True,
              quiet: bool = False) -> dict[str, Any]:
     """Letters and words -> shipped (or freshly trained) model -> generated clips -> reports.
 
     With ``train``, the model is trained for ``minutes`` on the full corpus (letters and
     ``words``, default the built-in list) with ``config`` (default: the shipped model's).
     The demo then generates every letter and `DEMO_WORDS` seen and unseen words, scores them
-    with the classifier (top-1, FD) and reads them back with the sequence recognizer (the one
-    shipped with text2sign, trained on the ASL words corpus; else one trained on the training
-    corpus), which is left in ``out/recognizer``. ``quiet`` prints the results only.
+    with the classifier (top-1, FD) and reads them back with two readers of different
+    architectures (``recognizers``, default: the ones shipped with text2sign for a model timed
+    by its text, the 28-frame reader for a 28-frame model; else a pair trained on the training
+    corpus), which are left in ``out/readers/NAME``. ``quiet`` prints the results only.
     """
     if per_text < 1:
         raise ValueError(f"per_text={per_text}: must be at least 1 clip per text")
@@ -100,9 +104,6 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     if train:
         if minutes <= 0:
             raise ValueError(f"minutes={minutes}: the training budget must be positive")
-        # accelerate, TensorBoard (~0.7 s more): only `demo --train` needs the training loop
-        from text2sign.training.loop import train as train_model
-
         cfg = config or _shipped_config() or build_config("small")
         rate = cfg.data.fps if cfg.data.time_mode == "fps" else None
         if rate is not None and default_words:  # timed by its text: long words and phrases too
@@ -118,13 +119,7 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
         folder = train_model(cfg, run, progress=progress, device=device)
         training_cache = open_data(cfg.data, progress=progress, path=corpus)
     else:
-        folder = Path(model) if model is not None else shipped.default_model()
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(
-                f"no demo model at {str(folder)!r} (this text2sign was installed without it); "
-                "train one with `text2sign demo --train --minutes 30`, or evaluate your own "
-                "with `text2sign evaluate --model FOLDER --data DIR`"
-            )
+        folder = model if isinstance(model, ModelFolder) else resolve_model(model)
     pipe = Text2SignPipeline.from_pretrained(folder, device=device)
     dc = pipe.config.data
     short = [w for w in words if " " not in w and len(w) < 9]
@@ -140,22 +135,20 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     cache = open_data(dc, progress=progress, path=corpus)
 
     # Shipped, trained on the ASL corpus: at the data rate, or at 28 frames for such models.
-    own = shipped.recognizer() if pipe.fps is not None else shipped.fixed_recognizer()
-    if recognizer is None and own.is_dir():
-        recognizer = own
-    if recognizer is not None:
-        sequence = SequenceRecognizer.load(recognizer, pipe.device)
-    else:  # trained once on the training corpus's training clips (or the demo corpus's)
-        sequence = load_or_train_sequence_recognizer(
-            training_cache or cache, dc.val_fraction, dc.holdout_texts, device=pipe.device,
-            progress=progress)
-    sequence.save(out / "recognizer")
+    if recognizers is None and not train:
+        own = ["shipped"] if pipe.fps is not None else [shipped.fixed_recognizer()]
+        recognizers = own if pipe.fps is None or shipped.recognizer().is_dir() else None
+    readers = pick_readers(recognizers, training_cache or cache, val_fraction=dc.val_fraction,
+                           holdout=dc.holdout_texts, device=pipe.device, progress=progress)
+    for name, reader in readers.items():
+        reader.save(out / "readers" / name)
     report = evaluate(pipe, cache, out / "eval", per_text=per_text, progress=progress,
-                      sequence_recognizer=sequence, name=str(folder))
-    report["recognizer"] = str(out / "recognizer")
+                      readers=readers, name=str(pipe.folder))
+    report["readers"] = {name: str(out / "readers" / name) for name in readers}
     report["demo_seconds"] = time.perf_counter() - started
     print_report(report)
-    print(f"recognizer:    {out / 'recognizer'}")
+    for name in readers:
+        print(f"reader {name}: {out / 'readers' / name}")
     print(f"demo took {report['demo_seconds']:.0f} s")
     return report
 

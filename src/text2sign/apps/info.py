@@ -8,30 +8,26 @@ from pathlib import Path
 from torch import nn
 
 from text2sign.core.config import Config
-from text2sign.core.files import verify_digests
 from text2sign.core.report import format_table
 from text2sign.model_folder.card import or_unknown, preset_label, student_line
-from text2sign.model_folder.folder_io import (
-    TEXTS_FILE,
-    model_or_shipped,
-    read_model_info,
-    read_training_texts,
-)
+from text2sign.model_folder.folder_io import TEXTS_FILE
 from text2sign.model_folder.pipeline import Text2SignPipeline
+from text2sign.model_folder.resolve import ModelFolder, resolve_model
 from text2sign.training.run_state import list_checkpoints
 
 
 def describe(name: str | Path | None, modules: bool = False) -> list[str]:
     """The lines `text2sign info` prints for a model or run folder (default: the shipped
     model)."""
-    folder = model_or_shipped(name)
-    rows = model_rows(folder)
+    model = resolve_model(name)  # read and its weights verified once, for every line below
+    rows = model_rows(model)
+    folder = model.path
     run = folder.parent if folder.name == "model" else None
     lines = table(rows)
     if run is not None and (run / "checkpoints").is_dir():
         lines += ["", f"checkpoints in {run / 'checkpoints'}:", format_table(checkpoint_rows(run))]
     if modules:
-        pipe = Text2SignPipeline.from_pretrained(folder, device="cpu")
+        pipe = Text2SignPipeline.from_pretrained(model, device="cpu")
         parts = {"denoiser": pipe.denoiser, "text encoder": pipe.conditioner,
                  "autoencoder": pipe.autoencoder}
         lines += ["", "modules and their parameters:"]
@@ -108,10 +104,9 @@ def module_tree(module: nn.Module, name: str, depth: int = 3) -> list[str]:
     return lines
 
 
-def model_rows(folder: Path) -> list[tuple[str, str]]:
+def model_rows(model: ModelFolder) -> list[tuple[str, str]]:
     """What a model folder is: architecture, sizes, diffusion space, training, data."""
-    info = read_model_info(folder)
-    verify_digests(folder, info.files, "copy the model folder again or retrain it")
+    folder, info = model.path, model.info
     cfg, data = info.config, info.data
     size_mb = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20
     params = info.parameters.get("denoiser")
@@ -134,7 +129,7 @@ def model_rows(folder: Path) -> list[tuple[str, str]]:
         ("data", f"{data.get('path', '?')}: {data.get('clips', '?')} clips, "
                  f"{data.get('texts', '?')} distinct texts"),
     ]
-    texts = read_training_texts(folder)
+    texts = model.training_texts
     if texts is not None:
         held = data.get("held_out_texts")
         rows.append(("training texts", f"{len(texts)} in {folder / TEXTS_FILE}"

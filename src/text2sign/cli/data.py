@@ -8,6 +8,8 @@ from pathlib import Path
 
 from text2sign.core.config import VAL_FRACTION
 from text2sign.core.console import add_quiet, shows_progress
+from text2sign.data.cache import ClipCache, is_cache, prepare_cache
+from text2sign.data.folder import scan_folder
 
 
 def register(subparsers) -> None:
@@ -57,10 +59,6 @@ def register(subparsers) -> None:
 
 def check_command(args: argparse.Namespace) -> int:
     """Every pair of a clip folder, then every clip of its caches (or of a cache given)."""
-    # PIL, tqdm (the clip readers): imported when the command runs, so --help stays fast
-    from text2sign.data.cache import ClipCache, is_cache
-    from text2sign.data.folder import scan_folder
-
     root = Path(args.dir)
     bad_count = 0
     if not is_cache(root):
@@ -84,8 +82,6 @@ def check_command(args: argparse.Namespace) -> int:
 
 
 def prepare_command(args: argparse.Namespace) -> int:
-    from text2sign.data.cache import prepare_cache  # PIL, tqdm: imported here, not by --help
-
     if args.fps is not None:
         frames, time_mode = args.max_frames, "fps"
         if frames < 1:
@@ -127,11 +123,14 @@ def register_fingerspelling(subparsers) -> None:
                    help="comma-separated sign language codes (default: ase = ASL)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--letters", action="store_true", help="one clip per letter (default)")
-    what.add_argument("--words", metavar="FILE|en,...",
+    what.add_argument("--words", metavar="FILE|words,...",
                       help="words or phrases to spell, comma-separated lists: text files (one "
-                      "word or phrase per line) or built-in lists: `en` (2,400 frequent English "
-                      "words of 2-8 letters), `en-long` (300 of 9-14 letters), `en-phrases` "
-                      "(309 phrases of 2-3 words)")
+                      "word or phrase per line) or built-in lists: each language's own "
+                      "`words` (600 frequent words of 2-8 letters; ASL: the 2,400 of `en`), "
+                      "`long` (100 of 9-14 letters; ASL: the 300 of `en-long`) and `names` "
+                      "(150), or one list for all: `en`, `en-long`, `en-phrases` (309 phrases "
+                      "of 2-3 words), `CODE`, `CODE-long`, `CODE-names`. A text with a letter "
+                      "a language's alphabet lacks is skipped and counted")
     p.add_argument("--with-letters", action="store_true",
                    help="with --words: also one clip per letter")
     p.add_argument("--workers", type=int, default=1, help="render in N processes")
@@ -150,7 +149,8 @@ def register_fingerspelling(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sheet", metavar="PNG", help="also write a contact sheet, one row per text")
     p.add_argument("--list-languages", action="store_true",
-                   help="list the available languages and their letters, then exit")
+                   help="list the available languages, their letters (a multi-character "
+                   "letter is one sign) and what to know about their recordings, then exit")
     add_quiet(p)
     p.set_defaults(func=fingerspelling_command)
 
@@ -158,31 +158,34 @@ def register_fingerspelling(subparsers) -> None:
 def fingerspelling_command(args: argparse.Namespace) -> int:
     """Build the corpus (or list languages) from parsed arguments."""
     # spoken-to-signed, pose-format, PIL: imported when the command runs, so --help stays fast
-    from text2sign.data.fingerspelling import (
-        build_fingerspelling_corpus,
-        list_languages,
-        words_from,
-        write_sheet_from_corpus,
-    )
+    from text2sign.data import fingerspelling as fs
 
     if args.list_languages:
-        for lang, letters in list_languages().items():
-            print(f"{lang}  {len(letters):2d}  {' '.join(letters)}")
+        for lang, letters in fs.list_languages().items():
+            note = fs.LANGUAGE_NOTES.get(lang)
+            print(f"{lang}  {len(letters):2d}  {' '.join(letters)}" + (f"  ({note})" if note
+                                                                        else ""))
         return 0
     if not args.out:
         raise ValueError("data fingerspelling needs an OUT folder, e.g. data/asl-letters")
+    languages = fs.check_languages(args.languages.split(","), fs.read_index())
     words = None
     if args.words:
-        words = words_from(args.words)
+        words = {}
+        for lang in languages:
+            texts = fs.words_from(args.words, lang)
+            words[lang], skipped = fs.spellable(texts, lang)
+            print(fs.skipped_line(lang, len(texts), skipped) if skipped
+                  else f"{lang}: {len(texts)} texts")
     elif args.with_letters:
         raise ValueError("--with-letters goes with --words; letters alone are the default")
-    gifs = build_fingerspelling_corpus(
-        args.out, languages=args.languages.split(","), words=words, frames=args.frames,
+    gifs = fs.build_fingerspelling_corpus(
+        args.out, languages=languages, words=words, frames=args.frames,
         fps=args.fps, size=args.size, variants=args.variants, seed=args.seed,
         progress=shows_progress(args), letters=True if args.with_letters else None,
         workers=args.workers, boundary=args.boundary,
     )
     print(f"wrote {len(gifs)} clips to {args.out}")
     if args.sheet:
-        print(f"wrote contact sheet {write_sheet_from_corpus(args.sheet, gifs)}")
+        print(f"wrote contact sheet {fs.write_sheet_from_corpus(args.sheet, gifs)}")
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from text2sign.core.config import SAMPLERS
 from text2sign.core.console import add_quiet, shows_progress
+from text2sign.core.report import format_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,9 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "folder, else runs/eval)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--recognizer", metavar="DIR",
-                   help="a sequence recognizer folder for the back-translation (default: the "
-                   "corpus's own, trained on first use and cached)")
+    p.add_argument("--recognizer", metavar="DIR", action="append",
+                   help="a reader folder for the back-translation; give it again for another "
+                   "reader, or `shipped` for the shipped readers (default: one reader of each "
+                   "architecture trained on the corpus on first use and cached)")
     p.add_argument("--max-texts", type=int, metavar="N",
                    help="at most N texts of each group (letters, seen, unseen, unseen-long, "
                    "unseen-phrases), picked by a stable hash (default: every text)")
@@ -66,9 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "model's, configs/asl-demo.yaml)")
     p.add_argument("--per-text", type=int, default=1, metavar="K",
                    help="clips generated per text (default 1)")
-    p.add_argument("--recognizer", metavar="DIR",
-                   help="sequence recognizer folder for the back-translation (default: the "
-                   "one shipped with the model)")
+    p.add_argument("--recognizer", metavar="DIR", action="append",
+                   help="a reader folder for the back-translation, repeatable (default: the "
+                   "two shipped readers)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
     add_quiet(p)
     p.set_defaults(func=run_demo_command)
@@ -123,9 +125,9 @@ def register_reader(sub: argparse._SubParsersAction) -> None:
 def run_reader(args: argparse.Namespace) -> int:
     # torch: imported when the command runs, so `text2sign --help` stays fast
     from text2sign.core.device import pick_device
-    from text2sign.core.report import format_table
     from text2sign.data.dataset import open_clips
     from text2sign.evaluation.readers import (
+        ARCHS,
         load_or_train_reader,
         load_reader,
         read_real,
@@ -140,8 +142,6 @@ def run_reader(args: argparse.Namespace) -> int:
                        fps=args.fps if mode == "fps" else None)
     device = pick_device(args.device)
     if args.reader_command == "train":
-        from text2sign.evaluation.readers import ARCHS
-
         settings = ARCHS[args.arch][2]()
         if args.steps is not None:
             if args.steps < 1:
@@ -186,9 +186,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # torch: imported when the command runs, so `text2sign --help` stays fast
     from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import evaluate, print_report
-    from text2sign.evaluation.sequence import SequenceRecognizer
-    from text2sign.model_folder.folder_io import add_evaluation, shipped_default
+    from text2sign.evaluation.readers import pick_readers
+    from text2sign.model_folder.folder_io import add_evaluation
     from text2sign.model_folder.pipeline import Text2SignPipeline
+    from text2sign.model_folder.resolve import resolve_model
 
     if args.per_text < 1:
         raise ValueError(f"--per-text {args.per_text}: must be at least 1")
@@ -196,20 +197,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.max_texts is not None and args.max_texts < 1:
         raise ValueError(f"--max-texts {args.max_texts}: must be at least 1")
-    named = args.model or shipped_default(args.sampler, args.steps, args.guidance)
-    pipe = Text2SignPipeline.from_pretrained(named, device=args.device)  # found once
+    model = resolve_model(args.model, sampler=args.sampler, steps=args.steps,
+                          guidance=args.guidance)
+    pipe = Text2SignPipeline.from_pretrained(model, device=args.device)
     folder = pipe.folder
     if not args.quiet:
         print(f"model: {folder}")
-    sequence = None
-    if args.recognizer:
-        sequence = SequenceRecognizer.load(args.recognizer, pipe.device)
     dc = pipe.config.data
     cache = open_data(dc, progress=shows_progress(args), path=args.data)
+    readers = None  # evaluate trains (or finds cached) one of each kind on the corpus
+    if args.recognizer and not args.no_back_translation:
+        readers = pick_readers(args.recognizer, cache, device=pipe.device)
     report = evaluate(pipe, cache, Path(args.out) if args.out else default_out(folder),
                       per_text=args.per_text, sampler=args.sampler, steps=args.steps,
                       guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-                      sequence_recognizer=sequence, back_translate=not args.no_back_translation,
+                      readers=readers, back_translate=not args.no_back_translation,
                       max_texts=args.max_texts, name=str(folder), progress=shows_progress(args),
                       only=args.groups.split(",") if args.groups else None)
     print_report(report)
@@ -223,7 +225,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     # torch: imported when the command runs, so `text2sign --help` stays fast
     from text2sign.apps.demo import run_demo
     from text2sign.model_folder.build import build_config
-    from text2sign.model_folder.folder_io import model_or_shipped
+    from text2sign.model_folder.resolve import resolve_model
 
     config = None
     if args.config is not None:
@@ -235,8 +237,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
                          "train a new one")
     model = None
     if args.model is not None:
-        model = model_or_shipped(args.model)
+        model = resolve_model(args.model)
     run_demo(args.out, train=args.train, minutes=args.minutes, per_text=args.per_text,
-             device=args.device, config=config, model=model, recognizer=args.recognizer,
+             device=args.device, config=config, model=model, recognizers=args.recognizer,
              progress=shows_progress(args), quiet=args.quiet)
     return 0

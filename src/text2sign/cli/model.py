@@ -7,8 +7,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from text2sign.core.config import PRESETS, SAMPLERS
+from text2sign.core.config import PRESETS, SAMPLERS, apply_overrides
 from text2sign.core.console import add_quiet, shows_progress
+from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif, write_mp4
+from text2sign.model_folder.shipped import SHIPPED
 
 
 def _preset_names() -> list[str]:
@@ -155,9 +157,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_distill(args: argparse.Namespace) -> int:
     # torch, accelerate: imported when the command runs, so `text2sign --help` stays fast
-    from text2sign.core.config import apply_overrides
-    from text2sign.model_folder.folder_io import model_or_shipped, read_model_info
-    from text2sign.model_folder.shipped import SHIPPED
+    from text2sign.model_folder.resolve import locate, resolve_model
     from text2sign.training.distillation import distill, student_config
     from text2sign.training.run_state import read_run_config, resume_config
 
@@ -165,14 +165,14 @@ def run_distill(args: argparse.Namespace) -> int:
     run = read_run_config(out, args.resume) if args.resume else None
     if run is None and args.model is None:
         raise ValueError("--model is missing: name the teacher model folder to distil")
-    teacher = model_or_shipped(args.model or run.distill.teacher)
-    if run is not None and args.model and teacher.resolve() != model_or_shipped(
-            run.distill.teacher).resolve():
+    teacher = resolve_model(args.model or run.distill.teacher)
+    if run is not None and args.model and teacher.path.resolve() != locate(
+            run.distill.teacher)[0].resolve():
         raise ValueError(f"--model {args.model!r} is not the teacher of the run in {str(out)!r} "
                          f"({run.distill.teacher!r}); drop --model, or start a new --out")
     if run is None:  # a shipped teacher keeps its name: the student works wherever it is copied
-        named = args.model if str(args.model).startswith(SHIPPED) else teacher
-        cfg = student_config(read_model_info(teacher).config, named,
+        named = args.model if str(args.model).startswith(SHIPPED) else teacher.path
+        cfg = student_config(teacher.config, named,
                              4 if args.steps is None else args.steps, args.overrides,
                              data=args.data)
     elif args.steps is not None and args.steps != run.distill.steps:
@@ -187,7 +187,7 @@ def run_distill(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"the teacher's data {cfg.data.path!r} does not exist; pass "
                                 "--data DIR, the clips the teacher was trained on")
     model = distill(cfg, out, resume=args.resume, progress=shows_progress(args),
-                    device=args.device, quiet=args.quiet,
+                    device=args.device, quiet=args.quiet, teacher=teacher,
                     command=getattr(args, "command_line", None))
     print(model if args.quiet else f"student: {model}\nsample: text2sign sample --model {model} "
           f"\"A\"\nwatch:  tensorboard --logdir {out}")
@@ -196,14 +196,14 @@ def run_distill(args: argparse.Namespace) -> int:
 
 def run_sample(args: argparse.Namespace) -> int:
     # torch (pipeline), PIL (video_io): imported when the command runs, so --help stays fast
-    from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif, write_mp4
-    from text2sign.model_folder.folder_io import shipped_default
     from text2sign.model_folder.pipeline import Text2SignPipeline
+    from text2sign.model_folder.resolve import resolve_model
 
     if args.num < 1:
         raise ValueError(f"--num {args.num}: must be at least 1")
-    named = args.model or shipped_default(args.sampler, args.steps, args.guidance)
-    pipe = Text2SignPipeline.from_pretrained(named, device=args.device)  # found once
+    model = resolve_model(args.model, sampler=args.sampler, steps=args.steps,
+                          guidance=args.guidance)
+    pipe = Text2SignPipeline.from_pretrained(model, device=args.device)
     if not args.quiet:
         print(f"model: {pipe.folder}")
     pipe.check_texts(args.texts)

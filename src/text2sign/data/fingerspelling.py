@@ -27,7 +27,7 @@ import json
 import multiprocessing
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,10 @@ from typing import Any
 import numpy as np
 import spoken_to_signed
 
+from text2sign.core import units
 from text2sign.core.files import ASSETS
 from text2sign.data.folder import FINGERSPELLING_MARKER
+from text2sign.data.video_io import read_video, write_contact_sheet, write_gif
 
 SUPERSAMPLE = 4  # draw at 4x, then box-filter down: cheap anti-aliasing
 DEFAULT_ZOOM = 0.8  # crop side in shoulder widths: a hand is 0.25-0.6 shoulder widths long
@@ -127,11 +129,14 @@ def lexicon_dir() -> Path:
 
 
 def read_index() -> dict[str, dict[str, dict[str, Any]]]:
-    """Signed language -> letter -> best index row (lowest priority value wins)."""
+    """Signed language -> letter -> best index row (lowest priority value wins), without the
+    `BROKEN_LETTERS`."""
     with open(lexicon_dir() / "index.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     index: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
+        if row["words"] in BROKEN_LETTERS.get(row["signed_language"], ()):
+            continue
         letters = index.setdefault(row["signed_language"], {})
         best = letters.get(row["words"])
         if best is None or int(row["priority"]) < int(best["priority"]):
@@ -139,42 +144,91 @@ def read_index() -> dict[str, dict[str, dict[str, Any]]]:
     return index
 
 
+# `fsl` in the lexicon is the ASL recordings relabelled (its rows point at the ase/ files: the
+# package's create_index.py copies ASL "for French"), not French Sign Language.
+ALIASES = {"fsl": "ase"}
+# The Greek (gss) recordings were squeezed in time before they were shipped: a letter lasts 6-10
+# frames (median 0.32 s; two letters 105 and 258 frames) where every other signer takes a median
+# 0.96-1.16 s, and the Greek hand moves ~4x faster (90th-percentile speed of the hand centre 28
+# shoulder widths/s, the others 3.5-11.7, median 6.9), while the original Greek recordings were
+# as long as the others' (3.5-5.8 s, index.csv `end`). Resampled 3.1x slower, a Greek letter lasts
+# the others' median 1.0 s and its hand moves at ~9 shoulder widths/s, inside their range.
+PACE_REPAIR = {"gss": 3.1}
+# Recordings that hold no readable letter: the Greek Ο (258 frames) and Φ (105) are long takes
+# where the hand drops out of view and comes back, its tracking lost (a flat hand, stray arms).
+BROKEN_LETTERS = {"gss": ("Ο", "Φ")}
+# What the recordings show beyond their letters (measured: a hand counts in a frame when >= half
+# its points are tracked; two-handed = both hands in >= 30% of a letter's frames).
+LANGUAGE_NOTES = {
+    "cse": "two-handed: both hands in 27 of 34 letters",
+    "csq": "two-handed: both hands in 22 of 34 letters",
+    "tsm": "two-handed: both hands in 22 of 29 letters; I is the dotless ı, İ the dotted i",
+    "ise": "signed with the left hand",
+    "gss": f"recordings squeezed to ~0.3 s a letter: resampled {PACE_REPAIR['gss']}x slower, "
+           "to the other signers' pace; Ο and Φ left out: their recordings are long takes with "
+           "the tracking lost, so words with ο or φ are skipped",
+    "fsl": "not French Sign Language: the ASL (ase) recordings relabelled; not built (use ase)",
+}
+
+
 def list_languages() -> dict[str, list[str]]:
     """Signed language code -> its letters, in lexicon order."""
     return {lang: list(letters) for lang, letters in sorted(read_index().items())}
 
 
-def _check_languages(languages: Sequence[str], index: dict[str, Any]) -> list[str]:
+def alphabet(language: str, index: dict[str, Any] | None = None) -> dict[str, str]:
+    """A language's letters as text units (`units.fold`: "Ä" stored decomposed is "ä") -> the
+    lexicon's letter."""
+    index = read_index() if index is None else index
+    return {units.fold(letter, language): letter for letter in index[language]}
+
+
+def check_languages(languages: Sequence[str], index: dict[str, Any]) -> list[str]:
     languages = [lang.strip() for lang in languages if lang.strip()]
+    aliased = [lang for lang in languages if lang in ALIASES]
+    if aliased:
+        raise ValueError(f"{aliased[0]}: {LANGUAGE_NOTES[aliased[0]]}")
     unknown = [lang for lang in languages if lang not in index]
     if unknown or not languages:
         raise ValueError(
             f"unknown fingerspelling language(s) {unknown or languages!r}; available: "
-            f"{', '.join(sorted(index))} (ISO 639-3 sign language codes, e.g. ase = ASL)"
+            f"{', '.join(sorted(set(index) - set(ALIASES)))} (ISO 639-3 sign language codes, "
+            "e.g. ase = ASL)"
         )
     return languages
 
 
-def spell(word: str, letters: Sequence[str], language: str = "?") -> list[str]:
-    """Split a word into lexicon letters, longest first (as `FingerspellingPoseLookup` does);
-    a phrase's words one after the other (the spaces are word boundaries, not letters)."""
-    if len(word.split()) > 1:
-        return [key for part in word.split() for key in spell(part, letters, language)]
-    keys = sorted({k.lower() for k in letters}, key=len, reverse=True)
-    text, out, i = word.lower(), [], 0
-    while i < len(text):
-        key = next((k for k in keys if text.startswith(k, i)), None)
-        if key is None:
-            raise ValueError(
-                f"cannot fingerspell {word!r} in {language}: no recording for {text[i]!r}; "
-                f"its letters are {' '.join(letters)} (digits and punctuation are not letters; "
-                "a phrase is words separated by spaces)"
-            )
-        out.append(key)
-        i += len(key)
+def spell(word: str, letters: Sequence[str], language: str = units.DEFAULT_LANGUAGE) -> list[str]:
+    """The letters (text units) a word or phrase is spelled with, the spaces of a phrase left
+    out (they are word boundaries, not letters); a unit the alphabet ``letters`` lacks is an
+    error naming it."""
+    have = {units.fold(letter, language) for letter in letters}
+    lacking = units.missing(word, have, language)
+    if lacking:
+        raise ValueError(
+            f"cannot fingerspell {word!r} in {language}: no recording for "
+            f"{', '.join(map(repr, lacking))}; its letters are {' '.join(letters)} (digits and "
+            "punctuation are not letters; a phrase is words separated by spaces)"
+        )
+    out = [u for u in units.split(word, "chars", language) if u != " "]
     if not out:
         raise ValueError(f"cannot fingerspell an empty word in {language}")
     return out
+
+
+def spellable(words: Sequence[str], language: str, index: dict[str, Any] | None = None
+              ) -> tuple[list[str], dict[str, list[str]]]:
+    """(the words the alphabet of ``language`` spells, {skipped word: the letters it lacks}):
+    a word is never spelled with a letter it does not have."""
+    have = set(alphabet(language, index))
+    kept, skipped = [], {}
+    for word in words:
+        lacking = units.missing(word, have, language) if word.strip() else [" "]
+        if lacking:
+            skipped[word] = lacking
+        else:
+            kept.append(word)
+    return kept, skipped
 
 
 # --------------------------------------------------------------------------- poses
@@ -248,10 +302,12 @@ def _spell_words(words: Sequence[str], spoken_language: str, signed_language: st
     from spoken_to_signed.gloss_to_pose.smoothing import smooth_concatenate_poses
 
     lookup = _fingerspelling_lookup()
+    letters_of = alphabet(signed_language)
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints progress lines
         letters, last_letters = [], []
         for word in words:
-            letters += lookup.characters_lookup(word.lower(), spoken_language, signed_language)
+            letters += [letter_pose(letters_of[unit], spoken_language, signed_language)
+                        for unit in spell(word, list(letters_of.values()), signed_language)]
             last_letters.append(len(letters) - 1)
         if not letters:
             raise ValueError(f"cannot fingerspell an empty text in {signed_language}")
@@ -275,6 +331,29 @@ def _spell_words(words: Sequence[str], spoken_language: str, signed_language: st
         still = int(np.argmin(window)) if np.isfinite(window).any() else (end - start) // 2
         ends.append(start + still)
     return skeleton, ends
+
+
+def letter_pose(letter: str, spoken_language: str, signed_language: str):
+    """The pose-format `Pose` of one lexicon letter (as the package's lookup reads it), at the
+    signer's pace (`PACE_REPAIR`)."""
+    lookup = _fingerspelling_lookup()
+    # the package keys its index by str.lower() of the lexicon's letter
+    row = lookup.words_index[spoken_language][signed_language][letter.lower()][0]
+    pose, _ = lookup.get_pose(row)
+    if signed_language in PACE_REPAIR:
+        pose = lookup.stretch_pose(pose, PACE_REPAIR[signed_language])
+    return pose
+
+
+def at_pace(skeleton: Skeleton, signed_language: str) -> Skeleton:
+    """A letter's recording resampled to its signer's pace (`PACE_REPAIR`; others unchanged)."""
+    factor = PACE_REPAIR.get(signed_language)
+    if factor is None:
+        return skeleton
+    n = len(skeleton.xyz)
+    times = np.linspace(0, n - 1, round((n - 1) * factor) + 1)  # (N',) source frame times
+    xyz, valid = resample(skeleton, times)
+    return Skeleton(xyz=xyz, valid=valid, fps=skeleton.fps)
 
 
 def _hand_speed(skeleton: Skeleton) -> np.ndarray:
@@ -593,15 +672,31 @@ def _rng(seed: int, language: str, text: str, variant: int) -> np.random.Generat
     return np.random.default_rng([seed, zlib.crc32(f"{language}/{text}".encode()), variant])
 
 
-WORD_LISTS = ("en", "en-long", "en-phrases")  # built-in lists: ASSETS/words-NAME.txt
+# built-in lists, ASSETS/words-NAME.txt: en, en-long, en-phrases, CODE, CODE-long, CODE-names
+WORD_LISTS = tuple(sorted(p.name[len("words-"):-len(".txt")]
+                         for p in ASSETS.glob("words-*.txt")))
+# Each language's own built-in list, by kind: ASL's are the English lists.
+OWN_LISTS = {"words": "", "long": "-long", "names": "-names"}
+
+
+def own_list(kind: str, language: str) -> str | None:
+    """The built-in list of ``kind`` (words, long, names) of ``language``; None if it has none
+    (wordfreq has no Estonian words)."""
+    base = "en" if language == "ase" and kind != "names" else language
+    name = f"{base}{OWN_LISTS[kind]}"
+    return name if name in WORD_LISTS else None
 
 
 def builtin_words(name: str = "en") -> list[str]:
     """A word list shipped with text2sign (`en`: 2,400 frequent English words of 2-8 letters;
-    `en-long`: 300 of 9-14 letters; `en-phrases`: 309 phrases of 2-3 words)."""
+    `en-long`: 300 of 9-14 letters; `en-phrases`: 309 phrases of 2-3 words; per sign language
+    `CODE`: 600 frequent words of 2-8 letters, `CODE-long`: 100 of 9-14, `CODE-names`: 150
+    names, all spelled by the language's alphabet; scripts/make_word_lists.py made them)."""
     if name not in WORD_LISTS:
-        raise ValueError(f"unknown built-in word list {name!r}; available: {sorted(WORD_LISTS)} "
-                         "(or pass a file with one word or phrase per line)")
+        raise ValueError(f"unknown built-in word list {name!r}; available: "
+                         f"{', '.join(sorted(OWN_LISTS))} (each language's own), "
+                         f"{', '.join(WORD_LISTS)} (or pass a file with one word or phrase per "
+                         "line)")
     return read_words(ASSETS / f"words-{name}.txt")
 
 
@@ -611,7 +706,8 @@ def read_words(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--words file {path} not found; give one word or phrase per "
-                                f"line, or built-in lists: {', '.join(sorted(WORD_LISTS))}")
+                                f"line, or built-in lists: {', '.join(sorted(OWN_LISTS))} (each "
+                                f"language's own), {', '.join(WORD_LISTS)}")
     words = [" ".join(w.split()) for w in path.read_text(encoding="utf-8").splitlines()]
     words = [w for w in words if w and not w.startswith("#")]
     if not words:
@@ -619,18 +715,36 @@ def read_words(path: str | Path) -> list[str]:
     return words
 
 
-def words_from(spec: str) -> list[str]:
+def words_from(spec: str, language: str = "ase") -> list[str]:
     """Texts of a comma-separated list of built-in list names and/or files, in order, each
-    text once (``en,en-long,my-names.txt``)."""
+    text once (``en,en-long,my-names.txt``; ``words``, ``long`` and ``names`` are
+    ``language``'s own lists, where it has them)."""
     if Path(spec).is_file():
         return read_words(spec)
     texts = []
     for item in (part.strip() for part in spec.split(",")):
         if not item:
             continue
-        texts += (builtin_words(item) if item in WORD_LISTS and not Path(item).is_file()
-                  else read_words(item))
+        if Path(item).is_file():
+            texts += read_words(item)
+        elif item in OWN_LISTS:
+            name = own_list(item, language)
+            texts += builtin_words(name) if name is not None else []
+        else:
+            texts += builtin_words(item) if item in WORD_LISTS else read_words(item)
     return list(dict.fromkeys(texts))
+
+
+def skipped_line(language: str, texts: int, skipped: dict[str, list[str]]) -> str:
+    """One line: how many texts ``language``'s alphabet cannot spell, and the letters why."""
+    lacking: dict[str, int] = {}
+    for letters in skipped.values():
+        for letter in letters:
+            lacking[letter] = lacking.get(letter, 0) + 1
+    common = sorted(lacking, key=lambda u: -lacking[u])[:8]
+    return (f"{language}: skipped {len(skipped)} of {texts} texts with letters its alphabet "
+            f"lacks ({', '.join(f'{u!r} {lacking[u]}' for u in common)}; e.g. "
+            f"{', '.join(map(repr, list(skipped)[:3]))})")
 
 
 def _render_job(job: tuple) -> list[tuple[str, Path]]:
@@ -642,13 +756,11 @@ def _render_job(job: tuple) -> list[tuple[str, Path]]:
         return [("", p) for p in paths]  # written by an earlier, interrupted build
     try:
         if source is not None:
-            skeleton = load_recording(lexicon_dir() / source)
+            skeleton = at_pace(load_recording(lexicon_dir() / source), lang)
         else:
             skeleton = lookup_word(text, spoken, lang, boundary)
     except Exception as err:  # a broken recording must not stop the corpus
         return [(f"skipped {lang} {text!r}: {type(err).__name__}: {err}", None)]
-    from text2sign.data.video_io import write_gif  # PIL: not at `text2sign --help`
-
     written = []
     for v, path in enumerate(paths):
         jitter = Jitter() if v == 0 else Jitter.sample(_rng(seed, lang, text, v))
@@ -662,7 +774,7 @@ def _render_job(job: tuple) -> list[tuple[str, Path]]:
 def build_fingerspelling_corpus(
     out: str | Path,
     languages: Sequence[str] = ("ase",),
-    words: Sequence[str] | None = None,
+    words: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     frames: int | None = None,
     size: int = 64,
     variants: int = 1,
@@ -675,12 +787,14 @@ def build_fingerspelling_corpus(
 ) -> list[Path]:
     """Write OUT/<lang>/<name>.gif + .txt for every letter and/or word; returns the GIF paths.
 
-    ``letters`` defaults to "only when no words are given". A word may be a phrase (words
-    separated by spaces). Clips have ``frames`` frames (default 16) or, with ``fps``, one frame
-    every 1/fps seconds of the recording. ``workers`` > 1 renders texts in that many processes
-    (the output is the same). A phrase pauses at each word boundary, the hand moving on
-    (``boundary="move"``) or held still (``"hold"``). A ``fingerspelling.json`` in OUT tells the
-    evaluation that the texts are spelled letter by letter.
+    ``letters`` defaults to "only when no words are given". ``words`` is one list for every
+    language or a list per language; a word may be a phrase (words separated by spaces). A word
+    with a letter the language's alphabet lacks is skipped (a warning counts them). Clips have
+    ``frames`` frames (default 16) or, with ``fps``, one frame every 1/fps seconds of the
+    recording. ``workers`` > 1 renders texts in that many processes (the output is the same). A
+    phrase pauses at each word boundary, the hand moving on (``boundary="move"``) or held still
+    (``"hold"``). A ``fingerspelling.json`` in OUT tells the evaluation that the texts are
+    spelled letter by letter.
     """
     from tqdm.auto import tqdm  # not at `text2sign --help`, which loads this module
 
@@ -693,22 +807,29 @@ def build_fingerspelling_corpus(
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary={boundary!r} is not one of {list(BOUNDARIES)}")
     index = read_index()
-    languages = _check_languages(languages, index)
-    jobs = []
+    languages = check_languages(languages, index)
+    jobs, texts_given = [], 0
     for lang in languages:
-        alphabet = index[lang]
+        rows = index[lang]
         taken: set[str] = set()
-        spoken = next(iter(alphabet.values()))["spoken_language"]
+        spoken = next(iter(rows.values()))["spoken_language"]
         if letters:
             jobs += [(out, lang, letter, _file_name(letter, taken), row["path"], spoken)
-                     for letter, row in alphabet.items()]
-        for word in words or ():
-            spell(word, list(alphabet), lang)  # fail before rendering anything
-            jobs.append((out, lang, word, _file_name(word, taken), None, spoken))
+                     for letter, row in rows.items()]
+        texts = (words.get(lang, ()) if isinstance(words, Mapping) else words) or ()
+        kept, skipped = spellable(texts, lang, index)
+        if skipped:
+            warnings.warn(skipped_line(lang, len(texts), skipped), stacklevel=2)
+        texts_given += len(texts)
+        jobs += [(out, lang, word, _file_name(word, taken), None, spoken) for word in kept]
+    if not jobs:
+        raise ValueError(f"none of the {texts_given} texts can be fingerspelled in "
+                         f"{', '.join(languages)}; give words of these alphabets "
+                         "(`text2sign data fingerspelling --list-languages`)")
     settings = {"kind": "fingerspelling", "languages": list(languages),
                 **({"frames": frames} if fps is None else {"fps": fps}),
                 "size": size, "variants": variants, "seed": seed}
-    if any(len(word.split()) > 1 for word in words or ()):
+    if any(len(job[2].split()) > 1 for job in jobs):
         settings["word_boundary"] = {"style": boundary, "seconds": WORD_BOUNDARY_SECONDS}
     marker = Path(out) / FINGERSPELLING_MARKER
     # Clips already written with the same settings (an interrupted build) are kept.
@@ -743,8 +864,6 @@ def build_fingerspelling_corpus(
 
 def write_sheet_from_corpus(path: str | Path, gifs: Sequence[Path]) -> Path:
     """Contact sheet of the first variant of every text in a freshly written corpus."""
-    from text2sign.data.video_io import read_video, write_contact_sheet  # PIL: not at --help
-
     videos, labels, seen = [], [], set()
     for gif in gifs:
         text = gif.with_suffix(".txt").read_text(encoding="utf-8").strip()

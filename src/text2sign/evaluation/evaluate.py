@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from text2sign.core.device import describe_device, release_freed_memory
 from text2sign.core.report import (
+    agreement_rows,
     back_translation_rows,
     duration_rows,
     fmt_number,
@@ -43,12 +44,12 @@ from text2sign.data.video_io import (
     write_gif,
 )
 from text2sign.evaluation.metrics import LONG_WORD, frechet_distance, topk_hits
+from text2sign.evaluation.readers import agreement, combine, pick_readers, reader_name
 from text2sign.evaluation.recognizer import Recognizer, load_or_train_recognizer
 from text2sign.evaluation.sequence import (
     SequenceRecognizer,
     error_rate,
     exact_accuracy,
-    load_or_train_sequence_recognizer,
     read_clips,
 )
 from text2sign.model_folder.folder_io import TrainingTexts, training_texts
@@ -138,7 +139,8 @@ def format_summary(report: dict[str, Any]) -> str:
 def print_report(report: dict[str, Any]) -> None:
     """The headline numbers and where the report, GIFs and contact sheet were written."""
     print(format_summary(report))
-    for rows in (group_top1_rows(report), back_translation_rows(report), duration_rows(report)):
+    for rows in (group_top1_rows(report), back_translation_rows(report), agreement_rows(report),
+                 duration_rows(report)):
         if rows:
             print()
             print(format_table(rows))
@@ -183,13 +185,19 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             *markdown_table(bt),
             "",
-            f"A CTC sequence recognizer ({report['back_translation']['units']}) trained on the "
-            "corpus's real training clips reads every generated clip back into text. Ceiling: "
-            "the same recognizer on real clips of the same texts that it never trained on "
-            "(held-out clips of seen texts, every clip of unseen texts). Unseen texts were "
-            "never in the model's training set.",
+            f"Readers ({report['back_translation']['units']}) trained on the corpus's real "
+            "training clips read every generated clip back into text. Ceiling: the same reader "
+            "on real clips of the same texts that it never trained on (held-out clips of seen "
+            "texts, every clip of unseen texts). Unseen texts were never in the model's "
+            "training set.",
             "",
         ]
+        agree = agreement_rows(report)
+        if agree:
+            lines += [*markdown_table(agree), "",
+                      "Readers agree: the share of generated clips every reader reads the same, "
+                      "and the same and right; met: every reader reads the group at >= 70% of "
+                      "its ceiling's exact accuracy.", ""]
     durations = duration_rows(report)
     if durations:
         lines += [
@@ -363,17 +371,19 @@ def _as_batch(videos: list[np.ndarray], frames: int | None) -> np.ndarray:
 class ClipScores:
     """What scoring keeps of each generated clip, taken a batch at a time as the clips are made:
     the classifier's pooled features (for the FD), its prediction and top-1 / top-5 hits, and
-    the reader's text. A few hundred bytes a clip; the clips themselves are never held."""
+    each reader's text. A few hundred bytes a clip; the clips themselves are never held."""
 
-    def __init__(self, recognizer: Recognizer, reader: SequenceRecognizer | None,
+    def __init__(self, recognizer: Recognizer, readers: dict[str, SequenceRecognizer] | None,
                  prompts: list[str], frames: int | None):
-        self.recognizer, self.reader, self.prompts = recognizer, reader, prompts
+        self.recognizer, self.prompts = recognizer, prompts
+        self.readers = dict(readers or {})
         self.frames = frames  # every clip resampled to this count for the classifier, or kept
         self.features: list[np.ndarray] = []  # (B, D) per batch
         self.predicted: list[np.ndarray] = []  # (B,) class indices
         self.top1: list[np.ndarray] = []  # (B,) bool
         self.top5: list[np.ndarray] = []
-        self.readings: list[str] = []  # the reader's text of each clip ("" without a reader)
+        # each reader's text of each clip, by reader name
+        self.readings: dict[str, list[str]] = {name: [] for name in self.readers}
         self.lengths: list[int] = []
 
     def add(self, start: int, videos: list[np.ndarray]) -> None:
@@ -385,10 +395,8 @@ class ClipScores:
         self.predicted.append(np.argmax(logits, axis=1))
         self.top1.append(topk_hits(logits, labels, 1))
         self.top5.append(topk_hits(logits, labels, 5))
-        if self.reader is not None:  # a list: clips of different lengths are read apart
-            self.readings += [text for text, _ in self.reader.read(list(videos))]
-        else:
-            self.readings += [""] * len(videos)
+        for name, reader in self.readers.items():  # a list: lengths that differ read apart
+            self.readings[name] += [text for text, _ in reader.read(list(videos))]
         self.lengths += [len(v) for v in videos]
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -499,9 +507,9 @@ def _real_scores(recognizer: Recognizer, cache: ClipCache, indices: list[int],
 
 
 def score(gen: Generation, clips: ClipScores, cache: ClipCache, recognizer: Recognizer,
-          sequence: SequenceRecognizer | None, val_idx: list[int],
-          ceiling_autoencoded: float | None, name: str, device: str) -> Report:
-    """Recognition, Frechet distance and (with a sequence recognizer) back-translation of the
+          val_idx: list[int], ceiling_autoencoded: float | None, name: str, device: str
+          ) -> Report:
+    """Recognition, Frechet distance and (with readers) back-translation of the
     generated clips (what `ClipScores` kept of them) against the corpus's real clips of the same
     texts, read a batch at a time; writes nothing."""
     texts, prompts, groups = gen.texts, gen.prompts, gen.groups
@@ -511,14 +519,23 @@ def score(gen: Generation, clips: ClipScores, cache: ClipCache, recognizer: Reco
     gen_feats, predicted, top1_hits, top5_hits = clips.arrays()
     real_feats, real_hits = _real_scores(recognizer, cache, real_idx)
     fd = _fd_scores(gen_feats, real_feats, real_texts, gen.seed)
-    readings = clips.readings
     bt = None
     held_out = set(val_idx)
-    if sequence is not None:
+    readings = [""] * len(prompts)
+    if clips.readers:
         group_of = {t: g for g, group in groups.items() for t in group}
         ceiling_idx = {g: [i for i in real_idx if group_of[cache.texts[i]] == g
                            and (g.startswith("unseen") or i in held_out)] for g in groups}
-        bt = back_translation(readings, prompts, sequence, cache, groups, ceiling_idx)
+        per_reader = {rname: back_translation(clips.readings[rname], prompts, reader, cache,
+                                              groups, ceiling_idx)
+                      for rname, reader in clips.readers.items()}
+        agreements = {}
+        for group, members in groups.items():
+            rows = [i for i, p in enumerate(prompts) if p in set(members)]
+            agreements[group] = agreement({r: [clips.readings[r][i] for i in rows]
+                                           for r in clips.readers}, [prompts[i] for i in rows])
+        bt = combine(per_reader, agreements)
+        readings = clips.readings[bt["reader"]]
 
     group_top1 = {}
     for group, members in groups.items():
@@ -598,6 +615,7 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
              per_text: int = 4, sampler: str | None = None, steps: int | None = None,
              guidance: float | None = None, seed: int = 0, batch_size: int = 16,
              recognizer: Recognizer | None = None,
+             readers: dict[str, SequenceRecognizer] | None = None,
              sequence_recognizer: SequenceRecognizer | None = None,
              back_translate: bool = True, max_texts: int | None = None,
              only: list[str] | None = None,
@@ -606,8 +624,9 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
     """Generate `per_text` clips per distinct text of `cache`, score them, write the reports.
 
     Sampler, steps and guidance default to the model's config. The recognizer defaults to
-    the corpus's cached one (trained on first use), and so does the sequence recognizer of the
-    back-translation (``back_translate``), which reads every generated clip back into text.
+    the corpus's cached one (trained on first use), and so do the ``readers`` of the
+    back-translation (``back_translate``; one of each architecture, `readers.pick_readers`),
+    which read every generated clip back into text (``sequence_recognizer``: one reader).
     ``max_texts`` evaluates at most that many texts of each group (letters, seen, unseen,
     unseen-long, unseen-phrases; `text_groups`), ``only`` just the groups it names. Writes
     report.json, report.md, contact.png and gifs/<text>-<k>.gif under `out_dir` (only the
@@ -643,20 +662,24 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
         if not groups:
             raise ValueError(f"the corpus has no texts in the groups {only}")
     texts = sorted(t for group in groups.values() for t in group)
-    if back_translate and sequence_recognizer is None:
-        sequence_recognizer = load_or_train_sequence_recognizer(
-            cache, dc.val_fraction, dc.holdout_texts, device=device, progress=progress)
-    reader = sequence_recognizer.to(device) if back_translate else None
+    if not back_translate:
+        readers = {}
+    elif sequence_recognizer is not None:
+        readers = {reader_name(sequence_recognizer): sequence_recognizer}
+    elif readers is None:
+        readers = pick_readers(None, cache, val_fraction=dc.val_fraction,
+                               holdout=dc.holdout_texts, device=device, progress=progress)
+    readers = {name: reader.to(device) for name, reader in readers.items()}
     prompts = [text for _ in range(per_text) for text in texts]  # generate's order
     # A model timed by its text makes clips of many lengths: the classifier sees each at one
     # count, whatever batch it came in, so scores do not depend on how the clips were batched.
-    clips = ClipScores(recognizer, reader, prompts,
+    clips = ClipScores(recognizer, readers, prompts,
                        CLASSIFIER_FRAMES if pipe.fps is not None else None)
     writer = ClipWriter(out_dir, texts, pipe.gif_fps) if write_files else None
     gen = generate(pipe, texts, groups, per_text, sampler or sc.sampler, int(steps or sc.steps),
                    float(guidance if guidance is not None else sc.guidance), seed, batch_size,
                    progress, [clips.add] + ([writer.add] if writer else []))
-    report = score(gen, clips, cache, recognizer, reader, val_idx, ceiling_autoencoded, name,
+    report = score(gen, clips, cache, recognizer, val_idx, ceiling_autoencoded, name,
                    describe_device(device))
     if writer is None:
         return report.as_dict()

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from text2sign.core.units import DEFAULT_LANGUAGE, join
+from text2sign.core.units import split as split_units
+
 LONG_WORD = 9  # letters from which a word counts as long (names, compounds)
 
 
@@ -65,16 +68,15 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return max(value, 0.0)  # rounding can push an exact match a hair below zero
 
 
-def text_units(text: str, units: str) -> list[str]:
-    """Characters (case-folded: fingerspelling has no case; a run of spaces between words is
-    one " " unit, the word boundary) or whitespace-separated glosses."""
-    if units == "chars":
-        return list(" ".join(text.split()).casefold())
-    return text.split()
+def text_units(text: str, units: str, language: str = DEFAULT_LANGUAGE) -> list[str]:
+    """Letters (case-folded: fingerspelling has no case; a multi-character letter one unit; a
+    run of spaces between words one " " unit, the word boundary) or whitespace-separated
+    glosses: `text2sign.core.units.split`."""
+    return split_units(text, "chars" if units == "chars" else "glosses", language)
 
 
 def join_units(units_: list[str], units: str) -> str:
-    return "".join(units_) if units == "chars" else " ".join(units_)
+    return join(units_, "chars" if units == "chars" else "glosses")
 
 
 def edit_distance(a: list[str], b: list[str]) -> int:

@@ -16,13 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from text2sign.core.config import VAL_FRACTION
+from text2sign.core.device import pick_device
 from text2sign.core.files import ASSETS
 from text2sign.core.report import MET_SHARE
+from text2sign.core.units import fold
 from text2sign.evaluation.metrics import LONG_WORD, error_rate, exact_accuracy, text_units
 from text2sign.evaluation.sequence import (
     SequenceConfig,
     SequenceRecognizer,
     SequenceTrainSettings,
+    default_units,
     load_or_train_sequence_recognizer,
     read_clips,
     train_sequence_recognizer,
@@ -88,10 +92,10 @@ def resolve_readers(names: Sequence[str | Path]) -> list[Path]:
     folders: list[Path] = []
     for name in names:
         if str(name) == "shipped":
-            shipped = shipped_reader_folders()
-            if not shipped:
+            installed = shipped_reader_folders()
+            if not installed:
                 raise FileNotFoundError("no shipped reader is installed; name a reader folder")
-            folders += list(shipped.values())
+            folders += list(installed.values())
         else:
             folders.append(Path(name))
     return list(dict.fromkeys(folders))
@@ -133,7 +137,7 @@ def agreement(readings: dict[str, Sequence[str]], texts: Sequence[str]) -> dict[
     if n == 0 or len(names) < 2:
         return {"clips": n, "same": float("nan"), "same_right": float("nan")}
     norm = {k: [" ".join(r.split()) for r in v] for k, v in readings.items()}
-    truth = [" ".join(t.casefold().split()) for t in texts]
+    truth = [" ".join(fold(t).split()) for t in texts]
     same = [len({norm[k][i] for k in names}) == 1 for i in range(n)]
     right = [s and norm[names[0]][i] == truth[i] for i, s in enumerate(same)]
     return {"clips": n, "same": float(np.mean(same)), "same_right": float(np.mean(right))}
@@ -245,3 +249,30 @@ def combine(per_reader: dict[str, dict[str, Any]], agreements: dict[str, dict[st
     if len(per_reader) > 1:
         out["agreement"] = agreements
     return out
+
+
+def pick_readers(names: Sequence[str | Path] | None, cache: Any, *,
+                 val_fraction: float = VAL_FRACTION, holdout: float = 0.0,
+                 device: str | torch.device | None = None, progress: bool = True
+                 ) -> dict[str, SequenceRecognizer]:
+    """The readers of a back-translation, by name, for `evaluate`, `demo` and `serve`: the
+    folders named (`shipped`: the shipped readers), each checked against the corpus's texts;
+    none named: one of each architecture trained on the corpus (once, cached beside it; a unit
+    only its held-out clips show is one they never output)."""
+    readers: dict[str, SequenceRecognizer] = {}
+    if not names:
+        return {arch: load_or_train_reader(cache, arch, val_fraction, holdout, device=device,
+                                           progress=progress) for arch in ARCHS}
+    units = corpus_units(cache)
+    texts = list(dict.fromkeys(cache.texts))
+    for folder in resolve_readers(names):
+        reader = load_reader(folder, pick_device(device))
+        check_fits(reader, texts, units, f"the corpus {cache.path}")
+        readers[reader_name(reader, set(readers))] = reader
+    return readers
+
+
+def corpus_units(cache: Any) -> str:
+    """chars for a corpus written by `data fingerspelling`, glosses otherwise."""
+    source = cache.index.get("source", cache.path) if hasattr(cache, "index") else cache.path
+    return default_units(source)

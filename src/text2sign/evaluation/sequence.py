@@ -235,7 +235,7 @@ def train_sequence_recognizer(cache: Any, train_idx: list[int], *,
                               ) -> SequenceRecognizer:
     """Train a reader (``reader_class``, this module's by default) on clips ``train_idx`` of a
     clip cache (anything with ``cache[i]`` and ``.texts``), read a batch at a time; the
-    vocabulary is every unit of those texts (" " too when they hold phrases). Deterministic
+    vocabulary is every unit of the cache's texts (" " too when they hold phrases). Deterministic
     for a seed and device. With ``config.frames = None`` the clips may differ in length."""
     cls = reader_class or SequenceRecognizer
     config = config or cls.config_class()
@@ -247,7 +247,9 @@ def train_sequence_recognizer(cache: Any, train_idx: list[int], *,
     if not train_idx:
         raise ValueError("train_sequence_recognizer got no training clips (train_idx is empty)")
     texts = [cache.texts[i] for i in train_idx]
-    vocab = sorted({u for t in texts for u in text_units(t, config.units)})
+    # Every unit of the corpus has an output, also one only held-out clips show (never
+    # trained, so rarely read): the reader then fits the corpus it was made for.
+    vocab = sorted({u for t in [*texts, *cache.texts] for u in text_units(t, config.units)})
     if not vocab:
         raise ValueError("the training texts are all empty: nothing to recognize")
     clips = load_clips(cache, train_idx, config.size)  # read a batch at a time

@@ -112,9 +112,12 @@ def find_autoencoder(path: str | Path) -> Path:
 def load_autoencoder(path: str | Path, cfg: LatentConfig) -> FrameAutoencoder:
     """Weights from ``path``; the architecture must be the one ``cfg`` describes. A diffusers
     AutoencoderKL folder (or a model folder referencing one) loads as that VAE instead."""
-    pretrained = load_diffusers_autoencoder(path)
-    if pretrained is not None:
-        return pretrained
+    # A folder holding our own autoencoder.safetensors is not a diffusers VAE: its config.json
+    # (a model folder's, read once by resolve_model) need not be read again to tell.
+    if not (Path(path) / AUTOENCODER_FILE).is_file():
+        pretrained = load_diffusers_autoencoder(path)
+        if pretrained is not None:
+            return pretrained
     folder = find_autoencoder(path)
     info_file = folder / AUTOENCODER_INFO
     if info_file.is_file():

@@ -1,11 +1,10 @@
-"""Model folders (config.json + safetensors, never a pickle): write, find (a folder, a run's
-model/ or a Hub id), read, verify, and record an evaluation."""
+"""Model folders (config.json + safetensors, never a pickle): write them, read their training
+texts and duration model, record an evaluation, check weights against a model. Finding and
+reading a folder as a whole is `resolve.resolve_model`'s."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -15,18 +14,15 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from text2sign.core.config import Config, validate_student
 from text2sign.core.files import (
     atomic_dir,
     digests,
-    load_tensors,
     read_json,
-    verify_digests,
     write_text_atomic,
 )
 from text2sign.core.report import json_safe
+from text2sign.core.units import fold
 from text2sign.data.cache import holdout_texts
-from text2sign.model_folder import shipped
 from text2sign.model_folder.autoencoder_io import write_autoencoder
 from text2sign.model_folder.card import CARD_FILE, SAMPLE_FILE, model_card
 from text2sign.model_folder.model_info import RETRAIN, ModelInfo
@@ -90,12 +86,12 @@ class TrainingTexts:
     """Which texts a model trained on and how that is known: the one answer to "seen or
     unseen?" for evaluation, the demo and the web page. Case-insensitive ("A" is "a")."""
 
-    texts: frozenset[str] | None  # casefolded; None: nothing at hand tells
+    texts: frozenset[str] | None  # folded (`units.fold`); None: nothing at hand tells
     source: str  # where the answer comes from, for a reader
 
     def seen(self, text: str) -> bool | None:
         """Whether the model trained on ``text``; None when nothing tells."""
-        return None if self.texts is None else text.casefold() in self.texts
+        return None if self.texts is None else fold(text) in self.texts
 
 
 def training_texts(info: ModelInfo, listed: list[str] | None,
@@ -109,16 +105,16 @@ def training_texts(info: ModelInfo, listed: list[str] | None,
     (``corpus_texts``, named ``corpus``): its texts less those ``data.holdout_texts`` held out.
     """
     if listed is not None:
-        return TrainingTexts(frozenset(t.casefold() for t in listed),
+        return TrainingTexts(frozenset(fold(t) for t in listed),
                              "the model's list of training texts (texts.txt)")
     examples, count = info.data.get("examples"), info.data.get("texts")
     if examples is not None and count is not None and len(examples) >= count:
-        return TrainingTexts(frozenset(t.casefold() for t in examples),
+        return TrainingTexts(frozenset(fold(t) for t in examples),
                              "the model's list of training texts")
     if corpus_texts is not None:
         texts = set(corpus_texts)
         held = holdout_texts(texts, info.config.data.holdout_texts)
-        return TrainingTexts(frozenset(t.casefold() for t in texts - held),
+        return TrainingTexts(frozenset(fold(t) for t in texts - held),
                              f"the texts of {corpus} not held out")
     return TrainingTexts(None, f"unknown: the model lists {len(examples or [])} of its "
                                f"{count or '?'} training texts; pass --data CORPUS to tell")
@@ -132,90 +128,6 @@ def read_duration(folder: str | Path) -> DurationModel | None:
     return DurationModel.from_json(path.read_text(encoding="utf-8"), str(path))
 
 
-HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.md", "*.gif"]  # never a pickle
-
-
-def download_model(repo_id: str) -> Path:
-    """A model folder from the Hugging Face Hub (or its local cache): ``huggingface_hub``
-    downloads it unless ``HF_HUB_OFFLINE`` is set, when only the cache is read."""
-    # huggingface_hub's download stack imports about as slowly as torch: only hub ids need it
-    from huggingface_hub import snapshot_download
-
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES,
-                                      local_files_only=offline))
-    except Exception as err:  # offline, no network, unknown or private repository: all one fix
-        why = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache" if offline
-               else f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-        raise FileNotFoundError(
-            f"model {repo_id!r} is not a local folder, and the Hugging Face Hub did not give it "
-            f"({why}); pass a local model folder, or download it where the network allows "
-            f"(huggingface-cli download {repo_id}) and unset HF_HUB_OFFLINE") from err
-
-
-def is_hub_id(name: str) -> bool:
-    """'owner/name' with no path syntax: what the Hub calls a repository id."""
-    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None and ".." not in name
-
-
-def find_model_folder(path: str | Path) -> Path:
-    """Accept a model folder, a run folder (``runs/NAME`` holding ``model/``) or a Hugging Face
-    Hub id ('owner/name', when no folder ``owner`` exists here)."""
-    # "runs/mnie" is a typo of a local path when runs/ exists here, not a Hub id to look up
-    if is_hub_id(str(path)) and not Path(str(path).split("/")[0]).exists():
-        path = download_model(str(path))
-    path = Path(path)
-    for candidate in (path, path / "model"):
-        if (candidate / "config.json").is_file() and (candidate / "denoiser.safetensors").is_file():
-            return candidate
-    if not path.exists():
-        raise FileNotFoundError(f"model folder {str(path)!r} does not exist")
-    hidden = sorted(path.glob(".model.old-*"))
-    if hidden and not (path / "model").exists():
-        raise FileNotFoundError(
-            f"the model write in {str(path)!r} was interrupted; the previous model is in "
-            f"{str(hidden[-1])!r}: rename it to model, or continue the run with --resume, "
-            "which restores it")
-    raise FileNotFoundError(
-        f"{str(path)!r} is not a text2sign model folder: expected config.json and "
-        "denoiser.safetensors in it or in its model/ subfolder (train one with `text2sign train`)"
-    )
-
-
-def shipped_default(sampler: str | None = None, steps: int | None = None,
-                    guidance: float | None = None) -> Path:
-    """The shipped folder a command samples with when no model is named: the student (a few
-    lcm steps) unless it would refuse the sampler settings asked (`validate_student`: another
-    sampler, more steps than it was distilled for, a guidance scale it was not taught): then
-    the demo model, its teacher."""
-    student = shipped.default_model()
-    cfg = _read_info(student).config
-    asked = {"sampler": sampler, "steps": steps, "guidance": guidance}
-    try:
-        validate_student(replace(cfg.sample, **{k: v for k, v in asked.items() if v is not None}),
-                         cfg.distill)
-    except ValueError:  # beyond the student (or not valid at all: the teacher says why)
-        return shipped.model()
-    return student
-
-
-def model_or_shipped(name: str | Path | None) -> Path:
-    """The model folder a command was given, or the shipped default when none was: one default
-    for sample, evaluate, info and serve."""
-    return find_model_folder(shipped_default() if name is None else shipped.model_path(name))
-
-
-def read_model_info(folder: str | Path) -> ModelInfo:
-    """The config.json of a model folder (or of a run's, or a Hub id's: see find_model_folder)."""
-    return _read_info(find_model_folder(folder))
-
-
-def _read_info(found: Path) -> ModelInfo:
-    path = found / "config.json"
-    return ModelInfo.from_json(read_json(path, RETRAIN), str(path))
-
-
 EVALUATION_KEYS = ("data", "texts", "clips", "per_text", "sampler", "steps", "guidance", "seed",
                    "top1", "top5", "ceiling_top1", "ceiling_top5", "ceiling_top1_autoencoded",
                    "chance_top1", "fd", "fd_floor", "seconds_per_clip", "device",
@@ -223,9 +135,10 @@ EVALUATION_KEYS = ("data", "texts", "clips", "per_text", "sampler", "steps", "gu
 
 
 def add_evaluation(folder: str | Path, report: dict[str, Any], command: str | None) -> Path:
-    """Record an evaluation in a model folder: its numbers in config.json (so a re-written card
-    keeps them), its compare.gif as sample.gif, and the card re-written with both."""
-    folder = find_model_folder(folder)
+    """Record an evaluation in a model folder (one `resolve_model` found): its numbers in
+    config.json (so a re-written card keeps them), its compare.gif as sample.gif, and the card
+    re-written with both."""
+    folder = Path(folder)
     path = folder / "config.json"
     raw = read_json(path, RETRAIN)  # read once: checked as ModelInfo, written back as it was
     kept = {k: report[k] for k in EVALUATION_KEYS if k in report}
@@ -239,18 +152,6 @@ def add_evaluation(folder: str | Path, report: dict[str, Any], command: str | No
     card = model_card(info, folder, read_training_texts(folder), (folder / SAMPLE_FILE).is_file())
     write_text_atomic(folder / CARD_FILE, card)
     return folder / CARD_FILE
-
-
-def load_model_folder(name: str | Path | None) -> tuple[Path, Config, dict, dict, ModelInfo]:
-    """Return (folder, config, denoiser_state, text_state, info) read from safetensors + JSON,
-    after checking the weights against the checksums recorded in config.json. ``name`` is what
-    `model_or_shipped` takes: the folder is found once, here."""
-    folder = model_or_shipped(name)
-    info = _read_info(folder)
-    fix = RETRAIN
-    verify_digests(folder, info.files, fix)
-    return (folder, info.config, load_tensors(folder / "denoiser.safetensors", fix),
-            load_tensors(folder / "text.safetensors", fix), info)
 
 
 def check_fit(expected: dict[str, Any], state: dict[str, torch.Tensor], what: str, fix: str,

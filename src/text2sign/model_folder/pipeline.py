@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from text2sign.core import units
 from text2sign.core.config import Config, check_clip, validate_sample, validate_student
 from text2sign.core.device import pick_device
 from text2sign.data.dataset import to_uint8
@@ -18,14 +19,9 @@ from text2sign.diffusion.process import sample
 from text2sign.model_folder.autoencoder_io import load_autoencoder
 from text2sign.model_folder.build import build_conditioner, build_denoiser, diffusion_space
 from text2sign.model_folder.card import SAMPLE_FILE
-from text2sign.model_folder.folder_io import (
-    check_fit,
-    load_model_folder,
-    read_duration,
-    read_training_texts,
-    save_model_folder,
-)
+from text2sign.model_folder.folder_io import check_fit, save_model_folder
 from text2sign.model_folder.model_info import ModelInfo
+from text2sign.model_folder.resolve import ModelFolder, resolve_model
 from text2sign.models.duration import DurationModel
 from text2sign.models.pretrained import check_reference, restore_denoiser
 
@@ -63,6 +59,7 @@ class Text2SignPipeline:
         # how many frames a text lasts (duration.json of a model trained at a frame rate)
         self.duration: DurationModel | None = None
         self.folder: Path | None = None  # the model folder it was loaded from, if any
+        self.name: str | None = None  # what names that folder: shipped:NAME, a Hub id, its name
         self._saved_keys: set[str] | None = None  # denoiser weights that folder holds
 
     def to(self, device: str | torch.device) -> Text2SignPipeline:
@@ -87,14 +84,16 @@ class Text2SignPipeline:
                                  sample=sample if sample is not None and sample.is_file()
                                  else None, duration=self.duration)
 
-    def _fold(self, text: str) -> str:
-        return text.lower() if self.config.text.lowercase else text
+    def _letters(self, text: str) -> list[str]:
+        """What a text is checked by: its text units when the model folds case (fingerspelling
+        has none), else its characters as typed."""
+        return units.split(text, "chars") if self.config.text.lowercase else list(text)
 
     def check_texts(self, texts: list[str], unseen: bool = True) -> None:
         """Refuse, in one line, a text the model cannot sign: empty, with control characters,
         or (``unseen``) with characters it never saw in training. A library caller (evaluation
         of any corpus) may pass ``unseen=False`` and get a clip anyway."""
-        known = ({c for t in self.training_texts for c in self._fold(t)}
+        known = ({c for t in self.training_texts for c in self._letters(t)}
                  if unseen and self.training_texts else None)
         for text in texts:
             if not isinstance(text, str) or not text.strip():
@@ -104,7 +103,7 @@ class Text2SignPipeline:
                 raise ValueError(f"text {text!r} has control characters "
                                  f"{' '.join(map(repr, control))}; remove them")
             if known is not None:
-                new = sorted({c for c in self._fold(text) if c not in known})
+                new = sorted({c for c in self._letters(text) if c not in known})
                 if new:
                     allowed = "".join(sorted(known))
                     raise ValueError(
@@ -153,7 +152,7 @@ class Text2SignPipeline:
         limit = self.config.data.max_frames
         out = []
         for text in texts:
-            frames = self.duration.frames(self._fold(text))
+            frames = self.duration.frames(text)  # it folds the text as it was fitted
             if frames > limit:
                 raise ValueError(
                     f"text {text!r} would last {frames} frames ({frames / self.duration.fps:.1f}"
@@ -172,12 +171,15 @@ class Text2SignPipeline:
         return self.config.data.size
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path | None, device: str | torch.device | None = None
-                        ) -> Text2SignPipeline:
+    def from_pretrained(cls, model: str | Path | ModelFolder | None,
+                        device: str | torch.device | None = None) -> Text2SignPipeline:
         """Load a model folder, a run folder holding ``model/``, a Hugging Face Hub id
-        ('owner/name': downloaded unless ``HF_HUB_OFFLINE`` is set) or a shipped model
-        (``shipped:NAME``; None: the default one); reads no pickle."""
-        folder, cfg, denoiser_state, text_state, info = load_model_folder(folder)
+        ('owner/name': downloaded unless ``HF_HUB_OFFLINE`` is set), a shipped model
+        (``shipped:NAME``; None: the default one) or a `ModelFolder` already resolved (see
+        `resolve_model`); reads no pickle."""
+        model = model if isinstance(model, ModelFolder) else resolve_model(model)
+        folder, cfg, info = model.path, model.config, model.info
+        denoiser_state, text_state = model.weights()
         where = str(folder)
         text_ref = info.pretrained.get("text_encoder")
         if text_ref is not None:  # checked where the config says the encoder is
@@ -212,9 +214,8 @@ class Text2SignPipeline:
             denoiser.load_state_dict(denoiser_state)
         conditioner.load_state_dict(text_state, strict=False)
         pipe = cls(denoiser, conditioner, cfg, device, info, autoencoder)
-        pipe.training_texts = read_training_texts(folder)
-        pipe.duration = read_duration(folder)
-        pipe.folder, pipe._saved_keys = folder, set(denoiser_state)
+        pipe.training_texts, pipe.duration = model.training_texts, model.duration
+        pipe.folder, pipe.name, pipe._saved_keys = folder, model.name, set(denoiser_state)
         return pipe
 
     @torch.no_grad()

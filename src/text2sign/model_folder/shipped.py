@@ -19,7 +19,8 @@ def model() -> Path:
 
 def student() -> Path:
     """The demo model distilled into a few-step student (guidance folded in): what every command
-    samples with when no model is named and the sampler settings asked fit it."""
+    samples with when no model is named and the sampler settings asked fit it
+    (`resolve.shipped_choice`)."""
     return ASSETS / "demo-student"
 
 
@@ -27,12 +28,6 @@ def letters_model() -> Path:
     """The letters model (16 frames at 64x64) the words model started from
     (configs/asl-words.yaml: model.init_from: shipped:letters)."""
     return ASSETS / "letters-model"
-
-
-def default_model() -> Path:
-    """The model every command samples with when none is named: the student when this install
-    has it, else the demo model."""
-    return student() if (student() / "config.json").is_file() else model()
 
 
 MODELS = {"demo": model, "words": model, "student": student, "letters": letters_model}

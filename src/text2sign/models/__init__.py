@@ -1,5 +1,5 @@
 """Denoisers (registered by name with presets) and text encoders.
 
-Models take plain arguments: they import models/ and core.files only, never config (one
+Models take plain arguments: they import models/, core.files and core.hub only, never config (one
 function, model_folder.build, turns a config into models).
 """

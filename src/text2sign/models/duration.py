@@ -15,22 +15,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from text2sign.core.units import DEFAULT_LANGUAGE, split
+
 UNITS = ("chars", "words")
 RIDGE = 1e-3  # keeps rare units near the mean instead of fitting one clip's noise
 
 
-def duration_units(text: str, units: str) -> list[str]:
-    """The units a text is timed by: its characters (spaces too: a word boundary is a hold),
-    or its whitespace-separated words."""
+def duration_units(text: str, units: str, language: str = DEFAULT_LANGUAGE) -> list[str]:
+    """The units a text is timed by (`text2sign.core.units.split`): its letters (a
+    multi-character letter is one sign; spaces too: a word boundary is a hold), or its
+    whitespace-separated words."""
     if units not in UNITS:
         raise ValueError(f"duration units {units!r} is not one of {list(UNITS)}")
-    return list(text) if units == "chars" else text.split()
+    return split(text, units, language)
 
 
 @dataclass
 class DurationModel:
     """frames(text) = ``base`` + sum of ``per_unit`` over the text's units (+ ``alone`` for a
-    text of one unit), at ``fps``."""
+    text of one unit), at ``fps``; in a model fitted on several sign languages, each language
+    but the ``reference`` adds its own [per-text, per-unit] frames (``languages``): signers of
+    different languages spell at different paces."""
 
     units: str
     fps: float
@@ -38,6 +43,10 @@ class DurationModel:
     base: float
     per_unit: dict[str, float] = field(default_factory=dict)
     alone: float = 0.0
+    # language -> [frames per text, frames per unit] beyond the reference language's; None: a
+    # model fitted without languages (one language, or an older folder), timing any language
+    languages: dict[str, list[float]] | None = None
+    reference: str = DEFAULT_LANGUAGE
 
     @property
     def unknown(self) -> float:
@@ -46,55 +55,88 @@ class DurationModel:
 
     @classmethod
     def fit(cls, texts: list[str], lengths: list[int], *, units: str, fps: float,
-            max_frames: int) -> DurationModel:
-        """Least squares over the clips (texts[i] lasts lengths[i] frames)."""
+            max_frames: int, languages: list[str] | None = None) -> DurationModel:
+        """Least squares over the clips (texts[i], in sign language languages[i], lasts
+        lengths[i] frames)."""
         if len(texts) != len(lengths) or not texts:
             raise ValueError(f"duration fit needs one length per text, got {len(texts)} texts "
                              f"and {len(lengths)} lengths")
-        vocab = sorted({u for t in texts for u in duration_units(t, units)})
+        if languages is not None and len(languages) != len(texts):
+            raise ValueError(f"duration fit needs one language per text, got {len(texts)} texts "
+                             f"and {len(languages)} languages")
+        langs = list(languages) if languages is not None else [DEFAULT_LANGUAGE] * len(texts)
+        found = [duration_units(t, units, lang) for t, lang in zip(texts, langs, strict=True)]
+        vocab = sorted({u for f in found for u in f})
+        codes = sorted(set(langs))
+        reference = (DEFAULT_LANGUAGE if DEFAULT_LANGUAGE in codes
+                     else max(codes, key=lambda c: (langs.count(c), c)))
+        others = [c for c in codes if c != reference]
         column = {u: k + 2 for k, u in enumerate(vocab)}
-        # (N, 2 + V): a constant, "one unit alone", then the unit counts
-        counts = np.zeros((len(texts), len(vocab) + 2))
+        first = {c: 2 + len(vocab) + 2 * k for k, c in enumerate(others)}  # its two columns
+        width = 2 + len(vocab) + 2 * len(others)
+        # (N, width): a constant, "one unit alone", the unit counts, then per other language
+        # "this language" and its unit count
+        counts = np.zeros((len(texts), width))
         counts[:, 0] = 1.0
-        for row, text in enumerate(texts):
-            found = duration_units(text, units)
-            counts[row, 1] = float(len(found) == 1)
-            for u in found:
+        for row, (units_, lang) in enumerate(zip(found, langs, strict=True)):
+            counts[row, 1] = float(len(units_) == 1)
+            for u in units_:
                 counts[row, column[u]] += 1
+            if lang in first:
+                counts[row, first[lang]] = 1.0
+                counts[row, first[lang] + 1] = len(units_)
         y = np.asarray(lengths, np.float64)  # (N,)
-        ridge = RIDGE * len(texts) * np.eye(len(vocab) + 2)
+        ridge = RIDGE * len(texts) * np.eye(width)
         ridge[0, 0] = 0.0  # the constant is not shrunk
         ridge[1, 1] = RIDGE  # nor the lone-unit hold, beyond keeping it 0 when no text is alone
-        weights = np.linalg.solve(counts.T @ counts + ridge, counts.T @ y)  # (2 + V,)
+        weights = np.linalg.solve(counts.T @ counts + ridge, counts.T @ y)  # (width,)
+        offsets = None if languages is None else {
+            c: ([0.0, 0.0] if c == reference
+                else [float(weights[first[c]]), float(weights[first[c] + 1])]) for c in codes}
         return cls(units=units, fps=float(fps), max_frames=int(max_frames),
                    base=float(weights[0]), alone=float(weights[1]),
-                   per_unit={u: float(weights[column[u]]) for u in vocab})
+                   per_unit={u: float(weights[column[u]]) for u in vocab},
+                   languages=offsets, reference=reference)
 
-    def frames(self, text: str) -> int:
-        """The predicted frame count of ``text``, at least 1 (it may exceed ``max_frames``:
-        the caller decides what to do then)."""
-        found = duration_units(text, self.units)
-        total = self.base + sum(self.per_unit.get(u, self.unknown) for u in found)
+    def frames(self, text: str, language: str = DEFAULT_LANGUAGE) -> int:
+        """The predicted frame count of ``text`` in sign language ``language``, at least 1 (it
+        may exceed ``max_frames``: the caller decides what to do then)."""
+        per_text, per_unit = 0.0, 0.0
+        if self.languages is not None:
+            if language not in self.languages:
+                raise ValueError(f"the duration model was fitted on the sign languages "
+                                 f"{', '.join(sorted(self.languages))}, not {language!r}; "
+                                 "choose one of them")
+            per_text, per_unit = self.languages[language]
+        found = duration_units(text, self.units, language)
+        total = self.base + per_text + sum(self.per_unit.get(u, self.unknown) + per_unit
+                                           for u in found)
         total += self.alone if len(found) == 1 else 0.0
         return max(1, round(total))
 
-    def seconds(self, text: str) -> float:
-        return self.frames(text) / self.fps
+    def seconds(self, text: str, language: str = DEFAULT_LANGUAGE) -> float:
+        return self.frames(text, language) / self.fps
 
     def to_json(self) -> str:
-        return json.dumps({"units": self.units, "fps": self.fps, "max_frames": self.max_frames,
-                           "base": self.base, "alone": self.alone, "per_unit": self.per_unit},
-                          indent=1, ensure_ascii=False)
+        raw = {"units": self.units, "fps": self.fps, "max_frames": self.max_frames,
+               "base": self.base, "alone": self.alone, "per_unit": self.per_unit}
+        if self.languages is not None:
+            raw.update(reference=self.reference, languages=self.languages)
+        return json.dumps(raw, indent=1, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str, where: str = "duration.json") -> DurationModel:
         try:
             raw = json.loads(text)
+            languages = raw.get("languages")  # older folders: fitted without languages
             model = cls(units=str(raw["units"]), fps=float(raw["fps"]),
                         max_frames=int(raw["max_frames"]), base=float(raw["base"]),
                         alone=float(raw.get("alone", 0.0)),  # older folders: no lone-unit hold
-                        per_unit={str(k): float(v) for k, v in raw["per_unit"].items()})
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
+                        per_unit={str(k): float(v) for k, v in raw["per_unit"].items()},
+                        languages=None if languages is None else {
+                            str(k): [float(v[0]), float(v[1])] for k, v in languages.items()},
+                        reference=str(raw.get("reference", DEFAULT_LANGUAGE)))
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
             raise ValueError(f"{where} is not a duration model ({err}); the model folder is "
                              "damaged: copy it again or retrain it") from None
         duration_units("", model.units)  # refuses unknown units

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from text2sign.core.files import sha256, verify_digests
+from text2sign.core.hub import is_hub_id
 
 UNET_ARCH = "unet-motion"
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
@@ -80,9 +81,9 @@ def _diffusers_config(path: Path) -> dict[str, Any] | None:
 def diffusers_folder(path: str | Path, class_name: str, subfolder: str) -> Path | None:
     """``path`` itself, or ``path/subfolder`` of a pipeline folder, if it holds ``class_name``;
     a Hugging Face name ("org/model") resolves to its copy in the local cache, if there is one."""
+    if is_hub_id(path):
+        path = _hub_cache(str(path)) or Path(path)
     path = Path(path).expanduser()
-    if not path.exists() and len(path.parts) == 2:
-        path = _hub_cache(str(path)) or path
     for candidate in (path, path / subfolder):
         config = _diffusers_config(candidate) if candidate.is_dir() else None
         if config is not None and config["_class_name"] == class_name:

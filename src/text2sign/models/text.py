@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from text2sign.core.hub import is_hub_id, offline
+from text2sign.core.units import fold
+
 logger = logging.getLogger(__name__)
 
 
@@ -184,16 +187,15 @@ class PretrainedTextEncoder(TextEncoder):
         # transformers takes seconds to import: only a pretrained text encoder needs it
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        looks_local = name_or_path.startswith((".", "~", os.sep)) or os.path.isabs(name_or_path)
-        if looks_local and not os.path.isdir(os.path.expanduser(name_or_path)):
+        if not is_hub_id(name_or_path) and not os.path.isdir(os.path.expanduser(name_or_path)):
             raise FileNotFoundError(
                 f"text encoder folder {name_or_path!r} does not exist; pass a folder saved "
-                "with save_pretrained (config, tokenizer, weights) or a Hugging Face name")
+                "with save_pretrained (config, tokenizer, weights) or a Hugging Face Hub id "
+                "('owner/name', e.g. distilbert/distilbert-base-uncased)")
         name_or_path = os.path.expanduser(name_or_path)
         name_or_path, tokenizer_path = _model_and_tokenizer(name_or_path)
         # Without this, an unknown name spends ~20 s in hub retries before failing offline.
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        kwargs = {"local_files_only": True} if offline else {}
+        kwargs = {"local_files_only": True} if offline() else {}
         try:
             model_config = AutoConfig.from_pretrained(name_or_path, **kwargs)
             self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, **kwargs)
@@ -308,7 +310,7 @@ class TextConditioner(nn.Module):
             raise ValueError(f"drop_prob={drop_prob} must be a probability in [0, 1]")
         if isinstance(texts, str):
             raise ValueError(f"texts must be a list of strings, got the string {texts!r}")
-        texts = [t.lower() for t in texts] if self.lowercase else list(texts)
+        texts = [fold(t) for t in texts] if self.lowercase else list(texts)  # `units.fold`
         if drop_prob == 0.0:
             return self.encoder(texts)
         gen_device = generator.device if generator is not None else "cpu"

@@ -1,9 +1,10 @@
 """The web page and its JSON API, a small Starlette app around one GenerationWorker.
 
-Routes: ``GET /`` the page; ``GET /api/info`` the model, limits, recognizer and queue;
-``POST /api/generate`` a clip from ``{"text", "steps", "guidance", "seed"}``; ``GET
-/api/clips/NAME`` a clip written by generate (GIF, MP4, or a PNG strip of its frames that the
-page's player steps through). Every error is JSON ``{"error": "one line"}`` with a 4xx/5xx code.
+Routes: ``GET /`` the page; ``GET /api/info`` the model, limits, readers and queue;
+``POST /api/generate`` a clip from ``{"text", "steps", "guidance", "seed"}`` and what each
+reader reads in it, side by side; ``GET /api/clips/NAME`` a clip written by generate (GIF, MP4,
+or a PNG strip of its frames that the page's player steps through). Every error is JSON
+``{"error": "one line"}`` with a 4xx/5xx code.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.routing import Route
 
@@ -42,6 +43,7 @@ from text2sign.data.video_io import has_av, write_gif, write_mp4
 from text2sign.model_folder.folder_io import training_texts
 from text2sign.model_folder.model_info import ModelInfo
 from text2sign.serve.corpus import Corpus
+from text2sign.serve.reader import same_text
 from text2sign.serve.worker import GenerateRequest, GenerationWorker, QueueFull
 
 MAX_BODY_BYTES = 16 * 1024
@@ -129,13 +131,16 @@ class Service:
     pipe: Any
     model_name: str
     info: ModelInfo
-    reader: Any = None  # a serve.reader.Reader, or None: the page says "no recognizer"
-    reader_name: str | None = None
+    readers: dict[str, Any] | None = None  # name -> serve.reader.Reader, in the order shown;
+    # none: the page says "no reader"
+    reader_folders: dict[str, str] | None = None  # name -> its folder (default: its name)
     corpus: Corpus | None = None
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
-        self.worker = GenerationWorker(self.pipe, self.reader, self.limits.max_queue)
+        self.readers = dict(self.readers or {})
+        self.reader_folders = {n: (self.reader_folders or {}).get(n, n) for n in self.readers}
+        self.worker = GenerationWorker(self.pipe, self.readers, self.limits.max_queue)
         self.fps = self.limits.fps or self.pipe.gif_fps
         self.store = ClipStore(self.limits.keep_clips, self.fps)
         corpus = self.corpus
@@ -160,7 +165,8 @@ class Service:
                        "min_guidance": self.guidance_range[0],
                        "max_guidance": self.guidance_range[1],
                        "max_queue": self.limits.max_queue},
-            "recognizer": self.reader_name,
+            "readers": [{"name": n, "folder": f} for n, f in self.reader_folders.items()],
+            "recognizer": self.first_reader,  # the first reader's folder, for older clients
             "corpus": ({"path": str(self.corpus.path), "clips": len(self.corpus),
                         "texts": len(self.corpus.texts)} if self.corpus is not None else None),
             "seen_source": self.trained.source,
@@ -168,6 +174,11 @@ class Service:
             "queue": {"pending": self.worker.pending, "max_waiting": self.limits.max_queue},
             "memory_mb": rss_mb(),
         }
+
+    @property
+    def first_reader(self) -> str | None:
+        """The first reader's folder: the one reader of older clients."""
+        return next(iter(self.reader_folders.values()), None)
 
     @property
     def guidance_range(self) -> tuple[float, float]:
@@ -223,7 +234,8 @@ class Service:
         result = await asyncio.wrap_future(future)
         key = uuid.uuid4().hex
         urls = await run_in_threadpool(self.store.put, key, result.clip)
-        reading = result.reading
+        readings = result.readings
+        first = next(iter(readings.values()), None)
         return {
             "text": request.text, "steps": request.steps, "guidance": request.guidance,
             "seed": request.seed, "sampler": self.pipe.config.sample.sampler,
@@ -231,9 +243,16 @@ class Service:
                      "height": int(result.clip.shape[1]), "width": int(result.clip.shape[2]),
                      "fps": self.fps,
                      "seconds": round(result.clip.shape[0] / self.fps, 2)},
-            "reading": ({"text": reading.text, "confidence": round(reading.confidence, 4)}
-                        if reading is not None else None),
-            "recognizer": self.reader_name,
+            "readings": {name: {"text": r.text, "confidence": round(r.confidence, 4),
+                                "matches": same_text(r.text, request.text)}
+                         for name, r in readings.items()},
+            # all readers read the same text (null with fewer than two)
+            "agree": (all(same_text(r.text, first.text) for r in readings.values())
+                      if len(readings) > 1 else None),
+            # the first reader's reading and folder, for older clients
+            "reading": ({"text": first.text, "confidence": round(first.confidence, 4)}
+                        if first is not None else None),
+            "recognizer": self.first_reader,
             "seen": self.trained.seen(request.text),
             "seen_source": self.trained.source,
             "real": await run_in_threadpool(self.real_clip, request.text),
@@ -305,7 +324,12 @@ def create_app(service: Service) -> Starlette:
         return JSONResponse(service.describe())
 
     async def generate(request: Request) -> JSONResponse:
-        parsed = service.parse(await _read_json(request))
+        try:
+            body = await _read_json(request)
+        except ClientDisconnect:  # it left mid-upload: nobody reads the answer, nothing failed
+            return JSONResponse({"error": "the client disconnected before its body arrived"},
+                                status_code=400)
+        parsed = service.parse(body)
         return JSONResponse(await service.generate(parsed))
 
     async def clip(request: Request) -> FileResponse:

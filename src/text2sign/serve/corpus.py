@@ -37,11 +37,13 @@ class Corpus:
     def __len__(self) -> int:
         return sum(len(v) for v in self._clips.values())
 
-    def cache_dir(self, frames: int, size: int, time_mode: str, fit: str) -> Path:
-        """Where the clip cache of these settings lives (a recognizer may be cached there)."""
+    def cache_dir(self, frames: int, size: int, time_mode: str, fit: str,
+                  fps: float | None = None) -> Path:
+        """Where the clip cache of these settings lives (readers may be cached there); in the
+        "fps" ``time_mode``, ``frames`` is the most frames a clip may have."""
         if self._cache is not None:
             return self.path
-        return default_cache_dir(self.path, frames, size, time_mode, fit)
+        return default_cache_dir(self.path, frames, size, time_mode, fit, fps)
 
     def real_clip(self, text: str, frames: int, size: int, time_mode: str = "resample",
                   fit: str = "crop", fps: float | None = None) -> np.ndarray | None:

@@ -1,21 +1,22 @@
-"""Reading a clip back into text: the page shows what a recognizer sees in each generated clip.
+"""Reading a clip back into text: the page shows what each reader sees in each generated clip.
 
 A reader is any callable ``read(clip) -> (text, confidence)`` taking one uint8 clip
-(T, H, W, 3), confidence in [0, 1]. The server knows nothing else about it, so a sequence
-recognizer (one that spells out words) plugs in by adding one branch to :func:`load_reader`
-for its folder format.
+(T, H, W, 3), confidence in [0, 1]. The server holds an ordered ``{name: reader}`` and knows
+nothing else about them: the readers of `evaluation.readers` (either architecture) and the
+project's clip classifier plug in through :func:`load_readers`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from text2sign.evaluation import readers
+from text2sign.evaluation.metrics import text_units
 from text2sign.evaluation.recognizer import Recognizer
-from text2sign.evaluation.sequence import SequenceRecognizer
 from text2sign.model_folder import shipped
 
 
@@ -25,6 +26,8 @@ class Reading(NamedTuple):
 
 
 Reader = Callable[[np.ndarray], "tuple[str, float]"]  # a Reading or any (text, confidence)
+
+MODEL_READERS = ("recognizer", "reader-transformer")  # a model folder's own readers
 
 
 def classifier_reader(recognizer: Any) -> Reader:
@@ -41,7 +44,7 @@ def classifier_reader(recognizer: Any) -> Reader:
 
 
 def sequence_reader(recognizer: Any) -> Reader:
-    """The CTC sequence recognizer's greedy reading (any text, spelled) and its confidence."""
+    """A reader's reading of one clip (any text, spelled or glossed) and its confidence."""
 
     def read(clip: np.ndarray) -> Reading:
         text, confidence = recognizer.read(clip[None])[0]
@@ -50,28 +53,64 @@ def sequence_reader(recognizer: Any) -> Reader:
     return read
 
 
-def load_reader(folder: str | Path, device: str = "cpu") -> Reader:
-    """A reader from a sequence recognizer folder (sequence.json + .safetensors) or a
-    classifier folder (recognizer.json + recognizer.safetensors)."""
-    if (Path(folder) / SequenceRecognizer.config_name).is_file():
-        return sequence_reader(SequenceRecognizer.load(folder, device))
-    return classifier_reader(Recognizer.load(folder, device))
+def same_text(a: str, b: str) -> bool:
+    """Whether two texts read the same, case and runs of spaces aside (as `exact` scores)."""
+    return text_units(a, "chars") == text_units(b, "chars")
 
 
 def is_reader_folder(folder: Path) -> bool:
-    return any((folder / kind.config_name).is_file() and (folder / kind.weights_name).is_file()
-               for kind in (SequenceRecognizer, Recognizer))
+    """A folder of either reader architecture, or of the clip classifier."""
+    classifier = ((folder / Recognizer.config_name).is_file()
+                  and (folder / Recognizer.weights_name).is_file())
+    return readers.is_reader_folder(folder) or classifier
 
 
-def find_reader_folder(model_folder: Path, corpus_cache: Path | None) -> Path | None:
-    """A recognizer that belongs to the model: ``MODEL/recognizer/``, the one shipped beside
-    the shipped model, else one `evaluate` and `demo` trained next to the corpus's clip cache
-    (sequence recognizers first, newest first), else None."""
-    candidates = [model_folder / "recognizer"]
+def load_readers(folders: Sequence[Path], device: str = "cpu",
+                 texts: Sequence[str] | None = None) -> tuple[dict[str, Reader], dict[str, str]]:
+    """The readers of ``folders`` by name (the architecture, numbered when two share one;
+    ``classifier`` for the clip classifier), in order, and the folder of each. With ``texts``
+    (the corpus's), a reader with no output for some of their units is refused."""
+    loaded: dict[str, Reader] = {}
+    where: dict[str, str] = {}
+    for folder in folders:
+        if readers.is_reader_folder(folder):
+            recognizer = readers.load_reader(folder, device)
+            if texts is not None:
+                try:
+                    readers.check_fits(recognizer, list(texts), recognizer.units)
+                except ValueError as err:
+                    raise ValueError(f"reader {str(folder)!r}: {err}; or serve without it "
+                                     "(--recognizer DIR, --no-recognizer)") from None
+            name = readers.reader_name(recognizer, set(loaded))
+            loaded[name] = sequence_reader(recognizer)
+        else:
+            name = "classifier" if "classifier" not in loaded else f"classifier-{len(loaded) + 1}"
+            loaded[name] = classifier_reader(Recognizer.load(folder, device))
+        where[name] = str(folder)
+    return loaded, where
+
+
+def find_reader_folders(model_folder: Path, corpus_cache: Path | None) -> list[Path]:
+    """The readers that belong to a model: its own (``MODEL/recognizer/``, any reader, and
+    ``MODEL/reader-transformer/``); else the shipped readers, for the shipped model; else those
+    `evaluate` and `demo` trained beside the corpus's clip cache, the newest of each
+    architecture; else the newest clip classifier there; else none."""
+    own = [model_folder / name for name in MODEL_READERS
+           if is_reader_folder(model_folder / name)]
+    if own:
+        return own
     if shipped.is_shipped(model_folder):
-        candidates += [shipped.recognizer(), shipped.fixed_recognizer()]
-    if corpus_cache is not None and corpus_cache.is_dir():
-        for pattern in ("sequence-*", "recognizer-*"):
-            found = [p for p in corpus_cache.glob(pattern) if p.is_dir()]
-            candidates += sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-    return next((c for c in candidates if is_reader_folder(c)), None)
+        found = list(readers.shipped_reader_folders().values())
+        if found:
+            return found
+    if corpus_cache is None or not corpus_cache.is_dir():
+        return []
+    newest = []
+    for cls, _, _ in readers.ARCHS.values():
+        kind = [p for p in corpus_cache.glob(f"{cls.cache_prefix}-*")
+                if p.is_dir() and readers.is_reader_folder(p)]
+        newest += sorted(kind, key=lambda p: p.stat().st_mtime, reverse=True)[:1]
+    if newest:
+        return newest
+    classifiers = [p for p in corpus_cache.glob("recognizer-*") if is_reader_folder(p)]
+    return sorted(classifiers, key=lambda p: p.stat().st_mtime, reverse=True)[:1]

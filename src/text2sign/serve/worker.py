@@ -30,7 +30,7 @@ class GenerateRequest:
 @dataclass
 class GenerateResult:
     clip: np.ndarray  # uint8 (T, H, W, 3)
-    reading: Reading | None
+    readings: dict[str, Reading]  # by reader, in the readers' order; empty with none
     queued_seconds: float
     generate_seconds: float
     read_seconds: float
@@ -48,14 +48,14 @@ class _Job:
 
 
 class GenerationWorker:
-    """Runs `pipe` (and the optional reader) on one thread over a queue of at most `max_queue`
+    """Runs `pipe` (and the readers, by name) on one thread over a queue of at most `max_queue`
     waiting requests; `submit` returns a Future of a GenerateResult."""
 
-    def __init__(self, pipe: Any, reader: Reader | None = None, max_queue: int = 8):
+    def __init__(self, pipe: Any, readers: dict[str, Reader] | None = None, max_queue: int = 8):
         if max_queue < 1:
             raise ValueError(f"max_queue={max_queue}: must be at least 1 waiting request")
         self.pipe = pipe
-        self.reader = reader
+        self.readers = dict(readers or {})
         self.max_queue = max_queue
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
@@ -114,7 +114,7 @@ class GenerationWorker:
         started = time.perf_counter()
         clip = self.pipe([r.text], steps=r.steps, guidance=r.guidance, seed=r.seed)[0]
         generated = time.perf_counter()
-        reading = Reading(*self.reader(clip)) if self.reader is not None else None
+        readings = {name: Reading(*read(clip)) for name, read in self.readers.items()}
         done = time.perf_counter()
-        return GenerateResult(clip, reading, started - job.submitted, generated - started,
+        return GenerateResult(clip, readings, started - job.submitted, generated - started,
                               done - generated)

@@ -11,42 +11,29 @@ with the "lcm" sampler in ``distill.steps`` steps, one denoiser evaluation a ste
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from text2sign.core.config import DISTILL_STEPS, Config, DistillConfig, apply_overrides
 from text2sign.core.cuda import adamw
 from text2sign.core.device import describe_device
-from text2sign.core.files import keep_log
-from text2sign.core.run_control import StopRequest
 from text2sign.diffusion import process as diffusion
 from text2sign.model_folder.build import build_denoiser
 from text2sign.model_folder.folder_io import check_fit, save_model_folder
 from text2sign.model_folder.model_info import ModelInfo
 from text2sign.model_folder.pipeline import Text2SignPipeline, trainable_state
+from text2sign.model_folder.resolve import ModelFolder, resolve_model
 from text2sign.training.loop import (
-    LossWindow,
-    TrainingDiverged,
-    diverged,
-    ema_decay_at,
-    expected_last_step,
-    flat_hparams,
-    log_scalars,
-    lr_at,
-    make_batches,
-    make_sampler,
-    micro_batches,
-    open_training_data,
-    sample_and_evaluate,
+    Job,
+    begin_run,
+    run_loop,
     split_state,
     started_run,
-    train_step,
+    training_batches,
 )
 from text2sign.training.run_state import (
     CHECKPOINT_PREFIX,
@@ -54,7 +41,6 @@ from text2sign.training.run_state import (
     prune_checkpoints,
     save_training_state,
 )
-from text2sign.training.tracking import Trackers, tracker_names
 
 DISTILLABLE = ("unet3d", "dit3d")  # denoisers with a timestep signal a guidance embedding joins
 # What a student's run changes in its teacher's training settings (LCM trains its target
@@ -139,7 +125,7 @@ def sync_target(raw: DistillTrainer, ema: dict[str, torch.Tensor]) -> None:
         p.copy_(ema[f"denoiser.{name}"])
 
 
-def load_teacher(folder: str | Path) -> tuple[Text2SignPipeline, dict[str, torch.Tensor]]:
+def load_teacher(folder: ModelFolder) -> tuple[Text2SignPipeline, dict[str, torch.Tensor]]:
     """The teacher's pipeline on the CPU and its text weights as its folder holds them."""
     pipe = Text2SignPipeline.from_pretrained(folder, device="cpu")
     check_teacher(pipe.config, pipe.info, str(pipe.folder))
@@ -205,29 +191,24 @@ def resume_student(raw: DistillTrainer, state: dict, checkpoint: Path,
 
 def distill(cfg: Config, out: str | Path, resume: bool | str | Path = False,
             progress: bool = True, device: str | None = None, quiet: bool | None = None,
-            command: str | None = None) -> Path:
-    """Distil ``cfg.distill.teacher`` into a student (``cfg`` from `student_config`, or the
-    run's own on resume); returns the model folder ``out/model``."""
+            command: str | None = None, teacher: ModelFolder | None = None) -> Path:
+    """Distil ``cfg.distill.teacher`` (``teacher``, when the caller resolved it already) into a
+    student (``cfg`` from `student_config`, or the run's own on resume); returns the model
+    folder ``out/model``."""
     out = Path(out)
-    teacher, text_state = load_teacher(cfg.distill.teacher)
+    quiet = not progress if quiet is None else quiet
+    teacher, text_state = load_teacher(teacher or resolve_model(cfg.distill.teacher))
     with started_run(cfg, out, resume, device) as (accelerator, checkpoint, state):
         return _distill(cfg, out, accelerator, checkpoint, state, teacher, text_state, progress,
-                        command)
+                        quiet, command)
 
 
 def _distill(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
              state: dict | None, teacher: Text2SignPipeline,
-             text_state: dict[str, torch.Tensor], progress: bool, command: str | None) -> Path:
+             text_state: dict[str, torch.Tensor], progress: bool, quiet: bool,
+             command: str | None) -> Path:
     tc = cfg.train
-    main = accelerator.is_main_process
-    rank, world = accelerator.process_index, accelerator.num_processes
-    cache, (train_idx, _, _) = open_training_data(cfg, accelerator, progress)
-    train_texts = sorted({cache.texts[i] for i in train_idx})
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.yaml")
-    accelerator.init_trackers("text2sign", config=flat_hparams(cfg))
-    trackers = Trackers(accelerator, tracker_names(tc.report_to), out)
+    cache, (train_idx, _, _), train_texts, trackers = begin_run(cfg, out, accelerator, progress)
     autoencoder = teacher.autoencoder
     if autoencoder is not None:
         autoencoder = autoencoder.to(accelerator.device)
@@ -246,64 +227,19 @@ def _distill(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
     ema = {k: v.to(accelerator.device) for k, v in ema.items()}
     step, minutes_before = (0, 0.0) if state is None else (
         state["meta"]["step"], state["meta"].get("minutes", 0.0))
-
-    sampler = make_sampler(cache, train_idx, tc, world, rank, start=step * tc.grad_accum,
-                           saved=state["meta"].get("data_order") if state else None)
-    batches, encode = make_batches(cfg, cache, train_idx, sampler, autoencoder, accelerator,
-                                   progress)
+    batches, encode, _ = training_batches(cfg, cache, train_idx, step, state, autoencoder,
+                                          accelerator, progress)
     info = replace(teacher.info, config=cfg, step=None, minutes=None, command=command,
                    device=describe_device(accelerator.device), evaluation=None, files={},
                    init_from=None, parameters={"denoiser": sum(
                        p.numel() for p in raw.denoiser.parameters())})
 
-    last_saved, log_path = checkpoint, out / "log.jsonl"
-    if main:
-        keep_log(log_path, step if checkpoint is not None else 0)
-    pbar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and main),
-                unit="step", dynamic_ncols=True, desc="distill")
-    started, first_step = time.time(), step
-    window = LossWindow(tc.batch_size * world * tc.grad_accum, accelerator.device)
-    with StopRequest() as stop:
-        while step < tc.max_steps:
-            lr = lr_at(step, tc, minutes_before + (time.time() - started) / 60)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            sync_target(raw, ema)
-            try:
-                batch_iter = micro_batches(batches, tc, step, rank, accelerator, encode)
-                result = train_step(module, optimizer, accelerator, batch_iter,
-                                    grad_clip=tc.grad_clip, ema=ema, live=live,
-                                    ema_decay=ema_decay_at(step, tc.ema_decay))
-            except TrainingDiverged as err:
-                pbar.close()
-                raise diverged(err, step, last_saved, tc) from None
-            window.add(result.loss)
-            step += 1
-            minutes = minutes_before + (time.time() - started) / 60
-            pbar.total = expected_last_step(step, tc, minutes, (step - first_step) / max(
-                minutes - minutes_before, 1e-9))
-            pbar.update(1)
-            if (tc.log_every and step % tc.log_every == 0) or step == tc.max_steps:
-                log_scalars(window.close(lr, result.grad_norm), step, trackers, pbar,
-                            log_path if main else None)
-            out_of_time = tc.max_minutes is not None and minutes >= tc.max_minutes
-            finishing = step == tc.max_steps or out_of_time or stop.requested
-            if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or finishing:
-                if main:
-                    last_saved = save_student(out, cfg, raw, ema, optimizer.optimizer, step,
-                                              minutes, info, teacher, text_state)
-                accelerator.wait_for_everyone()
-            if main:
-                sample_and_evaluate(lambda: student_pipeline(raw, ema, cfg, teacher), tc, cache,
-                                    out, step, finishing, trackers, train_texts)
-            if out_of_time or stop.requested:
-                reason = "time budget reached" if out_of_time else "stopped by Ctrl-C"
-                if main:
-                    print(f"{reason} at step {step}; resume with --resume (saved {last_saved})")
-                break
-    pbar.total = step
-    pbar.refresh()
-    pbar.close()
-    trackers.close()
-    accelerator.end_training()
-    return out / "model"
+    def save(step: int, minutes: float) -> Path:
+        return save_student(out, cfg, raw, ema, optimizer.optimizer, step, minutes, info,
+                            teacher, text_state)
+
+    job = Job(module, optimizer, ema, live, batches, encode, save,
+              pipeline=lambda: student_pipeline(raw, ema, cfg, teacher), step=step,
+              minutes_before=minutes_before, checkpoint=checkpoint,
+              before_step=lambda: sync_target(raw, ema), name="distill")
+    return run_loop(job, cfg, out, accelerator, trackers, cache, train_texts, progress, quiet)

@@ -18,10 +18,9 @@ from torch import nn
 
 from text2sign.core.config import Config
 from text2sign.core.files import sha256
-from text2sign.model_folder import shipped
 from text2sign.model_folder.autoencoder_io import inflate_autoencoder, load_autoencoder
 from text2sign.model_folder.card import shown_path
-from text2sign.model_folder.folder_io import find_model_folder, load_model_folder, read_model_info
+from text2sign.model_folder.resolve import ModelFolder
 
 
 def load_fitting(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
@@ -52,10 +51,13 @@ def _case_fold_bytes(text_state: dict[str, torch.Tensor], source: Config, cfg: C
     return ["a-z byte embeddings from A-Z (this model case-folds texts, the source did not)"]
 
 
-def init_from_model(module: nn.Module, cfg: Config, log=None) -> dict[str, Any]:
-    """Initialise ``module`` (a DiffusionTrainer: ``.denoiser`` + ``.conditioner``) from the
-    model folder ``cfg.model.init_from``; returns its reference (path + sha256 of its weights)."""
-    folder, source, denoiser_state, text_state, _ = load_model_folder(cfg.model.init_from)
+def init_from_model(module: nn.Module, cfg: Config, model: ModelFolder, log=None
+                    ) -> dict[str, Any]:
+    """Initialise ``module`` (a DiffusionTrainer: ``.denoiser`` + ``.conditioner``) from
+    ``model``, the folder ``cfg.model.init_from`` names; returns its reference (path + sha256 of
+    its weights)."""
+    folder, source = model.path, model.config
+    denoiser_state, text_state = model.weights()
     if source.model.arch != cfg.model.arch:
         raise ValueError(
             f"model.init_from={cfg.model.init_from!r} is a {source.model.arch} model; this run "
@@ -76,7 +78,9 @@ def init_from_model(module: nn.Module, cfg: Config, log=None) -> dict[str, Any]:
             log(f"init from {folder}: {note}")
     # relative to the working directory when inside it: no machine path in a shared folder
     return {"given": str(cfg.model.init_from), "path": shown_path(folder.resolve()),
-            "sha256": sha256(folder / "denoiser.safetensors"),
+            # the digest its config.json recorded and resolving verified (older folders: anew)
+            "sha256": model.info.files.get("denoiser.safetensors")
+            or sha256(folder / "denoiser.safetensors"),
             "loaded": {part: len(r["loaded"]) for part, r in report.items()},
             "new": {part: len(r["new"]) for part, r in report.items()}}
 
@@ -88,12 +92,11 @@ def _names(keys: list[str], limit: int = 4) -> str:
     return " (" + ", ".join(keys[:limit]) + more + ")"
 
 
-def source_autoencoder(cfg: Config) -> tuple[nn.Module, bool]:
-    """The autoencoder a latent run starts from when ``model.init_from`` names a latent model:
-    (autoencoder, needs_training). Same latent settings: the folder's own, frozen. Twice the
-    frame size: the inflated one, whose decoder is still to be fitted."""
-    folder = find_model_folder(shipped.model_path(cfg.model.init_from))
-    source = read_model_info(folder).config  # the config alone: the weights load once, later
+def source_autoencoder(cfg: Config, model: ModelFolder) -> tuple[nn.Module, bool]:
+    """The autoencoder a latent run starts from when ``model.init_from`` names a latent model
+    (``model``): (autoencoder, needs_training). Same latent settings: the folder's own, frozen.
+    Twice the frame size: the inflated one, whose decoder is still to be fitted."""
+    folder, source = model.path, model.config
     if not source.latent.enabled:
         raise ValueError(
             f"model.init_from={cfg.model.init_from!r} is a pixel-space model, this run is latent: "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -53,6 +54,7 @@ from text2sign.model_folder.build import build_autoencoder, build_models, diffus
 from text2sign.model_folder.folder_io import save_model_folder
 from text2sign.model_folder.model_info import ModelInfo
 from text2sign.model_folder.pipeline import Text2SignPipeline, trainable_state
+from text2sign.model_folder.resolve import ModelFolder, resolve_model
 from text2sign.models.duration import DurationModel
 from text2sign.models.pretrained import init_from_pretrained, reference
 from text2sign.training.autoencoder_training import train_autoencoder
@@ -421,8 +423,7 @@ def fit_duration(cache: Any, train_idx: list[int], cfg: Config) -> DurationModel
     if not getattr(cache, "variable", False):
         return None
     units = "chars" if cfg.text.encoder == "bytes" or cfg.text.lowercase else "words"
-    fold = cfg.text.lowercase
-    texts = [cache.texts[i].lower() if fold else cache.texts[i] for i in train_idx]
+    texts = [cache.texts[i] for i in train_idx]  # the model folds letters (`units.split`)
     return DurationModel.fit(texts, [cache.lengths[i] for i in train_idx], units=units,
                              fps=cfg.data.fps, max_frames=cfg.data.max_frames)
 
@@ -440,13 +441,14 @@ def evaluate_and_log(pipe: Text2SignPipeline, cache: Any, out: Path, step: int,
 
 def init_training(cfg: Config, checkpoint: Path | None, state: dict | None,
                   autoencoder: nn.Module | None = None, device: torch.device | None = None,
-                  log=None
+                  log=None, source: Callable[[], ModelFolder] | None = None
                   ) -> tuple[DiffusionTrainer, torch.optim.Optimizer, dict[str, torch.Tensor],
                              dict[str, Any], dict[str, Any] | None]:
     """Models (from ``model.pretrained`` / ``model.init_from`` where set), AdamW and fp32 EMA
     weights: identical on every rank from the seed, then the checkpoint's weights when resuming
     (the optimizer state is loaded after accelerate wraps it). Also returns the pretrained
-    files' references and the ``model.init_from`` folder's (None without one)."""
+    files' references and the ``model.init_from`` folder's (None without one). ``source`` gives
+    the ``model.init_from`` folder (`init_source`: resolved once, when first asked)."""
     tc = cfg.train
     torch.manual_seed(tc.seed)
     denoiser, conditioner = build_models(cfg)
@@ -458,7 +460,7 @@ def init_training(cfg: Config, checkpoint: Path | None, state: dict | None,
     module = DiffusionTrainer(denoiser, conditioner, cfg)
     init_ref = None
     if cfg.model.init_from and checkpoint is None:  # a resumed run has it in its checkpoint
-        init_ref = init_from_model(module, cfg, log=log)
+        init_ref = init_from_model(module, cfg, (source or init_source(cfg))(), log=log)
     denoiser.set_gradient_checkpointing(tc.gradient_checkpointing)
     if tc.compile:
         compile_module(denoiser)
@@ -515,9 +517,16 @@ def pretrained_references(cfg: Config, autoencoder: nn.Module | None) -> dict[st
     return refs
 
 
+def init_source(cfg: Config) -> Callable[[], ModelFolder]:
+    """The ``model.init_from`` folder of a run, resolved (read and verified) the first time it
+    is asked for: the denoiser and, in a latent run, the autoencoder start from one reading."""
+    return functools.cache(lambda: resolve_model(cfg.model.init_from))
+
+
 def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int],
                         device: torch.device, progress: bool, quiet: bool = True,
-                        log=None) -> tuple[nn.Module, dict]:
+                        log=None, source: Callable[[], ModelFolder] | None = None
+                        ) -> tuple[nn.Module, dict]:
     """The run's frozen autoencoder: ``latent.autoencoder`` if named, else ``out/autoencoder``
     from an earlier start of this run, else trained now (counted in the run's minutes)."""
     lc, folder = cfg.latent, out / "autoencoder"
@@ -530,7 +539,7 @@ def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int]
     torch.manual_seed(cfg.train.seed)
     ae, decoder_only = build_autoencoder(lc), False
     if cfg.model.init_from:  # the latent space the loaded denoiser learned in
-        ae, decoder_only = source_autoencoder(cfg)
+        ae, decoder_only = source_autoencoder(cfg, (source or init_source(cfg))())
         if not decoder_only:
             return ae.to(device), {"facts": {"from": str(cfg.model.init_from)}}
     budget = cfg.train.max_minutes
@@ -549,8 +558,9 @@ def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int]
 @contextlib.contextmanager
 def started_run(cfg: Config, out: Path, resume: bool | str | Path, device: str | None
                 ) -> Iterator[tuple[Any, Path | None, dict | None]]:
-    """(accelerator, checkpoint, state) of a run starting or resuming in ``out``, with the run
-    folder locked and what a killed run left half-written cleaned (training and distillation)."""
+    """(accelerator, checkpoint, state) of a run starting or resuming in ``out`` (training and
+    distillation), with the run folder locked, what a killed run left half-written cleaned, and
+    a full disk said with the last good checkpoint."""
     checkpoint, state = load_resume(out, resume)
     tracker_names(cfg.train.report_to)  # a missing W&B fails before any work
     accelerator = make_accelerator(cfg.train, out, device,
@@ -560,7 +570,16 @@ def started_run(cfg: Config, out: Path, resume: bool | str | Path, device: str |
         if main:
             for line in clean_leftovers(out) + clean_leftovers(out / "checkpoints"):
                 print(line, file=sys.stderr)
-        yield accelerator, checkpoint, state
+        try:
+            yield accelerator, checkpoint, state
+        except Exception as err:
+            if not is_disk_full(err):
+                raise
+            found = list_checkpoints(out)
+            raise DiskFull(
+                f"disk full while writing into {str(out)!r}; the last good checkpoint is "
+                f"{str(found[-1]) if found else 'none'}: free space, then rerun with --resume"
+            ) from err
 
 
 def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progress: bool = True,
@@ -580,20 +599,12 @@ def train(cfg: Config, out: str | Path, resume: bool | str | Path = False, progr
     out = Path(out)
     quiet = not progress if quiet is None else quiet
     with started_run(cfg, out, resume, device) as (accelerator, checkpoint, state):
-        try:
-            return _train(cfg, out, accelerator, checkpoint, state, progress, quiet, command)
-        except Exception as err:
-            if not is_disk_full(err):
-                raise
-            found = list_checkpoints(out)
-            raise DiskFull(
-                f"disk full while writing into {str(out)!r}; the last good checkpoint is "
-                f"{str(found[-1]) if found else 'none'}: free space, then rerun with --resume"
-            ) from err
+        return _train(cfg, out, accelerator, checkpoint, state, progress, quiet, command)
 
 
 def latent_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int],
-                       accelerator: Any, progress: bool, quiet: bool, log=None
+                       accelerator: Any, progress: bool, quiet: bool, log=None,
+                       source: Callable[[], ModelFolder] | None = None
                        ) -> tuple[nn.Module | None, dict]:
     """`prepare_autoencoder` on the main process first (the others then load what it saved);
     (None, {}) for a run in pixel space."""
@@ -602,18 +613,20 @@ def latent_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int],
     main = accelerator.is_main_process
     with accelerator.main_process_first():
         return prepare_autoencoder(cfg, out, cache, train_idx, accelerator.device,
-                                   progress=progress and main, quiet=quiet or not main, log=log)
+                                   progress=progress and main, quiet=quiet or not main, log=log,
+                                   source=source)
 
 
 def prepare_models(cfg: Config, checkpoint: Path | None, state: dict | None,
-                   autoencoder: nn.Module | None, accelerator: Any, quiet: bool
+                   autoencoder: nn.Module | None, accelerator: Any, quiet: bool,
+                   source: Callable[[], ModelFolder] | None = None
                    ) -> tuple[nn.Module, torch.optim.Optimizer, dict[str, torch.Tensor],
                               dict[str, Any], dict[str, Any] | None]:
     """`init_training` placed by ``accelerator``: the checkpoint's optimizer state restored after
     `prepare`, the EMA on the training device."""
     module, optimizer, ema, references, init_ref = init_training(
         cfg, checkpoint, state, autoencoder, device=accelerator.device,
-        log=print if accelerator.is_main_process and not quiet else None)
+        log=print if accelerator.is_main_process and not quiet else None, source=source)
     module, optimizer = accelerator.prepare(module, optimizer)
     if checkpoint is not None:
         optimizer_from_tensors(optimizer, state["optimizer"], state["meta"]["optimizer"])
@@ -712,66 +725,89 @@ def sample_and_evaluate(ema_pipe: Callable[[], Text2SignPipeline], tc: TrainConf
         evaluate_and_log(pipe, cache, out, step, trackers)
 
 
-def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
-           state: dict | None, progress: bool, quiet: bool, command: str | None) -> Path:
-    tc = cfg.train
-    main = accelerator.is_main_process
+def begin_run(cfg: Config, out: Path, accelerator: Any, progress: bool
+              ) -> tuple[Any, tuple[list[int], list[int], list[int]], list[str], Trackers]:
+    """What every run does first: the CUDA settings, its clips and their (train, val, unseen)
+    split, the training texts, config.yaml and the trackers."""
     check_distribution(accelerator.distributed_type)
     enable_tf32(accelerator.device)
-    rank, world = accelerator.process_index, accelerator.num_processes
-
-    cache, (train_idx, val_idx, unseen_idx) = open_training_data(cfg, accelerator, progress)
-    train_texts = sorted({cache.texts[i] for i in train_idx})
-    duration = fit_duration(cache, train_idx, cfg)
-    if main:
+    cache, split = open_training_data(cfg, accelerator, progress)
+    train_texts = sorted({cache.texts[i] for i in split[0]})
+    if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")
     accelerator.init_trackers("text2sign", config=flat_hparams(cfg))
-    trackers = Trackers(accelerator, tracker_names(tc.report_to), out)
+    return cache, split, train_texts, Trackers(accelerator, tracker_names(cfg.train.report_to), out)
 
-    # --- the frame autoencoder of a latent run: trained once by the main process, then frozen
-    autoencoder, ae_meta = latent_autoencoder(cfg, out, cache, train_idx, accelerator, progress,
-                                              quiet, log=trackers.scalars)
 
-    # --- models, optimizer, EMA: fresh, or the checkpoint's
-    module, optimizer, ema, references, init_ref = prepare_models(
-        cfg, checkpoint, state, autoencoder, accelerator, quiet)
-    raw = accelerator.unwrap_model(module)
-    live = trainable_state(raw)
-    step, minutes_before = (0, ae_meta.get("minutes_this_run", 0.0)) if state is None else (
-        state["meta"]["step"], state["meta"].get("minutes", 0.0))
-
-    sampler = make_sampler(cache, train_idx, tc, world, rank, start=step * tc.grad_accum,
+def training_batches(cfg: Config, cache: Any, train_idx: list[int], step: int,
+                     state: dict | None, autoencoder: nn.Module | None, accelerator: Any,
+                     progress: bool) -> tuple[Iterator[dict], Any, dict | None]:
+    """The batches from ``step`` on (continuing the checkpoint's data order, which is checked),
+    the encoder to apply to each (see `make_batches`), and the data order a checkpoint records
+    (length buckets only)."""
+    tc = cfg.train
+    sampler = make_sampler(cache, train_idx, tc, accelerator.num_processes,
+                           accelerator.process_index, start=step * tc.grad_accum,
                            saved=state["meta"].get("data_order") if state else None)
-    data_order = sampler.state() if isinstance(sampler, LengthBucketSampler) else None
-    check_lengths(raw.denoiser, cache, train_idx, cfg)
     batches, encode = make_batches(cfg, cache, train_idx, sampler, autoencoder, accelerator,
                                    progress)
-    facts = model_facts(raw, cache, train_idx, val_idx, unseen_idx, cfg, ae_meta)
-    facts = replace(facts, command=command, device=describe_device(accelerator.device),
-                    pretrained=references or {}, init_from=init_ref or None)
+    return batches, encode, sampler.state() if isinstance(sampler, LengthBucketSampler) else None
 
-    # --- the loop
-    last_saved, log_path = checkpoint, out / "log.jsonl"
+
+@dataclass
+class Job:
+    """What `run_loop` drives, set up by `train` (the denoising loss) or `distill` (the
+    consistency loss): the same steps, checkpoints, logs, previews, evaluations and stops."""
+
+    module: nn.Module  # prepared by accelerate; its forward is the loss
+    optimizer: Any  # accelerate's wrapper (``.optimizer``: the torch one)
+    ema: dict[str, torch.Tensor]  # fp32 EMA of ``live``, on the training device
+    live: dict[str, torch.Tensor]  # the trainable parameters the EMA follows
+    batches: Iterator[dict]
+    encode: Any  # clips -> latents on the fly, or None
+    save: Callable[[int, float], Path]  # (step, minutes) -> the checkpoint written (main only)
+    pipeline: Callable[[], Text2SignPipeline]  # over the EMA weights: previews and evaluation
+    step: int = 0  # the step to start from (a resumed run's)
+    minutes_before: float = 0.0  # minutes spent before this start (a resumed run's, the AE's)
+    checkpoint: Path | None = None  # the checkpoint resumed from
+    before_step: Callable[[], None] | None = None  # distillation: the target takes the EMA
+    probe_attention: bool = False  # say which attention kernels the first step ran
+    name: str | None = None  # the progress bar's label
+
+
+def run_loop(job: Job, cfg: Config, out: Path, accelerator: Any, trackers: Trackers,
+             cache: Any, train_texts: list[str], progress: bool, quiet: bool) -> Path:
+    """The training loop of every run, read top to bottom: the LR, one step, the logs, the
+    checkpoint, the previews and evaluation, and the stops (max_steps, max_minutes, Ctrl-C);
+    returns the model folder ``out/model``."""
+    tc = cfg.train
+    main = accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+    step, minutes_before = job.step, job.minutes_before
+    last_saved, log_path = job.checkpoint, out / "log.jsonl"
     if main:
-        keep_log(log_path, step if checkpoint is not None else 0)
+        keep_log(log_path, step if job.checkpoint is not None else 0)
     pbar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and main),
-                unit="step", dynamic_ncols=True)
+                unit="step", dynamic_ncols=True, desc=job.name)
     started, first_step = time.time(), step
     window = LossWindow(tc.batch_size * world * tc.grad_accum, accelerator.device)
-    probe_attention = not tc.compile  # dynamo would trace the probe; eager code only
+    probe_attention = job.probe_attention
     with StopRequest() as stop:
         while step < tc.max_steps:
             lr = lr_at(step, tc, minutes_before + (time.time() - started) / 60)
-            for group in optimizer.param_groups:
+            for group in job.optimizer.param_groups:
                 group["lr"] = lr
+            if job.before_step is not None:
+                job.before_step()
 
             probe = recorded_attention_kernels() if probe_attention else nullcontext()
             try:
                 with probe as kernels:
-                    batch_iter = micro_batches(batches, tc, step, rank, accelerator, encode)
-                    result = train_step(module, optimizer, accelerator, batch_iter,
-                                        grad_clip=tc.grad_clip, ema=ema, live=live,
+                    batch_iter = micro_batches(job.batches, tc, step, rank, accelerator,
+                                               job.encode)
+                    result = train_step(job.module, job.optimizer, accelerator, batch_iter,
+                                        grad_clip=tc.grad_clip, ema=job.ema, live=job.live,
                                         ema_decay=ema_decay_at(step, tc.ema_decay))
             except TrainingDiverged as err:
                 pbar.close()
@@ -794,13 +830,11 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
             # Save before sampling: a sampling or evaluation failure must not lose the step.
             if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or finishing:
                 if main:
-                    last_saved = save_checkpoint(out, cfg, raw, ema, optimizer.optimizer, step,
-                                                 minutes, facts, autoencoder, train_texts,
-                                                 data_order=data_order, duration=duration)
+                    last_saved = job.save(step, minutes)
                 accelerator.wait_for_everyone()
             if main:
-                sample_and_evaluate(lambda: ema_pipeline(raw, ema, cfg, autoencoder, duration),
-                                    tc, cache, out, step, finishing, trackers, train_texts)
+                sample_and_evaluate(job.pipeline, tc, cache, out, step, finishing, trackers,
+                                    train_texts)
             if out_of_time or stop.requested:
                 reason = "time budget reached" if out_of_time else "stopped by Ctrl-C"
                 if main:
@@ -812,3 +846,39 @@ def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
     trackers.close()
     accelerator.end_training()
     return out / "model"
+
+
+def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
+           state: dict | None, progress: bool, quiet: bool, command: str | None) -> Path:
+    cache, (train_idx, val_idx, unseen_idx), train_texts, trackers = begin_run(
+        cfg, out, accelerator, progress)
+    duration = fit_duration(cache, train_idx, cfg)
+
+    # --- the frame autoencoder of a latent run: trained once by the main process, then frozen
+    source = init_source(cfg)  # the model.init_from folder, read once if either start needs it
+    autoencoder, ae_meta = latent_autoencoder(cfg, out, cache, train_idx, accelerator, progress,
+                                              quiet, log=trackers.scalars, source=source)
+
+    # --- models, optimizer, EMA: fresh, or the checkpoint's
+    module, optimizer, ema, references, init_ref = prepare_models(
+        cfg, checkpoint, state, autoencoder, accelerator, quiet, source)
+    raw = accelerator.unwrap_model(module)
+    step, minutes_before = (0, ae_meta.get("minutes_this_run", 0.0)) if state is None else (
+        state["meta"]["step"], state["meta"].get("minutes", 0.0))
+    check_lengths(raw.denoiser, cache, train_idx, cfg)
+    batches, encode, data_order = training_batches(cfg, cache, train_idx, step, state,
+                                                   autoencoder, accelerator, progress)
+    facts = model_facts(raw, cache, train_idx, val_idx, unseen_idx, cfg, ae_meta)
+    facts = replace(facts, command=command, device=describe_device(accelerator.device),
+                    pretrained=references or {}, init_from=init_ref or None)
+
+    def save(step: int, minutes: float) -> Path:
+        return save_checkpoint(out, cfg, raw, ema, optimizer.optimizer, step, minutes, facts,
+                               autoencoder, train_texts, data_order=data_order,
+                               duration=duration)
+
+    job = Job(module, optimizer, ema, trainable_state(raw), batches, encode, save,
+              pipeline=lambda: ema_pipeline(raw, ema, cfg, autoencoder, duration), step=step,
+              minutes_before=minutes_before, checkpoint=checkpoint,
+              probe_attention=not cfg.train.compile)  # dynamo would trace the probe
+    return run_loop(job, cfg, out, accelerator, trackers, cache, train_texts, progress, quiet)

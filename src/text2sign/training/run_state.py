@@ -174,10 +174,23 @@ def read_run_config(out: str | Path, resume: bool | str | Path) -> Config | None
     return from_dict(kept) if kept else None
 
 
-def _short(value: Any) -> str:
-    """A setting's value for a one-line message (a whole ``model.params`` is too long)."""
-    shown = repr(value)
-    return shown if len(shown) <= 40 else "..."
+UNSET = object()  # a key one side of a difference does not have
+
+
+def differences(key: str, new: Any, old: Any) -> list[tuple[str, Any, Any]]:
+    """(dotted key, new value, old value) of each leaf where ``new`` and ``old`` differ: inside
+    a dict-valued setting (``model.params``), each entry that differs, by its own name."""
+    if new == old:
+        return []
+    if isinstance(new, dict) and isinstance(old, dict):
+        return [d for name in sorted(set(new) | set(old), key=str)
+                for d in differences(f"{key}.{name}", new.get(name, UNSET),
+                                     old.get(name, UNSET))]
+    return [(key, new, old)]
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is UNSET else repr(value)
 
 
 def resume_config(cfg: Config, out: str | Path, resume: bool | str | Path,
@@ -201,13 +214,15 @@ def resume_config(cfg: Config, out: str | Path, resume: bool | str | Path,
     changed = [k for k in new if new[k] != old[k] and k != "data.path"]  # data: checked above
     refused = [k for k in changed if k not in RESUMABLE]
     if refused:
-        named = ", ".join(f"{k}={_short(new[k])} (run: {_short(old[k])})" for k in refused)
+        named = ", ".join(f"{name}={_shown(now)} (run: {_shown(was)})" for k in refused
+                          for name, now, was in differences(k, new[k], old[k]))
         raise ValueError(
             f"--resume continues the run in {str(out)!r} with its own model and data, but "
             f"{named} differ from it; drop them, or start a new run with another --out")
     if not changed:
         return base
-    named = ", ".join(f"{k} {_short(old[k])} -> {_short(new[k])}" for k in changed)
+    named = ", ".join(f"{name} {_shown(was)} -> {_shown(now)}" for k in changed
+                      for name, now, was in differences(k, new[k], old[k]))
     print(f"--resume: changed settings apply: {named}", file=sys.stderr)
     raw = base.to_dict()
     for key in changed:
