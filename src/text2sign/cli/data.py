@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     check.set_defaults(func=check_command)
 
     prepare = subparsers.add_parser(
-        "prepare", help="decode clips once into a fast memory-mapped cache",
+        "prepare", help="decode clips once into a fast uint8 cache",
         description="Decode, resample and resize every good pair under DIR into a uint8 cache "
         "(reused for unchanged sources). Exit 0 if all pairs are good, 1 if any was skipped.",
     )

@@ -176,6 +176,7 @@ class ClipCache:
         says it holds."""
         if self._pid != os.getpid():  # forked worker: never share file handles across processes
             self._files, self._pid = {}, os.getpid()
+            self._lock = threading.Lock()  # a copy made while another thread held it stays held
         if name not in self._files:
             count = self.index["shards"][name]  # clips, or frames in a variable cache
             unit = np.prod(self.frame_shape if self.variable else self.clip_shape)
