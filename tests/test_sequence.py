@@ -301,7 +301,10 @@ def test_the_shipped_recognizer_reads_as_it_always_has():
     readings = rec.read(clips)
     assert [t for t, _ in readings] == ["w", "w"]
     assert [round(c, 4) for _, c in readings] == [0.9837, 0.9862]
-    assert rec.read([clips[0], clips[1, :20]])[0] == readings[0]  # a list of two lengths
+    # A list of two lengths reads clip 0 alone: the same text, the confidence to MKL's rounding
+    # of a batch of one against a batch of two (bit-equal only on some numeric paths).
+    alone = rec.read([clips[0], clips[1, :20]])[0]
+    assert alone[0] == readings[0][0] and alone[1] == pytest.approx(readings[0][1], abs=1e-5)
 
 
 @pytest.mark.numerics

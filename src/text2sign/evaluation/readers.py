@@ -98,7 +98,7 @@ def resolve_readers(names: Sequence[str | Path]) -> list[Path]:
             folders += list(installed.values())
         else:
             folders.append(Path(name))
-    return list(dict.fromkeys(folders))
+    return list({f.resolve(): f for f in folders}.values())  # one reader per folder
 
 
 def reader_name(reader: SequenceRecognizer, names: set[str] | None = None) -> str:

@@ -57,7 +57,7 @@ class TransformerReaderConfig:
 
 @dataclass
 class TransformerReaderSettings:
-    steps: int = 2500
+    steps: int = 2000  # the shipped reader: 2,000 x 24 clips
     batch_size: int = 24
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -179,11 +179,10 @@ class TransformerReader(SequenceRecognizer):
     def ctc_weight(self) -> float:
         return float(self.settings.get("ctc_weight", 0.5))
 
-    def _tokens(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoder input (start + units) and target (units + end) ids, (B, L + 1) each, padded
-        with -100 in the target."""
-        ids = [[self.index[u] for u in text_units(t, self.units)][:self.config.max_units]
-               for t in texts]
+    def _tokens(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder input (start + units) and target (units + end) ids, (B, L + 1) each, of unit
+        id lists; the target padded with -100."""
+        ids = [list(i)[:self.config.max_units] for i in ids]
         length = max(len(i) for i in ids) + 1
         start = self.net.vocab_size + 1
         inp = torch.full((len(ids), length), 0, dtype=torch.long)
@@ -200,7 +199,8 @@ class TransformerReader(SequenceRecognizer):
         log_probs = self.net.ctc(memory).transpose(0, 1)  # (T, B, V + 1)
         input_lengths = torch.full((len(targets),), x.shape[2], dtype=torch.long)
         ctc = F.ctc_loss(log_probs, ids.to(x.device), input_lengths, lengths, zero_infinity=True)
-        inp, tgt = self._tokens(targets)
+        inp, tgt = self._tokens([[self.index[u] for u in text_units(t, self.units)]
+                                 for t in targets])
         logits = self.net.decode_logits(memory, inp.to(x.device))  # (B, L, V + 1)
         att = F.cross_entropy(logits.flatten(0, 1), tgt.to(x.device).flatten(),
                               ignore_index=-100, label_smoothing=0.1)
@@ -234,13 +234,7 @@ class TransformerReader(SequenceRecognizer):
         ctc = -F.ctc_loss(log_probs.transpose(0, 1), targets, torch.full((b,), t), lengths,
                           reduction="none", zero_infinity=False)  # (B,)
         ctc = torch.nan_to_num(ctc, neginf=-1e4)  # more units than frames: no alignment
-        texts = [[u for u in c][:self.config.max_units] for c in candidates]
-        length = max(len(c) for c in texts) + 1
-        inp = torch.zeros((b, length), dtype=torch.long)
-        tgt = torch.full((b, length), -100, dtype=torch.long)
-        for row, units in enumerate(texts):
-            inp[row, :len(units) + 1] = torch.tensor([self.net.vocab_size + 1, *units])
-            tgt[row, :len(units) + 1] = torch.tensor([*units, 0])
+        inp, tgt = self._tokens(candidates)
         logits = self.net.decode_logits(memory, inp.to(memory.device)).log_softmax(-1).cpu()
         picked = logits.gather(-1, tgt.clamp(min=0)[..., None])[..., 0]  # (B, L)
         att = (picked * (tgt >= 0)).sum(-1)  # (B,)
