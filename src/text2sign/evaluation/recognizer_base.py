@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from text2sign.core.device import release_freed_memory
 from text2sign.core.files import atomic_dir
 from text2sign.core.lr_schedule import warmup_cosine
 from text2sign.data.dataset import to_uint8, to_unit
@@ -322,7 +323,9 @@ class TrainedRecognizer:
             optimizer, lambda step: warmup_cosine(step, warmup, settings.steps))
         bar = tqdm(range(settings.steps), desc=f"{self.kind}: training", disable=not progress,
                    leave=False)
-        for _ in bar:
+        for step in bar:
+            if step % 100 == 0:
+                release_freed_memory()  # each batch's clips, read and shrunk, leave heap behind
             batch_targets, x = self.sample_batch(clips, targets, settings.batch_size, generator,
                                                  time_jitter)
             x = x.to(device)  # (B, 3, T, S, S)
