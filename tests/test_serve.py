@@ -407,7 +407,7 @@ def test_which_readers_a_model_gets(tmp_path, monkeypatch):
     # evaluate's and demo's readers beside the cache: the newest of each architecture
     assert find_reader_folders(model, cache) == [new, transformer]
 
-    monkeypatch.setattr(serve_reader.shipped, "is_shipped", lambda folder: True)
+    monkeypatch.setattr(serve_reader.readers.shipped, "is_shipped", lambda folder: True)
     monkeypatch.setattr(serve_reader.readers, "shipped_reader_folders",
                         lambda: {"conv-gru": old, "transformer": transformer})
     assert find_reader_folders(model, cache) == [old, transformer]  # the shipped model's

@@ -13,7 +13,7 @@ from text2sign.data.dataset import open_data
 from text2sign.data.fingerspelling import build_fingerspelling_corpus, builtin_words, clip_paths
 from text2sign.data.folder import default_workers
 from text2sign.evaluation.evaluate import evaluate, print_report
-from text2sign.evaluation.readers import pick_readers
+from text2sign.evaluation.readers import find_reader_folders, pick_readers
 from text2sign.model_folder import shipped
 from text2sign.model_folder.build import build_config
 from text2sign.model_folder.folder_io import TrainingTexts, training_texts
@@ -135,11 +135,15 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     cache = open_data(dc, progress=progress, path=corpus)
 
     # Shipped, trained on the ASL corpus: at the data rate, or at 28 frames for such models.
-    if recognizers is None and not train:
+    # The model's own readers (the shipped ones for the shipped model), else the shipped readers
+    # of the demo corpus at its rate, or the 28-frame one for a 28-frame model.
+    if recognizers is None and not train and not find_reader_folders(pipe.folder, None):
         own = ["shipped"] if pipe.fps is not None else [shipped.fixed_recognizer()]
         recognizers = own if pipe.fps is None or shipped.recognizer().is_dir() else None
-    readers = pick_readers(recognizers, training_cache or cache, val_fraction=dc.val_fraction,
-                           holdout=dc.holdout_texts, device=pipe.device, progress=progress)
+    readers = pick_readers(recognizers, training_cache or cache,
+                           model_folder=None if train else pipe.folder,
+                           val_fraction=dc.val_fraction, holdout=dc.holdout_texts,
+                           device=pipe.device, progress=progress)
     for name, reader in readers.items():
         reader.save(out / "readers" / name)
     report = evaluate(pipe, cache, out / "eval", per_text=per_text, progress=progress,

@@ -36,6 +36,7 @@ from text2sign.evaluation.transformer_reader import (
     TransformerReaderConfig,
     TransformerReaderSettings,
 )
+from text2sign.model_folder import shipped
 
 # name -> (class, config class, settings class): the order is the order reports list them.
 ARCHS: dict[str, tuple[type[SequenceRecognizer], type, type]] = {
@@ -251,15 +252,46 @@ def combine(per_reader: dict[str, dict[str, Any]], agreements: dict[str, dict[st
     return out
 
 
+MODEL_READERS = ("recognizer", "reader-transformer")  # a model folder's own readers
+
+
+def find_reader_folders(model_folder: Path, corpus_cache: Path | None) -> list[Path]:
+    """The readers that belong to a model: its own (``MODEL/recognizer/``, either
+    architecture, and ``MODEL/reader-transformer/``); else the shipped readers, for the
+    shipped model; else those `evaluate` and `demo` trained beside the corpus's clip cache,
+    the newest of each architecture; else none."""
+    model_folder = Path(model_folder)
+    own = [model_folder / name for name in MODEL_READERS
+           if is_reader_folder(model_folder / name)]
+    if own:
+        return own
+    if shipped.is_shipped(model_folder):
+        found = list(shipped_reader_folders().values())
+        if found:
+            return found
+    if corpus_cache is None or not Path(corpus_cache).is_dir():
+        return []
+    newest = []
+    for cls, _, _ in ARCHS.values():
+        kind = [p for p in Path(corpus_cache).glob(f"{cls.cache_prefix}-*")
+                if p.is_dir() and is_reader_folder(p)]
+        newest += sorted(kind, key=lambda p: p.stat().st_mtime, reverse=True)[:1]
+    return newest
+
+
 def pick_readers(names: Sequence[str | Path] | None, cache: Any, *,
+                 model_folder: Path | None = None,
                  val_fraction: float = VAL_FRACTION, holdout: float = 0.0,
                  device: str | torch.device | None = None, progress: bool = True
                  ) -> dict[str, SequenceRecognizer]:
-    """The readers of a back-translation, by name, for `evaluate`, `demo` and `serve`: the
-    folders named (`shipped`: the shipped readers), each checked against the corpus's texts;
-    none named: one of each architecture trained on the corpus (once, cached beside it; a unit
-    only its held-out clips show is one they never output)."""
+    """The readers of a back-translation, by name, for `evaluate` and `demo` (`serve` finds
+    its own with `find_reader_folders`): the folders named (`shipped`: the shipped readers);
+    none named, those of ``model_folder`` (`find_reader_folders`); each checked against the
+    corpus's texts; else one of each architecture trained on the corpus (once, cached beside
+    it; a unit only its held-out clips show is one they never output)."""
     readers: dict[str, SequenceRecognizer] = {}
+    if not names and model_folder is not None:
+        names = find_reader_folders(model_folder, Path(cache.path))
     if not names:
         return {arch: load_or_train_reader(cache, arch, val_fraction, holdout, device=device,
                                            progress=progress) for arch in ARCHS}

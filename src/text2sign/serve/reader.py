@@ -17,7 +17,6 @@ import numpy as np
 from text2sign.evaluation import readers
 from text2sign.evaluation.metrics import text_units
 from text2sign.evaluation.recognizer import Recognizer
-from text2sign.model_folder import shipped
 
 
 class Reading(NamedTuple):
@@ -26,9 +25,6 @@ class Reading(NamedTuple):
 
 
 Reader = Callable[[np.ndarray], "tuple[str, float]"]  # a Reading or any (text, confidence)
-
-MODEL_READERS = ("recognizer", "reader-transformer")  # a model folder's own readers
-
 
 def classifier_reader(recognizer: Any) -> Reader:
     """Top-1 class of the project's clip classifier and its softmax probability."""
@@ -91,26 +87,14 @@ def load_readers(folders: Sequence[Path], device: str = "cpu",
 
 
 def find_reader_folders(model_folder: Path, corpus_cache: Path | None) -> list[Path]:
-    """The readers that belong to a model: its own (``MODEL/recognizer/``, any reader, and
-    ``MODEL/reader-transformer/``); else the shipped readers, for the shipped model; else those
-    `evaluate` and `demo` trained beside the corpus's clip cache, the newest of each
-    architecture; else the newest clip classifier there; else none."""
-    own = [model_folder / name for name in MODEL_READERS
-           if is_reader_folder(model_folder / name)]
-    if own:
-        return own
-    if shipped.is_shipped(model_folder):
-        found = list(readers.shipped_reader_folders().values())
-        if found:
-            return found
-    if corpus_cache is None or not corpus_cache.is_dir():
-        return []
-    newest = []
-    for cls, _, _ in readers.ARCHS.values():
-        kind = [p for p in corpus_cache.glob(f"{cls.cache_prefix}-*")
-                if p.is_dir() and readers.is_reader_folder(p)]
-        newest += sorted(kind, key=lambda p: p.stat().st_mtime, reverse=True)[:1]
-    if newest:
-        return newest
+    """The readers that belong to a model (`evaluation.readers.find_reader_folders`: its own,
+    the shipped ones for the shipped model, else the newest of each architecture beside the
+    corpus's clip cache); else a clip classifier the model keeps, or the newest one beside the
+    cache; else none."""
+    found = readers.find_reader_folders(model_folder, corpus_cache)
+    own = [Path(model_folder) / name for name in readers.MODEL_READERS
+           if is_reader_folder(Path(model_folder) / name)]  # a classifier the model keeps
+    if found or own or corpus_cache is None or not corpus_cache.is_dir():
+        return found or own
     classifiers = [p for p in corpus_cache.glob("recognizer-*") if is_reader_folder(p)]
     return sorted(classifiers, key=lambda p: p.stat().st_mtime, reverse=True)[:1]
