@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             out[f"{name} | {group}"] = row
             agreements[group] = row["agreement"]
             for rname, r in row["readers"].items():
-                per_reader.setdefault(rname, {"units": rec.units, "groups": {}})
+                per_reader.setdefault(rname, {"units": readers[rname].units, "groups": {}})
                 per_reader[rname]["groups"][group] = {
                     key: r[key] for key in ("texts", "cer", "exact", "ceiling_cer",
                                             "ceiling_exact", "ceiling_clips")

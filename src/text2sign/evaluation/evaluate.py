@@ -531,7 +531,8 @@ def score(gen: Generation, clips: ClipScores, cache: ClipCache, recognizer: Reco
                       for rname, reader in clips.readers.items()}
         agreements = {}
         for group, members in groups.items():
-            rows = [i for i, p in enumerate(prompts) if p in set(members)]
+            chosen_g = set(members)
+            rows = [i for i, p in enumerate(prompts) if p in chosen_g]
             agreements[group] = agreement({r: [clips.readings[r][i] for i in rows]
                                            for r in clips.readers}, [prompts[i] for i in rows])
         bt = combine(per_reader, agreements)

@@ -26,7 +26,7 @@ from text2sign.evaluation.sequence import (
     SequenceConfig,
     SequenceRecognizer,
     SequenceTrainSettings,
-    default_units,
+    corpus_units,
     load_or_train_sequence_recognizer,
     read_clips,
     train_sequence_recognizer,
@@ -303,8 +303,3 @@ def pick_readers(names: Sequence[str | Path] | None, cache: Any, *,
         readers[reader_name(reader, set(readers))] = reader
     return readers
 
-
-def corpus_units(cache: Any) -> str:
-    """chars for a corpus written by `data fingerspelling`, glosses otherwise."""
-    source = cache.index.get("source", cache.path) if hasattr(cache, "index") else cache.path
-    return default_units(source)

@@ -285,6 +285,12 @@ def default_units(data_path: str | Path) -> str:
     return "glosses"
 
 
+def corpus_units(cache: Any) -> str:
+    """The units a cache's texts are read in: `default_units` of the folder it was made from."""
+    source = cache.index.get("source", cache.path) if hasattr(cache, "index") else cache.path
+    return default_units(source)
+
+
 def load_or_train_sequence_recognizer(
     cache: Any, val_fraction: float = VAL_FRACTION, holdout: float = 0.0, *,
     units: str | None = None, frames: int | None = None,
@@ -298,9 +304,7 @@ def load_or_train_sequence_recognizer(
     that reads every clip at its own length, unless ``frames`` says otherwise."""
     cls = reader_class or SequenceRecognizer
     settings = settings or cls.settings_class()
-    if units is None:
-        source = cache.index.get("source", cache.path) if hasattr(cache, "index") else cache.path
-        units = default_units(source)
+    units = units or corpus_units(cache)
     variable = getattr(cache, "variable", False)
     config = cls.config_class(frames=frames or (None if variable else cache.clip_shape[0]),
                               units=units)
