@@ -107,7 +107,7 @@ def worker(args: argparse.Namespace) -> dict:
         if len(pick) < args.batch:
             pick = order[:args.batch]
         generator = torch.Generator().manual_seed(step)
-        batch = [(latents[pick].to(args.device), [texts[i] for i in pick], generator)]
+        batch = [(latents[pick].to(args.device), [texts[i] for i in pick], None, generator)]
         train_step(module, optimizer, accelerator, batch, grad_clip=cfg.train.grad_clip,
                    ema=ema, live=params, ema_decay=cfg.train.ema_decay)  # syncs on the loss
         if step >= args.warmup:

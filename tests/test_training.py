@@ -236,7 +236,7 @@ def test_train_step_is_one_optimizer_step_with_ema(corpus):
     before = {k: v.detach().clone() for k, v in live.items()}
     ema_before = {k: v.clone() for k, v in ema.items()}
     videos = torch.zeros(2, 3, 4, 16, 16)  # (B, C, T, H, W)
-    batch = [(videos, ["A", "B"], torch.Generator().manual_seed(0))]
+    batch = [(videos, ["A", "B"], ["ase", "ase"], torch.Generator().manual_seed(0))]
     result = train_step(module, optimizer, Accelerator(cpu=True), batch, grad_clip=1.0,
                         ema=ema, live=live, ema_decay=0.5)
     assert math.isfinite(result.loss) and result.grad_norm > 0
@@ -244,5 +244,5 @@ def test_train_step_is_one_optimizer_step_with_ema(corpus):
     assert any(not torch.equal(ema_before[k], ema[k]) for k in ema)
     with pytest.raises(TrainingDiverged, match="loss is nan"):
         train_step(module, optimizer, Accelerator(cpu=True),
-                   [(videos * float("nan"), ["A", "B"], torch.Generator().manual_seed(0))],
+                   [(videos * float("nan"), ["A", "B"], None, torch.Generator().manual_seed(0))],
                    grad_clip=1.0)

@@ -131,6 +131,9 @@ def register_fingerspelling(subparsers) -> None:
                       "(150), or one list for all: `en`, `en-long`, `en-phrases` (309 phrases "
                       "of 2-3 words), `CODE`, `CODE-long`, `CODE-names`. A text with a letter "
                       "a language's alphabet lacks is skipped and counted")
+    p.add_argument("--per-list", type=int, metavar="N",
+                   help="with --words: the first N texts of each list that the language's "
+                   "alphabet spells (built-in lists are ordered by frequency)")
     p.add_argument("--with-letters", action="store_true",
                    help="with --words: also one clip per letter")
     p.add_argument("--workers", type=int, default=1, help="render in N processes")
@@ -173,12 +176,13 @@ def fingerspelling_command(args: argparse.Namespace) -> int:
     if args.words:
         words = {}
         for lang in languages:
-            texts = fs.words_from(args.words, lang)
+            texts = fs.words_from(args.words, lang, per_list=args.per_list)
             words[lang], skipped = fs.spellable(texts, lang)
             print(fs.skipped_line(lang, len(texts), skipped) if skipped
                   else f"{lang}: {len(texts)} texts")
-    elif args.with_letters:
-        raise ValueError("--with-letters goes with --words; letters alone are the default")
+    elif args.with_letters or args.per_list:
+        raise ValueError("--with-letters and --per-list go with --words; letters alone are the "
+                         "default")
     gifs = fs.build_fingerspelling_corpus(
         args.out, languages=languages, words=words, frames=args.frames,
         fps=args.fps, size=args.size, variants=args.variants, seed=args.seed,

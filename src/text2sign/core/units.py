@@ -13,6 +13,11 @@ from __future__ import annotations
 
 import unicodedata
 
+# The sign languages whose alphabets text2sign renders (`data fingerspelling --list-languages`;
+# a test keeps this equal to the recordings less `fsl`, a relabelled copy of ASL). A corpus says
+# a clip's language by its folder: OUT/<code>/NAME.gif.
+SIGN_LANGUAGES = ("ase", "asq", "bzs", "cse", "csq", "eso", "gsg", "gss", "ise", "jos", "lls",
+                  "mfs", "psr", "sgg", "ssp", "svk", "swl", "tsm", "ukl")
 UNIT_KINDS = ("chars", "words", "glosses")  # "words" (duration) and "glosses" (readers): one split
 DEFAULT_LANGUAGE = "ase"  # ASL: no multi-character letters, casefold
 
@@ -84,3 +89,10 @@ def missing(text: str, alphabet: set[str] | frozenset[str], language: str = DEFA
     the space between words is not a letter and never missing."""
     return list(dict.fromkeys(u for u in split(text, "chars", language)
                               if u != " " and u not in alphabet))
+
+
+def clip_language(relative_path: str) -> str:
+    """A clip's sign language from its path in the corpus: the folder right under the corpus
+    root when it is a sign-language code (``gsg/haus.gif``), else ASL."""
+    parts = relative_path.replace("\\", "/").split("/")
+    return parts[0] if len(parts) > 1 and parts[0] in SIGN_LANGUAGES else DEFAULT_LANGUAGE

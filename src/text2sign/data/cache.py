@@ -50,6 +50,7 @@ from text2sign.core.files import (
     write_lock,
     write_text_atomic,
 )
+from text2sign.core.units import clip_language
 from text2sign.data.clips import FITS, TIME_MODES, fit_time, rate_length, shape_clip
 from text2sign.data.folder import BadPair, default_workers, scan_folder
 from text2sign.data.video_io import VideoReadError, read_video
@@ -118,6 +119,7 @@ class ClipCache:
         clips = index["clips"]
         self.texts: list[str] = [c["text"] for c in clips]
         self.paths: list[str] = [c["path"] for c in clips]
+        self.languages: list[str] = [clip_language(p) for p in self.paths]  # OUT/<code>/
         self.fps: list[float] = [c["fps"] for c in clips]  # each source's own frame rate
         self.lengths: list[int] = [c.get("frames", self.frames) for c in clips]
         self.squeezed: list[str] = [c["path"] for c in clips if c.get("squeezed")]

@@ -62,7 +62,8 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    """Items ``{"video": float32 (3, T, H, W) in [-1, 1], "text": str, "index": int}``."""
+    """Items ``{"video": float32 (3, T, H, W) in [-1, 1], "text": str, "language": str (the sign
+    language, from the clip's OUT/<code>/ folder), "index": int}``."""
 
     def __init__(self, cache: ClipCache, indices: list[int]):
         self.cache = cache
@@ -75,4 +76,5 @@ class ClipDataset(torch.utils.data.Dataset):
         index = self.indices[i]
         clip = torch.from_numpy(np.ascontiguousarray(self.cache[index]))  # (T, H, W, 3) uint8
         video = to_unit(rearrange(clip, "t h w c -> c t h w"))  # (3, T, H, W)
-        return {"video": video, "text": self.cache.texts[index], "index": index}
+        return {"video": video, "text": self.cache.texts[index],
+                "language": self.cache.languages[index], "index": index}

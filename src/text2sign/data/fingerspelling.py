@@ -715,23 +715,26 @@ def read_words(path: str | Path) -> list[str]:
     return words
 
 
-def words_from(spec: str, language: str = "ase") -> list[str]:
+def words_from(spec: str, language: str = "ase", per_list: int | None = None) -> list[str]:
     """Texts of a comma-separated list of built-in list names and/or files, in order, each
     text once (``en,en-long,my-names.txt``; ``words``, ``long`` and ``names`` are
-    ``language``'s own lists, where it has them)."""
-    if Path(spec).is_file():
-        return read_words(spec)
+    ``language``'s own lists, where it has them). ``per_list`` keeps the first N texts of each
+    list that ``language``'s alphabet can spell (the lists are ordered by frequency)."""
+    if per_list is not None and per_list < 1:
+        raise ValueError(f"per_list={per_list} must be >= 1 (texts taken from each list)")
+    items = [spec] if Path(spec).is_file() else [p.strip() for p in spec.split(",") if p.strip()]
     texts = []
-    for item in (part.strip() for part in spec.split(",")):
-        if not item:
-            continue
+    for item in items:
         if Path(item).is_file():
-            texts += read_words(item)
+            found = read_words(item)
         elif item in OWN_LISTS:
             name = own_list(item, language)
-            texts += builtin_words(name) if name is not None else []
+            found = builtin_words(name) if name is not None else []
         else:
-            texts += builtin_words(item) if item in WORD_LISTS else read_words(item)
+            found = builtin_words(item) if item in WORD_LISTS else read_words(item)
+        if per_list is not None:
+            found = spellable(found, language)[0][:per_list]
+        texts += found
     return list(dict.fromkeys(texts))
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from text2sign.core.units import DEFAULT_LANGUAGE
 from text2sign.core.files import TMP_MARK, DiskFull, is_disk_full, write_lock, write_text_atomic
 from text2sign.data.dataset import to_unit
 from text2sign.models.autoencoder import FrameAutoencoder
@@ -158,11 +159,13 @@ def _reserve(path: Path, nbytes: int) -> None:
 
 
 class LatentDataset(torch.utils.data.Dataset):
-    """Items ``{"video": float32 latents (C, T, h, w), "text": str, "index": int}``: the
-    `ClipDataset` contract, already in the denoiser's space."""
+    """Items ``{"video": float32 latents (C, T, h, w), "text": str, "language": str, "index":
+    int}``: the `ClipDataset` contract, already in the denoiser's space."""
 
-    def __init__(self, latents: LatentCache, texts: list[str], indices: list[int]):
+    def __init__(self, latents: LatentCache, texts: list[str], indices: list[int],
+                 languages: list[str] | None = None):
         self.latents, self.texts, self.indices = latents, texts, list(indices)
+        self.languages = languages if languages is not None else [DEFAULT_LANGUAGE] * len(texts)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -170,4 +173,4 @@ class LatentDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         index = self.indices[i]
         return {"video": torch.from_numpy(self.latents[index]).float(),
-                "text": self.texts[index], "index": index}
+                "text": self.texts[index], "language": self.languages[index], "index": index}

@@ -56,19 +56,29 @@ def diffusion_space(cfg: Config) -> tuple[int, int]:
 def text_encoder(cfg: Config) -> TextEncoder:
     tc = cfg.text
     return build_text_encoder(tc.encoder, dim=tc.dim, layers=tc.layers, heads=tc.heads,
-                              max_length=tc.max_length)
+                              max_length=tc.max_length, languages=len(tc.languages or ()))
 
 
 def build_conditioner(cfg: Config) -> TextConditioner:
     return TextConditioner(text_encoder(cfg), cfg.diffusion.null_condition,
-                           lowercase=cfg.text.lowercase)
+                           lowercase=cfg.text.lowercase, languages=cfg.text.languages)
+
+
+LANGUAGE_ARCHS = ("unet3d", "dit3d")  # the denoisers with a language input (`LanguageEmbedding`)
 
 
 def build_denoiser(cfg: Config, text_dim: int) -> nn.Module:
     """The config's denoiser for ``text_dim``-wide text, checked against the clip size."""
     channels, size = diffusion_space(cfg)
-    denoiser = build_arch(cfg.model.arch, cfg.model.params, in_channels=channels,
-                          text_dim=text_dim)
+    params = dict(cfg.model.params)
+    if cfg.text.languages and len(cfg.text.languages) > 1:
+        if cfg.model.arch not in LANGUAGE_ARCHS:
+            raise ValueError(
+                f"model.arch={cfg.model.arch} takes no language input; a corpus of "
+                f"{len(cfg.text.languages)} sign languages ({', '.join(cfg.text.languages)}) "
+                f"needs model.arch in {list(LANGUAGE_ARCHS)}, or train on one language")
+        params["languages"] = len(cfg.text.languages)
+    denoiser = build_arch(cfg.model.arch, params, in_channels=channels, text_dim=text_dim)
     denoiser.check_input_size(cfg.data.frames, size, size)
     return denoiser
 

@@ -89,6 +89,46 @@ class Text2SignPipeline:
         has none), else its characters as typed."""
         return units.split(text, "chars") if self.config.text.lowercase else list(text)
 
+    @property
+    def languages(self) -> list[str]:
+        """The sign languages the model signs (codes); a model of one language: ASL or its own."""
+        return self.conditioner.languages or [self.default_language]
+
+    @property
+    def default_language(self) -> str:
+        return getattr(self.conditioner, "default_language", units.DEFAULT_LANGUAGE)
+
+    def check_languages(self, texts: list[str], language: str | list[str] | None
+                        ) -> list[str]:
+        """One language per text (None: the model's default, ASL), each one the model signs;
+        with several languages, each text spelled by its language's alphabet. Refusals name
+        what is allowed."""
+        if isinstance(language, str) or language is None:
+            language = [language or self.default_language] * len(texts)
+        if len(language) != len(texts):
+            raise ValueError(f"{len(language)} languages for {len(texts)} texts; give one "
+                             "language, or one per text")
+        unknown = sorted(set(language) - set(units.SIGN_LANGUAGES))
+        if unknown:
+            raise ValueError(f"unknown sign language {', '.join(map(repr, unknown))}; codes are "
+                             f"{', '.join(units.SIGN_LANGUAGES)} (`text2sign data fingerspelling "
+                             "--list-languages`)")
+        untrained = sorted(set(language) - set(self.languages))
+        if untrained:
+            raise ValueError(f"this model was not trained on {', '.join(untrained)}; it signs "
+                             f"{', '.join(self.languages)}")
+        if self.conditioner.languages:  # a model of the fingerspelled alphabets
+            from text2sign.data.fingerspelling import alphabet  # reads the recordings' index
+
+            for text, code in zip(texts, language, strict=True):
+                letters = alphabet(code)
+                lacking = units.missing(text, set(letters), code)
+                if lacking:
+                    raise ValueError(
+                        f"text {text!r} has letters the {code} alphabet lacks: "
+                        f"{' '.join(lacking)}; {code} spells {' '.join(letters.values())}")
+        return list(language)
+
     def check_texts(self, texts: list[str], unseen: bool = True) -> None:
         """Refuse, in one line, a text the model cannot sign: empty, with control characters,
         or (``unseen``) with characters it never saw in training. A library caller (evaluation
@@ -135,7 +175,7 @@ class Text2SignPipeline:
         return self.fps or 8.0
 
     def lengths(self, texts: list[str], num_frames: int | None = None,
-                seconds: float | None = None) -> list[int]:
+                seconds: float | None = None, languages: list[str] | None = None) -> list[int]:
         """Each text's frame count: ``num_frames``, else ``seconds`` at the data rate, else the
         duration model's, else the trained frame count. A count over the model's limit
         (``data.max_frames``) is refused naming the text and what to do."""
@@ -151,8 +191,11 @@ class Text2SignPipeline:
             return [self.frames] * len(texts)
         limit = self.config.data.max_frames
         out = []
-        for text in texts:
-            frames = self.duration.frames(text)  # it folds the text as it was fitted
+        languages = languages or [self.default_language] * len(texts)
+        for text, code in zip(texts, languages, strict=True):
+            # it folds the text as it was fitted; a model of one language times it as its own
+            frames = self.duration.frames(text, code if self.duration.languages else
+                                          units.DEFAULT_LANGUAGE)
             if frames > limit:
                 raise ValueError(
                     f"text {text!r} would last {frames} frames ({frames / self.duration.fps:.1f}"
@@ -224,7 +267,7 @@ class Text2SignPipeline:
                  guidance: float | None = None, seed: int = 0, eta: float | None = None,
                  batch_size: int = 16, progress: bool = False,
                  generator: torch.Generator | None = None, output_type: str = "np",
-                 seconds: float | None = None):
+                 seconds: float | None = None, language: str | list[str] | None = None):
         """One video per text; deterministic for (seed, batch_size), or drawn from
         ``generator`` (a CPU ``torch.Generator``, used across batches) when one is given.
 
@@ -236,6 +279,9 @@ class Text2SignPipeline:
 
         ``output_type``: "np" uint8 array (N, T, H, W, 3), "pt" float tensor (N, T, 3, H, W)
         in [0, 1] (diffusers' video layout), or "pil" a list of lists of PIL images.
+
+        ``language``: the sign language (a code the model signs, `languages`; one for all texts
+        or one per text); None signs the model's default, ASL.
         """
         if isinstance(texts, str):
             texts = [texts]
@@ -244,6 +290,7 @@ class Text2SignPipeline:
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}; use one of {', '.join(OUTPUT_TYPES)}")
         self.check_texts(texts, unseen=False)
+        languages = self.check_languages(texts, language)
         chosen = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
         sc = replace(self.config.sample, **{k: v for k, v in chosen.items() if v is not None})
         if sampler is not None and sampler != "ddim" and eta is None:
@@ -251,7 +298,7 @@ class Text2SignPipeline:
         validate_sample(sc)
         validate_student(sc, self.config.distill)
         sampler, steps, guidance, eta = sc.sampler, sc.steps, sc.guidance, sc.eta
-        lengths = self.lengths(texts, num_frames, seconds)
+        lengths = self.lengths(texts, num_frames, seconds, languages)
         channels, side = diffusion_space(self.config)
         for frames in sorted(set(lengths)):
             check_clip(frames, self.size, "frames")
@@ -264,10 +311,11 @@ class Text2SignPipeline:
             for start in range(0, len(where), batch_size):
                 chunk_at = where[start:start + batch_size]
                 chunk = [texts[i] for i in chunk_at]
+                chunk_languages = [languages[i] for i in chunk_at]
                 chunk_generator = generator or torch.Generator().manual_seed(seed + chunk_at[0])
-                cond = self.conditioner(chunk)
+                cond = self.conditioner(chunk, languages=chunk_languages)
                 unguided = guidance == 1.0 or sampler == "lcm"  # lcm: guidance is an input
-                uncond = None if unguided else self.conditioner.null(len(chunk))
+                uncond = None if unguided else self.conditioner.null(len(chunk), chunk_languages)
                 shape = (len(chunk), channels, frames, side, side)
                 x = sample(self.denoiser, cond, shape, self.config.diffusion, uncond=uncond,
                            sampler=sampler, steps=steps, guidance=guidance, eta=eta,

@@ -19,6 +19,7 @@ from text2sign.models.layers import (
     Attention,
     FeedForward,
     GuidanceEmbedding,
+    LanguageEmbedding,
     MonotonicAlignment,
     TimestepEmbedding,
     check_frame_context,
@@ -128,6 +129,7 @@ class DiT3D(nn.Module):
         alignment: str = "none",
         frame_context: bool = False,
         guidance_embed: bool = False,
+        languages: int = 0,
     ) -> None:
         super().__init__()
         if alignment not in ("none", "monotonic"):
@@ -149,6 +151,10 @@ class DiT3D(nn.Module):
             self.config["frame_context"] = True
         if guidance_embed:  # a distilled student: the guidance scale is an input
             self.config["guidance_embed"] = True
+        if languages < 0:
+            raise ValueError(f"languages={languages} must be >= 0 (0: a model of one language)")
+        if languages:  # a model of several sign languages: the language is an input
+            self.config["languages"] = languages
         self.in_channels = in_channels
         self.gradient_checkpointing = False
         cube = (tubelet, patch_size, patch_size)
@@ -157,6 +163,8 @@ class DiT3D(nn.Module):
         self.y_embed = nn.Linear(text_dim, hidden_size)  # pooled text joins the timestep signal
         if guidance_embed:
             self.guidance_embed = GuidanceEmbedding(hidden_size)
+        if languages:
+            self.language_embed = LanguageEmbedding(languages, text_dim, hidden_size)
         self.blocks = nn.ModuleList(
             DiTBlock(hidden_size, num_heads, text_dim, mlp_ratio, temporal=i % 2 == 1,
                      cross_attention=cross_attention, aligned=alignment == "monotonic")
@@ -201,6 +209,8 @@ class DiT3D(nn.Module):
         if self.config.get("guidance_embed"):  # the student starts as its teacher
             nn.init.zeros_(self.guidance_embed.mlp[-1].weight)
             nn.init.zeros_(self.guidance_embed.mlp[-1].bias)
+        if self.config.get("languages"):  # starts as the model of one language it came from
+            self.language_embed.zero_outputs()
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Recompute block activations in backward: less memory, ~30% more compute."""
@@ -232,6 +242,9 @@ class DiT3D(nn.Module):
             h = h + (pos_t + sincos_2d(nh, nw, d, x.device)[None]).to(h.dtype)  # (B,T',H'W',D)
             pos_block = None
         c_emb = self.t_embed(t.expand(b) if t.ndim == 0 else t) + self.y_embed(text.pooled)
+        if self.config.get("languages"):
+            text, language = self.language_embed(text, b)  # language-aware letter tokens
+            c_emb = c_emb + language
         if self.config.get("guidance_embed"):
             c_emb = c_emb + self.guidance_embed(guidance_of(text, b))
         if self.config["alignment"] == "monotonic":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -88,6 +89,38 @@ class GuidanceEmbedding(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         freqs = sinusoidal_embedding(w * 1000.0, self.freq_dim)  # (B, freq_dim) fp32, as LCM
         return self.mlp(freqs.to(self.mlp[0].weight.dtype))  # (B, out_dim)
+
+
+class LanguageEmbedding(nn.Module):
+    """A learned vector per sign language, in the condition beside the timestep, never in the
+    text (a prefix tag would shift every letter's place in time). It joins the timestep signal
+    and each text token through a small per-token MLP, so a letter's token becomes that
+    language's sign of the letter. Both outputs start at zero: a model fine-tuned with
+    languages starts exactly as the one-language model it came from."""
+
+    def __init__(self, languages: int, text_dim: int, emb_dim: int) -> None:
+        super().__init__()
+        self.table = nn.Embedding(languages, text_dim)
+        nn.init.normal_(self.table.weight, std=1.0)
+        self.token_in = nn.Linear(text_dim, text_dim)
+        self.token_out = zero_module(nn.Linear(text_dim, text_dim))
+        self.to_emb = zero_module(nn.Linear(text_dim, emb_dim))
+
+    def zero_outputs(self) -> None:
+        for layer in (self.token_out, self.to_emb):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, text: Any, batch: int) -> tuple[Any, torch.Tensor]:
+        """(text with language-aware tokens, (B, emb_dim) for the timestep signal)."""
+        if text.language is None:
+            raise ValueError("this denoiser signs several languages and needs each text's "
+                             "language; encode texts with the model's conditioner (languages=)")
+        ids = text.language.expand(batch) if text.language.ndim == 0 else text.language
+        lang = self.table(ids).to(text.tokens.dtype)  # (B, D)
+        hidden = F.silu(self.token_in(text.tokens) + lang[:, None])  # (B, L, D)
+        tokens = text.tokens + self.token_out(hidden) * text.mask[..., None].to(hidden.dtype)
+        return replace(text, tokens=tokens), self.to_emb(F.silu(lang))  # (B, emb_dim)
 
 
 def guidance_of(text: Any, batch: int) -> torch.Tensor:
@@ -234,7 +267,8 @@ def frame_context(tokens: torch.Tensor, order: torch.Tensor, frames: int) -> tor
 
     def pick(index: torch.Tensor) -> torch.Tensor:  # (B, T) token order -> (B, T, D)
         hit = (order[:, None, :] == index[:, :, None].long()) & content[:, None, :]  # (B,T,L)
-        return hit.to(tokens.dtype) @ tokens
+        hit = hit.to(tokens.dtype)  # a letter of several tokens (bytes) is their mean
+        return (hit / hit.sum(-1, keepdim=True).clamp(min=1)) @ tokens
 
     feats = torch.stack([phase.sin(), phase.cos(), (2 * phase).sin(), (2 * phase).cos(),
                          (own > 1).float(), (own < n[:, None]).float()], dim=-1)  # (B, T, 6)

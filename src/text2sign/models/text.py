@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from text2sign.core.hub import is_hub_id, offline
-from text2sign.core.units import fold
+from text2sign.core.units import DEFAULT_LANGUAGE, fold, join, split
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ class TextEmbedding:
     order: torch.Tensor | None = None
     # (B,) float: the guidance scale a student with guidance folded in reads (None otherwise)
     guidance: torch.Tensor | None = None
+    # (B,) long: each text's sign language, an index into the model's languages (None: a model
+    # of one language). Never dropped for guidance: the null condition keeps its language.
+    language: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.order is None:
@@ -40,8 +43,9 @@ class TextEmbedding:
         """Move tokens and pooled like ``Tensor.to``; mask and order only change device."""
         tokens = self.tokens.to(*args, **kwargs)
         guidance = self.guidance.to(tokens.device) if self.guidance is not None else None
+        language = self.language.to(tokens.device) if self.language is not None else None
         return TextEmbedding(tokens, self.mask.to(tokens.device), self.pooled.to(*args, **kwargs),
-                             self.order.to(tokens.device), guidance)
+                             self.order.to(tokens.device), guidance, language)
 
 
 def content_order(content: torch.Tensor) -> torch.Tensor:
@@ -58,7 +62,7 @@ def pad_to(emb: TextEmbedding, length: int) -> TextEmbedding:
     tokens = F.pad(emb.tokens, (0, 0, 0, length - current))  # (B, length, D)
     mask = F.pad(emb.mask, (0, length - current), value=False)  # (B, length)
     order = F.pad(emb.order, (0, length - current), value=0)  # (B, length)
-    return TextEmbedding(tokens, mask, emb.pooled, order, emb.guidance)
+    return TextEmbedding(tokens, mask, emb.pooled, order, emb.guidance, emb.language)
 
 
 def pad_and_cat(embs: list[TextEmbedding]) -> TextEmbedding:
@@ -67,12 +71,15 @@ def pad_and_cat(embs: list[TextEmbedding]) -> TextEmbedding:
     padded = [pad_to(e, length) for e in embs]
     guided = [e.guidance is not None for e in embs]
     assert all(guided) or not any(guided), "guidance scales on some embeddings only"
+    spoken = [e.language is not None for e in embs]
+    assert all(spoken) or not any(spoken), "languages on some embeddings only"
     return TextEmbedding(
         torch.cat([e.tokens for e in padded]),  # (sum B, L, D)
         torch.cat([e.mask for e in padded]),  # (sum B, L)
         torch.cat([e.pooled for e in padded]),  # (sum B, D)
         torch.cat([e.order for e in padded]),  # (sum B, L)
         torch.cat([e.guidance for e in embs]) if all(guided) else None,  # (sum B,)
+        torch.cat([e.language for e in embs]) if all(spoken) else None,  # (sum B,)
     )
 
 
@@ -100,7 +107,8 @@ class ByteTextEncoder(TextEncoder):
     CLS = 256
     PAD = 257
 
-    def __init__(self, dim: int = 128, layers: int = 2, heads: int = 4, max_length: int = 32):
+    def __init__(self, dim: int = 128, layers: int = 2, heads: int = 4, max_length: int = 32,
+                 languages: int = 0):
         super().__init__()
         if dim % heads != 0:
             raise ValueError(f"text dim={dim} must be divisible by heads={heads}")
@@ -118,11 +126,17 @@ class ByteTextEncoder(TextEncoder):
         self.norm = nn.LayerNorm(dim)
         self.truncated = 0  # texts cut to max_length bytes so far
         nn.init.normal_(self.embed.weight, std=0.02)
+        self.languages = languages
+        if languages:
+            # Letters as units per language: each language's own byte embeddings, added to the
+            # shared ones (zero: a model given languages starts as the one it came from).
+            self.language_embed = nn.Parameter(torch.zeros(languages, 258, dim))
 
     @property
     def config(self) -> dict[str, Any]:
         return {"encoder": "bytes", "dim": self.dim, "layers": self.layers, "heads": self.heads,
-                "max_length": self.max_length}
+                "max_length": self.max_length,
+                **({"languages": self.languages} if self.languages else {})}
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Byte ids with CLS first, right-padded to the longest text (capped at max_length)."""
@@ -146,11 +160,17 @@ class ByteTextEncoder(TextEncoder):
             ids[i, : len(row)] = torch.tensor(row)
         return ids, ids != self.PAD
 
-    def forward(self, texts: list[str]) -> TextEmbedding:
+    def forward(self, texts: list[str], languages: torch.Tensor | None = None) -> TextEmbedding:
+        """``languages`` (B,) long: each text's language index (a model of several languages)."""
         device = self.pos.device
         ids, mask = self.tokenize(texts)
         ids, mask = ids.to(device), mask.to(device)  # (B, L), (B, L)
         x = self.embed(ids) + self.pos[:, : ids.shape[1]]  # (B, L, D)
+        if self.languages:
+            if languages is None:
+                raise ValueError("this text encoder spells several languages and needs each "
+                                 "text's language")
+            x = x + self.language_embed[languages.to(device)[:, None], ids]  # (B, L, D)
         x = self.blocks(x, src_key_padding_mask=~mask)  # (B, L, D)
         x = self.norm(x) * mask[..., None]  # (B, L, D), padding zeroed
         content = mask.clone()
@@ -265,63 +285,121 @@ class PretrainedTextEncoder(TextEncoder):
 
 
 def build_text_encoder(encoder: str = "bytes", *, dim: int = 128, layers: int = 2,
-                       heads: int = 4, max_length: int = 32) -> TextEncoder:
+                       heads: int = 4, max_length: int = 32, languages: int = 0) -> TextEncoder:
     """``bytes`` -> ByteTextEncoder, anything else -> a frozen pretrained encoder by name/folder
-    (whose width is its own: ``dim``, ``layers`` and ``heads`` shape the byte encoder only)."""
+    (whose width is its own: ``dim``, ``layers`` and ``heads`` shape the byte encoder only;
+    ``languages`` > 1 gives the byte encoder each language's own letters)."""
     if encoder == "bytes":
-        return ByteTextEncoder(dim, layers, heads, max_length)
+        return ByteTextEncoder(dim, layers, heads, max_length, languages if languages > 1 else 0)
     return PretrainedTextEncoder(encoder, max_length)
 
 
 class TextConditioner(nn.Module):
     """A text encoder plus the null condition for classifier-free guidance (Ho & Salimans 2022).
 
-    ``forward`` replaces each text by the null condition with probability ``drop_prob``.
+    ``forward`` replaces each text by the null condition with probability ``drop_prob``. A model
+    of several sign languages has ``languages`` (codes): each text is folded the way its language
+    does it and carries its language's index (`TextEmbedding.language`), which the null
+    condition keeps. With a byte encoder, each letter's bytes share one place in the text's
+    order (a Cyrillic letter is two bytes, Spanish LL two letters: each one sign, one share of
+    the clip).
     """
 
     def __init__(self, encoder: TextEncoder, null_condition: str = "learned",
-                 lowercase: bool = False):
+                 lowercase: bool = False, languages: list[str] | None = None):
         super().__init__()
         self.lowercase = lowercase  # fingerspelling has no case: "Hello" is spelled as "hello"
         self.encoder = encoder
         self.null_condition = null_condition
         self.dim = encoder.dim
+        self.languages = list(languages) if languages else None
         if null_condition == "learned":
             self.null_tokens = nn.Parameter(torch.randn(1, 1, encoder.dim) * 0.02)
             self.null_pooled = nn.Parameter(torch.randn(1, encoder.dim) * 0.02)
 
-    def null(self, batch: int) -> TextEmbedding:
-        """The unconditional embedding, ``batch`` times (one real token for the learned one)."""
+    @property
+    def default_language(self) -> str:
+        """ASL where the model signs it (every model of one language signs ASL), else its first."""
+        if not self.languages or DEFAULT_LANGUAGE in self.languages:
+            return DEFAULT_LANGUAGE
+        return self.languages[0]
+
+    def check_languages(self, languages: list[str] | None, batch: int) -> list[str]:
+        """One language code per text (None: the default for all); an unknown one raises."""
+        if languages is None:
+            return [self.default_language] * batch
+        if isinstance(languages, str):
+            languages = [languages] * batch
+        if len(languages) != batch:
+            raise ValueError(f"{len(languages)} languages for {batch} texts; give one per text")
+        allowed = self.languages or [DEFAULT_LANGUAGE]
+        bad = sorted(set(languages) - set(allowed))
+        if bad:
+            raise ValueError(f"language {', '.join(bad)} is not one this model signs; it signs "
+                             f"{', '.join(allowed)}")
+        return list(languages)
+
+    def _language_ids(self, languages: list[str], device: Any) -> torch.Tensor | None:
+        if not self.languages:
+            return None
+        return torch.tensor([self.languages.index(code) for code in languages], device=device)
+
+    def null(self, batch: int, languages: list[str] | None = None) -> TextEmbedding:
+        """The unconditional embedding, ``batch`` times (one real token for the learned one), in
+        ``languages`` (one per text; None: the default)."""
+        languages = self.check_languages(languages, batch)
         if self.null_condition == "empty":
-            emb = self.encoder([""])
+            emb = self._encode([""], languages[:1]) if len(set(languages)) == 1 else None
+            if emb is None:  # several languages: one empty text each
+                emb = self._encode([""] * batch, languages)
+                return replace(emb, order=torch.zeros_like(emb.order))
             return TextEmbedding(
                 emb.tokens.expand(batch, -1, -1),  # (B, L, D)
                 emb.mask.expand(batch, -1),  # (B, L)
                 emb.pooled.expand(batch, -1),  # (B, D)
                 torch.zeros_like(emb.mask.expand(batch, -1), dtype=torch.long),  # no order
+                language=self._language_ids(languages, emb.tokens.device),
             )
         tokens = self.null_tokens.expand(batch, -1, -1)  # (B, 1, D)
         mask = torch.ones(batch, 1, dtype=torch.bool, device=tokens.device)  # (B, 1)
-        return TextEmbedding(tokens, mask, self.null_pooled.expand(batch, -1))  # pooled (B, D)
+        return TextEmbedding(tokens, mask, self.null_pooled.expand(batch, -1),  # pooled (B, D)
+                             language=self._language_ids(languages, tokens.device))
+
+    def _encode(self, texts: list[str], languages: list[str]) -> TextEmbedding:
+        ids = self._language_ids(languages, "cpu")
+        if isinstance(self.encoder, ByteTextEncoder) and self.encoder.languages:
+            emb = self.encoder(texts, ids)
+        else:
+            emb = self.encoder(texts)
+        if isinstance(self.encoder, ByteTextEncoder):
+            emb.order = unit_order(texts, languages, emb.order.shape[1],
+                                   self.encoder.max_length).to(emb.order.device)
+        emb.language = self._language_ids(languages, emb.tokens.device)
+        return emb
 
     def forward(self, texts: list[str], drop_prob: float = 0.0,
-                generator: torch.Generator | None = None) -> TextEmbedding:
+                generator: torch.Generator | None = None,
+                languages: list[str] | None = None) -> TextEmbedding:
         if not 0.0 <= drop_prob <= 1.0:
             raise ValueError(f"drop_prob={drop_prob} must be a probability in [0, 1]")
         if isinstance(texts, str):
             raise ValueError(f"texts must be a list of strings, got the string {texts!r}")
-        texts = [fold(t) for t in texts] if self.lowercase else list(texts)  # `units.fold`
+        languages = self.check_languages(languages, len(texts))
+        if self.lowercase:  # `units.fold`, as each text's language does it
+            texts = [fold(t, code) for t, code in zip(texts, languages, strict=True)]
+        texts = list(texts)
         if drop_prob == 0.0:
-            return self.encoder(texts)
+            return self._encode(texts, languages)
         gen_device = generator.device if generator is not None else "cpu"
         drop = (torch.rand(len(texts), generator=generator, device=gen_device)
                 < drop_prob).tolist()  # sync point if the generator lives on a GPU
         if self.null_condition == "empty":  # one encoder pass: "" is the null text
-            return self.encoder(["" if d else t for d, t in zip(drop, texts, strict=True)])
-        emb = self.encoder(texts)
+            return self._encode(["" if d else t for d, t in zip(drop, texts, strict=True)],
+                                languages)
+        emb = self._encode(texts, languages)
         # Even when no text is dropped, go through where(): the learned null stays in the graph
         # (zero gradient), so DDP does not stop on unused parameters.
-        null = self.null(len(texts))
+        null = self.null(len(texts), languages)
         length = max(emb.tokens.shape[1], null.tokens.shape[1])
         emb, null = pad_to(emb, length), pad_to(null, length)
         keep = ~torch.tensor(drop, device=emb.tokens.device)  # (B,)
@@ -330,4 +408,22 @@ class TextConditioner(nn.Module):
             torch.where(keep[:, None], emb.mask, null.mask),
             torch.where(keep[:, None], emb.pooled, null.pooled.to(emb.pooled.dtype)),
             emb.order * keep[:, None],  # the null condition has no order
+            language=emb.language,  # the language is never dropped
         )
+
+
+def unit_order(texts: list[str], languages: list[str], length: int, max_length: int
+               ) -> torch.Tensor:
+    """(B, length) long: each byte's place in its text counted in letters (`units.split`: a
+    letter of several bytes or characters is one place), 0 for CLS (column 0) and padding. A
+    text whose units do not join back to it exactly is counted in characters. ASCII text gets
+    1..n, byte for byte."""
+    order = torch.zeros(len(texts), length, dtype=torch.long)
+    for row, (text, code) in enumerate(zip(texts, languages, strict=True)):
+        letters = split(text, "chars", code)
+        if join(letters) != text:
+            letters = list(text)
+        places = [k for k, unit in enumerate(letters, 1) for _ in unit.encode("utf-8")]
+        places = places[:max_length][: length - 1]
+        order[row, 1: 1 + len(places)] = torch.tensor(places, dtype=torch.long)
+    return order

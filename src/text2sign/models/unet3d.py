@@ -21,6 +21,7 @@ from text2sign.models.layers import (
     Attention,
     FeedForward,
     GuidanceEmbedding,
+    LanguageEmbedding,
     MonotonicAlignment,
     TimestepEmbedding,
     check_frame_context,
@@ -213,6 +214,7 @@ class UNet3D(nn.Module):
         alignment: str = "none",
         frame_context: bool = False,
         guidance_embed: bool = False,
+        languages: int = 0,
     ) -> None:
         super().__init__()
         levels = len(channel_mult)
@@ -246,6 +248,10 @@ class UNet3D(nn.Module):
             self.config["frame_context"] = True
         if guidance_embed:  # a distilled student: the guidance scale is an input
             self.config["guidance_embed"] = True
+        if languages < 0:
+            raise ValueError(f"languages={languages} must be >= 0 (0: a model of one language)")
+        if languages:  # a model of several sign languages: the language is an input
+            self.config["languages"] = languages
         cfg = self.config
         self.in_channels = in_channels
         self.gradient_checkpointing = False
@@ -256,6 +262,8 @@ class UNet3D(nn.Module):
         self.text_embed = nn.Linear(text_dim, emb_dim)  # pooled text joins the timestep signal
         if guidance_embed:
             self.guidance_embed = GuidanceEmbedding(emb_dim)
+        if languages:
+            self.language_embed = LanguageEmbedding(languages, text_dim, emb_dim)
         if alignment == "monotonic":
             # Each frame's tokens join its own timestep signal (zero: starts as a no-op).
             self.frame_text = zero_module(nn.Linear(text_dim, emb_dim))
@@ -313,6 +321,9 @@ class UNet3D(nn.Module):
         s = self.config["stem"]
         ckpt = self.gradient_checkpointing
         emb = self.time_embed(t.expand(b) if t.ndim == 0 else t) + self.text_embed(text.pooled)
+        if self.config.get("languages"):
+            text, language = self.language_embed(text, b)  # language-aware letter tokens
+            emb = emb + language
         if self.config.get("guidance_embed"):
             emb = emb + self.guidance_embed(guidance_of(text, b))
         if self.config["alignment"] == "monotonic":

@@ -108,11 +108,11 @@ class DistillTrainer(nn.Module):
             frozen.eval()
         return self
 
-    def forward(self, videos: torch.Tensor, texts: list[str],
+    def forward(self, videos: torch.Tensor, texts: list[str], languages: list[str],
                 generator: torch.Generator) -> torch.Tensor:
         with torch.no_grad():
-            cond = self.conditioner(texts)
-            uncond = self.conditioner.null(len(texts))
+            cond = self.conditioner(texts, languages=languages)
+            uncond = self.conditioner.null(len(texts), languages)
         return diffusion.consistency_distillation_loss(
             self.denoiser, self.teacher, self.target, videos, cond, uncond, self.diffusion,
             self.guidance, generator, self.scheduler, self.grid)
@@ -208,7 +208,8 @@ def _distill(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
              text_state: dict[str, torch.Tensor], progress: bool, quiet: bool,
              command: str | None) -> Path:
     tc = cfg.train
-    cache, (train_idx, _, _), train_texts, trackers = begin_run(cfg, out, accelerator, progress)
+    cfg, cache, (train_idx, _, _), train_texts, trackers = begin_run(cfg, out, accelerator,
+                                                                      progress)
     autoencoder = teacher.autoencoder
     if autoencoder is not None:
         autoencoder = autoencoder.to(accelerator.device)

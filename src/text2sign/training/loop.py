@@ -39,6 +39,7 @@ from text2sign.core.device import cpu_has_bf16, describe_device, peak_memory_mb,
 from text2sign.core.files import append_line, clean_leftovers, keep_log
 from text2sign.core.lr_schedule import warmup_cosine
 from text2sign.core.run_control import DiskFull, RunStopped, StopRequest, is_disk_full, run_lock
+from text2sign.core.units import DEFAULT_LANGUAGE
 from text2sign.data.dataset import ClipDataset, open_data
 from text2sign.data.folder import is_fingerspelling_corpus
 from text2sign.data.latent_cache import LatentDataset, latent_cache
@@ -226,9 +227,10 @@ class DiffusionTrainer(nn.Module):
         self.diffusion = cfg.diffusion
         self.scheduler = diffusion.make_scheduler(cfg.diffusion, "ddpm")
 
-    def forward(self, videos: torch.Tensor, texts: list[str],
+    def forward(self, videos: torch.Tensor, texts: list[str], languages: list[str],
                 generator: torch.Generator) -> torch.Tensor:
-        cond = self.conditioner(texts, drop_prob=self.diffusion.cfg_dropout, generator=generator)
+        cond = self.conditioner(texts, drop_prob=self.diffusion.cfg_dropout, generator=generator,
+                                languages=languages)
         return diffusion.training_loss(self.denoiser, videos, cond, self.diffusion,
                                        generator=generator, scheduler=self.scheduler)
 
@@ -261,7 +263,8 @@ def ema_models(module: DiffusionTrainer, ema: dict[str, torch.Tensor]) -> tuple[
 
 def micro_batches(batches: Iterator[dict], tc: TrainConfig, step: int, rank: int,
                   accelerator: Any, encode: Any = None) -> Iterator[tuple]:
-    """The ``grad_accum`` micro-batches of one step as (videos, texts, generator), each with its
+    """The ``grad_accum`` micro-batches of one step as (videos, texts, languages, generator), each
+    with its
     own seed from (seed, step, micro-batch, rank); ``encode`` maps clips to latents."""
     for micro in range(tc.grad_accum):
         batch = next(batches)
@@ -271,7 +274,7 @@ def micro_batches(batches: Iterator[dict], tc: TrainConfig, step: int, rank: int
                 videos = encode(videos).float()  # (B, C', T, H/f, W/f)
         seed = derive_seed(tc.seed, step, micro, rank)
         torch.manual_seed(seed)  # anything drawing from the global RNG (dropout)
-        yield videos, batch["text"], torch.Generator().manual_seed(seed)
+        yield videos, batch["text"], batch["language"], torch.Generator().manual_seed(seed)
 
 
 @dataclass
@@ -281,18 +284,19 @@ class StepResult:
 
 
 def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, accelerator: Any,
-               micro_batches: Iterable[tuple[torch.Tensor, list[str], torch.Generator]], *,
+               micro_batches: Iterable[tuple[torch.Tensor, list[str], list[str],
+                                             torch.Generator]], *,
                grad_clip: float, ema: dict[str, torch.Tensor] | None = None,
                live: dict[str, torch.Tensor] | None = None, ema_decay: float = 0.0
                ) -> StepResult:
     """One optimizer step: forward + loss, backward, clip, AdamW per micro-batch under
     accelerate's accumulation, then the EMA. ``micro_batches`` yields (videos (B, C, T, H, W),
-    texts, generator); a non-finite loss raises `TrainingDiverged` before its backward."""
+    texts, languages, generator); a non-finite loss raises `TrainingDiverged` before its backward."""
     total, grad_norm, count = 0.0, torch.zeros(()), 0
-    for videos, texts, generator in micro_batches:
+    for videos, texts, languages, generator in micro_batches:
         with accelerator.accumulate(module):
             with accelerator.autocast():
-                loss = module(videos, texts, generator)
+                loss = module(videos, texts, languages, generator)
             value = accelerator.reduce(loss.detach(), "mean").item()  # sync point
             if not math.isfinite(value):
                 raise TrainingDiverged(f"loss is {value}")
@@ -424,8 +428,10 @@ def fit_duration(cache: Any, train_idx: list[int], cfg: Config) -> DurationModel
         return None
     units = "chars" if cfg.text.encoder == "bytes" or cfg.text.lowercase else "words"
     texts = [cache.texts[i] for i in train_idx]  # the model folds letters (`units.split`)
+    languages = None if not cfg.text.languages else [cache.languages[i] for i in train_idx]
     return DurationModel.fit(texts, [cache.lengths[i] for i in train_idx], units=units,
-                             fps=cfg.data.fps, max_frames=cfg.data.max_frames)
+                             fps=cfg.data.fps, max_frames=cfg.data.max_frames,
+                             languages=languages)
 
 
 def evaluate_and_log(pipe: Text2SignPipeline, cache: Any, out: Path, step: int,
@@ -658,7 +664,7 @@ def make_batches(cfg: Config, cache: Any, train_idx: list[int], sampler: Any,
         with accelerator.main_process_first():
             latents = latent_cache(autoencoder, cache, device=accelerator.device,
                                    progress=progress and accelerator.is_main_process)
-        dataset = LatentDataset(latents, cache.texts, train_idx)
+        dataset = LatentDataset(latents, cache.texts, train_idx, cache.languages)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
         pin_memory=accelerator.device.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
@@ -725,19 +731,42 @@ def sample_and_evaluate(ema_pipe: Callable[[], Text2SignPipeline], tc: TrainConf
         evaluate_and_log(pipe, cache, out, step, trackers)
 
 
+def corpus_languages(cfg: Config, cache: Any) -> Config:
+    """``cfg`` with ``text.languages`` from the corpus's OUT/<code>/ folders when unset (left
+    unset for a corpus of ASL alone: a model of one language); a corpus with a language the
+    set list lacks is refused."""
+    found = sorted(set(cache.languages))
+    have = cfg.text.languages
+    if have is None:
+        if found == [DEFAULT_LANGUAGE]:
+            return cfg
+        return replace(cfg, text=replace(cfg.text, languages=found))
+    extra = [code for code in found if code not in have]
+    if extra:
+        raise ValueError(f"the corpus {cfg.data.path} has clips in {', '.join(extra)}, which "
+                         f"text.languages={have} lacks; a model's languages are fixed when it is "
+                         "made: train a new model (--out) on this corpus, or leave those folders "
+                         "out")
+    return cfg
+
+
 def begin_run(cfg: Config, out: Path, accelerator: Any, progress: bool
-              ) -> tuple[Any, tuple[list[int], list[int], list[int]], list[str], Trackers]:
+              ) -> tuple[Config, Any, tuple[list[int], list[int], list[int]], list[str],
+                         Trackers]:
     """What every run does first: the CUDA settings, its clips and their (train, val, unseen)
-    split, the training texts, config.yaml and the trackers."""
+    split, its languages (`corpus_languages`), the training texts, config.yaml and the
+    trackers."""
     check_distribution(accelerator.distributed_type)
     enable_tf32(accelerator.device)
     cache, split = open_training_data(cfg, accelerator, progress)
+    cfg = corpus_languages(cfg, cache)
     train_texts = sorted({cache.texts[i] for i in split[0]})
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.yaml")
     accelerator.init_trackers("text2sign", config=flat_hparams(cfg))
-    return cache, split, train_texts, Trackers(accelerator, tracker_names(cfg.train.report_to), out)
+    return (cfg, cache, split, train_texts,
+            Trackers(accelerator, tracker_names(cfg.train.report_to), out))
 
 
 def training_batches(cfg: Config, cache: Any, train_idx: list[int], step: int,
@@ -850,7 +879,7 @@ def run_loop(job: Job, cfg: Config, out: Path, accelerator: Any, trackers: Track
 
 def _train(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
            state: dict | None, progress: bool, quiet: bool, command: str | None) -> Path:
-    cache, (train_idx, val_idx, unseen_idx), train_texts, trackers = begin_run(
+    cfg, cache, (train_idx, val_idx, unseen_idx), train_texts, trackers = begin_run(
         cfg, out, accelerator, progress)
     duration = fit_duration(cache, train_idx, cfg)
 
