@@ -60,7 +60,8 @@ def time_steps(module, optimizer, ema, accelerator, batches, encode, steps: int,
                 videos = encode(videos)
         generator = torch.Generator().manual_seed(step)
         micro = [(videos, batch["text"], batch["language"], generator)]
-        train_step(module, optimizer, accelerator, micro, grad_clip=grad_clip, ema=ema, live=live, ema_decay=0.999)
+        train_step(module, optimizer, accelerator, micro, grad_clip=grad_clip, ema=ema, live=live,
+                   ema_decay=0.999)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps

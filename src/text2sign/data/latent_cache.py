@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from text2sign.core.units import DEFAULT_LANGUAGE
 from text2sign.core.files import TMP_MARK, DiskFull, is_disk_full, write_lock, write_text_atomic
+from text2sign.core.units import DEFAULT_LANGUAGE
 from text2sign.data.dataset import to_unit
 from text2sign.models.autoencoder import FrameAutoencoder
 

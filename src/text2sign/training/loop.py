@@ -291,7 +291,8 @@ def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, accelerator:
                ) -> StepResult:
     """One optimizer step: forward + loss, backward, clip, AdamW per micro-batch under
     accelerate's accumulation, then the EMA. ``micro_batches`` yields (videos (B, C, T, H, W),
-    texts, languages, generator); a non-finite loss raises `TrainingDiverged` before its backward."""
+    texts, languages, generator); a non-finite loss raises `TrainingDiverged` before its
+    backward."""
     total, grad_norm, count = 0.0, torch.zeros(()), 0
     for videos, texts, languages, generator in micro_batches:
         with accelerator.accumulate(module):
