@@ -91,3 +91,20 @@ def test_check_and_prepare_commands(tmp_path, capsys):
     assert code == 1 and "skipped c.gif: empty file" in printed.err
     assert "clips: 2 (2 decoded now, 0 reused)" in printed.out and str(out) in printed.out
     assert "1 train, 1 val" in printed.out
+
+
+def test_the_same_stem_in_two_language_folders_is_two_clips(tmp_path):
+    """A corpus of several sign languages (OUT/<code>/): gsg/A and ukl/A are two letters; a
+    stem twice in one language is still a duplicate, and a folder that is no language code is
+    ASL's."""
+    from text2sign.core.units import clip_language
+
+    for rel in ("gsg/A", "ukl/A", "ase/A", "misc/A"):
+        _pair(tmp_path, rel, "a")
+    result = scan_folder(tmp_path, decode=False)
+    kept = sorted(result.relative(p.video) for p in result.good)
+    assert kept == ["ase/A.gif", "gsg/A.gif", "ukl/A.gif"]
+    assert [(result.relative(b.path), "kept ase/A.gif" in b.reason) for b in result.bad] == [
+        ("misc/A.gif", True)]
+    assert [clip_language(p) for p in kept] == ["ase", "gsg", "ukl"]
+    assert clip_language("misc/A.gif") == clip_language("A.gif") == "ase"

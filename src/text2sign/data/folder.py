@@ -2,9 +2,11 @@
 
 Rules: folders and files whose name starts with "." are skipped (the default cache lives in
 ``<root>/.text2sign-cache``). The text is the .txt decoded as UTF-8 (a BOM is allowed) with
-surrounding whitespace stripped. Stems must be unique across the whole tree (clips are named
-by stem in samples and reports): among otherwise usable pairs with the same stem the first by
-relative path is kept and every other one is reported as a duplicate.
+surrounding whitespace stripped. Stems must be unique within each sign language of the tree
+(clips are named by stem in samples and reports; a corpus of several languages keeps each in
+its OUT/<code>/ folder, where gsg/A.gif and ukl/A.gif are two letters): among otherwise usable
+pairs with the same stem in one language the first by relative path is kept and every other one
+is reported as a duplicate.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from text2sign.core.units import clip_language
 from text2sign.data.video_io import VIDEO_SUFFIXES, VideoReadError, read_video, supported_suffixes
 
 # Written in a corpus root by `data.fingerspelling`: its texts are spelled letter by letter.
@@ -141,9 +144,9 @@ def scan_folder(root: str | Path, decode: bool = True, progress: bool = False,
         candidates.append(Pair(video.stem, video, text_path, text))
     if decode:
         candidates = _decodable(candidates, result, progress, workers)
-    kept: dict[str, Pair] = {}
+    kept: dict[tuple[str, str], Pair] = {}
     for pair in candidates:
-        first = kept.setdefault(pair.stem, pair)
+        first = kept.setdefault((clip_language(result.relative(pair.video)), pair.stem), pair)
         if first is not pair:
             result.bad.append(BadPair(pair.video, f"duplicate stem {pair.stem!r} "
                                       f"(kept {result.relative(first.video)})"))
