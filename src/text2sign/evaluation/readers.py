@@ -249,8 +249,9 @@ def better_reader(per_reader: dict[str, dict[str, Any]]) -> str:
 
 def combine(per_reader: dict[str, dict[str, Any]], agreements: dict[str, dict[str, Any]],
             share: float = MET_SHARE) -> dict[str, Any]:
-    """report.json's back_translation from each reader's {units, groups}: `groups` (the better
-    reader's), `reader` (its name), `readers` ({name: {groups}}), `agreement` (per group) and
+    """report.json's back_translation from each reader's {units, groups[, languages]}: `groups`
+    and `languages` (the better reader's), `reader` (its name), `readers` ({name: {groups[,
+    languages]}}), `agreement` (per group) and
     `met` (per group: every reader reads >= ``share`` of its ceiling's exact accuracy; None
     where a ceiling is missing)."""
     best = better_reader(per_reader)
@@ -266,8 +267,12 @@ def combine(per_reader: dict[str, dict[str, Any]], agreements: dict[str, dict[st
                 verdicts.append(bool(g["exact"] >= share * ceiling))
         met[group] = None if None in verdicts else all(verdicts)
     out = {"units": per_reader[best]["units"], "groups": per_reader[best]["groups"],
-           "reader": best, "readers": {k: {"groups": v["groups"]} for k, v in per_reader.items()},
+           "reader": best,
+           "readers": {k: {key: v[key] for key in ("groups", "languages") if key in v}
+                       for k, v in per_reader.items()},
            "met": met}
+    if "languages" in per_reader[best]:  # a corpus of several sign languages
+        out["languages"] = per_reader[best]["languages"]
     if len(per_reader) > 1:
         out["agreement"] = agreements
     return out
