@@ -242,3 +242,46 @@ def test_a_reader_reads_a_clip_only_in_its_languages_units(arch):
         check_fits(reader, ["ab"], "chars", languages=["ukl"])
     reader.languages = None  # a reader of one language (the shipped ones): any unit
     assert all("c" in text for text, _ in reader.read(clips, languages="ase"))
+
+
+# --------------------------------------------------------------------------- the demo
+
+def test_the_demo_shows_three_languages_one_two_handed_and_asl_alone_for_an_asl_model():
+    from text2sign.apps.demo import demo_languages
+
+    assert demo_languages(["ase"]) == ["ase"]  # today's shipped model: the demo as it was
+    assert demo_languages(["ase", "gsg", "tsm", "ukl", "cse"]) == ["ase", "cse", "gsg"]
+    assert demo_languages(["ase", "ukl", "swl", "asq"]) == ["ase", "ukl", "asq"]
+    assert demo_languages(["ssp", "ase"], count=5) == ["ase", "ssp"]
+    with pytest.raises(ValueError, match="signs gsg, ukl; score it with `text2sign evaluate"):
+        demo_languages(["gsg", "ukl"])
+
+
+def test_the_shipped_model_demo_builds_the_asl_corpus_as_before(tmp_path, monkeypatch):
+    from text2sign.apps import demo
+    from text2sign.model_folder import shipped
+    from text2sign.model_folder.pipeline import Text2SignPipeline
+
+    assert Text2SignPipeline.from_pretrained(shipped.model(), device="cpu").languages == ["ase"]
+    calls = []
+    monkeypatch.setattr(demo, "build_fingerspelling_corpus",
+                        lambda folder, **kwargs: calls.append(kwargs))
+    demo.ensure_corpus(tmp_path, None, 128, ["hello"], progress=False, quiet=True, fps=6.25)
+    assert {k: calls[0][k] for k in ("languages", "words", "letters", "variants")} == {
+        "languages": ("ase",), "words": ["hello"], "letters": True, "variants": 8}
+
+
+def test_a_demo_corpus_of_several_languages_spells_asl_letters_and_the_others_words(tmp_path):
+    from text2sign.apps import demo
+    from text2sign.model_folder.folder_io import training_texts
+
+    trained = training_texts(ModelInfo(Config()), ["a", "go"])
+    more = {code: demo.language_words(trained, code, 2) for code in ("gsg", "cse")}
+    assert all(len(words) == 2 for words in more.values())
+    demo.ensure_corpus(tmp_path, 4, 16, ["go"], variants=1, progress=False, quiet=True,
+                       more=more)
+    texts = {p.parent.name: set() for p in tmp_path.rglob("*.txt")}
+    for p in tmp_path.rglob("*.txt"):
+        texts[p.parent.name].add(p.read_text(encoding="utf-8").strip())
+    assert len(texts["ase"]) == 27 and "go" in texts["ase"]  # 26 letters and the word
+    assert texts["gsg"] == set(more["gsg"]) and texts["cse"] == set(more["cse"])  # no letters
