@@ -22,6 +22,7 @@ from text2sign.evaluation.sequence import (
     SequenceNet,
     SequenceRecognizer,
     SequenceTrainSettings,
+    load_or_train_sequence_recognizer,
     train_sequence_recognizer,
 )
 from text2sign.evaluation.transformer_reader import (
@@ -203,6 +204,12 @@ def test_a_multi_character_letter_is_one_unit_of_the_readers_vocabulary(tmp_path
     assert lengths.tolist() == [2] and ids.tolist() == [3, 1]
     again = load_reader(reader.save(tmp_path / "reader"))
     assert again.languages == reader.languages  # kept in the reader folder
+    cached = load_or_train_sequence_recognizer(cache, 0.25, units="chars",
+                                               folder=tmp_path / "cached",
+                                               settings=SequenceTrainSettings(steps=1),
+                                               device="cpu", progress=False)
+    assert cached.settings["languages"] == ["ase", "ssp"]  # one cached before: retrained
+    assert cached.languages == reader.languages
     assert error_rate(["lla"], ["la"], languages="ssp") == pytest.approx(1 / 2)  # ll -> l
     assert error_rate(["lla"], ["la"]) == pytest.approx(1 / 3)  # in ASL: l, l, a
 

@@ -390,6 +390,9 @@ def load_or_train_sequence_recognizer(
     wanted = {**dataclasses.asdict(settings), "config": dataclasses.asdict(config),
               "val_fraction": val_fraction, "holdout": holdout,
               "fingerprint": cache.fingerprint}
+    languages = sorted(set(clip_languages(cache)))
+    if len(languages) > 1:  # read per language: a reader cached before that is retrained
+        wanted["languages"] = languages
     folder = (Path(folder) if folder is not None
               else Path(cache.path) / f"{cls.cache_prefix}-{cache.fingerprint[:12]}")
 
