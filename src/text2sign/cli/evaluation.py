@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "evaluate", help="score a model: recognition accuracy, Frechet distance, speed",
         description="Generate clips for every distinct text of a corpus and score them with a "
         "recognizer trained on the corpus's real clips (trained once, cached next to the clip "
-        "cache). Writes report.json, report.md, contact.png and gifs/.")
+        "cache). Each clip is made and read in its corpus clip's sign language (OUT/<code>/ "
+        "folders); a corpus of several adds a table per language. Writes report.json, "
+        "report.md, contact.png and gifs/.")
     p.add_argument("--model", help="model folder, run folder, Hugging Face Hub id or "
                    "shipped:NAME (default: the shipped ASL model's few-step student, or its "
                    "teacher shipped:demo when --sampler, --steps or --guidance ask for more)")
@@ -38,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "architecture trained on the corpus on first use and cached)")
     p.add_argument("--max-texts", type=int, metavar="N",
                    help="at most N texts of each group (letters, seen, unseen, unseen-long, "
-                   "unseen-phrases), picked by a stable hash (default: every text)")
+                   "unseen-phrases; of each sign language on a corpus of several), picked by a "
+                   "stable hash (default: every text)")
     p.add_argument("--groups", metavar="G,G",
                    help="evaluate only these groups, comma-separated (default: all)")
     p.add_argument("--no-back-translation", action="store_true",
