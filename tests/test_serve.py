@@ -505,6 +505,7 @@ def test_cli_serve_runs_the_page_and_refuses_a_taken_port(model, capsys):
         assert lines and lines[-1].startswith("open http://127.0.0.1:"), "".join(lines)
         url = lines[-1].split()[1].rstrip("/")
         assert f"reader:     classifier {model / 'recognizer'}" in "".join(lines)
+        assert "languages:  ase\n" in lines
         status, body = get(url + "/api/info")
         # the model by its name (here its run's), never the server's absolute path
         assert status == 200 and json.loads(body)["model"]["name"] == model.parent.name
