@@ -145,3 +145,23 @@ def test_conditioner_refuses_a_language_it_does_not_sign_and_keeps_it_in_the_nul
     assert one(["ab"]).language is None
     with pytest.raises(ValueError, match="ukl is not one this model signs; it signs ase"):
         one(["ab"], languages=["ukl"])
+
+
+def test_training_reads_the_languages_from_the_corpus_folders():
+    """text.languages comes from OUT/<code>/; ASL alone stays a model of one language; a corpus
+    with a language a set list lacks is refused by name."""
+    from types import SimpleNamespace
+
+    from text2sign.model_folder.build import build_config
+    from text2sign.training.loop import corpus_languages
+
+    cfg = build_config("tiny", overrides=["data.path=corpus"])
+    asl = SimpleNamespace(languages=["ase", "ase"])
+    assert corpus_languages(cfg, asl).text.languages is None
+    two = SimpleNamespace(languages=["ukl", "ase", "gsg", "ukl"])
+    assert corpus_languages(cfg, two).text.languages == ["ase", "gsg", "ukl"]
+    fixed = build_config("tiny", overrides=["data.path=corpus", "text.languages=[ase,gsg]"])
+    with pytest.raises(ValueError, match="has clips in ukl, which text.languages="):
+        corpus_languages(fixed, two)
+    with pytest.raises(ValueError, match="must list sign-language codes each once"):
+        build_config("tiny", overrides=["text.languages=[ase,xx]"])

@@ -197,3 +197,20 @@ def test_the_cli_writes_one_folder_per_language_and_counts_skipped_words(tmp_pat
     listing = capsys.readouterr().out
     assert "fsl  26  A B C" in listing and "not French Sign Language" in listing
     assert "ssp  30  A B C CH D" in listing and "gss  22  Α Β Γ" in listing
+
+
+def test_the_sign_languages_a_corpus_folder_may_name_are_the_recordings_less_fsl():
+    assert sorted(units.SIGN_LANGUAGES) == sorted(set(fs.read_index()) - {"fsl"})
+    assert units.SIGN_LANGUAGES[0] == units.DEFAULT_LANGUAGE
+
+
+def test_per_list_takes_the_first_texts_each_alphabet_spells():
+    """--per-list N: the first N texts of each list that the language can spell (Czech skips
+    most frequent words: its alphabet has no accented vowels)."""
+    cse = fs.words_from("words,names", "cse", per_list=5)
+    assert len(cse) == 10 and not fs.spellable(cse, "cse")[1]
+    first = fs.spellable(fs.builtin_words("cse"), "cse")[0][:5]
+    assert cse[:5] == first
+    assert fs.words_from("words", "eso", per_list=5) == []  # wordfreq has no Estonian words
+    with pytest.raises(ValueError, match="per_list=0 must be >= 1"):
+        fs.words_from("words", "gsg", per_list=0)

@@ -109,6 +109,9 @@ class Text2SignPipeline:
             raise ValueError(f"{len(language)} languages for {len(texts)} texts; give one "
                              "language, or one per text")
         unknown = sorted(set(language) - set(units.SIGN_LANGUAGES))
+        if "fsl" in unknown:
+            raise ValueError("fsl: the recordings text2sign has for it are the ASL ones "
+                             "relabelled, not French Sign Language; use ase")
         if unknown:
             raise ValueError(f"unknown sign language {', '.join(map(repr, unknown))}; codes are "
                              f"{', '.join(units.SIGN_LANGUAGES)} (`text2sign data fingerspelling "
