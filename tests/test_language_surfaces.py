@@ -181,8 +181,9 @@ def test_api_language_field_signs_in_that_language(server, pipe, monkeypatch):
 @pytest.mark.parametrize("body, message", [
     ({"text": "A", "language": "ukl"}, "\"language\" 'ukl' is not one this model signs; "
                                        "allowed: ase, gsg"),
-    ({"text": "A", "language": "xx"}, "\"language\" 'xx' is not a sign-language code; "
-                                      "allowed: ase, gsg"),
+    ({"text": "A", "language": "xx"}, "\"language\" 'xx' is not a sign-language code text2sign "
+                                      "knows; allowed: ase, gsg"),
+    ({"text": "A", "language": "fsl"}, "'fsl' is not a sign-language code text2sign knows"),
     ({"text": "Ä"}, "text 'Ä' has letters the ase alphabet lacks: ä; ase spells A B C"),
     ({"text": "Ä", "language": "ase"}, "; this model signs ase, gsg"),
     ({"text": "A", "language": 3}, "\"language\" must be a string like \"ase\"; got int"),

@@ -247,7 +247,7 @@ class Service:
                                 f"{type(value).__name__}; allowed: {allowed}")
         if value not in self.pipe.languages:
             what = ("not one this model signs" if value in units.SIGN_LANGUAGES
-                    else "not a sign-language code")
+                    else "not a sign-language code text2sign knows")
             raise ApiError(400, f"\"language\" {value[:20]!r} is {what}; allowed: {allowed}")
         return value
 
