@@ -1,4 +1,5 @@
-"""`text2sign demo`: ASL letters and words, seen and unseen, generated and read back into text."""
+"""`text2sign demo`: ASL letters and words, seen and unseen, generated and read back into text;
+for a model of several sign languages, unseen words of two more of them (one two-handed)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from text2sign.core.config import VAL_FRACTION
+from text2sign.core.units import DEFAULT_LANGUAGE
 from text2sign.data.cache import split_fraction
 from text2sign.data.dataset import open_data
-from text2sign.data.fingerspelling import build_fingerspelling_corpus, builtin_words, clip_paths
+from text2sign.data.fingerspelling import (
+    build_fingerspelling_corpus,
+    builtin_words,
+    clip_paths,
+    own_list,
+)
 from text2sign.data.folder import default_workers
 from text2sign.evaluation.evaluate import evaluate, print_report
 from text2sign.evaluation.readers import find_reader_folders, pick_readers
@@ -28,6 +35,14 @@ DEMO_WORDS = 12  # seen and unseen words the demo generates (the most frequent o
 # A model timed by its text also gets unseen long words (9-14 letters) and unseen phrases; the
 # clips are longer (40-70 frames against ~20 for a short word), so fewer of each.
 DEMO_LONG = 4
+# A model of several sign languages: ASL as above and unseen words of more languages, one of
+# them two-handed where the model signs one. Few words each: the demo stays under 2 minutes.
+DEMO_LANGUAGES = 3
+DEMO_LANGUAGE_WORDS = 4
+TWO_HANDED = ("cse", "csq", "tsm")  # alphabets with both hands in most letters
+# The other languages shown, in this order, among those the model signs.
+SHOWN_LANGUAGES = ("gsg", "ukl", "ssp", "ise", "asq", "sgg", "bzs", "mfs", "psr", "svk", "swl",
+                   "lls", "jos", "gss", "eso")
 
 
 def _shipped_config():
@@ -40,18 +55,51 @@ def _shipped_config():
 
 def ensure_corpus(folder: Path, frames: int | None, size: int, words: list[str] | None = None,
                   variants: int = DEMO_VARIANTS, progress: bool = True,
-                  quiet: bool = False, fps: float | None = None) -> Path:
-    """Letters (and words) as GIF + txt pairs, ``frames`` frames each or at ``fps`` frames a
-    second of the recording; a build interrupted earlier resumes."""
+                  quiet: bool = False, fps: float | None = None,
+                  more: dict[str, list[str]] | None = None) -> Path:
+    """ASL letters (and words) as GIF + txt pairs, and the words of ``more`` languages
+    (OUT/<code>/, no letters), ``frames`` frames each or at ``fps`` frames a second of the
+    recording; a build interrupted earlier resumes."""
+    more = more or {}
     if not quiet and (not (folder / "fingerspelling.json").is_file()
                       or not any(folder.rglob("*.txt"))):
         what = f"26 letters and {len(words)} words" if words else "26 letters"
-        print(f"building the ASL corpus in {folder} ({what}, {variants} clips each)")
-    clips = (26 + len(words or [])) * variants  # rendered in parallel when there are many
-    build_fingerspelling_corpus(folder, languages=("ase",), words=words or None, letters=True,
+        extra = "".join(f", {len(w)} {code} words" for code, w in more.items())
+        print(f"building the {'corpus' if more else 'ASL corpus'} in {folder} ({what}{extra}, "
+              f"{variants} clips each)")
+    clips = (26 + len(words or []) + sum(map(len, more.values()))) * variants
+    languages = (DEFAULT_LANGUAGE, *more)
+    build_fingerspelling_corpus(folder, languages=languages,
+                                words={DEFAULT_LANGUAGE: words or [], **more} if more
+                                else words or None,
+                                letters=[DEFAULT_LANGUAGE] if more else True,
                                 frames=None if fps else frames, size=size, variants=variants,
                                 progress=progress, fps=fps, workers=default_workers(clips))
     return folder
+
+
+def demo_languages(signed: list[str], count: int = DEMO_LANGUAGES) -> list[str]:
+    """The languages the demo shows: ASL, a two-handed one where the model signs one, then
+    others in `SHOWN_LANGUAGES` order (any it signs), ``count`` in all; ASL alone for a model
+    of ASL."""
+    if DEFAULT_LANGUAGE not in signed:
+        raise ValueError(f"the demo shows ASL (ase) first, but the model signs "
+                         f"{', '.join(signed)}; score it with `text2sign evaluate --data CORPUS`")
+    rest = [c for c in signed if c != DEFAULT_LANGUAGE]
+    ordered = ([c for c in TWO_HANDED if c in rest][:1]
+               + [c for c in SHOWN_LANGUAGES if c in rest]
+               + sorted(c for c in rest if c not in TWO_HANDED and c not in SHOWN_LANGUAGES))
+    return [DEFAULT_LANGUAGE, *list(dict.fromkeys(ordered))[:count - 1]]
+
+
+def language_words(trained: TrainingTexts, code: str, count: int = DEMO_LANGUAGE_WORDS
+                   ) -> list[str]:
+    """The first ``count`` words of ``code``'s built-in list (or its names) the model never
+    trained on."""
+    name = own_list("words", code) or own_list("names", code)
+    if name is None:
+        return []
+    return unseen_texts(trained, [w for w in builtin_words(name) if " " not in w], count)
 
 
 def unseen_texts(trained: TrainingTexts, texts: list[str], count: int) -> list[str]:
@@ -129,9 +177,13 @@ def run_demo(out: str | Path = "runs/demo", train: bool = False, minutes: float 
     if pipe.fps is not None:  # timed by its text: unseen long words and phrases too
         texts += unseen_texts(trained, builtin_words("en-long"), DEMO_LONG)
         texts += unseen_texts(trained, builtin_words("en-phrases"), DEMO_LONG)
+    more = {code: language_words(trained, code) for code in demo_languages(pipe.languages)[1:]}
+    more = {code: words for code, words in more.items() if words}
     timing = f"r{pipe.fps:g}" if pipe.fps is not None else f"f{pipe.frames}"
-    corpus = ensure_corpus(out / "data" / f"asl-demo-{timing}-s{pipe.size}", pipe.frames,
-                           pipe.size, texts, progress=progress, quiet=quiet, fps=pipe.fps)
+    name = "-".join(["asl-demo", *more])  # asl-demo, or asl-demo-cse-gsg for more languages
+    corpus = ensure_corpus(out / "data" / f"{name}-{timing}-s{pipe.size}", pipe.frames,
+                           pipe.size, texts, progress=progress, quiet=quiet, fps=pipe.fps,
+                           more=more)
     cache = open_data(dc, progress=progress, path=corpus)
 
     # Shipped, trained on the ASL corpus: at the data rate, or at 28 frames for such models.

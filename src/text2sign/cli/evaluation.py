@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "evaluate", help="score a model: recognition accuracy, Frechet distance, speed",
         description="Generate clips for every distinct text of a corpus and score them with a "
         "recognizer trained on the corpus's real clips (trained once, cached next to the clip "
-        "cache). Writes report.json, report.md, contact.png and gifs/.")
+        "cache). Each clip is made and read in its corpus clip's sign language (OUT/<code>/ "
+        "folders); a corpus of several adds a table per language. Writes report.json, "
+        "report.md, contact.png and gifs/.")
     p.add_argument("--model", help="model folder, run folder, Hugging Face Hub id or "
                    "shipped:NAME (default: the shipped ASL model's few-step student, or its "
                    "teacher shipped:demo when --sampler, --steps or --guidance ask for more)")
@@ -38,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "architecture trained on the corpus on first use and cached)")
     p.add_argument("--max-texts", type=int, metavar="N",
                    help="at most N texts of each group (letters, seen, unseen, unseen-long, "
-                   "unseen-phrases), picked by a stable hash (default: every text)")
+                   "unseen-phrases; of each sign language on a corpus of several), picked by a "
+                   "stable hash (default: every text)")
     p.add_argument("--groups", metavar="G,G",
                    help="evaluate only these groups, comma-separated (default: all)")
     p.add_argument("--no-back-translation", action="store_true",
@@ -135,6 +138,7 @@ def run_reader(args: argparse.Namespace) -> int:
         real_groups,
         resolve_readers,
     )
+    from text2sign.evaluation.sequence import clip_languages
 
     mode = "fps" if args.frames is None else "resample"
     cache = open_clips(args.data, args.max_frames if mode == "fps" else args.frames, args.size,
@@ -160,21 +164,35 @@ def run_reader(args: argparse.Namespace) -> int:
             readers[reader_name(reader, set(readers))] = reader
     groups = real_groups(cache, args.val_fraction, args.holdout, args.max_clips,
                          every=getattr(args, "all", False))
-    scores = read_real(readers, cache, groups)
-    rows = []
-    for group, score in scores.items():
-        agree = score["agreement"]
-        for name, s in score["readers"].items():
-            rows.append([group, name, str(s["clips"]), f"{s['cer']:.3f}", f"{s['exact']:.3f}",
-                         "" if len(readers) < 2 else f"{agree['same']:.3f}",
-                         "" if len(readers) < 2 else f"{agree['same_right']:.3f}"])
-    print(format_table([["real held-out clips", "reader", "clips", "CER", "exact",
-                         "both same", "both right"], *rows]))
+    several = len(set(clip_languages(cache))) > 1  # a ceiling per sign language too
+    scores = read_real(readers, cache, groups, by_language=several)
+    by_language = scores["languages"] if several else {}
+    scores = scores["groups"] if several else scores
+    print(format_table(_score_rows("real held-out clips", scores, len(readers))))
+    if by_language:
+        print()
+        print(format_table(_score_rows("held-out texts, by language", by_language,
+                                       len(readers))))
     if args.reader_command == "train":
-        reader.metrics["real"] = {g: s["readers"][next(iter(readers))]
-                                  for g, s in scores.items()}
+        name = next(iter(readers))
+        reader.metrics["real"] = {g: s["readers"][name] for g, s in scores.items()}
+        if by_language:
+            reader.metrics["real_languages"] = {c: s["readers"][name]
+                                                for c, s in by_language.items()}
         reader.save(args.out)
     return 0
+
+
+def _score_rows(title: str, scores: dict, readers: int) -> list[list[str]]:
+    """A header and a row per group (or language) and reader of `read_real`'s scores."""
+    rows = [[title, "reader", "clips", "CER", "exact", "both same", "both right"]]
+    for key, score in scores.items():
+        agree = score["agreement"]
+        for name, s in score["readers"].items():
+            rows.append([key, name, str(s["clips"]), f"{s['cer']:.3f}", f"{s['exact']:.3f}",
+                         "" if readers < 2 else f"{agree['same']:.3f}",
+                         "" if readers < 2 else f"{agree['same_right']:.3f}"])
+    return rows
 
 
 def default_out(model_folder: Path) -> Path:

@@ -119,6 +119,36 @@ def duration_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def language_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Header + one row per sign language (and reader, when several read) of a corpus of
+    several: its held-out texts read back beside the ceiling, and their duration ratio. A
+    report of one language has none: []."""
+    bt = report.get("back_translation") or {}
+    duration = (report.get("duration") or {}).get("languages") or {}
+    readers = {name: r.get("languages") or {} for name, r in (bt.get("readers") or {}).items()}
+    if not readers and bt.get("languages"):
+        readers = {bt.get("reader", "reader"): bt["languages"]}
+    codes = sorted({c for r in readers.values() for c in r} | set(duration))
+    if not codes:
+        return []
+    unit = "CER" if bt.get("units", "chars") == "chars" else "gloss ER"
+    several = len(readers) > 1
+    rows = [["held-out texts by language", *(["reader"] if several else []), "texts", unit,
+             f"ceiling {unit}", "exact", "ceiling exact", "duration ratio"]]
+    for code in codes:
+        d = duration.get(code)
+        ratio = fmt_number(d["ratio"]) if d else ""
+        named = [(name, r[code]) for name, r in readers.items() if code in r] or [("", None)]
+        for k, (name, g) in enumerate(named):
+            texts = g["texts"] if g else (d["texts"] if d else 0)
+            scores = (["", "", "", ""] if g is None else
+                      [fmt_number(g["cer"]), fmt_number(g["ceiling_cer"]), fmt_number(g["exact"]),
+                       fmt_number(g["ceiling_exact"])])
+            rows.append([code, *([name] if several else []), str(texts), *scores,
+                         ratio if k == 0 else ""])
+    return rows
+
+
 def markdown_table(rows: list[list[str]]) -> list[str]:
     """Header + rows as Markdown table lines; a "|" inside a cell (a text) is escaped."""
     lines = ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]

@@ -783,14 +783,15 @@ def build_fingerspelling_corpus(
     variants: int = 1,
     seed: int = 0,
     progress: bool = True,
-    letters: bool | None = None,
+    letters: bool | Sequence[str] | None = None,
     workers: int = 1,
     fps: float | None = None,
     boundary: str = "move",
 ) -> list[Path]:
     """Write OUT/<lang>/<name>.gif + .txt for every letter and/or word; returns the GIF paths.
 
-    ``letters`` defaults to "only when no words are given". ``words`` is one list for every
+    ``letters`` defaults to "only when no words are given"; a list names the languages whose
+    letters are written. ``words`` is one list for every
     language or a list per language; a word may be a phrase (words separated by spaces). A word
     with a letter the language's alphabet lacks is skipped (a warning counts them). Clips have
     ``frames`` frames (default 16) or, with ``fps``, one frame every 1/fps seconds of the
@@ -816,7 +817,7 @@ def build_fingerspelling_corpus(
         rows = index[lang]
         taken: set[str] = set()
         spoken = next(iter(rows.values()))["spoken_language"]
-        if letters:
+        if letters is True or (not isinstance(letters, bool) and lang in letters):
             jobs += [(out, lang, letter, _file_name(letter, taken), row["path"], spoken)
                      for letter, row in rows.items()]
         texts = (words.get(lang, ()) if isinstance(words, Mapping) else words) or ()

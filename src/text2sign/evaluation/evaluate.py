@@ -4,6 +4,9 @@ Scores: recognition top-1 / top-5 of the generated clips by the corpus's recogni
 its accuracy on held-out real clips (the ceiling); the Frechet distance between generated and
 real clips in the recognizer's feature space, next to the same distance between two halves of
 the real clips (the floor); per-text accuracy; seconds per generated clip on a named device.
+On a corpus of several sign languages (OUT/<code>/ folders) each clip is generated, timed and
+read in its language, and back-translation and duration are also reported per language over
+its held-out texts.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ from text2sign.core.report import (
     format_table,
     group_top1_rows,
     json_safe,
+    language_rows,
     markdown_table,
     summary_rows,
 )
+from text2sign.core.units import DEFAULT_LANGUAGE
 from text2sign.data.cache import ClipCache, FixedCountView, split_fraction
 from text2sign.data.clips import fit_time
 from text2sign.data.dataset import to_unit
@@ -48,9 +53,11 @@ from text2sign.evaluation.readers import agreement, combine, pick_readers, reade
 from text2sign.evaluation.recognizer import Recognizer, load_or_train_recognizer
 from text2sign.evaluation.sequence import (
     SequenceRecognizer,
+    clip_languages,
     error_rate,
     exact_accuracy,
     read_clips,
+    text_units,
 )
 from text2sign.model_folder.folder_io import TrainingTexts, training_texts
 from text2sign.model_folder.pipeline import Text2SignPipeline, videos_to_uint8
@@ -140,7 +147,7 @@ def print_report(report: dict[str, Any]) -> None:
     """The headline numbers and where the report, GIFs and contact sheet were written."""
     print(format_summary(report))
     for rows in (group_top1_rows(report), back_translation_rows(report), agreement_rows(report),
-                 duration_rows(report)):
+                 duration_rows(report), language_rows(report)):
         if rows:
             print()
             print(format_table(rows))
@@ -210,6 +217,19 @@ def render_markdown(report: dict[str, Any]) -> str:
             "absolute difference in frames.",
             "",
         ]
+    by_language = language_rows(report)
+    if by_language:
+        lines += [
+            "## By sign language",
+            "",
+            *markdown_table(by_language),
+            "",
+            "Each sign language's held-out texts (never in the model's training set; unseen "
+            "words, long words and phrases), generated and read in that language: CER and exact "
+            "beside the same reader on the real clips of the same texts (the ceiling), and the "
+            "generated / real duration.",
+            "",
+        ]
     shown = report.get("contact_sheet_texts")
     if shown is not None and shown < report["texts"]:
         lines += [f"contact.png and compare.gif show {shown} and {COMPARE_ROWS} or fewer of the "
@@ -247,54 +267,133 @@ def autoencoded_ceiling(autoencoder: FrameAutoencoder, recognizer: Recognizer, c
     return float(np.concatenate(hits).mean())
 
 
+@dataclass
+class Items:
+    """What evaluate generates: every distinct text of the corpus in every sign language it has
+    clips of. An item's key is its text, or on a corpus of several languages "code/text" (one
+    text is another sign in each language); reports name items by key."""
+
+    text: dict[str, str]  # key -> the text the model is asked for
+    language: dict[str, str]  # key -> its sign language
+    clip_keys: list[str]  # each clip's key, in the cache's order
+
+    @classmethod
+    def of(cls, cache: ClipCache) -> Items:
+        codes = clip_languages(cache)
+        several = len(set(codes)) > 1
+        keys = [f"{c}/{t}" if several else t for t, c in zip(cache.texts, codes, strict=True)]
+        return cls(dict(zip(keys, cache.texts, strict=True)),
+                   dict(zip(keys, codes, strict=True)), keys)
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted(set(self.language.values()))
+
+    @property
+    def several(self) -> bool:
+        """A corpus of several sign languages: reports add a table per language."""
+        return len(self.languages) > 1
+
+    def pipe_languages(self, keys: list[str]) -> list[str] | None:
+        """The language of each key for the pipeline; None (its default) for ASL alone."""
+        codes = [self.language[k] for k in keys]
+        return None if set(codes) <= {DEFAULT_LANGUAGE} else codes
+
+
 def text_groups(texts: list[str], trained: TrainingTexts,
-                max_texts: int | None = None) -> dict[str, list[str]]:
+                max_texts: int | None = None, items: Items | None = None
+                ) -> dict[str, list[str]]:
     """Split texts into letters (one character), seen and unseen (never trained on, as
     ``trained`` tells: `model_folder.folder.training_texts`); unseen texts with a space are
     "unseen-phrases", unseen words of `LONG_WORD` or more characters "unseen-long".
     ``max_texts`` keeps at most that many texts of each group, picked by a stable hash of the
-    text (the same picks on every machine).
+    text (the same picks on every machine). With ``items``, ``texts`` are item keys: a letter is
+    one unit of its language (Spanish "ll" too), and ``max_texts`` applies per language.
     """
     groups: dict[str, list[str]] = {g: [] for g in GROUPS}
-    for text in sorted(set(texts)):
-        if len(text.strip()) == 1:
-            key = "letters"
-        elif trained.seen(text):
-            key = "seen"
-        elif " " in text.strip():
-            key = "unseen-phrases"
+    for key in sorted(set(texts)):
+        text = items.text[key] if items else key
+        if items:
+            letter = len(text_units(text, "chars", items.language[key])) == 1
         else:
-            key = "unseen-long" if len(text.strip()) >= LONG_WORD else "unseen"
-        groups[key].append(text)
+            letter = len(text.strip()) == 1
+        if letter:
+            group = "letters"
+        elif trained.seen(text):
+            group = "seen"
+        elif " " in text.strip():
+            group = "unseen-phrases"
+        else:
+            group = "unseen-long" if len(text.strip()) >= LONG_WORD else "unseen"
+        groups[group].append(key)
     if max_texts is not None:
-        groups = {k: sorted(sorted(v, key=lambda t: split_fraction("pick:" + t))[:max_texts])
-                  for k, v in groups.items()}
+        def pick(keys: list[str]) -> list[str]:
+            return sorted(keys, key=lambda t: split_fraction("pick:" + t))[:max_texts]
+
+        if items:
+            groups = {g: sorted(k for code in items.languages
+                                for k in pick([k for k in v if items.language[k] == code]))
+                      for g, v in groups.items()}
+        else:
+            groups = {g: sorted(pick(v)) for g, v in groups.items()}
     return {k: v for k, v in groups.items() if v}
+
+
+def _read_scores(refs: list[str], hyps: list[str], codes: list[str], real_refs: list[str],
+                 real_hyps: list[str], real_codes: list[str], units: str) -> dict[str, Any]:
+    """CER and exact of readings, beside the same of real clips' readings (the ceiling)."""
+    return {"cer": error_rate(refs, hyps, units, codes),
+            "exact": exact_accuracy(refs, hyps, units, codes),
+            "ceiling_clips": len(real_refs),
+            "ceiling_cer": (error_rate(real_refs, real_hyps, units, real_codes) if real_refs
+                            else float("nan")),
+            "ceiling_exact": exact_accuracy(real_refs, real_hyps, units, real_codes)}
 
 
 def back_translation(readings: list[str], prompts: list[str], sequence: SequenceRecognizer,
                      cache: ClipCache,
-                     groups: dict[str, list[str]], ceiling_idx: dict[str, list[int]]
-                     ) -> dict[str, Any]:
+                     groups: dict[str, list[str]], ceiling_idx: dict[str, list[int]],
+                     items: Items | None = None) -> dict[str, Any]:
     """CER and exact-text accuracy of the generated clips' readings per group, each next to the
-    same recognizer reading real clips of the same texts (the ceiling)."""
+    same recognizer reading real clips of the same texts (the ceiling). ``prompts`` and
+    ``groups`` hold item keys (`Items`; the texts themselves without ``items``); on a corpus of
+    several languages also per language over its held-out texts (the groups "unseen*")."""
+    items = items or Items.of(cache)
     units = sequence.units
+    codes = clip_languages(cache)
     out: dict[str, Any] = {"units": units, "groups": {}}
-    for group, texts in groups.items():
-        chosen = set(texts)
+    real_read: dict[int, str] = {}  # each real clip read once, for its group and its language
+    for group, keys in groups.items():
+        chosen = set(keys)
         rows = [i for i, p in enumerate(prompts) if p in chosen]
-        refs, hyps = [prompts[i] for i in rows], [readings[i] for i in rows]
+        refs, hyps = [items.text[prompts[i]] for i in rows], [readings[i] for i in rows]
         real = ceiling_idx.get(group, [])
-        real_refs = [cache.texts[i] for i in real]
-        real_hyps = read_clips(sequence, cache, real) if real else []
+        real_read.update(zip(real, read_clips(sequence, cache, real) if real else [],
+                             strict=True))
         out["groups"][group] = {
-            "texts": len(texts), "clips": len(rows),
-            "cer": error_rate(refs, hyps, units), "exact": exact_accuracy(refs, hyps, units),
-            "ceiling_clips": len(real),
-            "ceiling_cer": error_rate(real_refs, real_hyps, units) if real else float("nan"),
-            "ceiling_exact": exact_accuracy(real_refs, real_hyps, units),
+            "texts": len(keys), "clips": len(rows),
+            **_read_scores(refs, hyps, [items.language[prompts[i]] for i in rows],
+                           [cache.texts[i] for i in real], [real_read[i] for i in real],
+                           [codes[i] for i in real], units),
             "examples": [[r, h] for r, h in list(zip(refs, hyps, strict=True))[:12]],
         }
+    if items.several:
+        out["languages"] = {}
+        held_out = {k for g, keys in groups.items() if g.startswith("unseen") for k in keys}
+        real_held = sorted(i for g, idx in ceiling_idx.items() if g.startswith("unseen")
+                           for i in idx)
+        for code in items.languages:
+            keys = {k for k in held_out if items.language[k] == code}
+            if not keys:
+                continue
+            rows = [i for i, p in enumerate(prompts) if p in keys]
+            real = [i for i in real_held if codes[i] == code]
+            out["languages"][code] = {
+                "texts": len(keys), "clips": len(rows),
+                **_read_scores([items.text[prompts[i]] for i in rows],
+                               [readings[i] for i in rows], [code] * len(rows),
+                               [cache.texts[i] for i in real], [real_read[i] for i in real],
+                               [code] * len(real), units)}
     return out
 
 
@@ -304,7 +403,7 @@ class Generation:
     clips hold one of each text, and so on). The clips themselves are not kept: each batch is
     scored (`ClipScores`) and written (`ClipWriter`) as it is made."""
 
-    texts: list[str]
+    texts: list[str]  # item keys (`Items`): the texts, or "code/text" on several languages
     groups: dict[str, list[str]]  # letters, seen, unseen... (`text_groups`)
     prompts: list[str]
     lengths: list[int]  # frames of each generated clip: one length, or each text its own
@@ -315,6 +414,7 @@ class Generation:
     guidance: float
     seed: int
     fps: float = 8.0  # the rate the clips play at
+    items: Items | None = None  # each key's text and language (None: keys are ASL texts)
 
     @property
     def variable(self) -> bool:
@@ -374,8 +474,9 @@ class ClipScores:
     each reader's text. A few hundred bytes a clip; the clips themselves are never held."""
 
     def __init__(self, recognizer: Recognizer, readers: dict[str, SequenceRecognizer] | None,
-                 prompts: list[str], frames: int | None):
-        self.recognizer, self.prompts = recognizer, prompts
+                 prompts: list[str], frames: int | None, languages: list[str] | None = None):
+        self.recognizer, self.prompts = recognizer, prompts  # the texts of the clips
+        self.languages = languages  # each clip's sign language, read in it (None: ASL)
         self.readers = dict(readers or {})
         self.frames = frames  # every clip resampled to this count for the classifier, or kept
         self.features: list[np.ndarray] = []  # (B, D) per batch
@@ -395,8 +496,11 @@ class ClipScores:
         self.predicted.append(np.argmax(logits, axis=1))
         self.top1.append(topk_hits(logits, labels, 1))
         self.top5.append(topk_hits(logits, labels, 5))
+        codes = (None if self.languages is None
+                 else self.languages[start:start + len(videos)])
         for name, reader in self.readers.items():  # a list: lengths that differ read apart
-            self.readings[name] += [text for text, _ in reader.read(list(videos))]
+            self.readings[name] += [text for text, _ in reader.read(list(videos),
+                                                                    languages=codes)]
         self.lengths += [len(v) for v in videos]
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -439,9 +543,11 @@ class ClipWriter:
 def generate(pipe: Text2SignPipeline, texts: list[str], groups: dict[str, list[str]],
              per_text: int, sampler: str, steps: int, guidance: float, seed: int,
              batch_size: int, progress: bool,
-             consumers: list[Callable[[int, list[np.ndarray]], None]]) -> Generation:
-    """per_text clips of each text, timed on the pipe's device; each batch is handed to every
-    consumer (``consumer(start, clips)``, e.g. `ClipScores.add`, `ClipWriter.add`) and dropped."""
+             consumers: list[Callable[[int, list[np.ndarray]], None]],
+             items: Items | None = None) -> Generation:
+    """per_text clips of each text (item keys, each made in its language, with ``items``),
+    timed on the pipe's device; each batch is handed to every consumer (``consumer(start,
+    clips)``, e.g. `ClipScores.add`, `ClipWriter.add`) and dropped."""
     device = pipe.device
     prompts = [text for _ in range(per_text) for text in texts]  # k-major
     lengths: list[int] = []
@@ -454,8 +560,11 @@ def generate(pipe: Text2SignPipeline, texts: list[str], groups: dict[str, list[s
             torch.cuda.synchronize(device)
         tick = time.perf_counter()
         # seed + start: the same clips as one pipe(prompts, seed=seed, batch_size=...) call.
-        videos = list(pipe(chunk, steps=steps, sampler=sampler, guidance=guidance,
-                           seed=seed + start, batch_size=batch_size))
+        codes = items.pipe_languages(chunk) if items else None
+        asked = [items.text[k] for k in chunk] if items else chunk
+        languages = {} if codes is None else {"language": codes}  # ASL: the pipe's default
+        videos = list(pipe(asked, steps=steps, sampler=sampler, guidance=guidance,
+                           seed=seed + start, batch_size=batch_size, **languages))
         seconds += time.perf_counter() - tick  # the pipe returns numpy: already synced
         for consume in consumers:
             consume(start, videos)
@@ -465,30 +574,39 @@ def generate(pipe: Text2SignPipeline, texts: list[str], groups: dict[str, list[s
         bar.update(len(chunk))
     bar.close()
     return Generation(texts, groups, prompts, lengths, seconds, per_text, sampler, steps,
-                      guidance, seed, pipe.gif_fps)
+                      guidance, seed, pipe.gif_fps, items)
 
 
 def duration_scores(gen: Generation, cache: ClipCache) -> dict[str, Any] | None:
     """Per group: mean over texts of generated / real length (real: the mean of the text's
-    real clips at the data rate) and the mean absolute frame error; None unless the clips
-    keep their own lengths."""
+    real clips, in its language, at the data rate) and the mean absolute frame error; on a
+    corpus of several sign languages also per language over its held-out texts; None unless
+    the clips keep their own lengths."""
     if not getattr(cache, "variable", False):
         return None
+    items = gen.items or Items.of(cache)
     real: dict[str, list[int]] = {}
-    for text, length in zip(cache.texts, cache.lengths, strict=True):
-        real.setdefault(text, []).append(length)
+    for key, length in zip(items.clip_keys, cache.lengths, strict=True):
+        real.setdefault(key, []).append(length)
     made = dict(zip(gen.prompts, gen.lengths, strict=True))
-    out: dict[str, Any] = {"fps": cache.data_fps, "groups": {}}
-    for group, texts in gen.groups.items():
-        pairs = [(made[t], float(np.mean(real[t]))) for t in texts if t in real]
+
+    def scores(keys: list[str]) -> dict[str, Any] | None:
+        pairs = [(made[k], float(np.mean(real[k]))) for k in keys if k in real]
         if not pairs:
-            continue
-        out["groups"][group] = {
-            "texts": len(pairs),
-            "ratio": float(np.mean([m / r for m, r in pairs])),
-            "frame_error": float(np.mean([abs(m - r) for m, r in pairs])),
-            "real_frames": float(np.mean([r for _, r in pairs])),
-        }
+            return None
+        return {"texts": len(pairs), "ratio": float(np.mean([m / r for m, r in pairs])),
+                "frame_error": float(np.mean([abs(m - r) for m, r in pairs])),
+                "real_frames": float(np.mean([r for _, r in pairs]))}
+
+    out: dict[str, Any] = {"fps": cache.data_fps, "groups": {}}
+    for group, keys in gen.groups.items():
+        if (g := scores(keys)) is not None:
+            out["groups"][group] = g
+    if items.several:
+        held_out = [k for g, keys in gen.groups.items() if g.startswith("unseen") for k in keys]
+        out["languages"] = {code: g for code in items.languages
+                            if (g := scores([k for k in held_out
+                                             if items.language[k] == code])) is not None}
     return out
 
 
@@ -513,9 +631,11 @@ def score(gen: Generation, clips: ClipScores, cache: ClipCache, recognizer: Reco
     generated clips (what `ClipScores` kept of them) against the corpus's real clips of the same
     texts, read a batch at a time; writes nothing."""
     texts, prompts, groups = gen.texts, gen.prompts, gen.groups
+    items = gen.items or Items.of(cache)
+    keys = items.clip_keys
     chosen = set(texts)
-    real_idx = [i for i, t in enumerate(cache.texts) if t in chosen]
-    real_texts = [cache.texts[i] for i in real_idx]
+    real_idx = [i for i, k in enumerate(keys) if k in chosen]
+    real_texts = [keys[i] for i in real_idx]
     gen_feats, predicted, top1_hits, top5_hits = clips.arrays()
     real_feats, real_hits = _real_scores(recognizer, cache, real_idx)
     fd = _fd_scores(gen_feats, real_feats, real_texts, gen.seed)
@@ -524,17 +644,18 @@ def score(gen: Generation, clips: ClipScores, cache: ClipCache, recognizer: Reco
     readings = [""] * len(prompts)
     if clips.readers:
         group_of = {t: g for g, group in groups.items() for t in group}
-        ceiling_idx = {g: [i for i in real_idx if group_of[cache.texts[i]] == g
+        ceiling_idx = {g: [i for i in real_idx if group_of[keys[i]] == g
                            and (g.startswith("unseen") or i in held_out)] for g in groups}
         per_reader = {rname: back_translation(clips.readings[rname], prompts, reader, cache,
-                                              groups, ceiling_idx)
+                                              groups, ceiling_idx, items)
                       for rname, reader in clips.readers.items()}
         agreements = {}
         for group, members in groups.items():
             chosen_g = set(members)
             rows = [i for i, p in enumerate(prompts) if p in chosen_g]
             agreements[group] = agreement({r: [clips.readings[r][i] for i in rows]
-                                           for r in clips.readers}, [prompts[i] for i in rows])
+                                           for r in clips.readers},
+                                          [items.text[prompts[i]] for i in rows])
         bt = combine(per_reader, agreements)
         readings = clips.readings[bt["reader"]]
 
@@ -542,8 +663,7 @@ def score(gen: Generation, clips: ClipScores, cache: ClipCache, recognizer: Reco
     for group, members in groups.items():
         chosen_g = set(members)
         rows = [i for i, p in enumerate(prompts) if p in chosen_g]
-        real_rows = [j for j, i in enumerate(real_idx)
-                     if cache.texts[i] in chosen_g and i in held_out]
+        real_rows = [j for j, i in enumerate(real_idx) if keys[i] in chosen_g and i in held_out]
         group_top1[group] = {
             "texts": len(members), "clips": len(rows),
             "top1": float(top1_hits[rows].mean()) if rows else float("nan"),
@@ -585,9 +705,9 @@ def write_report(report: Report, gen: Generation, written: ClipWriter, cache: Cl
     out_dir.mkdir(parents=True, exist_ok=True)
     shown = set(written.sheet) | set(written.compare)
     first_real: dict[str, int] = {}
-    for i, text in enumerate(cache.texts):
-        if text in shown:
-            first_real.setdefault(text, i)
+    for i, key in enumerate((gen.items or Items.of(cache)).clip_keys):
+        if key in shown:
+            first_real.setdefault(key, i)
     accuracy = report.per_text_accuracy
     sheet_texts = list(written.sheet)
     rows = [np.concatenate([_frame(_pick_frames(np.asarray(cache[first_real[t]]), SHEET_FRAMES),
@@ -639,6 +759,8 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
     if per_text < 1:
         raise ValueError(f"per_text={per_text} must be >= 1 (clips generated per text)")
     check_clips_fit(pipe, cache)
+    items = Items.of(cache)
+    check_languages(pipe, items, cache)  # before anything is trained or generated
     sc, dc = pipe.config.sample, pipe.config.data
     device = torch.device(pipe.device)
     if recognizer is None:
@@ -654,7 +776,7 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
                                                   device)
     trained = training_texts(pipe.info, pipe.training_texts, cache.texts,
                              f"the corpus {cache.path}")
-    groups = text_groups(list(cache.texts), trained, max_texts)
+    groups = text_groups(list(items.clip_keys), trained, max_texts, items)
     if only is not None:
         unknown = sorted(set(only) - set(GROUPS))
         if unknown:
@@ -674,17 +796,29 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
     prompts = [text for _ in range(per_text) for text in texts]  # generate's order
     # A model timed by its text makes clips of many lengths: the classifier sees each at one
     # count, whatever batch it came in, so scores do not depend on how the clips were batched.
-    clips = ClipScores(recognizer, readers, prompts,
-                       CLASSIFIER_FRAMES if pipe.fps is not None else None)
+    clips = ClipScores(recognizer, readers, [items.text[k] for k in prompts],
+                       CLASSIFIER_FRAMES if pipe.fps is not None else None,
+                       None if items.pipe_languages(prompts) is None
+                       else [items.language[k] for k in prompts])
     writer = ClipWriter(out_dir, texts, pipe.gif_fps) if write_files else None
     gen = generate(pipe, texts, groups, per_text, sampler or sc.sampler, int(steps or sc.steps),
                    float(guidance if guidance is not None else sc.guidance), seed, batch_size,
-                   progress, [clips.add] + ([writer.add] if writer else []))
+                   progress, [clips.add] + ([writer.add] if writer else []), items)
     report = score(gen, clips, cache, recognizer, val_idx, ceiling_autoencoded, name,
                    describe_device(device))
     if writer is None:
         return report.as_dict()
     return write_report(report, gen, writer, cache, out_dir)
+
+
+def check_languages(pipe: Text2SignPipeline, items: Items, cache: ClipCache) -> None:
+    """The model signs every sign language of the corpus; else one line naming them."""
+    signs = list(getattr(pipe, "languages", None) or [DEFAULT_LANGUAGE])
+    missing = [code for code in items.languages if code not in signs]
+    if missing:
+        raise ValueError(f"the corpus {cache.path} holds clips of {', '.join(missing)}, which "
+                         f"the model does not sign (it signs {', '.join(signs)}); evaluate it on "
+                         "a corpus of its languages")
 
 
 def check_clips_fit(pipe: Text2SignPipeline, cache: ClipCache) -> None:

@@ -4,6 +4,8 @@ exact-text accuracy."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from text2sign.core.units import DEFAULT_LANGUAGE, join
@@ -89,18 +91,32 @@ def edit_distance(a: list[str], b: list[str]) -> int:
     return row[-1]
 
 
-def error_rate(references: list[str], hypotheses: list[str], units: str = "chars") -> float:
-    """Total edit distance over total reference length (CER for chars, WER-like for glosses)."""
+def _languages(languages: str | Sequence[str] | None, n: int) -> list[str]:
+    """One sign language per text: as given, one for all, or ASL."""
+    if languages is None or isinstance(languages, str):
+        return [languages or DEFAULT_LANGUAGE] * n
+    if len(languages) != n:
+        raise ValueError(f"{len(languages)} languages for {n} texts; give one per text")
+    return list(languages)
+
+
+def error_rate(references: list[str], hypotheses: list[str], units: str = "chars",
+               languages: str | Sequence[str] | None = None) -> float:
+    """Total edit distance over total reference length (CER for chars, WER-like for glosses),
+    each text split into its language's units (``languages``: one per text, or one for all)."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    edits = sum(edit_distance(text_units(r, units), text_units(h, units))
-                for r, h in zip(references, hypotheses, strict=True))
-    length = sum(len(text_units(r, units)) for r in references)
+    codes = _languages(languages, len(references))
+    edits = sum(edit_distance(text_units(r, units, c), text_units(h, units, c))
+                for r, h, c in zip(references, hypotheses, codes, strict=True))
+    length = sum(len(text_units(r, units, c)) for r, c in zip(references, codes, strict=True))
     return edits / max(1, length)
 
 
-def exact_accuracy(references: list[str], hypotheses: list[str], units: str = "chars") -> float:
+def exact_accuracy(references: list[str], hypotheses: list[str], units: str = "chars",
+                   languages: str | Sequence[str] | None = None) -> float:
     if not references:
         return float("nan")
-    return float(np.mean([text_units(r, units) == text_units(h, units)
-                          for r, h in zip(references, hypotheses, strict=True)]))
+    codes = _languages(languages, len(references))
+    return float(np.mean([text_units(r, units, c) == text_units(h, units, c)
+                          for r, h, c in zip(references, hypotheses, codes, strict=True)]))

@@ -20,12 +20,13 @@ from text2sign.core.config import VAL_FRACTION
 from text2sign.core.device import pick_device
 from text2sign.core.files import ASSETS
 from text2sign.core.report import MET_SHARE
-from text2sign.core.units import fold
+from text2sign.core.units import DEFAULT_LANGUAGE, fold
 from text2sign.evaluation.metrics import LONG_WORD, error_rate, exact_accuracy, text_units
 from text2sign.evaluation.sequence import (
     SequenceConfig,
     SequenceRecognizer,
     SequenceTrainSettings,
+    clip_languages,
     corpus_units,
     load_or_train_sequence_recognizer,
     read_clips,
@@ -114,14 +115,18 @@ def reader_name(reader: SequenceRecognizer, names: set[str] | None = None) -> st
 
 
 def check_fits(reader: SequenceRecognizer, texts: Sequence[str], units: str,
-               where: str = "the corpus") -> None:
+               where: str = "the corpus", languages: Sequence[str] | None = None) -> None:
     """Refuse, in one line naming the difference, a reader made for another corpus: other
-    units, or texts with units it has no output for."""
+    units, sign languages it does not read, or texts (each in its language: ``languages``, ASL
+    by default) with units it has no output for."""
     if reader.units != units:
         raise ValueError(f"the {reader.kind} reads {reader.units} but {where} is scored in "
                          f"{units}: train a reader on it (`text2sign reader train`)")
+    codes = list(languages) if languages is not None else [DEFAULT_LANGUAGE] * len(texts)
+    reader.allowed(sorted(set(codes)))  # a reader of several languages names those it reads
     known = set(reader.vocab)
-    missing = sorted({u for t in texts for u in text_units(t, units)} - known)
+    missing = sorted({u for t, c in zip(texts, codes, strict=True)
+                      for u in text_units(t, units, c)} - known)
     if missing:
         shown = " ".join(repr(u) for u in missing[:10])
         raise ValueError(
@@ -191,27 +196,43 @@ def real_groups(cache: Any, val_fraction: float, holdout: float,
     return {g: sorted(v) for g, v in groups.items() if v}
 
 
-def score_readings(texts: Sequence[str], readings: dict[str, Sequence[str]], units: str
-                   ) -> dict[str, Any]:
-    """Per reader {texts, clips, cer, exact} of readings of clips whose texts are ``texts``,
-    and the readers' agreement on them."""
+def score_readings(texts: Sequence[str], readings: dict[str, Sequence[str]], units: str,
+                   languages: Sequence[str] | None = None) -> dict[str, Any]:
+    """Per reader {texts, clips, cer, exact} of readings of clips whose texts are ``texts``
+    (each in its sign language, ``languages``), and the readers' agreement on them."""
     out: dict[str, Any] = {"readers": {}, "agreement": agreement(readings, texts)}
     for name, hyps in readings.items():
         out["readers"][name] = {"texts": len(set(texts)), "clips": len(texts),
-                                "cer": error_rate(list(texts), list(hyps), units),
-                                "exact": exact_accuracy(list(texts), list(hyps), units)}
+                                "cer": error_rate(list(texts), list(hyps), units, languages),
+                                "exact": exact_accuracy(list(texts), list(hyps), units,
+                                                        languages)}
     return out
 
 
 def read_real(readers: dict[str, SequenceRecognizer], cache: Any,
-              groups: dict[str, list[int]], batch_size: int = 32) -> dict[str, Any]:
-    """Every reader on the real clips of each group, side by side: {group: score_readings}."""
-    out = {}
+              groups: dict[str, list[int]], batch_size: int = 32,
+              by_language: bool = False) -> dict[str, Any]:
+    """Every reader on the real clips of each group, side by side: {group: score_readings};
+    with ``by_language``, also {"languages": {code: score_readings}} over the clips of every
+    group but the lone letters (texts no reader trained on), a sign language at a time."""
+    codes = clip_languages(cache)
+    units = next(iter(readers.values())).units
+    out: dict[str, Any] = {}
+    read: dict[int, dict[str, str]] = {}  # clip -> reader -> reading, each clip read once
     for group, idx in groups.items():
         texts = [cache.texts[i] for i in idx]
         readings = {name: read_clips(r, cache, idx, batch_size) for name, r in readers.items()}
-        units = next(iter(readers.values())).units
-        out[group] = score_readings(texts, readings, units)
+        for k, i in enumerate(idx):
+            read[i] = {name: readings[name][k] for name in readers}
+        out[group] = score_readings(texts, readings, units, [codes[i] for i in idx])
+    if by_language:
+        unseen = sorted(i for g, idx in groups.items() if g != "letters" for i in idx)
+        out = {"groups": out, "languages": {}}
+        for code in sorted({codes[i] for i in unseen}):
+            idx = [i for i in unseen if codes[i] == code]
+            out["languages"][code] = score_readings(
+                [cache.texts[i] for i in idx], {n: [read[i][n] for i in idx] for n in readers},
+                units, [code] * len(idx))
     return out
 
 
@@ -228,8 +249,9 @@ def better_reader(per_reader: dict[str, dict[str, Any]]) -> str:
 
 def combine(per_reader: dict[str, dict[str, Any]], agreements: dict[str, dict[str, Any]],
             share: float = MET_SHARE) -> dict[str, Any]:
-    """report.json's back_translation from each reader's {units, groups}: `groups` (the better
-    reader's), `reader` (its name), `readers` ({name: {groups}}), `agreement` (per group) and
+    """report.json's back_translation from each reader's {units, groups[, languages]}: `groups`
+    and `languages` (the better reader's), `reader` (its name), `readers` ({name: {groups[,
+    languages]}}), `agreement` (per group) and
     `met` (per group: every reader reads >= ``share`` of its ceiling's exact accuracy; None
     where a ceiling is missing)."""
     best = better_reader(per_reader)
@@ -245,8 +267,12 @@ def combine(per_reader: dict[str, dict[str, Any]], agreements: dict[str, dict[st
                 verdicts.append(bool(g["exact"] >= share * ceiling))
         met[group] = None if None in verdicts else all(verdicts)
     out = {"units": per_reader[best]["units"], "groups": per_reader[best]["groups"],
-           "reader": best, "readers": {k: {"groups": v["groups"]} for k, v in per_reader.items()},
+           "reader": best,
+           "readers": {k: {key: v[key] for key in ("groups", "languages") if key in v}
+                       for k, v in per_reader.items()},
            "met": met}
+    if "languages" in per_reader[best]:  # a corpus of several sign languages
+        out["languages"] = per_reader[best]["languages"]
     if len(per_reader) > 1:
         out["agreement"] = agreements
     return out
@@ -296,10 +322,11 @@ def pick_readers(names: Sequence[str | Path] | None, cache: Any, *,
         return {arch: load_or_train_reader(cache, arch, val_fraction, holdout, device=device,
                                            progress=progress) for arch in ARCHS}
     units = corpus_units(cache)
-    texts = list(dict.fromkeys(cache.texts))
+    pairs = list(dict.fromkeys(zip(cache.texts, clip_languages(cache), strict=True)))
+    texts, codes = [t for t, _ in pairs], [c for _, c in pairs]
     for folder in resolve_readers(names):
         reader = load_reader(folder, pick_device(device))
-        check_fits(reader, texts, units, f"the corpus {cache.path}")
+        check_fits(reader, texts, units, f"the corpus {cache.path}", codes)
         readers[reader_name(reader, set(readers))] = reader
     return readers
 

@@ -266,6 +266,9 @@ class TrainedRecognizer:
     def check_meta(cls, meta: dict[str, Any], path: Path) -> None:
         """Raise if a saved json is not this head's format."""
 
+    def restore(self, meta: dict[str, Any]) -> None:
+        """Take what `meta` saved beyond the labels (a head's extras); nothing by default."""
+
     def save(self, folder: str | Path) -> Path:
         """Weights (safetensors, no pickle) + json, written atomically."""
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
@@ -291,7 +294,9 @@ class TrainedRecognizer:
         labels = meta[cls.labels_key]
         net = cls.net_class(len(labels), config)
         net.load_state_dict(load_file(str(folder / cls.weights_name)))
-        return cls(net, labels, config, meta.get("metrics"), meta.get("settings")).to(device)
+        recognizer = cls(net, labels, config, meta.get("metrics"), meta.get("settings"))
+        recognizer.restore(meta)
+        return recognizer.to(device)
 
     @classmethod
     def train_new(cls: type[R], labels: list[str], config: Any,

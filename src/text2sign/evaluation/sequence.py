@@ -8,6 +8,11 @@ letter by letter (fingerspelling), whitespace-separated glosses otherwise; for c
 space between the words of a phrase is a unit too, so a lost word boundary is an error. Greedy
 decoding gives the text; the character (or gloss) error rate and exact-text accuracy score it.
 
+Languages: on a corpus of several sign languages (OUT/<code>/ folders) the units are the union
+of every language's letters (a multi-character letter such as Spanish LL one unit), and a reader
+reads a clip in the language it is given: its output is masked to the units of that language's
+texts (and the space and the blank), kept in the reader's folder.
+
 Time: a recognizer either resamples every clip to `frames` (the fixed-count corpora) or, with
 `frames = None`, reads each clip at its own length, one CTC step per frame.
 """
@@ -28,6 +33,7 @@ from torch import nn
 
 from text2sign.core.config import VAL_FRACTION
 from text2sign.core.device import pick_device, release_freed_memory
+from text2sign.core.units import DEFAULT_LANGUAGE
 from text2sign.data.folder import is_fingerspelling_corpus
 from text2sign.evaluation.metrics import (  # noqa: F401  (also imported from here)
     edit_distance,
@@ -125,18 +131,53 @@ class SequenceRecognizer(TrainedRecognizer):
         super().__init__(net, vocab, config, metrics, settings)
         self.vocab = list(vocab)
         self.index = {u: i + 1 for i, u in enumerate(self.vocab)}  # 0 is the CTC blank
+        # Each sign language's units (`language_units`), or None: every unit read in any clip.
+        self.languages: dict[str, list[str]] | None = None
 
     @property
     def units(self) -> str:
         return self.config.units
 
     def meta(self) -> dict[str, Any]:
-        return {"format": FORMAT, "vocab": self.vocab}
+        return {"format": FORMAT, "vocab": self.vocab, **self.language_meta()}
+
+    def language_meta(self) -> dict[str, Any]:
+        return {} if self.languages is None else {"languages": self.languages}
+
+    def restore(self, meta: dict[str, Any]) -> None:
+        self.languages = meta.get("languages")  # None in readers of one language
 
     @classmethod
     def check_meta(cls, meta: dict[str, Any], path: Path) -> None:
         if meta.get("format") != FORMAT:
             raise ValueError(f"{str(path)!r} is not a {FORMAT} file")
+
+    def allowed(self, languages: Sequence[str] | None) -> torch.Tensor | None:
+        """(B, V + 1) bool: the outputs a clip of each language may read (its language's units,
+        the space and the CTC blank or end of text at 0), or None where every unit may."""
+        if languages is None or self.languages is None:
+            return None
+        unknown = sorted(set(languages) - set(self.languages))
+        if unknown:
+            raise ValueError(f"the {self.kind} reads {', '.join(self.languages)}, not "
+                             f"{', '.join(unknown)}: train one on a corpus of those "
+                             "(`text2sign reader train`)")
+        masks = {}
+        for code, units in self.languages.items():
+            mask = torch.zeros(len(self.vocab) + 1, dtype=torch.bool)
+            mask[[0, *(self.index[u] for u in [*units, " "] if u in self.index)]] = True
+            masks[code] = mask
+        return torch.stack([masks[code] for code in languages])  # (B, V + 1)
+
+    def unit_ids(self, text: str | Sequence[str]) -> list[int]:
+        """Unit ids of a text (split in ASL) or of its units already split; a unit outside the
+        vocabulary is an error."""
+        units = text_units(text, self.units) if isinstance(text, str) else list(text)
+        missing = [u for u in units if u not in self.index]
+        if missing:
+            raise ValueError(f"text {text!r} has units {missing} the recognizer has no "
+                             "output for")
+        return [self.index[u] for u in units]
 
     @property
     def own_length(self) -> bool:
@@ -151,22 +192,24 @@ class SequenceRecognizer(TrainedRecognizer):
         return F.ctc_loss(log_probs, ids.to(x.device), input_lengths, lengths,
                           zero_infinity=True)
 
-    def encode_targets(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Concatenated unit ids and lengths for CTC; a unit outside the vocabulary is an error."""
+    def encode_targets(self, texts: Sequence[str | Sequence[str]]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Concatenated unit ids and lengths for CTC (texts, or their units already split in
+        their languages); a unit outside the vocabulary is an error."""
         ids, lengths = [], []
         for text in texts:
-            units = text_units(text, self.units)
-            missing = [u for u in units if u not in self.index]
-            if missing:
-                raise ValueError(f"text {text!r} has units {missing} the recognizer has no "
-                                 "output for")
-            ids += [self.index[u] for u in units]
+            units = self.unit_ids(text)
+            ids += units
             lengths.append(len(units))
         return torch.tensor(ids, dtype=torch.long), torch.tensor(lengths, dtype=torch.long)
 
-    def decode(self, log_probs: torch.Tensor) -> list[tuple[str, float]]:
-        """Greedy CTC decoding: best unit per frame, repeats merged, blanks dropped. The
-        confidence is the mean over frames of the best unit's probability."""
+    def decode(self, log_probs: torch.Tensor, allowed: torch.Tensor | None = None
+               ) -> list[tuple[str, float]]:
+        """Greedy CTC decoding: best unit per frame, repeats merged, blanks dropped; only the
+        ``allowed`` outputs (B, V + 1) of each clip, when given. The confidence is the mean over
+        frames of the best unit's probability."""
+        if allowed is not None:
+            log_probs = log_probs.masked_fill(~allowed.to(log_probs.device)[:, None], -torch.inf)
         best = log_probs.argmax(-1).cpu().numpy()  # (B, T)
         conf = log_probs.max(-1).values.exp().mean(-1).cpu().numpy()  # (B,)
         out = []
@@ -201,11 +244,18 @@ class SequenceRecognizer(TrainedRecognizer):
         return [targets[int(i)] for i in batch], x
 
     @torch.no_grad()
-    def read(self, videos: np.ndarray | torch.Tensor | list, batch_size: int = 32
-             ) -> list[tuple[str, float]]:
+    def read(self, videos: np.ndarray | torch.Tensor | list, batch_size: int = 32,
+             languages: str | Sequence[str] | None = None) -> list[tuple[str, float]]:
         """(text, confidence) for each clip: uint8 (N, T, H, W, 3), float (N, 3, T, H, W), or a
-        list of clips whose lengths differ (read in batches of one length, never padded)."""
+        list of clips whose lengths differ (read in batches of one length, never padded); each
+        clip in its sign language (``languages``: one per clip or one for all), read in that
+        language's units when the reader knows several."""
         self.net.eval()
+        if isinstance(languages, str):
+            languages = [languages] * len(videos)
+        if languages is not None and len(languages) != len(videos):
+            raise ValueError(f"{len(languages)} languages for {len(videos)} clips; give one "
+                             "per clip")
         out: list[tuple[str, float] | None] = [None] * len(videos)
         for group in length_groups(videos):
             for start in range(0, len(group), batch_size):
@@ -217,14 +267,17 @@ class SequenceRecognizer(TrainedRecognizer):
                 if clip_length(x[0]) == 0:  # nothing to read: an empty reading, not a crash
                     readings = [("", 0.0)] * len(chunk)
                 else:
-                    readings = self.read_batch(self.prepare(x))
+                    readings = self.read_batch(self.prepare(x), self.allowed(
+                        None if languages is None else [languages[i] for i in chunk]))
                 for i, reading in zip(chunk, readings, strict=True):
                     out[i] = reading
         return out
 
-    def read_batch(self, x: torch.Tensor) -> list[tuple[str, float]]:
-        """Readings of a prepared batch (B, 3, T, S, S) of one length."""
-        return self.decode(self.net(x))
+    def read_batch(self, x: torch.Tensor, allowed: torch.Tensor | None = None
+                   ) -> list[tuple[str, float]]:
+        """Readings of a prepared batch (B, 3, T, S, S) of one length, each in its ``allowed``
+        outputs (B, V + 1) when given."""
+        return self.decode(self.net(x), allowed)
 
 
 def train_sequence_recognizer(cache: Any, train_idx: list[int], *,
@@ -246,30 +299,55 @@ def train_sequence_recognizer(cache: Any, train_idx: list[int], *,
     train_idx = [int(i) for i in train_idx]
     if not train_idx:
         raise ValueError("train_sequence_recognizer got no training clips (train_idx is empty)")
+    codes = clip_languages(cache)
     texts = [cache.texts[i] for i in train_idx]
+    # Each clip's text in its language's units (Spanish "llave": ll, a, v, e).
+    targets = [tuple(text_units(cache.texts[i], config.units, codes[i])) for i in train_idx]
     # Every unit of the corpus has an output, also one only held-out clips show (never
     # trained, so rarely read): the reader then fits the corpus it was made for.
-    vocab = sorted({u for t in [*texts, *cache.texts] for u in text_units(t, config.units)})
+    per_language = language_units(cache.texts, codes, config.units)
+    vocab = sorted({u for units in per_language.values() for u in units})
     if not vocab:
         raise ValueError("the training texts are all empty: nothing to recognize")
     clips = load_clips(cache, train_idx, config.size)  # read a batch at a time
     if config.frames is None:
-        short = [t for t, n in zip(texts, clips.lengths, strict=True)
-                 if n < len(text_units(t, config.units))]
+        short = [t for t, units, n in zip(texts, targets, clips.lengths, strict=True)
+                 if n < len(units)]
         if short:  # CTC needs a step per unit: these would train on nothing
             raise ValueError(f"{len(short)} training clips have fewer frames than their text has "
                              f"units (e.g. {short[0]!r}); use a higher frame rate")
-    return cls.train_new(vocab, config, clips, texts, settings, device, progress,
-                         time_jitter=settings.time_jitter)
+    reader = cls.train_new(vocab, config, clips, targets, settings, device, progress,
+                           time_jitter=settings.time_jitter)
+    if set(per_language) != {DEFAULT_LANGUAGE}:  # a reader of ASL alone reads as it always has
+        reader.languages = per_language
+    return reader
+
+
+def clip_languages(cache: Any) -> list[str]:
+    """Each clip's sign language (`ClipCache.languages`, from its OUT/<code>/ folder); ASL for
+    a cache that names none."""
+    return list(getattr(cache, "languages", None) or [DEFAULT_LANGUAGE] * len(cache.texts))
+
+
+def language_units(texts: Sequence[str], languages: Sequence[str], units: str = "chars"
+                   ) -> dict[str, list[str]]:
+    """The units of each sign language's texts, sorted, languages in sorted order: the outputs
+    a reader may read in a clip of that language (the space, when a text holds one)."""
+    out: dict[str, set[str]] = {}
+    for text, code in zip(texts, languages, strict=True):
+        out.setdefault(code, set()).update(text_units(text, units, code))
+    return {code: sorted(out[code]) for code in sorted(out)}
 
 
 def read_clips(recognizer: SequenceRecognizer, cache: Any, indices: list[int],
                batch_size: int = 32) -> list[str]:
-    """The recognizer's reading of real clips ``indices`` of a cache."""
+    """The recognizer's reading of real clips ``indices`` of a cache, each in its language."""
+    codes = clip_languages(cache)
     out: list[str] = []
     for start in range(0, len(indices), batch_size):
-        chunk = [cache[int(i)] for i in indices[start:start + batch_size]]  # lengths may differ
-        out += [text for text, _ in recognizer.read(chunk, batch_size)]
+        part = [int(i) for i in indices[start:start + batch_size]]
+        chunk = [cache[i] for i in part]  # lengths may differ
+        out += [text for text, _ in recognizer.read(chunk, batch_size, [codes[i] for i in part])]
         release_freed_memory()  # the batch's temporaries, not kept by the heap (a text a clip is)
     return out
 
@@ -312,6 +390,9 @@ def load_or_train_sequence_recognizer(
     wanted = {**dataclasses.asdict(settings), "config": dataclasses.asdict(config),
               "val_fraction": val_fraction, "holdout": holdout,
               "fingerprint": cache.fingerprint}
+    languages = sorted(set(clip_languages(cache)))
+    if len(languages) > 1:  # read per language: a reader cached before that is retrained
+        wanted["languages"] = languages
     folder = (Path(folder) if folder is not None
               else Path(cache.path) / f"{cls.cache_prefix}-{cache.fingerprint[:12]}")
 

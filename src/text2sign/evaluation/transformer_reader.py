@@ -168,7 +168,7 @@ class TransformerReader(SequenceRecognizer):
     cache_prefix = "reader-transformer"
 
     def meta(self) -> dict[str, Any]:
-        return {"format": FORMAT, "vocab": self.vocab}
+        return {"format": FORMAT, "vocab": self.vocab, **self.language_meta()}
 
     @classmethod
     def check_meta(cls, meta: dict[str, Any], path) -> None:
@@ -199,22 +199,26 @@ class TransformerReader(SequenceRecognizer):
         log_probs = self.net.ctc(memory).transpose(0, 1)  # (T, B, V + 1)
         input_lengths = torch.full((len(targets),), x.shape[2], dtype=torch.long)
         ctc = F.ctc_loss(log_probs, ids.to(x.device), input_lengths, lengths, zero_infinity=True)
-        inp, tgt = self._tokens([[self.index[u] for u in text_units(t, self.units)]
-                                 for t in targets])
+        inp, tgt = self._tokens([self.unit_ids(t) for t in targets])
         logits = self.net.decode_logits(memory, inp.to(x.device))  # (B, L, V + 1)
         att = F.cross_entropy(logits.flatten(0, 1), tgt.to(x.device).flatten(),
                               ignore_index=-100, label_smoothing=0.1)
         w = self.ctc_weight
         return w * ctc + (1.0 - w) * att
 
-    def _attention_greedy(self, memory: torch.Tensor) -> list[list[int]]:
-        """The decoder's greedy readings (unit ids 1..V), at most max_units each."""
+    def _attention_greedy(self, memory: torch.Tensor, allowed: torch.Tensor | None = None
+                          ) -> list[list[int]]:
+        """The decoder's greedy readings (unit ids 1..V), at most max_units each, of the
+        ``allowed`` tokens (B, V + 1: end of text at 0, as the CTC blank) when given."""
         b = memory.shape[0]
         tokens = torch.full((b, 1), self.net.vocab_size + 1, dtype=torch.long,
                             device=memory.device)
         done = torch.zeros(b, dtype=torch.bool, device=memory.device)
         for _ in range(self.config.max_units):
-            nxt = self.net.decode_logits(memory, tokens)[:, -1].argmax(-1)  # (B,)
+            logits = self.net.decode_logits(memory, tokens)[:, -1]  # (B, V + 1)
+            if allowed is not None:
+                logits = logits.masked_fill(~allowed.to(logits.device), -torch.inf)
+            nxt = logits.argmax(-1)  # (B,)
             nxt = torch.where(done, torch.zeros_like(nxt), nxt)
             tokens = torch.cat([tokens, nxt[:, None]], 1)
             done |= nxt == 0
@@ -241,12 +245,17 @@ class TransformerReader(SequenceRecognizer):
         w = self.ctc_weight
         return w * ctc + (1.0 - w) * att
 
-    def read_batch(self, x: torch.Tensor) -> list[tuple[str, float]]:
+    def read_batch(self, x: torch.Tensor, allowed: torch.Tensor | None = None
+                   ) -> list[tuple[str, float]]:
         """Joint CTC/attention reading of a batch (B, 3, T, S, S): the better-scored of the two
-        heads' greedy readings; confidence as the CTC reader's (mean best-unit probability)."""
+        heads' greedy readings, each head kept to the ``allowed`` outputs (B, V + 1) when given;
+        confidence as the CTC reader's (mean best-unit probability)."""
         memory = self.net.encode(x)  # (B, T, dim)
         log_probs = self.net.ctc(memory)  # (B, T, V + 1)
-        best = log_probs.argmax(-1).cpu().tolist()  # (B, T)
+        # the joint scores keep the whole distribution: both candidates are of allowed units
+        shown = (log_probs if allowed is None
+                 else log_probs.masked_fill(~allowed.to(log_probs.device)[:, None], -torch.inf))
+        best = shown.argmax(-1).cpu().tolist()  # (B, T)
         ctc_hyp = []
         for row in best:
             units, prev = [], 0
@@ -255,11 +264,11 @@ class TransformerReader(SequenceRecognizer):
                     units.append(k)
                 prev = k
             ctc_hyp.append(units)
-        att_hyp = self._attention_greedy(memory)
+        att_hyp = self._attention_greedy(memory, allowed)
         lp = log_probs.cpu()
         s_ctc = self._joint_scores(memory, lp, ctc_hyp)
         s_att = self._joint_scores(memory, lp, att_hyp)
-        conf = log_probs.max(-1).values.exp().mean(-1).cpu().tolist()  # (B,)
+        conf = shown.max(-1).values.exp().mean(-1).cpu().tolist()  # (B,)
         out = []
         for a, c, sa, sc, p in zip(att_hyp, ctc_hyp, s_att.tolist(), s_ctc.tolist(), conf,
                                    strict=True):
@@ -297,7 +306,7 @@ class TransformerReader(SequenceRecognizer):
                     if len(fits):
                         b = int(fits[int(torch.randint(len(fits), (1,), generator=generator))])
                         clip = torch.cat([clips[a], clips[b]])  # (T_a + T_b, S, S, 3)
-                        text = f"{targets[a]} {targets[b]}"
+                        text = self.splice_text(targets[a], targets[b])
             if rand() < s.edge_cut and len(clip) > 2:
                 clip = clip[1:] if rand() < 0.5 else clip[:-1]
             idx = frame_indices(len(clip), out_len)  # (out_len,)
@@ -312,6 +321,15 @@ class TransformerReader(SequenceRecognizer):
         which[torch.rand(batch_size, generator=generator) >= s.colour_drop] = -1
         chosen = drop_colour(chosen, which)
         return texts, augment(chosen, out_len, generator, time_jitter=0.0)
+
+    def splice_text(self, a: str | Sequence[str], b: str | Sequence[str]) -> str | tuple[str, ...]:
+        """Two texts as one phrase: joined by a space (texts), or by the space unit (units
+        already split: chars; glosses follow each other)."""
+        if isinstance(a, str) and isinstance(b, str):
+            return f"{a} {b}"
+        a = tuple(text_units(a, self.units)) if isinstance(a, str) else tuple(a)
+        b = tuple(text_units(b, self.units)) if isinstance(b, str) else tuple(b)
+        return (*a, " ", *b) if self.units == "chars" else (*a, *b)
 
     @property
     def settings_obj(self) -> TransformerReaderSettings:

@@ -14,6 +14,7 @@ from text2sign.core.report import (
     back_translation_rows,
     duration_rows,
     group_top1_rows,
+    language_rows,
     markdown_table,
     summary_rows,
 )
@@ -70,7 +71,7 @@ def _evaluation(info: ModelInfo, folder: str) -> list[str]:
     if "top1" in report:  # a full `evaluate`; a back-translation alone has no classifier
         lines += ["", *markdown_table([["measure", "value"], *map(list, summary_rows(report))])]
     for rows in (group_top1_rows(report), back_translation_rows(report),
-                 agreement_rows(report), duration_rows(report)):
+                 agreement_rows(report), duration_rows(report), language_rows(report)):
         if rows:
             lines += ["", *markdown_table(rows)]
     lines += ["", "top-1 / top-5: a 3D-CNN recognizer trained on the corpus's real clips names "
