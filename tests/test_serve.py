@@ -216,6 +216,7 @@ def test_page_and_info(server, model):
     assert info["readers"] == [{"name": "classifier", "folder": str(model / "recognizer")}]
     assert info["recognizer"] == str(model / "recognizer") and info["corpus"]["texts"] == 3
     assert info["limits"]["max_bytes"] == 16 and info["memory_mb"] > 0
+    assert info["languages"] == ["ase"] and info["default_language"] == "ase"  # one language
 
 
 class GatedPipe:
@@ -504,6 +505,7 @@ def test_cli_serve_runs_the_page_and_refuses_a_taken_port(model, capsys):
         assert lines and lines[-1].startswith("open http://127.0.0.1:"), "".join(lines)
         url = lines[-1].split()[1].rstrip("/")
         assert f"reader:     classifier {model / 'recognizer'}" in "".join(lines)
+        assert "languages:  ase\n" in lines
         status, body = get(url + "/api/info")
         # the model by its name (here its run's), never the server's absolute path
         assert status == 200 and json.loads(body)["model"]["name"] == model.parent.name
@@ -546,6 +548,8 @@ def test_page_in_headless_chromium_plays_a_clip_two_readers_read(pipe, two_reade
             wait = WebDriverWait(driver, 60)
             wait.until(lambda d: "Read back by: conv-gru, conv-gru-2."
                        in d.find_element(By.ID, "model").text)
+            # a model of one language: no language picker
+            assert not driver.find_element(By.ID, "language-field").is_displayed()
 
             driver.find_element(By.ID, "generate").click()  # nothing typed: the API's 400 shows
             wait.until(lambda d: d.find_element(By.ID, "status").get_attribute("class")

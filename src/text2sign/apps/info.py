@@ -118,6 +118,9 @@ def model_rows(model: ModelFolder) -> list[tuple[str, str]]:
                                    if k != "unet")),  # an image UNet's config is long
         ("text encoder", f"{cfg.text.encoder} (dim {cfg.text.dim})"
          if cfg.text.encoder == "bytes" else cfg.text.encoder),
+        ("languages", ", ".join(model.languages) + (
+            f" ({len(model.languages)}; sample one with --language CODE)"
+            if len(model.languages) > 1 else "")),
         ("clips", f"{cfg.data.frames} frames x {cfg.data.size}x{cfg.data.size}"),
         ("diffusion space", space(cfg)),
         ("diffusion", f"{cfg.diffusion.prediction_type}, {cfg.diffusion.beta_schedule} "

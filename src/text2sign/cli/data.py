@@ -10,6 +10,7 @@ from text2sign.core.config import VAL_FRACTION
 from text2sign.core.console import add_quiet, shows_progress
 from text2sign.data.cache import ClipCache, is_cache, prepare_cache
 from text2sign.data.folder import scan_folder
+from text2sign.model_folder import shipped
 
 
 def register(subparsers) -> None:
@@ -153,7 +154,8 @@ def register_fingerspelling(subparsers) -> None:
     p.add_argument("--sheet", metavar="PNG", help="also write a contact sheet, one row per text")
     p.add_argument("--list-languages", action="store_true",
                    help="list the available languages, their letters (a multi-character "
-                   "letter is one sign) and what to know about their recordings, then exit")
+                   "letter is one sign), what to know about their recordings and (*) which "
+                   "ones the shipped model signs, then exit")
     add_quiet(p)
     p.set_defaults(func=fingerspelling_command)
 
@@ -164,10 +166,14 @@ def fingerspelling_command(args: argparse.Namespace) -> int:
     from text2sign.data import fingerspelling as fs
 
     if args.list_languages:
+        signed = shipped.default_languages()  # config.json alone: no model is built
         for lang, letters in fs.list_languages().items():
             note = fs.LANGUAGE_NOTES.get(lang)
-            print(f"{lang}  {len(letters):2d}  {' '.join(letters)}" + (f"  ({note})" if note
-                                                                        else ""))
+            print(f"{'*' if lang in signed else ' '} {lang}  {len(letters):2d}  "
+                  f"{' '.join(letters)}" + (f"  ({note})" if note else ""))
+        print("* the shipped model signs it (text2sign sample --language CODE TEXT); the "
+              "others need a model trained on them" if signed else
+              "no shipped model in this install: train one on the languages you build")
         return 0
     if not args.out:
         raise ValueError("data fingerspelling needs an OUT folder, e.g. data/asl-letters")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from text2sign.core.config import PRESETS, SAMPLERS, apply_overrides
 from text2sign.core.console import add_quiet, shows_progress
+from text2sign.core.units import DEFAULT_LANGUAGE
 from text2sign.data.video_io import safe_names, write_contact_sheet, write_gif, write_mp4
 from text2sign.model_folder.shipped import SHIPPED
 
@@ -70,6 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model folder, run folder, Hugging Face Hub id or "
                    "shipped:NAME (default: the shipped ASL model's few-step student, or its "
                    "teacher shipped:demo when --sampler, --steps or --guidance ask for more)")
+    p.add_argument("--language", metavar="CODE",
+                   help="the sign language to sign in, one the model signs (`text2sign info` "
+                   "lists them), e.g. gsg; clips of a language other than ASL are written to "
+                   "OUT/CODE/ (default: the model's default, ASL)")
     p.add_argument("--num", type=int, default=1, help="clips per text (default 1)")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's config)")
     p.add_argument("--sampler", choices=SAMPLERS, help="default: the model's config (dpm++)")
@@ -206,6 +211,10 @@ def run_sample(args: argparse.Namespace) -> int:
     pipe = Text2SignPipeline.from_pretrained(model, device=args.device)
     if not args.quiet:
         print(f"model: {pipe.folder}")
+    # a language the model signs and texts its alphabet spells, before any work
+    language = pipe.check_languages(args.texts, args.language)[0]
+    if not args.quiet and len(pipe.languages) > 1:
+        print(f"language: {language} (the model signs {', '.join(pipe.languages)})")
     pipe.check_texts(args.texts)
     for warning in pipe.text_warnings(args.texts):
         print(f"warning: {warning}", file=sys.stderr)
@@ -213,11 +222,14 @@ def run_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--fps {args.fps}: must be positive")
     fps = args.fps or pipe.gif_fps
     texts = [t for t in args.texts for _ in range(args.num)]
-    pipe.lengths(args.texts, args.frames, args.seconds)  # a too-long text fails before any work
+    # a too-long text fails before any work
+    pipe.lengths(args.texts, args.frames, args.seconds, [language] * len(args.texts))
     videos = pipe(texts, num_frames=args.frames, seconds=args.seconds, steps=args.steps,
                   sampler=args.sampler, guidance=args.guidance, eta=args.eta, seed=args.seed,
-                  batch_size=args.batch_size, progress=shows_progress(args))
-    out = Path(args.out)
+                  batch_size=args.batch_size, progress=shows_progress(args), language=language)
+    # ASL where it always was; another language in OUT/CODE/, as a corpus keeps it: the same
+    # text in two languages never overwrites the other
+    out = Path(args.out) if language == DEFAULT_LANGUAGE else Path(args.out) / language
     labels = []
     stems = safe_names(list(dict.fromkeys(args.texts)))
     for i, (text, video) in enumerate(zip(texts, videos, strict=True)):

@@ -110,6 +110,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise
     if not args.quiet:
         print(f"model:      {service.model_name}")
+        print(f"languages:  {', '.join(service.pipe.languages)}")
         for name, where in service.reader_folders.items() or [("none", "")]:
             print(f"reader:     {name} {where}".rstrip())
         print(f"corpus:     {service.corpus.path if service.corpus else 'none'}")

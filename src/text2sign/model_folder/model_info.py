@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from text2sign.core.config import Config, from_dict
-from text2sign.core.files import DamagedFile
+from text2sign.core.files import DamagedFile, read_json
+from text2sign.core.units import DEFAULT_LANGUAGE
 
 MODEL_FORMAT = "text2sign-model"
 MODEL_VERSION = 1
@@ -40,6 +42,21 @@ class ModelInfo:
     evaluation: dict[str, Any] | None = None  # checkpoint.EVALUATION_KEYS + command
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256, checked on load
     extra: dict[str, Any] = field(default_factory=dict)  # keys a newer text2sign wrote
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The sign languages the model signs (ISO 639-3 codes): its condition's
+        ``text.languages``, else config.json's "languages", else ASL, the one language of every
+        model that names none. Read from config.json alone: no weights are loaded."""
+        if self.config.text.languages:
+            return tuple(self.config.text.languages)
+        named = self.extra.get("languages")
+        if named is None:
+            return (DEFAULT_LANGUAGE,)
+        if not isinstance(named, list) or not named or not all(isinstance(c, str) for c in named):
+            raise ValueError(f"config.json's languages {named!r} is not a list of language codes "
+                             f"(e.g. [\"ase\"]); {RETRAIN}")
+        return tuple(named)
 
     @classmethod
     def from_json(cls, raw: Any, where: str) -> ModelInfo:
@@ -77,3 +94,9 @@ class ModelInfo:
             if f.name not in ("config", "extra") and value not in (None, {}):
                 out[f.name] = value
         return {**out, **self.extra}
+
+
+def read_info(folder: Path) -> ModelInfo:
+    """config.json of a found model folder, as one typed record."""
+    path = Path(folder) / "config.json"
+    return ModelInfo.from_json(read_json(path, RETRAIN), str(path))

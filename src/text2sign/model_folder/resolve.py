@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from text2sign.core.config import Config, validate_student
-from text2sign.core.files import load_tensors, read_json, verify_digests
+from text2sign.core.files import load_tensors, verify_digests
 from text2sign.core.hub import is_hub_id, offline
 from text2sign.model_folder import shipped
 from text2sign.model_folder.card import CARD_FILE
 from text2sign.model_folder.folder_io import read_duration, read_training_texts
-from text2sign.model_folder.model_info import RETRAIN, ModelInfo
+from text2sign.model_folder.model_info import RETRAIN, ModelInfo, read_info
 from text2sign.models.duration import DurationModel
 
-DEFAULT_LANGUAGES = ("ase",)  # what a model folder that names no languages signs: ASL
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.md", "*.gif"]  # never a pickle
 
 
@@ -32,7 +31,7 @@ class ModelFolder:
     info: ModelInfo  # config.json
     training_texts: list[str] | None  # texts.txt; None for a folder written before it
     duration: DurationModel | None  # duration.json, of a model trained at a frame rate
-    languages: tuple[str, ...]  # the sign languages it signs (config.json "languages")
+    languages: tuple[str, ...]  # the sign languages it signs (`ModelInfo.languages`)
 
     @property
     def config(self) -> Config:
@@ -64,7 +63,7 @@ def resolve_model(name: str | Path | None = None, *, sampler: str | None = None,
         info = read_info(path)
     verify_digests(path, info.files, RETRAIN)
     return ModelFolder(path, shown, info, read_training_texts(path), read_duration(path),
-                       languages(info))
+                       info.languages)
 
 
 def shipped_choice(sampler: str | None, steps: int | None, guidance: float | None
@@ -142,21 +141,3 @@ def download_model(repo_id: str) -> Path:
             f"model {repo_id!r} is not a local folder, and the Hugging Face Hub did not give it "
             f"({why}); pass a local model folder, or download it where the network allows "
             f"(huggingface-cli download {repo_id}) and unset HF_HUB_OFFLINE") from err
-
-
-def read_info(folder: Path) -> ModelInfo:
-    """config.json of a found model folder, as one typed record."""
-    path = folder / "config.json"
-    return ModelInfo.from_json(read_json(path, RETRAIN), str(path))
-
-
-def languages(info: ModelInfo) -> tuple[str, ...]:
-    """The sign languages a model signs: config.json's "languages" (ISO 639-3 codes), else
-    ASL, the one language of every model written before models named theirs."""
-    named = info.extra.get("languages")
-    if named is None:
-        return DEFAULT_LANGUAGES
-    if not isinstance(named, list) or not named or not all(isinstance(c, str) for c in named):
-        raise ValueError(f"config.json's languages {named!r} is not a list of language codes "
-                         f"(e.g. [\"ase\"]); {RETRAIN}")
-    return tuple(named)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from text2sign.core.files import ASSETS
+from text2sign.model_folder.model_info import read_info
 
 SHIPPED = "shipped:"  # a model named shipped:NAME is one of these, wherever text2sign is installed
 
@@ -50,6 +51,16 @@ def model_path(name: str | Path) -> Path:
         raise ValueError(f"{text!r} is not a shipped model; choose one of "
                          f"{[SHIPPED + k for k in MODELS]}, or give a model folder's path")
     return MODELS[key]()
+
+
+def default_languages() -> tuple[str, ...]:
+    """The sign languages of the shipped model that commands use when none is named (the
+    student, else its teacher: `resolve.shipped_choice`), from its config.json alone; () when
+    this install has neither."""
+    for folder in (student(), model()):
+        if (folder / "config.json").is_file():
+            return read_info(folder).languages
+    return ()
 
 
 def recognizer() -> Path:

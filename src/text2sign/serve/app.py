@@ -1,10 +1,10 @@
 """The web page and its JSON API, a small Starlette app around one GenerationWorker.
 
-Routes: ``GET /`` the page; ``GET /api/info`` the model, limits, readers and queue;
-``POST /api/generate`` a clip from ``{"text", "steps", "guidance", "seed"}`` and what each
-reader reads in it, side by side; ``GET /api/clips/NAME`` a clip written by generate (GIF, MP4,
-or a PNG strip of its frames that the page's player steps through). Every error is JSON
-``{"error": "one line"}`` with a 4xx/5xx code.
+Routes: ``GET /`` the page; ``GET /api/info`` the model, its languages, limits, readers and
+queue; ``POST /api/generate`` a clip from ``{"text", "language", "steps", "guidance", "seed"}``
+(only "text" required) and what each reader reads in it, side by side; ``GET /api/clips/NAME``
+a clip written by generate (GIF, MP4, or a PNG strip of its frames that the page's player steps
+through). Every error is JSON ``{"error": "one line"}`` with a 4xx/5xx code.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.routing import Route
 
+from text2sign.core import units
 from text2sign.core.device import describe_device, rss_mb
 from text2sign.data.video_io import has_av, write_gif, write_mp4
 from text2sign.model_folder.folder_io import training_texts
@@ -47,6 +48,7 @@ from text2sign.serve.reader import same_text
 from text2sign.serve.worker import GenerateRequest, GenerationWorker, QueueFull
 
 MAX_BODY_BYTES = 16 * 1024
+FIELDS = ("text", "language", "steps", "guidance", "seed")  # of POST /api/generate
 _CLIP_NAME = re.compile(r"^(?:[0-9a-f]{32}|real-[0-9a-f]{16})\.(?:gif|png|mp4)$")
 
 
@@ -160,6 +162,8 @@ class Service:
                       "size": self.pipe.size, "step": self.info.step,
                       "sampler": cfg.sample.sampler, "steps": cfg.sample.steps,
                       "guidance": cfg.sample.guidance, "device": describe_device(self.pipe.device)},
+            "languages": list(self.pipe.languages),  # codes the "language" field takes
+            "default_language": self.pipe.default_language,
             "limits": {"max_chars": self.limits.max_chars, "max_bytes": self.max_bytes,
                        "max_steps": cfg.distill.steps or self.limits.max_steps,
                        "min_guidance": self.guidance_range[0],
@@ -194,10 +198,9 @@ class Service:
         if not isinstance(body, dict):
             raise ApiError(400, f"the body must be a JSON object like {{\"text\": \"A\"}}; "
                                 f"got a JSON {type(body).__name__}")
-        unknown = sorted(set(body) - {"text", "steps", "guidance", "seed"})
+        unknown = sorted(set(body) - set(FIELDS))
         if unknown:
-            raise ApiError(400, f"unknown field(s) {unknown}; allowed: text, steps, guidance, "
-                                "seed")
+            raise ApiError(400, f"unknown field(s) {unknown}; allowed: {', '.join(FIELDS)}")
         if "text" not in body:
             raise ApiError(400, "missing field \"text\": what to sign, e.g. {\"text\": \"A\"}")
         text = body["text"]
@@ -212,9 +215,18 @@ class Service:
         if self.max_bytes is not None and len(text.encode("utf-8")) > self.max_bytes:
             raise ApiError(400, f"\"text\" is {len(text.encode('utf-8'))} bytes in UTF-8; this "
                                 f"model reads at most {self.max_bytes}")
+        language = self.language(body.get("language"))
         try:  # control or unseen characters, or longer than the model's clips may be
             self.pipe.check_texts([text])
-            self.pipe.lengths([text])
+        except ValueError as err:
+            raise ApiError(400, str(err)[:300]) from None
+        try:  # letters the language's alphabet lacks: perhaps another language spells them
+            self.pipe.check_languages([text], language)
+        except ValueError as err:
+            raise ApiError(400, f"{str(err)[:300]}; this model signs "
+                                f"{', '.join(self.pipe.languages)}") from None
+        try:
+            self.pipe.lengths([text], languages=[language])
         except ValueError as err:
             raise ApiError(400, str(err)[:300]) from None
         # a distilled student samples in at most the steps it was distilled for
@@ -222,7 +234,22 @@ class Service:
         steps = _number(body, "steps", cfg.steps, int, 1, max_steps)
         guidance = _number(body, "guidance", cfg.guidance, float, *self.guidance_range)
         seed = _number(body, "seed", 0, int, 0, 2**31 - 1)
-        return GenerateRequest(text, int(steps), float(guidance), int(seed))
+        return GenerateRequest(text, int(steps), float(guidance), int(seed), language)
+
+    def language(self, value: Any) -> str:
+        """The "language" field: a code the model signs (absent or null: its default), or
+        ApiError(400) naming the codes it signs."""
+        if value is None:
+            return self.pipe.default_language
+        allowed = ", ".join(self.pipe.languages)
+        if not isinstance(value, str):
+            raise ApiError(400, f"\"language\" must be a string like \"ase\"; got "
+                                f"{type(value).__name__}; allowed: {allowed}")
+        if value not in self.pipe.languages:
+            what = ("not one this model signs" if value in units.SIGN_LANGUAGES
+                    else "not a sign-language code text2sign knows")
+            raise ApiError(400, f"\"language\" {value[:20]!r} is {what}; allowed: {allowed}")
+        return value
 
     async def generate(self, request: GenerateRequest) -> dict[str, Any]:
         started = time.perf_counter()
@@ -237,8 +264,9 @@ class Service:
         readings = result.readings
         first = next(iter(readings.values()), None)
         return {
-            "text": request.text, "steps": request.steps, "guidance": request.guidance,
-            "seed": request.seed, "sampler": self.pipe.config.sample.sampler,
+            "text": request.text, "language": request.language, "steps": request.steps,
+            "guidance": request.guidance, "seed": request.seed,
+            "sampler": self.pipe.config.sample.sampler,
             "clip": {**urls, "frames_count": int(result.clip.shape[0]),
                      "height": int(result.clip.shape[1]), "width": int(result.clip.shape[2]),
                      "fps": self.fps,
@@ -255,26 +283,28 @@ class Service:
             "recognizer": self.first_reader,
             "seen": self.trained.seen(request.text),
             "seen_source": self.trained.source,
-            "real": await run_in_threadpool(self.real_clip, request.text),
+            "real": await run_in_threadpool(self.real_clip, request.text, request.language),
             "timing": {"queued_s": round(result.queued_seconds, 3),
                        "generate_s": round(result.generate_seconds, 3),
                        "read_s": round(result.read_seconds, 3),
                        "total_s": round(time.perf_counter() - started, 3)},
         }
 
-    def real_clip(self, text: str) -> dict[str, Any] | None:
-        """URLs of a real clip of `text` from the corpus, shaped like the model's (at its rate
-        and its own length, for a model timed by its text), and its frame count, or None."""
-        if self.corpus is None or text not in self.corpus.texts:
+    def real_clip(self, text: str, language: str) -> dict[str, Any] | None:
+        """URLs of a real clip of `text` in `language` from the corpus, shaped like the model's
+        (at its rate and its own length, for a model timed by its text), and its frame count, or
+        None."""
+        if self.corpus is None or not self.corpus.has(text, language):
             return None
-        key = "real-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+        # one key per text and language: A in DGS is another clip than A in ASL
+        key = "real-" + hashlib.sha1(f"{language}/{text}".encode()).hexdigest()[:16]
         if self.store.touch(key):
             return {**self.store.urls(key), "frames_count": self.store.frames(key)}
         dc = self.pipe.config.data
         rate = dc.time_mode == "fps"
         clip = self.corpus.real_clip(text, dc.max_frames if rate else self.pipe.frames,
                                      self.pipe.size, dc.time_mode, dc.fit,
-                                     fps=dc.fps if rate else None)
+                                     fps=dc.fps if rate else None, language=language)
         if clip is None:
             return None
         return {**self.store.put(key, clip), "frames_count": int(len(clip))}
@@ -304,7 +334,7 @@ async def _read_json(request: Request) -> Any:
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise ApiError(413, f"the body is over {MAX_BODY_BYTES} bytes; send only "
-                                "{\"text\", \"steps\", \"guidance\", \"seed\"}")
+                                f"{{{', '.join(map(json.dumps, FIELDS))}}}")
         chunks.append(chunk)
     try:
         return json.loads(b"".join(chunks).decode("utf-8"))

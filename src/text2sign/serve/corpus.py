@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from text2sign.core.units import DEFAULT_LANGUAGE, clip_language
 from text2sign.data.cache import ClipCache, default_cache_dir, is_cache
 from text2sign.data.clips import shape_clip
 from text2sign.data.folder import scan_folder
@@ -14,7 +15,8 @@ from text2sign.data.video_io import VideoReadError, read_video
 
 
 class Corpus:
-    """Texts and clips of a clip folder (NAME.gif + NAME.txt) or a prepared clip cache.
+    """Texts and clips of a clip folder (NAME.gif + NAME.txt) or a prepared clip cache, each
+    clip in its sign language (its OUT/<code>/ folder, else ASL: `units.clip_language`).
 
     Only the .txt files are read up front; a real clip is decoded when it is asked for.
     """
@@ -22,17 +24,22 @@ class Corpus:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._cache = ClipCache.open(self.path) if is_cache(self.path) else None
-        self._clips: dict[str, list[Any]] = {}  # text -> cache indices or video paths
+        # (text, language) -> cache indices or video paths
+        self._clips: dict[tuple[str, str], list[Any]] = {}
         if self._cache is not None:
-            for i, text in enumerate(self._cache.texts):
-                self._clips.setdefault(text, []).append(i)
+            for i, (text, code) in enumerate(zip(self._cache.texts, self._cache.languages,
+                                                 strict=True)):
+                self._clips.setdefault((text, code), []).append(i)
         else:
-            for pair in scan_folder(self.path, decode=False).good:
-                self._clips.setdefault(pair.text, []).append(pair.video)
+            scan = scan_folder(self.path, decode=False)
+            for pair in scan.good:
+                code = clip_language(scan.relative(pair.video))
+                self._clips.setdefault((pair.text, code), []).append(pair.video)
 
     @property
     def texts(self) -> set[str]:
-        return set(self._clips)
+        """The texts of every language."""
+        return {text for text, _ in self._clips}
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._clips.values())
@@ -45,11 +52,16 @@ class Corpus:
             return self.path
         return default_cache_dir(self.path, frames, size, time_mode, fit, fps)
 
+    def has(self, text: str, language: str = DEFAULT_LANGUAGE) -> bool:
+        """Whether the corpus has a clip of ``text`` in ``language``."""
+        return (text, language) in self._clips
+
     def real_clip(self, text: str, frames: int, size: int, time_mode: str = "resample",
-                  fit: str = "crop", fps: float | None = None) -> np.ndarray | None:
-        """The first real clip of ``text`` shaped like the model's clips (uint8 (T, S, S, 3)),
-        or None when the corpus has no clip of it or it no longer decodes."""
-        for where in self._clips.get(text, []):
+                  fit: str = "crop", fps: float | None = None,
+                  language: str = DEFAULT_LANGUAGE) -> np.ndarray | None:
+        """The first real clip of ``text`` in ``language`` shaped like the model's clips (uint8
+        (T, S, S, 3)), or None when the corpus has no clip of it or it no longer decodes."""
+        for where in self._clips.get((text, language), []):
             try:
                 if self._cache is not None:
                     clip, source_fps = self._cache[where], self._cache.data_fps or 25.0

@@ -25,6 +25,7 @@ class GenerateRequest:
     steps: int
     guidance: float
     seed: int
+    language: str | None = None  # a code the model signs; None: its default (ASL)
 
 
 @dataclass
@@ -112,7 +113,8 @@ class GenerationWorker:
     def _run(self, job: _Job) -> GenerateResult:
         r = job.request
         started = time.perf_counter()
-        clip = self.pipe([r.text], steps=r.steps, guidance=r.guidance, seed=r.seed)[0]
+        clip = self.pipe([r.text], steps=r.steps, guidance=r.guidance, seed=r.seed,
+                         language=r.language)[0]
         generated = time.perf_counter()
         readings = {name: Reading(*read(clip)) for name, read in self.readers.items()}
         done = time.perf_counter()
