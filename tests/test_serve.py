@@ -303,11 +303,12 @@ def test_a_client_that_leaves_mid_upload_leaves_no_traceback(pipe, model):
 
 
 def test_any_function_of_a_clip_is_a_reader(pipe):
-    """The interface a sequence recognizer plugs into: uint8 (T, H, W, 3) -> (text, confidence)."""
+    """The interface a sequence recognizer plugs into: uint8 (T, H, W, 3) and the sign language
+    it was made in -> (text, confidence)."""
     seen = []
 
-    def read(clip):
-        seen.append((clip.dtype, clip.shape))
+    def read(clip, language):
+        seen.append((clip.dtype, clip.shape, language))
         return "hello", 0.25
 
     service = Service(pipe, "tiny", pipe.info, {"a function": read})
@@ -316,7 +317,7 @@ def test_any_function_of_a_clip_is_a_reader(pipe):
     assert status == 200 and r["reading"] == {"text": "hello", "confidence": 0.25}
     assert r["readings"] == {"a function": {"text": "hello", "confidence": 0.25,
                                             "matches": False}}
-    assert seen == [(np.uint8, (4, 16, 16, 3))]
+    assert seen == [(np.uint8, (4, 16, 16, 3), "ase")]
     assert r["real"] is None and r["seen"] is True  # no corpus; the model lists its texts
 
 

@@ -1,6 +1,6 @@
 """Reading a clip back into text: the page shows what each reader sees in each generated clip.
 
-A reader is any callable ``read(clip) -> (text, confidence)`` taking one uint8 clip
+A reader is any callable ``read(clip, language) -> (text, confidence)`` taking one uint8 clip
 (T, H, W, 3), confidence in [0, 1]. The server holds an ordered ``{name: reader}`` and knows
 nothing else about them: the readers of `evaluation.readers` (either architecture) and the
 project's clip classifier plug in through :func:`load_readers`.
@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from text2sign.core.units import DEFAULT_LANGUAGE
 from text2sign.evaluation import readers
 from text2sign.evaluation.metrics import text_units
 from text2sign.evaluation.recognizer import Recognizer
@@ -24,12 +25,13 @@ class Reading(NamedTuple):
     confidence: float  # in [0, 1]
 
 
-Reader = Callable[[np.ndarray], "tuple[str, float]"]  # a Reading or any (text, confidence)
+# (clip, its sign language) -> a Reading or any (text, confidence)
+Reader = Callable[[np.ndarray, str], "tuple[str, float]"]
 
 def classifier_reader(recognizer: Any) -> Reader:
     """Top-1 class of the project's clip classifier and its softmax probability."""
 
-    def read(clip: np.ndarray) -> Reading:
+    def read(clip: np.ndarray, language: str = DEFAULT_LANGUAGE) -> Reading:
         logits = recognizer.predict_logits(clip[None])[0]  # (classes,)
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
@@ -40,10 +42,11 @@ def classifier_reader(recognizer: Any) -> Reader:
 
 
 def sequence_reader(recognizer: Any) -> Reader:
-    """A reader's reading of one clip (any text, spelled or glossed) and its confidence."""
+    """A reader's reading of one clip (any text, spelled or glossed) and its confidence; a reader
+    of several sign languages reads it in the letters of the clip's language only."""
 
-    def read(clip: np.ndarray) -> Reading:
-        text, confidence = recognizer.read(clip[None])[0]
+    def read(clip: np.ndarray, language: str = DEFAULT_LANGUAGE) -> Reading:
+        text, confidence = recognizer.read(clip[None], languages=language)[0]
         return Reading(text, confidence)
 
     return read

@@ -116,7 +116,8 @@ class GenerationWorker:
         clip = self.pipe([r.text], steps=r.steps, guidance=r.guidance, seed=r.seed,
                          language=r.language)[0]
         generated = time.perf_counter()
-        readings = {name: Reading(*read(clip)) for name, read in self.readers.items()}
+        language = r.language or self.pipe.default_language  # read in the language it signs
+        readings = {name: Reading(*read(clip, language)) for name, read in self.readers.items()}
         done = time.perf_counter()
         return GenerateResult(clip, readings, started - job.submitted, generated - started,
                               done - generated)
