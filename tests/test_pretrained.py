@@ -174,7 +174,7 @@ def test_temporal_only_freezes_the_image_unet(corpus, sd):
     init_from_pretrained(denoiser, cfg.model.arch, cfg.model.pretrained, cfg.model.train_only,
                          log=None)
     module = DiffusionTrainer(denoiser, conditioner, cfg)
-    loss = module(clip(1, False), ["A", "B"], torch.Generator().manual_seed(0))
+    loss = module(clip(1, False), ["A", "B"], None, torch.Generator().manual_seed(0))
     loss.backward()
     motion = {n for n, _ in denoiser.named_parameters() if "motion_modules" in n}
     assert motion

@@ -12,7 +12,6 @@ from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from text2sign.core.files import DamagedFile, write_text_atomic
-from text2sign.core.units import SIGN_LANGUAGES
 
 # "lcm": the few-step sampler of a distilled student (text2sign distill), one evaluation a step
 Sampler = Literal["ddpm", "ddim", "dpm++", "lcm"]
@@ -498,14 +497,6 @@ def validate_student(sc: SampleConfig, dc: DistillConfig) -> None:
                          f"range, or sample its teacher {dc.teacher!r}")
 
 
-def check_language_list(languages: list[str]) -> None:
-    """text.languages: known sign-language codes, each once."""
-    unknown = [code for code in languages if code not in SIGN_LANGUAGES]
-    if unknown or not languages or len(set(languages)) != len(languages):
-        raise ValueError(f"text.languages={languages} must list sign-language codes each once, "
-                         f"from {', '.join(SIGN_LANGUAGES)}")
-
-
 def validate(cfg: Config) -> None:
     """The settings that depend on each other, checked whenever a `Config` is made (each field
     alone was checked when its section was made): a bad value fails here, not mid-run."""
@@ -524,8 +515,6 @@ def validate(cfg: Config) -> None:
     if cfg.data.time_mode == "fps":
         check_clip(cfg.data.max_frames, cfg.data.size, "data.max_frames")
     _check_model_params(cfg.model.params)
-    if cfg.text.languages is not None:
-        check_language_list(cfg.text.languages)
     if cfg.text.encoder == "bytes" and cfg.text.dim % cfg.text.heads:
         raise ValueError(f"text.dim={cfg.text.dim} is not divisible by text.heads="
                          f"{cfg.text.heads}; choose heads that divide the width")

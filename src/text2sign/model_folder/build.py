@@ -13,6 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from text2sign.core.config import Config, LatentConfig, compose
+from text2sign.core.units import SIGN_LANGUAGES
 from text2sign.models import pretrained
 from text2sign.models.autoencoder import FrameAutoencoder
 from text2sign.models.registry import build_denoiser as build_arch
@@ -36,6 +37,8 @@ def resolve_config(cfg: Config) -> Config:
         shape = pretrained.vae_latent_shape(latent.autoencoder)
         if shape is not None:  # a diffusers VAE: its latent channels and factor
             latent = replace(latent, channels=shape[0], factor=shape[1])
+    if cfg.text.languages is not None:
+        check_language_list(cfg.text.languages)
     if model.pretrained is None and model.train_only != "all":
         raise ValueError("model.train_only=temporal needs model.pretrained (the weights to "
                          "keep frozen); set it, or use model.train_only=all")
@@ -44,6 +47,14 @@ def resolve_config(cfg: Config) -> Config:
             model.arch, model.pretrained, model.params.get("num_heads", 16))}
         model = replace(model, params=params)
     return replace(cfg, model=model, latent=latent)
+
+
+def check_language_list(languages: list[str]) -> None:
+    """text.languages: known sign-language codes, each once."""
+    unknown = [code for code in languages if code not in SIGN_LANGUAGES]
+    if unknown or not languages or len(set(languages)) != len(languages):
+        raise ValueError(f"text.languages={languages} must list sign-language codes each once, "
+                         f"from {', '.join(SIGN_LANGUAGES)}")
 
 
 def diffusion_space(cfg: Config) -> tuple[int, int]:
