@@ -165,3 +165,18 @@ def test_training_reads_the_languages_from_the_corpus_folders():
         corpus_languages(fixed, two)
     with pytest.raises(ValueError, match="must list sign-language codes each once"):
         build_config("tiny", overrides=["text.languages=[ase,xx]"])
+
+
+def test_resuming_with_the_config_that_left_the_languages_to_the_corpus(tmp_path):
+    """The run filled text.languages from its corpus; --resume with the same config file (where
+    they are unset) continues with the run's list, and a different list is refused."""
+    from text2sign.model_folder.build import build_config
+    from text2sign.training.run_state import resume_config
+
+    given = build_config("tiny", overrides=["data.path=corpus"])
+    run = build_config("tiny", overrides=["data.path=corpus", "text.languages=[ase,gsg]"])
+    run.save(tmp_path / "config.yaml")
+    assert resume_config(given, tmp_path, True).text.languages == ["ase", "gsg"]
+    other = build_config("tiny", overrides=["data.path=corpus", "text.languages=[ase,ukl]"])
+    with pytest.raises(ValueError, match="text.languages="):
+        resume_config(other, tmp_path, True)

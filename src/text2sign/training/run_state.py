@@ -211,6 +211,8 @@ def resume_config(cfg: Config, out: str | Path, resume: bool | str | Path,
             f"({base.data.path!r}); --resume continues on the run's own data: drop --data, "
             "or start a new run with another --out")
     old, new = base.settings(), cfg.settings()
+    if new.get("text.languages") is None:  # unset: the run filled it from its corpus
+        new["text.languages"] = old.get("text.languages")
     changed = [k for k in new if new[k] != old[k] and k != "data.path"]  # data: checked above
     refused = [k for k in changed if k not in RESUMABLE]
     if refused:
