@@ -414,6 +414,32 @@ def test_damaged_cache_is_found_and_repaired(corpus, tmp_path, capsys, damage):
     assert "0 damaged" in capsys.readouterr().out
 
 
+def test_a_run_opens_its_cache_without_reading_a_clip_and_redecodes_a_lost_shard(
+        corpus, tmp_path, monkeypatch, capsys):
+    """A run's start-up costs the index, not the corpus's bytes: no clip is read back when the
+    cache is unchanged; a shard cut short is found by its length and its clips decoded again."""
+    from text2sign.data.cache import ClipCache
+    from text2sign.data.dataset import open_clips
+
+    src, cache = prepared(corpus, tmp_path)
+    want = {path: cache[i].copy() for i, path in enumerate(cache.paths)}
+
+    def no_read(self, i):
+        raise AssertionError(f"clip {i} was read while opening the cache")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ClipCache, "__getitem__", no_read)
+        again = open_clips(src, 4, 16, cache=cache.path, progress=False)
+    assert again.index["decoded"] == 0 and again.paths == cache.paths
+    truncate(cache.path / sorted(cache.index["shards"])[0])
+    capsys.readouterr()
+    repaired = open_clips(src, 4, 16, cache=cache.path, progress=False)
+    assert "re-decoding" in capsys.readouterr().err and repaired.index["decoded"] > 0
+    assert sorted(repaired.paths) == sorted(want)
+    for i, path in enumerate(repaired.paths):
+        assert np.array_equal(repaired[i], want[path]), path
+
+
 def test_reading_a_damaged_clip_fails_naming_the_shard(corpus, tmp_path):
     from text2sign.data.cache import ClipCache
 

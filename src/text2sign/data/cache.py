@@ -333,7 +333,7 @@ def _decode(job: tuple) -> tuple[np.ndarray | None, float | str, bool]:
 def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | None = None,
                   time_mode: str = "resample", fit: str = "crop",
                   progress: bool = True, workers: int | None = None,
-                  fps: float | None = None) -> ClipCache:
+                  fps: float | None = None, verify: bool = True) -> ClipCache:
     """Decode and shape every good pair once; reuse clips whose source size and mtime match.
 
     In the "fps" ``time_mode`` each clip is resampled to ``fps`` frames a second and keeps its
@@ -341,8 +341,12 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
     ``workers`` processes decode in parallel (default: up to 8 CPU cores when there are
     >= 64 clips to decode, `default_workers`); the cache is the same whatever the number. Opening an
     unchanged cache writes nothing; writers take the cache's lock file one at a time, so several
-    processes may open or prepare one cache at once. The clips done so far are committed every
-    `SAVE_EVERY_S` seconds: an interrupted prepare resumes from there.
+    processes may open or prepare one cache at once. With ``verify`` (`data prepare`) every
+    stored clip is read back against its checksum and a damaged one decoded again; without it
+    (a run opening its data) only the shards' presence and lengths are checked, so opening costs
+    the index, not the corpus's bytes (each clip's checksum is still checked when it is read).
+    The clips done so far are committed every `SAVE_EVERY_S` seconds: an interrupted prepare
+    resumes from there.
     """
     if frames < 1 or size < 1:
         raise ValueError(f"frames={frames} and size={size} must be positive integers")
@@ -372,7 +376,7 @@ def prepare_cache(source: str | Path, frames: int, size: int, out: str | Path | 
                 and not (out / INDEX).exists()):
             raise ValueError(f"cache path {str(out)!r} is a non-empty folder that is not a clip "
                              "cache; pass an empty or new folder to --out")
-        return _prepare(source, out, settings, progress, workers)
+        return _prepare(source, out, settings, progress, workers, verify)
 
 
 def _leftover(name: str) -> bool:
@@ -386,7 +390,7 @@ def _commit(out: Path, index: dict) -> None:
 
 
 def _prepare(source: Path, out: Path, settings: dict, progress: bool,
-             workers: int | None) -> ClipCache:
+             workers: int | None, verify: bool) -> ClipCache:
     """`prepare_cache` under the cache's write lock."""
     frames, size = settings["frames"], settings["size"]
     time_mode, fit, rate = settings["time_mode"], settings["fit"], settings.get("fps")
@@ -406,12 +410,22 @@ def _prepare(source: Path, out: Path, settings: dict, progress: bool,
                 if rel in old and (old[rel]["source_size"], old[rel]["source_mtime_ns"]) == stat}
     old_cache = ClipCache(out, previous) if previous else None
     old_pos = {p: i for i, p in enumerate(old_cache.paths)} if old_cache else {}
-    for rel in sorted(reusable):  # a stored clip is reused only if it reads back as written
-        try:
-            old_cache[old_pos[rel]]
-        except DamagedFile as err:
-            print(f"re-decoding {rel}: {str(err).split('; ')[0]}", file=sys.stderr)
-            reusable.discard(rel)
+    if verify:  # a stored clip is reused only if it reads back as written
+        for rel in sorted(reusable):
+            try:
+                old_cache[old_pos[rel]]
+            except DamagedFile as err:
+                print(f"re-decoding {rel}: {str(err).split('; ')[0]}", file=sys.stderr)
+                reusable.discard(rel)
+    elif old_cache is not None:  # only if its shard is there and as long as the index says
+        for name in sorted({old[rel]["shard"] for rel in reusable}):
+            try:
+                old_cache._shard(name)
+            except DamagedFile as err:
+                lost = {rel for rel in reusable if old[rel]["shard"] == name}
+                print(f"re-decoding {len(lost)} clips: {str(err).split('; ')[0]}",
+                      file=sys.stderr)
+                reusable -= lost
     live = sum(old[rel].get("frames", 1) if variable else 1 for rel in reusable)
     stored = sum(old_shards.values())
     compact = stored > 0 and live < stored / 2

@@ -15,7 +15,9 @@ from text2sign.data.cache import ClipCache, is_cache, prepare_cache
 def open_clips(path: str | Path, frames: int, size: int, time_mode: str = "resample",
                fit: str = "crop", cache: str | Path | None = None,
                progress: bool = True, fps: float | None = None) -> ClipCache:
-    """A raw folder is prepared (or its cache reused); a cache folder is opened and checked.
+    """A raw folder is prepared (or its cache reused, its shards checked but no clip read: the
+    cost of opening grows with the index, not the corpus's bytes); a cache folder is opened and
+    checked.
     In the "fps" ``time_mode``, ``frames`` is the most frames a clip may have."""
     path = Path(path)
     if is_cache(path):
@@ -38,7 +40,7 @@ def open_clips(path: str | Path, frames: int, size: int, time_mode: str = "resam
         raise FileNotFoundError(f"data path {str(path)!r} does not exist; pass a folder of "
                                 "NAME.gif + NAME.txt pairs or a prepared cache")
     return prepare_cache(path, frames, size, out=cache, time_mode=time_mode, fit=fit,
-                         progress=progress, fps=fps)
+                         progress=progress, fps=fps, verify=False)
 
 
 def open_data(dc: DataConfig, progress: bool = True, path: str | Path | None = None
