@@ -105,12 +105,34 @@ def test_list_languages_marks_what_the_shipped_model_signs(capsys, monkeypatch):
     marked = [line.split()[1] for line in lines if line.startswith("* ") and "  " in line[2:]]
     assert marked == list(shipped.default_languages()) == ["ase"]  # today's shipped model
     assert any(line.startswith("  gsg  30  A ä B") for line in lines)
-    assert lines[-1].startswith("* the shipped model signs it")
+    assert lines[-1].startswith("* a shipped model signs it")
     # read from the shipped model's config.json: a multilingual one marks all it signs
     monkeypatch.setattr(shipped, "default_languages", lambda: ("ase", "gsg", "ukl"))
     lines = listing()
     assert [line.split()[1] for line in lines if line.startswith("* ")][:3] == ["ase", "gsg",
                                                                                 "ukl"]
+
+
+def test_a_language_only_the_multilingual_model_signs_chooses_it(model, monkeypatch, capsys,
+                                                                  tmp_path):
+    """No model named: the student signs what it signs; a language it lacks that the shipped
+    multilingual model signs picks that model, for `sample` as for `resolve_model`."""
+    from text2sign.model_folder import shipped
+    from text2sign.model_folder.resolve import resolve_model
+
+    monkeypatch.setattr(shipped, "multilingual_model", lambda: model)  # signs ase, gsg
+    assert resolve_model().name == resolve_model(language="ase").name == "shipped:student"
+    chosen = resolve_model(language="gsg")
+    assert (chosen.name, chosen.path, chosen.languages) == ("shipped:multilingual", model,
+                                                            ("ase", "gsg"))
+    assert resolve_model(language="ukl").name == "shipped:student"  # neither signs it
+    assert shipped.default_languages()[-1] == "gsg"  # what --list-languages marks
+    out = tmp_path / "out"
+    assert main(["sample", "--language", "gsg", "AB", "--steps", "2", "--out", str(out)]) == 0
+    assert f"model: {model}" in capsys.readouterr().out
+    assert (out / "gsg" / "AB-00.gif").is_file()
+    assert main(["sample", "--language", "ukl", "AB", "--out", str(out)]) == 2
+    assert "ukl" in capsys.readouterr().err
 
 
 def test_the_shipped_models_languages_come_from_its_config_alone(model, monkeypatch):

@@ -171,7 +171,7 @@ def fingerspelling_command(args: argparse.Namespace) -> int:
             note = fs.LANGUAGE_NOTES.get(lang)
             print(f"{'*' if lang in signed else ' '} {lang}  {len(letters):2d}  "
                   f"{' '.join(letters)}" + (f"  ({note})" if note else ""))
-        print("* the shipped model signs it (text2sign sample --language CODE TEXT); the "
+        print("* a shipped model signs it (text2sign sample --language CODE TEXT); the "
               "others need a model trained on them" if signed else
               "no shipped model in this install: train one on the languages you build")
         return 0

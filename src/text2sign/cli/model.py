@@ -70,11 +70,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("texts", nargs="+", metavar="TEXT", help='what to sign, e.g. "hello" A B')
     p.add_argument("--model", help="model folder, run folder, Hugging Face Hub id or "
                    "shipped:NAME (default: the shipped ASL model's few-step student, or its "
-                   "teacher shipped:demo when --sampler, --steps or --guidance ask for more)")
+                   "teacher shipped:demo when --sampler, --steps or --guidance ask for more, "
+                   "or shipped:multilingual when --language asks for a language they do not "
+                   "sign)")
     p.add_argument("--language", metavar="CODE",
                    help="the sign language to sign in, one the model signs (`text2sign info` "
-                   "lists them), e.g. gsg; clips of a language other than ASL are written to "
-                   "OUT/CODE/ (default: the model's default, ASL)")
+                   "lists them; with no --model, `text2sign data fingerspelling "
+                   "--list-languages`), e.g. gsg; clips of a language other than ASL are "
+                   "written to OUT/CODE/ (default: the model's default, ASL)")
     p.add_argument("--num", type=int, default=1, help="clips per text (default 1)")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's config)")
     p.add_argument("--sampler", choices=SAMPLERS, help="default: the model's config (dpm++)")
@@ -207,7 +210,7 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise ValueError(f"--num {args.num}: must be at least 1")
     model = resolve_model(args.model, sampler=args.sampler, steps=args.steps,
-                          guidance=args.guidance)
+                          guidance=args.guidance, language=args.language)
     pipe = Text2SignPipeline.from_pretrained(model, device=args.device)
     if not args.quiet:
         print(f"model: {pipe.folder}")

@@ -51,13 +51,14 @@ class ModelFolder:
 
 
 def resolve_model(name: str | Path | None = None, *, sampler: str | None = None,
-                  steps: int | None = None, guidance: float | None = None) -> ModelFolder:
+                  steps: int | None = None, guidance: float | None = None,
+                  language: str | None = None) -> ModelFolder:
     """The model folder ``name`` means, read and verified once. ``name``: a model folder, a run
     folder holding ``model/``, ``shipped:NAME``, a Hugging Face Hub id ('owner/name', downloaded
     unless ``HF_HUB_OFFLINE`` is set), or None for the shipped default, which the sampler
-    settings asked choose (`shipped_choice`)."""
+    settings and the ``language`` asked choose (`shipped_choice`)."""
     if name is None:
-        path, shown, info = shipped_choice(sampler, steps, guidance)
+        path, shown, info = shipped_choice(sampler, steps, guidance, language)
     else:
         path, shown = locate(name)
         info = read_info(path)
@@ -66,12 +67,21 @@ def resolve_model(name: str | Path | None = None, *, sampler: str | None = None,
                        info.languages)
 
 
-def shipped_choice(sampler: str | None, steps: int | None, guidance: float | None
-                   ) -> tuple[Path, str, ModelInfo]:
+def shipped_choice(sampler: str | None, steps: int | None, guidance: float | None,
+                   language: str | None = None) -> tuple[Path, str, ModelInfo]:
     """The shipped model a command samples with when none is named: the student (a few lcm
     steps) unless it would refuse the sampler settings asked (`validate_student`: another
     sampler, more steps than it was distilled for, a guidance scale it was not taught), or this
-    install lacks it; then the demo model, its teacher."""
+    install lacks it; then the demo model, its teacher. A ``language`` neither signs but the
+    multilingual model does chooses the multilingual model."""
+    other = shipped.multilingual_model()
+    if language is not None and (other / "config.json").is_file():
+        info = read_info(other)
+        default = shipped.student() if (shipped.student() / "config.json").is_file() \
+            else shipped.model()
+        if (language in info.languages and (default / "config.json").is_file()
+                and language not in read_info(default).languages):
+            return other, f"{shipped.SHIPPED}multilingual", info
     student = shipped.student()
     if (student / "config.json").is_file():
         info = read_info(student)

@@ -1,5 +1,5 @@
 """Where the models shipped inside the package live: the demo model, its student, the letters
-model and the recognizers that read them."""
+model, the multilingual model and the recognizers that read them."""
 
 from __future__ import annotations
 
@@ -31,7 +31,16 @@ def letters_model() -> Path:
     return ASSETS / "letters-model"
 
 
-MODELS = {"demo": model, "words": model, "student": student, "letters": letters_model}
+def multilingual_model() -> Path:
+    """The demo model fine-tuned on the fingerspelling alphabets of 19 sign languages (the
+    language in its condition), with readers of every alphabet in its folder: what a command
+    samples with when no model is named and the language asked is one the default does not
+    sign (`resolve.shipped_choice`)."""
+    return ASSETS / "multilingual-model"
+
+
+MODELS = {"demo": model, "words": model, "student": student, "letters": letters_model,
+          "multilingual": multilingual_model}
 
 
 def is_shipped(folder: str | Path) -> bool:
@@ -42,7 +51,7 @@ def is_shipped(folder: str | Path) -> bool:
 
 def model_path(name: str | Path) -> Path:
     """A model path as given, or ``shipped:demo`` / ``shipped:words`` / ``shipped:student`` /
-    ``shipped:letters``."""
+    ``shipped:letters`` / ``shipped:multilingual``."""
     text = str(name)
     if not text.startswith(SHIPPED):
         return Path(name)
@@ -54,13 +63,17 @@ def model_path(name: str | Path) -> Path:
 
 
 def default_languages() -> tuple[str, ...]:
-    """The sign languages of the shipped model that commands use when none is named (the
-    student, else its teacher: `resolve.shipped_choice`), from its config.json alone; () when
-    this install has neither."""
+    """The sign languages commands sign in when no model is named (`resolve.shipped_choice`):
+    those of the student (else its teacher), then those only the multilingual model signs, from
+    the config.json files alone; () when this install has none of them."""
+    signed: list[str] = []
     for folder in (student(), model()):
         if (folder / "config.json").is_file():
-            return read_info(folder).languages
-    return ()
+            signed += read_info(folder).languages
+            break
+    if (multilingual_model() / "config.json").is_file():
+        signed += read_info(multilingual_model()).languages
+    return tuple(dict.fromkeys(signed))
 
 
 def recognizer() -> Path:
