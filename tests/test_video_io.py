@@ -219,3 +219,23 @@ def test_contact_sheet_layout_and_labels(tmp_path):
                                      contact_sheet([a, b], ["x", "y"]).shape[0])
     with pytest.raises(ValueError, match="labels"):
         contact_sheet([a, b], labels=["only one"])
+
+
+@pytest.mark.parametrize("label", ["knödel", "борщ", "καλημέρα", "سلام", "ılık"])
+def test_contact_sheet_draws_every_alphabets_letters(label):
+    """A label the built-in font cannot draw (it has ASCII alone) is drawn in an installed font
+    that has its letters; an ASCII label keeps the built-in font."""
+    from PIL import ImageFont
+
+    from text2sign.data.video_io import _draws, _label_fonts, label_font
+
+    builtin = _label_fonts()[0]
+    assert label_font(["hello", "A"]) is builtin
+    assert not all(_draws(builtin, c) for c in label)  # boxes in the built-in font
+    if len(_label_fonts()) == 1:
+        pytest.skip("no font with these letters is installed (e.g. apt install fonts-dejavu)")
+    font = label_font(["hello", label])
+    assert isinstance(font, ImageFont.FreeTypeFont) and font is not builtin
+    assert all(_draws(font, c) for c in label)
+    clip = np.zeros((2, 8, 10, 3), np.uint8)
+    assert (contact_sheet([clip], labels=[label])[:, :20] < 128).any()  # text was drawn

@@ -18,6 +18,7 @@ would lose frames) and re-quantizes every frame with its own palette (colour fli
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -352,6 +353,48 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     return path
 
 
+# Fonts with Latin (accents included), Greek, Cyrillic and Arabic letters, by file name, where
+# Pillow looks for fonts (the system's font folders): the first installed one draws a label
+# Pillow's built-in font cannot (it has ASCII alone: "ä" or "б" would be drawn as boxes).
+LABEL_FONTS = ("DejaVuSans.ttf", "NotoSans-Regular.ttf", "Arial Unicode.ttf", "arial.ttf",
+               "Arial.ttf", "FreeSans.ttf", "LiberationSans-Regular.ttf")
+LABEL_SIZE = 10  # the built-in font's size
+
+
+@functools.cache
+def _label_fonts() -> tuple:
+    """The built-in font, then each installed font of `LABEL_FONTS`."""
+    fonts = [ImageFont.load_default()]
+    for name in LABEL_FONTS:
+        try:
+            fonts.append(ImageFont.truetype(name, LABEL_SIZE))
+        except OSError:  # not installed here
+            continue
+    return tuple(fonts)
+
+
+@functools.cache
+def _draws(font, char: str) -> bool:
+    """Whether ``font`` has a glyph for ``char`` (not the box it draws for a missing one)."""
+    if char.isspace():
+        return True
+    missing = font.getmask("\U0010fffd")  # a private-use code point no font draws
+    mask = font.getmask(char)
+    return (mask.size, bytes(mask)) != (missing.size, bytes(missing))
+
+
+def label_font(labels: list[str]):
+    """The font a contact sheet's labels are drawn in: the built-in one when it draws every
+    character, else the first installed font of `LABEL_FONTS` that does (the built-in one,
+    boxes and all, when none is installed)."""
+    chars = set("".join(labels))
+    fonts = _label_fonts()
+    for font in fonts:
+        if all(_draws(font, c) for c in chars):
+            return font
+    return fonts[0]
+
+
 def _label_width(labels: list[str], font) -> int:
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     return max((int(draw.textlength(label, font=font)) for label in labels), default=0)
@@ -382,7 +425,7 @@ def contact_sheet(videos: list[np.ndarray], labels: list[str] | None = None,
     cell_h = max(v.shape[1] for v in videos)
     cell_w = max(v.shape[2] for v in videos)
     cols = max(len(v) for v in videos)
-    font = ImageFont.load_default()
+    font = label_font(labels or [])
     label_w = _label_width(labels, font) + 2 * gap if labels else 0
     height = len(videos) * (cell_h + gap) + gap
     width = label_w + cols * (cell_w + gap) + gap
