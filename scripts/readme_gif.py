@@ -8,7 +8,9 @@ One row per text: the corpus's first clip of it, framed in green, then ``--per-t
 the model generated from the text alone (its own sampler settings, seeds from ``--seed``).
 Any model folder and any corpus folder (or cache) of the model's clip shape work; the corpus
 above is ``text2sign data fingerspelling data/asl-letters --variants 8``. Keep it small for the
-README (a few hundred KB): four texts of 64 px clips make about 300 KB.
+README (a few hundred KB): four texts of 64 px clips make about 300 KB. A model of several sign
+languages takes ``CODE:TEXT`` (``gsg:knödel ukl:борщ``), each row in its own language, labelled
+with its code; a text without a code is ASL.
 """
 
 from __future__ import annotations
@@ -36,18 +38,21 @@ def main() -> None:
 
     pipe = Text2SignPipeline.from_pretrained(args.model, device=args.device)
     cache = open_data(pipe.config.data, progress=False, path=args.data)
+    rows = [tuple(t.split(":", 1)) if ":" in t else ("ase", t) for t in args.texts]
     first = {}
-    for i, text in enumerate(cache.texts):
-        first.setdefault(text, i)
-    missing = [t for t in args.texts if t not in first]
+    for i, key in enumerate(zip(cache.languages, cache.texts, strict=True)):
+        first.setdefault(key, i)
+    missing = [f"{code}:{text}" for code, text in rows if (code, text) not in first]
     if missing:
         raise SystemExit(f"no real clip of {missing} in {args.data}")
-    prompts = [t for t in args.texts for _ in range(args.per_text)]
-    videos = pipe(prompts, seed=args.seed)  # (T_i, H, W, 3) each: a text's own length
-    generated = [list(videos[i * args.per_text:(i + 1) * args.per_text])
-                 for i in range(len(args.texts))]
-    real = [np.asarray(cache[first[t]]) for t in args.texts]
-    path = write_comparison(args.out, args.texts, real, generated, pipe.gif_fps)
+    generated = []
+    for code, text in rows:  # (T_i, H, W, 3) each: a text's own length
+        videos = pipe([text] * args.per_text, seed=args.seed, language=code)
+        generated.append(list(videos))
+    real = [np.asarray(cache[first[key]]) for key in rows]
+    labels = [f"{code} {text}" if ":" in raw else text
+              for (code, text), raw in zip(rows, args.texts, strict=True)]
+    path = write_comparison(args.out, labels, real, generated, pipe.gif_fps)
     print(f"{path}: {Path(path).stat().st_size / 1024:.0f} KB")
 
 
