@@ -211,6 +211,78 @@ def test_shipped_student_is_the_default_and_samples_in_four_evaluations():
     np.testing.assert_allclose(video[0].reshape(21, -1).mean(1), means, atol=0.05)
 
 
+# The shipped multilingual model, per language: (code, text, frames, frame T // 2 row 64
+# pixels 60-67, per-frame means) of 2 DPM-Solver++ steps from seed 0 at its guidance (7).
+MULTILINGUAL_PINS = [
+    ("ase", "hello", 21,
+     [[93, 193, 11], [111, 199, 12], [142, 224, 13], [159, 229, 25], [141, 187, 20],
+      [108, 125, 29], [68, 50, 29], [33, 17, 20]],
+     [18.107, 18.437, 17.473, 14.974, 14.998, 14.5, 14.322, 13.55, 12.751, 16.549, 17.823,
+      17.536, 17.869, 18.219, 17.388, 16.501, 13.049, 17.895, 19.502, 18.411, 14.158]),
+    ("gsg", "knödel", 19,
+     [[6, 2, 0], [3, 0, 1], [0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]],
+     [3.26, 13.629, 13.076, 13.652, 14.369, 13.101, 8.484, 10.634, 9.847, 8.748, 11.306, 10.098,
+      13.215, 15.361, 14.435, 11.631, 13.29, 12.38, 1.822]),
+    ("ukl", "борщ", 15,
+     [[193, 97, 18], [192, 95, 27], [170, 84, 22], [100, 43, 12], [41, 7, 0], [0, 0, 0],
+      [0, 0, 0], [0, 5, 1]],
+     [12.585, 17.428, 16.317, 15.069, 17.59, 18.601, 17.844, 17.131, 17.848, 17.107, 10.684,
+      8.141, 10.336, 11.013, 5.969]),
+    ("cse", "prezident", 40,  # a two-handed alphabet
+     [[6, 12, 0], [6, 6, 5], [3, 12, 4], [1, 3, 2], [8, 13, 3], [11, 11, 6], [8, 11, 0],
+      [9, 11, 6]],
+     [10.218, 13.733, 16.738, 18.23, 3.705, 15.995, 18.448, 19.267, 6.349, 18.079, 17.32, 19.128,
+      5.689, 4.355, 6.052, 10.698, 9.812, 4.924, 3.683, 15.756, 15.236, 16.122, 5.328, 14.308,
+      12.211, 16.503, 5.612, 18.526, 17.264, 18.07, 4.958, 4.266, 14.882, 14.698, 17.19, 5.001,
+      14.266, 15.008, 16.877, 8.864]),
+]
+SIGNED = ["ase", "asq", "bzs", "cse", "csq", "eso", "gsg", "gss", "ise", "jos", "lls", "mfs",
+          "psr", "sgg", "ssp", "svk", "swl", "tsm", "ukl"]
+
+
+@pytest.fixture(scope="module")
+def multilingual():
+    from text2sign.model_folder.pipeline import Text2SignPipeline
+
+    return Text2SignPipeline.from_pretrained(shipped.multilingual_model(), device="cpu")
+
+
+def test_shipped_multilingual_model_fits_the_package_with_its_reader(multilingual):
+    """The demo model fine-tuned on 19 alphabets (every real one; fsl is ASL relabelled): within
+    30 MB with the reader of every alphabet in its folder, each language timed at its own pace,
+    chosen when a language the default model lacks is asked."""
+    from text2sign.evaluation.readers import find_reader_folders, load_reader
+    from text2sign.model_folder.resolve import resolve_model
+
+    folder = shipped.multilingual_model()
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size <= 30 * 2**20
+    assert multilingual.languages == SIGNED and multilingual.default_language == "ase"
+    assert multilingual.info.init_from["given"] == "shipped:demo"
+    assert (multilingual.fps, multilingual.size) == (6.25, 128)
+    assert "/work" not in (folder / "config.json").read_text()  # no machine paths
+    assert {"A", "thank you", "knödel"} - set(multilingual.training_texts) == {"knödel"}
+    assert resolve_model(language="ukl").path == folder
+    readers = find_reader_folders(folder, None)
+    assert readers == [folder / "recognizer"]
+    reader = load_reader(readers[0], "cpu")
+    assert sorted(reader.languages) == SIGNED
+    with pytest.raises(ValueError, match="ukl.*борщ|борщ.*ukl|ї|letters"):
+        multilingual.check_languages(["борщї"], "asq")  # Cyrillic is no Austrian letter
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("pin", MULTILINGUAL_PINS, ids=[p[0] for p in MULTILINGUAL_PINS])
+def test_shipped_multilingual_model_samples_each_language_as_pinned(multilingual, pin):
+    code, text, frames, row, means = pin
+    assert multilingual.lengths([text], languages=[code]) == [frames]
+    video = multilingual([text], steps=2, seed=0, language=code)
+    assert video.shape == (1, frames, 128, 128, 3)
+    got = video[0, frames // 2, 64, 60:68].astype(int)
+    assert np.abs(got - np.array(row)).max() <= 2, got.tolist()
+    np.testing.assert_allclose(video[0].reshape(frames, -1).mean(1), means, atol=0.05)
+
+
 @pytest.mark.numerics
 def test_letters_model_loads_and_samples_as_before():
     """The letters model, written before aligned conditioning existed (no alignment setting in

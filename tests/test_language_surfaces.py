@@ -103,8 +103,11 @@ def test_list_languages_marks_what_the_shipped_model_signs(capsys, monkeypatch):
 
     lines = listing()
     marked = [line.split()[1] for line in lines if line.startswith("* ") and "  " in line[2:]]
-    assert marked == list(shipped.default_languages()) == ["ase"]  # today's shipped model
-    assert any(line.startswith("  gsg  30  A ä B") for line in lines)
+    # the default model signs ASL; the shipped multilingual model every real alphabet
+    assert marked == list(shipped.default_languages())
+    assert marked[0] == "ase" and {"gsg", "ukl", "cse", "gss", "jos"} <= set(marked)
+    assert "fsl" not in marked and len(marked) == 19
+    assert any(line.startswith("* gsg  30  A ä B") for line in lines)
     assert lines[-1].startswith("* a shipped model signs it")
     # read from the shipped model's config.json: a multilingual one marks all it signs
     monkeypatch.setattr(shipped, "default_languages", lambda: ("ase", "gsg", "ukl"))
@@ -140,6 +143,7 @@ def test_the_shipped_models_languages_come_from_its_config_alone(model, monkeypa
     from text2sign.model_folder import shipped
 
     monkeypatch.setattr(shipped, "student", lambda: model.parent / "none")  # not installed
+    monkeypatch.setattr(shipped, "multilingual_model", lambda: model.parent / "none")
     monkeypatch.setattr(shipped, "model", lambda: model)
     assert shipped.default_languages() == ("ase", "gsg")
     monkeypatch.setattr(shipped, "model", lambda: model.parent / "none")
