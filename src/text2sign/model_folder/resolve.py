@@ -76,10 +76,8 @@ def shipped_choice(sampler: str | None, steps: int | None, guidance: float | Non
     multilingual model does chooses the multilingual model."""
     other = shipped.multilingual_model()
     if language is not None and (other / "config.json").is_file():
-        info = read_info(other)
-        default = shipped.student() if (shipped.student() / "config.json").is_file() \
-            else shipped.model()
-        if (language in info.languages and (default / "config.json").is_file()
+        info, default = read_info(other), shipped.default_model()
+        if (language in info.languages and default is not None
                 and language not in read_info(default).languages):
             return other, f"{shipped.SHIPPED}multilingual", info
     student = shipped.student()

@@ -62,15 +62,17 @@ def model_path(name: str | Path) -> Path:
     return MODELS[key]()
 
 
+def default_model() -> Path | None:
+    """The student, else its teacher, whichever this install has (None: neither)."""
+    return next((f for f in (student(), model()) if (f / "config.json").is_file()), None)
+
+
 def default_languages() -> tuple[str, ...]:
     """The sign languages commands sign in when no model is named (`resolve.shipped_choice`):
     those of the student (else its teacher), then those only the multilingual model signs, from
     the config.json files alone; () when this install has none of them."""
-    signed: list[str] = []
-    for folder in (student(), model()):
-        if (folder / "config.json").is_file():
-            signed += read_info(folder).languages
-            break
+    default = default_model()
+    signed = list(read_info(default).languages) if default is not None else []
     if (multilingual_model() / "config.json").is_file():
         signed += read_info(multilingual_model()).languages
     return tuple(dict.fromkeys(signed))
