@@ -18,7 +18,7 @@ from text2sign.data.video_io import write_gif
 from text2sign.model_folder.build import build_config
 from text2sign.model_folder.pipeline import Text2SignPipeline
 from text2sign.models.duration import DurationModel
-from text2sign.training.loop import LengthBucketSampler, train
+from text2sign.training.loop import LanguageDraw, LengthBucketSampler, StepBatchSampler, train
 
 COLOURS = {"A": (255, 0, 0), "B": (0, 255, 0), "C": (0, 0, 255), "D": (255, 255, 0)}
 SOURCE_FPS = 8.0
@@ -121,6 +121,35 @@ def test_length_buckets_cover_every_clip_each_epoch_and_resume():
     sampler.check_state(sampler.state())
     with pytest.raises(ValueError, match="data order cannot continue"):
         LengthBucketSampler(lengths[:-1], 2, 1, 0, 5, 0).check_state(sampler.state())
+
+
+def test_language_draw_gives_a_small_alphabet_its_share_and_resumes():
+    """train.language_alpha: 90 ASL clips and 10 of another alphabet; alpha 0.5 gives the small
+    one 25% of an epoch (sqrt 10 / (sqrt 90 + sqrt 10)), its clips repeated, ASL's a new subset
+    each epoch; alpha 0 half each; null the corpus's own 10%."""
+    languages = ["ase"] * 90 + ["gsg"] * 10
+    lengths = [2 + i % 3 for i in range(100)]
+    draw = LanguageDraw(languages, 0.5)
+    assert draw.quotas.tolist() == [75, 25] and draw.state()["language_alpha"] == 0.5
+    epoch = draw(100, np.random.default_rng(0))
+    assert len(epoch) == 100 and sum(languages[i] == "gsg" for i in epoch) == 25
+    assert set(i for i in epoch if languages[i] == "gsg") == set(range(90, 100))  # all, repeated
+    assert LanguageDraw(languages, 0.0).quotas.tolist() == [50, 50]
+    assert not LanguageDraw(languages, None).groups and not LanguageDraw(["ase"] * 5, 0.5).groups
+
+    sampler = LengthBucketSampler(lengths, 4, 1, 0, seed=2, start=0, draw=draw)
+    assert sampler.per_epoch == 25
+    stream = iter(sampler)
+    batches = [next(stream) for _ in range(100)]  # four epochs
+    assert all(len({lengths[i] for i in b}) == 1 for b in batches)
+    share = sum(languages[i] == "gsg" for b in batches for i in b) / 400
+    assert 0.2 < share < 0.3  # against 0.1 undrawn
+    resumed = iter(LengthBucketSampler(lengths, 4, 1, 0, seed=2, start=37, draw=draw))
+    assert [next(resumed) for _ in range(10)] == batches[37:47]
+    with pytest.raises(ValueError, match="data order cannot continue"):
+        LengthBucketSampler(lengths, 4, 1, 0, 2, 0).check_state(sampler.state())  # alpha dropped
+    steps = iter(StepBatchSampler(100, 10, 1, 0, seed=2, start=0, draw=draw))
+    assert sum(languages[i] == "gsg" for _ in range(10) for i in next(steps)) == 25
 
 
 def test_duration_model_times_unseen_orders_of_known_letters():

@@ -256,6 +256,12 @@ class TrainConfig(Section):
     keep_checkpoints: int = _every(3, "0 (keep all) or a number of checkpoints")
     eval_every: int = _every(0, "0 (off) or a step interval")
     eval_per_text: int = field(default=2, metadata=limits(1, None, "1 or more clips per text"))
+    # A corpus of several sign languages: each language's share of an epoch's clips is
+    # proportional to (its clips) ** language_alpha. null: as the corpus holds them; 0.5: a small
+    # alphabet drawn more often (its clips repeated), a large one less (each epoch a new subset);
+    # 0: every language alike.
+    language_alpha: float | None = field(default=None, metadata=limits(
+        0, 1, "null or an exponent in [0, 1], e.g. 0.5"))
     # trackers: "tensorboard", "wandb", "all" or "none"
     report_to: Literal["tensorboard", "wandb", "all", "none"] = "tensorboard"
 

@@ -119,18 +119,64 @@ def mixed_precision_for(requested: str, device_type: str) -> str:
     return "no"
 
 
+class LanguageDraw:
+    """An epoch's clips, in shuffled order, with each language's share of them proportional to
+    (its clips) ** ``alpha`` (temperature sampling of multilingual corpora, as XLM draws its
+    languages): a language whose share is above its clips repeats them (whole shuffled passes,
+    then a random part of one), one below takes a new random subset each epoch. The epoch keeps
+    the corpus's size. ``alpha`` None or a corpus of one language: a permutation of the clips.
+    """
+
+    def __init__(self, languages: list[str] | None, alpha: float | None):
+        self.alpha = alpha
+        self.groups: list[np.ndarray] = []
+        if languages is None or alpha is None:
+            return
+        found = sorted(set(languages))
+        if len(found) < 2:
+            return
+        self.groups = [np.array([i for i, lang in enumerate(languages) if lang == code])
+                       for code in found]
+        weights = np.array([len(g) for g in self.groups], dtype=float) ** alpha
+        quotas = weights / weights.sum() * len(languages)
+        self.quotas = np.floor(quotas).astype(int)
+        rest = len(languages) - int(self.quotas.sum())  # largest remainders get one more
+        self.quotas[np.argsort(-(quotas - self.quotas), kind="stable")[:rest]] += 1
+
+    def __call__(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """The positions (into the clip list of length ``n``) of one epoch, shuffled."""
+        if not self.groups:
+            return rng.permutation(n)
+        picks = []
+        for group, quota in zip(self.groups, self.quotas, strict=True):
+            whole, part = divmod(int(quota), len(group))
+            picks += [group[rng.permutation(len(group))] for _ in range(whole)]
+            picks.append(group[rng.permutation(len(group))[:part]])
+        drawn = np.concatenate(picks)
+        return drawn[rng.permutation(len(drawn))]
+
+    def state(self) -> dict[str, Any]:
+        """What a resumed run's draw must match (nothing when it is a plain permutation)."""
+        if not self.groups:
+            return {}
+        return {"language_alpha": self.alpha, "language_quotas": self.quotas.tolist()}
+
+
 class StepBatchSampler:
     """This rank's index lists, micro-batch after micro-batch, starting at any micro-batch.
 
-    Epoch ``e`` is a permutation drawn from (seed, e); a corpus smaller than the global batch is
-    tiled. Every rank computes the same global batch and takes its own slice.
+    Epoch ``e`` is a permutation drawn from (seed, e) (or, with a `LanguageDraw`, each
+    language's share of the clips); a corpus smaller than the global batch is tiled. Every rank
+    computes the same global batch and takes its own slice.
     """
 
-    def __init__(self, n: int, batch_size: int, world: int, rank: int, seed: int, start: int):
+    def __init__(self, n: int, batch_size: int, world: int, rank: int, seed: int, start: int,
+                 draw: LanguageDraw | None = None):
         if n == 0:
             raise ValueError("no training clips: the data folder holds no usable pairs")
         self.n, self.batch_size, self.world, self.rank = n, batch_size, world, rank
         self.seed, self.start = seed, start
+        self.draw = draw or LanguageDraw(None, None)
         global_batch = batch_size * world
         self.reps = max(1, math.ceil(global_batch / n))
         self.per_epoch = (n * self.reps) // global_batch
@@ -141,7 +187,7 @@ class StepBatchSampler:
         while True:
             epoch, pos = divmod(micro, self.per_epoch)
             rng = np.random.default_rng([self.seed, epoch])
-            order = np.concatenate([rng.permutation(self.n) for _ in range(self.reps)])
+            order = np.concatenate([self.draw(self.n, rng) for _ in range(self.reps)])
             chunk = order[pos * global_batch:(pos + 1) * global_batch]
             yield chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].tolist()
             micro += 1
@@ -159,24 +205,28 @@ class LengthBucketSampler:
     """
 
     def __init__(self, lengths: list[int], batch_size: int, world: int, rank: int, seed: int,
-                 start: int):
+                 start: int, draw: LanguageDraw | None = None):
         if not lengths:
             raise ValueError("no training clips: the data folder holds no usable pairs")
         self.lengths = [int(n) for n in lengths]
         self.batch_size, self.world, self.rank = batch_size, world, rank
         self.seed, self.start = seed, start
+        self.draw = draw or LanguageDraw(None, None)
         global_batch = batch_size * world
         counts: dict[int, int] = {}
         for n in self.lengths:
             counts[n] = counts.get(n, 0) + 1
-        self.per_epoch = sum(math.ceil(c / global_batch) for c in counts.values())
+        # A drawn epoch's length groups (so its partial batches) change from epoch to epoch; it
+        # has at least len / global_batch batches and takes that many, a random part of its plan.
+        self.per_epoch = max(1, len(self.lengths) // global_batch) if self.draw.groups else \
+            sum(math.ceil(c / global_batch) for c in counts.values())
 
     def epoch(self, epoch: int) -> list[list[int]]:
         """Epoch ``epoch``'s global batches (lists of positions into ``lengths``)."""
         global_batch = self.batch_size * self.world
         rng = np.random.default_rng([self.seed, epoch, 0x1E])
         groups: dict[int, list[int]] = {}
-        for i in rng.permutation(len(self.lengths)).tolist():
+        for i in self.draw(len(self.lengths), rng).tolist():
             groups.setdefault(self.lengths[i], []).append(i)
         batches = []
         for length in sorted(groups):
@@ -204,7 +254,7 @@ class LengthBucketSampler:
         """What a resumed run must find again to continue this sequence."""
         digest = hashlib.sha1(json.dumps(self.lengths).encode()).hexdigest()[:16]
         return {"sampler": "length-buckets", "clips": len(self.lengths), "lengths": digest,
-                "batch_size": self.batch_size, "world": self.world}
+                "batch_size": self.batch_size, "world": self.world, **self.draw.state()}
 
     def check_state(self, saved: dict[str, Any] | None) -> None:
         """Refuse to resume a run whose clips, lengths or batch layout changed."""
@@ -399,13 +449,15 @@ def make_sampler(cache: Any, train_idx: list[int], tc: TrainConfig, world: int, 
                  ) -> StepBatchSampler | LengthBucketSampler:
     """Batches of the training clips: length buckets when clips keep their own lengths (checked
     against the ``saved`` data order of the checkpoint resumed from)."""
+    draw = LanguageDraw([cache.languages[i] for i in train_idx], tc.language_alpha)
     if getattr(cache, "variable", False):
         sampler = LengthBucketSampler([cache.lengths[i] for i in train_idx], tc.batch_size,
-                                      world, rank, tc.seed, start)
+                                      world, rank, tc.seed, start, draw)
         if saved is not None:
             sampler.check_state(saved)
     else:
-        sampler = StepBatchSampler(len(train_idx), tc.batch_size, world, rank, tc.seed, start)
+        sampler = StepBatchSampler(len(train_idx), tc.batch_size, world, rank, tc.seed, start,
+                                   draw)
     return sampler
 
 
