@@ -224,3 +224,30 @@ def test_serve_asks_a_student_only_what_it_was_taught(student):
         assert service.parse({"text": "A", "guidance": 3}).guidance == 3.0
     finally:
         service.store.close()
+
+
+def test_a_student_of_a_two_language_teacher_signs_in_both(tmp_path, one_thread):
+    """A multilingual teacher's student keeps the language in its condition: fresh, it is its
+    teacher in either language; distilled (a language-balanced draw), its folder lists both and
+    it refuses a letter the chosen alphabet lacks."""
+    from multilingual_folders import LANGUAGES, train_two_language_model
+
+    folder = train_two_language_model(tmp_path / "teacher")
+    teacher = Text2SignPipeline.from_pretrained(folder)
+    cfg = student_config(teacher.config, folder, 2,
+                         STUDENT + ["train.max_steps=2", "train.language_alpha=0.5"])
+    fresh = make_student(cfg, teacher)
+    cond = teacher.conditioner(["A", "A"], languages=LANGUAGES)
+    x = torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([999, 250])
+    with torch.no_grad():
+        want = teacher.denoiser(x, t, cond)
+        assert not torch.allclose(want[0], want[1])  # the language changes the prediction
+        cond.guidance = torch.full((2,), 7.0)
+        assert torch.equal(fresh(x, t, cond), want)
+    student = Text2SignPipeline.from_pretrained(distill(cfg, tmp_path / "student",
+                                                        progress=False, device="cpu"))
+    assert student.languages == LANGUAGES
+    assert student(["Ä"], seed=0, language="gsg").shape[0] == 1
+    with pytest.raises(ValueError, match="alphabet lacks"):
+        student(["Ä"], seed=0, language="ase")
