@@ -135,8 +135,8 @@ class LanguageDraw:
         found = sorted(set(languages))
         if len(found) < 2:
             return
-        self.groups = [np.array([i for i, lang in enumerate(languages) if lang == code])
-                       for code in found]
+        codes = np.array(languages)
+        self.groups = [np.flatnonzero(codes == code) for code in found]
         weights = np.array([len(g) for g in self.groups], dtype=float) ** alpha
         quotas = weights / weights.sum() * len(languages)
         self.quotas = np.floor(quotas).astype(int)
@@ -184,10 +184,13 @@ class StepBatchSampler:
     def __iter__(self) -> Iterator[list[int]]:
         micro = self.start
         global_batch = self.batch_size * self.world
+        plan_epoch, order = -1, None
         while True:
             epoch, pos = divmod(micro, self.per_epoch)
-            rng = np.random.default_rng([self.seed, epoch])
-            order = np.concatenate([self.draw(self.n, rng) for _ in range(self.reps)])
+            if epoch != plan_epoch:  # an epoch's order is drawn once, not every micro-batch
+                rng = np.random.default_rng([self.seed, epoch])
+                plan_epoch = epoch
+                order = np.concatenate([self.draw(self.n, rng) for _ in range(self.reps)])
             chunk = order[pos * global_batch:(pos + 1) * global_batch]
             yield chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size].tolist()
             micro += 1
