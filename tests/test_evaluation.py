@@ -141,6 +141,20 @@ def test_recognizer_learns_toy_corpus(trained):
     assert (predicted == recognizer.index["left"]).mean() >= 0.75
 
 
+def test_score_clips_a_batch_at_a_time_gives_the_scores_of_all_logits(trained):
+    """`score_clips` keeps each clip's hits, never the (clips, classes) logits, and scores
+    the same in batches of 2 as from the logits of every clip at once."""
+    from text2sign.evaluation.metrics import topk_accuracy
+
+    cache, recognizer, _, _ = trained
+    fresh = ToyCache(cache.path, per_kind=5, seed=11)
+    logits = recognizer.predict_logits(np.stack([fresh[i] for i in range(len(fresh))]))
+    labels = recognizer.labels(list(fresh.texts))
+    whole = {"top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, 5),
+             "clips": len(fresh)}
+    assert score_clips(recognizer, fresh, range(len(fresh)), batch_size=2) == whole
+
+
 def test_recognizer_inputs_agree_and_features_shape(trained):
     cache, recognizer, _, _ = trained
     clips = np.stack([cache[i] for i in range(4)])  # (4, T, H, W, 3) uint8
