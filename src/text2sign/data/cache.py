@@ -322,7 +322,7 @@ def _decode(job: tuple) -> tuple[np.ndarray | None, float | str, bool]:
     read; runs in workers."""
     path, frames, size, time_mode, fit, rate = job
     try:
-        video, fps = read_video(path)
+        video, fps = read_video(Path(path))
     except VideoReadError as err:
         return None, str(err), False
     squeezed = time_mode == "fps" and rate_length(len(video) / fps, rate) > frames
@@ -404,7 +404,7 @@ def _prepare(source: Path, out: Path, settings: dict, progress: bool,
 
     stats = {}
     for pair in scan.good:
-        st = pair.video.stat()
+        st = os.stat(pair.path)
         stats[scan.relative(pair.video)] = (st.st_size, st.st_mtime_ns)
     reusable = {rel for rel, stat in stats.items()
                 if rel in old and (old[rel]["source_size"], old[rel]["source_mtime_ns"]) == stat}
@@ -436,7 +436,7 @@ def _prepare(source: Path, out: Path, settings: dict, progress: bool,
     writer = _Writer(out, generation, max(1, per_shard), shards, variable)
     entries, bad = [], [BadPair(b.path, b.reason) for b in scan.bad]
     decoded = 0
-    todo = [(pair.video, frames, size, time_mode, fit, rate) for pair in scan.good
+    todo = [(pair.path, frames, size, time_mode, fit, rate) for pair in scan.good
             if scan.relative(pair.video) not in reusable]
     if workers is None:
         workers = default_workers(len(todo))

@@ -30,12 +30,19 @@ def is_fingerspelling_corpus(path: str | Path) -> bool:
     return (Path(path) / FINGERSPELLING_MARKER).is_file()
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Pair:
+    """A usable clip: its stem, its video's path and its text. The path is kept as a str: a
+    scan holds one per clip, and a Path object costs several times its string (70,000 clips:
+    ~140 MB of Paths against ~30 MB of strings)."""
+
     stem: str
-    video: Path
-    text_path: Path
+    path: str
     text: str
+
+    @property
+    def video(self) -> Path:
+        return Path(self.path)
 
 
 @dataclass
@@ -71,14 +78,16 @@ def read_text(path: Path) -> str:
     return text
 
 
-def _visible_files(root: Path) -> list[Path]:
+def _visible_files(root: Path) -> list[str]:
+    """Every file under ``root`` whose relative path has no part starting with ".", as path
+    strings sorted by that relative path (symlinked folders are not followed)."""
     files = []
-    for path in root.rglob("*"):
-        parts = path.relative_to(root).parts
-        if any(p.startswith(".") for p in parts) or not path.is_file():
-            continue
-        files.append(path)
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files.extend(path for name in names if not name.startswith(".")
+                     and os.path.isfile(path := os.path.join(folder, name)))
+    prefix = len(os.path.join(str(root), ""))
+    return sorted(files, key=lambda f: f[prefix:].replace(os.sep, "/"))
 
 
 PARALLEL_FROM = 64  # decode in worker processes by default when at least this many clips
@@ -89,10 +98,10 @@ def default_workers(clips: int) -> int:
     return min(8, os.cpu_count() or 1) if clips >= PARALLEL_FROM else 1
 
 
-def decode_error(path: Path) -> str | None:
+def decode_error(path: str | Path) -> str | None:
     """Why a video cannot be decoded, or None; runs in worker processes."""
     try:
-        read_video(path)
+        read_video(Path(path))
     except VideoReadError as err:
         return str(err)
     return None
@@ -109,10 +118,15 @@ def scan_folder(root: str | Path, decode: bool = True, progress: bool = False,
     if not root.is_dir():
         raise FileNotFoundError(f"{str(root)!r} is not a folder; pass a folder of "
                                 "NAME.gif + NAME.txt pairs")
-    files = _visible_files(root)
+    files = _visible_files(root)  # path strings, not Paths: one a file, held at once
     readable = supported_suffixes()
-    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
-    texts = [p for p in files if p.suffix.lower() == ".txt"]
+
+    def suffix(path: str) -> str:
+        return os.path.splitext(path)[1].lower()
+
+    videos = [p for p in files if suffix(p) in VIDEO_SUFFIXES]
+    texts = [p for p in files if suffix(p) == ".txt"]
+    del files
     if not videos and not texts:
         raise ValueError(
             f"no NAME.gif + NAME.txt pairs found in {str(root)!r} (searched recursively); "
@@ -120,28 +134,31 @@ def scan_folder(root: str | Path, decode: bool = True, progress: bool = False,
         )
     result = ScanResult(root=root)
     candidates: list[Pair] = []
-    video_stems = {p.with_suffix("") for p in videos}
+    video_stems = {os.path.splitext(p)[0] for p in videos}
     for text_path in texts:
-        if text_path.with_suffix("") not in video_stems:
-            result.bad.append(BadPair(text_path, f"no video for this text (expected "
-                                      f"{text_path.stem}.gif beside it)"))
+        if os.path.splitext(text_path)[0] not in video_stems:
+            result.bad.append(BadPair(Path(text_path), f"no video for this text (expected "
+                                      f"{Path(text_path).stem}.gif beside it)"))
+    del video_stems, texts
     for video in videos:
-        text_path = video.with_suffix(".txt")
-        if video.suffix.lower() not in readable:
-            result.bad.append(BadPair(video, f"{video.suffix} needs PyAV: pip install av"))
+        base, ext = os.path.splitext(video)
+        text_path = base + ".txt"
+        if ext.lower() not in readable:
+            result.bad.append(BadPair(Path(video), f"{ext} needs PyAV: pip install av"))
             continue
-        if not text_path.is_file():
-            result.bad.append(BadPair(video, f"missing .txt (expected {text_path.name})"))
+        if not os.path.isfile(text_path):
+            result.bad.append(BadPair(Path(video), f"missing .txt (expected "
+                                      f"{os.path.basename(text_path)})"))
             continue
         try:
-            text = read_text(text_path)
+            text = read_text(Path(text_path))
         except ValueError as err:
-            result.bad.append(BadPair(text_path, str(err)))
+            result.bad.append(BadPair(Path(text_path), str(err)))
             continue
-        if video.stat().st_size == 0:
-            result.bad.append(BadPair(video, "empty file"))
+        if os.stat(video).st_size == 0:
+            result.bad.append(BadPair(Path(video), "empty file"))
             continue
-        candidates.append(Pair(video.stem, video, text_path, text))
+        candidates.append(Pair(os.path.basename(base), video, text))
     if decode:
         candidates = _decodable(candidates, result, progress, workers)
     kept: dict[tuple[str, str], Pair] = {}
@@ -162,7 +179,7 @@ def _decodable(pairs: list[Pair], result: ScanResult, progress: bool,
     workers = default_workers(len(pairs)) if workers is None else workers
     if workers < 1:
         raise ValueError(f"--workers {workers}: must be at least 1")
-    videos = [pair.video for pair in pairs]
+    videos = [pair.path for pair in pairs]
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     try:
         errors = pool.imap(decode_error, videos, chunksize=4) if pool else map(decode_error,
