@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from text2sign.core.device import release_freed_memory
 from text2sign.core.files import TMP_MARK, DiskFull, is_disk_full, write_lock, write_text_atomic
 from text2sign.core.units import DEFAULT_LANGUAGE
 from text2sign.data.dataset import to_unit
@@ -134,6 +135,8 @@ def _encode_all(ae: FrameAutoencoder, cache: Any, path: Path, shape: tuple[int, 
                     x = to_unit(clips.to(device).permute(0, 4, 1, 2, 3))  # (B, 3, T, H, W)
                     z = ae.encode(x)  # (B, C, T, h, w)
                 out.write(np.ascontiguousarray(z.half().cpu().numpy()).tobytes())  # in order
+                del clips, x, z
+                release_freed_memory()  # batches of other lengths would keep the heap's holes
             if out.tell() != nbytes:
                 raise RuntimeError(f"the latent cache {str(path)!r} got {out.tell()} bytes of "
                                    f"{nbytes}: the clip cache changed while it was encoded")
