@@ -385,8 +385,10 @@ def _leftover(name: str) -> bool:
 
 
 def _commit(out: Path, index: dict) -> None:
-    """Publish an index: readers see the old one or this one, never a mix."""
-    write_text_atomic(out / INDEX, json.dumps(index, indent=1, ensure_ascii=False))
+    """Publish an index: readers see the old one or this one, never a mix. One line: with an
+    indent, json encodes in Python, a small string per token (~1.8 KB a clip held at once:
+    ~120 MB for 70,000 clips); without, in C, the text alone (~250 bytes a clip)."""
+    write_text_atomic(out / INDEX, json.dumps(index, ensure_ascii=False))
 
 
 def _prepare(source: Path, out: Path, settings: dict, progress: bool,
