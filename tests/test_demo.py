@@ -270,6 +270,86 @@ def test_shipped_multilingual_model_fits_the_package_with_its_reader(multilingua
         multilingual.check_languages(["борщї"], "asq")  # Cyrillic is no Austrian letter
 
 
+# The shipped multilingual student, per language: (code, text, frames, frame T // 2 row 64
+# pixels 60-67, per-frame means) of its own 4 lcm steps from seed 0 at its guidance (7).
+STUDENT_PINS = [
+    ("ase", "hello", 21,
+     [[158, 134, 54], [178, 182, 52], [181, 188, 23], [195, 221, 20], [207, 230, 17],
+      [166, 197, 28], [88, 97, 19], [25, 25, 1]],
+     [15.042, 15.105, 14.775, 14.429, 14.019, 13.174, 13.414, 13.399, 9.974, 13.738, 13.935,
+      13.958, 13.912, 13.9, 13.989, 13.483, 11.13, 13.383, 13.021, 12.454, 11.944]),
+    ("gsg", "knödel", 19,
+     [[250, 78, 78], [255, 95, 90], [239, 71, 64], [180, 31, 36], [118, 18, 15], [86, 0, 0],
+      [38, 0, 0], [2, 0, 0]],
+     [7.007, 14.869, 13.788, 12.773, 12.466, 12.112, 11.913, 13.111, 11.82, 12.922, 12.147,
+      11.439, 14.68, 14.684, 12.742, 10.474, 11.555, 11.422, 1.652]),
+    ("ukl", "борщ", 15,
+     [[2, 15, 0], [6, 17, 1], [6, 11, 7], [0, 6, 0], [12, 16, 12], [9, 21, 19], [10, 11, 11],
+      [10, 15, 20]],
+     [14.079, 14.471, 14.202, 15.645, 16.457, 15.997, 16.515, 16.825, 15.943, 16.067, 15.928,
+      17.696, 16.868, 14.632, 10.615]),
+    ("cse", "prezident", 40,  # a two-handed alphabet
+     [[4, 2, 1], [3, 2, 1], [4, 1, 0], [3, 2, 0], [4, 1, 0], [3, 2, 0], [4, 0, 0], [2, 2, 1]],
+     [7.668, 18.186, 17.699, 18.804, 6.887, 18.336, 17.722, 18.351, 14.099, 18.363, 18.042,
+      17.579, 3.283, 7.455, 7.043, 7.654, 5.012, 7.515, 4.581, 16.995, 15.947, 16.459, 16.144,
+      16.809, 15.634, 2.593, 6.856, 16.98, 17.314, 17.824, 16.923, 14.134, 14.42, 16.316, 16.104,
+      15.695, 17.434, 16.975, 17.629, 10.369]),
+]
+
+
+@pytest.fixture(scope="module")
+def multilingual_student():
+    from text2sign.model_folder.pipeline import Text2SignPipeline
+
+    return Text2SignPipeline.from_pretrained(shipped.multilingual_student(), device="cpu")
+
+
+def test_shipped_multilingual_student_signs_every_language_in_four_evaluations(
+        multilingual_student, multilingual):
+    """The multilingual model distilled for 4 lcm steps (guidance 4-8 folded in): within 30 MB
+    with its teacher's reader in its folder, timed by its teacher's duration model, loaded by
+    name; a language the default student lacks still picks its teacher (the student reads back
+    below it)."""
+    from text2sign.evaluation.readers import find_reader_folders, load_reader
+    from text2sign.model_folder.resolve import resolve_model
+
+    pipe, folder = multilingual_student, shipped.multilingual_student()
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size <= 30 * 2**20
+    assert pipe.languages == SIGNED and pipe.default_language == "ase"
+    dc, sc = pipe.config.distill, pipe.config.sample
+    assert (dc.steps, dc.teacher, dc.guidance_min, dc.guidance_max) == (
+        4, "shipped:multilingual", 4, 8)
+    assert (sc.sampler, sc.steps, sc.guidance) == ("lcm", 4, 7.0)
+    assert "/work" not in (folder / "config.json").read_text()  # no machine paths
+    named = resolve_model("shipped:multilingual-student")
+    assert (named.path, named.name) == (folder, "shipped:multilingual-student")
+    assert resolve_model(language="ukl").path == shipped.multilingual_model()
+    texts, codes = ["hello", "knödel", "борщ", "prezident"], ["ase", "gsg", "ukl", "cse"]
+    assert pipe.lengths(texts, languages=codes) == multilingual.lengths(texts, languages=codes)
+    [reader] = find_reader_folders(folder, None)
+    assert sorted(load_reader(reader, "cpu").languages) == SIGNED
+    calls = []
+    forward = pipe.denoiser.forward
+    pipe.denoiser.forward = lambda x, t, text: calls.append(len(x)) or forward(x, t, text)
+    try:
+        pipe(["борщ"], seed=0, language="ukl")
+    finally:
+        pipe.denoiser.forward = forward
+    assert calls == [1, 1, 1, 1]
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("pin", STUDENT_PINS, ids=[p[0] for p in STUDENT_PINS])
+def test_shipped_multilingual_student_samples_each_language_as_pinned(multilingual_student, pin):
+    code, text, frames, row, means = pin
+    video = multilingual_student([text], seed=0, language=code)
+    assert video.shape == (1, frames, 128, 128, 3)
+    got = video[0, frames // 2, 64, 60:68].astype(int)
+    assert np.abs(got - np.array(row)).max() <= 2, got.tolist()
+    np.testing.assert_allclose(video[0].reshape(frames, -1).mean(1), means, atol=0.05)
+
+
 @pytest.mark.numerics
 @pytest.mark.parametrize("pin", MULTILINGUAL_PINS, ids=[p[0] for p in MULTILINGUAL_PINS])
 def test_shipped_multilingual_model_samples_each_language_as_pinned(multilingual, pin):

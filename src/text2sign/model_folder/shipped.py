@@ -1,5 +1,5 @@
 """Where the models shipped inside the package live: the demo model, its student, the letters
-model, the multilingual model and the recognizers that read them."""
+model, the multilingual model, its student and the recognizers that read them."""
 
 from __future__ import annotations
 
@@ -39,8 +39,16 @@ def multilingual_model() -> Path:
     return ASSETS / "multilingual-model"
 
 
+def multilingual_student() -> Path:
+    """The multilingual model distilled into a 4-step student (guidance folded in, the language
+    in its condition as in its teacher's), with its teacher's reader in its folder; loaded by
+    name (``shipped:multilingual-student``), not a default: it reads back below its teacher
+    (docs/alphabets.md)."""
+    return ASSETS / "multilingual-student"
+
+
 MODELS = {"demo": model, "words": model, "student": student, "letters": letters_model,
-          "multilingual": multilingual_model}
+          "multilingual": multilingual_model, "multilingual-student": multilingual_student}
 
 
 def is_shipped(folder: str | Path) -> bool:
@@ -51,7 +59,7 @@ def is_shipped(folder: str | Path) -> bool:
 
 def model_path(name: str | Path) -> Path:
     """A model path as given, or ``shipped:demo`` / ``shipped:words`` / ``shipped:student`` /
-    ``shipped:letters`` / ``shipped:multilingual``."""
+    ``shipped:letters`` / ``shipped:multilingual`` / ``shipped:multilingual-student``."""
     text = str(name)
     if not text.startswith(SHIPPED):
         return Path(name)
