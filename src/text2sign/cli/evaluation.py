@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from text2sign.core.config import SAMPLERS
@@ -200,7 +201,17 @@ def default_out(model_folder: Path) -> Path:
     return model_folder.parent / "eval" if model_folder.name == "model" else Path("runs/eval")
 
 
+def no_primitive_cache() -> None:
+    """Turn off oneDNN's primitive cache for this process, before its first convolution (unless
+    the user set ONEDNN_PRIMITIVE_CACHE_CAPACITY). Clips that keep their lengths give the
+    convolutions a new shape at almost every batch, and the cache kept a compiled primitive for
+    each (up to 1,024): generating 300 texts of the phrases corpus grew the process from 0.6 to
+    1.6 GB, 0.9 GB peak without it, in the same seconds (docs/scale.md)."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    no_primitive_cache()
     # torch: imported when the command runs, so `text2sign --help` stays fast
     from text2sign.data.dataset import open_data
     from text2sign.evaluation.evaluate import evaluate, print_report
@@ -240,6 +251,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
+    no_primitive_cache()
     # torch: imported when the command runs, so `text2sign --help` stays fast
     from text2sign.apps.demo import run_demo
     from text2sign.model_folder.build import build_config
