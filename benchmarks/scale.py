@@ -5,12 +5,18 @@
     python benchmarks/scale.py --faults 10000             # prepare killed half-way; full disk
 
 For each N it writes N synthetic GIF + text pairs (small frames: what is measured is how cost
-grows, not pixels/s; 4 clips per text, 6-16 frames at 12.5 fps) and runs, each as its own
+grows, not pixels/s; 4 clips per text of 4-9 letters, 6-20 frames at 12.5 fps, at least two a
+letter) and runs, each as its own
 process the way a user would: `data check`, `data prepare` at a fixed count (--frames 8) and at
 a rate (--fps 6.25, the shipped model's), opening the index, the latent cache (a small frame
 autoencoder encoding every clip), `train` (tiny preset at the rate: start-up to the first step,
 then 50 steps), the classifier `evaluate` trains on first use, `reader train` (the conv-gru
-reader, ``--reader-steps``) and `evaluate --max-texts 40` with that reader. Peak memory is the
+reader of letters, ``--reader-steps``) and `evaluate --max-texts 40` with that reader. The corpus
+is marked as a spelled corpus (the marker `data fingerspelling` writes), so its texts are read as
+letters, as on a fingerspelling corpus: read as glosses, every
+made-up word would be an output of its own, and its last layer (and the classifier's, whose
+classes are the texts) would grow with the vocabulary, which is the model, not the corpus's
+cost. Peak memory is the
 resident memory of the process and its children (decoding workers), sampled every 50 ms; disk
 is what the stage adds.
 A table per N, then the growth exponent of each stage's time and memory between the smallest
@@ -64,13 +70,16 @@ def text_of(n: int) -> str:
 def make_corpus(root: Path, count: int, size: int, frames: int | None = None) -> float:
     """``count`` GIF + text pairs under ``root`` (4 clips a text), of 6-16 frames or ``frames``;
     returns seconds taken."""
+    from text2sign.data.folder import FINGERSPELLING_MARKER
     from text2sign.data.video_io import write_gif
 
     start = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         rng = np.random.default_rng(i)
-        length = frames or int(rng.integers(6, 17))
+        text = text_of(i // 4)
+        # two frames a letter at least: at --fps 6.25 a letter reader has a frame for each
+        length = frames or max(int(rng.integers(6, 17)), 2 * len(text) + 2)
         video = np.zeros((length, size, size, 3), np.uint8)  # (T, H, W, 3)
         x, y = rng.integers(0, size - 4, 2)
         dx, dy = rng.integers(-1, 2, 2)
@@ -79,7 +88,9 @@ def make_corpus(root: Path, count: int, size: int, frames: int | None = None) ->
             px, py = (x + dx * t) % (size - 4), (y + dy * t) % (size - 4)
             video[t, py:py + 4, px:px + 4] = color
         write_gif(root / f"c{i:06d}.gif", video, fps=SOURCE_FPS)
-        (root / f"c{i:06d}.txt").write_text(text_of(i // 4))
+        (root / f"c{i:06d}.txt").write_text(text)
+    # Read in letters, like a corpus `data fingerspelling` writes (see the module's docstring).
+    (root / FINGERSPELLING_MARKER).write_text(json.dumps({"kind": "synthetic letters"}))
     return time.perf_counter() - start
 
 

@@ -166,3 +166,17 @@ def test_fixed_count_view_of_a_rate_cache_is_one_length(tmp_path):
     assert [view[i].shape for i in range(3)] == [(6, 8, 8, 3)] * 3
     assert ClipSource(view, [0, 2], 4).lengths == [6, 6]
     assert view.texts == cache.texts and view.fingerprint == cache.fingerprint
+
+
+@pytest.mark.parametrize("mode", ["resample", "fps"])
+def test_prepare_returns_the_cache_it_committed(tmp_path, mode):
+    # prepare hands back the index it wrote instead of reading it back (which held it twice):
+    # the returned cache must be exactly the one a later process opens.
+    src = _corpus(tmp_path / "src", n=5)
+    made = prepare_cache(src, frames=4, size=8, progress=False, time_mode=mode,
+                         fps=5.0 if mode == "fps" else None)
+    opened = ClipCache.open(made.path)
+    assert made.index == opened.index and made.fingerprint == opened.fingerprint
+    assert (made.paths, made.texts, made.lengths, made.fps) == (
+        opened.paths, opened.texts, opened.lengths, opened.fps)
+    assert all(np.array_equal(made[i], opened[i]) for i in range(len(made)))
