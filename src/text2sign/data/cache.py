@@ -545,7 +545,8 @@ def _prepare(source: Path, out: Path, settings: dict, progress: bool,
               "to keep their pace", file=sys.stderr)
     # The index just committed is the cache: reading it back would hold it twice, beside the
     # scan and the previous index (at 70,000 clips ~50 MB each).
-    del scan, stats, old, old_cache, old_pos, previous, entries, todo, reusable, results
+    del stats, old, old_cache, old_pos, previous, entries, todo, reusable, results
+    scan = None  # read by the closures above, which are done
     return ClipCache(out, index)
 
 
