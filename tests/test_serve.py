@@ -582,3 +582,22 @@ def test_page_in_headless_chromium_plays_a_clip_two_readers_read(pipe, two_reade
             assert len(set(shots)) >= 3, f"the clip showed {len(set(shots))} distinct frames"
         finally:
             driver.quit()
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "--data", "x", "--per-text", "0"],
+                                  ["demo", "--config", "x.yaml"],
+                                  ["serve", "--port", "0", "--max-queue", "0"]],
+                         ids=["evaluate", "demo", "serve"])
+@pytest.mark.parametrize("user", [None, "64"], ids=["default", "user-set"])
+def test_sampling_commands_turn_off_onednn_primitive_cache(monkeypatch, capsys, argv, user):
+    # evaluate, demo and serve sample texts of many lengths: oneDNN's cache of a primitive per
+    # conv shape is turned off before torch runs (docs/scale.md), unless the user set it.
+    from text2sign.cli import main
+
+    if user is None:
+        monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", user)
+    assert main(argv) == 2  # refused after the setting, before any model is loaded
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == (user or "0")
+    assert capsys.readouterr().err

@@ -203,9 +203,10 @@ def default_out(model_folder: Path) -> Path:
 
 def no_primitive_cache() -> None:
     """Turn off oneDNN's primitive cache for this process, before its first convolution (unless
-    the user set ONEDNN_PRIMITIVE_CACHE_CAPACITY). Clips that keep their lengths give the
-    convolutions a new shape at almost every batch, and the cache kept a compiled primitive for
-    each (up to 1,024): generating 300 texts of the phrases corpus grew the process from 0.6 to
+    the user set ONEDNN_PRIMITIVE_CACHE_CAPACITY): `evaluate`, `demo` and `serve`, which sample
+    texts of many lengths; it runs before torch is imported. Clips that keep their lengths give
+    the convolutions a new shape at almost every batch, and the cache kept a compiled primitive
+    for each (up to 1,024): generating 300 texts of the phrases corpus grew the process from 0.6 to
     1.6 GB, 0.9 GB peak without it, in the same seconds (docs/scale.md)."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 

@@ -100,6 +100,9 @@ def run_serve(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise ValueError(f"text2sign serve needs the [serve] extra ({err.name} is missing): "
                          "pip install 'text2sign[serve]'") from None
+    from text2sign.cli.evaluation import no_primitive_cache
+
+    no_primitive_cache()  # a long-lived process over texts of every length, before torch
     from text2sign.serve.app import bind, create_app, serve  # needs the [serve] extra
 
     sock = bind(args.host, args.port)  # before loading the model: a taken port fails at once
