@@ -134,6 +134,7 @@ class ClipSource:
             self.lengths = [int(cache.clip_shape[0])] * len(self.indices)
         else:  # anything with cache[i] (a list of clips): read each once for its length
             self.lengths = [len(cache[i]) for i in self.indices]
+        self.length_tensor = torch.tensor(self.lengths, dtype=torch.long)  # (N,): once, not a step
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -158,6 +159,13 @@ def clip_lengths(clips: ClipSource | torch.Tensor | Sequence[torch.Tensor]) -> l
     if isinstance(clips, ClipSource):
         return clips.lengths
     return [len(c) for c in clips]
+
+
+def length_tensor(clips: ClipSource | torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """`clip_lengths` as a tensor (N,); a ClipSource's is made once, not at every step."""
+    if isinstance(clips, ClipSource):
+        return clips.length_tensor
+    return torch.tensor(clip_lengths(clips), dtype=torch.long)
 
 
 def load_clips(cache: Any, indices: list[int], size: int, progress: bool = False) -> ClipSource:

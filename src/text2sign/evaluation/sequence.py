@@ -47,10 +47,10 @@ from text2sign.evaluation.recognizer_base import (
     TrainedRecognizer,
     augment,
     clip_length,
-    clip_lengths,
     conv_block,
     frame_indices,
     length_groups,
+    length_tensor,
     load_clips,
     stack_clips,
 )
@@ -233,7 +233,7 @@ class SequenceRecognizer(TrainedRecognizer):
         """
         if not self.own_length:
             return super().sample_batch(clips, targets, batch_size, generator, time_jitter)
-        lengths = torch.tensor(clip_lengths(clips))  # (N,)
+        lengths = length_tensor(clips)  # (N,)
         anchor = int(torch.randint(len(clips), (1,), generator=generator))
         t = int(lengths[anchor])
         near = torch.nonzero((lengths - t).abs() <= BUCKET_TOLERANCE * t).flatten()  # (M,)

@@ -30,8 +30,8 @@ from text2sign.evaluation.metrics import join_units, text_units
 from text2sign.evaluation.recognizer_base import (
     ClipSource,
     augment,
-    clip_lengths,
     frame_indices,
+    length_tensor,
 )
 from text2sign.evaluation.sequence import SequenceRecognizer
 
@@ -283,7 +283,7 @@ class TransformerReader(SequenceRecognizer):
         (texts joined by a space), each cut, warped and stretched to the batch's length, one
         finger colour dropped in some, then the shared shift/scale/contrast jitter."""
         s = self.settings_obj
-        lengths = torch.tensor(clip_lengths(clips))  # (N,)
+        lengths = length_tensor(clips)  # (N,)
 
         def rand() -> float:
             return float(torch.rand((), generator=generator))
