@@ -600,3 +600,16 @@ def test_full_disk_before_the_first_commit_leaves_nothing_and_the_rerun_starts_o
     again = prepare_cache(src, 4, 8, out=out, progress=False)
     same_cache(again, prepare_cache(src, 4, 8, out=tmp_path / "fresh", progress=False))
     assert sorted(p.name for p in out.glob("shard-*")) == sorted(again.index["shards"])
+
+
+def test_write_text_atomic_in_chunks_writes_the_whole_text(tmp_path, monkeypatch):
+    # A large index is encoded a chunk at a time; chunk borders inside multi-byte characters
+    # (Cyrillic, combining marks) and newlines must not change a byte of the file.
+    from text2sign.core import files
+
+    monkeypatch.setattr(files, "_CHUNK", 7)
+    text = "борщ\nknödel ä\u0308 " * 50 + "x"
+    path = files.write_text_atomic(tmp_path / "index.json", text)
+    assert path.read_text(encoding="utf-8") == text
+    assert path.read_bytes() == text.encode("utf-8")
+    assert [p.name for p in tmp_path.iterdir()] == ["index.json"]  # no temporary left

@@ -53,6 +53,9 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+_CHUNK = 1 << 20  # characters
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Replace ``path`` with ``text`` in one rename: readers see the old file or the new one."""
     path = Path(path)
@@ -60,7 +63,8 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     tmp = path.parent / f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+            for start in range(0, len(text), _CHUNK):  # encoded a chunk at a time, not a copy
+                f.write(text[start:start + _CHUNK])     # of the whole text (a large index)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
