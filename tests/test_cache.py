@@ -180,3 +180,17 @@ def test_prepare_returns_the_cache_it_committed(tmp_path, mode):
     assert (made.paths, made.texts, made.lengths, made.fps) == (
         opened.paths, opened.texts, opened.lengths, opened.fps)
     assert all(np.array_equal(made[i], opened[i]) for i in range(len(made)))
+
+
+@pytest.mark.parametrize("clips", [0, 1, 5, 4100])
+def test_index_is_written_in_pieces_that_read_back_as_the_index(clips):
+    # The index is encoded a few thousand clips at a time (the whole text, twice over, was held
+    # at each commit); the pieces joined are the JSON of the index, non-ASCII texts included.
+    import json
+
+    index = {"format": "x", "shards": {"shard-0": clips}, "bad": [{"path": "b.gif"}],
+             "clips": [{"path": f"ukl/c{i}.gif", "text": "борщ ä", "crc32": i}
+                       for i in range(clips)]}
+    pieces = list(cache_module._index_json(index, per_piece=2048))
+    assert json.loads("".join(pieces)) == index
+    assert len(pieces) == 2 + -(-clips // 2048)  # head, a piece per 2,048 clips, tail

@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +56,18 @@ def _fsync_dir(folder: Path) -> None:
 _CHUNK = 1 << 20  # characters
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Replace ``path`` with ``text`` in one rename: readers see the old file or the new one."""
+def write_text_atomic(path: str | Path, text: str | Iterable[str]) -> Path:
+    """Replace ``path`` with ``text`` (a string, or its pieces in order) in one rename: readers
+    see the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+    pieces = ((text[i:i + _CHUNK] for i in range(0, len(text), _CHUNK))
+              if isinstance(text, str) else text)  # encoded a piece at a time, never all at once
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            for start in range(0, len(text), _CHUNK):  # encoded a chunk at a time, not a copy
-                f.write(text[start:start + _CHUNK])     # of the whole text (a large index)
+            for piece in pieces:
+                f.write(piece)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -385,10 +385,21 @@ def _leftover(name: str) -> bool:
 
 
 def _commit(out: Path, index: dict) -> None:
-    """Publish an index: readers see the old one or this one, never a mix. One line: with an
-    indent, json encodes in Python, a small string per token (~1.8 KB a clip held at once:
-    ~120 MB for 70,000 clips); without, in C, the text alone (~250 bytes a clip)."""
-    write_text_atomic(out / INDEX, json.dumps(index, ensure_ascii=False))
+    """Publish an index: readers see the old one or this one, never a mix."""
+    write_text_atomic(out / INDEX, _index_json(index))
+
+
+def _index_json(index: dict, per_piece: int = 2048):
+    """``index`` as JSON text, in pieces of ``per_piece`` clips: at 70,000 clips the whole text
+    is 14 MB, and json builds it from its parts (twice that, held at each commit). One line, no
+    indent: with one, json encodes in Python, a small string a token (~1.8 KB a clip)."""
+    clips = index["clips"]
+    head = json.dumps({k: v for k, v in index.items() if k != "clips"}, ensure_ascii=False)
+    yield head[:-1] + (", " if len(head) > 2 else "") + '"clips": ['
+    for start in range(0, len(clips), per_piece):
+        yield (", " if start else "") + json.dumps(clips[start:start + per_piece],
+                                                   ensure_ascii=False)[1:-1]
+    yield "]}"
 
 
 def _prepare(source: Path, out: Path, settings: dict, progress: bool,
