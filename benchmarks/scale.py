@@ -6,19 +6,16 @@
 
 For each N it writes N synthetic GIF + text pairs (small frames: what is measured is how cost
 grows, not pixels/s; 4 clips per text of 4-9 letters, 6-20 frames at 12.5 fps, at least two a
-letter) and runs, each as its own
-process the way a user would: `data check`, `data prepare` at a fixed count (--frames 8) and at
-a rate (--fps 6.25, the shipped model's), opening the index, the latent cache (a small frame
-autoencoder encoding every clip), `train` (tiny preset at the rate: start-up to the first step,
-then 50 steps), the classifier `evaluate` trains on first use, `reader train` (the conv-gru
-reader of letters, ``--reader-steps``) and `evaluate --max-texts 40` with that reader. The corpus
-is marked as a spelled corpus (the marker `data fingerspelling` writes), so its texts are read as
-letters, as on a fingerspelling corpus: read as glosses, every
-made-up word would be an output of its own, and its last layer (and the classifier's, whose
-classes are the texts) would grow with the vocabulary, which is the model, not the corpus's
-cost. Peak memory is the
-resident memory of the process and its children (decoding workers), sampled every 50 ms; disk
-is what the stage adds.
+letter) and runs, each as its own process the way a user would: `data check`, `data prepare` at a
+fixed count (--frames 8) and at a rate (--fps 6.25, the shipped model's), opening the index, the
+latent cache (a small frame autoencoder encoding every clip), `train` (tiny preset at the rate:
+start-up to the first step, then 50 steps), the classifier `evaluate` trains on first use, `reader
+train` (the conv-gru reader of letters, ``--reader-steps``) and `evaluate --max-texts 40` with
+that reader. The corpus is marked as a spelled corpus (the marker `data fingerspelling` writes),
+so its texts are read as letters: read as glosses, every made-up word would be an output of its
+own, and the reader's last layer would grow with the vocabulary (the model), not with the corpus.
+Peak memory is the resident memory of the process and its children (decoding workers), sampled
+every 50 ms; disk is what the stage adds.
 A table per N, then the growth exponent of each stage's time and memory between the smallest
 and the largest N (cost ~ N^k: k = 1 is linear, 0 is flat).
 
@@ -68,8 +65,8 @@ def text_of(n: int) -> str:
 
 
 def make_corpus(root: Path, count: int, size: int, frames: int | None = None) -> float:
-    """``count`` GIF + text pairs under ``root`` (4 clips a text), of 6-16 frames or ``frames``;
-    returns seconds taken."""
+    """``count`` GIF + text pairs under ``root`` (4 clips a text), of 6-16 frames (two a letter
+    at least) or ``frames``; returns seconds taken."""
     from text2sign.data.folder import FINGERSPELLING_MARKER
     from text2sign.data.video_io import write_gif
 
