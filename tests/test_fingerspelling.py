@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import re
 
 import numpy as np
@@ -64,6 +65,31 @@ def test_variants_are_deterministic_jittered_and_keep_the_text(tmp_path):
     assert a[0].read_bytes() == c[0].read_bytes()  # variant 0 is the unjittered clip
     assert read_video(a[1])[0].tolist() != read_video(a[0])[0].tolist()
     assert read_video(a[1])[0].tolist() != read_video(c[1])[0].tolist()
+
+
+def test_a_grown_corpus_keeps_the_clips_it_has_and_checks_their_texts(tmp_path):
+    """Building again into a folder with more words and another language writes only the new
+    clips; a clip whose .txt no longer says its text, or other settings, are written again."""
+    old = 1_000_000_000  # 2001: a rewritten file has a fresh time, a kept one keeps this
+    for gif in fs.build_fingerspelling_corpus(tmp_path, words=["ab", "ba"], **TINY):
+        os.utime(gif, (old, old))
+    (tmp_path / "ase" / "ba.txt").write_text("something else\n", encoding="utf-8")
+    grown = fs.build_fingerspelling_corpus(tmp_path, languages=["ase", "gsg"],
+                                           words=["ab", "ba", "abba"], **TINY)
+    assert sorted(g.relative_to(tmp_path).as_posix() for g in grown) == [
+        "ase/ab.gif", "ase/abba.gif", "ase/ba.gif", "gsg/ab.gif", "gsg/abba.gif", "gsg/ba.gif"]
+    ab, ba = tmp_path / "ase" / "ab.gif", tmp_path / "ase" / "ba.gif"
+    assert ab.stat().st_mtime == old  # kept
+    assert ba.stat().st_mtime > old  # its text did not match: written again
+    assert (tmp_path / "ase" / "ba.txt").read_text(encoding="utf-8") == "ba\n"
+    marker = json.loads((tmp_path / "fingerspelling.json").read_text())
+    assert marker["languages"] == ["ase", "gsg"]
+    fs.build_fingerspelling_corpus(tmp_path, languages=["gsg"], words=["ab"], **TINY)
+    assert json.loads((tmp_path / "fingerspelling.json").read_text())["languages"] == [
+        "gsg", "ase"]  # the folder still holds both
+    fs.build_fingerspelling_corpus(tmp_path, words=["ab"], frames=4, size=24, progress=False)
+    assert ab.stat().st_mtime > old  # another size: every clip written again
+    assert read_video(ab)[0].shape == (4, 24, 24, 3)
 
 
 def test_unknown_language_lists_the_available_ones(tmp_path):

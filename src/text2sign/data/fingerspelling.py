@@ -755,8 +755,8 @@ def _render_job(job: tuple) -> list[tuple[str, Path]]:
     out, lang, text, name, source, spoken, frames, fps, size, variants, seed, boundary, reuse = job
     paths = [Path(out) / lang / f"{name if variants == 1 else f'{name}-v{v:02d}'}.gif"
              for v in range(variants)]
-    if reuse and all(p.is_file() and p.with_suffix(".txt").is_file() for p in paths):
-        return [("", p) for p in paths]  # written by an earlier, interrupted build
+    if reuse and all(p.is_file() and _text_of(p) == text for p in paths):
+        return [("", p) for p in paths]  # written by an earlier build with the same settings
     try:
         if source is not None:
             skeleton = at_pace(load_recording(lexicon_dir() / source), lang)
@@ -772,6 +772,35 @@ def _render_job(job: tuple) -> list[tuple[str, Path]]:
         path.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")  # last: the commit
         written.append(("", path))
     return written
+
+
+def _text_of(gif: Path) -> str | None:
+    """The text of a written clip (its .txt, the last file a clip's write makes), or None."""
+    try:
+        return gif.with_suffix(".txt").read_text(encoding="utf-8").rstrip("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _read_marker(marker: Path) -> dict | None:
+    """A corpus folder's `fingerspelling.json`, or None where there is none or it is unreadable
+    (then nothing in the folder is reused: every clip is written again)."""
+    try:
+        found = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and isinstance(found.get("languages"), list) else None
+
+
+def _same_clip_settings(previous: dict, settings: dict) -> bool:
+    """Whether clips written under ``previous`` are the clips ``settings`` would write: the same
+    settings but for the languages, and the same word boundary where both spelled phrases."""
+    def clip_settings(s: dict) -> dict:
+        return {k: v for k, v in s.items() if k not in ("languages", "word_boundary")}
+
+    boundaries = previous.get("word_boundary"), settings.get("word_boundary")
+    return (clip_settings(previous) == clip_settings(settings)
+            and (None in boundaries or boundaries[0] == boundaries[1]))
 
 
 def build_fingerspelling_corpus(
@@ -836,8 +865,15 @@ def build_fingerspelling_corpus(
     if any(len(job[2].split()) > 1 for job in jobs):
         settings["word_boundary"] = {"style": boundary, "seconds": WORD_BOUNDARY_SECONDS}
     marker = Path(out) / FINGERSPELLING_MARKER
-    # Clips already written with the same settings (an interrupted build) are kept.
-    reuse = marker.is_file() and json.loads(marker.read_text()) == settings
+    # A clip depends on its language, text and variant and on these settings, not on which other
+    # languages or texts the folder holds: clips written with the same settings (an interrupted
+    # build, or a corpus grown by more words or languages) are kept, each checked against its text.
+    previous = _read_marker(marker)
+    reuse = previous is not None and _same_clip_settings(previous, settings)
+    if reuse:
+        settings["languages"] += [c for c in previous["languages"] if c not in languages]
+        settings.setdefault("word_boundary", previous.get("word_boundary"))
+        settings = {k: v for k, v in settings.items() if v is not None}
     jobs = [(*job, frames, fps, size, variants, seed, boundary, reuse) for job in jobs]
     Path(out).mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(settings, indent=1))
