@@ -36,8 +36,8 @@ import numpy as np
 import spoken_to_signed
 
 from text2sign.core import units
-from text2sign.core.files import ASSETS
-from text2sign.data.folder import FINGERSPELLING_MARKER
+from text2sign.core.files import ASSETS, DamagedFile, read_json
+from text2sign.data.folder import FINGERSPELLING_MARKER, read_text
 from text2sign.data.video_io import read_video, write_contact_sheet, write_gif
 
 SUPERSAMPLE = 4  # draw at 4x, then box-filter down: cheap anti-aliasing
@@ -755,7 +755,7 @@ def _render_job(job: tuple) -> list[tuple[str, Path]]:
     out, lang, text, name, source, spoken, frames, fps, size, variants, seed, boundary, reuse = job
     paths = [Path(out) / lang / f"{name if variants == 1 else f'{name}-v{v:02d}'}.gif"
              for v in range(variants)]
-    if reuse and all(p.is_file() and _text_of(p) == text for p in paths):
+    if reuse and all(p.is_file() and _says(p, text) for p in paths):
         return [("", p) for p in paths]  # written by an earlier build with the same settings
     try:
         if source is not None:
@@ -774,22 +774,22 @@ def _render_job(job: tuple) -> list[tuple[str, Path]]:
     return written
 
 
-def _text_of(gif: Path) -> str | None:
-    """The text of a written clip (its .txt, the last file a clip's write makes), or None."""
+def _says(gif: Path, text: str) -> bool:
+    """Whether a written clip's .txt (the last file its write makes) reads as ``text``."""
     try:
-        return gif.with_suffix(".txt").read_text(encoding="utf-8").rstrip("\n")
-    except (OSError, UnicodeDecodeError):
-        return None
+        return read_text(gif.with_suffix(".txt")) == text
+    except ValueError:
+        return False
 
 
 def _read_marker(marker: Path) -> dict | None:
     """A corpus folder's `fingerspelling.json`, or None where there is none or it is unreadable
     (then nothing in the folder is reused: every clip is written again)."""
     try:
-        found = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        found = read_json(marker, "")
+    except (DamagedFile, OSError):
         return None
-    return found if isinstance(found, dict) and isinstance(found.get("languages"), list) else None
+    return found if isinstance(found.get("languages"), list) else None
 
 
 def _same_clip_settings(previous: dict, settings: dict) -> bool:
@@ -872,8 +872,8 @@ def build_fingerspelling_corpus(
     reuse = previous is not None and _same_clip_settings(previous, settings)
     if reuse:
         settings["languages"] += [c for c in previous["languages"] if c not in languages]
-        settings.setdefault("word_boundary", previous.get("word_boundary"))
-        settings = {k: v for k, v in settings.items() if v is not None}
+        if "word_boundary" in previous:  # its phrases' clips are still in the folder
+            settings.setdefault("word_boundary", previous["word_boundary"])
     jobs = [(*job, frames, fps, size, variants, seed, boundary, reuse) for job in jobs]
     Path(out).mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(settings, indent=1))
