@@ -13,6 +13,7 @@ from conftest import killed_after, losses, make_corpus, same_tensors, tiny_confi
 from text2sign.apps.info import describe
 from text2sign.cli import main
 from text2sign.model_folder.pipeline import Text2SignPipeline
+from text2sign.model_folder.resolve import resolve_model
 from text2sign.training.distillation import check_teacher, distill, make_student, student_config
 from text2sign.training.loop import train
 
@@ -155,6 +156,37 @@ def test_distill_refusals_are_one_line(teacher, tmp_path, capsys):
     student_cfg = student_config(cfg, teacher, 1)
     with pytest.raises(ValueError, match="already a student"):
         check_teacher(student_cfg, info, "m")
+
+
+def test_a_student_starts_from_an_earlier_student(teacher, student, tmp_path, capsys):
+    """--student-from: the new student starts as the given student (its guidance embedding
+    included), not as the teacher, and its folder names where it started; a resumed run, a
+    teacher or a student of another size is refused in one line."""
+    start = Text2SignPipeline.from_pretrained(student).denoiser.state_dict()
+    assert any(v.abs().sum() > 0 for k, v in start.items() if k.startswith("guidance_embed."))
+    out = tmp_path / "warm"
+    # One step at a learning rate that moves no weight measurably: the folder is the start.
+    assert main(["distill", "--model", str(teacher), "--student-from", str(student), "--out",
+                 str(out), "--set", "train.max_steps=1", "--set", "train.lr=1e-12", "--set",
+                 "train.report_to=none", "--quiet"]) == 0
+    warm = Text2SignPipeline.from_pretrained(out)
+    got = warm.denoiser.state_dict()
+    assert got.keys() == start.keys()
+    assert max(float((got[k] - start[k]).abs().max()) for k in got) < 1e-6
+    assert warm.info.init_from["given"] == str(student)
+    assert warm.info.init_from["sha256"] == Text2SignPipeline.from_pretrained(
+        student).info.files["denoiser.safetensors"]
+    assert main(["distill", "--out", str(out), "--resume", "--student-from", str(student),
+                 "--quiet"]) == 2
+    assert "a resumed run continues from its checkpoint" in capsys.readouterr().err
+    assert main(["distill", "--model", str(teacher), "--student-from", str(teacher), "--out",
+                 str(tmp_path / "t"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a student" in err and len(err.strip().splitlines()) == 1
+    pipe = Text2SignPipeline.from_pretrained(teacher)
+    wide = student_config(pipe.config, teacher, 4, ["model.params.channels=24"])
+    with pytest.raises(ValueError, match="does not fit this student.*size mismatch"):
+        make_student(wide, pipe, resolve_model(student))
 
 
 def test_cli_distill_then_resume_keeps_the_runs_settings(teacher, tmp_path, capsys):

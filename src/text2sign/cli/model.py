@@ -57,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the student's sampler steps: 1, 2 or 4 (default 4; on --resume: the "
                    "run's own)")
     p.add_argument("--data", help="clip folder or cache (default: the teacher's data.path)")
+    p.add_argument("--student-from", metavar="STUDENT",
+                   help="start the student from this student's weights instead of the "
+                   "teacher's: a student of an earlier teacher this one was trained on from "
+                   "(sets distill.student_from)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set train.max_steps=4000 (repeatable)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
@@ -180,9 +184,13 @@ def run_distill(args: argparse.Namespace) -> int:
                          f"({run.distill.teacher!r}); drop --model, or start a new --out")
     if run is None:  # a shipped teacher keeps its name: the student works wherever it is copied
         named = args.model if str(args.model).startswith(SHIPPED) else teacher.path
+        start = [f"distill.student_from={args.student_from}"] if args.student_from else []
         cfg = student_config(teacher.config, named,
-                             4 if args.steps is None else args.steps, args.overrides,
-                             data=args.data)
+                             4 if args.steps is None else args.steps,
+                             start + args.overrides, data=args.data)
+    elif args.student_from:
+        raise ValueError(f"--student-from {args.student_from!r}: a resumed run continues from "
+                         "its checkpoint; drop --student-from, or start a new --out")
     elif args.steps is not None and args.steps != run.distill.steps:
         raise ValueError(f"--steps {args.steps} differs from the run in {str(out)!r} (distilled "
                          f"for {run.distill.steps}); drop --steps, or start a new --out")

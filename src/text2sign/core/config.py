@@ -214,6 +214,9 @@ class DistillConfig(Section):
     # the student's sampler steps (1, 2 or 4); null: an ordinary model, not a student
     steps: int | None = None
     teacher: str | None = None  # the teacher model folder
+    # a student to start from instead of the teacher's weights (a student of an earlier
+    # teacher that this teacher was trained on from: a warm start); null: the teacher's weights
+    student_from: str | None = None
     method: Literal["lcm"] = "lcm"
     # the classifier-free guidance scales the student learns, drawn uniformly per clip
     guidance_min: float = field(default=1.0, metadata=limits(0, 100, "a guidance scale"))

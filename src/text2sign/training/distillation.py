@@ -20,9 +20,11 @@ from torch import nn
 
 from text2sign.core.config import DISTILL_STEPS, Config, DistillConfig, apply_overrides
 from text2sign.core.cuda import adamw
+from text2sign.core.files import sha256
 from text2sign.core.device import describe_device
 from text2sign.diffusion import process as diffusion
 from text2sign.model_folder.build import build_denoiser
+from text2sign.model_folder.card import shown_path
 from text2sign.model_folder.folder_io import check_fit, save_model_folder
 from text2sign.model_folder.model_info import ModelInfo
 from text2sign.model_folder.pipeline import Text2SignPipeline, trainable_state
@@ -133,13 +135,41 @@ def load_teacher(folder: ModelFolder) -> tuple[Text2SignPipeline, dict[str, torc
     return pipe, text_state
 
 
-def make_student(cfg: Config, teacher: Text2SignPipeline) -> nn.Module:
-    """The student: the teacher's weights in a denoiser with a guidance embedding (seeded)."""
+def make_student(cfg: Config, teacher: Text2SignPipeline, start: ModelFolder | None = None
+                 ) -> nn.Module:
+    """The student: the teacher's weights in a denoiser with a guidance embedding (seeded), or
+    with ``start`` (the folder ``distill.student_from`` names) the weights of that student."""
     torch.manual_seed(cfg.train.seed)
     student = build_denoiser(cfg, teacher.conditioner.dim)
+    if start is not None:
+        student.load_state_dict(student_start(student, start))
+        return student
     missing, unexpected = student.load_state_dict(teacher.denoiser.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("guidance_embed.") for k in missing), missing
     return student
+
+
+def student_start(student: nn.Module, start: ModelFolder) -> dict[str, torch.Tensor]:
+    """The denoiser weights of ``start``, refused unless it is a student (guidance embedding
+    and all) of this student's architecture and size."""
+    where = str(start.path)
+    if start.config.distill.steps is None:
+        raise ValueError(f"distill.student_from={where!r} is not a student (it was not made by "
+                         "text2sign distill); name a student folder, or leave it unset to "
+                         "start from the teacher")
+    state = start.weights()[0]
+    check_fit(student.state_dict(), state,
+              f"distill.student_from={where!r} does not fit this student",
+              "it was distilled from a teacher of another architecture or size; start from "
+              "the teacher (leave distill.student_from unset)")
+    return state
+
+
+def start_reference(cfg: Config, start: ModelFolder) -> dict[str, Any]:
+    """What the student started from, for its model card: the name given, path and sha256."""
+    return {"given": str(cfg.distill.student_from), "path": shown_path(start.path.resolve()),
+            "sha256": start.info.files.get("denoiser.safetensors")
+            or sha256(start.path / "denoiser.safetensors")}
 
 
 def student_pipeline(raw: DistillTrainer, ema: dict[str, torch.Tensor], cfg: Config,
@@ -162,7 +192,8 @@ def save_student(out: Path, cfg: Config, raw: DistillTrainer, ema: dict[str, tor
     model_state = {f"denoiser.{k}": v for k, v in raw.denoiser.state_dict().items()}
     save_training_state(folder, model_state=model_state, ema_state=ema, optimizer=optimizer,
                         meta={"step": step, "minutes": minutes,
-                              "teacher_files": teacher.info.files},
+                              "teacher_files": teacher.info.files,
+                              "init_from": info.init_from},
                         config=cfg)
     student = copy.deepcopy(raw.denoiser)
     student.load_state_dict(split_state(ema, "denoiser."))
@@ -214,8 +245,12 @@ def _distill(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
     if autoencoder is not None:
         autoencoder = autoencoder.to(accelerator.device)
 
-    # --- student, teacher, target: the teacher's weights, or the checkpoint's
-    raw = DistillTrainer(make_student(cfg, teacher), teacher.denoiser, teacher.conditioner, cfg)
+    # --- student, teacher, target: the teacher's weights (or distill.student_from's), or the
+    # checkpoint's
+    start = (resolve_model(cfg.distill.student_from)
+             if cfg.distill.student_from and checkpoint is None else None)
+    raw = DistillTrainer(make_student(cfg, teacher, start), teacher.denoiser,
+                         teacher.conditioner, cfg)
     raw = raw.to(accelerator.device)
     live = trainable_state(raw)
     optimizer = adamw(live.values(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
@@ -232,7 +267,9 @@ def _distill(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                                           accelerator, progress)
     info = replace(teacher.info, config=cfg, step=None, minutes=None, command=command,
                    device=describe_device(accelerator.device), evaluation=None, files={},
-                   init_from=None, parameters={"denoiser": sum(
+                   init_from=start_reference(cfg, start) if start is not None else (
+                       state or {}).get("meta", {}).get("init_from"),
+                   parameters={"denoiser": sum(
                        p.numel() for p in raw.denoiser.parameters())})
 
     def save(step: int, minutes: float) -> Path:
