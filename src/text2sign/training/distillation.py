@@ -20,8 +20,8 @@ from torch import nn
 
 from text2sign.core.config import DISTILL_STEPS, Config, DistillConfig, apply_overrides
 from text2sign.core.cuda import adamw
-from text2sign.core.files import sha256
 from text2sign.core.device import describe_device
+from text2sign.core.files import sha256
 from text2sign.diffusion import process as diffusion
 from text2sign.model_folder.build import build_denoiser
 from text2sign.model_folder.card import shown_path
