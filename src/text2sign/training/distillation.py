@@ -21,14 +21,13 @@ from torch import nn
 from text2sign.core.config import DISTILL_STEPS, Config, DistillConfig, apply_overrides
 from text2sign.core.cuda import adamw
 from text2sign.core.device import describe_device
-from text2sign.core.files import sha256
 from text2sign.diffusion import process as diffusion
 from text2sign.model_folder.build import build_denoiser
-from text2sign.model_folder.card import shown_path
 from text2sign.model_folder.folder_io import check_fit, save_model_folder
 from text2sign.model_folder.model_info import ModelInfo
 from text2sign.model_folder.pipeline import Text2SignPipeline, trainable_state
 from text2sign.model_folder.resolve import ModelFolder, resolve_model
+from text2sign.training.init_from import folder_reference
 from text2sign.training.loop import (
     Job,
     begin_run,
@@ -165,13 +164,6 @@ def student_start(student: nn.Module, start: ModelFolder) -> dict[str, torch.Ten
     return state
 
 
-def start_reference(cfg: Config, start: ModelFolder) -> dict[str, Any]:
-    """What the student started from, for its model card: the name given, path and sha256."""
-    return {"given": str(cfg.distill.student_from), "path": shown_path(start.path.resolve()),
-            "sha256": start.info.files.get("denoiser.safetensors")
-            or sha256(start.path / "denoiser.safetensors")}
-
-
 def student_pipeline(raw: DistillTrainer, ema: dict[str, torch.Tensor], cfg: Config,
                      teacher: Text2SignPipeline) -> Text2SignPipeline:
     """A pipeline over a copy of the student carrying the EMA weights (previews, evaluation)."""
@@ -267,7 +259,8 @@ def _distill(cfg: Config, out: Path, accelerator: Any, checkpoint: Path | None,
                                           accelerator, progress)
     info = replace(teacher.info, config=cfg, step=None, minutes=None, command=command,
                    device=describe_device(accelerator.device), evaluation=None, files={},
-                   init_from=start_reference(cfg, start) if start is not None else (
+                   init_from=folder_reference(cfg.distill.student_from, start)
+                   if start is not None else (
                        state or {}).get("meta", {}).get("init_from"),
                    parameters={"denoiser": sum(
                        p.numel() for p in raw.denoiser.parameters())})

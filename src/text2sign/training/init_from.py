@@ -76,13 +76,19 @@ def init_from_model(module: nn.Module, cfg: Config, model: ModelFolder, log=None
                 f"{_names(r['reshaped'])}")
         for note in notes:
             log(f"init from {folder}: {note}")
-    # relative to the working directory when inside it: no machine path in a shared folder
-    return {"given": str(cfg.model.init_from), "path": shown_path(folder.resolve()),
-            # the digest its config.json recorded and resolving verified (older folders: anew)
-            "sha256": model.info.files.get("denoiser.safetensors")
-            or sha256(folder / "denoiser.safetensors"),
+    return {**folder_reference(cfg.model.init_from, model),
             "loaded": {part: len(r["loaded"]) for part, r in report.items()},
             "new": {part: len(r["new"]) for part, r in report.items()}}
+
+
+def folder_reference(given: str, model: ModelFolder) -> dict[str, str]:
+    """Which model folder a run started from, for its config.json's ``init_from``: the name
+    given, its path and the sha256 of its denoiser weights."""
+    # relative to the working directory when inside it: no machine path in a shared folder
+    return {"given": str(given), "path": shown_path(model.path.resolve()),
+            # the digest its config.json recorded and resolving verified (older folders: anew)
+            "sha256": model.info.files.get("denoiser.safetensors")
+            or sha256(model.path / "denoiser.safetensors")}
 
 
 def _names(keys: list[str], limit: int = 4) -> str:
