@@ -194,3 +194,32 @@ def test_index_is_written_in_pieces_that_read_back_as_the_index(clips):
     pieces = list(cache_module._index_json(index, per_piece=2048))
     assert json.loads("".join(pieces)) == index
     assert len(pieces) == 2 + -(-clips // 2048)  # head, a piece per 2,048 clips, tail
+
+
+def test_clip_source_keeps_a_small_corpus_shrunk_and_reads_each_clip_once():
+    """A recognizer's training clips that fit the budget are read and shrunk once; the clips
+    are the same as when each batch reads them again (no budget)."""
+    from text2sign.evaluation.recognizer_base import ClipSource
+
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(0, 256, (t, 16, 16, 3), dtype=np.uint8) for t in (3, 5, 4)]
+
+    class Counted(list):
+        reads = 0
+
+        def __getitem__(self, i):
+            Counted.reads += 1
+            return super().__getitem__(i)
+
+    kept = ClipSource(Counted(clips), [0, 1, 2], 8)
+    Counted.reads = 0  # the lengths of a plain list were read once each
+    first = [kept[i].clone() for i in (0, 1, 2, 1, 0)]
+    assert Counted.reads == 3
+    fresh = ClipSource(clips, [0, 1, 2], 8, keep_bytes=0)
+    assert fresh.kept is None
+    for got, i in zip(first, (0, 1, 2, 1, 0), strict=True):
+        assert got.shape == (len(clips[i]), 8, 8, 3)
+        assert torch.equal(got, fresh[i])
+    # the corpus is too large for the budget: nothing is kept
+    assert ClipSource(clips, [0, 1, 2], 8, keep_bytes=8 * 8 * 3 * 11).kept is None
+    assert ClipSource(clips, [0, 1, 2], 8, keep_bytes=8 * 8 * 3 * 12).kept == {}
