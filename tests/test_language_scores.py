@@ -167,6 +167,49 @@ def test_evaluate_reports_each_language_on_its_held_out_texts(tmp_path):
         "ase": 4, "gsg": 4}
 
 
+class DrawsCAsB(torch.nn.Module):
+    """A latent model's autoencoder whose decoder draws colour c as colour b: real clips read
+    through it lose every c, the most the model's clips could read."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(()))  # where the autoencoder lives
+
+    def encode(self, x):
+        return x
+
+    def decode(self, z):
+        out = z.clone()
+        out[:, 1] = torch.maximum(z[:, 1], z[:, 2])
+        out[:, 2] = -1.0
+        return out
+
+
+def test_evaluate_reads_the_real_clips_through_the_autoencoder_too(tmp_path):
+    cache = TwoLanguageCache(tmp_path / "corpus", PAIRS)
+    pipe = TwoLanguagePipe(SEEN)
+    pipe.autoencoder = DrawsCAsB()
+    evaluate(pipe, cache, tmp_path / "eval", per_text=1, recognizer=toy_classifier(cache),
+             readers={"colours": ColourReader()}, progress=False)
+    saved = json.loads((tmp_path / "eval" / "report.json").read_text())
+    bt = saved["back_translation"]
+    # Held out: ASL "bca", "cba" and DGS "bca", "acb", two real clips each, decoded as
+    # "bba" / "abb": one letter of three wrong in every clip, none exact; the real clips
+    # themselves read right.
+    for code in ("ase", "gsg"):
+        langs = bt["languages"][code]
+        assert langs["ceiling_exact"] == 1.0 and langs["ceiling_cer"] == 0.0
+        assert langs["ceiling_decoded_exact"] == 0.0
+        assert langs["ceiling_decoded_cer"] == pytest.approx(1 / 3)
+    unseen = bt["groups"]["unseen"]
+    assert unseen["ceiling_clips"] == 8 and unseen["ceiling_exact"] == 1.0
+    assert unseen["ceiling_decoded_exact"] == 0.0
+    assert unseen["ceiling_decoded_cer"] == pytest.approx(1 / 3)
+    md = (tmp_path / "eval" / "report.md").read_text()
+    assert "decoded exact" in md
+    assert "| gsg | 2 | 0.667 | 0.000 | 0.333 | 0.000 | 1.000 | 0.000 | 0.667 |" in md
+
+
 def test_a_one_language_report_has_no_language_table(tmp_path):
     cache = TwoLanguageCache(tmp_path / "corpus", [p for p in PAIRS if p[1] == "ase"])
     pipe = TwoLanguagePipe(SEEN)

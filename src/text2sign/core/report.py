@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -74,18 +75,36 @@ def back_translation_rows(report: dict[str, Any]) -> list[list[str]]:
     unit = "CER" if bt["units"] == "chars" else "gloss ER"
     readers = bt.get("readers") or {bt.get("reader", "reader"): {"groups": bt["groups"]}}
     several = len(readers) > 1
+    decoded = _has_decoded(g for r in readers.values() for g in r["groups"].values())
     rows = [["back-translation", *(["reader"] if several else []), "texts", "clips", unit,
-             f"ceiling {unit}", "exact", "ceiling exact", "ceiling clips"]]
+             f"ceiling {unit}", *([f"decoded {unit}"] if decoded else []), "exact",
+             "ceiling exact", *(["decoded exact"] if decoded else []), "ceiling clips"]]
     for group in bt["groups"]:
         for name, r in readers.items():
             g = r["groups"].get(group)
             if g is None:
                 continue
             rows.append([GROUP_NAMES.get(group, group), *([name] if several else []),
-                         str(g["texts"]), str(g["clips"]), fmt_number(g["cer"]),
-                         fmt_number(g["ceiling_cer"]), fmt_number(g["exact"]),
-                         fmt_number(g["ceiling_exact"]), str(g["ceiling_clips"])])
+                         str(g["texts"]), str(g["clips"]), *_scores(g, decoded),
+                         str(g["ceiling_clips"])])
     return rows
+
+
+def _has_decoded(scores: Iterable[dict[str, Any] | None]) -> bool:
+    """Whether back-translation scores carry the decoded ceiling (a latent model's)."""
+    return any(g is not None and "ceiling_decoded_exact" in g for g in scores)
+
+
+def _scores(g: dict[str, Any], decoded: bool) -> list[str]:
+    """CER, its ceiling(s), exact, its ceiling(s): a back-translation row's numbers; the
+    decoded ceiling's cells are blank where a row has none."""
+    cer = [fmt_number(g["cer"]), fmt_number(g["ceiling_cer"])]
+    exact = [fmt_number(g["exact"]), fmt_number(g["ceiling_exact"])]
+    if decoded:
+        cer.append(fmt_number(g["ceiling_decoded_cer"]) if "ceiling_decoded_cer" in g else "")
+        exact.append(fmt_number(g["ceiling_decoded_exact"]) if "ceiling_decoded_exact" in g
+                     else "")
+    return cer + exact
 
 
 def agreement_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -133,17 +152,17 @@ def language_rows(report: dict[str, Any]) -> list[list[str]]:
         return []
     unit = "CER" if bt.get("units", "chars") == "chars" else "gloss ER"
     several = len(readers) > 1
+    decoded = _has_decoded(g for r in readers.values() for g in r.values())
     rows = [["held-out texts by language", *(["reader"] if several else []), "texts", unit,
-             f"ceiling {unit}", "exact", "ceiling exact", "duration ratio"]]
+             f"ceiling {unit}", *([f"decoded {unit}"] if decoded else []), "exact",
+             "ceiling exact", *(["decoded exact"] if decoded else []), "duration ratio"]]
     for code in codes:
         d = duration.get(code)
         ratio = fmt_number(d["ratio"]) if d else ""
         named = [(name, r[code]) for name, r in readers.items() if code in r] or [("", None)]
         for k, (name, g) in enumerate(named):
             texts = g["texts"] if g else (d["texts"] if d else 0)
-            scores = (["", "", "", ""] if g is None else
-                      [fmt_number(g["cer"]), fmt_number(g["ceiling_cer"]), fmt_number(g["exact"]),
-                       fmt_number(g["ceiling_exact"])])
+            scores = [""] * (6 if decoded else 4) if g is None else _scores(g, decoded)
             rows.append([code, *([name] if several else []), str(texts), *scores,
                          ratio if k == 0 else ""])
     return rows

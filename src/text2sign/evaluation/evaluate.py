@@ -195,8 +195,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"Readers ({report['back_translation']['units']}) trained on the corpus's real "
             "training clips read every generated clip back into text. Ceiling: the same reader "
             "on real clips of the same texts that it never trained on (held-out clips of seen "
-            "texts, every clip of unseen texts). Unseen texts were never in the model's "
-            "training set.",
+            "texts, every clip of unseen texts); decoded (a latent model): the same real clips "
+            "after a round trip through the model's autoencoder, the most its clips can read. "
+            "Unseen texts were never in the model's training set.",
             "",
         ]
         agree = agreement_rows(report)
@@ -226,8 +227,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             "Each sign language's held-out texts (never in the model's training set; unseen "
             "words, long words and phrases), generated and read in that language: CER and exact "
-            "beside the same reader on the real clips of the same texts (the ceiling), and the "
-            "generated / real duration.",
+            "beside the same reader on the real clips of the same texts (the ceiling) and, for a "
+            "latent model, on those clips through its autoencoder (decoded), and the generated / "
+            "real duration.",
             "",
         ]
     shown = report.get("contact_sheet_texts")
@@ -339,25 +341,60 @@ def text_groups(texts: list[str], trained: TrainingTexts,
     return {k: v for k, v in groups.items() if v}
 
 
+def decoded_readings(readers: dict[str, SequenceRecognizer], cache: ClipCache,
+                     indices: list[int], autoencoder: torch.nn.Module, batch_size: int = 16
+                     ) -> dict[str, dict[int, str]]:
+    """{reader: {clip: reading}} of real clips ``indices`` after an encode-decode round trip
+    through a latent model's autoencoder, each clip in its sign language: the most the model's
+    own clips can read, since every clip it makes is drawn by that decoder. Each clip goes
+    through the autoencoder once, whatever the number of readers."""
+    codes = clip_languages(cache)
+    device = next(autoencoder.parameters()).device
+    out: dict[str, dict[int, str]] = {name: {} for name in readers}
+    for s in range(0, len(indices), batch_size):
+        chunk = [int(i) for i in indices[s:s + batch_size]]
+        decoded = []
+        for i in chunk:  # lengths differ: a clip at a time (the decoder chunks its frames)
+            x = to_unit(torch.from_numpy(np.asarray(cache[i])).to(device).permute(3, 0, 1, 2))
+            with torch.no_grad():
+                decoded.append(videos_to_uint8(autoencoder.decode(autoencoder.encode(x[None])))[0])
+        for name, reader in readers.items():
+            read = reader.read(decoded, batch_size, [codes[i] for i in chunk])
+            out[name].update(zip(chunk, (text for text, _ in read), strict=True))
+        del decoded
+        release_freed_memory()
+    return out
+
+
 def _read_scores(refs: list[str], hyps: list[str], codes: list[str], real_refs: list[str],
-                 real_hyps: list[str], real_codes: list[str], units: str) -> dict[str, Any]:
-    """CER and exact of readings, beside the same of real clips' readings (the ceiling)."""
-    return {"cer": error_rate(refs, hyps, units, codes),
-            "exact": exact_accuracy(refs, hyps, units, codes),
-            "ceiling_clips": len(real_refs),
-            "ceiling_cer": (error_rate(real_refs, real_hyps, units, real_codes) if real_refs
-                            else float("nan")),
-            "ceiling_exact": exact_accuracy(real_refs, real_hyps, units, real_codes)}
+                 real_hyps: list[str], real_codes: list[str], units: str,
+                 decoded_hyps: list[str] | None = None) -> dict[str, Any]:
+    """CER and exact of readings, beside the same of real clips' readings (the ceiling) and,
+    for a latent model, of the same real clips' readings through its autoencoder."""
+    out = {"cer": error_rate(refs, hyps, units, codes),
+           "exact": exact_accuracy(refs, hyps, units, codes),
+           "ceiling_clips": len(real_refs),
+           "ceiling_cer": (error_rate(real_refs, real_hyps, units, real_codes) if real_refs
+                           else float("nan")),
+           "ceiling_exact": exact_accuracy(real_refs, real_hyps, units, real_codes)}
+    if decoded_hyps is not None:
+        out["ceiling_decoded_cer"] = (error_rate(real_refs, decoded_hyps, units, real_codes)
+                                      if real_refs else float("nan"))
+        out["ceiling_decoded_exact"] = exact_accuracy(real_refs, decoded_hyps, units, real_codes)
+    return out
 
 
 def back_translation(readings: list[str], prompts: list[str], sequence: SequenceRecognizer,
                      cache: ClipCache,
                      groups: dict[str, list[str]], ceiling_idx: dict[str, list[int]],
-                     items: Items | None = None) -> dict[str, Any]:
+                     items: Items | None = None, decoded: dict[int, str] | None = None
+                     ) -> dict[str, Any]:
     """CER and exact-text accuracy of the generated clips' readings per group, each next to the
-    same recognizer reading real clips of the same texts (the ceiling). ``prompts`` and
-    ``groups`` hold item keys (`Items`; the texts themselves without ``items``); on a corpus of
-    several languages also per language over its held-out texts (the groups "unseen*")."""
+    same recognizer reading real clips of the same texts (the ceiling) and, given ``decoded``
+    (`decoded_readings` of those clips), reading them through the model's autoencoder (the
+    decoded ceiling). ``prompts`` and ``groups`` hold item keys (`Items`; the texts themselves
+    without ``items``); on a corpus of several languages also per language over its held-out
+    texts (the groups "unseen*")."""
     items = items or Items.of(cache)
     units = sequence.units
     codes = clip_languages(cache)
@@ -374,7 +411,8 @@ def back_translation(readings: list[str], prompts: list[str], sequence: Sequence
             "texts": len(keys), "clips": len(rows),
             **_read_scores(refs, hyps, [items.language[prompts[i]] for i in rows],
                            [cache.texts[i] for i in real], [real_read[i] for i in real],
-                           [codes[i] for i in real], units),
+                           [codes[i] for i in real], units,
+                           None if decoded is None else [decoded[i] for i in real]),
             "examples": [[r, h] for r, h in list(zip(refs, hyps, strict=True))[:12]],
         }
     if items.several:
@@ -393,7 +431,8 @@ def back_translation(readings: list[str], prompts: list[str], sequence: Sequence
                 **_read_scores([items.text[prompts[i]] for i in rows],
                                [readings[i] for i in rows], [code] * len(rows),
                                [cache.texts[i] for i in real], [real_read[i] for i in real],
-                               [code] * len(real), units)}
+                               [code] * len(real), units,
+                               None if decoded is None else [decoded[i] for i in real])}
     return out
 
 
@@ -625,11 +664,12 @@ def _real_scores(recognizer: Recognizer, cache: ClipCache, indices: list[int],
 
 
 def score(gen: Generation, clips: ClipScores, cache: ClipCache, recognizer: Recognizer,
-          val_idx: list[int], ceiling_autoencoded: float | None, name: str, device: str
-          ) -> Report:
+          val_idx: list[int], ceiling_autoencoded: float | None, name: str, device: str,
+          autoencoder: torch.nn.Module | None = None) -> Report:
     """Recognition, Frechet distance and (with readers) back-translation of the
     generated clips (what `ClipScores` kept of them) against the corpus's real clips of the same
-    texts, read a batch at a time; writes nothing."""
+    texts, read a batch at a time (and, for a latent model, through its ``autoencoder``);
+    writes nothing."""
     texts, prompts, groups = gen.texts, gen.prompts, gen.groups
     items = gen.items or Items.of(cache)
     keys = items.clip_keys
@@ -646,8 +686,13 @@ def score(gen: Generation, clips: ClipScores, cache: ClipCache, recognizer: Reco
         group_of = {t: g for g, group in groups.items() for t in group}
         ceiling_idx = {g: [i for i in real_idx if group_of[keys[i]] == g
                            and (g.startswith("unseen") or i in held_out)] for g in groups}
+        decoded = {}
+        if autoencoder is not None:
+            decoded = decoded_readings(clips.readers, cache,
+                                       sorted({i for v in ceiling_idx.values() for i in v}),
+                                       autoencoder)
         per_reader = {rname: back_translation(clips.readings[rname], prompts, reader, cache,
-                                              groups, ceiling_idx, items)
+                                              groups, ceiling_idx, items, decoded.get(rname))
                       for rname, reader in clips.readers.items()}
         agreements = {}
         for group, members in groups.items():
@@ -805,7 +850,7 @@ def evaluate(pipe: Text2SignPipeline, cache: ClipCache, out_dir: str | Path, *,
                    float(guidance if guidance is not None else sc.guidance), seed, batch_size,
                    progress, [clips.add] + ([writer.add] if writer else []), items)
     report = score(gen, clips, cache, recognizer, val_idx, ceiling_autoencoded, name,
-                   describe_device(device))
+                   describe_device(device), pipe.autoencoder)
     if writer is None:
         return report.as_dict()
     return write_report(report, gen, writer, cache, out_dir)
