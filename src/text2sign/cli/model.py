@@ -70,6 +70,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_quiet(p)
     p.set_defaults(func=run_distill)
 
+    p = sub.add_parser("refit-decoder", help="refit a latent model's decoder to a corpus "
+                       "(the latent space kept)", description="Fine-tune the decoder of a latent "
+                       "model's frame autoencoder on the training clips of --data, the encoder "
+                       "and the latent normalisation frozen, so the denoiser is unchanged and "
+                       "draws through a decoder fitted to these clips (a model fine-tuned on new "
+                       "alphabets keeps the autoencoder of the model it started from). Writes "
+                       "the model with the new decoder to --out. --from takes the refitted "
+                       "decoder of another folder that encodes alike (a student its teacher's).")
+    p.add_argument("model", metavar="MODEL", help="model folder, run folder, shipped:NAME or "
+                   "Hugging Face Hub id")
+    p.add_argument("--out", required=True, help="the new model folder")
+    p.add_argument("--data", help="clip folder or cache (default: the model's data.path)")
+    p.add_argument("--steps", type=int, default=4000,
+                   help="batches of frames to train the decoder on (default 4000)")
+    p.add_argument("--batch-size", type=int, default=16, help="frames a batch (default 16)")
+    p.add_argument("--lr", type=float, default=5e-4, help="learning rate (default 5e-4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, help="stop after this many minutes")
+    p.add_argument("--from", dest="donor", metavar="REFITTED",
+                   help="take this folder's refitted decoder instead of training one (its "
+                   "encoder must be MODEL's)")
+    p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda or mps")
+    add_quiet(p)
+    p.set_defaults(func=run_refit_decoder)
+
     p = sub.add_parser("sample", help="generate clips from text with a trained model")
     p.add_argument("texts", nargs="+", metavar="TEXT", help='what to sign, e.g. "hello" A B')
     p.add_argument("--model", help="model folder, run folder, Hugging Face Hub id or "
@@ -164,6 +189,27 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     print(f"model: {model}\nsample: text2sign sample --model {model} \"A\"\n"
           f"watch:  tensorboard --logdir {out}")
+    return 0
+
+
+def run_refit_decoder(args: argparse.Namespace) -> int:
+    # torch: imported when the command runs, so `text2sign --help` stays fast
+    from text2sign.model_folder.resolve import resolve_model
+    from text2sign.training.decoder_refit import refit_decoder, take_decoder
+
+    command = getattr(args, "command_line", None)
+    if args.donor is not None:
+        out = take_decoder(args.model, args.donor, args.out, command=command)
+    else:
+        model = resolve_model(args.model)
+        data = args.data or model.config.data.path
+        if not Path(data).exists():
+            raise FileNotFoundError(f"the model's data {data!r} does not exist; pass --data DIR, "
+                                    "clips like those the model signs")
+        out = refit_decoder(model, data, args.out, steps=args.steps, batch_size=args.batch_size,
+                            lr=args.lr, seed=args.seed, minutes=args.minutes,
+                            device=args.device, progress=shows_progress(args), command=command)
+    print(out if args.quiet else f"model: {out}\nsample: text2sign sample --model {out} \"A\"")
     return 0
 
 
