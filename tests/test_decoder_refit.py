@@ -70,6 +70,8 @@ def test_a_refitted_decoder_draws_the_corpus_better_in_the_same_latent_space(mod
     assert refit["steps"] == 40 and refit["clips"] == 6 and refit["from"] == "run"  # the run's name
     assert refit["command"] == "text2sign refit-decoder run --steps 40"
     assert info.get("command") == json.loads((source / "config.json").read_text()).get("command")
+    card = (out / "README.md").read_text()
+    assert f"- decoder: refitted on `{data}` (40 steps of 4 frames" in card
     pipe = Text2SignPipeline.from_pretrained(out, device="cpu")  # checksums verified
     assert pipe(["A"], steps=2).shape == (1, 4, 16, 16, 3)
 
@@ -84,6 +86,7 @@ def test_a_student_takes_its_teachers_refitted_decoder(model, tmp_path):
     assert same_tensors(taken / "denoiser.safetensors", source / "denoiser.safetensors")
     refit = json.loads((taken / "config.json").read_text())["autoencoder"]["decoder_refit"]
     assert refit["taken_from"] == "refit" and refit["steps"] == 2
+    assert "- decoder: taken from refit, which refitted it" in (taken / "README.md").read_text()
 
     with pytest.raises(ValueError, match="has no refitted decoder"):
         take_decoder(refitted, source, tmp_path / "none")

@@ -138,6 +138,14 @@ def model_card(info: ModelInfo, folder: str | Path, texts: list[str] | None = No
     ae = info.autoencoder
     if ae and "l1" in ae:
         lines.append(f"- autoencoder: {ae.get('steps')} steps first, L1 {ae['l1']:.4f}")
+    refit = (ae or {}).get("decoder_refit")
+    if refit:
+        how = (f"taken from {refit['taken_from']}, which refitted it" if "taken_from" in refit
+               else "refitted")
+        l1 = refit.get("l1", float("nan"))
+        lines.append(f"- decoder: {how} on `{refit.get('data', '?')}` ({refit.get('steps')} "
+                     f"steps of {refit.get('batch_size')} frames, L1 {l1:.4f}; encoder and "
+                     "latent space unchanged)")
     diff, sampling = cfg.diffusion, cfg.sample
     lines.append(f"- diffusion: {diff.prediction_type}, {diff.beta_schedule} betas; "
                  f"sampling {sampling.sampler} {sampling.steps} steps, guidance "
