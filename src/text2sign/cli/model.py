@@ -1,4 +1,4 @@
-"""CLI commands for models: train, sample, info, config."""
+"""CLI commands for models: train, distill, refit-decoder, sample, info, config."""
 
 from __future__ import annotations
 
