@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_corpus, same_tensors
 from safetensors.torch import load_file
 
+from text2sign.cli.evaluation import decoded_clips
 from text2sign.data.dataset import open_clips, to_unit
+from text2sign.evaluation.evaluate import round_trip
 from text2sign.model_folder.autoencoder_io import load_autoencoder
 from text2sign.model_folder.build import build_config
 from text2sign.model_folder.pipeline import Text2SignPipeline
@@ -105,3 +108,17 @@ def test_a_pixel_model_has_no_decoder_to_refit(tmp_path):
                   device="cpu")
     with pytest.raises(ValueError, match="pixel space"):
         refit_decoder(pixel, data, tmp_path / "out", steps=1, progress=False)
+    cache = open_clips(data, 4, 16, progress=False)
+    with pytest.raises(ValueError, match="pixel space: it has no autoencoder"):
+        decoded_clips(str(pixel), cache, "cpu")  # reader score --decoded-by
+
+
+def test_reader_score_reads_through_a_models_autoencoder(model):
+    source, data = model
+    cache = open_clips(data, 4, 16, progress=False)
+    decoded = decoded_clips(str(source), cache, "cpu")
+    ae = load_autoencoder(source, Text2SignPipeline.from_pretrained(source).config.latent)
+    assert np.array_equal(decoded[2], round_trip(ae, cache[2]))
+    assert not np.array_equal(decoded[2], cache[2])  # drawn by a 3-step decoder
+    with pytest.raises(ValueError, match="draws 16 px frames, the clips are 8 px"):
+        decoded_clips(str(source), open_clips(data, 4, 8, progress=False), "cpu")

@@ -210,6 +210,22 @@ def test_evaluate_reads_the_real_clips_through_the_autoencoder_too(tmp_path):
     assert "| gsg | 2 | 0.667 | 0.000 | 0.333 | 0.000 | 1.000 | 0.000 | 0.667 |" in md
 
 
+def test_readers_read_real_clips_through_an_autoencoder_as_they_read_the_clips(tmp_path):
+    """`reader score --decoded-by`: the same held-out clips, drawn by a model's decoder."""
+    from text2sign.evaluation.evaluate import DecodedClips
+
+    cache = TwoLanguageCache(tmp_path / "corpus", PAIRS)
+    unseen = [i for i, t in enumerate(cache.texts) if t in ("bca", "cba", "acb")]
+    decoded = DecodedClips(cache, DrawsCAsB())
+    assert decoded.texts == cache.texts and decoded.languages == cache.languages
+    assert decoded[unseen[0]].shape == cache[unseen[0]].shape
+    real = read_real({"colours": ColourReader()}, decoded, {"unseen": unseen}, by_language=True)
+    for code in ("ase", "gsg"):
+        score = real["languages"][code]["readers"]["colours"]
+        assert score["clips"] == 4 and score["exact"] == 0.0
+        assert score["cer"] == pytest.approx(1 / 3)
+
+
 def test_a_one_language_report_has_no_language_table(tmp_path):
     cache = TwoLanguageCache(tmp_path / "corpus", [p for p in PAIRS if p[1] == "ase"])
     pipe = TwoLanguagePipe(SEEN)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 from text2sign.core.config import SAMPLERS
 from text2sign.core.console import add_quiet, shows_progress
@@ -121,6 +122,9 @@ def register_reader(sub: argparse._SubParsersAction) -> None:
             q.add_argument("--all", action="store_true",
                            help="score every clip of DATA (a test corpus no reader trained on), "
                            "not only the held-out ones")
+            q.add_argument("--decoded-by", metavar="MODEL",
+                           help="also read the same clips after a round trip through this "
+                           "latent model's autoencoder: the most its clips can read")
         q.add_argument("--device", default="auto")
         add_quiet(q)
         q.set_defaults(func=run_reader)
@@ -134,7 +138,6 @@ def run_reader(args: argparse.Namespace) -> int:
         ARCHS,
         load_or_train_reader,
         load_reader,
-        read_real,
         reader_name,
         real_groups,
         resolve_readers,
@@ -166,14 +169,14 @@ def run_reader(args: argparse.Namespace) -> int:
     groups = real_groups(cache, args.val_fraction, args.holdout, args.max_clips,
                          every=getattr(args, "all", False))
     several = len(set(clip_languages(cache))) > 1  # a ceiling per sign language too
-    scores = read_real(readers, cache, groups, by_language=several)
-    by_language = scores["languages"] if several else {}
-    scores = scores["groups"] if several else scores
-    print(format_table(_score_rows("real held-out clips", scores, len(readers))))
-    if by_language:
+    # a model without an autoencoder is refused before any clip is read
+    decoded = (decoded_clips(args.decoded_by, cache, device)
+               if getattr(args, "decoded_by", None) else None)
+    scores, by_language = _print_scores(readers, cache, groups, several, "")
+    if decoded is not None:
         print()
-        print(format_table(_score_rows("held-out texts, by language", by_language,
-                                       len(readers))))
+        _print_scores(readers, decoded, groups, several,
+                      f" through the autoencoder of {args.decoded_by}")
     if args.reader_command == "train":
         name = next(iter(readers))
         reader.metrics["real"] = {g: s["readers"][name] for g, s in scores.items()}
@@ -182,6 +185,40 @@ def run_reader(args: argparse.Namespace) -> int:
                                                 for c, s in by_language.items()}
         reader.save(args.out)
     return 0
+
+
+def _print_scores(readers: dict, clips: Any, groups: dict, several: bool, title: str
+                  ) -> tuple[dict, dict]:
+    """Every reader on the clips of each group (and each language, with ``several``), printed
+    as tables; returns (per group, per language) scores."""
+    from text2sign.evaluation.readers import read_real
+
+    scores = read_real(readers, clips, groups, by_language=several)
+    by_language = scores["languages"] if several else {}
+    scores = scores["groups"] if several else scores
+    print(format_table(_score_rows(f"real held-out clips{title}", scores, len(readers))))
+    if by_language:
+        print()
+        print(format_table(_score_rows(f"held-out texts, by language{title}", by_language,
+                                       len(readers))))
+    return scores, by_language
+
+
+def decoded_clips(model: str, cache: Any, device: Any) -> Any:
+    """``cache`` read through the autoencoder of latent model ``model`` (one line for a model
+    without one, or of another frame size)."""
+    from text2sign.evaluation.evaluate import DecodedClips
+    from text2sign.model_folder.autoencoder_io import load_autoencoder
+    from text2sign.model_folder.resolve import resolve_model
+
+    folder = resolve_model(model)
+    cfg = folder.config
+    if not cfg.latent.enabled:
+        raise ValueError(f"--decoded-by {model!r} diffuses in pixel space: it has no autoencoder")
+    if cfg.data.size != cache.frame_shape[0]:
+        raise ValueError(f"--decoded-by {model!r} draws {cfg.data.size} px frames, the clips are "
+                         f"{cache.frame_shape[0]} px; pass --size {cfg.data.size}")
+    return DecodedClips(cache, load_autoencoder(folder.path, cfg.latent).to(device).eval())
 
 
 def _score_rows(title: str, scores: dict, readers: int) -> list[list[str]]:

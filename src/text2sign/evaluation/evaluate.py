@@ -341,6 +341,33 @@ def text_groups(texts: list[str], trained: TrainingTexts,
     return {k: v for k, v in groups.items() if v}
 
 
+def round_trip(autoencoder: torch.nn.Module, clip: np.ndarray) -> np.ndarray:
+    """A uint8 clip (T, H, W, 3) encoded and decoded by a latent model's autoencoder: what the
+    model would draw of it at best."""
+    device = next(autoencoder.parameters()).device
+    x = to_unit(torch.from_numpy(np.asarray(clip)).to(device).permute(3, 0, 1, 2))
+    with torch.no_grad():
+        return videos_to_uint8(autoencoder.decode(autoencoder.encode(x[None])))[0]
+
+
+class DecodedClips:
+    """A clip cache whose clips come out through a latent model's autoencoder (`round_trip`),
+    its texts, languages and lengths those of the cache: readers read it as they read the real
+    clips (`text2sign reader score --decoded-by`)."""
+
+    def __init__(self, cache: Any, autoencoder: torch.nn.Module):
+        self.cache, self.autoencoder = cache, autoencoder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cache, name)
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return round_trip(self.autoencoder, self.cache[i])
+
+
 def decoded_readings(readers: dict[str, SequenceRecognizer], cache: ClipCache,
                      indices: list[int], autoencoder: torch.nn.Module, batch_size: int = 16
                      ) -> dict[str, dict[int, str]]:
@@ -349,15 +376,11 @@ def decoded_readings(readers: dict[str, SequenceRecognizer], cache: ClipCache,
     own clips can read, since every clip it makes is drawn by that decoder. Each clip goes
     through the autoencoder once, whatever the number of readers."""
     codes = clip_languages(cache)
-    device = next(autoencoder.parameters()).device
     out: dict[str, dict[int, str]] = {name: {} for name in readers}
     for s in range(0, len(indices), batch_size):
         chunk = [int(i) for i in indices[s:s + batch_size]]
-        decoded = []
-        for i in chunk:  # lengths differ: a clip at a time (the decoder chunks its frames)
-            x = to_unit(torch.from_numpy(np.asarray(cache[i])).to(device).permute(3, 0, 1, 2))
-            with torch.no_grad():
-                decoded.append(videos_to_uint8(autoencoder.decode(autoencoder.encode(x[None])))[0])
+        # lengths differ: a clip at a time (the decoder chunks its frames)
+        decoded = [round_trip(autoencoder, cache[i]) for i in chunk]
         for name, reader in readers.items():
             read = reader.read(decoded, batch_size, [codes[i] for i in chunk])
             out[name].update(zip(chunk, (text for text, _ in read), strict=True))
