@@ -11,6 +11,7 @@ import torch
 from conftest import make_corpus, same_tensors
 from safetensors.torch import load_file
 
+from text2sign.apps.info import describe
 from text2sign.cli.evaluation import decoded_clips
 from text2sign.data.dataset import open_clips, to_unit
 from text2sign.evaluation.evaluate import round_trip
@@ -75,6 +76,8 @@ def test_a_refitted_decoder_draws_the_corpus_better_in_the_same_latent_space(mod
     assert info.get("command") == json.loads((source / "config.json").read_text()).get("command")
     card = (out / "README.md").read_text()
     assert f"- decoder: refitted on `{data}` (40 steps of 4 frames" in card
+    assert any(line.startswith("decoder") and f"refitted on {data} (40 steps of 4 frames"
+               in line for line in describe(out))  # text2sign info
     pipe = Text2SignPipeline.from_pretrained(out, device="cpu")  # checksums verified
     assert pipe(["A"], steps=2).shape == (1, 4, 16, 16, 3)
 

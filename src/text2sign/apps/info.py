@@ -54,6 +54,13 @@ def space(cfg: Config) -> str:
             f"per-frame autoencoder, {latent.factor}x smaller per side ({source})")
 
 
+def decoder_line(refit: dict) -> str:
+    """What `text2sign refit-decoder` did to a model's decoder, from config.json."""
+    taken = f", taken from {refit['taken_from']}" if "taken_from" in refit else ""
+    return (f"refitted on {refit.get('data', '?')} ({refit.get('steps', '?')} steps of "
+            f"{refit.get('batch_size', '?')} frames{taken}; encoder and latent space kept)")
+
+
 def checkpoint_rows(run: Path) -> list[list[str]]:
     """Header + one row per checkpoint: step, minutes, the last loss logged by then, size."""
     logged = {}
@@ -123,6 +130,8 @@ def model_rows(model: ModelFolder) -> list[tuple[str, str]]:
             if len(model.languages) > 1 else "")),
         ("clips", f"{cfg.data.frames} frames x {cfg.data.size}x{cfg.data.size}"),
         ("diffusion space", space(cfg)),
+        *([("decoder", decoder_line(info.autoencoder["decoder_refit"]))]
+          if (info.autoencoder or {}).get("decoder_refit") else []),
         ("diffusion", f"{cfg.diffusion.prediction_type}, {cfg.diffusion.beta_schedule} "
                       f"betas, cfg dropout {cfg.diffusion.cfg_dropout}"),
         ("sampling", f"{cfg.sample.sampler} {cfg.sample.steps} steps, guidance "
