@@ -208,6 +208,11 @@ def test_evaluate_reads_the_real_clips_through_the_autoencoder_too(tmp_path):
     md = (tmp_path / "eval" / "report.md").read_text()
     assert "decoded exact" in md
     assert "| gsg | 2 | 0.667 | 0.000 | 0.333 | 0.000 | 1.000 | 0.000 | 0.667 |" in md
+    # left out when asked (the demo): no decoded fields, no decoded columns
+    quick = evaluate(pipe, cache, tmp_path / "quick", per_text=1, recognizer=toy_classifier(cache),
+                     readers={"colours": ColourReader()}, progress=False, decoded_ceiling=False)
+    assert "ceiling_decoded_exact" not in quick["back_translation"]["languages"]["gsg"]
+    assert "decoded" not in (tmp_path / "quick" / "report.md").read_text()
 
 
 def test_readers_read_real_clips_through_an_autoencoder_as_they_read_the_clips(tmp_path):
