@@ -18,6 +18,8 @@ from text2sign.evaluation.evaluate import (
     autoencoded_ceiling,
     evaluate,
     format_summary,
+    print_report,
+    render_markdown,
     score,
     tensorboard_scalars,
 )
@@ -231,6 +233,23 @@ def test_evaluate_end_to_end_writes_reports(trained, tmp_path):
     assert not (tmp_path / "wrong").exists()  # write_files=False writes nothing
     assert set(tensorboard_scalars(clean)) == {"eval/top1", "eval/top5", "eval/fd",
                                                "eval/fd_floor"}
+
+
+def test_a_classifier_that_cannot_tell_real_clips_apart_is_called_so(trained, tmp_path, capsys):
+    cache, recognizer, _, _ = trained
+    report = evaluate(FakePipe(noise=0.0), cache, tmp_path / "eval", per_text=1,
+                      recognizer=recognizer, back_translate=False, progress=False)
+    assert report["ceiling_top1"] >= 0.9
+    assert "cannot tell" not in render_markdown(report)  # a classifier that reads its corpus
+    print_report(report)
+    assert "cannot tell" not in capsys.readouterr().out
+    weak = dict(report, ceiling_top1=0.001)  # as on a corpus of thousands of texts
+    print_report(weak)
+    line = ("note: the classifier reads held-out real clips at top-1 0.001 (chance 0.333): it "
+            "cannot tell this corpus's texts apart, so its top-1, top-5 and FD say little here; "
+            "back-translation measures them (leave out --no-back-translation)")
+    assert line in capsys.readouterr().out.splitlines()
+    assert "The classifier reads held-out real clips at top-1 0.001" in render_markdown(weak)
 
 
 def test_evaluate_rejects_mismatched_geometry(trained, tmp_path):

@@ -45,6 +45,24 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+# Below this top-1 on held-out real clips, the classifier cannot tell the corpus's texts apart
+# (a corpus of thousands of texts: 0.001 on data/multi), and its top-1 and FD say little.
+WEAK_CLASSIFIER = 0.2
+
+
+def classifier_note(report: dict[str, Any]) -> str | None:
+    """One line saying the classifier's numbers say little, when its real-clip ceiling is below
+    `WEAK_CLASSIFIER`; None when it reads real clips well enough, or has no ceiling."""
+    ceiling = report.get("ceiling_top1")
+    if not isinstance(ceiling, (int, float)) or math.isnan(ceiling) or ceiling >= WEAK_CLASSIFIER:
+        return None
+    measure = ("the back-translation tables measure the clips" if report.get("back_translation")
+               else "back-translation measures them (leave out --no-back-translation)")
+    return (f"note: the classifier reads held-out real clips at top-1 {fmt_number(ceiling)} "
+            f"(chance {fmt_number(report.get('chance_top1'))}): it cannot tell this corpus's "
+            f"texts apart, so its top-1, top-5 and FD say little here; {measure}")
+
+
 MET_SHARE = 0.7  # a group is read well when every reader reads >= 70% of its ceiling exact
 
 GROUP_NAMES = {"letters": "letters", "seen": "seen texts", "unseen": "unseen texts",

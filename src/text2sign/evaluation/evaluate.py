@@ -29,6 +29,7 @@ from text2sign.core.device import describe_device, release_freed_memory
 from text2sign.core.report import (
     agreement_rows,
     back_translation_rows,
+    classifier_note,
     duration_rows,
     fmt_number,
     format_table,
@@ -146,6 +147,9 @@ def format_summary(report: dict[str, Any]) -> str:
 def print_report(report: dict[str, Any]) -> None:
     """The headline numbers and where the report, GIFs and contact sheet were written."""
     print(format_summary(report))
+    note = classifier_note(report)
+    if note:
+        print(note)
     for rows in (group_top1_rows(report), back_translation_rows(report), agreement_rows(report),
                  duration_rows(report), language_rows(report)):
         if rows:
@@ -175,6 +179,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "(equal sizes, since FD is biased upward for small sets). Lower FD is better.",
         "",
     ]
+    note = classifier_note(report)
+    if note:
+        text = note.removeprefix("note: ")
+        lines += [text[0].upper() + text[1:] + ".", ""]
     by_group = group_top1_rows(report)
     if by_group:
         lines += [
