@@ -82,6 +82,24 @@ def test_a_refitted_decoder_draws_the_corpus_better_in_the_same_latent_space(mod
     assert pipe(["A"], steps=2).shape == (1, 4, 16, 16, 3)
 
 
+def test_a_run_from_a_refitted_model_keeps_its_decoder_and_says_so(model, tmp_path):
+    source, data = model
+    refitted = refit_decoder(source, data, tmp_path / "refit", steps=2, batch_size=4,
+                             progress=False)
+    sets = [f"data.path={data}", "data.val_fraction=0", "data.holdout_texts=0",
+            "train.sample_every=0", "latent.enabled=true", "latent.width=8",
+            "latent.channels=2", "model.params.stem=1", "train.max_steps=1",
+            f"model.init_from={refitted}"]
+    out = train(build_config("tiny", overrides=sets), tmp_path / "run", progress=False,
+                device="cpu")
+    assert same_tensors(out / "autoencoder.safetensors", refitted / "autoencoder.safetensors")
+    ae = json.loads((out / "config.json").read_text())["autoencoder"]
+    assert ae["from"] == str(refitted)
+    assert ae["decoder_refit"] == json.loads(
+        (refitted / "config.json").read_text())["autoencoder"]["decoder_refit"]
+    assert "- decoder: refitted on" in (out / "README.md").read_text()
+
+
 def test_a_student_takes_its_teachers_refitted_decoder(model, tmp_path):
     source, data = model
     refitted = refit_decoder(source, data, tmp_path / "refit", steps=2, batch_size=4,

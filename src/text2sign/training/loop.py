@@ -601,9 +601,14 @@ def prepare_autoencoder(cfg: Config, out: Path, cache: Any, train_idx: list[int]
     torch.manual_seed(cfg.train.seed)
     ae, decoder_only = build_autoencoder(lc), False
     if cfg.model.init_from:  # the latent space the loaded denoiser learned in
-        ae, decoder_only = source_autoencoder(cfg, (source or init_source(cfg))())
+        model = (source or init_source(cfg))()
+        ae, decoder_only = source_autoencoder(cfg, model)
         if not decoder_only:
-            return ae.to(device), {"facts": {"from": str(cfg.model.init_from)}}
+            facts = {"from": str(cfg.model.init_from)}
+            refit = (model.info.autoencoder or {}).get("decoder_refit")
+            if refit:  # its decoder was refitted (text2sign refit-decoder): the record goes along
+                facts["decoder_refit"] = refit
+            return ae.to(device), {"facts": facts}
     budget = cfg.train.max_minutes
     facts = train_autoencoder(ae, cache, train_idx, lc, device=device, seed=cfg.train.seed,
                               max_seconds=None if budget is None else budget * 30,  # half of it
